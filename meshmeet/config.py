@@ -1,0 +1,178 @@
+"""The per-data-dir node configuration: DIR/config.toml, commented, with sensible defaults.
+
+Reads TOML with tomllib and writes it from a template (the file stays commented and readable).
+This module must never touch keys, the roster or the network; a corrupt or unknown setting is a
+ConfigError naming the file and the key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+DEFAULT_MESH_PORT = 7733
+DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_MESH_PORT}"
+DEFAULT_HTTP = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, *, what: str = "address") -> HostPort:
+    """Parse "host:port" or "[v6]:port"; raise ConfigError with a readable message."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"Địa chỉ {what} không hợp lệ: {text!r} (cần dạng máy:cổng)",
+            f"invalid {what} {text!r} (expected host:port)",
+        )
+    return HostPort(host, int(port_text))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What `meshmeet run` needs besides keys and roster."""
+
+    listen: HostPort = field(default_factory=lambda: parse_host_port(DEFAULT_LISTEN))
+    http: HostPort = field(default_factory=lambda: parse_host_port(DEFAULT_HTTP))
+    peers: tuple[HostPort, ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    keepalive_s: float = 5.0
+    log_level: str = "info"
+
+    def with_overrides(
+        self,
+        *,
+        listen: str | None = None,
+        http: str | None = None,
+        peers: list[str] | None = None,
+        mdns_interfaces: list[str] | None = None,
+        mdns: bool | None = None,
+    ) -> "NodeConfig":
+        """Command-line flags win over the file."""
+        cfg = self
+        if listen:
+            cfg = replace(cfg, listen=parse_host_port(listen, what="--listen"))
+        if http:
+            cfg = replace(cfg, http=parse_host_port(http, what="--http"))
+        if peers:
+            cfg = replace(cfg, peers=cfg.peers + tuple(parse_host_port(p, what="--peer") for p in peers))
+        if mdns_interfaces:
+            cfg = replace(cfg, mdns_interfaces=tuple(mdns_interfaces))
+        if mdns is not None:
+            cfg = replace(cfg, mdns=mdns)
+        return cfg
+
+
+EXAMPLE = """\
+# meshmeet node configuration (TOML). Every key is optional; shown values are the defaults.
+# Cấu hình nút meshmeet. Mọi khóa đều tùy chọn; giá trị bên dưới là mặc định.
+
+[network]
+# Where this node accepts encrypted links from neighbour nodes (mesh port).
+listen = "{listen}"
+# The local web app and JSON API for the hall TV, tablets and the `meshmeet` command.
+http = "{http}"
+# Peers reached over 4G/WAN that mDNS cannot find, as "host:port".
+peers = [{peers}]
+# Find neighbours on the LAN with mDNS (zeroconf).
+mdns = {mdns}
+# Restrict mDNS to these local IP addresses (empty: all interfaces).
+mdns_interfaces = [{mdns_interfaces}]
+# Seconds between keepalives on an idle link; a link silent for 3x this is down.
+keepalive_s = {keepalive_s}
+
+[log]
+# debug, info, warning or error
+level = "{log_level}"
+"""
+
+
+def render(cfg: NodeConfig) -> str:
+    """The config file text for `cfg`, with its comments."""
+    quote = lambda items: ", ".join(f'"{i}"' for i in items)  # noqa: E731
+    return EXAMPLE.format(
+        listen=cfg.listen,
+        http=cfg.http,
+        peers=quote(str(p) for p in cfg.peers),
+        mdns=str(cfg.mdns).lower(),
+        mdns_interfaces=quote(cfg.mdns_interfaces),
+        keepalive_s=cfg.keepalive_s,
+        log_level=cfg.log_level,
+    )
+
+
+def example() -> str:
+    return render(NodeConfig())
+
+
+def save(data_dir: Path, cfg: NodeConfig) -> None:
+    """Write DIR/config.toml atomically."""
+    path = data_dir / CONFIG_FILE
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(render(cfg), encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(data_dir: Path) -> NodeConfig:
+    """Read DIR/config.toml (defaults when absent); ConfigError on anything malformed."""
+    path = data_dir / CONFIG_FILE
+    if not path.exists():
+        return NodeConfig()
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Tệp cấu hình {path} bị lỗi: {e}", f"config file {path} is malformed: {e}") from None
+    net = _table(doc, "network", path)
+    log = _table(doc, "log", path)
+    unknown = set(doc) - {"network", "log"}
+    if unknown:
+        raise ConfigError(f"Mục lạ trong {path}: {sorted(unknown)}", f"unknown section in {path}: {sorted(unknown)}")
+    try:
+        keepalive = float(net.get("keepalive_s", 5.0))
+        if not 0.05 <= keepalive <= 3600:
+            raise ValueError
+        level = str(log.get("level", "info")).lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError
+        return NodeConfig(
+            listen=parse_host_port(str(net.get("listen", DEFAULT_LISTEN)), what="listen"),
+            http=parse_host_port(str(net.get("http", DEFAULT_HTTP)), what="http"),
+            peers=tuple(parse_host_port(str(p), what="peer") for p in _list(net, "peers", path)),
+            mdns=bool(net.get("mdns", True)),
+            mdns_interfaces=tuple(str(i) for i in _list(net, "mdns_interfaces", path)),
+            keepalive_s=keepalive,
+            log_level=level,
+        )
+    except (ValueError, TypeError):
+        raise ConfigError(f"Giá trị không hợp lệ trong {path}", f"invalid value in {path}") from None
+
+
+def _table(doc: dict, name: str, path: Path) -> dict:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] trong {path} phải là một bảng", f"[{name}] in {path} must be a table")
+    return value
+
+
+def _list(table: dict, name: str, path: Path) -> list:
+    value = table.get(name, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{name} trong {path} phải là danh sách", f"{name} in {path} must be a list")
+    return value

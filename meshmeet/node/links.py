@@ -1,0 +1,386 @@
+"""The trio driver for encrypted links: TCP listener, dialer, one link per pair of nodes.
+
+Feeds bytes and clock ticks into meshmeet.wire.LinkConnection and moves its output to the socket.
+Keeps link state and counters for status, reconnects with exponential backoff and jitter, and
+resolves simultaneous dials to a single link. This module must never parse handshake or frame
+bytes itself, and a misbehaving peer must only ever cost that peer its own connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import trio
+
+from ..identity import KeyPair
+from ..wire import (
+    ConnectionClosed,
+    HandshakeComplete,
+    LinkConnection,
+    MessageReceived,
+    Role,
+    RttSample,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 8.0
+RECEIVE_BYTES = 65536
+JOIN_FIRST_BYTE = 0x4A
+CLOSE_GRACE_S = 1.0
+
+
+@dataclass
+class PeerRecord:
+    """What this node knows about one neighbour, for dialing and for status."""
+
+    node_id: str
+    site: str = ""
+    state: str = "down"  # up | connecting | down
+    rtt_ms: float | None = None
+    link: "Link | None" = None
+    changed: trio.Event = field(default_factory=trio.Event)
+    links_opened: int = 0
+    last_error: str = ""
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class Link:
+    """One authenticated TCP connection: a stream plus the sans-IO connection that speaks on it."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: LinkConnection, address: str, initiator_short_id: int) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.address = address
+        self.initiator_short_id = initiator_short_id
+        self.opened_at = trio.current_time()
+        self._send_lock = trio.Lock()
+        self.closed = False
+
+    async def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def send(self, payload: bytes) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("link closed")
+        self.conn.send_message(payload, trio.current_time())
+        await self.flush()
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with trio.move_on_after(CLOSE_GRACE_S) as scope:
+            scope.shield = True
+            try:
+                self.conn.close(reason, trio.current_time())
+                data = self.conn.data_to_send()
+                if data:
+                    await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            await trio.aclose_forcefully(self.stream)
+
+
+MessageHandler = Callable[[str, bytes], None]
+JoinHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+class LinkManager:
+    """Owns every link of this node: accepts, dials, deduplicates, reports."""
+
+    def __init__(
+        self,
+        *,
+        me: KeyPair,
+        my_short_id: int,
+        commune_id: bytes,
+        lookup: Callable[[int], bytes | None],
+        site_of: Callable[[str], str],
+        on_message: MessageHandler,
+        on_link_change: Callable[[str, bool], None] = lambda peer, up: None,
+        on_join: JoinHandler | None = None,
+        keepalive_s: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._me = me
+        self._my_short_id = my_short_id
+        self._commune_id = commune_id
+        self._lookup = lookup
+        self._site_of = site_of
+        self._on_message = on_message
+        self._on_link_change = on_link_change
+        self._on_join = on_join
+        self._keepalive_s = keepalive_s
+        self._rng = rng or random.Random()
+        self.peers: dict[str, PeerRecord] = {}
+        self._targets: dict[tuple[str, int], trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.refused = 0
+        self.listen_port: int | None = None
+
+    # ----- public API -------------------------------------------------------------------
+
+    async def run(self, listen_host: str, listen_port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled; dial targets added with add_target."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
+            except OSError as e:
+                from ..errors import MeshmeetError
+
+                raise MeshmeetError(
+                    f"Không mở được cổng mesh {listen_host}:{listen_port}: {e.strerror}",
+                    f"cannot listen on mesh port {listen_host}:{listen_port}: {e.strerror}",
+                ) from None
+            self.listen_port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+            task_status.started(self.listen_port)
+
+    def add_target(self, host: str, port: int, node_id: str | None = None) -> None:
+        """Dial host:port (again) now; keeps redialing with backoff while no link to it is up."""
+        key = (host, port)
+        if node_id == self._me.node_id:
+            return
+        wake = self._targets.get(key)
+        if wake is not None:
+            wake.set()  # a fresh sighting: skip the rest of the backoff
+            return
+        if self._nursery is None:
+            raise RuntimeError("LinkManager.run has not started")
+        self._targets[key] = trio.Event()
+        self._nursery.start_soon(self._dial_loop, host, port, node_id)
+
+    async def send(self, peer_node_id: str, payload: bytes) -> bool:
+        """Send one application message to a linked peer; False when no link is up."""
+        record = self.peers.get(peer_node_id)
+        if record is None or record.link is None or record.state != "up":
+            return False
+        try:
+            await record.link.send(payload)
+            return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+
+    def up_peers(self) -> list[str]:
+        return [p.node_id for p in self.peers.values() if p.state == "up"]
+
+    def snapshot(self) -> list[dict]:
+        """Links for `status --json`."""
+        out = []
+        for rec in sorted(self.peers.values(), key=lambda r: r.node_id):
+            out.append(
+                {
+                    "peer": rec.node_id,
+                    "site": rec.site or self._site_of(rec.node_id),
+                    "transport": "tcp",
+                    "state": rec.state,
+                    "rtt_ms": None if rec.rtt_ms is None else round(rec.rtt_ms, 3),
+                    "address": rec.link.address if rec.link else None,
+                    "bytes_in": rec.link.conn.bytes_received if rec.link else 0,
+                    "bytes_out": rec.link.conn.bytes_sent if rec.link else 0,
+                    "links_opened": rec.links_opened,
+                    "last_error": rec.last_error,
+                }
+            )
+        return out
+
+    # ----- accept / dial ----------------------------------------------------------------
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        address = _peer_address(stream)
+        try:
+            with trio.move_on_after(CONNECT_TIMEOUT_S * 2):
+                first = await stream.receive_some(RECEIVE_BYTES)
+            if not first:
+                await trio.aclose_forcefully(stream)
+                return
+            if first[0] == JOIN_FIRST_BYTE and self._on_join is not None:
+                await self._on_join(stream, first)
+                return
+            conn = self._new_conn(Role.RESPONDER)
+            await self._run_link(stream, conn, address, first, initiator=None)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.info("link from %s: transport error %s", address, e)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _dial_loop(self, host: str, port: int, node_id: str | None) -> None:
+        key = (host, port)
+        backoff = BACKOFF_START_S
+        known_id = node_id
+        while True:
+            record = self.peers.get(known_id) if known_id else None
+            if record is not None and record.state == "up":
+                await record.changed.wait()
+                continue
+            if record is not None:
+                record.state = "connecting"
+            outcome = await self._dial_once(host, port)
+            if isinstance(outcome, str):
+                known_id = outcome
+                backoff = BACKOFF_START_S
+                continue
+            if record is not None and record.state == "connecting":
+                record.state = "down"
+            delay = backoff * (0.5 + self._rng.random())
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            wake = self._targets[key]
+            with trio.move_on_after(delay):
+                await wake.wait()
+            if wake.is_set():
+                self._targets[key] = trio.Event()
+                backoff = BACKOFF_START_S
+
+    async def _dial_once(self, host: str, port: int) -> str | None:
+        """Connect, handshake and run one link; the peer's node id if it came up, else None."""
+        address = f"{host}:{port}"
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as e:
+            log.debug("dial %s failed: %s", address, e)
+            return None
+        conn = self._new_conn(Role.INITIATOR)
+        try:
+            conn.start(trio.current_time())
+            return await self._run_link(stream, conn, address, b"", initiator=self._my_short_id)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.info("link to %s: transport error %s", address, e)
+            return None
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _new_conn(self, role: Role) -> LinkConnection:
+        return LinkConnection(
+            role=role,
+            me=self._me,
+            my_short_id=self._my_short_id,
+            commune_id=self._commune_id,
+            lookup=self._lookup,
+            now=trio.current_time(),
+            keepalive_s=self._keepalive_s,
+        )
+
+    # ----- one link's life ----------------------------------------------------------------
+
+    async def _run_link(
+        self, stream: trio.SocketStream, conn: LinkConnection, address: str, first: bytes, initiator: int | None
+    ) -> str | None:
+        link = Link(stream, conn, address, initiator if initiator is not None else -1)
+        record: PeerRecord | None = None
+        came_up: str | None = None
+        try:
+            pending = first
+            while True:
+                now = trio.current_time()
+                events = conn.receive_data(pending, now) if pending else []
+                pending = b""
+                await link.flush()
+                for event in events:
+                    if isinstance(event, HandshakeComplete):
+                        if initiator is None:
+                            link.initiator_short_id = event.peer_short_id
+                        record = self._link_up(link, event)
+                        if record is None:
+                            return None
+                        came_up = record.node_id
+                    elif isinstance(event, MessageReceived):
+                        if record is not None and record.link is link:
+                            self._deliver(record.node_id, event.payload)
+                    elif isinstance(event, RttSample):
+                        if record is not None and record.link is link:
+                            record.rtt_ms = event.rtt_s * 1000.0
+                    elif isinstance(event, ConnectionClosed):
+                        if event.error:
+                            self.refused += record is None
+                            log.warning("link %s %s closed: %s", address, record.node_id if record else "(handshake)", event.reason)
+                        else:
+                            log.info("link %s closed: %s", address, event.reason)
+                        if record is not None:
+                            record.last_error = event.reason
+                        return came_up
+                if link.closed:
+                    return came_up
+                deadline = conn.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else float("inf")) as scope:
+                    data = await stream.receive_some(RECEIVE_BYTES)
+                    pending = data if data else b""
+                    if not data:
+                        events = conn.receive_data(b"", trio.current_time())
+                        for event in events:
+                            if isinstance(event, ConnectionClosed):
+                                log.info("link %s: peer closed (%s)", address, event.reason)
+                        return came_up
+                if scope.cancelled_caught:
+                    for event in conn.handle_timer(trio.current_time()):
+                        if isinstance(event, ConnectionClosed):
+                            log.warning("link %s: %s", address, event.reason)
+                            await link.flush()
+                            return came_up
+                        if isinstance(event, RttSample) and record is not None:
+                            record.rtt_ms = event.rtt_s * 1000.0
+                    await link.flush()
+        finally:
+            link.closed = True
+            if record is not None and record.link is link:
+                record.link = None
+                record.state = "down"
+                record.notify()
+                self._on_link_change(record.node_id, False)
+
+    def _link_up(self, link: Link, event: HandshakeComplete) -> PeerRecord | None:
+        peer = event.peer_node_id
+        record = self.peers.get(peer)
+        if record is None:
+            record = self.peers[peer] = PeerRecord(node_id=peer, site=self._site_of(peer))
+        old = record.link
+        if old is not None and not old.closed:
+            if not _keep_new(old, link):
+                log.info("link %s: duplicate of an existing link to %s, closing", link.address, peer)
+                self._nursery.start_soon(link.close, "duplicate link")  # type: ignore[union-attr]
+                return None
+            self._nursery.start_soon(old.close, "replaced by a newer link")  # type: ignore[union-attr]
+        record.link = link
+        record.state = "up"
+        record.links_opened += 1
+        record.last_error = ""
+        record.site = self._site_of(peer)
+        log.info("link up: %s (%s) via %s", peer, record.site, link.address)
+        record.notify()
+        self._on_link_change(peer, True)
+        return record
+
+    def _deliver(self, peer: str, payload: bytes) -> None:
+        try:
+            self._on_message(peer, payload)
+        except Exception:  # a bad message must not take the link down with it
+            log.exception("handler failed for a message from %s", peer)
+
+
+def _keep_new(old: Link, new: Link) -> bool:
+    """Both ends agree: keep the link dialed by the smaller short id; same dialer, keep the newer."""
+    if old.initiator_short_id == new.initiator_short_id:
+        return True
+    return new.initiator_short_id < old.initiator_short_id
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"

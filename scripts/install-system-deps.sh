@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the slow tests use: chromium (browser tests), iproute2 and iptables (testbed).
+# Installs only what is missing; as non-root it prints what is missing and lets those tests skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "meshmeet: installing ${need[*]} (Debian)..." >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "meshmeet: missing ${need[*]}; the tests that need them will skip" >&2
+    fi
+fi
+# Python packages only the browser tests and benchmarks need.
+.venv/bin/python -c "import playwright" 2>/dev/null || .venv/bin/python -m pip install -q --disable-pip-version-check playwright
