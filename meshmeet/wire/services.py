@@ -1,0 +1,17 @@
+"""Service bytes: the first byte of every application message on a link.
+
+After the handshake each application payload is `service byte + body`, and the node
+dispatches on that byte. This module only names the values; it must never parse bodies
+or hold state.
+"""
+
+from __future__ import annotations
+
+ROSTER = 0x10
+SYNC = 0x20
+TREE = 0x30
+MEDIA = 0x40
+LORA = 0x50
+JOIN = 0x60  # reserved: the join exchange, in case it ever runs inside a link
+
+ALL_SERVICES: frozenset[int] = frozenset({ROSTER, SYNC, TREE, MEDIA, LORA, JOIN})
