@@ -1,0 +1,564 @@
+"""The seam between the trio node and the aiohttp gateway running on its own asyncio thread.
+
+trio owns the main thread, the signals and the shutdown order. ``open_web_gateway`` starts a
+stock asyncio loop in one dedicated thread, serves the gateway app there, and joins the two
+worlds with exactly three things:
+
+* calls: trio awaits a coroutine on the loop (setup, cleanup), and an HTTP handler awaits
+  ``api(name, args)``, which runs as a task in the trio nursery and returns its dict or raises
+  ``ApiError`` (anything else becomes a logged 500);
+* ``Outbound``: a bounded one-way pipe trio -> asyncio (events and media chunks, fanned out to
+  browsers by the hub on the asyncio side: one crossing per message, never per browser);
+* ``Inbound``: a bounded one-way pipe asyncio -> trio (what browsers send).
+
+Pipes use credits: the sender holds ``capacity`` credits, spends one per message, and the
+receiving side hands them back (in batches) once it has taken the messages. Messages sent in
+the same scheduler tick cross the seam together in one wake-up. Each side's state is touched
+only by its own thread; the only traffic between threads is ``TrioToken.run_sync_soon`` and
+``loop.call_soon_threadsafe`` with callbacks that never raise.
+
+This is the only module that imports both trio and asyncio. It must never share mutable state
+between the threads other than through those two calls, and never block either loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import errno
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from aiohttp import web
+
+from ..errors import MeshmeetError
+from .api import ApiCall, ApiError, internal_error, node_stopping
+from .gateway import Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUTBOUND_CAPACITY = 1024
+INBOUND_CAPACITY = 256
+SHUTDOWN_S = 5.0
+AIOHTTP_SHUTDOWN_S = 2.0
+THREAD_JOIN_S = 3.0
+
+
+# ---------------------------------------------------------------- thread-crossing primitives
+
+
+def _post_to_trio(token: trio.lowlevel.TrioToken, fn: Callable[..., None], *args: Any) -> bool:
+    """Run ``fn(*args)`` soon on the trio thread; False if trio has finished."""
+    try:
+        token.run_sync_soon(_guarded, fn, *args)
+        return True
+    except trio.RunFinishedError:
+        return False
+
+
+def _post_to_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
+    """Run ``fn(*args)`` soon on the asyncio thread; False if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(_guarded, fn, *args)
+        return True
+    except RuntimeError:
+        return False
+
+
+def _guarded(fn: Callable[..., None], *args: Any) -> None:
+    """Callbacks crossing the seam must never raise into the other loop's machinery."""
+    try:
+        fn(*args)
+    except BaseException:  # noqa: BLE001 - the other loop cannot handle it; log and carry on
+        log.exception("bridge callback %r failed", fn)
+
+
+async def run_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """From trio: run ``coro`` on the gateway's asyncio loop and return its result.
+
+    Cancelling the trio caller cancels the asyncio task.
+    """
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def wake(_f: concurrent.futures.Future[T]) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass
+
+    future.add_done_callback(wake)
+    try:
+        await done.wait()
+    except BaseException:
+        future.cancel()
+        raise
+    return future.result()
+
+
+# ---------------------------------------------------------------- trio -> asyncio pipe
+
+
+@dataclass(frozen=True)
+class PipeStats:
+    """Counters of one pipe, read on the sending side."""
+
+    sent: int
+    dropped: int
+    credits: int
+
+
+class Outbound:
+    """trio -> asyncio pipe; the trio half. Its asyncio half hands each message to ``deliver``."""
+
+    def __init__(
+        self,
+        token: trio.lowlevel.TrioToken,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[str, Payload], None],
+        capacity: int = OUTBOUND_CAPACITY,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._token = token
+        self._loop = loop
+        self._deliver = deliver
+        self._credits = capacity
+        self._lot = trio.lowlevel.ParkingLot()
+        self._batch: list[tuple[str, Payload]] = []
+        self._flush_posted = False
+        self._closed = False
+        self._sent = 0
+        self._dropped = 0
+
+    @property
+    def stats(self) -> PipeStats:
+        return PipeStats(sent=self._sent, dropped=self._dropped, credits=self._credits)
+
+    async def send(self, topic: str, payload: Payload) -> None:
+        """Queue one message, waiting while the asyncio side holds every credit."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._credits == 0 and not self._closed:
+            await self._lot.park()
+        self._check_open()
+        self._push(topic, payload)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def try_send(self, topic: str, payload: Payload) -> bool:
+        """Queue one message if a credit is free; otherwise count a drop and return False."""
+        self._check_open()
+        if self._credits == 0:
+            self._dropped += 1
+            return False
+        self._push(topic, payload)
+        return True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the web gateway is closed")
+
+    def _push(self, topic: str, payload: Payload) -> None:
+        self._credits -= 1
+        self._sent += 1
+        self._batch.append((topic, payload))
+        if not self._flush_posted:
+            self._flush_posted = True
+            if not _post_to_trio(self._token, self._flush):
+                self.close()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self._flush_posted = False
+        if batch and not _post_to_loop(self._loop, self._on_loop, batch):
+            self.close()
+
+    def _on_loop(self, batch: list[tuple[str, Payload]]) -> None:  # asyncio thread
+        deliver = self._deliver
+        for topic, payload in batch:
+            try:
+                deliver(topic, payload)
+            except Exception:  # noqa: BLE001 - one bad message must not stall the pipe
+                log.exception("delivering a message on topic %s failed", topic)
+        _post_to_trio(self._token, self._add_credits, len(batch))
+
+    def _add_credits(self, n: int) -> None:
+        self._credits += n
+        self._lot.unpark_all()
+
+    def close(self) -> None:
+        """trio thread: refuse further sends and wake every waiting sender."""
+        self._closed = True
+        self._lot.unpark_all()
+
+
+# ---------------------------------------------------------------- asyncio -> trio pipe
+
+
+class Inbound:
+    """asyncio -> trio pipe. ``send`` runs on the asyncio thread; ``receive`` on the trio thread.
+
+    Browser messages arrive as ``(topic, payload)``; async-iterate it on the trio side.
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, capacity: int = INBOUND_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._token = token
+        self._loop = loop
+        self._capacity = capacity
+        # asyncio-side state
+        self._credits = capacity
+        self._credit_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._batch: list[tuple[str, Payload]] = []
+        self._flush_posted = False
+        self._send_closed = False
+        # trio-side state
+        self._buffer: collections.deque[tuple[str, Payload]] = collections.deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._taken = 0
+        self._recv_closed = False
+
+    # asyncio side -------------------------------------------------------
+    async def send(self, topic: str, payload: Payload) -> None:
+        """asyncio thread: queue one browser message, waiting for credit. ConnectionResetError once closed."""
+        while self._credits == 0 and not self._send_closed:
+            waiter = self._loop.create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+        if self._send_closed:
+            raise ConnectionResetError("the node side of the gateway is closed")
+        self._credits -= 1
+        self._batch.append((topic, payload))
+        if not self._flush_posted:
+            self._flush_posted = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self._flush_posted = False
+        if batch and not _post_to_trio(self._token, self._on_trio, batch):
+            self._close_send()
+
+    def _add_credits(self, n: int) -> None:
+        self._credits += n
+        self._wake_senders()
+
+    def _close_send(self) -> None:
+        self._send_closed = True
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        while self._credit_waiters and (self._credits > 0 or self._send_closed):
+            waiter = self._credit_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # trio side -----------------------------------------------------------
+    def _on_trio(self, batch: list[tuple[str, Payload]]) -> None:
+        self._buffer.extend(batch)
+        self._lot.unpark_all()
+
+    async def receive(self) -> tuple[str, Payload]:
+        """trio thread: the next browser message; trio.EndOfChannel once closed and drained."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._buffer:
+            if self._recv_closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        item = self._buffer.popleft()
+        self._taken += 1
+        if not self._buffer or self._taken >= max(1, self._capacity // 4):
+            taken, self._taken = self._taken, 0
+            _post_to_loop(self._loop, self._add_credits, taken)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    def receive_nowait(self) -> tuple[str, Payload] | None:
+        """trio thread: a buffered message or None."""
+        if not self._buffer:
+            return None
+        item = self._buffer.popleft()
+        _post_to_loop(self._loop, self._add_credits, 1)
+        return item
+
+    def __aiter__(self) -> Inbound:
+        return self
+
+    async def __anext__(self) -> tuple[str, Payload]:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """trio thread: end the stream (receivers drain, then EndOfChannel); stop the senders."""
+        self._recv_closed = True
+        self._lot.unpark_all()
+        _post_to_loop(self._loop, self._close_send)
+
+
+# ---------------------------------------------------------------- asyncio -> trio calls
+
+
+class _TrioCalls:
+    """Runs ``api(name, args)`` in the trio nursery on behalf of asyncio HTTP handlers."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, nursery: trio.Nursery, api: ApiCall) -> None:
+        self._token = token
+        self._loop = loop
+        self._nursery = nursery
+        self._api = api
+        self._scopes: set[trio.CancelScope] = set()  # trio thread only
+        self._closed = False  # trio thread only
+
+    async def call(self, name: str, args: dict) -> dict:
+        """asyncio thread: await the node's answer."""
+        future: asyncio.Future[dict] = self._loop.create_future()
+        scope_box: list[trio.CancelScope] = []  # filled and read on the trio thread only
+        if not _post_to_trio(self._token, self._start, name, args, future, scope_box):
+            raise node_stopping()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            _post_to_trio(self._token, self._cancel, scope_box)
+            raise
+
+    def _start(self, name: str, args: dict, future: asyncio.Future[dict], scope_box: list[trio.CancelScope]) -> None:
+        if self._closed:
+            self._answer(future, None, node_stopping())
+            return
+        scope = trio.CancelScope()
+        scope_box.append(scope)
+        try:
+            self._nursery.start_soon(self._run, name, args, future, scope)
+        except RuntimeError:  # nursery closed
+            self._answer(future, None, node_stopping())
+
+    def _cancel(self, scope_box: list[trio.CancelScope]) -> None:
+        for scope in scope_box:
+            scope.cancel()
+
+    async def _run(self, name: str, args: dict, future: asyncio.Future[dict], scope: trio.CancelScope) -> None:
+        result: dict | None = None
+        error: BaseException | None = None
+        self._scopes.add(scope)
+        try:
+            with scope:
+                result = await self._api(name, args)
+            if scope.cancelled_caught:
+                error = node_stopping()
+        except ApiError as e:
+            error = e
+        except Exception:  # noqa: BLE001 - report as 500, keep serving
+            log.exception("API handler %r failed", name)
+            error = internal_error()
+        finally:
+            self._scopes.discard(scope)
+            if result is None and error is None:  # cancelled from outside: the node is stopping
+                error = node_stopping()
+            self._answer(future, result, error)
+
+    def _answer(self, future: asyncio.Future[dict], result: dict | None, error: BaseException | None) -> None:
+        _post_to_loop(self._loop, _settle, future, result, error)
+
+    def close(self) -> None:
+        """trio thread: refuse new calls and cancel running ones."""
+        self._closed = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+
+def _settle(future: asyncio.Future[dict], result: dict | None, error: BaseException | None) -> None:
+    if future.done():  # the HTTP handler gave up
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result if result is not None else {})
+
+
+# ---------------------------------------------------------------- the gateway
+
+
+class WebGateway:
+    """A running gateway, as seen from trio."""
+
+    def __init__(self, url: str, host: str, port: int, outbound: Outbound, inbound: Inbound, loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
+        self.url = url
+        self.host = host
+        self.port = port
+        self.inbound = inbound
+        self._outbound = outbound
+        self._loop = loop
+        self._hub = hub
+
+    async def publish(self, topic: str, payload: bytes | str | dict) -> None:
+        """Send one message to every browser on ``topic``; waits while the pipe is full."""
+        await self._outbound.send(topic, encode_payload(payload))
+
+    def try_publish(self, topic: str, payload: bytes | str | dict) -> bool:
+        """Like ``publish`` but never waits: False means the message was dropped (pipe full)."""
+        return self._outbound.try_send(topic, encode_payload(payload))
+
+    @property
+    def outbound_stats(self) -> PipeStats:
+        return self._outbound.stats
+
+    async def run_in_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the gateway's asyncio loop (for setup/inspection) and return its result."""
+        return await run_in_loop(self._loop, coro)
+
+    async def subscriber_count(self, topic: str | None = None) -> int:
+        """How many browsers are subscribed (to ``topic``, or in total)."""
+
+        async def count() -> int:
+            return self._hub.subscriber_count(topic)
+
+        return await self.run_in_loop(count())
+
+
+def _port_in_use(host: str, port: int) -> MeshmeetError:
+    return MeshmeetError(
+        f"Cổng {port} trên {host} đang bận (một chương trình khác đang dùng), hãy chọn cổng khác",
+        f"port {port} on {host} is in use by another program, choose another port",
+    )
+
+
+@dataclass
+class _Served:
+    runner: web.AppRunner
+    hub: Hub
+    url: str
+    port: int
+
+
+async def _serve(
+    host: str,
+    port: int,
+    api_call: Callable[[str, dict], Awaitable[dict]],
+    inbound: Inbound,
+    routes_factory: RoutesFactory | None,
+    static_dirs: Mapping[str, Path] | None,
+    hub_kwargs: dict[str, Any],
+) -> _Served:
+    """asyncio thread: build the app and start listening."""
+    hub = Hub(**hub_kwargs)
+    app = build_app(api_call, hub, inbound=inbound.send, routes_factory=routes_factory, static_dirs=static_dirs)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, shutdown_timeout=AIOHTTP_SHUTDOWN_S)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        if e.errno == errno.EADDRINUSE:
+            raise _port_in_use(host, port) from e
+        raise MeshmeetError(
+            f"Không mở được cổng web {host}:{port}: {e.strerror}",
+            f"cannot open the web port {host}:{port}: {e.strerror}",
+        ) from e
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return _Served(runner=runner, hub=hub, url=f"http://{shown}:{bound_port}", port=bound_port)
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The gateway thread: run the loop until stopped, then tidy up and close it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+@asynccontextmanager
+async def open_web_gateway(
+    nursery: trio.Nursery | None,
+    *,
+    host: str,
+    port: int,
+    api: ApiCall,
+    routes_factory: RoutesFactory | None = None,
+    static_dirs: Mapping[str, Path] | None = None,
+    outbound_capacity: int = OUTBOUND_CAPACITY,
+    inbound_capacity: int = INBOUND_CAPACITY,
+    client_queue_messages: int | None = None,
+    slow_client_policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
+) -> AsyncIterator[WebGateway]:
+    """Serve the web gateway on ``host:port`` (0 picks a free port) for the block's duration.
+
+    API calls run in ``nursery`` (or a nursery of the gateway's own when None). On exit every
+    WebSocket is closed with 1001, aiohttp is cleaned up under a shielded deadline of
+    ``SHUTDOWN_S`` and the gateway thread is joined. Raises MeshmeetError if the port is busy.
+    """
+    if nursery is None:
+        async with trio.open_nursery() as own:
+            async with open_web_gateway(
+                own,
+                host=host,
+                port=port,
+                api=api,
+                routes_factory=routes_factory,
+                static_dirs=static_dirs,
+                outbound_capacity=outbound_capacity,
+                inbound_capacity=inbound_capacity,
+                client_queue_messages=client_queue_messages,
+                slow_client_policy=slow_client_policy,
+            ) as gw:
+                yield gw
+        return
+
+    token = trio.lowlevel.current_trio_token()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_run_loop, args=(loop,), name=f"meshmeet-web-{port}", daemon=True)
+    thread.start()
+    calls = _TrioCalls(token, loop, nursery, api)
+    inbound = Inbound(token, loop, inbound_capacity)
+    hub_kwargs: dict[str, Any] = {"policy": slow_client_policy}
+    if client_queue_messages is not None:
+        hub_kwargs["client_queue_messages"] = client_queue_messages
+    served: _Served | None = None
+    outbound: Outbound | None = None
+    try:
+        served = await run_in_loop(
+            loop, _serve(host, port, calls.call, inbound, routes_factory, static_dirs, hub_kwargs)
+        )
+        outbound = Outbound(token, loop, served.hub.publish, outbound_capacity)
+        log.info("web gateway listening on %s", served.url)
+        yield WebGateway(served.url, host, served.port, outbound, inbound, loop, served.hub)
+    finally:
+        with trio.CancelScope(shield=True):
+            if outbound is not None:
+                outbound.close()
+            inbound.close()
+            calls.close()
+            with trio.move_on_after(SHUTDOWN_S) as cleanup_scope:
+                if served is not None:
+                    try:
+                        await run_in_loop(loop, served.runner.cleanup())
+                    except Exception:  # noqa: BLE001 - keep shutting down
+                        log.exception("web gateway cleanup failed")
+            if cleanup_scope.cancelled_caught:
+                log.warning("web gateway cleanup took longer than %s s; stopping its loop anyway", SHUTDOWN_S)
+            _post_to_loop(loop, loop.stop)
+            await trio.to_thread.run_sync(thread.join, THREAD_JOIN_S, abandon_on_cancel=True)
+            if thread.is_alive():
+                log.warning("web gateway thread did not stop within %s s; leaving it (daemon)", THREAD_JOIN_S)

@@ -1,0 +1,331 @@
+"""The aiohttp side of the web gateway: the HTTP/WebSocket app and the topic fan-out hub.
+
+``build_app`` makes the aiohttp Application: ``GET /api/status``, a JSON dispatcher
+``GET|POST /api/{name}`` that asks the node through an ``api_call`` coroutine, WebSocket
+``/ws/{topic}`` that subscribes a browser to a hub topic and forwards what the browser sends,
+plus whatever routes and static directories other parts pass in. ``Hub`` fans one published
+message out to every subscriber of its topic; a slow browser only loses its own oldest
+messages (policy ``drop_oldest``, the default) or is disconnected (policy ``disconnect``),
+and never slows the publisher or other browsers.
+
+Everything here runs on the gateway's asyncio thread. This module must never import trio or
+touch the node's state: the bridge hands it an ``api_call`` and an ``inbound`` sender, and
+those are the only ways out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .api import API_NAME_RE, ApiCall, ApiError, error_body, internal_error, unknown_api
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BODY_BYTES = 1024 * 1024
+WS_MAX_MSG_BYTES = 1024 * 1024
+WS_HEARTBEAT_S = 20.0
+CLIENT_QUEUE_MESSAGES = 256
+TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+Payload = bytes | str
+"""An encoded hub message: bytes go out as binary frames, str as text frames."""
+
+InboundSend = Callable[[str, Payload], Awaitable[None]]
+"""Forwards one browser message ``(topic, payload)`` towards the node; waits for credit."""
+
+
+class SlowClientPolicy(enum.Enum):
+    """What the hub does when a browser's queue is full."""
+
+    DROP_OLDEST = "drop_oldest"
+    DISCONNECT = "disconnect"
+
+
+def encode_payload(payload: bytes | bytearray | memoryview | str | dict) -> Payload:
+    """Encode once per message (never per browser): dict -> compact JSON text, bytes stay bytes."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, dict):
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    raise TypeError(f"hub payload must be bytes, str or dict, not {type(payload).__name__}")
+
+
+class Subscriber:
+    """One browser on one topic: a bounded queue and the task that drains it into the socket."""
+
+    def __init__(self, topic: str, ws: web.WebSocketResponse, queue_max: int, policy: SlowClientPolicy) -> None:
+        self.topic = topic
+        self.ws = ws
+        self.dropped = 0
+        self._policy = policy
+        self._queue: collections.deque[Payload] = collections.deque(maxlen=queue_max)
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    def offer(self, data: Payload) -> None:
+        """Queue one message without waiting; apply the slow-client policy when full."""
+        if self._closing:
+            return
+        if len(self._queue) == self._queue.maxlen:
+            if self._policy is SlowClientPolicy.DISCONNECT:
+                self._closing = True
+                log.info("disconnecting slow client on topic %s", self.topic)
+                asyncio.get_running_loop().create_task(
+                    self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
+                )
+                return
+            self.dropped += 1  # deque(maxlen) drops the oldest on append
+        self._queue.append(data)
+        self._ready.set()
+
+    async def pump(self) -> None:
+        """Send queued messages in order until the socket closes."""
+        queue = self._queue
+        ws = self.ws
+        while not ws.closed:
+            await self._ready.wait()
+            self._ready.clear()
+            while queue and not ws.closed:
+                data = queue.popleft()
+                if isinstance(data, bytes):
+                    await ws.send_bytes(data)
+                else:
+                    await ws.send_str(data)
+
+
+class Hub:
+    """Topics -> subscribers. ``publish`` is synchronous and never waits on any browser."""
+
+    def __init__(
+        self,
+        *,
+        client_queue_messages: int = CLIENT_QUEUE_MESSAGES,
+        policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
+    ) -> None:
+        self._topics: dict[str, set[Subscriber]] = {}
+        self._queue_max = client_queue_messages
+        self._policy = policy
+
+    def subscribe(self, topic: str, ws: web.WebSocketResponse) -> Subscriber:
+        sub = Subscriber(topic, ws, self._queue_max, self._policy)
+        self._topics.setdefault(topic, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._topics.get(sub.topic)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._topics[sub.topic]
+
+    def publish(self, topic: str, data: Payload) -> int:
+        """Queue an encoded message for every subscriber of ``topic``; return how many."""
+        subs = self._topics.get(topic)
+        if not subs:
+            return 0
+        for sub in tuple(subs):
+            sub.offer(data)
+        return len(subs)
+
+    def subscriber_count(self, topic: str | None = None) -> int:
+        if topic is not None:
+            return len(self._topics.get(topic, ()))
+        return sum(len(s) for s in self._topics.values())
+
+    def dropped(self, topic: str | None = None) -> int:
+        """Messages dropped so far for the current subscribers (of ``topic``, or all)."""
+        groups = [self._topics.get(topic, set())] if topic is not None else list(self._topics.values())
+        return sum(sub.dropped for subs in groups for sub in subs)
+
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown") -> None:
+        """Close every subscribed WebSocket (1001 by default), e.g. from ``on_shutdown``."""
+        subs = [sub for subs in self._topics.values() for sub in subs]
+        await asyncio.gather(*(sub.ws.close(code=code, message=message) for sub in subs), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    """What a routes factory gets to build its handlers with."""
+
+    api_call: ApiCall
+    hub: Hub
+    inbound: InboundSend | None
+
+
+RoutesFactory = Callable[[GatewayContext], Iterable[web.AbstractRouteDef]]
+
+HUB_KEY = web.AppKey("meshmeet_hub", Hub)
+CONTEXT_KEY = web.AppKey("meshmeet_context", GatewayContext)
+
+
+def json_error(status: int, code: str, vi: str, en: str) -> web.Response:
+    return web.json_response(error_body(code, vi, en), status=status, dumps=_dumps)
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+_HTTP_REASONS_VI = {
+    404: "Không tìm thấy",
+    405: "Phương thức HTTP không được phép ở đây",
+    413: "Nội dung gửi lên quá lớn",
+}
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """ApiError -> its JSON; unexpected exceptions -> logged 500 JSON; /api/ HTTP errors as JSON."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return web.json_response(e.to_json(), status=e.status, dumps=_dumps)
+    except web.HTTPException as e:
+        if request.path.startswith("/api/") and e.status >= 400:
+            vi = _HTTP_REASONS_VI.get(e.status, "Yêu cầu không thực hiện được")
+            return json_error(e.status, f"http_{e.status}", vi, e.reason)
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        err = internal_error()
+        return web.json_response(err.to_json(), status=err.status, dumps=_dumps)
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"Nội dung gửi lên quá lớn (tối đa {limit} byte)",
+        f"request body too large (at most {limit} bytes)",
+    )
+
+
+def _bad_json(detail: str) -> ApiError:
+    return ApiError(400, "bad_json", f"Nội dung không phải JSON hợp lệ: {detail}", f"request body is not valid JSON: {detail}")
+
+
+def parse_json_args(raw: bytes) -> dict:
+    """A POST body -> API args: empty means {}, otherwise a JSON object; else ApiError 400."""
+    if not raw.strip():
+        return {}
+    try:
+        args = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _bad_json("not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise _bad_json(f"{e.msg} (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise _bad_json("nested too deeply") from None
+    if not isinstance(args, dict):
+        raise ApiError(400, "bad_json", "Nội dung JSON phải là một đối tượng {…}", "the JSON body must be an object {…}")
+    return args
+
+
+async def _api_args(request: web.Request) -> dict:
+    if request.method == "GET":
+        return dict(request.query)
+    return parse_json_args(await _read_capped(request, MAX_JSON_BODY_BYTES))
+
+
+def _api_handler(api_call: ApiCall) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        name = request.match_info.get("name", "status")
+        if not API_NAME_RE.match(name):
+            raise unknown_api(name)
+        args = await _api_args(request)
+        result = await api_call(name, args)
+        if not isinstance(result, dict):
+            log.error("API %s returned %s, not a dict", name, type(result).__name__)
+            raise internal_error()
+        return web.json_response(result, dumps=_dumps)
+
+    return handle
+
+
+def _ws_handler(hub: Hub, inbound: InboundSend | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        topic = request.match_info["topic"]
+        if not TOPIC_RE.match(topic):
+            return json_error(404, "unknown_topic", f"Tên kênh không hợp lệ: “{topic}”", f"invalid topic name: “{topic}”")
+        ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, max_msg_size=WS_MAX_MSG_BYTES)
+        await ws.prepare(request)
+        sub = hub.subscribe(topic, ws)
+        pump = asyncio.get_running_loop().create_task(sub.pump())
+        try:
+            async for msg in ws:
+                if inbound is None:
+                    continue
+                if msg.type is WSMsgType.TEXT:
+                    await inbound(topic, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await inbound(topic, msg.data)
+        except ConnectionError:
+            log.debug("inbound closed while a browser on %s was sending", topic)
+        finally:
+            hub.unsubscribe(sub)
+            pump.cancel()
+            if not ws.closed:
+                await ws.close()
+            await asyncio.gather(pump, return_exceptions=True)
+        return ws
+
+    return handle
+
+
+def build_app(
+    api_call: ApiCall,
+    hub: Hub,
+    *,
+    inbound: InboundSend | None = None,
+    routes_factory: RoutesFactory | None = None,
+    static_dirs: Mapping[str, Path] | None = None,
+) -> web.Application:
+    """The gateway's aiohttp Application (build it on the loop that will serve it)."""
+    app = web.Application(middlewares=[_errors_middleware])
+    context = GatewayContext(api_call=api_call, hub=hub, inbound=inbound)
+    app[HUB_KEY] = hub
+    app[CONTEXT_KEY] = context
+    api = _api_handler(api_call)
+    app.router.add_get("/api/status", api)
+    app.router.add_route("GET", "/api/{name}", api)
+    app.router.add_route("POST", "/api/{name}", api)
+    app.router.add_get("/ws/{topic}", _ws_handler(hub, inbound))
+    if routes_factory is not None:
+        app.router.add_routes(list(routes_factory(context)))
+    for prefix, directory in (static_dirs or {}).items():
+        app.router.add_static(prefix, Path(directory))
+
+    async def close_websockets(_app: web.Application) -> None:
+        await hub.close_all(WSCloseCode.GOING_AWAY)
+
+    app.on_shutdown.append(close_websockets)
+    return app
