@@ -296,6 +296,7 @@ class Roster:
         self._claims: dict[bytes, list[Claim]] = {}  # by the enrolment key they verified against
         self._revoked: set[int] = set()
         self._pending: dict[bytes, Claim] = {}
+        self._members: list[Member] | None = None  # cache, cleared whenever an entry is accepted
 
     # -- adding
 
@@ -305,7 +306,11 @@ class Roster:
         A claim whose seat is not known yet is kept pending (returns False) and is added, and
         reported by merge(), when its seat arrives.
         """
-        return bool(self._add(entry))
+        return bool(self.accept(entry))
+
+    def accept(self, entry: Entry | bytes) -> list[Entry]:
+        """Like add(), but returns every entry it made newly accepted (a seat frees pending claims)."""
+        return self._add(entry)
 
     def merge(self, entries: Iterable[Entry | bytes]) -> list[Entry]:
         """Add every valid entry, silently dropping invalid ones; returns the newly accepted."""
@@ -318,6 +323,12 @@ class Roster:
         return new
 
     def _add(self, entry: Entry | bytes) -> list[Entry]:
+        new = self._add_uncached(entry)
+        if new:
+            self._members = None
+        return new
+
+    def _add_uncached(self, entry: Entry | bytes) -> list[Entry]:
         e = decode_entry(entry) if isinstance(entry, bytes) else decode_entry(entry.raw)
         if e.raw in self._entries:
             return []
@@ -401,6 +412,11 @@ class Roster:
 
     def members(self) -> list[Member]:
         """Every claimed, unrevoked seat, by short id."""
+        if self._members is None:
+            self._members = self._compute_members()
+        return list(self._members)
+
+    def _compute_members(self) -> list[Member]:
         out = []
         for sid in sorted(self._seats):
             if sid in self._revoked:
