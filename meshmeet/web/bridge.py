@@ -313,10 +313,16 @@ class Inbound:
 class _TrioCalls:
     """Runs ``api(name, args)`` in the trio nursery on behalf of asyncio HTTP handlers."""
 
-    def __init__(self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, nursery: trio.Nursery, api: ApiCall) -> None:
+    def __init__(
+        self,
+        token: trio.lowlevel.TrioToken,
+        loop: asyncio.AbstractEventLoop,
+        spawn: Callable[..., object],
+        api: ApiCall,
+    ) -> None:
         self._token = token
         self._loop = loop
-        self._nursery = nursery
+        self._spawn = spawn
         self._api = api
         self._scopes: set[trio.CancelScope] = set()  # trio thread only
         self._closed = False  # trio thread only
@@ -340,7 +346,7 @@ class _TrioCalls:
         scope = trio.CancelScope()
         scope_box.append(scope)
         try:
-            self._nursery.start_soon(self._run, name, args, future, scope)
+            self._spawn(self._run, name, args, future, scope)
         except RuntimeError:  # nursery closed
             self._answer(future, None, node_stopping())
 
@@ -349,14 +355,13 @@ class _TrioCalls:
             scope.cancel()
 
     async def _run(self, name: str, args: dict, future: asyncio.Future[dict], scope: trio.CancelScope) -> None:
-        result: dict | None = None
-        error: BaseException | None = None
+        result: Any = None
+        error: BaseException | None = node_stopping()  # unless the handler finishes
         self._scopes.add(scope)
         try:
             with scope:
                 result = await self._api(name, args)
-            if scope.cancelled_caught:
-                error = node_stopping()
+                error = None
         except ApiError as e:
             error = e
         except Exception:  # noqa: BLE001 - report as 500, keep serving
@@ -364,11 +369,9 @@ class _TrioCalls:
             error = internal_error()
         finally:
             self._scopes.discard(scope)
-            if result is None and error is None:  # cancelled from outside: the node is stopping
-                error = node_stopping()
             self._answer(future, result, error)
 
-    def _answer(self, future: asyncio.Future[dict], result: dict | None, error: BaseException | None) -> None:
+    def _answer(self, future: asyncio.Future[dict], result: Any, error: BaseException | None) -> None:
         _post_to_loop(self._loop, _settle, future, result, error)
 
     def close(self) -> None:
@@ -378,13 +381,13 @@ class _TrioCalls:
             scope.cancel()
 
 
-def _settle(future: asyncio.Future[dict], result: dict | None, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[dict], result: Any, error: BaseException | None) -> None:
     if future.done():  # the HTTP handler gave up
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result if result is not None else {})
+        future.set_result(result)  # the gateway checks that it is a dict
 
 
 # ---------------------------------------------------------------- the gateway
@@ -456,7 +459,7 @@ async def _serve(
     app = build_app(api_call, hub, inbound=inbound.send, routes_factory=routes_factory, static_dirs=static_dirs)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=AIOHTTP_SHUTDOWN_S)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as e:
@@ -505,32 +508,17 @@ async def open_web_gateway(
 ) -> AsyncIterator[WebGateway]:
     """Serve the web gateway on ``host:port`` (0 picks a free port) for the block's duration.
 
-    API calls run in ``nursery`` (or a nursery of the gateway's own when None). On exit every
+    API calls run as tasks in ``nursery`` (or as trio system tasks when None); either way the
+    gateway cancels the ones still running when it closes. On exit every
     WebSocket is closed with 1001, aiohttp is cleaned up under a shielded deadline of
     ``SHUTDOWN_S`` and the gateway thread is joined. Raises MeshmeetError if the port is busy.
     """
-    if nursery is None:
-        async with trio.open_nursery() as own:
-            async with open_web_gateway(
-                own,
-                host=host,
-                port=port,
-                api=api,
-                routes_factory=routes_factory,
-                static_dirs=static_dirs,
-                outbound_capacity=outbound_capacity,
-                inbound_capacity=inbound_capacity,
-                client_queue_messages=client_queue_messages,
-                slow_client_policy=slow_client_policy,
-            ) as gw:
-                yield gw
-        return
-
     token = trio.lowlevel.current_trio_token()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name=f"meshmeet-web-{port}", daemon=True)
     thread.start()
-    calls = _TrioCalls(token, loop, nursery, api)
+    spawn = nursery.start_soon if nursery is not None else trio.lowlevel.spawn_system_task
+    calls = _TrioCalls(token, loop, spawn, api)
     inbound = Inbound(token, loop, inbound_capacity)
     hub_kwargs: dict[str, Any] = {"policy": slow_client_policy}
     if client_queue_messages is not None:
