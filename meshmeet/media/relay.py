@@ -1,0 +1,369 @@
+"""The media relay core (sans-IO): what each outgoing link gets, in which order, at which quality.
+
+One source (the link chunks come from, or the local presenter) fans out to many links: tree
+neighbours (simulcast: both video layers) and browsers (one layer). Per link: an audio queue
+served before a video queue, congestion read from queue delay, the quality ladder (ladder.py),
+video that (re)starts or switches layer only at a keyframe of the target layer, keyframe requests
+merged and rate-limited upstream (keyframes.py), padding probes before an upgrade, and an
+optional rate cap (linkmodel.py) for emulated weak links.
+
+Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
+`tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given. This
+module must never do I/O, sleep, read a clock, or raise anything but MediaFormatError for bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from meshmeet.media import chunk as C
+from meshmeet.media.keyframes import KeyframeRequester
+from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, RateMeter, level_rate_bps
+from meshmeet.media.linkmodel import RateCap
+
+log = logging.getLogger(__name__)
+
+DOWNGRADE_QUEUE_MS = 200.0  # a head-of-queue older than this means the link is congested
+STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
+AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffer: dropped
+DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
+UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
+UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this
+PROBE_S = 0.6  # padding probe length
+PROBE_SUCCESS_RATIO = 0.9  # achieved / target rate for a probe to pass
+UPGRADE_HEADROOM = 0.85  # a level fits if its rate <= this share of the estimate
+ESTIMATE_WINDOW_S = 1.0
+PADDING_MIN_BYTES = 64
+PADDING_MAX_BYTES = 1200
+PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
+KIND_PADDING = 0x04  # link-local filler; receivers drop it, relays never forward it
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A control message to put on `link` now (keyframe requests upstream, to the source)."""
+
+    link: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    peer: str
+    layer: str  # "high" | "low" | "audio"
+    queue_ms: float
+    estimate_kbps: float
+
+
+@dataclass
+class _Link:
+    id: str
+    simulcast: bool
+    level: int
+    cap: RateCap | None = None
+    audio: deque = field(default_factory=deque)  # (t_enqueued, bytes)
+    video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid)
+    sending: dict = field(default_factory=dict)  # layer -> decoder continuity established
+    eff_tid: dict = field(default_factory=dict)  # layer -> max temporal id forwarded now
+    last_change: float = 0.0
+    hold_until: float = 0.0
+    backoff_s: float = UPGRADE_STEADY_S
+    steady_since: float = 0.0
+    probe_t0: float | None = None
+    probe_target_bps: float = 0.0
+    probe_bytes: int = 0
+    last_pop: float | None = None
+    last_pop_size: int = 0
+    backlog: deque = field(default_factory=deque)  # (t, bytes, seconds) while backlogged
+    sent: deque = field(default_factory=deque)  # (t, bytes)
+    estimate_bps: float = 0.0
+    dropped_audio: int = 0
+
+
+class MediaRelay:
+    """See the module docstring. `source` is the link chunks arrive on (None: taken from the first)."""
+
+    def __init__(self, *, source: str | None = None) -> None:
+        self.source = source
+        self._links: dict[str, _Link] = {}
+        self._configs: dict[tuple[int, int], bytes] = {}
+        self._meter = RateMeter()
+        self._kf = KeyframeRequester()
+        self.chunks_in = 0
+        self.format_errors = 0
+
+    # ---- links -------------------------------------------------------------------------
+    def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0) -> list[Outgoing]:
+        """A new downstream link (tree neighbour: simulcast=True; browser: False)."""
+        lk = _Link(link, simulcast, start_level, last_change=now, steady_since=now)
+        self._links[link] = lk
+        for key in sorted(self._configs):  # late joiner: decoder configs first
+            lk.audio.append((now, self._configs[key]))
+        return self._request_for_level(lk, now)
+
+    def remove_link(self, link: str) -> None:
+        self._links.pop(link, None)
+        if link == self.source:
+            self.source = None
+
+    def set_source(self, link: str | None) -> None:
+        """The floor moved: forget the old source's configs; new chunks come from `link`."""
+        self.source = link
+        self._configs.clear()
+        for lk in self._links.values():
+            lk.sending.clear()
+            lk.video.clear()
+
+    def set_rate_cap(self, link: str, rate_bps: float | None) -> None:
+        """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
+        lk = self._links[link]
+        lk.cap = None if rate_bps is None else RateCap(rate_bps)
+
+    def links(self) -> list[str]:
+        return list(self._links)
+
+    # ---- input ---------------------------------------------------------------------------
+    def receive(self, link: str, data: bytes, now: float) -> list[Outgoing]:
+        """Bytes from `link` (the local presenter is a link too). MediaFormatError if malformed."""
+        kind = C.peek_kind(data) if data[:1] != bytes((KIND_PADDING,)) else KIND_PADDING
+        if kind == KIND_PADDING:
+            return []
+        if kind == C.KIND_KEYFRAME_REQUEST:
+            req = C.parse(data)
+            assert isinstance(req, C.KeyframeRequest)
+            return self._ask_upstream(req.layer, now)
+        if self.source is None:
+            self.source = link
+        elif link != self.source:
+            return []  # not the floor holder: ignored
+        if kind == C.KIND_CONFIG:
+            cfg = C.parse(data)
+            assert isinstance(cfg, C.DecoderConfig)
+            self._configs[(cfg.track, cfg.layer)] = bytes(data)
+            for lk in self._links.values():
+                if lk.id != link:
+                    lk.audio.append((now, data))
+            return []
+        info = C.peek_chunk(data)
+        self.chunks_in += 1
+        n = len(data)
+        if info.track == C.TRACK_AUDIO:
+            self._meter.add(("a",), n, now)
+            for lk in self._links.values():
+                if lk.id != link:
+                    lk.audio.append((now, data))
+            return []
+        self._meter.add(("v", info.layer, info.temporal_id), n, now)
+        if info.keyframe:
+            self._kf.keyframe_seen(info.layer, now)
+        for lk in self._links.values():
+            if lk.id != link:
+                self._offer_video(lk, info, data, now)
+        return []
+
+    def _wanted_layers(self, lk: _Link) -> tuple[int, ...]:
+        lv = LEVELS[lk.level]
+        if lv.layer is None:
+            return ()
+        if lk.simulcast and lv.layer == C.LAYER_HIGH:
+            return (C.LAYER_HIGH, C.LAYER_LOW)
+        return (lv.layer,)
+
+    def _offer_video(self, lk: _Link, info: C.ChunkInfo, data: bytes, now: float) -> None:
+        layer, tid = info.layer, info.temporal_id
+        wanted = self._wanted_layers(lk)
+        target_tid = LEVELS[lk.level].max_temporal_id
+        if layer in wanted:
+            if not lk.sending.get(layer):
+                if not info.keyframe:
+                    return  # (re)start only at a keyframe of this layer
+                lk.sending[layer] = True
+                lk.eff_tid[layer] = target_tid
+            elif tid == 0:
+                lk.eff_tid[layer] = target_tid  # temporal up-switch only at a base-layer frame
+            else:
+                lk.eff_tid[layer] = min(lk.eff_tid.get(layer, target_tid), target_tid)
+            if tid <= lk.eff_tid[layer]:
+                lk.video.append((now, data, layer, tid))
+            return
+        # not wanted: keep the old layer going (base frames only) until a wanted one has started
+        if lk.sending.get(layer) and wanted and not any(lk.sending.get(w) for w in wanted) and tid == 0:
+            lk.video.append((now, data, layer, tid))
+        else:
+            lk.sending[layer] = False
+
+    def _ask_upstream(self, layer: int, now: float) -> list[Outgoing]:
+        if self.source is None or not self._kf.request(layer, now):
+            return []
+        return [Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer)))]
+
+    def _request_for_level(self, lk: _Link, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for layer in self._wanted_layers(lk):
+            if not lk.sending.get(layer):
+                out += self._ask_upstream(layer, now)
+        return out
+
+    # ---- output --------------------------------------------------------------------------
+    def pop(self, link: str, now: float) -> bytes | None:
+        """The next message for `link`, or None (then wait for `wake_at` or new input)."""
+        lk = self._links.get(link)
+        if lk is None:
+            return None
+        if lk.cap is not None and not lk.cap.can_send(now):
+            return None
+        self._trim_audio(lk, now)
+        if lk.audio:
+            data = lk.audio.popleft()[1]
+        elif lk.video:
+            data = lk.video.popleft()[1]
+        else:
+            data = self._padding(lk, now)
+            if data is None:
+                lk.last_pop = None  # idle: the next send does not measure capacity
+                return None
+        n = len(data)
+        if lk.last_pop is not None and now > lk.last_pop:
+            lk.backlog.append((now, lk.last_pop_size, now - lk.last_pop))
+        lk.last_pop, lk.last_pop_size = now, n
+        lk.sent.append((now, n))
+        if lk.probe_t0 is not None:
+            lk.probe_bytes += n
+        if lk.cap is not None:
+            lk.cap.sent(n, now)
+        return data
+
+    def wake_at(self, link: str, now: float) -> float | None:
+        """When `pop` may give something without new input (rate cap refill, probe pacing)."""
+        lk = self._links.get(link)
+        if lk is None:
+            return None
+        if lk.audio or lk.video:
+            return lk.cap.ready_at(now) if lk.cap is not None else now
+        if lk.probe_t0 is not None:
+            t = now + PADDING_SLICE_S
+            return max(t, lk.cap.ready_at(now)) if lk.cap is not None else t
+        return None
+
+    def _padding(self, lk: _Link, now: float) -> bytes | None:
+        if lk.probe_t0 is None:
+            return None
+        owed = lk.probe_target_bps / 8 * (now - lk.probe_t0) - lk.probe_bytes
+        if owed <= 0:
+            return None
+        size = int(lk.probe_target_bps / 8 * PADDING_SLICE_S)
+        size = max(PADDING_MIN_BYTES, min(PADDING_MAX_BYTES, size))
+        return bytes((KIND_PADDING,)) + bytes(size - 1)
+
+    def _trim_audio(self, lk: _Link, now: float) -> None:
+        while lk.audio and (now - lk.audio[0][0]) * 1000 > AUDIO_MAX_QUEUE_MS and C.peek_kind(lk.audio[0][1]) == C.KIND_CHUNK:
+            lk.audio.popleft()
+            lk.dropped_audio += 1
+
+    # ---- timers: congestion, upgrades, merged keyframe requests --------------------------
+    def tick(self, now: float) -> list[Outgoing]:
+        """Run timers; call at `next_deadline()` (or every ~50 ms)."""
+        self._meter.roll(now)
+        out: list[Outgoing] = []
+        for layer in self._kf.due(now):
+            if self.source is not None:
+                out.append(Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer))))
+        for lk in self._links.values():
+            out += self._judge(lk, now)
+        return out
+
+    def next_deadline(self, now: float) -> float:
+        t = self._kf.next_deadline()
+        nxt = now + 0.05
+        return nxt if t is None else min(nxt, max(t, now))
+
+    def _queue_ms(self, lk: _Link, now: float) -> float:
+        heads = [q[0][0] for q in (lk.audio, lk.video) if q]
+        return (now - min(heads)) * 1000 if heads else 0.0
+
+    def _estimate(self, lk: _Link, now: float) -> float:
+        while lk.backlog and now - lk.backlog[0][0] > ESTIMATE_WINDOW_S:
+            lk.backlog.popleft()
+        while lk.sent and now - lk.sent[0][0] > ESTIMATE_WINDOW_S:
+            lk.sent.popleft()
+        secs = sum(s for _, _, s in lk.backlog)
+        if secs >= 0.1:
+            lk.estimate_bps = sum(b for _, b, _ in lk.backlog) * 8 / secs
+        else:
+            lk.estimate_bps = max(lk.estimate_bps, sum(b for _, b in lk.sent) * 8 / ESTIMATE_WINDOW_S)
+        return lk.estimate_bps
+
+    def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
+        qms = self._queue_ms(lk, now)
+        est = self._estimate(lk, now)
+        if qms > DOWNGRADE_QUEUE_MS and now >= lk.hold_until:
+            if lk.probe_t0 is not None:
+                self._end_probe(lk, now, ok=False)
+            if lk.level < AUDIO_LEVEL:
+                return self._downgrade(lk, est, now)
+            return []
+        if qms > STEADY_QUEUE_MS:
+            lk.steady_since = now
+            if lk.probe_t0 is not None:
+                self._end_probe(lk, now, ok=False)
+            return []
+        if lk.probe_t0 is not None:
+            if now - lk.probe_t0 >= PROBE_S:
+                achieved = lk.probe_bytes * 8 / (now - lk.probe_t0)
+                ok = achieved >= PROBE_SUCCESS_RATIO * lk.probe_target_bps
+                if ok:
+                    lk.estimate_bps = max(lk.estimate_bps, achieved)
+                self._end_probe(lk, now, ok=ok)
+                if ok:
+                    return self._set_level(lk, lk.level - 1, now)
+            return []
+        if lk.level > 0 and now - lk.steady_since >= lk.backoff_s:
+            target = level_rate_bps(self._meter, LEVELS[lk.level - 1], simulcast=lk.simulcast)
+            if target <= 0 or (LEVELS[lk.level - 1].layer is not None and target <= level_rate_bps(self._meter, LEVELS[AUDIO_LEVEL], simulcast=False)):
+                return []  # no video is flowing: nothing to climb to
+            if target <= UPGRADE_HEADROOM * est:
+                return self._set_level(lk, lk.level - 1, now)
+            lk.probe_t0, lk.probe_bytes = now, 0
+            lk.probe_target_bps = target / UPGRADE_HEADROOM
+        return []
+
+    def _end_probe(self, lk: _Link, now: float, *, ok: bool) -> None:
+        lk.probe_t0 = None
+        lk.steady_since = now
+        if not ok:
+            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)
+
+    def _downgrade(self, lk: _Link, est: float, now: float) -> list[Outgoing]:
+        new = lk.level + 1
+        if est > 0:
+            new = AUDIO_LEVEL
+            for i in range(lk.level + 1, AUDIO_LEVEL):
+                if level_rate_bps(self._meter, LEVELS[i], simulcast=lk.simulcast) <= UPGRADE_HEADROOM * est:
+                    new = i
+                    break
+        if now - lk.last_change < 3 * UPGRADE_BACKOFF_MAX_S:
+            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)  # the last upgrade failed
+        lk.video.clear()  # stale; the decoder restarts at a keyframe of the new layer
+        lk.sending.clear()
+        lk.hold_until = now + DOWNGRADE_HOLD_S
+        log.debug("link %s: %s -> %s (queue, estimate %.0f bit/s)", lk.id, LEVELS[lk.level].name, LEVELS[new].name, est)
+        return self._set_level(lk, new, now)
+
+    def _set_level(self, lk: _Link, level: int, now: float) -> list[Outgoing]:
+        if level < lk.level and now - lk.last_change > 10 * UPGRADE_BACKOFF_MAX_S:
+            lk.backoff_s = UPGRADE_STEADY_S  # it held for long: be quick to climb again
+        lk.level = level
+        lk.last_change = now
+        lk.steady_since = now
+        return self._request_for_level(lk, now)
+
+    # ---- status --------------------------------------------------------------------------
+    def link_stats(self, link: str, now: float) -> LinkStats:
+        lk = self._links[link]
+        return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1),
+                         round(self._estimate(lk, now) / 1000, 1))
+
+    def stats(self, now: float) -> list[LinkStats]:
+        return [self.link_stats(link, now) for link in self._links]

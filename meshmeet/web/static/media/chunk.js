@@ -1,0 +1,120 @@
+// meshmeet media wire format (docs/protocol/media.md), the browser's side of
+// meshmeet/media/chunk.py. Only encodes and parses; never touches the network.
+// Throws MediaFormatError (and nothing else) on malformed bytes.
+
+export const KIND_CHUNK = 0x01;
+export const KIND_CONFIG = 0x02;
+export const KIND_KEYFRAME_REQUEST = 0x03;
+export const KIND_PADDING = 0x04;
+export const TRACK_AUDIO = 0;
+export const TRACK_VIDEO = 1;
+export const LAYER_HIGH = 0;
+export const LAYER_LOW = 1;
+export const CHUNK_HEADER_BYTES = 14;
+
+export class MediaFormatError extends Error {}
+
+function streamByte(track, layer, temporalId, keyframe) {
+  return (track << 6) | (layer << 4) | (temporalId << 2) | (keyframe ? 2 : 0);
+}
+
+function splitStreamByte(b) {
+  const track = b >> 6, layer = (b >> 4) & 3, temporalId = (b >> 2) & 3;
+  if (b & 1) throw new MediaFormatError("reserved stream bit set");
+  if (track > TRACK_VIDEO) throw new MediaFormatError("unknown track");
+  if (layer > LAYER_LOW) throw new MediaFormatError("unknown layer");
+  if (temporalId > 2) throw new MediaFormatError("temporal id out of range");
+  if (track === TRACK_AUDIO && (layer || temporalId)) throw new MediaFormatError("audio has one layer");
+  return { track, layer, temporalId, keyframe: !!(b & 2) };
+}
+
+// c: {track, layer, temporalId, keyframe, generation, seq, timestampUs, durationUs, payload: Uint8Array}
+export function encodeChunk(c) {
+  const out = new Uint8Array(CHUNK_HEADER_BYTES + c.payload.byteLength);
+  const dv = new DataView(out.buffer);
+  out[0] = KIND_CHUNK;
+  out[1] = streamByte(c.track, c.layer, c.temporalId, c.keyframe);
+  out[2] = c.generation & 0xff;
+  dv.setUint32(3, c.seq >>> 0);
+  const ts = Math.max(0, Math.round(c.timestampUs));
+  dv.setUint32(7, ts % 0x100000000);
+  out[11] = Math.floor(ts / 0x100000000) & 0xff;
+  dv.setUint16(12, Math.min(0xffff, Math.round(c.durationUs / 100)));
+  out.set(c.payload, CHUNK_HEADER_BYTES);
+  return out;
+}
+
+// Same JSON text as Python's json.dumps(sort_keys=True, separators=(",", ":")).
+function canonicalJson(v) {
+  if (Array.isArray(v)) return "[" + v.map(canonicalJson).join(",") + "]";
+  if (v !== null && typeof v === "object") {
+    return "{" + Object.keys(v).sort().map((k) => JSON.stringify(k) + ":" + canonicalJson(v[k])).join(",") + "}";
+  }
+  return JSON.stringify(v);
+}
+
+export function encodeConfig(track, layer, generation, config) {
+  const body = new TextEncoder().encode(canonicalJson(config));
+  const out = new Uint8Array(3 + body.byteLength);
+  out[0] = KIND_CONFIG;
+  out[1] = streamByte(track, layer, 0, false);
+  out[2] = generation & 0xff;
+  out.set(body, 3);
+  return out;
+}
+
+export function encodeKeyframeRequest(layer) {
+  return new Uint8Array([KIND_KEYFRAME_REQUEST, streamByte(TRACK_VIDEO, layer, 0, false), 0]);
+}
+
+// Returns {kind: "chunk", track, layer, temporalId, keyframe, generation, seq, timestampUs,
+// durationUs, payload} | {kind: "config", track, layer, generation, config}
+// | {kind: "keyframe-request", layer} | {kind: "padding"}.
+export function parseMessage(u8) {
+  if (!(u8 instanceof Uint8Array)) u8 = new Uint8Array(u8);
+  if (u8.byteLength === 0) throw new MediaFormatError("empty message");
+  const kind = u8[0];
+  if (kind === KIND_CHUNK) {
+    if (u8.byteLength < CHUNK_HEADER_BYTES) throw new MediaFormatError("chunk shorter than its header");
+    const s = splitStreamByte(u8[1]);
+    const dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
+    return {
+      kind: "chunk", ...s, generation: u8[2], seq: dv.getUint32(3),
+      timestampUs: u8[11] * 0x100000000 + dv.getUint32(7), durationUs: dv.getUint16(12) * 100,
+      payload: u8.subarray(CHUNK_HEADER_BYTES),
+    };
+  }
+  if (kind === KIND_CONFIG) {
+    if (u8.byteLength < 3) throw new MediaFormatError("config shorter than its header");
+    const s = splitStreamByte(u8[1]);
+    if (s.temporalId || s.keyframe) throw new MediaFormatError("config with temporal id or keyframe bit");
+    let config;
+    try { config = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(u8.subarray(3))); }
+    catch (e) { throw new MediaFormatError("decoder config is not JSON"); }
+    if (config === null || typeof config !== "object" || Array.isArray(config) || typeof config.codec !== "string") {
+      throw new MediaFormatError("decoder config must be an object with a codec string");
+    }
+    return { kind: "config", track: s.track, layer: s.layer, generation: u8[2], config };
+  }
+  if (kind === KIND_KEYFRAME_REQUEST) {
+    if (u8.byteLength !== 3) throw new MediaFormatError("keyframe request must be 3 bytes");
+    const s = splitStreamByte(u8[1]);
+    if (s.track !== TRACK_VIDEO || s.temporalId || s.keyframe || u8[2]) throw new MediaFormatError("bad keyframe request");
+    return { kind: "keyframe-request", layer: s.layer };
+  }
+  if (kind === KIND_PADDING) return { kind: "padding" };
+  throw new MediaFormatError("unknown kind");
+}
+
+export function b64encode(u8) {
+  let s = "";
+  for (let i = 0; i < u8.length; i++) s += String.fromCharCode(u8[i]);
+  return btoa(s);
+}
+
+export function b64decode(s) {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
