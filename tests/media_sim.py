@@ -5,9 +5,9 @@ from __future__ import annotations
 from meshmeet.media import chunk as C
 from meshmeet.media.relay import MediaRelay, Outgoing
 
-AUDIO_BYTES = 60  # ~24 kbit/s Opus at 20 ms
-HIGH_BYTES = (1200, 300)  # keyframe / delta at 640x360, ~166 kbit/s at 20 fps
-LOW_BYTES = (700, 180)
+AUDIO_BYTES = 74  # 24 kbit/s Opus at 20 ms + 14 B header
+HIGH_BYTES = (4000, 900)  # keyframe / delta at 640x360: ~166 kbit/s at 20 fps
+LOW_BYTES = (2200, 520)  # 320x180: ~93 kbit/s
 FPS = 20
 KEYFRAME_EVERY = 40  # 2 s
 TEMPORAL = (0, 2, 1, 2)  # L1T3
