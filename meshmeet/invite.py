@@ -136,6 +136,8 @@ def decode_invite(code: str) -> Invite:
         blob = base64.b32decode(text + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError):
         raise InviteError(*DAMAGED) from None
+    if base64.b32encode(blob).decode().rstrip("=") != text:  # e.g. a typo in the last char's spare bits
+        raise InviteError(*DAMAGED)
     payload, check = blob[:-CHECKSUM_BYTES], blob[-CHECKSUM_BYTES:]
     if len(blob) <= CHECKSUM_BYTES or _checksum(payload) != check:
         raise InviteError(*DAMAGED)

@@ -539,7 +539,9 @@ class RosterGossip:
 
     On link up each side sends HAVE(digest). A side receiving a HAVE with a different digest
     sends all its entries in chunks (ENTRIES). ENTRIES never trigger a reply, so there is no
-    ping-pong; the node re-announces newly accepted entries to its other links with announce().
+    ping-pong. Pending claims travel too, since the peer may hold their seat. The node sends
+    every newly accepted entry (from a merge or a join) to all its links with announce();
+    duplicates are cheap and ignored.
     """
 
     def __init__(self, roster: Roster) -> None:
@@ -572,7 +574,8 @@ class RosterGossip:
         if isinstance(msg, list) and len(msg) == 2 and msg[0] == GOSSIP_HAVE and _is_bytes(msg[1], DIGEST_BYTES):
             if msg[1] == self.roster.digest():
                 return GossipResult((), ())
-            return GossipResult(tuple(self.announce(self.roster.entries())), ())
+            everything = [*self.roster.entries(), *self.roster.pending_claims()]  # the peer may hold their seat
+            return GossipResult(tuple(self.announce(everything)), ())
         if (
             isinstance(msg, list)
             and len(msg) == 2
