@@ -1,0 +1,140 @@
+"""Signed change batches: the unit that is logged, signed, sent and relayed.
+
+A batch holds consecutive changes of one origin node (sequence numbers first_seq..last_seq).
+Its body is msgpack; the origin signs `SIGN_DOMAIN + body` with its Ed25519 node key, and
+relays forward the body and signature unchanged so every node can check the origin. The
+origin's public key travels in the body and the origin id is derived from it. Byte layout:
+docs/protocol/sync.md. This module must never touch the database or decide authority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import msgpack
+
+from ..identity import KeyPair, node_id_of, verify
+from .errors import ProtocolError
+
+BATCH_VERSION = 1
+SIGN_DOMAIN = b"meshmeet/sync/batch/v1\x00"
+SIGNATURE_BYTES = 64
+PUBLIC_KEY_BYTES = 32
+MAX_BATCH_CHANGES = 4096
+MAX_BATCH_BYTES = 1 << 20
+MAX_SEQ = (1 << 63) - 1
+OP_UPSERT = 0
+OP_DELETE = 1
+OPS = {"upsert": OP_UPSERT, "delete": OP_DELETE}
+OP_NAMES = {v: k for k, v in OPS.items()}
+
+# One decoded change inside a batch: (hlc, table id, op, primary key, {column index: value}).
+Entry = tuple[int, int, int, tuple, dict]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change as the rest of the program sees it."""
+
+    origin: str
+    seq: int
+    hlc: int
+    table_id: int
+    op: str
+    key: tuple
+    values: dict
+
+
+@dataclass(frozen=True, eq=False)
+class SignedBatch:
+    """A verified (or locally made) batch with its decoded entries."""
+
+    body: bytes
+    sig: bytes
+    origin: str
+    public_key: bytes
+    first_seq: int
+    last_seq: int
+    max_hlc: int
+    entries: tuple[Entry, ...]
+
+    def changes(self) -> list[Change]:
+        return [Change(self.origin, self.first_seq + i, e[0], e[1], OP_NAMES[e[2]], e[3], e[4])
+                for i, e in enumerate(self.entries)]
+
+    @property
+    def wire_bytes(self) -> int:
+        return len(self.body) + len(self.sig)
+
+
+def encode_batch(key: KeyPair, first_seq: int, entries: Sequence[Entry]) -> SignedBatch:
+    """Pack and sign consecutive changes made by `key`'s node."""
+    if not entries:
+        raise ValueError("empty batch")
+    base = entries[0][0]
+    packed = []
+    prev = base
+    for hlc, tid, op, pk, values in entries:
+        if hlc < prev:
+            raise ValueError("HLC values in a batch must not decrease")
+        packed.append([hlc - prev, (tid << 1) | op, list(pk), values])
+        prev = hlc
+    body = msgpack.packb([BATCH_VERSION, key.public_key, first_seq, base, packed], use_bin_type=True)
+    sig = key.sign(SIGN_DOMAIN + body)
+    return SignedBatch(body, sig, key.node_id, key.public_key, first_seq, first_seq + len(entries) - 1,
+                       prev, tuple((e[0], e[1], e[2], tuple(e[3]), e[4]) for e in entries))
+
+
+def _unpack(body: bytes) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises many types on junk; all mean "not a batch"
+        raise ProtocolError(f"batch is not msgpack ({type(exc).__name__})") from None
+
+
+def decode_batch(body: bytes, sig: bytes, *, check_signature: bool = True) -> SignedBatch:
+    """Parse a batch; ProtocolError on any malformation or (when checked) a bad signature."""
+    if not isinstance(body, bytes) or not isinstance(sig, bytes):
+        raise ProtocolError("batch body and signature must be bytes")
+    if len(body) > MAX_BATCH_BYTES:
+        raise ProtocolError("batch too large")
+    if len(sig) != SIGNATURE_BYTES:
+        raise ProtocolError("bad signature length")
+    top = _unpack(body)
+    if not (isinstance(top, list) and len(top) == 5 and top[0] == BATCH_VERSION):
+        raise ProtocolError("bad batch header")
+    _, pk, first_seq, base, packed = top
+    if not (isinstance(pk, bytes) and len(pk) == PUBLIC_KEY_BYTES):
+        raise ProtocolError("bad origin key")
+    if type(first_seq) is not int or type(base) is not int or not 1 <= first_seq <= MAX_SEQ or not 0 <= base < 1 << 63:
+        raise ProtocolError("bad sequence or clock")
+    if not isinstance(packed, list) or not 1 <= len(packed) <= MAX_BATCH_CHANGES:
+        raise ProtocolError("bad change count")
+    if first_seq + len(packed) - 1 > MAX_SEQ:
+        raise ProtocolError("sequence overflow")
+    entries = []
+    hlc = base
+    for item in packed:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise ProtocolError("bad change")
+        delta, top_op, key, values = item
+        if type(delta) is not int or delta < 0 or type(top_op) is not int or top_op < 0:
+            raise ProtocolError("bad change header")
+        if not isinstance(key, list) or not isinstance(values, dict):
+            raise ProtocolError("bad change key or values")
+        hlc += delta
+        if hlc >= 1 << 63:
+            raise ProtocolError("clock overflow")
+        entries.append((hlc, top_op >> 1, top_op & 1, tuple(key), values))
+    if check_signature and not verify(pk, SIGN_DOMAIN + body, sig):
+        raise ForgedBatchError()
+    return SignedBatch(body, sig, node_id_of(pk), pk, first_seq, first_seq + len(entries) - 1, hlc,
+                       tuple(entries))
+
+
+class ForgedBatchError(ProtocolError):
+    """The signature does not match the body and the origin key it names."""
+
+    def __init__(self) -> None:
+        super().__init__("bad batch signature")

@@ -1,0 +1,209 @@
+"""Meeting operations on the replicated store: what the HTTP API and CLI call.
+
+Each function is one user action (create a meeting, add an agenda item or a document, check
+in, open/vote/close a motion, announce, feedback and reply, chat, ask for the floor) written
+through `Store.write`, which enforces authority. Functions check the ids they are given and
+raise SyncError (bilingual) for unknown ids or bad input. This module must never write SQL
+or bypass the store's change capture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import chunks as chunking
+from .errors import SyncError
+from .store import Store
+
+CHOICES = ("yes", "no", "abstain")
+RULES = ("majority", "two-thirds")
+
+
+def new_id() -> str:
+    """A fresh random row id: 16 hex digits."""
+    return os.urandom(8).hex()
+
+
+def _need(store: Store, table: str, key: str, vi: str, en: str) -> dict[str, Any]:
+    row = store.get(table, key)
+    if row is None:
+        raise SyncError(f"Không tìm thấy {vi} {key}", f"no such {en}: {key}")
+    return row
+
+
+def create_meeting(store: Store, title: str, starts: str | None = None, location: str | None = None) -> str:
+    if not title.strip():
+        raise SyncError("Tiêu đề cuộc họp không được để trống", "meeting title must not be empty")
+    mid = new_id()
+    values = {"title": title, "starts": starts, "status": "planned", "created_by": store.node_id}
+    if location is not None:
+        values["location"] = location
+    store.write("meetings", mid, values)
+    return mid
+
+
+def add_agenda_item(store: Store, meeting_id: str, title: str, position: int | None = None) -> str:
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    if position is None:
+        position = len(store.rows("agenda_items", "meeting_id = ?", (meeting_id,))) + 1
+    item = new_id()
+    store.write("agenda_items", item, {"meeting_id": meeting_id, "position": position, "title": title,
+                                       "status": "pending"})
+    return item
+
+
+def add_document(store: Store, meeting_id: str, source: Path | BinaryIO, name: str | None = None) -> str:
+    """Chunk a file into the store (identical chunks kept once) and record the document."""
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    own = isinstance(source, (str, Path))
+    stream: BinaryIO = open(source, "rb") if own else source  # type: ignore[arg-type]
+    try:
+        whole = hashlib.sha256()
+        hashes: list[bytes] = []
+        size = 0
+
+        def pieces():
+            nonlocal size
+            for h, data in chunking.split(stream):
+                size += len(data)
+                if size > chunking.MAX_DOCUMENT_BYTES:
+                    raise SyncError("Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
+                whole.update(data)
+                hashes.append(h)
+                yield h, data
+
+        doc = new_id()
+        with store.batch():
+            store.store_chunks(pieces())
+            store.write("documents", doc, {
+                "meeting_id": meeting_id, "name": name or Path(getattr(stream, "name", "document")).name,
+                "size": size, "sha256": whole.hexdigest(), "chunk_bytes": chunking.CHUNK_BYTES,
+                "chunks": chunking.join_hashes(hashes)})
+        return doc
+    finally:
+        if own:
+            stream.close()
+
+
+def documents(store: Store, meeting_id: str) -> list[dict[str, Any]]:
+    """Per document: id, name, size, sha256, chunks held / total."""
+    out = []
+    for doc in store.rows("documents", "meeting_id = ?", (meeting_id,)):
+        held, total = store.document_progress(doc["id"])
+        out.append({"id": doc["id"], "name": doc["name"], "size": doc["size"], "sha256": doc["sha256"],
+                    "chunks_held": held, "chunks_total": total})
+    return out
+
+
+def checkin(store: Store, meeting_id: str, present: int, at: float | None = None) -> str:
+    """Record this hall's head count; the latest check-in of each hall counts."""
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    if type(present) is not int or present < 0:
+        raise SyncError("Số người có mặt phải là số nguyên >= 0", "present must be an integer >= 0")
+    cid = new_id()
+    store.write("attendance", cid, {"meeting_id": meeting_id, "node": store.node_id, "present": present,
+                                    "at": store.clock() if at is None else at})
+    return cid
+
+
+def attendance(store: Store, meeting_id: str) -> dict[str, int]:
+    """Present per hall: its latest check-in (by time, then id)."""
+    latest: dict[str, tuple[float, str, int]] = {}
+    for row in store.rows("attendance", "meeting_id = ?", (meeting_id,)):
+        mark = (row["at"] or 0.0, row["id"], row["present"])
+        if row["node"] not in latest or mark > latest[row["node"]]:
+            latest[row["node"]] = mark
+    return {node: mark[2] for node, mark in latest.items()}
+
+
+def open_motion(store: Store, meeting_id: str, title: str, rule: str = "majority") -> str:
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    if rule not in RULES:
+        raise SyncError("Quy tắc phải là majority hoặc two-thirds", "rule must be majority or two-thirds")
+    mid = new_id()
+    store.write("motions", mid, {"meeting_id": meeting_id, "title": title, "rule": rule, "status": "open"})
+    return mid
+
+
+def vote(store: Store, motion_id: str, choice: str, count: int = 1, member: str | None = None) -> None:
+    """Cast this hall's tally for one choice (member=None) or one member's ballot; once only."""
+    motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
+    if motion["status"] != "open":
+        raise SyncError("Biểu quyết đã đóng", "the motion is closed")
+    if choice not in CHOICES:
+        raise SyncError("Lựa chọn phải là yes, no hoặc abstain", "choice must be yes, no or abstain")
+    if type(count) is not int or count < 1 or (member is not None and count != 1):
+        raise SyncError("Số phiếu không hợp lệ", "invalid ballot count")
+    voter = f"#{choice}" if member is None else f"@{member}"
+    key = (motion_id, store.node_id, voter)
+    with store.batch():
+        if store.get("ballots", key) is not None:
+            raise SyncError("Đã bỏ phiếu cho biểu quyết này", "a ballot was already cast for this motion")
+        store.write("ballots", key, {"choice": choice, "count": count, "at": store.clock()})
+
+
+def tally(store: Store, motion_id: str) -> dict[str, Any]:
+    """Counts, turnout against attendance (quorum) and the outcome under the motion's rule."""
+    motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
+    counts = {c: 0 for c in CHOICES}
+    for b in store.rows("ballots", "motion_id = ?", (motion_id,)):
+        counts[b["choice"]] += b["count"]
+    turnout = sum(counts.values())
+    present = sum(attendance(store, motion["meeting_id"]).values())
+    base = max(present, turnout)
+    passed = counts["yes"] * 2 > base if motion["rule"] == "majority" else counts["yes"] * 3 >= base * 2 > 0
+    return {**counts, "turnout": turnout, "present": present, "quorum": turnout * 2 > present,
+            "passed": bool(passed) and turnout * 2 > present, "rule": motion["rule"]}
+
+
+def close_motion(store: Store, motion_id: str) -> dict[str, Any]:
+    """Close (HQ only) and record the result as counted here."""
+    motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
+    if motion["status"] != "open":
+        raise SyncError("Biểu quyết đã đóng", "the motion is already closed")
+    result = tally(store, motion_id)
+    store.write("motions", motion_id, {"status": "closed", "result": json.dumps(result, sort_keys=True)})
+    return result
+
+
+def announce(store: Store, text: str, urgent: bool = False) -> str:
+    aid = new_id()
+    store.write("announcements", aid, {"text": text, "urgent": int(urgent), "at": store.clock()})
+    return aid
+
+
+def feedback(store: Store, text: str, meeting_id: str | None = None) -> str:
+    if not text.strip():
+        raise SyncError("Ý kiến không được để trống", "feedback must not be empty")
+    fid = new_id()
+    store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,
+                                  "at": store.clock()})
+    return fid
+
+
+def reply(store: Store, feedback_id: str, text: str) -> str:
+    _need(store, "feedback", feedback_id, "ý kiến", "feedback")
+    rid = new_id()
+    store.write("replies", rid, {"feedback_id": feedback_id, "node": store.node_id, "text": text,
+                                 "at": store.clock()})
+    return rid
+
+
+def chat(store: Store, meeting_id: str, text: str) -> str:
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    cid = new_id()
+    store.write("chat", cid, {"meeting_id": meeting_id, "node": store.node_id, "text": text, "at": store.clock()})
+    return cid
+
+
+def request_floor(store: Store, meeting_id: str, state: str = "waiting", node: str | None = None) -> None:
+    """Ask for (or withdraw) this hall's turn to speak; HQ may set any hall's state."""
+    _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
+    values: dict[str, Any] = {"state": state}
+    if state == "waiting":
+        values["requested_at"] = store.clock()
+    store.write("speaking_queue", (meeting_id, node or store.node_id), values)

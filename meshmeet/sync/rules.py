@@ -1,0 +1,153 @@
+"""Who may write what, and which changes are well formed: decided from the change alone.
+
+Every node runs the same checks on every change, local or received, using only the change
+and the origin's roster role, so that all nodes accept exactly the same changes whatever
+order they arrive in. This module must never read the database or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .batch import OP_DELETE
+from .schema import ADDONLY, LWW, TableSpec
+
+MAX_KEY_CHARS = 128
+MAX_VALUE_BYTES = 64 * 1024
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+BALLOT_CHOICES = frozenset({"yes", "no", "abstain"})
+HALL_QUEUE_STATES = frozenset({"waiting", "withdrawn"})
+MOTION_RULES = frozenset({"majority", "two-thirds"})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a change is refused; `authority` tells a missing right from a malformed change."""
+
+    authority: bool
+    vi: str
+    en: str
+
+
+def _deny(vi: str, en: str) -> Rejection:
+    return Rejection(True, vi, en)
+
+
+def _bad(vi: str, en: str) -> Rejection:
+    return Rejection(False, vi, en)
+
+
+NOT_ON_ROSTER = _deny("Nút này không có trong danh sách thành viên", "this node is not on the roster")
+UNKNOWN_TABLE = _bad("Bảng dữ liệu không tồn tại", "unknown table")
+BAD_KEY = _bad("Khóa không hợp lệ", "malformed key")
+EMPTY = _bad("Thay đổi không có giá trị", "change carries no values")
+WHOLE_ROW = _bad("Bản ghi chỉ-thêm phải ghi đủ mọi cột", "add-only rows must be written whole")
+UNKNOWN_COLUMN = _bad("Cột không tồn tại", "unknown column")
+BAD_VALUE = _bad("Giá trị sai kiểu hoặc quá lớn", "value of the wrong type or too large")
+DELETE_VALUES = _bad("Lệnh xóa không được kèm giá trị", "a delete carries no values")
+NO_DELETE_ADDONLY = _bad("Bảng chỉ-thêm không cho xóa", "rows of an add-only table cannot be deleted")
+BAD_CHOICE = _bad("Phiếu phải là yes/no/abstain với số lượng >= 1", "a ballot is yes/no/abstain with count >= 1")
+BAD_RULE = _bad("Quy tắc biểu quyết phải là majority hoặc two-thirds", "motion rule must be majority or two-thirds")
+BAD_PRESENT = _bad("Số người có mặt phải >= 0", "present count must be >= 0")
+NOT_OWNER = _deny("Một điểm cầu chỉ được ghi dữ liệu của chính mình", "a node may only write its own rows here")
+HALL_QUEUE = _deny("Điểm cầu chỉ được xin phát biểu hoặc rút lại", "a hall may only ask for or withdraw its turn")
+ONLY_HQ_DELETES = _deny("Chỉ trung tâm (HQ) được xóa", "only HQ may delete")
+
+_ROLE_VI = {"hq": "trung tâm (HQ)", "hall": "điểm cầu", "relay": "trạm chuyển tiếp"}
+_TABLE_VI = {
+    "roster_entries": "danh sách thành viên", "meetings": "cuộc họp", "agenda_items": "chương trình họp",
+    "documents": "tài liệu", "attendance": "điểm danh", "motions": "biểu quyết", "ballots": "phiếu",
+    "announcements": "thông báo", "feedback": "ý kiến", "replies": "trả lời ý kiến", "chat": "trò chuyện",
+    "speaking_queue": "lượt phát biểu",
+}
+
+
+def _role_denied(role: str, table: str) -> Rejection:
+    return _deny(f"Vai trò {_ROLE_VI.get(role, role)} không được thay đổi {_TABLE_VI.get(table, table)}",
+                 f"role {role!r} may not change {table}")
+
+
+def _value_ok(value: Any, want: type) -> bool:
+    t = type(value)
+    if value is None:
+        return True
+    if t is int:
+        return (want is int or want is float) and INT64_MIN <= value <= INT64_MAX
+    if t is float:
+        return want is float
+    if t is str:
+        return want is str and len(value) <= MAX_VALUE_BYTES
+    if t is bytes:
+        return want is bytes and len(value) <= MAX_VALUE_BYTES
+    return False
+
+
+class Rules:
+    """The checks for one schema version, precomputed per table id."""
+
+    def __init__(self, specs: dict[str, TableSpec]) -> None:
+        self.by_tid = {s.tid: s for s in specs.values()}
+        self._types = {s.tid: tuple(c.type for c in s.columns) for s in specs.values()}
+        self._col = {s.tid: {c.name: i for i, c in enumerate(s.columns)} for s in specs.values()}
+
+    def check(self, role: str | None, origin: str, tid: int, op: int, key: tuple, values: dict) -> Rejection | None:
+        """None when the change may be applied, else why not."""
+        spec = self.by_tid.get(tid)
+        if spec is None:
+            return UNKNOWN_TABLE
+        if role is None:
+            return NOT_ON_ROSTER
+        if role not in spec.writers:
+            return _role_denied(role, spec.name)
+        if len(key) != len(spec.pk):
+            return BAD_KEY
+        for part in key:
+            if type(part) is not str or not 0 < len(part) <= MAX_KEY_CHARS:
+                return BAD_KEY
+        types = self._types[tid]
+        if op == OP_DELETE:
+            if spec.kind != LWW:
+                return NO_DELETE_ADDONLY
+            if values:
+                return DELETE_VALUES
+            if role != "hq":
+                return ONLY_HQ_DELETES
+            return None
+        if op != 0:
+            return BAD_KEY
+        if not values:
+            return EMPTY
+        if spec.kind == ADDONLY and len(values) != len(types):
+            return WHOLE_ROW
+        for idx, value in values.items():
+            if type(idx) is not int or not 0 <= idx < len(types):
+                return UNKNOWN_COLUMN
+            if not _value_ok(value, types[idx]):
+                return BAD_VALUE
+        if spec.owner is not None:
+            if spec.owner in spec.pk:
+                owner = key[spec.pk.index(spec.owner)]
+            else:
+                owner = values.get(self._col[tid][spec.owner])
+            if owner != origin and not (role == "hq" and spec.hq_may_write_for_others):
+                return NOT_OWNER
+        return self._table_check(spec, role, values)
+
+    def _table_check(self, spec: TableSpec, role: str, values: dict) -> Rejection | None:
+        col = self._col[spec.tid]
+        if spec.name == "ballots":
+            count = values[col["count"]]
+            if values[col["choice"]] not in BALLOT_CHOICES or type(count) is not int or count < 1:
+                return BAD_CHOICE
+        elif spec.name == "motions" and col["rule"] in values:
+            if values[col["rule"]] not in MOTION_RULES:
+                return BAD_RULE
+        elif spec.name == "attendance":
+            present = values[col["present"]]
+            if type(present) is not int or present < 0:
+                return BAD_PRESENT
+        elif spec.name == "speaking_queue" and role != "hq":
+            if values.get(col["state"], "waiting") not in HALL_QUEUE_STATES:
+                return HALL_QUEUE
+        return None

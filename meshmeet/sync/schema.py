@@ -1,0 +1,155 @@
+"""The shape of the replicated store: table specs, schema versions and migrations.
+
+Each replicated table has a small wire id, a kind ("lww": last-writer-wins per column, or
+"addonly": the earliest add of a key wins and rows are never removed), its primary key,
+its value columns in a fixed order (the wire names a column by its index, so columns are
+only ever appended), who may write it and which column names the writing node. Local
+tables (changelog, version vector, chunks) live here too. This module must never hold a
+connection or migrate a database past the version it is asked for.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlite_utils
+
+LATEST_VERSION = 2
+LWW = "lww"
+ADDONLY = "addonly"
+TEXT, INTEGER, REAL, BLOB = str, int, float, bytes
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: type
+    since: int = 1
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One replicated table."""
+
+    name: str
+    tid: int
+    kind: str
+    pk: tuple[str, ...]
+    columns: tuple[Column, ...]
+    writers: frozenset[str]
+    owner: str | None = None  # column (in pk or values) that must equal the writing node id
+    hq_may_write_for_others: bool = False
+    since: int = 1
+
+    def at(self, version: int) -> "TableSpec":
+        cols = tuple(c for c in self.columns if c.since <= version)
+        return TableSpec(self.name, self.tid, self.kind, self.pk, cols, self.writers, self.owner,
+                         self.hq_may_write_for_others, self.since)
+
+
+def _cols(*items: tuple) -> tuple[Column, ...]:
+    return tuple(Column(*item) for item in items)
+
+
+ALL = frozenset({"hq", "hall", "relay"})
+HQ = frozenset({"hq"})
+HQ_HALL = frozenset({"hq", "hall"})
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("roster_entries", 1, ADDONLY, ("hash",), _cols(("blob", BLOB)), ALL),
+    TableSpec("meetings", 2, LWW, ("id",),
+              _cols(("title", TEXT), ("starts", TEXT), ("status", TEXT), ("created_by", TEXT),
+                    ("location", TEXT, 2)), HQ_HALL),
+    TableSpec("agenda_items", 3, LWW, ("id",),
+              _cols(("meeting_id", TEXT), ("position", INTEGER), ("title", TEXT), ("status", TEXT)), HQ),
+    TableSpec("documents", 4, LWW, ("id",),
+              _cols(("meeting_id", TEXT), ("name", TEXT), ("size", INTEGER), ("sha256", TEXT),
+                    ("chunk_bytes", INTEGER), ("chunks", BLOB)), HQ),
+    TableSpec("attendance", 5, ADDONLY, ("id",),
+              _cols(("meeting_id", TEXT), ("node", TEXT), ("present", INTEGER), ("at", REAL)),
+              HQ_HALL, owner="node"),
+    TableSpec("motions", 6, LWW, ("id",),
+              _cols(("meeting_id", TEXT), ("title", TEXT), ("rule", TEXT), ("status", TEXT),
+                    ("result", TEXT)), HQ),
+    TableSpec("ballots", 7, ADDONLY, ("motion_id", "node", "voter"),
+              _cols(("choice", TEXT), ("count", INTEGER), ("at", REAL)), HQ_HALL, owner="node"),
+    TableSpec("announcements", 8, LWW, ("id",),
+              _cols(("text", TEXT), ("urgent", INTEGER), ("at", REAL)), HQ),
+    TableSpec("feedback", 9, ADDONLY, ("id",),
+              _cols(("node", TEXT), ("meeting_id", TEXT), ("text", TEXT), ("at", REAL)),
+              HQ_HALL, owner="node"),
+    TableSpec("replies", 10, ADDONLY, ("id",),
+              _cols(("feedback_id", TEXT), ("node", TEXT), ("text", TEXT), ("at", REAL)), HQ, owner="node"),
+    TableSpec("chat", 11, ADDONLY, ("id",),
+              _cols(("meeting_id", TEXT), ("node", TEXT), ("text", TEXT), ("at", REAL)), HQ_HALL, owner="node"),
+    TableSpec("speaking_queue", 12, LWW, ("meeting_id", "node"),
+              _cols(("state", TEXT), ("requested_at", REAL)), HQ_HALL, owner="node",
+              hq_may_write_for_others=True, since=2),
+)
+
+
+def specs_for(version: int) -> dict[str, TableSpec]:
+    """The replicated tables, and their columns, as they are at schema `version`."""
+    return {t.name: t.at(version) for t in TABLES if t.since <= version}
+
+
+_SQL_TYPE = {str: "TEXT", int: "INTEGER", float: "REAL", bytes: "BLOB"}
+
+
+def _create_table(db: sqlite_utils.Database, spec: TableSpec) -> None:
+    columns: dict[str, type] = {p: str for p in spec.pk}
+    columns.update({c.name: c.type for c in spec.columns})
+    if spec.kind == LWW:
+        columns.update({"_clk": bytes, "_del": int})
+    else:
+        columns["_clk"] = bytes
+    db[spec.name].create(columns, pk=spec.pk if len(spec.pk) > 1 else spec.pk[0],
+                         not_null=set(spec.pk))
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    for spec in specs_for(1).values():
+        _create_table(db, spec)
+    db["changelog"].create({"origin": str, "first_seq": int, "last_seq": int, "max_hlc": int,
+                            "body": bytes, "sig": bytes}, pk=("origin", "first_seq"))
+    db["version_vector"].create({"origin": str, "seq": int}, pk="origin")
+    db["chunks"].create({"sha256": bytes, "data": bytes}, pk="sha256")
+    db["wanted_chunks"].create({"sha256": bytes}, pk="sha256")
+    db["local_state"].create({"name": str, "value": int}, pk="name")
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    v2 = specs_for(2)
+    _create_table(db, v2["speaking_queue"])
+    db["meetings"].add_column("location", str)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2}
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'").fetchone()
+    if row is None:
+        return 0
+    got = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if got is None else int(got[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Bring the database up to `target`, one version per transaction; (from, to)."""
+    start = current_version(conn)
+    db = sqlite_utils.Database(conn)
+    for version in range(start + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](db)
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return start, max(start, target)

@@ -1,0 +1,257 @@
+"""SyncSession: the sans-IO anti-entropy protocol with one peer over one link.
+
+On connect both sides send a Hello with a 16-byte hash of their version vector; if the
+hashes match the session is in sync after one small message each way. Otherwise both send
+their vectors and then every batch the other lacks. New batches are pushed as the store
+gains them (`on_local_change`). Document chunks are pulled with a small window of Want
+requests; every chunk is checked against its SHA-256 before it is stored. A request for a
+chunk this node is itself still fetching is held and answered when the chunk arrives.
+Outgoing chunk traffic is flagged `bulk` so the driver can queue it behind live traffic.
+The session takes
+bytes and `now` and returns bytes, events and a deadline; it must never do I/O itself,
+read a clock, or raise on bad input (hostile bytes become a ProtocolViolation event).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .batch import ForgedBatchError, decode_batch
+from .errors import ProtocolError
+from .messages import Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode, encode, vector_hash
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+CHUNK_WINDOW = 8             # chunk requests in flight per peer
+CHUNK_TIMEOUT_S = 30.0       # re-ask for a chunk not delivered within this
+CHUNK_RETRY_S = 5.0          # re-ask a peer for a chunk it said it lacked after this
+MAX_BATCHES_PER_PUSH = 10_000
+MAX_OWED_CHUNKS = 64         # peer requests we hold open while fetching the chunk ourselves
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """Bytes for the peer; `bulk` ones (documents) go behind everything live."""
+
+    data: bytes
+    bulk: bool = False
+
+
+@dataclass(frozen=True)
+class InSync:
+    """The peer's version vector hash equals ours."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A batch from the peer was merged into the store."""
+
+    origin: str
+    first_seq: int
+    last_seq: int
+    changes: int
+    rejected: int
+    tables: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ChangeRejected:
+    """A signed change whose origin lacked authority (or that was malformed): not applied."""
+
+    origin: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchForged:
+    """A batch whose signature does not verify: dropped."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChunkStored:
+    sha256: bytes
+    pending_chunks: int
+
+
+@dataclass(frozen=True)
+class ChunkRefused:
+    """A chunk whose bytes do not hash to its name (it will be asked for again)."""
+
+    sha256: bytes
+
+
+@dataclass(frozen=True)
+class ProtocolViolation:
+    """The peer sent bytes that are not this protocol; the driver should close the link."""
+
+    reason: str
+
+
+Event = InSync | Applied | ChangeRejected | BatchForged | ChunkStored | ChunkRefused | ProtocolViolation
+
+
+class SyncSession:
+    """Sync state for one peer link."""
+
+    def __init__(self, store: Store, peer_node_id: str, now: float) -> None:
+        self.store = store
+        self.peer_node_id = peer_node_id
+        self.started = now
+        self.closed = False
+        self.peer_vector: dict[str, int] | None = None  # what the peer holds, as far as we know
+        self._asked: dict[bytes, float] = {}            # chunk -> when we asked
+        self._lacking: dict[bytes, float] = {}          # chunk -> when we may ask this peer again
+        self._owed: set[bytes] = set()                  # chunks the peer asked for that we are fetching too
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------------ driver API
+    def on_connect(self) -> list[Outgoing]:
+        return self._out([Hello(vector_hash(self.store.version_vector()))])
+
+    def receive(self, data: bytes, now: float) -> tuple[list[Outgoing], list[Event]]:
+        """Handle one message from the peer."""
+        if self.closed:
+            return [], []
+        self.bytes_in += len(data) if isinstance(data, (bytes, bytearray)) else 0
+        try:
+            msg = decode(data)
+            return self._handle(msg, now)
+        except ProtocolError as exc:
+            self.closed = True
+            log.warning("sync protocol violation from %s: %s", self.peer_node_id, exc.reason)
+            return [], [ProtocolViolation(exc.reason)]
+
+    def on_local_change(self, now: float) -> list[Outgoing]:
+        """The store gained batches (local writes or from another peer): push what the peer lacks."""
+        if self.closed or self.peer_vector is None:
+            return []
+        return self._push() + self._serve_owed() + self._request_chunks(now)
+
+    def next_deadline(self) -> float | None:
+        times = [t + CHUNK_TIMEOUT_S for t in self._asked.values()] + list(self._lacking.values())
+        return min(times) if times and not self.closed else None
+
+    def on_timer(self, now: float) -> list[Outgoing]:
+        if self.closed:
+            return []
+        for h, asked in list(self._asked.items()):
+            if asked + CHUNK_TIMEOUT_S <= now:
+                del self._asked[h]
+        for h, until in list(self._lacking.items()):
+            if until <= now:
+                del self._lacking[h]
+        return self._request_chunks(now)
+
+    @property
+    def in_flight_chunks(self) -> int:
+        return len(self._asked)
+
+    # ------------------------------------------------------------------ handlers
+    def _handle(self, msg: Message, now: float) -> tuple[list[Outgoing], list[Event]]:
+        if isinstance(msg, Hello):
+            mine = self.store.version_vector()
+            if msg.vector_hash == vector_hash(mine):
+                self.peer_vector = dict(mine)
+                return self._push() + self._request_chunks(now), [InSync()]
+            return self._out([Vector(mine)]), []
+        if isinstance(msg, Vector):
+            self.peer_vector = dict(msg.vector)
+            return self._push() + self._request_chunks(now), []
+        if isinstance(msg, Batch):
+            return self._on_batch(msg, now)
+        if isinstance(msg, Want):
+            out: list[Outgoing] = []
+            lacking = []
+            for h in msg.hashes:
+                data = self.store.get_chunk(h)
+                if data is None and self.store.is_wanted(h) and len(self._owed) < MAX_OWED_CHUNKS:
+                    self._owed.add(h)  # we are fetching it ourselves: send it when it arrives
+                elif data is None:
+                    lacking.append(h)
+                else:
+                    out += self._out([Chunk(h, data)], bulk=True)
+            if lacking:
+                out += self._out([NoChunk(tuple(lacking))], bulk=True)
+            return out, []
+        if isinstance(msg, Chunk):
+            return self._on_chunk(msg, now)
+        if isinstance(msg, NoChunk):
+            for h in msg.hashes:
+                if self._asked.pop(h, None) is not None:
+                    self._lacking[h] = now + CHUNK_RETRY_S
+            return self._request_chunks(now), []
+        raise ProtocolError("unexpected message")  # pragma: no cover - decode returns only the above
+
+    def _on_batch(self, msg: Batch, now: float) -> tuple[list[Outgoing], list[Event]]:
+        try:
+            batch = decode_batch(msg.body, msg.sig)
+        except ForgedBatchError as exc:
+            self.store.counters.forged_batches += 1
+            log.warning("forged batch from peer %s dropped", self.peer_node_id)
+            return [], [BatchForged(exc.reason)]
+        if self.peer_vector is not None and self.peer_vector.get(batch.origin, 0) < batch.last_seq:
+            self.peer_vector[batch.origin] = batch.last_seq
+        report = self.store.apply([batch])
+        events: list[Event] = [ChangeRejected(o, s, r.en) for o, s, r in report.rejections]
+        if report.batches_applied:
+            events.append(Applied(batch.origin, batch.first_seq, batch.last_seq, report.changes_applied,
+                                  report.rejected_changes, frozenset(report.tables_touched)))
+        out = self._request_chunks(now) if "documents" in report.tables_touched else []
+        return out, events
+
+    def _on_chunk(self, msg: Chunk, now: float) -> tuple[list[Outgoing], list[Event]]:
+        self._asked.pop(msg.sha256, None)
+        result = self.store.put_chunk(msg.sha256, msg.data)
+        if result == "corrupt":
+            log.warning("corrupt chunk %s from %s refused", msg.sha256.hex()[:16], self.peer_node_id)
+            return self._request_chunks(now), [ChunkRefused(msg.sha256)]
+        events: list[Event] = []
+        if result == "stored":
+            events.append(ChunkStored(msg.sha256, self.store.pending_chunks()))
+        return self._request_chunks(now), events
+
+    # ------------------------------------------------------------------ helpers
+    def _push(self) -> list[Outgoing]:
+        assert self.peer_vector is not None
+        out = []
+        for b in self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH):
+            out.append(Batch(b.body, b.sig))
+            if self.peer_vector.get(b.origin, 0) < b.last_seq:
+                self.peer_vector[b.origin] = b.last_seq
+        return self._out(out)
+
+    def _serve_owed(self) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for h in list(self._owed):
+            data = self.store.get_chunk(h)
+            if data is not None:
+                self._owed.discard(h)
+                out += self._out([Chunk(h, data)], bulk=True)
+            elif not self.store.is_wanted(h):
+                self._owed.discard(h)
+                out += self._out([NoChunk((h,))], bulk=True)
+        return out
+
+    def _request_chunks(self, now: float) -> list[Outgoing]:
+        room = CHUNK_WINDOW - len(self._asked)
+        if room <= 0:
+            return []
+        skip = len(self._asked) + len(self._lacking)
+        ask = [h for h in self.store.wanted_chunks(room + skip)
+               if h not in self._asked and h not in self._lacking][:room]
+        if not ask:
+            return []
+        for h in ask:
+            self._asked[h] = now
+        return self._out([Want(tuple(ask))], bulk=True)
+
+    def _out(self, msgs: list[Message], bulk: bool = False) -> list[Outgoing]:
+        out = [Outgoing(encode(m), bulk) for m in msgs]
+        self.bytes_out += sum(len(o.data) for o in out)
+        return out

@@ -1,0 +1,537 @@
+"""The replicated store of one node: one SQLite file (WAL), its change log and merge.
+
+Every replicated write goes through `Store.write` (or the helpers in meetings.py built on
+it): the change is checked against the node's own role, merged into its table and appended
+to the change log as part of a signed batch, all in one transaction. Batches received from
+peers go through `Store.apply`, which checks each change's authority against the roster at
+this node and merges it by the rules in docs/state.md (LWW per column by HLC, add-only sets,
+tombstones), so that any arrival order gives the same state. The store also holds the
+content-addressed document chunks. This module must never do network I/O, never apply a
+change whose origin lacks authority, and never leave a write half done (transactions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import msgpack
+import sqlite_utils
+
+from ..identity import KeyPair
+from .batch import (MAX_BATCH_CHANGES, OP_DELETE, OPS, Entry, SignedBatch, decode_batch,
+                    encode_batch)
+from .chunks import chunk_hash, parse_hashes
+from .errors import AuthorityError, SyncError
+from .hlc import HybridClock
+from .rules import Rejection, Rules
+from .schema import ADDONLY, LATEST_VERSION, LWW, TableSpec, migrate, specs_for
+
+log = logging.getLogger(__name__)
+
+Authority = Callable[[str], "str | None"]
+LOCAL_BATCH_BYTES = 256 * 1024
+SQL_VARS_PER_QUERY = 900
+_NO_CLOCK = b""
+_TOMB = -1  # key of the tombstone's clock in an LWW row's clock map
+
+
+@dataclass(frozen=True)
+class LoggedBatch:
+    """A batch as held in the change log, ready to send unchanged."""
+
+    origin: str
+    first_seq: int
+    last_seq: int
+    body: bytes
+    sig: bytes
+
+
+@dataclass
+class ApplyReport:
+    """What `Store.apply` did with the batches it was given."""
+
+    batches_applied: int = 0
+    changes_applied: int = 0
+    duplicate_batches: int = 0
+    conflicting_batches: int = 0
+    rejected_changes: int = 0
+    rejections: list[tuple[str, int, Rejection]] = field(default_factory=list)
+    tables_touched: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Counters:
+    """Running totals since the store was opened (shown in status)."""
+
+    rejected_changes: int = 0
+    forged_batches: int = 0
+    duplicate_batches: int = 0
+    conflicting_batches: int = 0
+    corrupt_chunks: int = 0
+
+
+def _clock_bytes(hlc: int, origin_raw: bytes) -> bytes:
+    return hlc.to_bytes(8, "big") + origin_raw
+
+
+def _origin_raw(origin: str) -> bytes:
+    try:
+        return bytes.fromhex(origin)
+    except ValueError:
+        return origin.encode()
+
+
+class Store:
+    """One node's replicated store."""
+
+    def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *,
+                 clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION) -> None:
+        self.path = str(path)
+        self.key = key
+        self.node_id = key.node_id
+        self.authority = authority
+        self.clock = clock
+        self.counters = Counters()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self.db = sqlite_utils.Database(self._conn)
+        before, self.version = migrate(self._conn, schema_version)
+        self.specs: dict[str, TableSpec] = specs_for(self.version)
+        self.rules = Rules(self.specs)
+        self._col_index = {n: {c.name: i for i, c in enumerate(s.columns)} for n, s in self.specs.items()}
+        self._depth = 0
+        self._pending: list[Entry] | None = None
+        self._pending_bytes = 0
+        row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
+        self.hlc = HybridClock(row[0] or 0)
+        self._next_seq = self._own_max_seq() + 1
+        if 0 < before < self.version:
+            self._replay()
+
+    # ----------------------------------------------------------------- transactions
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group local writes: one transaction, signed batches of up to MAX_BATCH_CHANGES."""
+        if self._pending is not None:
+            yield
+            return
+        with self._tx():
+            self._pending = []
+            self._pending_bytes = 0
+            try:
+                yield
+                self._flush()
+            finally:
+                self._pending = None
+
+    # ----------------------------------------------------------------- local writes
+    def write(self, table: str, key: Any, values: dict[str, Any] | None = None, op: str = "upsert") -> int:
+        """Record one local change; returns its sequence number. Raises AuthorityError/SyncError."""
+        spec = self.specs.get(table)
+        if spec is None:
+            raise SyncError(f"Không có bảng {table}", f"no such table: {table}")
+        if op not in OPS:
+            raise SyncError(f"Thao tác không hợp lệ: {op}", f"unknown operation: {op}")
+        pk = self._key_tuple(spec, key)
+        cols = self._col_index[table]
+        indexed: dict[int, Any] = {}
+        for name, value in (values or {}).items():
+            if name not in cols:
+                raise SyncError(f"Bảng {table} không có cột {name}", f"table {table} has no column {name}")
+            indexed[cols[name]] = int(value) if type(value) is bool else value
+        rejection = self.rules.check(self.authority(self.node_id), self.node_id, spec.tid, OPS[op], pk, indexed)
+        if rejection is not None:
+            cls = AuthorityError if rejection.authority else SyncError
+            raise cls(rejection.vi, rejection.en)
+        try:
+            size = len(msgpack.packb(indexed, use_bin_type=True)) + 32
+        except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
+            raise SyncError("Giá trị không lưu được", f"value cannot be stored: {exc}") from None
+        with self.batch():
+            hlc = self.hlc.tick(self.clock())
+            seq = self._next_seq + len(self._pending or ())
+            self._merge([(spec.tid, OPS[op], pk, indexed, _clock_bytes(hlc, _origin_raw(self.node_id)))])
+            assert self._pending is not None
+            self._pending.append((hlc, spec.tid, OPS[op], pk, indexed))
+            self._pending_bytes += size
+            if len(self._pending) >= MAX_BATCH_CHANGES or self._pending_bytes >= LOCAL_BATCH_BYTES:
+                self._flush()
+        return seq
+
+    def delete(self, table: str, key: Any) -> int:
+        """Tombstone a row of a mutable table (HQ only)."""
+        return self.write(table, key, None, op="delete")
+
+    def _key_tuple(self, spec: TableSpec, key: Any) -> tuple:
+        if isinstance(key, dict):
+            try:
+                return tuple(key[p] for p in spec.pk)
+            except KeyError as missing:
+                raise SyncError(f"Thiếu khóa {missing}", f"missing key column {missing}") from None
+        if isinstance(key, (tuple, list)):
+            return tuple(key)
+        return (key,)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch = encode_batch(self.key, self._next_seq, self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._log_batches([batch])
+        self._next_seq = batch.last_seq + 1
+
+    # ----------------------------------------------------------------- remote batches
+    def apply(self, batches: Sequence[SignedBatch]) -> ApplyReport:
+        """Merge verified batches from peers; idempotent, order-independent, authority-checked."""
+        report = ApplyReport()
+        if not batches:
+            return report
+        with self._tx():
+            fresh = self._fresh(batches, report)
+            items = []
+            wall = self.clock()
+            roles: dict[str, str | None] = {}
+            check = self.rules.check
+            for b in fresh:
+                if b.origin not in roles:
+                    roles[b.origin] = self.authority(b.origin)
+                role = roles[b.origin]
+                raw = _origin_raw(b.origin)
+                self.hlc.observe(b.max_hlc, wall)
+                for i, (hlc, tid, op, pk, values) in enumerate(b.entries):
+                    rejection = check(role, b.origin, tid, op, pk, values)
+                    if rejection is None:
+                        items.append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
+                    else:
+                        report.rejected_changes += 1
+                        report.rejections.append((b.origin, b.first_seq + i, rejection))
+                        log.warning("rejected change %s:%d (%s)", b.origin, b.first_seq + i, rejection.en)
+            report.tables_touched = self._merge(items)
+            self._log_batches(fresh)
+            report.batches_applied = len(fresh)
+            report.changes_applied = len(items)
+            if any(b.origin == self.node_id for b in fresh):
+                self._next_seq = max(self._next_seq, self._own_max_seq() + 1)
+        self.counters.rejected_changes += report.rejected_changes
+        self.counters.duplicate_batches += report.duplicate_batches
+        self.counters.conflicting_batches += report.conflicting_batches
+        return report
+
+    def _fresh(self, batches: Sequence[SignedBatch], report: ApplyReport) -> list[SignedBatch]:
+        fresh: list[SignedBatch] = []
+        taken: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        q = "SELECT first_seq, last_seq FROM changelog WHERE origin=? AND first_seq<=? AND last_seq>=? LIMIT 1"
+        for b in batches:
+            held = self._conn.execute(q, (b.origin, b.last_seq, b.first_seq)).fetchone()
+            if held is None:
+                held = next(((f, l) for f, l in taken[b.origin] if f <= b.last_seq and l >= b.first_seq), None)
+            if held is None:
+                fresh.append(b)
+                taken[b.origin].append((b.first_seq, b.last_seq))
+            elif held == (b.first_seq, b.last_seq):
+                report.duplicate_batches += 1
+            else:
+                report.conflicting_batches += 1
+                log.warning("batch %s:%d-%d overlaps one already held; ignored", b.origin, b.first_seq, b.last_seq)
+        return fresh
+
+    def _log_batches(self, batches: Iterable[SignedBatch]) -> None:
+        rows = [(b.origin, b.first_seq, b.last_seq, b.max_hlc, b.body, b.sig) for b in batches]
+        if not rows:
+            return
+        self._conn.executemany("INSERT INTO changelog (origin, first_seq, last_seq, max_hlc, body, sig) "
+                               "VALUES (?,?,?,?,?,?)", rows)
+        for origin in {r[0] for r in rows}:
+            got = self._conn.execute("SELECT seq FROM version_vector WHERE origin=?", (origin,)).fetchone()
+            seq = got[0] if got else 0
+            while True:
+                nxt = self._conn.execute("SELECT last_seq FROM changelog WHERE origin=? AND first_seq=?",
+                                         (origin, seq + 1)).fetchone()
+                if nxt is None:
+                    break
+                seq = nxt[0]
+            self._conn.execute("INSERT INTO version_vector (origin, seq) VALUES (?, ?) "
+                               "ON CONFLICT(origin) DO UPDATE SET seq=excluded.seq", (origin, seq))
+
+    def _own_max_seq(self) -> int:
+        row = self._conn.execute("SELECT max(last_seq) FROM changelog WHERE origin=?", (self.node_id,)).fetchone()
+        return row[0] or 0
+
+    def _replay(self) -> None:
+        """After a migration: re-merge the whole log (changes for new tables now apply)."""
+        with self._tx():
+            items = []
+            roles: dict[str, str | None] = {}
+            for origin, body, sig in self._conn.execute("SELECT origin, body, sig FROM changelog").fetchall():
+                b = decode_batch(body, sig, check_signature=False)
+                role = roles.setdefault(origin, self.authority(origin))
+                raw = _origin_raw(origin)
+                for hlc, tid, op, pk, values in b.entries:
+                    if self.rules.check(role, origin, tid, op, pk, values) is None:
+                        items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
+            self._merge(items)
+
+    # ----------------------------------------------------------------- merge
+    def _merge(self, items: list[tuple[int, int, tuple, dict, bytes]]) -> set[str]:
+        by_tid: dict[int, list] = defaultdict(list)
+        for item in items:
+            by_tid[item[0]].append(item)
+        touched = set()
+        for tid, group in by_tid.items():
+            spec = self.rules.by_tid[tid]
+            touched.add(spec.name)
+            if spec.kind == LWW:
+                self._merge_lww(spec, group)
+            else:
+                self._merge_addonly(spec, group)
+        if "documents" in touched:
+            self._rebuild_wanted()
+        return touched
+
+    def _existing(self, spec: TableSpec, keys: list[tuple], extra: str) -> dict[tuple, list]:
+        cols = ", ".join(f'"{c}"' for c in (*spec.pk, *(c.name for c in spec.columns)))
+        npk = len(spec.pk)
+        found: dict[tuple, list] = {}
+        step = max(1, SQL_VARS_PER_QUERY // npk)
+        for start in range(0, len(keys), step):
+            part = keys[start:start + step]
+            if npk == 1:
+                where = f'"{spec.pk[0]}" IN ({",".join("?" * len(part))})'
+                params: list = [k[0] for k in part]
+            else:
+                tup = "(" + ",".join("?" * npk) + ")"
+                where = f'({",".join(spec.pk)}) IN (VALUES {",".join([tup] * len(part))})'
+                params = [v for k in part for v in k]
+            for row in self._conn.execute(f'SELECT {cols}, {extra} FROM "{spec.name}" WHERE {where}', params):
+                found[tuple(row[:npk])] = list(row[npk:])
+        return found
+
+    def _merge_lww(self, spec: TableSpec, group: list) -> None:
+        ncols = len(spec.columns)
+        keys = list({item[2] for item in group})
+        old = self._existing(spec, keys, "_clk, _del")
+        state: dict[tuple, list] = {}
+        for pk, row in old.items():
+            state[pk] = [row[:ncols], msgpack.unpackb(row[ncols], strict_map_key=False) if row[ncols] else {},
+                         row[ncols + 1] or 0]
+        for _tid, op, pk, values, ck in group:
+            st = state.get(pk)
+            if st is None:
+                st = state[pk] = [[None] * ncols, {}, 0]
+            clk = st[1]
+            if op == OP_DELETE:
+                if ck > clk.get(_TOMB, _NO_CLOCK):
+                    clk[_TOMB] = ck
+                    st[2] = 1
+                continue
+            vals = st[0]
+            for idx, value in values.items():
+                if ck > clk.get(idx, _NO_CLOCK):
+                    vals[idx] = value
+                    clk[idx] = ck
+        packb = msgpack.packb
+        rows = [(*pk, *st[0], packb(st[1]), st[2]) for pk, st in state.items()]
+        self._upsert(spec, rows, ("_clk", "_del"))
+
+    def _merge_addonly(self, spec: TableSpec, group: list) -> None:
+        ncols = len(spec.columns)
+        keys = list({item[2] for item in group})
+        old = self._existing(spec, keys, "_clk")
+        best: dict[tuple, tuple[bytes, dict | None]] = {pk: (row[ncols], None) for pk, row in old.items()}
+        for _tid, _op, pk, values, ck in group:
+            cur = best.get(pk)
+            if cur is None or ck < cur[0]:
+                best[pk] = (ck, values)
+        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck)
+                for pk, (ck, values) in best.items() if values is not None]
+        self._upsert(spec, rows, ("_clk",))
+
+    def _upsert(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> None:
+        if not rows:
+            return
+        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
+        sql = (f'INSERT OR REPLACE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+               f'VALUES ({",".join("?" * len(names))})')
+        self._conn.executemany(sql, rows)
+
+    # ----------------------------------------------------------------- version vector and log
+    def version_vector(self) -> dict[str, int]:
+        """Highest sequence held without gaps, per origin."""
+        return dict(self._conn.execute("SELECT origin, seq FROM version_vector WHERE seq > 0"))
+
+    def batches_after(self, vector: dict[str, int], limit: int | None = None) -> list[LoggedBatch]:
+        """Held batches with changes beyond `vector`, oldest first per origin."""
+        out: list[LoggedBatch] = []
+        origins = [r[0] for r in self._conn.execute("SELECT DISTINCT origin FROM changelog")]
+        for origin in sorted(origins):
+            for row in self._conn.execute(
+                    "SELECT first_seq, last_seq, body, sig FROM changelog WHERE origin=? AND last_seq>? "
+                    "ORDER BY first_seq", (origin, vector.get(origin, 0))):
+                out.append(LoggedBatch(origin, row[0], row[1], row[2], row[3]))
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def change_count(self) -> int:
+        return self._conn.execute("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM changelog").fetchone()[0]
+
+    # ----------------------------------------------------------------- reads
+    def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        """A live row as {column: value}, or None when absent or deleted."""
+        spec = self._spec(table)
+        pk = self._key_tuple(spec, key)
+        where = " AND ".join(f'"{p}"=?' for p in spec.pk)
+        rows = self._select(spec, where, pk)
+        return rows[0] if rows else None
+
+    def rows(self, table: str, where: str | None = None, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Live rows of a table (optionally filtered by an SQL condition), in key order."""
+        return self._select(self._spec(table), where, params)
+
+    def _spec(self, table: str) -> TableSpec:
+        spec = self.specs.get(table)
+        if spec is None:
+            raise SyncError(f"Không có bảng {table}", f"no such table: {table}")
+        return spec
+
+    def _select(self, spec: TableSpec, where: str | None, params: Sequence[Any]) -> list[dict[str, Any]]:
+        names = [*spec.pk, *(c.name for c in spec.columns)]
+        conds = [where] if where else []
+        if spec.kind == LWW:
+            conds.append("coalesce(_del, 0) = 0")
+        sql = f'SELECT {", ".join(chr(34) + n + chr(34) for n in names)} FROM "{spec.name}"'
+        if conds:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in conds)
+        sql += " ORDER BY " + ", ".join(f'"{p}"' for p in spec.pk)
+        return [dict(zip(names, row)) for row in self._conn.execute(sql, tuple(params))]
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """The replicated state, canonical: every table, rows in key order, tombstones marked."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name in sorted(self.specs):
+            spec = self.specs[name]
+            names = [*spec.pk, *(c.name for c in spec.columns)]
+            deleted = "_del" if spec.kind == LWW else "0"
+            sql = (f'SELECT {", ".join(chr(34) + n + chr(34) for n in names)}, coalesce({deleted}, 0) '
+                   f'FROM "{name}" ORDER BY ' + ", ".join(f'"{p}"' for p in spec.pk))
+            rows = []
+            for row in self._conn.execute(sql):
+                if row[-1]:
+                    rows.append({**dict(zip(spec.pk, row)), "_deleted": True})
+                else:
+                    rows.append({n: (v.hex() if isinstance(v, bytes) else v) for n, v in zip(names, row)})
+            out[name] = rows
+        return out
+
+    def dump_json(self) -> str:
+        return json.dumps(self.dump(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical dump: equal exactly when the replicated state is."""
+        return hashlib.sha256(self.dump_json().encode()).hexdigest()
+
+    # ----------------------------------------------------------------- chunks
+    def store_chunks(self, pieces: Iterable[tuple[bytes, bytes]]) -> None:
+        """Keep chunks made here (already hashed by chunks.split)."""
+        with self._tx():
+            self._conn.executemany("INSERT OR IGNORE INTO chunks (sha256, data) VALUES (?, ?)", pieces)
+            self._conn.execute("DELETE FROM wanted_chunks WHERE sha256 IN (SELECT sha256 FROM chunks)")
+
+    def put_chunk(self, sha256: bytes, data: bytes) -> str:
+        """Store a received chunk: "stored", "duplicate", "unwanted" or "corrupt" (hash mismatch)."""
+        if chunk_hash(data) != sha256:
+            self.counters.corrupt_chunks += 1
+            return "corrupt"
+        with self._tx():
+            if self._conn.execute("DELETE FROM wanted_chunks WHERE sha256=?", (sha256,)).rowcount == 0:
+                held = self._conn.execute("SELECT 1 FROM chunks WHERE sha256=?", (sha256,)).fetchone()
+                return "duplicate" if held else "unwanted"
+            self._conn.execute("INSERT OR IGNORE INTO chunks (sha256, data) VALUES (?, ?)", (sha256, data))
+        return "stored"
+
+    def get_chunk(self, sha256: bytes) -> bytes | None:
+        row = self._conn.execute("SELECT data FROM chunks WHERE sha256=?", (sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    def has_chunks(self, hashes: Sequence[bytes]) -> set[bytes]:
+        held: set[bytes] = set()
+        for start in range(0, len(hashes), SQL_VARS_PER_QUERY):
+            part = list(hashes[start:start + SQL_VARS_PER_QUERY])
+            held.update(r[0] for r in self._conn.execute(
+                f"SELECT sha256 FROM chunks WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        return held
+
+    def wanted_chunks(self, limit: int) -> list[bytes]:
+        """Chunks of live documents not held yet."""
+        return [r[0] for r in self._conn.execute("SELECT sha256 FROM wanted_chunks ORDER BY rowid LIMIT ?", (limit,))]
+
+    def is_wanted(self, sha256: bytes) -> bool:
+        return self._conn.execute("SELECT 1 FROM wanted_chunks WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def pending_chunks(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM wanted_chunks").fetchone()[0]
+
+    def document_progress(self, doc_id: str) -> tuple[int, int]:
+        """(chunks held, chunks in total) for a document."""
+        doc = self.get("documents", doc_id)
+        if doc is None:
+            raise SyncError(f"Không có tài liệu {doc_id}", f"no such document: {doc_id}")
+        hashes = parse_hashes(doc["chunks"])
+        held = self.has_chunks(list(set(hashes)))
+        return sum(1 for h in hashes if h in held), len(hashes)
+
+    def read_document(self, doc_id: str) -> Iterator[bytes]:
+        """The document's bytes, chunk by chunk; SyncError if a chunk is still missing."""
+        doc = self.get("documents", doc_id)
+        if doc is None:
+            raise SyncError(f"Không có tài liệu {doc_id}", f"no such document: {doc_id}")
+        for h in parse_hashes(doc["chunks"]):
+            data = self.get_chunk(h)
+            if data is None:
+                raise SyncError("Tài liệu chưa tải xong", f"document {doc_id} is not complete yet")
+            yield data
+
+    def _rebuild_wanted(self) -> None:
+        self._conn.execute("DELETE FROM wanted_chunks")
+        for (blob,) in self._conn.execute("SELECT chunks FROM documents WHERE coalesce(_del, 0) = 0").fetchall():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO wanted_chunks (sha256) SELECT ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM chunks WHERE sha256 = ?)", [(h, h) for h in parse_hashes(blob)])
+
+    def integrity_ok(self) -> bool:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
