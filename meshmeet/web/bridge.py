@@ -12,8 +12,10 @@ worlds with exactly three things:
 * ``Inbound``: a bounded one-way pipe asyncio -> trio (what browsers send).
 
 Pipes use credits: the sender holds ``capacity`` credits, spends one per message, and the
-receiving side hands them back (in batches) once it has taken the messages. Messages sent in
-the same scheduler tick cross the seam together in one wake-up. Each side's state is touched
+receiving side hands them back (in batches) once it has taken the messages. Messages cross in
+batches, one wake-up each: trio -> asyncio keeps at most one batch in flight and gathers what is
+published meanwhile into the next (the batch grows exactly when the other side is busy);
+asyncio -> trio gathers what the browsers sent during one asyncio tick. Each side's state is touched
 only by its own thread; the only traffic between threads is ``TrioToken.run_sync_soon`` and
 ``loop.call_soon_threadsafe`` with callbacks that never raise.
 
@@ -136,7 +138,7 @@ class Outbound:
         self._credits = capacity
         self._lot = trio.lowlevel.ParkingLot()
         self._batch: list[tuple[str, Payload]] = []
-        self._flush_posted = False
+        self._in_flight = False
         self._closed = False
         self._sent = 0
         self._dropped = 0
@@ -171,15 +173,14 @@ class Outbound:
         self._credits -= 1
         self._sent += 1
         self._batch.append((topic, payload))
-        if not self._flush_posted:
-            self._flush_posted = True
-            if not _post_to_trio(self._token, self._flush):
-                self.close()
+        if not self._in_flight:
+            self._flush()
 
     def _flush(self) -> None:
+        """Send the pending batch; at most one batch is in flight, the rest waits for its ack."""
         batch, self._batch = self._batch, []
-        self._flush_posted = False
-        if batch and not _post_to_loop(self._loop, self._on_loop, batch):
+        self._in_flight = True
+        if not _post_to_loop(self._loop, self._on_loop, batch):
             self.close()
 
     def _on_loop(self, batch: list[tuple[str, Payload]]) -> None:  # asyncio thread
@@ -189,10 +190,14 @@ class Outbound:
                 deliver(topic, payload)
             except Exception:  # noqa: BLE001 - one bad message must not stall the pipe
                 log.exception("delivering a message on topic %s failed", topic)
-        _post_to_trio(self._token, self._add_credits, len(batch))
+        _post_to_trio(self._token, self._ack, len(batch))
 
-    def _add_credits(self, n: int) -> None:
+    def _ack(self, n: int) -> None:
+        """The asyncio side took a batch of ``n``: credits come back, the next batch may go."""
         self._credits += n
+        self._in_flight = False
+        if self._batch and not self._closed:
+            self._flush()
         self._lot.unpark_all()
 
     def close(self) -> None:
