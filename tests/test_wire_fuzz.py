@@ -231,3 +231,26 @@ def test_a_fresh_initiator_fed_before_start_refuses() -> None:
     (event,) = conn.receive_data(b"hello", 0.0)
     assert isinstance(event, ConnectionClosed) and event.error
     assert conn.data_to_send() == b""
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=st.binary(min_size=0, max_size=120), which=st.sampled_from(["msg1", "msg2", "msg3"]))
+def test_handshake_parsers_raise_only_handshake_errors(msg: bytes, which: str) -> None:
+    from meshmeet.wire.handshake import HandshakeError, InitiatorHandshake, ResponderHandshake
+
+    common = dict(commune_id=TEST_COMMUNE_ID, lookup=ROSTER.lookup)
+    try:
+        if which == "msg2":
+            InitiatorHandshake(me=ROSTER.members[1], my_short_id=1, **common).on_msg2(msg)
+        else:
+            responder = ResponderHandshake(me=ROSTER.members[2], my_short_id=2, **common)
+            if which == "msg3":
+                initiator = InitiatorHandshake(me=ROSTER.members[1], my_short_id=1, **common)
+                responder.on_msg1(initiator.msg1)
+                responder.on_msg3(msg)
+            else:
+                responder.on_msg1(msg)
+                return  # a random msg1 can be acceptable: it only names a member and a key
+        raise AssertionError("random bytes completed a handshake")
+    except HandshakeError as error:
+        assert error.reason

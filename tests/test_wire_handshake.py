@@ -141,6 +141,13 @@ def test_replayed_msg1_and_msg3_to_a_new_responder_are_refused() -> None:
     assert fresh.state is State.CLOSED and fresh.peer is None
     assert fresh.data_to_send() == b""  # nothing is sent before the transport exists
 
+    # A replayed msg1 alone gets a fresh msg2 nobody can answer, and then times out.
+    lonely = make_connection(roster, R, Role.RESPONDER, now=2.0)
+    assert lonely.receive_data(msg1, 2.0) == []
+    assert lonely.next_deadline() == 12.0
+    event = closed(lonely.handle_timer(12.0))
+    assert (event.code, event.error) == (CloseCode.HANDSHAKE_TIMEOUT, True) and lonely.peer is None
+
 
 def test_foreign_commune_is_refused() -> None:
     roster = roster_of(I, R)
