@@ -163,8 +163,10 @@ class _Reader:
 class JoinServer:
     """The member's side of one join connection. Feed bytes; send data_to_send(); stop at outcome."""
 
-    def __init__(self, roster: Roster, node_key: KeyPair, now: float) -> None:
+    def __init__(self, roster: Roster, node_key: KeyPair, now: float, unix_time: float) -> None:
+        """`now` is the driver's monotonic clock (deadlines); `unix_time` the wall clock (seat expiry)."""
         self.roster = roster
+        self.unix_time = unix_time
         self.node_key = node_key
         self.deadline = now + JOIN_TIMEOUT_S
         self.outcome: JoinAccepted | JoinRefused | None = None
@@ -189,7 +191,7 @@ class JoinServer:
             return None
         if isinstance(msg, JoinCode):
             return self._finish(_refused(msg))
-        return self._finish(self._handle(msg, now))
+        return self._finish(self._handle(msg))
 
     def timeout(self, now: float) -> JoinRefused:
         """The driver calls this at `deadline`."""
@@ -203,7 +205,7 @@ class JoinServer:
             self._out += _frame([MSG_ERROR, self._nonce, int(outcome.code), outcome.vi, outcome.en])
         return outcome
 
-    def _handle(self, msg: object, now: float) -> JoinAccepted | JoinRefused:
+    def _handle(self, msg: object) -> JoinAccepted | JoinRefused:
         if not (
             isinstance(msg, list)
             and len(msg) == 5
@@ -239,7 +241,7 @@ class JoinServer:
         if existing is not None and existing.node_public_key != claim.node_public_key:
             return _refused(JoinCode.ALREADY_CLAIMED)
         if existing is None:
-            if seat.expires_at <= now:
+            if seat.expires_at <= self.unix_time:
                 return _refused(JoinCode.EXPIRED)
             new_entries += r.accept(claim)
         winner = r.claim(seat.short_id)

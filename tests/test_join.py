@@ -77,7 +77,7 @@ def test_join_through_hq_then_second_use_refused_and_same_key_idempotent() -> No
     inv = c.invite()
     hall = KeyPair.generate()
     client = new_client(inv, hall)
-    got, srv = run(client, JoinServer(c.roster, c.hq, NOW), chunk=7)
+    got, srv = run(client, JoinServer(c.roster, c.hq, NOW, NOW), chunk=7)
     assert isinstance(srv, JoinAccepted) and srv.new and srv.short_id == inv.short_id
     assert {e.raw for e in srv.new_entries} == {inv.seat.raw, client.claim.raw}
     assert isinstance(got, Joined)
@@ -86,12 +86,12 @@ def test_join_through_hq_then_second_use_refused_and_same_key_idempotent() -> No
     assert got.roster.digest() == c.roster.digest()
     # another key with the same invite: refused, roster unchanged
     before = c.roster.digest()
-    got2, srv2 = run(new_client(inv), JoinServer(c.roster, c.hq, NOW))
+    got2, srv2 = run(new_client(inv), JoinServer(c.roster, c.hq, NOW, NOW))
     assert isinstance(srv2, JoinRefused) and srv2.code == JoinCode.ALREADY_CLAIMED
     assert isinstance(got2, JoinRefused) and got2.code == JoinCode.ALREADY_CLAIMED and "already used" in got2.en
     assert c.roster.digest() == before
     # the same key again (a retry after a lost answer): accepted, nothing new
-    got3, srv3 = run(new_client(inv, hall), JoinServer(c.roster, c.hall, NOW + 7200))
+    got3, srv3 = run(new_client(inv, hall), JoinServer(c.roster, c.hall, NOW + 7200, NOW + 7200))
     assert isinstance(srv3, JoinAccepted) and not srv3.new
     assert isinstance(got3, Joined) and got3.responder.short_id == 2
 
@@ -101,7 +101,7 @@ def test_join_through_a_member_that_never_saw_the_seat() -> None:
     c = Commune()
     inv = c.invite()  # the hall's roster has never heard of this seat
     assert c.roster.seat(inv.short_id) is None
-    got, srv = run(new_client(inv), JoinServer(c.roster, c.hall, NOW))
+    got, srv = run(new_client(inv), JoinServer(c.roster, c.hall, NOW, NOW))
     assert isinstance(srv, JoinAccepted) and isinstance(got, Joined)
     assert got.responder.role == "hall"
 
@@ -158,7 +158,7 @@ def test_refusals(case: str, code: JoinCode) -> None:
             client = new_client(inv)
         c.roster.add(twin)
     before = c.roster.digest()
-    got, srv = run(client, JoinServer(c.roster, c.hq, now), now=now)
+    got, srv = run(client, JoinServer(c.roster, c.hq, now, now), now=now)
     assert isinstance(srv, JoinRefused) and srv.code == code, srv
     assert isinstance(got, JoinRefused) and got.code == code
     assert got.vi and got.en
@@ -175,7 +175,7 @@ COMMUNE_DIGEST = COMMUNE.roster.digest()
 
 def _good_answer() -> tuple:
     inv, key, nonce = COMMUNE.invite(), KeyPair.generate(), os.urandom(16)
-    server = JoinServer(COMMUNE.copy_roster(), COMMUNE.hq, NOW)
+    server = JoinServer(COMMUNE.copy_roster(), COMMUNE.hq, NOW, NOW)
     server.receive_data(JoinClient(inv, key, nonce, NOW).data_to_send(), NOW)
     reply = server.data_to_send()
     assert isinstance(JoinClient(inv, key, nonce, NOW).receive_data(reply, NOW), Joined)
@@ -189,7 +189,7 @@ GOOD_ANSWER = _good_answer()
 @given(st.binary(max_size=300), st.integers(1, 64))
 def test_hostile_bytes_to_server_give_a_refusal(junk: bytes, chunk: int) -> None:
     c = COMMUNE
-    server = JoinServer(c.roster, c.hq, NOW)
+    server = JoinServer(c.roster, c.hq, NOW, NOW)
     out = None
     for i in range(0, len(junk), chunk):
         out = server.receive_data(junk[i:i + chunk], NOW)
@@ -206,7 +206,7 @@ def test_hostile_bytes_to_server_give_a_refusal(junk: bytes, chunk: int) -> None
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_framed_bodies_to_server_give_a_refusal(body: bytes) -> None:
-    server = JoinServer(COMMUNE.roster, COMMUNE.hq, NOW)
+    server = JoinServer(COMMUNE.roster, COMMUNE.hq, NOW, NOW)
     out = server.receive_data(b"J" + len(body).to_bytes(4, "big") + body, NOW)
     assert isinstance(out, JoinRefused) and out.code == JoinCode.MALFORMED
 
@@ -233,10 +233,10 @@ def test_answer_from_a_stranger_or_for_another_nonce_is_refused() -> None:
     c = Commune()
     inv = c.invite()
     stranger = KeyPair.generate()
-    got, _ = run(new_client(inv), JoinServer(c.copy_roster(), stranger, NOW))
+    got, _ = run(new_client(inv), JoinServer(c.copy_roster(), stranger, NOW, NOW))
     assert isinstance(got, JoinRefused) and got.code == JoinCode.BAD_RESPONSE
     client = new_client(inv)
-    server = JoinServer(c.copy_roster(), c.hq, NOW)
+    server = JoinServer(c.copy_roster(), c.hq, NOW, NOW)
     req = bytearray(client.data_to_send())
     req[-1] ^= 1  # the server answers another nonce
     server.receive_data(bytes(req), NOW)
@@ -246,7 +246,7 @@ def test_answer_from_a_stranger_or_for_another_nonce_is_refused() -> None:
 
 def test_timeouts_are_outcomes() -> None:
     c = Commune()
-    server = JoinServer(c.roster, c.hq, NOW)
+    server = JoinServer(c.roster, c.hq, NOW, NOW)
     assert server.deadline == NOW + JOIN_TIMEOUT_S
     assert server.receive_data(b"J\x00", NOW + 1) is None
     assert server.timeout(server.deadline).code == JoinCode.TIMEOUT
@@ -261,8 +261,8 @@ def test_race_between_two_members_resolves_by_gossip() -> None:
     inv = c.invite()
     at_hq, at_hall = c.copy_roster(), c.copy_roster()
     k1, k2 = KeyPair.generate(), KeyPair.generate()
-    a, _ = run(new_client(inv, k1), JoinServer(at_hq, c.hq, NOW))
-    b, _ = run(new_client(inv, k2), JoinServer(at_hall, c.hall, NOW))
+    a, _ = run(new_client(inv, k1), JoinServer(at_hq, c.hq, NOW, NOW))
+    b, _ = run(new_client(inv, k2), JoinServer(at_hall, c.hall, NOW, NOW))
     assert isinstance(a, Joined) and isinstance(b, Joined)
     g1, g2 = RosterGossip(at_hq), RosterGossip(at_hall)
     for body in g2.receive(g1.link_up()).replies:
