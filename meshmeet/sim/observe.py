@@ -1,0 +1,111 @@
+"""Observers for the simulator: the loop check and the "is the tree whole" convergence tracker.
+
+Both work incrementally from the nodes whose tree state changed in a step, so the simulator can
+check after every delivered message even with 1,000 nodes. This module must never change the
+nodes it looks at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+
+class TreeView(Protocol):
+    """What the observers need to know about one node's core."""
+
+    @property
+    def root(self) -> str: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def children(self) -> tuple[str, ...]: ...
+    @property
+    def rank(self) -> tuple[int, int, str]: ...
+
+
+def find_loop(start: str, cores: dict[str, TreeView | None]) -> list[str] | None:
+    """Follow parent pointers from `start`; return the cycle if one is reached, else None.
+
+    Called for every node whose parent changed in a step: a cycle that appears in a step must go
+    through a node whose pointer changed in it, so this is the same as checking every node.
+    """
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    node: str | None = start
+    while node is not None:
+        if node in seen:
+            return path[seen[node]:]
+        seen[node] = len(path)
+        path.append(node)
+        core = cores.get(node)
+        node = core.parent if core is not None else None
+    return None
+
+
+def any_loop(cores: dict[str, TreeView | None]) -> list[str] | None:
+    """Full check of every node (used by tests to confirm the incremental check)."""
+    for node in cores:
+        cycle = find_loop(node, cores)
+        if cycle:
+            return cycle
+    return None
+
+
+class ConvergenceTracker:
+    """Tracks the set of "bad" nodes; the tree is whole (converged) when that set is empty.
+
+    A live node is good when it agrees on its component's best root, its parent (unless it is the
+    root) is a neighbour over a link that is physically up, and its children are exactly the
+    nodes that point at it.
+    """
+
+    def __init__(self, cores: dict[str, TreeView | None], link_up: Callable[[str, str], bool]) -> None:
+        self._cores = cores
+        self._link_up = link_up
+        self._best: dict[str, str] = {}
+        self.bad: set[str] = set()
+
+    def set_components(self, components: Iterable[list[str]]) -> None:
+        """After a topology change: the live components; recomputes every node."""
+        self._best = {}
+        for component in components:
+            best = max(component, key=lambda n: self._cores[n].rank)  # type: ignore[union-attr]
+            for node in component:
+                self._best[node] = best
+        self.bad = {n for n in self._best if not self._good(n)}
+
+    def best_root(self, node: str) -> str | None:
+        return self._best.get(node)
+
+    def touch(self, nodes: Iterable[str]) -> None:
+        for node in nodes:
+            if node not in self._best:
+                self.bad.discard(node)
+            elif self._good(node):
+                self.bad.discard(node)
+            else:
+                self.bad.add(node)
+
+    def _good(self, node: str) -> bool:
+        core = self._cores.get(node)
+        if core is None:
+            return True
+        best = self._best[node]
+        if core.root != best:
+            return False
+        parent = core.parent
+        if node == best:
+            if parent is not None:
+                return False
+        else:
+            if parent is None or not self._link_up(node, parent):
+                return False
+            parent_core = self._cores.get(parent)
+            if parent_core is None or node not in parent_core.children:
+                return False
+        for child in core.children:
+            child_core = self._cores.get(child)
+            if child_core is None or child_core.parent != node:
+                return False
+        return True
