@@ -1,0 +1,82 @@
+"""Recordings: the media messages a node relayed, as they arrived, in an append-only file.
+
+Format (docs/protocol/media.md): magic b"MMREC1\\n\\0", then records of u32 length, u64 arrival
+time in µs since the recording began, and the media message. `Recorder` appends to a binary file
+object it is given and fsyncs when at least FSYNC_INTERVAL_S has passed (a crash loses at most
+the last second); `read_records` parses bytes. Neither reads a clock (callers pass `now`) nor
+ever rewrites what was written; reading never raises on a truncated tail.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from meshmeet.errors import MeshmeetError
+from meshmeet.media import chunk as C
+
+MAGIC = b"MMREC1\n\0"
+FSYNC_INTERVAL_S = 1.0
+_REC = struct.Struct(">IQ")
+
+
+class RecordingError(MeshmeetError):
+    def __init__(self, en: str) -> None:
+        super().__init__("Bản ghi cuộc họp bị hỏng", en)
+
+
+@dataclass(frozen=True)
+class Record:
+    at_us: int
+    data: bytes
+
+
+class Recorder:
+    """Appends records to `f` (opened "ab"); call `close()` to fsync and close."""
+
+    def __init__(self, f: BinaryIO, now: float) -> None:
+        self._f = f
+        if f.tell() == 0:
+            f.write(MAGIC)
+        self._t0 = now
+        self._last_sync = now
+        self.records = 0
+
+    def add(self, data: bytes, now: float) -> None:
+        """Record a chunk or config (other kinds are not recorded)."""
+        if not data or data[0] not in (C.KIND_CHUNK, C.KIND_CONFIG):
+            return
+        at_us = max(0, int((now - self._t0) * 1_000_000))
+        self._f.write(_REC.pack(len(data), at_us) + data)
+        self.records += 1
+        if now - self._last_sync >= FSYNC_INTERVAL_S:
+            self.sync(now)
+
+    def sync(self, now: float) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._last_sync = now
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+
+def read_records(data: bytes) -> Iterator[Record]:
+    """Records in order; stops quietly at a truncated last record (a crash mid-write)."""
+    if not data.startswith(MAGIC):
+        raise RecordingError("not a meshmeet recording (bad magic)")
+    off = len(MAGIC)
+    while off + _REC.size <= len(data):
+        n, at_us = _REC.unpack_from(data, off)
+        end = off + _REC.size + n
+        if n > C.MAX_MESSAGE_BYTES:
+            raise RecordingError("record longer than any media message")
+        if end > len(data):
+            return
+        yield Record(at_us, data[off + _REC.size:end])
+        off = end

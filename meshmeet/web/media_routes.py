@@ -1,0 +1,255 @@
+"""Media on the web gateway: the presenter and hall pages, their WebSockets, fan-out to browsers.
+
+`MediaHub` runs on the gateway's asyncio thread. It feeds the sans-IO relay core
+(meshmeet/media/relay.py) with what arrives from the node (`feed`, one bridge crossing per chunk)
+or, standalone, straight from the local presenter page; each hall page is one relay link with its
+own queues and quality level, drained by one sender task. Keyframe requests go to `upstream`
+(towards the source) or to the local presenter. It records what it relayed (recorder.py) and
+replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts everything.
+
+This module must never import trio, touch node state, or decide quality itself (the relay core
+does); its only ways out are the WebSockets and the `upstream` callable it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from meshmeet.media import chunk as C
+from meshmeet.media.recorder import Recorder, RecordingError, read_records
+from meshmeet.media.relay import MediaRelay, Outgoing
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static" / "media"
+TICK_S = 0.02
+WS_MAX_MSG_BYTES = C.MAX_MESSAGE_BYTES + 64
+MEETING_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PRESENTER_LINK = "presenter"
+NODE_LINK = "node"
+
+Upstream = Callable[[bytes], Awaitable[None]]
+
+
+class MediaHub:
+    """Relay + browsers on the asyncio thread. `upstream=None`: standalone (presenter is the source)."""
+
+    def __init__(self, *, upstream: Upstream | None = None, recordings_dir: Path | None = None,
+                 meeting_id: str = "live", clock: Callable[[], float] = time.monotonic) -> None:
+        self._upstream = upstream
+        self._clock = clock
+        self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK)
+        self._wake: dict[str, asyncio.Event] = {}
+        self._presenters: set[web.WebSocketResponse] = set()
+        self._next_id = 0
+        self._ticker: asyncio.Task | None = None
+        self.recordings_dir = recordings_dir
+        self.meeting_id = meeting_id
+        self._recorder: Recorder | None = None
+        self.format_errors = 0
+
+    # ---- input -------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """A media message from the node (call on the gateway loop)."""
+        try:
+            if C.peek_kind(data) == C.KIND_KEYFRAME_REQUEST:
+                self._to_presenters(data)
+                return
+            self._receive(NODE_LINK, data)
+        except C.MediaFormatError:
+            self.format_errors += 1
+
+    async def from_presenter(self, data: bytes) -> None:
+        try:
+            kind = C.peek_kind(data)
+            C.parse(data) if kind != C.KIND_CHUNK else C.peek_chunk(data)
+        except C.MediaFormatError:
+            self.format_errors += 1
+            return
+        if self._upstream is not None:
+            await self._upstream(data)  # the node relays it, and feeds it back to us
+        else:
+            self._receive(PRESENTER_LINK, data)
+
+    def from_subscriber(self, sub: str, data: bytes) -> None:
+        try:
+            self._send_out(self.relay.receive(sub, data, self._clock()))
+        except C.MediaFormatError:
+            self.format_errors += 1
+
+    def _receive(self, link: str, data: bytes) -> None:
+        now = self._clock()
+        outs = self.relay.receive(link, data, now)
+        self._record(data, now)
+        self._send_out(outs)
+        for ev in self._wake.values():
+            ev.set()
+
+    def _send_out(self, outs: list[Outgoing]) -> None:
+        for o in outs:
+            if o.link == PRESENTER_LINK:
+                self._to_presenters(o.data)
+            elif self._upstream is not None:
+                asyncio.get_running_loop().create_task(self._upstream(o.data))
+
+    def _to_presenters(self, data: bytes) -> None:
+        for ws in tuple(self._presenters):
+            if not ws.closed:
+                asyncio.get_running_loop().create_task(ws.send_bytes(data))
+
+    def _record(self, data: bytes, now: float) -> None:
+        if self.recordings_dir is None:
+            return
+        if self._recorder is None:
+            self.recordings_dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.recordings_dir / f"{self.meeting_id}.mmrec", "ab")  # noqa: SIM115 (kept open)
+            self._recorder = Recorder(f, now)
+        self._recorder.add(data, now)
+
+    # ---- subscribers -------------------------------------------------------------------
+    def add_subscriber(self) -> str:
+        self._next_id += 1
+        sub = f"hall-{self._next_id}"
+        self._wake[sub] = asyncio.Event()
+        self._send_out(self.relay.add_link(sub, self._clock()))
+        self._ensure_ticker()
+        return sub
+
+    def remove_subscriber(self, sub: str) -> None:
+        self.relay.remove_link(sub)
+        self._wake.pop(sub, None)
+
+    async def serve_subscriber(self, sub: str, ws: web.WebSocketResponse) -> None:
+        """Drain the relay's queue for `sub` into `ws` until it closes."""
+        ev = self._wake[sub]
+        while not ws.closed:
+            now = self._clock()
+            data = self.relay.pop(sub, now)
+            if data is not None:
+                await ws.send_bytes(data)
+                continue
+            ev.clear()
+            wake = self.relay.wake_at(sub, now)
+            timeout = None if wake is None else max(0.0, wake - now)
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=timeout if timeout is not None else 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def set_rate_cap(self, sub: str, rate_bps: float | None) -> None:
+        """Emulate a weak link into one hall (tests, diagnostics)."""
+        self.relay.set_rate_cap(sub, rate_bps)
+        ev = self._wake.get(sub)
+        if ev is not None:
+            ev.set()
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self._clock()
+            self._send_out(self.relay.tick(now))
+            for ev in self._wake.values():
+                ev.set()
+            await asyncio.sleep(max(0.005, min(TICK_S, self.relay.next_deadline(now) - now)))
+
+    def stats(self) -> dict[str, Any]:
+        """The "media" part of `meshmeet status --json`."""
+        now = self._clock()
+        return {"source": self.relay.source,
+                "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps}
+                          for s in self.relay.stats(now)],
+                "subscribers": len(self._wake)}
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+
+    # ---- handlers ----------------------------------------------------------------------
+    async def _present_ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MSG_BYTES, heartbeat=20.0)
+        await ws.prepare(request)
+        self._presenters.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await self.from_presenter(msg.data)
+        finally:
+            self._presenters.discard(ws)
+        return ws
+
+    async def _hall_ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=20.0)
+        await ws.prepare(request)
+        sub = self.add_subscriber()
+        sender = asyncio.get_running_loop().create_task(self.serve_subscriber(sub, ws))
+        try:
+            await ws.send_str(f'{{"subscriber":"{sub}"}}')
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    self.from_subscriber(sub, msg.data)
+        finally:
+            sender.cancel()
+            self.remove_subscriber(sub)
+        return ws
+
+    async def _replay_ws(self, request: web.Request) -> web.StreamResponse:
+        meeting = request.match_info["meeting"]
+        if not MEETING_ID_RE.match(meeting) or self.recordings_dir is None:
+            raise web.HTTPNotFound(text="không có bản ghi / no such recording")
+        path = self.recordings_dir / f"{meeting}.mmrec"
+        if not path.is_file():
+            raise web.HTTPNotFound(text="không có bản ghi / no such recording")
+        ws = web.WebSocketResponse(heartbeat=20.0)
+        await ws.prepare(request)
+        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+        start = self._clock()
+        try:
+            for rec in read_records(data):
+                delay = start + rec.at_us / 1e6 - self._clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if ws.closed:
+                    break
+                await ws.send_bytes(rec.data)
+        except RecordingError as e:
+            log.warning("replay %s: %s", meeting, e)
+        await ws.close()
+        return ws
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+
+async def _page(request: web.Request) -> web.FileResponse:
+    name = "present.html" if request.path.rstrip("/") == "/present" else "hall.html"
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-store"})
+
+
+def add_media_routes(app: web.Application, hub: MediaHub) -> None:
+    """Mount /present, /hall, /media/static/, /media/ws/{present,hall,replay/ID}, /media/stats."""
+    app.router.add_get("/present", _page)
+    app.router.add_get("/hall", _page)
+    app.router.add_get("/media/ws/present", hub._present_ws)
+    app.router.add_get("/media/ws/hall", hub._hall_ws)
+    app.router.add_get("/media/ws/replay/{meeting}", hub._replay_ws)
+    app.router.add_get("/media/stats", hub._stats)
+    app.router.add_static("/media/static/", STATIC_DIR)
+
+    async def _close(_app: web.Application) -> None:
+        await hub.close()
+
+    app.on_cleanup.append(_close)

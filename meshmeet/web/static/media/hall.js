@@ -1,0 +1,76 @@
+// Hall TV page: receives media from the local node over a WebSocket, hands it to the decoder
+// worker, plays audio through the playout worklet, and shows the mode and the connection.
+// window.meshmeet.stats() -> {audioFramesDecoded, videoFramesDecoded, audioUnderruns, mode}.
+// Never decodes on the main thread and never sends anything but keyframe requests.
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const replay = params.get("replay");
+const probe = params.get("probe") === "1";
+let latest = { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only" };
+let probeLog = { barcodes: [], tones: [] };
+let ws = null, connected = false, lastMsgMs = 0, reconnectMs = 500;
+
+window.meshmeet = {
+  stats: () => ({ audioFramesDecoded: latest.audioFramesDecoded, videoFramesDecoded: latest.videoFramesDecoded,
+    audioUnderruns: latest.audioUnderruns, mode: latest.mode }),
+  details: () => ({ ...latest, connected }),
+  probe: () => { const p = probeLog; probeLog = { barcodes: [], tones: [] }; return p; },
+};
+
+const worker = new Worker("/media/static/player-worker.js", { type: "module" });
+const ctx = new AudioContext({ sampleRate: 48000 });
+const channel = new MessageChannel();
+
+async function setup() {
+  await ctx.audioWorklet.addModule("/media/static/playout-worklet.js");
+  const node = new AudioWorkletNode(ctx, "mm-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
+  node.connect(ctx.destination);
+  node.port.postMessage({ port: channel.port1 }, [channel.port1]);
+  const off = $("screen").transferControlToOffscreen();
+  worker.postMessage({ type: "init", canvas: off, audioPort: channel.port2, probe }, [off, channel.port2]);
+  if (ctx.state === "suspended") {
+    $("unmute").style.display = "block";
+    $("unmute").onclick = () => { ctx.resume(); $("unmute").style.display = "none"; };
+  }
+  connect();
+}
+
+worker.onmessage = (ev) => {
+  const d = ev.data;
+  if (d.type === "stats") {
+    latest = d.stats;
+    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); }
+    $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
+  } else if (d.type === "send" && ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(d.data);
+  }
+};
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const path = replay ? `/media/ws/replay/${encodeURIComponent(replay)}` : "/media/ws/hall";
+  ws = new WebSocket(`${proto}://${location.host}${path}`);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { connected = true; reconnectMs = 500; };
+  ws.onmessage = (ev) => {
+    lastMsgMs = performance.now();
+    if (typeof ev.data === "string") return;
+    worker.postMessage(ev.data, [ev.data]);
+  };
+  ws.onclose = () => {
+    connected = false;
+    if (!replay) { setTimeout(connect, reconnectMs); reconnectMs = Math.min(5000, reconnectMs * 2); }
+  };
+}
+
+setInterval(() => {
+  const el = $("conn");
+  const quiet = performance.now() - lastMsgMs;
+  if (!connected) { el.className = "down"; el.textContent = replay ? "Hết bản ghi / Replay ended" : "Mất kết nối / Disconnected"; }
+  else if (quiet > 2000) { el.className = "weak"; el.textContent = "Chờ tín hiệu / Waiting for signal"; }
+  else if (latest.mode === "audio-only") { el.className = "weak"; el.textContent = "Đường truyền yếu / Weak link"; }
+  else { el.className = "ok"; el.textContent = replay ? "Phát lại / Replay" : "Trực tiếp / Live"; }
+}, 250);
+
+setup();

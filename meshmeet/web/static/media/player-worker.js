@@ -1,0 +1,166 @@
+// Decoder worker for the hall page: parses media messages, decodes audio and video with
+// WebCodecs, sends PCM to the playout worklet, and draws video on the audio clock into an
+// OffscreenCanvas. Shows nothing itself (the page does) and never touches the network.
+import * as C from "./chunk.js";
+
+const AUDIO_ONLY_AFTER_MS = 400;   // no new picture for this long while audio plays: "audio only"
+const MAX_QUEUED_FRAMES = 8;
+const s = {
+  canvas: null, ctx: null, audioPort: null, probe: false,
+  configs: new Map(),               // "track:layer" -> {generation, config}
+  audioDec: null, audioGen: null,
+  videoDec: null, videoLayer: null, videoGen: null,
+  frames: [], clockUs: null, lastVideoMs: -1e9, lastAudioMs: -1e9,
+  stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
+    decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0 },
+  barcodes: [], tones: [],
+};
+
+function b64(s64) { return C.b64decode(s64); }
+
+function decoderConfig(cfg) {
+  const out = { ...cfg };
+  if (cfg.description) out.description = b64(cfg.description);
+  return out;
+}
+
+function ensureAudio(gen) {
+  const entry = s.configs.get("0:0");
+  if (!entry) return false;
+  if (s.audioDec && s.audioGen === entry.generation && s.audioDec.state === "configured") return true;
+  if (!s.audioDec || s.audioDec.state === "closed") {
+    s.audioDec = new AudioDecoder({ output: onAudio, error: (e) => { s.stats.decoderErrors++; console.error("AudioDecoder", e); } });
+  }
+  s.audioDec.configure(decoderConfig(entry.config));
+  s.audioGen = entry.generation;
+  return true;
+}
+
+function onAudio(ad) {
+  const pcm = new Float32Array(ad.numberOfFrames);
+  ad.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
+  const ts = ad.timestamp;
+  ad.close();
+  s.stats.audioFramesDecoded++;
+  s.lastAudioMs = performance.now();
+  if (s.probe) s.tones.push(toneOf(pcm));
+  if (s.audioPort) s.audioPort.postMessage({ ts, pcm }, [pcm.buffer]);
+}
+
+function toneOf(pcm) {  // zero crossings -> Hz (diagnostics probe)
+  let z = 0;
+  for (let i = 1; i < pcm.length; i++) if ((pcm[i - 1] < 0) !== (pcm[i] < 0)) z++;
+  return Math.round(z / 2 / (pcm.length / 48000));
+}
+
+function startVideo(layer) {
+  const entry = s.configs.get(`1:${layer}`);
+  if (!entry) return false;
+  if (!s.videoDec || s.videoDec.state === "closed") {
+    s.videoDec = new VideoDecoder({ output: onVideo, error: (e) => {
+      s.stats.decoderErrors++; console.error("VideoDecoder", e); s.videoLayer = null; requestKeyframe(layer);
+    } });
+  }
+  s.videoDec.configure({ ...decoderConfig(entry.config), optimizeForLatency: true });
+  s.videoLayer = layer; s.videoGen = entry.generation; s.stats.videoLayer = layer === 0 ? "high" : "low";
+  return true;
+}
+
+function requestKeyframe(layer) {
+  s.stats.keyframeRequests++;
+  postMessage({ type: "send", data: C.encodeKeyframeRequest(layer) });
+}
+
+function onVideo(frame) {
+  s.stats.videoFramesDecoded++;
+  s.lastVideoMs = performance.now();
+  if (s.probe) s.barcodes.push(readBarcode(frame));
+  s.frames.push(frame);
+  while (s.frames.length > MAX_QUEUED_FRAMES) s.frames.shift().close();
+  if (s.clockUs === null || performance.now() - s.lastClockMs > 200) draw();
+}
+
+let probeCanvas = null, probeCtx = null;
+function readBarcode(frame) {  // 16 bars across the top band of the test pattern (diagnostics probe)
+  if (!probeCanvas) { probeCanvas = new OffscreenCanvas(160, 90); probeCtx = probeCanvas.getContext("2d", { willReadFrequently: true }); }
+  probeCtx.drawImage(frame, 0, 0, 160, 90);
+  const row = probeCtx.getImageData(0, 8, 160, 1).data;
+  let v = 0;
+  for (let b = 0; b < 16; b++) {
+    const x = b * 10 + 5;
+    v = (v << 1) | (row[x * 4] > 128 ? 1 : 0);
+  }
+  return v;
+}
+
+function draw() {
+  if (!s.frames.length || !s.ctx) return;
+  let pick = -1;
+  if (s.clockUs === null) pick = s.frames.length - 1;
+  else {
+    for (let i = 0; i < s.frames.length; i++) if (s.frames[i].timestamp <= s.clockUs + 20000) pick = i;
+    const first = s.frames[0].timestamp;
+    if (pick < 0 && first - s.clockUs > 500000) pick = 0;  // clocks disagree: do not freeze
+    if (pick < 0 && s.clockUs - s.frames[s.frames.length - 1].timestamp > 500000) pick = s.frames.length - 1;
+  }
+  if (pick < 0) return;
+  const f = s.frames[pick];
+  if (s.canvas.width !== f.displayWidth || s.canvas.height !== f.displayHeight) {
+    s.canvas.width = f.displayWidth; s.canvas.height = f.displayHeight;
+  }
+  s.ctx.drawImage(f, 0, 0, s.canvas.width, s.canvas.height);
+  s.stats.framesDrawn++;
+  for (let i = 0; i < pick; i++) s.frames[i].close();
+  s.frames = s.frames.slice(pick);
+}
+s.lastClockMs = -1e9;
+
+function handle(u8) {
+  let m;
+  try { m = C.parseMessage(u8); } catch (e) { s.stats.formatErrors++; return; }
+  if (m.kind === "config") {
+    s.configs.set(`${m.track}:${m.layer}`, { generation: m.generation, config: m.config });
+    if (m.track === C.TRACK_AUDIO) ensureAudio();
+    return;
+  }
+  if (m.kind !== "chunk") return;
+  try {
+    if (m.track === C.TRACK_AUDIO) {
+      if (!ensureAudio()) return;
+      s.audioDec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
+      return;
+    }
+    if (m.keyframe && (m.layer !== s.videoLayer || m.generation !== s.videoGen || !s.videoDec || s.videoDec.state !== "configured")) {
+      if (!startVideo(m.layer)) return;
+    }
+    if (m.layer !== s.videoLayer || !s.videoDec || s.videoDec.state !== "configured") return;  // wait for a keyframe
+    s.videoDec.decode(new EncodedVideoChunk({ type: m.keyframe ? "key" : "delta", timestamp: m.timestampUs,
+      duration: m.durationUs, data: m.payload }));
+  } catch (e) {
+    s.stats.decoderErrors++; console.error("decode", e);
+  }
+}
+
+function publishStats() {
+  const t = performance.now();
+  const videoFresh = t - s.lastVideoMs < AUDIO_ONLY_AFTER_MS;
+  s.stats.mode = videoFresh ? "video" : "audio-only";
+  postMessage({ type: "stats", stats: { ...s.stats }, barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [] });
+}
+
+onmessage = (ev) => {
+  const d = ev.data;
+  if (d instanceof ArrayBuffer) { handle(new Uint8Array(d)); return; }
+  if (d.type === "init") {
+    s.canvas = d.canvas; s.ctx = s.canvas.getContext("2d"); s.probe = d.probe;
+    s.audioPort = d.audioPort;
+    s.audioPort.onmessage = (e) => {
+      const m = e.data;
+      s.clockUs = m.clockUs; s.lastClockMs = performance.now();
+      s.stats.audioUnderruns = m.underruns; s.stats.bufferedMs = Math.round(m.bufferedMs); s.stats.targetMs = Math.round(m.targetMs);
+      draw();
+    };
+    setInterval(publishStats, 100);
+    setInterval(() => { if (performance.now() - s.lastClockMs > 200) { s.clockUs = null; draw(); } }, 50);
+  }
+};

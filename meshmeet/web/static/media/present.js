@@ -1,0 +1,216 @@
+// Presenter page: capture camera + microphone, encode with WebCodecs, send chunks to the node.
+// Audio: AudioWorklet at 48 kHz mono -> AudioEncoder (Opus, 20 ms). Video: two VideoEncoders
+// (640x360, 320x180), VP8 or H.264 by isConfigSupported, L1T3, keyframe every 2 s and on request.
+// Never decodes or relays anything: the node does that.
+import * as C from "./chunk.js";
+
+const KEYFRAME_EVERY_US = 2_000_000;
+const KEYFRAME_REQUEST_MIN_MS = 250;
+const LAYERS = [
+  { layer: C.LAYER_HIGH, width: 640, height: 360, bitrate: 400_000 },
+  { layer: C.LAYER_LOW, width: 320, height: 180, bitrate: 150_000 },
+];
+const CODECS = ["vp8", "avc1.42E01F"];
+
+const $ = (id) => document.getElementById(id);
+const st = {
+  ws: null, running: false, t0: 0, audioCtx: null, audioEnc: null, audioSeq: 0, audioGen: 0,
+  audioStartUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0,
+  codec: null,
+};
+window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
+  codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq) }) };
+
+function status(vi, en) { $("status").textContent = `${vi} / ${en}`; }
+function nowUs() { return Math.round((performance.now() - st.t0) * 1000); }
+function send(bytes) {
+  if (st.ws && st.ws.readyState === WebSocket.OPEN) { st.ws.send(bytes); st.chunksSent++; }
+}
+
+async function listDevices() {
+  try {
+    const devs = await navigator.mediaDevices.enumerateDevices();
+    for (const [kind, sel] of [["videoinput", $("cam")], ["audioinput", $("mic")]]) {
+      sel.innerHTML = "";
+      for (const d of devs.filter((x) => x.kind === kind)) {
+        const o = document.createElement("option");
+        o.value = d.deviceId; o.textContent = d.label || d.deviceId || kind;
+        sel.appendChild(o);
+      }
+    }
+  } catch (e) { console.warn("enumerateDevices", e); }
+}
+
+function openSocket() {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/media/ws/present`);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error("websocket"));
+    ws.onclose = () => { if (st.running) status("Mất kết nối tới máy trạm", "Lost connection to the node"); };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") return;
+      try {
+        const m = C.parseMessage(new Uint8Array(ev.data));
+        if (m.kind === "keyframe-request") requestKeyframe(m.layer);
+      } catch (e) { console.warn("bad message from node", e); }
+    };
+  });
+}
+
+function requestKeyframe(layer) {
+  const v = st.video.find((x) => x.layer === layer);
+  if (!v) return;
+  const t = performance.now();
+  if (t - v.lastRequestMs < KEYFRAME_REQUEST_MIN_MS) { v.forceKey = true; return; }
+  v.lastRequestMs = t; v.forceKey = true;
+}
+
+async function startAudio(track, bitrate) {
+  const ctx = new AudioContext({ sampleRate: 48000 });
+  st.audioCtx = ctx;
+  await ctx.audioWorklet.addModule("/media/static/capture-worklet.js");
+  const src = ctx.createMediaStreamSource(new MediaStream([track]));
+  const node = new AudioWorkletNode(ctx, "mm-capture", {
+    numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1, channelCountMode: "explicit", channelInterpretation: "speakers",
+  });
+  const mute = ctx.createGain(); mute.gain.value = 0;
+  src.connect(node); node.connect(mute); mute.connect(ctx.destination);
+  if (ctx.state === "suspended") await ctx.resume();
+  const enc = new AudioEncoder({
+    output: (chunk, meta) => {
+      if (meta && meta.decoderConfig) {
+        st.audioGen = (st.audioGen + 1) & 0xff;
+        const d = meta.decoderConfig;
+        const cfg = { codec: d.codec, sampleRate: d.sampleRate, numberOfChannels: d.numberOfChannels };
+        if (d.description) cfg.description = C.b64encode(new Uint8Array(d.description.buffer || d.description));
+        send(C.encodeConfig(C.TRACK_AUDIO, 0, st.audioGen, cfg));
+      }
+      const payload = new Uint8Array(chunk.byteLength); chunk.copyTo(payload);
+      send(C.encodeChunk({ track: C.TRACK_AUDIO, layer: 0, temporalId: 0, keyframe: true, generation: st.audioGen,
+        seq: st.audioSeq++, timestampUs: chunk.timestamp, durationUs: chunk.duration || 20000, payload }));
+    },
+    error: (e) => { st.encodeErrors++; console.error("AudioEncoder", e); },
+  });
+  enc.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate, opus: { frameDuration: 20000 } });
+  st.audioEnc = enc;
+  node.port.onmessage = (ev) => {
+    if (!st.running || enc.state !== "configured") return;
+    if (st.audioStartUs === null) st.audioStartUs = nowUs();
+    const ad = new AudioData({ format: "f32-planar", sampleRate: 48000, numberOfFrames: 960, numberOfChannels: 1,
+      timestamp: st.audioStartUs + ev.data.index * 20000, data: ev.data.pcm });
+    enc.encode(ad); ad.close();
+  };
+}
+
+async function pickCodec(l) {
+  for (const codec of CODECS) {
+    const cfg = { codec, width: l.width, height: l.height, bitrate: l.bitrate, framerate: 20,
+      scalabilityMode: "L1T3", latencyMode: "realtime" };
+    if (codec.startsWith("avc1")) cfg.avc = { format: "annexb" };
+    try {
+      const s = await VideoEncoder.isConfigSupported(cfg);
+      if (s.supported) return cfg;
+    } catch (e) { /* try the next */ }
+  }
+  throw new Error("no supported video codec");
+}
+
+async function startVideo(track) {
+  for (const l of LAYERS) {
+    const cfg = await pickCodec(l);
+    st.codec = cfg.codec;
+    const v = { ...l, cfg, seq: 0, gen: 0, lastKeyUs: -Infinity, forceKey: true, lastRequestMs: -1e9, enc: null,
+      canvas: new OffscreenCanvas(l.width, l.height) };
+    v.ctx2d = v.canvas.getContext("2d");
+    v.enc = new VideoEncoder({
+      output: (chunk, meta) => {
+        if (meta && meta.decoderConfig) {
+          v.gen = (v.gen + 1) & 0xff;
+          const d = meta.decoderConfig;
+          const out = { codec: d.codec, codedWidth: d.codedWidth || l.width, codedHeight: d.codedHeight || l.height };
+          if (d.description) out.description = C.b64encode(new Uint8Array(d.description.buffer || d.description));
+          send(C.encodeConfig(C.TRACK_VIDEO, l.layer, v.gen, out));
+        }
+        const payload = new Uint8Array(chunk.byteLength); chunk.copyTo(payload);
+        const tid = chunk.type === "key" ? 0 : Math.min(2, (meta && meta.svc && meta.svc.temporalLayerId) || 0);
+        send(C.encodeChunk({ track: C.TRACK_VIDEO, layer: l.layer, temporalId: tid, keyframe: chunk.type === "key",
+          generation: v.gen, seq: v.seq++, timestampUs: chunk.timestamp, durationUs: chunk.duration || 50000, payload }));
+      },
+      error: (e) => { st.encodeErrors++; console.error("VideoEncoder", e); },
+    });
+    v.enc.configure(cfg);
+    st.video.push(v);
+  }
+  const proc = new MediaStreamTrackProcessor({ track });
+  st.reader = proc.readable.getReader();
+  (async () => {
+    while (st.running) {
+      const { value: frame, done } = await st.reader.read();
+      if (done) break;
+      const ts = nowUs();
+      for (const v of st.video) {
+        if (v.enc.state !== "configured" || v.enc.encodeQueueSize > 2) continue;
+        const key = v.forceKey || ts - v.lastKeyUs >= KEYFRAME_EVERY_US;
+        let f;
+        if (frame.displayWidth === v.width && frame.displayHeight === v.height) {
+          f = new VideoFrame(frame, { timestamp: ts });
+        } else {
+          v.ctx2d.drawImage(frame, 0, 0, v.width, v.height);
+          f = new VideoFrame(v.canvas, { timestamp: ts, duration: 50000 });
+        }
+        v.enc.encode(f, { keyFrame: key });
+        f.close();
+        if (key) { v.lastKeyUs = ts; v.forceKey = false; }
+      }
+      frame.close();
+    }
+  })();
+}
+
+async function start() {
+  $("start").disabled = true;
+  try {
+    st.t0 = performance.now();
+    const camId = $("cam").value, micId = $("mic").value;
+    st.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { deviceId: micId ? { exact: micId } : undefined, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      video: { deviceId: camId ? { exact: camId } : undefined, width: 640, height: 360, frameRate: 20 },
+    });
+    $("preview").srcObject = st.stream;
+    await listDevices();
+    st.ws = await openSocket();
+    st.running = true;
+    await startAudio(st.stream.getAudioTracks()[0], Number($("preset").value));
+    await startVideo(st.stream.getVideoTracks()[0]);
+    status(`Đang phát (${st.codec})`, `Live (${st.codec})`);
+    $("stop").disabled = false;
+  } catch (e) {
+    console.error(e);
+    st.running = false;
+    status(`Không bắt đầu được: ${e.message}`, `Could not start: ${e.message}`);
+    $("start").disabled = false;
+  }
+}
+
+function stop() {
+  st.running = false;
+  for (const v of st.video) try { v.enc.close(); } catch (e) { /* closed */ }
+  st.video = [];
+  try { st.audioEnc && st.audioEnc.close(); } catch (e) { /* closed */ }
+  if (st.audioCtx) st.audioCtx.close();
+  if (st.stream) st.stream.getTracks().forEach((t) => t.stop());
+  if (st.ws) st.ws.close();
+  status("Đã dừng", "Stopped");
+  $("start").disabled = false; $("stop").disabled = true;
+}
+
+if (!window.isSecureContext || !("VideoEncoder" in window)) {
+  status("Trang này cần localhost hoặc HTTPS và trình duyệt hỗ trợ WebCodecs",
+    "This page needs localhost or HTTPS and a browser with WebCodecs");
+  $("start").disabled = true;
+}
+$("start").onclick = start;
+$("stop").onclick = stop;
+listDevices();
+window.meshmeetPresenter.start = start;

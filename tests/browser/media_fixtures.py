@@ -1,0 +1,132 @@
+"""Browser test helpers: deterministic capture files, Chromium via Playwright, an aiohttp media app.
+
+The y4m carries each frame's index as a 16-bit barcode in its top band (the hall page's probe
+reads it back); the wav alternates two tones every half second. Chromium is Debian's
+(/usr/bin/chromium) driven by Playwright's Python package: never `playwright install`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import struct
+import threading
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+WIDTH, HEIGHT, FPS = 640, 360, 20
+BARCODE_BITS = 16
+BAND_ROWS = 72
+TONES_HZ = (440, 880)
+TONE_S = 0.5
+
+
+def browser_missing_reason() -> str | None:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        return "chromium is not installed (run scripts/install-browser.sh)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (run scripts/install-browser.sh)"
+    return None
+
+
+def barcode_of(index: int) -> int:
+    return index & 0xFFFF
+
+
+def write_y4m(path: Path, frames: int) -> None:
+    """640x360 4:2:0 at 20 fps; top band = barcode of the frame index, below it a moving box."""
+    bar_w = WIDTH // BARCODE_BITS
+    chroma = bytes([128]) * ((WIDTH // 2) * (HEIGHT // 2))
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            code = barcode_of(i)
+            row = bytearray()
+            for b in range(BARCODE_BITS):
+                bit = (code >> (BARCODE_BITS - 1 - b)) & 1
+                row += bytes([235 if bit else 16]) * bar_w
+            y = bytearray(bytes(row) * BAND_ROWS)
+            body = bytearray([60]) * (WIDTH * (HEIGHT - BAND_ROWS))
+            x0 = (i * 8) % (WIDTH - 80)
+            for r in range(100, 180):
+                off = (r - BAND_ROWS) * WIDTH + x0
+                body[off:off + 80] = bytes([200]) * 80
+            f.write(b"FRAME\n" + bytes(y) + bytes(body) + chroma + chroma)
+
+
+def write_wav(path: Path, seconds: float, rate: int = 48000) -> None:
+    n = int(seconds * rate)
+    samples = bytearray()
+    for i in range(n):
+        t = i / rate
+        hz = TONES_HZ[int(t / TONE_S) % 2]
+        samples += struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * t)))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(samples))
+
+
+def chromium_args(y4m: Path, wav: Path) -> list[str]:
+    return ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={y4m}",
+            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"]
+
+
+class AppThread:
+    """An aiohttp app with a MediaHub on its own asyncio loop in a thread, on 127.0.0.1."""
+
+    def __init__(self, make_hub: Callable[[], Any]) -> None:
+        self._make_hub = make_hub
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self.hub: Any = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        from meshmeet.web.media_routes import add_media_routes
+
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> web.AppRunner:
+            self.hub = self._make_hub()
+            app = web.Application()
+            add_media_routes(app, self.hub)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            return runner
+
+        self._runner = self.loop.run_until_complete(start())
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    def __enter__(self) -> AppThread:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the app's loop and return its result."""
+        async def wrap() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(15)
