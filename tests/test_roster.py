@@ -257,3 +257,25 @@ def test_make_seat_refuses_unknown_role_and_long_names() -> None:
     with pytest.raises(RosterError):
         make_seat(C.admin, short_id=5, site="x" * 200, role="hall", enrolment_public_key=bytes(32), expires_at=1,
                   issued_at=1)
+
+
+def test_vectors_in_the_protocol_doc_are_true() -> None:
+    """docs/protocol/membership.md section 6: the entry bytes, digest and invite code."""
+    from pathlib import Path
+
+    from meshmeet.invite import decode_invite, encode_invite, make_invite
+
+    doc = "".join((Path(__file__).parent.parent / "docs/protocol/membership.md").read_text().split())
+    admin, enrol, node = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3))
+    cid = commune_id_of(admin.public_key)
+    header = make_header(admin, "Xã Triệu Sơn", 1700000000)
+    seat = make_seat(admin, short_id=2, site="Thôn Xuân Tiên", role="hall", enrolment_public_key=enrol.public_key,
+                     expires_at=1700604800, issued_at=1700000000)
+    claim = make_claim(enrol, node, cid, 2)
+    r = Roster(admin.public_key)
+    r.merge([header, seat, claim])
+    code = encode_invite(make_invite(admin.public_key, seat, enrol, ["192.168.1.10:7400"]))
+    for value in (admin.public_key.hex(), cid.hex(), header.raw.hex(), seat.raw.hex(), claim.raw.hex(),
+                  r.digest().hex(), code):
+        assert value in doc
+    assert decode_invite(code).seat == seat
