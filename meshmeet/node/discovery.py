@@ -47,7 +47,7 @@ class Discovery:
         *,
         commune_id: bytes,
         node_id: str,
-        port: int,
+        port: int | None,
         interfaces: tuple[str, ...] = (),
         sightings: trio.MemorySendChannel,
     ) -> None:
@@ -72,6 +72,9 @@ class Discovery:
     def _start_blocking(self) -> None:
         kwargs = {"interfaces": self._interfaces} if self._interfaces else {}
         self._zc = Zeroconf(ip_version=IPVersion.V4Only, **kwargs)
+        if self._port is None:  # browse only (a node that is still joining)
+            self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
+            return
         self._info = ServiceInfo(
             SERVICE_TYPE,
             f"{self._node_id}.{SERVICE_TYPE}",
@@ -118,7 +121,8 @@ class Discovery:
         self._names = send_names
         try:
             await trio.to_thread.run_sync(self._start_blocking)
-            log.info("mdns: published %s on port %d", self._node_id, self._port)
+            if self._port is not None:
+                log.info("mdns: published %s on port %d", self._node_id, self._port)
             task_status.started()
             async with receive_names:
                 async for name in receive_names:

@@ -31,6 +31,7 @@ CONNECT_TIMEOUT_S = 5.0
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 8.0
 RECEIVE_BYTES = 65536
+OUTGOING_QUEUE_MESSAGES = 1024
 JOIN_FIRST_BYTE = 0x4A
 CLOSE_GRACE_S = 1.0
 
@@ -64,6 +65,7 @@ class Link:
         self.opened_at = trio.current_time()
         self._send_lock = trio.Lock()
         self.closed = False
+        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes](OUTGOING_QUEUE_MESSAGES)
 
     async def flush(self) -> None:
         data = self.conn.data_to_send()
@@ -73,10 +75,27 @@ class Link:
             await self.stream.send_all(data)
 
     async def send(self, payload: bytes) -> None:
+        """Queue one message for the writer task (waits while the queue is full)."""
         if self.closed:
             raise trio.ClosedResourceError("link closed")
-        self.conn.send_message(payload, trio.current_time())
-        await self.flush()
+        await self.outgoing_send.send(payload)
+
+    def send_nowait(self, payload: bytes) -> bool:
+        """Queue one message without waiting; False when the queue is full or the link closed."""
+        if self.closed:
+            return False
+        try:
+            self.outgoing_send.send_nowait(payload)
+            return True
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+
+    async def write_loop(self) -> None:
+        """Move queued messages through the connection to the socket, one writer per link."""
+        async for payload in self.outgoing_receive:
+            if not self.conn.send_message(payload, trio.current_time()):
+                return
+            await self.flush()
 
     async def close(self, reason: str) -> None:
         if self.closed:
@@ -174,6 +193,13 @@ class LinkManager:
             return True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
+
+    def send_nowait(self, peer_node_id: str, payload: bytes) -> bool:
+        """Queue a message to a linked peer without waiting; False if no link or its queue is full."""
+        record = self.peers.get(peer_node_id)
+        if record is None or record.link is None or record.state != "up":
+            return False
+        return record.link.send_nowait(payload)
 
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
@@ -281,6 +307,15 @@ class LinkManager:
         self, stream: trio.SocketStream, conn: LinkConnection, address: str, first: bytes, initiator: int | None
     ) -> str | None:
         link = Link(stream, conn, address, initiator if initiator is not None else -1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_guard_writer, link)
+            try:
+                return await self._read_link(link, first, initiator)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_link(self, link: Link, first: bytes, initiator: int | None) -> str | None:
+        conn, stream, address = link.conn, link.stream, link.address
         record: PeerRecord | None = None
         came_up: str | None = None
         try:
@@ -336,6 +371,7 @@ class LinkManager:
                     await link.flush()
         finally:
             link.closed = True
+            link.outgoing_send.close()
             if record is not None and record.link is link:
                 record.link = None
                 record.state = "down"
@@ -369,6 +405,14 @@ class LinkManager:
             self._on_message(peer, payload)
         except Exception:  # a bad message must not take the link down with it
             log.exception("handler failed for a message from %s", peer)
+
+
+async def _guard_writer(link: Link) -> None:
+    try:
+        await link.write_loop()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+        log.info("link %s: write failed: %s", link.address, e)
+        await trio.aclose_forcefully(link.stream)
 
 
 def _keep_new(old: Link, new: Link) -> bool:

@@ -1,0 +1,268 @@
+"""The node process: one per site. Wires membership, links, discovery and the web gateway together.
+
+Node owns the trio nursery in which every part runs, dispatches link messages to services by
+their first byte, answers join requests, replicates the roster, and serves `/api/status`.
+This module must never parse wire formats itself (the sans-IO cores do) and never import
+aiohttp (the gateway is reached only through meshmeet.web.bridge).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import trio
+
+from .. import config as config_mod
+from ..config import NodeConfig
+from ..datadir import DataDir, load_membership, load_roster, save_roster
+from ..join import JoinAccepted, JoinServer
+from ..roster import Entry, Roster, RosterError, RosterGossip
+from ..web.api import ApiError, dispatch_table
+from ..web.bridge import open_web_gateway
+from ..wire import services
+from .discovery import Discovery, Sighting
+from .links import RECEIVE_BYTES, LinkManager
+
+log = logging.getLogger(__name__)
+
+ROSTER_POLL_S = 2.0
+RUN_FILE = "node.json"
+JOIN_IO_TIMEOUT_S = 30.0
+
+ServiceHandler = Callable[[str, bytes], None]
+ApiHandler = Callable[[dict], Awaitable[dict]]
+
+
+class Node:
+    """A running site: call `run()` inside trio; everything stops when it is cancelled."""
+
+    def __init__(self, data_dir: Path, cfg: NodeConfig) -> None:
+        self.data_dir = Path(data_dir)
+        self.cfg = cfg
+        self.key, self.roster, self.me = load_membership(self.data_dir)
+        self.gossip = RosterGossip(self.roster)
+        self.links = LinkManager(
+            me=self.key,
+            my_short_id=self.me.short_id,
+            commune_id=self.roster.commune_id,
+            lookup=self._lookup,
+            site_of=self._site_of,
+            on_message=self._on_message,
+            on_link_change=self._on_link_change,
+            on_join=self._serve_join,
+            keepalive_s=cfg.keepalive_s,
+        )
+        self.services: dict[int, ServiceHandler] = {services.ROSTER: self._on_roster}
+        self.api_handlers: dict[str, ApiHandler] = {"status": self._api_status}
+        self.link_listeners: list[Callable[[str, bool], None]] = []
+        self.status_extras: dict[str, Callable[[], object]] = {}
+        self.http_url: str | None = None
+        self.mesh_port: int | None = None
+        self.started_at = time.time()
+        self._roster_mtime = self._roster_file_mtime()
+        self.gateway = None
+
+    # ----- lookups for the link layer ---------------------------------------------------------
+
+    def _lookup(self, short_id: int) -> bytes | None:
+        member = self.roster.member_by_short_id(short_id)
+        return None if member is None or member.short_id == self.me.short_id else member.public_key
+
+    def _site_of(self, node_id: str) -> str:
+        member = self.roster.member_by_node_id(node_id)
+        return member.site if member else ""
+
+    # ----- running ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg
+        async with trio.open_nursery() as nursery:
+            self.mesh_port = await nursery.start(self.links.run, cfg.listen.host, cfg.listen.port)
+            async with open_web_gateway(
+                nursery, host=cfg.http.host, port=cfg.http.port, api=dispatch_table(self.api_handlers)
+            ) as gateway:
+                self.gateway = gateway
+                self.http_url = gateway.url
+                self._write_run_file()
+                try:
+                    for peer in cfg.peers:
+                        self.links.add_target(peer.host, peer.port)
+                    if cfg.mdns:
+                        nursery.start_soon(self._discover, nursery)
+                    nursery.start_soon(self._watch_roster_file)
+                    log.info(
+                        "node %s (%s, %s) up: mesh port %d, web %s",
+                        self.key.node_id, self.me.site, self.me.role, self.mesh_port, self.http_url,
+                    )
+                    task_status.started(self)
+                    await trio.sleep_forever()
+                finally:
+                    self._remove_run_file()
+
+    async def _discover(self, nursery: trio.Nursery) -> None:
+        send, receive = trio.open_memory_channel[Sighting](256)
+        discovery = Discovery(
+            commune_id=self.roster.commune_id,
+            node_id=self.key.node_id,
+            port=self.mesh_port or 0,
+            interfaces=self.cfg.mdns_interfaces,
+            sightings=send,
+        )
+        nursery.start_soon(discovery.run)
+        async for sighting in receive:
+            if self.roster.member_by_node_id(sighting.node_id) is None:
+                log.debug("mdns: %s is not (yet) on our roster; dialing anyway", sighting.node_id)
+            self.links.add_target(sighting.host, sighting.port, sighting.node_id)
+
+    # ----- messages ---------------------------------------------------------------------------
+
+    def _on_message(self, peer: str, payload: bytes) -> None:
+        if not payload:
+            return
+        handler = self.services.get(payload[0])
+        if handler is None:
+            log.debug("message for unknown service 0x%02x from %s", payload[0], peer)
+            return
+        handler(peer, payload[1:])
+
+    def _on_link_change(self, peer: str, up: bool) -> None:
+        if up:
+            self.links.send_nowait(peer, bytes([services.ROSTER]) + self.gossip.link_up())
+        for listener in self.link_listeners:
+            listener(peer, up)
+
+    def send(self, peer: str, service: int, body: bytes) -> bool:
+        """Queue `body` for `peer` under `service`; False when no link is up or it is backed up."""
+        return self.links.send_nowait(peer, bytes([service]) + body)
+
+    # ----- roster -----------------------------------------------------------------------------
+
+    def _on_roster(self, peer: str, body: bytes) -> None:
+        try:
+            result = self.gossip.receive(body)
+        except RosterError as e:
+            log.warning("roster gossip from %s refused: %s", peer, e.en)
+            return
+        for reply in result.replies:
+            self.send(peer, services.ROSTER, reply)
+        if result.new_entries:
+            self._roster_grew(list(result.new_entries), source=peer)
+
+    def _roster_grew(self, entries: list[Entry], source: str | None) -> None:
+        log.info("roster: %d new entries (now %d members)", len(entries), len(self.roster.members()))
+        try:
+            save_roster(self.data_dir, self.roster)
+            self._roster_mtime = self._roster_file_mtime()
+        except Exception as e:  # disk full etc.: keep serving from memory, retry on the next change
+            log.error("could not save the roster: %s", e)
+        for body in self.gossip.announce(entries):
+            for peer in self.links.up_peers():
+                if peer != source:
+                    self.send(peer, services.ROSTER, body)
+
+    def _roster_file_mtime(self) -> float:
+        try:
+            return DataDir(self.data_dir).roster.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    async def _watch_roster_file(self) -> None:
+        """Pick up entries written by `meshmeet invite` while the node runs."""
+        while True:
+            await trio.sleep(ROSTER_POLL_S)
+            mtime = self._roster_file_mtime()
+            if mtime == self._roster_mtime:
+                continue
+            self._roster_mtime = mtime
+            try:
+                on_disk = await trio.to_thread.run_sync(load_roster, self.data_dir)
+            except Exception as e:
+                log.warning("roster file changed but could not be read: %s", e)
+                continue
+            new = self.roster.merge(on_disk.entries() + on_disk.pending_claims())
+            if new:
+                self._roster_grew(new, source=None)
+
+    # ----- join -------------------------------------------------------------------------------
+
+    async def _serve_join(self, stream: trio.SocketStream, first: bytes) -> None:
+        server = JoinServer(self.roster, self.key, trio.current_time(), time.time())
+        outcome = server.receive_data(first, trio.current_time())
+        with trio.move_on_at(server.deadline):
+            while outcome is None:
+                data = await stream.receive_some(RECEIVE_BYTES)
+                outcome = server.receive_data(data, trio.current_time())
+        if outcome is None:
+            outcome = server.timeout(trio.current_time())
+        reply = server.data_to_send()
+        if reply:
+            with trio.move_on_after(JOIN_IO_TIMEOUT_S):
+                await stream.send_all(reply)
+        if isinstance(outcome, JoinAccepted):
+            log.info("join: seat %d claimed (new=%s)", outcome.short_id, outcome.new)
+            if outcome.new_entries:
+                self._roster_grew(list(outcome.new_entries), source=None)
+        else:
+            log.warning("join refused: %s", outcome.en)
+
+    # ----- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        out: dict = {
+            "node": {
+                "id": self.key.node_id,
+                "site": self.me.site,
+                "role": self.me.role,
+                "short_id": self.me.short_id,
+                "commune": self.roster.commune_name,
+                "commune_id": self.roster.commune_id.hex(),
+                "mesh_port": self.mesh_port,
+                "http": self.http_url,
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started_at, 1),
+            },
+            "links": self.links.snapshot(),
+            "roster": {"members": len(self.roster.members()), "digest": self.roster.digest().hex()},
+            "refused_links": self.links.refused,
+        }
+        for key, fn in self.status_extras.items():
+            out[key] = fn()
+        return out
+
+    async def _api_status(self, args: dict) -> dict:
+        return self.status()
+
+    def _write_run_file(self) -> None:
+        run_dir = DataDir(self.data_dir).run
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        info = {"pid": os.getpid(), "http": self.http_url, "mesh_port": self.mesh_port, "node_id": self.key.node_id}
+        tmp = run_dir / (RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, run_dir / RUN_FILE)
+
+    def _remove_run_file(self) -> None:
+        try:
+            (DataDir(self.data_dir).run / RUN_FILE).unlink()
+        except OSError:
+            pass
+
+
+def read_run_file(data_dir: Path) -> dict | None:
+    """What a running node published about itself, or None when none is running there."""
+    try:
+        info = json.loads((DataDir(Path(data_dir)).run / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    return config_mod.load(Path(data_dir))
+
+
+__all__ = ["Node", "read_run_file", "load_config", "ApiError"]
