@@ -296,7 +296,8 @@ class Roster:
         self._claims: dict[bytes, list[Claim]] = {}  # by the enrolment key they verified against
         self._revoked: set[int] = set()
         self._pending: dict[bytes, Claim] = {}
-        self._members: list[Member] | None = None  # cache, cleared whenever an entry is accepted
+        self._members: list[Member] | None = None  # caches, cleared whenever an entry is accepted
+        self._digest: bytes | None = None
 
     # -- adding
 
@@ -325,11 +326,11 @@ class Roster:
     def _add(self, entry: Entry | bytes) -> list[Entry]:
         new = self._add_uncached(entry)
         if new:
-            self._members = None
+            self._members = self._digest = None
         return new
 
     def _add_uncached(self, entry: Entry | bytes) -> list[Entry]:
-        e = decode_entry(entry) if isinstance(entry, bytes) else decode_entry(entry.raw)
+        e = decode_entry(entry if isinstance(entry, bytes) else getattr(entry, "raw", None))  # type: ignore[arg-type]
         if e.raw in self._entries:
             return []
         if e.commune_id != self.commune_id:
@@ -412,9 +413,18 @@ class Roster:
 
     def members(self) -> list[Member]:
         """Every claimed, unrevoked seat, by short id."""
+        return list(self._member_index()[0])
+
+    def _member_index(self) -> tuple[list[Member], dict[int, Member], dict[bytes, Member], dict[str, Member]]:
         if self._members is None:
-            self._members = self._compute_members()
-        return list(self._members)
+            members = self._compute_members()
+            self._members = members
+            self._by_sid = {m.short_id: m for m in members}
+            self._by_pk: dict[bytes, Member] = {}
+            for m in members:  # lowest short id first, so setdefault keeps it
+                self._by_pk.setdefault(m.public_key, m)
+            self._by_nid = {m.node_id: m for m in self._by_pk.values()}
+        return self._members, self._by_sid, self._by_pk, self._by_nid
 
     def _compute_members(self) -> list[Member]:
         out = []
@@ -429,14 +439,14 @@ class Roster:
         return out
 
     def member_by_short_id(self, short_id: int) -> Member | None:
-        return next((m for m in self.members() if m.short_id == short_id), None)
-
-    def member_by_node_id(self, node_id: str) -> Member | None:
-        return next((m for m in self.members() if m.node_id == node_id), None)
+        return self._member_index()[1].get(short_id)
 
     def member_by_public_key(self, public_key: bytes) -> Member | None:
         """The member with this node key (lowest short id if one key holds several seats)."""
-        return next((m for m in self.members() if m.public_key == public_key), None)
+        return self._member_index()[2].get(public_key)
+
+    def member_by_node_id(self, node_id: str) -> Member | None:
+        return self._member_index()[3].get(node_id)
 
     def is_member(self, public_key: bytes) -> bool:
         return self.member_by_public_key(public_key) is not None
@@ -465,10 +475,12 @@ class Roster:
 
     def digest(self) -> bytes:
         """BLAKE2b-256 over the sorted accepted entries: equal digests mean equal rosters."""
-        h = hashlib.blake2b(digest_size=DIGEST_BYTES, person=b"meshmeet-roster")
-        for raw in sorted(self._entries):
-            h.update(len(raw).to_bytes(2, "big") + raw)
-        return h.digest()
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=DIGEST_BYTES, person=b"meshmeet-roster")
+            for raw in sorted(self._entries):
+                h.update(len(raw).to_bytes(2, "big") + raw)
+            self._digest = h.digest()
+        return self._digest
 
     # -- storage and replication
 

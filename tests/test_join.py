@@ -211,7 +211,7 @@ def test_hostile_framed_bodies_to_server_give_a_refusal(body: bytes) -> None:
     assert isinstance(out, JoinRefused) and out.code == JoinCode.MALFORMED
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_tampered_or_hostile_answers_give_a_refusal(data: st.DataObject) -> None:
     inv, key, nonce, good_reply = GOOD_ANSWER
