@@ -134,14 +134,21 @@ def _ok_message(nonce: bytes, claim_raw: bytes, roster_digest: bytes) -> bytes:
     return OK_CONTEXT + nonce + hashlib.blake2b(claim_raw, digest_size=32).digest() + roster_digest
 
 
+@dataclass(frozen=True)
+class _Body:
+    """A decoded message body (wrapped, since msgpack nil decodes to None)."""
+
+    value: object
+
+
 class _Reader:
-    """Collects one framed message; returns its decoded body, or a JoinCode on damage."""
+    """Collects one framed message; returns its decoded _Body, a JoinCode on damage, or None."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> object | JoinCode | None:
+    def feed(self, data: bytes) -> _Body | JoinCode | None:
         self.buf += data
         if len(self.buf) >= 1 and self.buf[:1] != JOIN_MAGIC:
             return JoinCode.MALFORMED
@@ -155,7 +162,7 @@ class _Reader:
         if len(self.buf) > HEADER_BYTES + size:
             return JoinCode.MALFORMED  # one message each way, nothing after it
         try:
-            return msgpack.unpackb(bytes(self.buf[HEADER_BYTES:]), raw=False)
+            return _Body(msgpack.unpackb(bytes(self.buf[HEADER_BYTES:]), raw=False))
         except Exception:  # msgpack raises many types on junk
             return JoinCode.MALFORMED
 
@@ -191,7 +198,7 @@ class JoinServer:
             return None
         if isinstance(msg, JoinCode):
             return self._finish(_refused(msg))
-        return self._finish(self._handle(msg))
+        return self._finish(self._handle(msg.value))
 
     def timeout(self, now: float) -> JoinRefused:
         """The driver calls this at `deadline`."""
@@ -289,7 +296,7 @@ class JoinClient:
         msg = self._reader.feed(data)
         if msg is None:
             return None
-        self.outcome = _refused(JoinCode.BAD_RESPONSE) if isinstance(msg, JoinCode) else self._handle(msg)
+        self.outcome = _refused(JoinCode.BAD_RESPONSE) if isinstance(msg, JoinCode) else self._handle(msg.value)
         return self.outcome
 
     def _handle(self, msg: object) -> Joined | JoinRefused:
