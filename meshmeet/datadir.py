@@ -32,10 +32,12 @@ from .roster import (
     Entry,
     Member,
     Roster,
+    Revocation,
     RosterError,
     Seat,
     make_claim,
     make_header,
+    make_revocation,
     make_seat,
 )
 
@@ -308,6 +310,27 @@ def create_invite(
         roster.add(seat)
         _write_atomic(d.roster, roster.to_bytes())
     return encode_invite(invite), seat
+
+
+def revoke_seat(data_dir: Path, short_id: int, now: float) -> Revocation:
+    """Withdraw a seat (and the node on it) from the commune; needs admin.key. Gossip spreads it."""
+    d = DataDir(Path(data_dir))
+    if not d.admin_key.exists():
+        raise ConfigError(
+            "Máy này không giữ khóa quản trị của xã; hãy thu hồi trên máy ở trụ sở (HQ)",
+            "this node does not hold the commune admin key; revoke seats on the HQ node",
+        )
+    admin = load_key(d.admin_key)
+    with _roster_locked(d):
+        roster = load_roster(d.root)
+        if roster.seat(short_id) is None:
+            raise ConfigError(f"Không có chỗ số {short_id}", f"there is no seat {short_id}")
+        if roster.admin_public_key != admin.public_key:
+            raise ConfigError(f"{d.admin_key} không khớp danh sách thành viên", f"{d.admin_key} does not match the roster")
+        revocation = make_revocation(admin, short_id, int(now))
+        roster.add(revocation)
+        _write_atomic(d.roster, roster.to_bytes())
+    return revocation
 
 
 def prepare_join(data_dir: Path, code: str, now: float) -> PendingJoin:

@@ -28,7 +28,7 @@ from .roster import (
     SIGNATURE_BYTES,
     RosterError,
     Seat,
-    _signed_message,
+    signed_message,
     decode_entry,
 )
 
@@ -171,7 +171,7 @@ def decode_invite(code: str) -> Invite:
         seat = decode_entry(msgpack.packb([KIND_SEAT, body, f[9]], use_bin_type=True))
     except (RosterError, TypeError, ValueError):
         raise InviteError("Mã mời không đúng định dạng", "invite code has the wrong layout") from None
-    if not isinstance(seat, Seat) or not verify(admin_pk, _signed_message(KIND_SEAT, body), seat.signature):
+    if not isinstance(seat, Seat) or not verify(admin_pk, signed_message(KIND_SEAT, body), seat.signature):
         raise InviteError("Chữ ký trong mã mời không hợp lệ", "invite code signature does not verify")
     for a in addresses:
         parse_address(a)

@@ -73,7 +73,8 @@ def unpack_strict(data: bytes, what_vi: str, what_en: str) -> object:
     return obj
 
 
-def _signed_message(kind: int, body: bytes) -> bytes:
+def signed_message(kind: int, body: bytes) -> bytes:
+    """The bytes an entry's signature covers: context, kind byte, canonical body."""
     return SIGN_CONTEXT + bytes([kind]) + body
 
 
@@ -166,7 +167,7 @@ def _wrap(kind: int, body: bytes, *sigs: bytes) -> bytes:
 def make_header(admin_key: KeyPair, commune_name: str, issued_at: int) -> Header:
     """Sign a header with the admin key."""
     body = _pack([commune_id_of(admin_key.public_key), commune_name, int(issued_at)])
-    sig = admin_key.sign(_signed_message(KIND_HEADER, body))
+    sig = admin_key.sign(signed_message(KIND_HEADER, body))
     return decode_entry(_wrap(KIND_HEADER, body, sig))  # type: ignore[return-value]
 
 
@@ -200,21 +201,21 @@ def make_seat(
             int(issued_at),
         ]
     )
-    sig = admin_key.sign(_signed_message(KIND_SEAT, body))
+    sig = admin_key.sign(signed_message(KIND_SEAT, body))
     return decode_entry(_wrap(KIND_SEAT, body, sig))  # type: ignore[return-value]
 
 
 def make_claim(enrolment_key: KeyPair, node_key: KeyPair, commune_id: bytes, short_id: int) -> Claim:
     """Sign a claim on seat `short_id` for `node_key`, with the seat's enrolment key."""
     body = _pack([commune_id, short_id, node_key.public_key])
-    msg = _signed_message(KIND_CLAIM, body)
+    msg = signed_message(KIND_CLAIM, body)
     return decode_entry(_wrap(KIND_CLAIM, body, enrolment_key.sign(msg), node_key.sign(msg)))  # type: ignore[return-value]
 
 
 def make_revocation(admin_key: KeyPair, short_id: int, issued_at: int) -> Revocation:
     """Sign a revocation of seat `short_id` with the admin key."""
     body = _pack([commune_id_of(admin_key.public_key), short_id, int(issued_at)])
-    sig = admin_key.sign(_signed_message(KIND_REVOCATION, body))
+    sig = admin_key.sign(signed_message(KIND_REVOCATION, body))
     return decode_entry(_wrap(KIND_REVOCATION, body, sig))  # type: ignore[return-value]
 
 
@@ -274,7 +275,7 @@ def _kind_of(entry: Entry) -> int:
 
 def claim_signed_by(claim: Claim, enrolment_public_key: bytes) -> bool:
     """True when the claim carries valid signatures by this enrolment key and its node key."""
-    msg = _signed_message(KIND_CLAIM, _body_of(claim))
+    msg = signed_message(KIND_CLAIM, _body_of(claim))
     return verify(enrolment_public_key, msg, claim.enrolment_signature) and verify(
         claim.node_public_key, msg, claim.node_signature
     )
@@ -348,7 +349,7 @@ class Roster:
             self._pending.pop(e.raw, None)
             return [e]
         kind = _kind_of(e)
-        if not verify(self.admin_public_key, _signed_message(kind, _body_of(e)), e.signature):
+        if not verify(self.admin_public_key, signed_message(kind, _body_of(e)), e.signature):
             raise _bad("Chữ ký quản trị không hợp lệ", "bad admin signature on roster entry")
         self._entries[e.raw] = e
         new: list[Entry] = [e]

@@ -17,6 +17,7 @@ from meshmeet.datadir import (
     load_roster,
     parse_duration,
     prepare_join,
+    revoke_seat,
     save_roster,
 )
 from meshmeet.errors import ConfigError, MeshmeetError
@@ -149,3 +150,14 @@ def test_parse_duration() -> None:
     for bad in ("", "7y", "-1d", "d"):
         with pytest.raises(ConfigError):
             parse_duration(bad)
+
+
+def test_revoke_seat(hq: Path, tmp_path: Path) -> None:
+    _, seat = create_invite(hq, "Thôn A", "hall", 3600, ADDR, NOW)
+    revoke_seat(hq, seat.short_id, NOW)
+    roster = load_roster(hq)
+    assert roster.is_revoked(seat.short_id) and roster.open_seats(NOW) == []
+    with pytest.raises(ConfigError, match="no seat"):
+        revoke_seat(hq, 999, NOW)
+    with pytest.raises(ConfigError, match="admin key"):
+        revoke_seat(_with_admin_only(hq, tmp_path).parent / "nowhere", 1, NOW)
