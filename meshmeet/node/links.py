@@ -65,6 +65,7 @@ class Link:
         self.opened_at = trio.current_time()
         self._send_lock = trio.Lock()
         self.closed = False
+        self.peer_node_id: str | None = None
         self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes](OUTGOING_QUEUE_MESSAGES)
 
     async def flush(self) -> None:
@@ -107,7 +108,8 @@ class Link:
                 self.conn.close(reason, trio.current_time())
                 data = self.conn.data_to_send()
                 if data:
-                    await self.stream.send_all(data)
+                    async with self._send_lock:
+                        await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             await trio.aclose_forcefully(self.stream)
@@ -241,6 +243,8 @@ class LinkManager:
             await self._run_link(stream, conn, address, first, initiator=None)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.info("link from %s: transport error %s", address, e)
+        except Exception:  # a bug in one link must never take the node down
+            log.exception("link from %s failed", address)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -287,6 +291,9 @@ class LinkManager:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.info("link to %s: transport error %s", address, e)
             return None
+        except Exception:  # a bug in one link must never take the node down
+            log.exception("link to %s failed", address)
+            return None
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -311,6 +318,9 @@ class LinkManager:
             nursery.start_soon(_guard_writer, link)
             try:
                 return await self._read_link(link, first, initiator)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                log.info("link %s: transport error: %s", address, e)
+                return link.peer_node_id
             finally:
                 nursery.cancel_scope.cancel()
 
@@ -332,7 +342,7 @@ class LinkManager:
                         record = self._link_up(link, event)
                         if record is None:
                             return None
-                        came_up = record.node_id
+                        came_up = link.peer_node_id = record.node_id
                     elif isinstance(event, MessageReceived):
                         if record is not None and record.link is link:
                             self._deliver(record.node_id, event.payload)
