@@ -8,6 +8,8 @@ Every media message starts with a kind byte:
   0x01 chunk            14-byte header + codec payload
   0x02 decoder config   3-byte header + UTF-8 JSON object (WebCodecs decoder config)
   0x03 keyframe request 3 bytes
+  0x04 padding          link-local probe filler (ignored)
+  0x05 fragment         2-byte header + a piece of one video chunk (link-local, see relay.py)
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from meshmeet.errors import MeshmeetError
 KIND_CHUNK = 0x01
 KIND_CONFIG = 0x02
 KIND_KEYFRAME_REQUEST = 0x03
+KIND_PADDING = 0x04
+KIND_FRAGMENT = 0x05
+FRAGMENT_FIRST = 0x01
+FRAGMENT_LAST = 0x02
+FRAGMENT_HEADER_BYTES = 2
 
 TRACK_AUDIO = 0
 TRACK_VIDEO = 1
@@ -81,7 +88,23 @@ class KeyframeRequest:
     layer: int
 
 
-MediaMessage = Chunk | DecoderConfig | KeyframeRequest
+@dataclass(frozen=True)
+class Padding:
+    """Filler a relay sends to probe a link; receivers ignore it."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A piece of one large video chunk, so that audio can go out between the pieces."""
+
+    first: bool
+    last: bool
+    piece: bytes
+
+
+MediaMessage = Chunk | DecoderConfig | KeyframeRequest | Padding | Fragment
 
 
 def _stream_byte(track: int, layer: int, temporal_id: int, keyframe: bool) -> int:
@@ -135,11 +158,20 @@ def encode_keyframe_request(r: KeyframeRequest) -> bytes:
     return bytes((KIND_KEYFRAME_REQUEST, _stream_byte(TRACK_VIDEO, r.layer, 0, False), 0))
 
 
+def encode_fragment(f: Fragment) -> bytes:
+    flags = (FRAGMENT_FIRST if f.first else 0) | (FRAGMENT_LAST if f.last else 0)
+    return bytes((KIND_FRAGMENT, flags)) + f.piece
+
+
 def encode(m: MediaMessage) -> bytes:
     if isinstance(m, Chunk):
         return encode_chunk(m)
     if isinstance(m, DecoderConfig):
         return encode_config(m)
+    if isinstance(m, Padding):
+        return bytes((KIND_PADDING,)) + bytes(max(0, m.size - 1))
+    if isinstance(m, Fragment):
+        return encode_fragment(m)
     return encode_keyframe_request(m)
 
 
@@ -148,7 +180,7 @@ def peek_kind(data: bytes) -> int:
     if not data:
         raise MediaFormatError("empty message")
     k = data[0]
-    if k not in (KIND_CHUNK, KIND_CONFIG, KIND_KEYFRAME_REQUEST):
+    if k not in (KIND_CHUNK, KIND_CONFIG, KIND_KEYFRAME_REQUEST, KIND_PADDING, KIND_FRAGMENT):
         raise MediaFormatError(f"unknown kind 0x{k:02x}")
     return k
 
@@ -187,6 +219,14 @@ def parse(data: bytes) -> MediaMessage:
             except (TypeError, ValueError):
                 raise MediaFormatError("decoder config description is not base64") from None
         return DecoderConfig(track, layer, data[2], cfg)
+    if kind == KIND_PADDING:
+        return Padding(len(data))
+    if kind == KIND_FRAGMENT:
+        if len(data) < FRAGMENT_HEADER_BYTES + 1:
+            raise MediaFormatError("fragment without a piece")
+        if data[1] & ~(FRAGMENT_FIRST | FRAGMENT_LAST):
+            raise MediaFormatError("reserved fragment flag set")
+        return Fragment(bool(data[1] & FRAGMENT_FIRST), bool(data[1] & FRAGMENT_LAST), bytes(data[2:]))
     if len(data) != KEYFRAME_REQUEST_BYTES:
         raise MediaFormatError("keyframe request must be 3 bytes")
     track, layer, tid, key = _split_stream_byte(data[1])

@@ -25,7 +25,7 @@ from meshmeet.media.linkmodel import RateCap
 
 log = logging.getLogger(__name__)
 
-DOWNGRADE_QUEUE_MS = 200.0  # a head-of-queue older than this means the link is congested
+DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is congested
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffer: dropped
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
@@ -34,11 +34,12 @@ UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this
 PROBE_S = 0.6  # padding probe length
 PROBE_SUCCESS_RATIO = 0.9  # achieved / target rate for a probe to pass
 UPGRADE_HEADROOM = 0.85  # a level fits if its rate <= this share of the estimate
+KEYFRAME_HOL_MAX_S = 0.25  # ...and its keyframe holds audio back for at most this long
 ESTIMATE_WINDOW_S = 1.0
 PADDING_MIN_BYTES = 64
 PADDING_MAX_BYTES = 1200
 PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
-KIND_PADDING = 0x04  # link-local filler; receivers drop it, relays never forward it
+FRAGMENT_BYTES = 500  # video chunks above this go out in pieces, audio slipping in between
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class _Link:
     level: int
     cap: RateCap | None = None
     audio: deque = field(default_factory=deque)  # (t_enqueued, bytes)
-    video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid)
+    video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid, first_piece_sent)
     sending: dict = field(default_factory=dict)  # layer -> decoder continuity established
     eff_tid: dict = field(default_factory=dict)  # layer -> max temporal id forwarded now
     last_change: float = 0.0
@@ -79,6 +80,7 @@ class _Link:
     backlog: deque = field(default_factory=deque)  # (t, bytes, seconds) while backlogged
     sent: deque = field(default_factory=deque)  # (t, bytes)
     estimate_bps: float = 0.0
+    congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
     dropped_audio: int = 0
 
 
@@ -91,6 +93,8 @@ class MediaRelay:
         self._configs: dict[tuple[int, int], bytes] = {}
         self._meter = RateMeter()
         self._kf = KeyframeRequester()
+        self._key_bytes: dict[int, int] = {}  # layer -> size of its latest keyframe
+        self._reassembly: dict[str, bytearray] = {}  # link -> pieces of a fragmented chunk
         self.chunks_in = 0
         self.format_errors = 0
 
@@ -105,6 +109,7 @@ class MediaRelay:
 
     def remove_link(self, link: str) -> None:
         self._links.pop(link, None)
+        self._reassembly.pop(link, None)
         if link == self.source:
             self.source = None
 
@@ -127,9 +132,16 @@ class MediaRelay:
     # ---- input ---------------------------------------------------------------------------
     def receive(self, link: str, data: bytes, now: float) -> list[Outgoing]:
         """Bytes from `link` (the local presenter is a link too). MediaFormatError if malformed."""
-        kind = C.peek_kind(data) if data[:1] != bytes((KIND_PADDING,)) else KIND_PADDING
-        if kind == KIND_PADDING:
+        kind = C.peek_kind(data)
+        if kind == C.KIND_PADDING:
             return []
+        if kind == C.KIND_FRAGMENT:
+            whole = self._reassemble(link, data)
+            if whole is None:
+                return []
+            data, kind = whole, C.peek_kind(whole)
+            if kind != C.KIND_CHUNK:
+                raise C.MediaFormatError("fragments must carry a chunk")
         if kind == C.KIND_KEYFRAME_REQUEST:
             req = C.parse(data)
             assert isinstance(req, C.KeyframeRequest)
@@ -158,10 +170,28 @@ class MediaRelay:
         self._meter.add(("v", info.layer, info.temporal_id), n, now)
         if info.keyframe:
             self._kf.keyframe_seen(info.layer, now)
+            self._key_bytes[info.layer] = n
         for lk in self._links.values():
             if lk.id != link:
                 self._offer_video(lk, info, data, now)
         return []
+
+    def _reassemble(self, link: str, data: bytes) -> bytes | None:
+        frag = C.parse(data)
+        assert isinstance(frag, C.Fragment)
+        buf = self._reassembly.get(link)
+        if frag.first:
+            buf = self._reassembly[link] = bytearray()
+        elif buf is None:
+            return None  # the start was lost (link restarted): drop the rest quietly
+        buf += frag.piece
+        if len(buf) > C.MAX_MESSAGE_BYTES:
+            del self._reassembly[link]
+            raise C.MediaFormatError("fragmented chunk too large")
+        if not frag.last:
+            return None
+        del self._reassembly[link]
+        return bytes(buf)
 
     def _wanted_layers(self, lk: _Link) -> tuple[int, ...]:
         lv = LEVELS[lk.level]
@@ -186,11 +216,11 @@ class MediaRelay:
             else:
                 lk.eff_tid[layer] = min(lk.eff_tid.get(layer, target_tid), target_tid)
             if tid <= lk.eff_tid[layer]:
-                lk.video.append((now, data, layer, tid))
+                lk.video.append((now, data, layer, tid, False))
             return
         # not wanted: keep the old layer going (base frames only) until a wanted one has started
         if lk.sending.get(layer) and wanted and not any(lk.sending.get(w) for w in wanted) and tid == 0:
-            lk.video.append((now, data, layer, tid))
+            lk.video.append((now, data, layer, tid, False))
         else:
             lk.sending[layer] = False
 
@@ -218,7 +248,7 @@ class MediaRelay:
         if lk.audio:
             data = lk.audio.popleft()[1]
         elif lk.video:
-            data = lk.video.popleft()[1]
+            data = self._next_video(lk)
         else:
             data = self._padding(lk, now)
             if data is None:
@@ -234,6 +264,15 @@ class MediaRelay:
         if lk.cap is not None:
             lk.cap.sent(n, now)
         return data
+
+    def _next_video(self, lk: _Link) -> bytes:
+        t, data, layer, tid, started = lk.video.popleft()
+        if len(data) <= FRAGMENT_BYTES and not started:
+            return data
+        piece, rest = data[:FRAGMENT_BYTES], data[FRAGMENT_BYTES:]
+        if rest:
+            lk.video.appendleft((t, rest, layer, tid, True))
+        return C.encode_fragment(C.Fragment(not started, not rest, piece))
 
     def wake_at(self, link: str, now: float) -> float | None:
         """When `pop` may give something without new input (rate cap refill, probe pacing)."""
@@ -255,7 +294,7 @@ class MediaRelay:
             return None
         size = int(lk.probe_target_bps / 8 * PADDING_SLICE_S)
         size = max(PADDING_MIN_BYTES, min(PADDING_MAX_BYTES, size))
-        return bytes((KIND_PADDING,)) + bytes(size - 1)
+        return C.encode(C.Padding(size))
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
         while lk.audio and (now - lk.audio[0][0]) * 1000 > AUDIO_MAX_QUEUE_MS and C.peek_kind(lk.audio[0][1]) == C.KIND_CHUNK:
@@ -295,14 +334,39 @@ class MediaRelay:
             lk.estimate_bps = max(lk.estimate_bps, sum(b for _, b in lk.sent) * 8 / ESTIMATE_WINDOW_S)
         return lk.estimate_bps
 
+    def _congested_estimate(self, lk: _Link, now: float) -> float:
+        """Drain rate since the queue began to grow (older samples describe another link)."""
+        since = lk.congested_since
+        if since is None:
+            return 0.0
+        samples = [(b, s) for t, b, s in lk.backlog if t - s >= since - 1e-9]
+        secs = sum(s for _, s in samples)
+        if secs >= 0.1:
+            return sum(b for b, _ in samples) * 8 / secs
+        if now - since < 0.05:
+            return 0.0
+        # a long message is still going out: what was handed to the link since is an upper bound
+        return sum(b for t, b in lk.sent if t >= since) * 8 / (now - since)
+
+    def _fits(self, level: int, est: float, *, simulcast: bool) -> bool:
+        lv = LEVELS[level]
+        if level_rate_bps(self._meter, lv, simulcast=simulcast) > UPGRADE_HEADROOM * est:
+            return False
+        layers = () if lv.layer is None else ((C.LAYER_HIGH, C.LAYER_LOW) if simulcast and lv.layer == C.LAYER_HIGH else (lv.layer,))
+        return all(self._key_bytes.get(layer, 0) * 8 / est <= KEYFRAME_HOL_MAX_S for layer in layers)
+
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
         qms = self._queue_ms(lk, now)
         est = self._estimate(lk, now)
+        if qms <= STEADY_QUEUE_MS:
+            lk.congested_since = None
+        elif lk.congested_since is None:
+            lk.congested_since = now - qms / 1000  # the head has waited since then
         if qms > DOWNGRADE_QUEUE_MS and now >= lk.hold_until:
             if lk.probe_t0 is not None:
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:
-                return self._downgrade(lk, est, now)
+                return self._downgrade(lk, self._congested_estimate(lk, now), now)
             return []
         if qms > STEADY_QUEUE_MS:
             lk.steady_since = now
@@ -315,6 +379,7 @@ class MediaRelay:
                 ok = achieved >= PROBE_SUCCESS_RATIO * lk.probe_target_bps
                 if ok:
                     lk.estimate_bps = max(lk.estimate_bps, achieved)
+                    ok = self._fits(lk.level - 1, lk.estimate_bps / UPGRADE_HEADROOM, simulcast=lk.simulcast)
                 self._end_probe(lk, now, ok=ok)
                 if ok:
                     return self._set_level(lk, lk.level - 1, now)
@@ -323,7 +388,7 @@ class MediaRelay:
             target = level_rate_bps(self._meter, LEVELS[lk.level - 1], simulcast=lk.simulcast)
             if target <= 0 or (LEVELS[lk.level - 1].layer is not None and target <= level_rate_bps(self._meter, LEVELS[AUDIO_LEVEL], simulcast=False)):
                 return []  # no video is flowing: nothing to climb to
-            if target <= UPGRADE_HEADROOM * est:
+            if est > 0 and self._fits(lk.level - 1, est, simulcast=lk.simulcast):
                 return self._set_level(lk, lk.level - 1, now)
             lk.probe_t0, lk.probe_bytes = now, 0
             lk.probe_target_bps = target / UPGRADE_HEADROOM
@@ -340,14 +405,17 @@ class MediaRelay:
         if est > 0:
             new = AUDIO_LEVEL
             for i in range(lk.level + 1, AUDIO_LEVEL):
-                if level_rate_bps(self._meter, LEVELS[i], simulcast=lk.simulcast) <= UPGRADE_HEADROOM * est:
+                if self._fits(i, est, simulcast=lk.simulcast):
                     new = i
                     break
         if now - lk.last_change < 3 * UPGRADE_BACKOFF_MAX_S:
             lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)  # the last upgrade failed
         lk.video.clear()  # stale; the decoder restarts at a keyframe of the new layer
+        # (a chunk cut mid-way is dropped by the receiver when the next first piece comes)
         lk.sending.clear()
         lk.hold_until = now + DOWNGRADE_HOLD_S
+        if est > 0:
+            lk.estimate_bps = est
         log.debug("link %s: %s -> %s (queue, estimate %.0f bit/s)", lk.id, LEVELS[lk.level].name, LEVELS[new].name, est)
         return self._set_level(lk, new, now)
 

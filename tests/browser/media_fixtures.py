@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import shutil
 import struct
 import threading
@@ -21,6 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT, FPS = 640, 360, 20
 BARCODE_BITS = 16
 BAND_ROWS = 72
+NOISE_W, NOISE_H = 96, 64
 TONES_HZ = (440, 880)
 TONE_S = 0.5
 
@@ -42,6 +44,7 @@ def barcode_of(index: int) -> int:
 def write_y4m(path: Path, frames: int) -> None:
     """640x360 4:2:0 at 20 fps; top band = barcode of the frame index, below it a moving box."""
     bar_w = WIDTH // BARCODE_BITS
+    rng = random.Random(5)
     chroma = bytes([128]) * ((WIDTH // 2) * (HEIGHT // 2))
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
@@ -53,10 +56,11 @@ def write_y4m(path: Path, frames: int) -> None:
                 row += bytes([235 if bit else 16]) * bar_w
             y = bytearray(bytes(row) * BAND_ROWS)
             body = bytearray([60]) * (WIDTH * (HEIGHT - BAND_ROWS))
-            x0 = (i * 8) % (WIDTH - 80)
-            for r in range(100, 180):
-                off = (r - BAND_ROWS) * WIDTH + x0
-                body[off:off + 80] = bytes([200]) * 80
+            x0 = (i * 8) % (WIDTH - NOISE_W)
+            noise = rng.randbytes(NOISE_W * NOISE_H)  # fresh detail every frame: a realistic bitrate
+            for r in range(NOISE_H):
+                off = (100 + r - BAND_ROWS) * WIDTH + x0
+                body[off:off + NOISE_W] = noise[r * NOISE_W:(r + 1) * NOISE_W]
             f.write(b"FRAME\n" + bytes(y) + bytes(body) + chroma + chroma)
 
 

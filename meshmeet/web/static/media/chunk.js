@@ -6,6 +6,7 @@ export const KIND_CHUNK = 0x01;
 export const KIND_CONFIG = 0x02;
 export const KIND_KEYFRAME_REQUEST = 0x03;
 export const KIND_PADDING = 0x04;
+export const KIND_FRAGMENT = 0x05;
 export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
 export const LAYER_HIGH = 0;
@@ -69,7 +70,7 @@ export function encodeKeyframeRequest(layer) {
 
 // Returns {kind: "chunk", track, layer, temporalId, keyframe, generation, seq, timestampUs,
 // durationUs, payload} | {kind: "config", track, layer, generation, config}
-// | {kind: "keyframe-request", layer} | {kind: "padding"}.
+// | {kind: "keyframe-request", layer} | {kind: "padding"} | {kind: "fragment", first, last, piece}.
 export function parseMessage(u8) {
   if (!(u8 instanceof Uint8Array)) u8 = new Uint8Array(u8);
   if (u8.byteLength === 0) throw new MediaFormatError("empty message");
@@ -103,7 +104,36 @@ export function parseMessage(u8) {
     return { kind: "keyframe-request", layer: s.layer };
   }
   if (kind === KIND_PADDING) return { kind: "padding" };
+  if (kind === KIND_FRAGMENT) {
+    if (u8.byteLength < 3) throw new MediaFormatError("fragment without a piece");
+    if (u8[1] & ~3) throw new MediaFormatError("reserved fragment flag set");
+    return { kind: "fragment", first: !!(u8[1] & 1), last: !!(u8[1] & 2), piece: u8.subarray(2) };
+  }
   throw new MediaFormatError("unknown kind");
+}
+
+export function encodeFragment(first, last, piece) {
+  const out = new Uint8Array(2 + piece.byteLength);
+  out[0] = KIND_FRAGMENT; out[1] = (first ? 1 : 0) | (last ? 2 : 0);
+  out.set(piece, 2);
+  return out;
+}
+
+// Joins the pieces of fragmented chunks on one ordered link. push(msg) -> whole chunk bytes or null.
+export class Reassembler {
+  constructor(maxBytes = 1 << 20) { this.parts = null; this.size = 0; this.max = maxBytes; }
+  push(m) {
+    if (m.first) { this.parts = []; this.size = 0; }
+    if (!this.parts) return null;            // the start was lost: drop the rest
+    this.parts.push(m.piece.slice()); this.size += m.piece.byteLength;
+    if (this.size > this.max) { this.parts = null; throw new MediaFormatError("fragmented chunk too large"); }
+    if (!m.last) return null;
+    const out = new Uint8Array(this.size);
+    let off = 0;
+    for (const p of this.parts) { out.set(p, off); off += p.byteLength; }
+    this.parts = null;
+    return out;
+  }
 }
 
 export function b64encode(u8) {

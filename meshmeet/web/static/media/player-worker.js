@@ -3,7 +3,7 @@
 // OffscreenCanvas. Shows nothing itself (the page does) and never touches the network.
 import * as C from "./chunk.js";
 
-const AUDIO_ONLY_AFTER_MS = 400;   // no new picture for this long while audio plays: "audio only"
+const AUDIO_ONLY_AFTER_MS = 350;   // no new picture for this long while audio plays: "audio only"
 const MAX_QUEUED_FRAMES = 8;
 const s = {
   canvas: null, ctx: null, audioPort: null, probe: false,
@@ -115,9 +115,17 @@ function draw() {
 }
 s.lastClockMs = -1e9;
 
+const reassembler = new C.Reassembler();
 function handle(u8) {
   let m;
-  try { m = C.parseMessage(u8); } catch (e) { s.stats.formatErrors++; return; }
+  try {
+    m = C.parseMessage(u8);
+    if (m.kind === "fragment") {
+      const whole = reassembler.push(m);
+      if (!whole) return;
+      m = C.parseMessage(whole);
+    }
+  } catch (e) { s.stats.formatErrors++; return; }
   if (m.kind === "config") {
     s.configs.set(`${m.track}:${m.layer}`, { generation: m.generation, config: m.config });
     if (m.track === C.TRACK_AUDIO) ensureAudio();

@@ -15,10 +15,11 @@ const CODECS = ["vp8", "avc1.42E01F"];
 const $ = (id) => document.getElementById(id);
 const st = {
   ws: null, running: false, t0: 0, audioCtx: null, audioEnc: null, audioSeq: 0, audioGen: 0,
-  audioStartUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0,
+  audioStartUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0, keyframesOnRequest: 0,
   codec: null,
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
+  keyframesOnRequest: st.keyframesOnRequest,
   codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq) }) };
 
 function status(vi, en) { $("status").textContent = `${vi} / ${en}`; }
@@ -161,7 +162,7 @@ async function startVideo(track) {
         }
         v.enc.encode(f, { keyFrame: key });
         f.close();
-        if (key) { v.lastKeyUs = ts; v.forceKey = false; }
+        if (key) { if (v.forceKey) st.keyframesOnRequest++; v.lastKeyUs = ts; v.forceKey = false; }
       }
       frame.close();
     }

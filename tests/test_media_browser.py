@@ -1,0 +1,153 @@
+"""End to end in headless Chromium: presenter page -> MediaHub (relay core) -> hall page.
+
+Deterministic capture files (barcoded y4m, alternating-tone wav). Times are counted in media
+time (audio frames decoded at 50/s) rather than wall-clock, where the issue states a bound.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from browser.media_fixtures import (CHROMIUM, FPS, TONE_S, TONES_HZ, AppThread, browser_missing_reason,
+                                    chromium_args, write_wav, write_y4m)
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+Y4M_FRAMES = 200
+
+
+@pytest.fixture(scope="module")
+def capture_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    d = tmp_path_factory.mktemp("capture")
+    write_y4m(d / "cam.y4m", Y4M_FRAMES)
+    write_wav(d / "mic.wav", 10.0)
+    return d / "cam.y4m", d / "mic.wav"
+
+
+def poll(page, expr: str, pred, timeout_s: float = 20.0, every_s: float = 0.05):
+    """Evaluate until pred(value); a generous safety net, not a timing assertion."""
+    end = time.monotonic() + timeout_s
+    while True:
+        v = page.evaluate(expr)
+        if pred(v) or time.monotonic() > end:
+            return v
+        time.sleep(every_s)
+
+
+def in_order(codes: list[int]) -> bool:
+    steps = [(b - a) % Y4M_FRAMES for a, b in zip(codes, codes[1:])]
+    return all(0 < s < Y4M_FRAMES // 2 for s in steps)
+
+
+def tone_runs(tones: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for hz in tones:
+        cls = min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
+        if runs and runs[-1][0] == cls:
+            runs[-1] = (cls, runs[-1][1] + 1)
+        else:
+            runs.append((cls, 1))
+    return runs
+
+
+def test_present_to_hall_ladder_late_joiner_and_replay(capture_files, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from meshmeet.web.media_routes import MediaHub
+
+    y4m, wav = capture_files
+    rec_dir = tmp_path / "rec"
+    with AppThread(lambda: MediaHub(recordings_dir=rec_dir, meeting_id="m1")) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(y4m, wav))
+        try:
+            ctx = browser.new_context()
+            base = f"http://localhost:{app.port}"
+            pres = ctx.new_page()
+            pres.goto(base + "/present")
+            pres.click("#start")
+            assert poll(pres, "window.meshmeetPresenter.stats().running", bool)
+            hall = ctx.new_page()
+            hall.goto(base + "/hall?probe=1")
+            stats = "window.meshmeet.stats()"
+
+            # -- steady flow: barcodes in order at >= 90 % of the source rate, audio ~50/s, tones
+            poll(hall, stats, lambda s: s["videoFramesDecoded"] > 20)
+            hall.evaluate("window.meshmeet.probe()")  # discard the start
+            a0 = hall.evaluate(stats)
+            poll(hall, stats, lambda s: s["audioFramesDecoded"] - a0["audioFramesDecoded"] >= 200)  # 4 s of audio
+            a1 = hall.evaluate(stats)
+            probe = hall.evaluate("window.meshmeet.probe()")
+            media_s = (a1["audioFramesDecoded"] - a0["audioFramesDecoded"]) / 50
+            video_rate = (a1["videoFramesDecoded"] - a0["videoFramesDecoded"]) / media_s
+            assert video_rate >= 0.9 * FPS, (video_rate, a0, a1)
+            assert in_order(probe["barcodes"]), probe["barcodes"]
+            runs = tone_runs(probe["tones"])
+            full = runs[1:-1]
+            assert len(full) >= 6 and all(abs(n - TONE_S * 50) <= 2 for _, n in full), runs
+            assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))
+            assert a1["mode"] == "video"
+            details = hall.evaluate("window.meshmeet.details()")
+            assert details["decoderErrors"] == 0 and details["formatErrors"] == 0
+            ARTIFACTS.mkdir(exist_ok=True)
+            hall.screenshot(path=str(ARTIFACTS / "hall-video.png"))
+
+            # -- late joiner: a keyframe request gets it a picture well before the 2 s keyframe
+            kf0 = pres.evaluate("window.meshmeetPresenter.stats().keyframesOnRequest")
+            late = ctx.new_page()
+            late.goto(base + "/hall")
+            poll(late, "window.meshmeet.details().connected", bool, every_s=0.01)
+            frames0 = pres.evaluate("window.meshmeetPresenter.stats().videoFrames[0]")
+            poll(late, stats, lambda s: s["videoFramesDecoded"] > 0)
+            frames1 = pres.evaluate("window.meshmeetPresenter.stats().videoFrames[0]")
+            assert pres.evaluate("window.meshmeetPresenter.stats().keyframesOnRequest") > kf0
+            assert frames1 - frames0 < 20, (frames0, frames1)  # < 1 s of capture after connecting; periodic keys are 2 s apart
+            late.close()
+
+            # -- throttle the relay -> hall link to 64 kbit/s for 10 s (of audio)
+            sub = "hall-1"
+            before = hall.evaluate(stats)
+            app.call(lambda: app.hub.set_rate_cap(sub, 64_000))
+            s = poll(hall, stats, lambda s: s["mode"] == "audio-only")
+            assert s["mode"] == "audio-only"
+            assert s["audioFramesDecoded"] - before["audioFramesDecoded"] <= 50  # within 1 s of media time
+            assert app.call(lambda: app.hub.stats())["links"][0]["layer"] == "audio"
+            hall.screenshot(path=str(ARTIFACTS / "hall-audio-only.png"))
+            assert "Chỉ âm thanh" in hall.text_content("#audioonly")
+            assert hall.is_visible("#audioonly")
+            poll(hall, stats, lambda x: x["audioFramesDecoded"] - before["audioFramesDecoded"] >= 500, timeout_s=30)
+            during = hall.evaluate(stats)
+            assert during["audioUnderruns"] == before["audioUnderruns"], (before, during)
+            assert during["mode"] == "audio-only"
+
+            app.call(lambda: app.hub.set_rate_cap(sub, None))
+            lifted = hall.evaluate(stats)
+            back = poll(hall, stats, lambda x: x["mode"] == "video", timeout_s=30)
+            assert back["mode"] == "video"
+            assert back["audioFramesDecoded"] - lifted["audioFramesDecoded"] <= 250  # within 5 s of media time
+            assert back["audioUnderruns"] == before["audioUnderruns"]
+            assert hall.evaluate("window.meshmeet.details()")["decoderErrors"] == 0
+
+            pres.click("#stop")
+        finally:
+            browser.close()
+
+    # -- replay the recording this node made, with the same player
+    assert (rec_dir / "m1.mmrec").stat().st_size > 10_000
+    with AppThread(lambda: MediaHub(recordings_dir=rec_dir, meeting_id="other")) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(y4m, wav))
+        try:
+            page = browser.new_page()
+            page.goto(f"http://localhost:{app.port}/hall?replay=m1")
+            s = poll(page, "window.meshmeet.stats()", lambda s: s["videoFramesDecoded"] > 40 and s["audioFramesDecoded"] > 100)
+            assert s["videoFramesDecoded"] > 40 and s["audioFramesDecoded"] > 100
+            assert page.evaluate("window.meshmeet.details()")["decoderErrors"] == 0
+        finally:
+            browser.close()
