@@ -381,6 +381,7 @@ async def test_disconnect_policy_closes_the_slow_client(clients):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gw.run_in_loop, block_loop())
+            await trio.testing.wait_all_tasks_blocked()  # block_loop() is queued on the loop first
             for i in range(5):
                 await gw.publish("t", f"m{i}")  # stays within pipe credits
             blocked.set()
@@ -401,6 +402,7 @@ async def test_backpressure_publisher_waits_when_credits_are_exhausted(clients):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gw.run_in_loop, hold_loop())
+            await trio.testing.wait_all_tasks_blocked()  # hold_loop() is queued on the loop first
             assert all(gw.try_publish("ev", f"{i}") for i in range(capacity))
             assert gw.try_publish("ev", "dropped") is False
             assert gw.outbound_stats.dropped == 1 and gw.outbound_stats.credits == 0
@@ -481,3 +483,45 @@ async def test_cancelling_the_body_still_shuts_down_cleanly(clients):
     assert scope.cancelled_caught
     assert await c.wait_closed() == 1001
     assert gateway_threads() == []
+
+
+async def test_app_setup_mounts_hooks_sinks_and_upstream_routes():
+    from aiohttp import web
+
+    seen: list[tuple[str, bytes | str]] = []  # appended on the gateway thread
+    events: list[str] = []
+    gateway_thread: list[threading.Thread] = []
+
+    def media_setup(app: web.Application, ctx) -> None:
+        def sink(data: bytes | str) -> None:
+            gateway_thread.append(threading.current_thread())
+            seen.append(("media", data))
+
+        ctx.hub.add_sink("media", sink)
+
+        async def keyframe_request(request: web.Request) -> web.Response:
+            await ctx.inbound("media-up", await request.read())  # towards the node, with credit
+            return web.json_response({"queued": True})
+
+        app.router.add_post("/media/keyframe", keyframe_request)
+
+        async def on_cleanup(_app: web.Application) -> None:
+            events.append("cleanup")
+
+        app.on_cleanup.append(on_cleanup)
+
+    async with open_web_gateway(None, host=HOST, port=0, api=make_api(), app_setup=[media_setup]) as gw:
+        for i in range(5):
+            await gw.publish("media", bytes([i]) * 3)
+        status, body = await http("POST", gw.url + "/media/keyframe", b"\x01layer")
+        upstream = await gw.inbound.receive()
+
+        async def snapshot() -> list[tuple[str, bytes | str]]:
+            return list(seen)
+
+        got = await gw.run_in_loop(snapshot())
+    assert got == [("media", bytes([i]) * 3) for i in range(5)]
+    assert gateway_thread and all(t.name.startswith("meshmeet-web-") for t in gateway_thread)
+    assert (status, body) == (200, {"queued": True})
+    assert upstream == ("media-up", b"\x01layer")
+    assert events == ["cleanup"]

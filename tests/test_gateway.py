@@ -184,3 +184,20 @@ async def test_hostile_post_bodies_get_json_answers_from_a_real_gateway():
                 assert set(reply["error"]) == {"code", "vi", "en"}
 
         await trio.to_thread.run_sync(check)
+
+
+def test_sinks_get_every_message_and_a_broken_sink_starves_nobody():
+    hub = Hub()
+    got: list[bytes | str] = []
+
+    def broken(data: bytes | str) -> None:
+        raise RuntimeError("sink bug")
+
+    hub.add_sink("media", broken)
+    hub.add_sink("media", got.append)
+    sub = hub.subscribe("media", FakeWs())  # type: ignore[arg-type]
+    assert hub.publish("media", b"c1") == 3
+    assert hub.publish("media", b"c2") == 3
+    assert hub.publish("other", b"x") == 0
+    assert got == [b"c1", b"c2"]
+    assert list(sub._queue) == [b"c1", b"c2"]

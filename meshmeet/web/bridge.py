@@ -31,7 +31,7 @@ import concurrent.futures
 import errno
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,7 @@ from aiohttp import web
 
 from ..errors import MeshmeetError
 from .api import ApiCall, ApiError, internal_error, node_stopping
-from .gateway import Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
+from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
 
 log = logging.getLogger(__name__)
 
@@ -457,11 +457,14 @@ async def _serve(
     inbound: Inbound,
     routes_factory: RoutesFactory | None,
     static_dirs: Mapping[str, Path] | None,
+    app_setup: AppSetup | Iterable[AppSetup] | None,
     hub_kwargs: dict[str, Any],
 ) -> _Served:
     """asyncio thread: build the app and start listening."""
     hub = Hub(**hub_kwargs)
-    app = build_app(api_call, hub, inbound=inbound.send, routes_factory=routes_factory, static_dirs=static_dirs)
+    app = build_app(
+        api_call, hub, inbound=inbound.send, routes_factory=routes_factory, static_dirs=static_dirs, app_setup=app_setup
+    )
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -506,12 +509,17 @@ async def open_web_gateway(
     api: ApiCall,
     routes_factory: RoutesFactory | None = None,
     static_dirs: Mapping[str, Path] | None = None,
+    app_setup: AppSetup | Iterable[AppSetup] | None = None,
     outbound_capacity: int = OUTBOUND_CAPACITY,
     inbound_capacity: int = INBOUND_CAPACITY,
     client_queue_messages: int | None = None,
     slow_client_policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
 ) -> AsyncIterator[WebGateway]:
     """Serve the web gateway on ``host:port`` (0 picks a free port) for the block's duration.
+
+    ``routes_factory``, ``static_dirs`` and ``app_setup`` extend the app (see ``build_app``);
+    they run on the gateway thread. ``gw.publish(topic, ...)`` reaches the browsers on
+    ``/ws/{topic}`` and any hub sink an ``app_setup`` added for that topic.
 
     API calls run as tasks in ``nursery`` (or as trio system tasks when None); either way the
     gateway cancels the ones still running when it closes. On exit every
@@ -532,7 +540,7 @@ async def open_web_gateway(
     outbound: Outbound | None = None
     try:
         served = await run_in_loop(
-            loop, _serve(host, port, calls.call, inbound, routes_factory, static_dirs, hub_kwargs)
+            loop, _serve(host, port, calls.call, inbound, routes_factory, static_dirs, app_setup, hub_kwargs)
         )
         outbound = Outbound(token, loop, served.hub.publish, outbound_capacity)
         log.info("web gateway listening on %s", served.url)

@@ -117,6 +117,7 @@ class Hub:
         policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
     ) -> None:
         self._topics: dict[str, set[Subscriber]] = {}
+        self._sinks: dict[str, list[Callable[[Payload], None]]] = {}
         self._queue_max = client_queue_messages
         self._policy = policy
 
@@ -132,14 +133,24 @@ class Hub:
             if not subs:
                 del self._topics[sub.topic]
 
+    def add_sink(self, topic: str, sink: Callable[[Payload], None]) -> None:
+        """Also hand every message on ``topic`` to ``sink`` (sync, must not block), e.g. a media relay."""
+        self._sinks.setdefault(topic, []).append(sink)
+
     def publish(self, topic: str, data: Payload) -> int:
-        """Queue an encoded message for every subscriber of ``topic``; return how many."""
+        """Give an encoded message to the sinks and subscribers of ``topic``; return how many."""
+        sinks = self._sinks.get(topic, ())
+        for sink in sinks:
+            try:
+                sink(data)
+            except Exception:  # noqa: BLE001 - a broken sink must not starve the browsers
+                log.exception("hub sink for topic %s failed", topic)
         subs = self._topics.get(topic)
         if not subs:
-            return 0
+            return len(sinks)
         for sub in tuple(subs):
             sub.offer(data)
-        return len(subs)
+        return len(subs) + len(sinks)
 
     def subscriber_count(self, topic: str | None = None) -> int:
         if topic is not None:
@@ -167,6 +178,10 @@ class GatewayContext:
 
 
 RoutesFactory = Callable[[GatewayContext], Iterable[web.AbstractRouteDef]]
+"""Returns extra routes (pages, media) built with the context."""
+
+AppSetup = Callable[[web.Application, GatewayContext], None]
+"""Mounts anything on the app (routes, static dirs, on_startup/on_cleanup hooks, hub sinks)."""
 
 HUB_KEY = web.AppKey("meshmeet_hub", Hub)
 CONTEXT_KEY = web.AppKey("meshmeet_context", GatewayContext)
@@ -308,8 +323,14 @@ def build_app(
     inbound: InboundSend | None = None,
     routes_factory: RoutesFactory | None = None,
     static_dirs: Mapping[str, Path] | None = None,
+    app_setup: AppSetup | Iterable[AppSetup] | None = None,
 ) -> web.Application:
-    """The gateway's aiohttp Application (build it on the loop that will serve it)."""
+    """The gateway's aiohttp Application (build it on the loop that will serve it).
+
+    Other parts extend it without editing this module: ``routes_factory`` returns routes,
+    ``static_dirs`` maps URL prefixes to directories, and ``app_setup`` (one or several) may
+    mount anything on the app, on the gateway thread, after the core routes.
+    """
     app = web.Application(middlewares=[_errors_middleware])
     context = GatewayContext(api_call=api_call, hub=hub, inbound=inbound)
     app[HUB_KEY] = hub
@@ -323,6 +344,9 @@ def build_app(
         app.router.add_routes(list(routes_factory(context)))
     for prefix, directory in (static_dirs or {}).items():
         app.router.add_static(prefix, Path(directory))
+    setups = [] if app_setup is None else [app_setup] if callable(app_setup) else list(app_setup)
+    for setup in setups:
+        setup(app, context)
 
     async def close_websockets(_app: web.Application) -> None:
         await hub.close_all(WSCloseCode.GOING_AWAY)
