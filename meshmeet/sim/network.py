@@ -2,7 +2,8 @@
 
 A priority queue of (time, order) entries drives message deliveries, timers, scenario events and
 the broadcast workload; a seeded generator decides losses. Links have bandwidth (serialisation),
-delay, loss (TCP kinds: retransmission delay, FIFO kept; LoRa: the message is dropped), and an
+delay, loss (the link layer retransmits, so a loss is a delay and order is kept; with the scenario's
+drop_lost = true a loss drops the message instead, to test robustness), and an
 up/down state; a cut is noticed by both ends after the link's detect_s, a node that stops closes
 its links at once (like a dying process closing TCP). After every step the observers check for
 loops and track convergence. This module must never read the wall clock inside the simulation
@@ -24,7 +25,7 @@ from ..tree.forward import Forwarder
 from .observe import ConvergenceTracker, find_loop
 from .scenario import EventSpec, LinkSpec, Scenario
 
-TCP_MIN_RTO_S = 0.2          # a lost segment on a TCP link is resent after about this much
+RETRANSMIT_MIN_S = 0.2       # a lost message is resent by the link (TCP, LoRa acks) after about this much
 BROADCAST_SETTLE_S = 5.0     # a broadcast counts as "sent while stable" if no event comes this soon after
 SERVICE_TREE = "tree"
 SERVICE_BROADCAST = "bcast"
@@ -113,8 +114,7 @@ class Simulator:
                         if b > a + scenario.steady_settle_s]
         self.steady_seconds = sum(b - a for a, b in self._steady)
         self._event_times = sorted(e.at for e in scenario.events)
-        for node in scenario.nodes:
-            self._push(0.0, "node_up_initial", node.id)
+        self._push(0.0, "start", None)
         for event in scenario.events:
             self._push(event.at, "event", event)
         if scenario.workload.broadcast_every_s:
@@ -226,8 +226,9 @@ class Simulator:
             self._close_window(self.now)
             self.windows.append(Window(self.now, item.label))
             self._event(item)
-        elif kind == "node_up_initial":
-            self._node_up(item)
+        elif kind == "start":
+            for node in self.specs:
+                self._node_up(node)
             self._topology_changed()
         elif kind == "notice_down":
             self._notice_down(item)
@@ -339,10 +340,10 @@ class Simulator:
         direction.busy_until = start + size * 8 / spec.bandwidth_bps
         arrival = direction.busy_until + spec.delay_s
         if spec.loss > 0 and self._rng.random() < spec.loss:
-            if spec.kind == "lora":
+            if self.scenario.drop_lost:
                 self.messages_lost += 1
                 return
-            arrival += TCP_MIN_RTO_S + 4 * spec.delay_s
+            arrival += RETRANSMIT_MIN_S + 4 * spec.delay_s
         arrival = max(arrival, direction.last_arrival)   # links are FIFO
         direction.last_arrival = arrival
         self._push(arrival, "deliver", (link, link.generation, src, dst, service, data))

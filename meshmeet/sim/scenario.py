@@ -91,6 +91,7 @@ class Scenario:
     workload: WorkloadSpec
     wire_overhead_bytes: int = DEFAULT_WIRE_OVERHEAD_BYTES
     steady_settle_s: float = DEFAULT_STEADY_SETTLE_S
+    drop_lost: bool = False
 
 
 def _fail(vi: str, en: str) -> ScenarioError:
@@ -208,8 +209,11 @@ def load_scenario(source: str | Path | dict[str, Any]) -> Scenario:
     overhead = data.get("wire_overhead_bytes", DEFAULT_WIRE_OVERHEAD_BYTES)
     if isinstance(overhead, bool) or not isinstance(overhead, int) or overhead < 0:
         raise _fail("'wire_overhead_bytes' không hợp lệ", "'wire_overhead_bytes' is invalid")
+    drop_lost = data.get("drop_lost", False)
+    if not isinstance(drop_lost, bool):
+        raise _fail("'drop_lost' phải là true/false", "'drop_lost' must be true/false")
     return Scenario(
-        name=name, duration_s=duration, seed=seed, nodes=tuple(nodes), links=tuple(links), events=tuple(events),
+        drop_lost=drop_lost, name=name, duration_s=duration, seed=seed, nodes=tuple(nodes), links=tuple(links), events=tuple(events),
         workload=WorkloadSpec(every, payload, source_ids), wire_overhead_bytes=overhead,
         steady_settle_s=_number(data, "steady_settle_s", DEFAULT_STEADY_SETTLE_S, "scenario"),
     )

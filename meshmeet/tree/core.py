@@ -113,6 +113,7 @@ class TreeNode:
         self._epoch = 0
         self._max_epoch_seen = 0
         self._links: dict[str, _Link] = {}
+        self._children: set[str] = set()                    # peers whose latest update names me their parent
         self._flaps: dict[str, FlapHistory] = {}
         self._max_seqno_seen = 0
         self._root_seen: dict[str, tuple[int, float]] = {}   # root -> (highest seqno, when it last rose)
@@ -139,7 +140,7 @@ class TreeNode:
 
     @property
     def children(self) -> tuple[str, ...]:
-        return tuple(sorted(p for p, link in self._links.items() if link.advert is not None and link.advert.is_parent_flag))
+        return tuple(sorted(self._children))
 
     @property
     def cost(self) -> int:
@@ -205,6 +206,7 @@ class TreeNode:
         """The link to `peer` closed or timed out."""
         if self._links.pop(peer, None) is None:
             return Output()
+        self._children.discard(peer)
         self._flaps.setdefault(peer, FlapHistory()).record_down(now)
         if self._pending is not None and self._pending.peer == peer:
             self._pending = None
@@ -285,6 +287,10 @@ class TreeNode:
     def _on_update(self, peer: str, link: _Link, update: Update, now: float) -> Output:
         self._note(update, now)
         link.advert = update
+        if update.flags & FLAG_PARENT:
+            self._children.add(peer)
+        else:
+            self._children.discard(peer)
         if self.is_root:
             mine = self._route.seqno
             if update.root == self._id:
@@ -400,12 +406,19 @@ class TreeNode:
         self._want_request(now)
         route = self._route
         sends: list[tuple[str, bytes]] = []
+        plain = Update(route.root, route.epoch, route.priority, route.seqno, route.metric, 0)
+        plain_bytes: bytes | None = None
         for peer, link in self._links.items():
-            update = Update(route.root, route.epoch, route.priority, route.seqno, route.metric,
-                            FLAG_PARENT if peer == route.parent else 0)
-            if update != link.last_sent:
-                link.last_sent = update
-                sends.append((peer, encode(update)))
+            if peer == route.parent:
+                update = Update(route.root, route.epoch, route.priority, route.seqno, route.metric, FLAG_PARENT)
+                if update != link.last_sent:
+                    link.last_sent = update
+                    sends.append((peer, encode(update)))
+            elif plain != link.last_sent:
+                link.last_sent = plain
+                if plain_bytes is None:
+                    plain_bytes = encode(plain)
+                sends.append((peer, plain_bytes))
         sends.extend(self._extra)
         events: tuple[TreeEvent, ...] = ()
         state = TreeChanged(route.root, route.parent, self.children, route.metric, route.seqno, route.epoch > 0)

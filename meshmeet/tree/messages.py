@@ -60,15 +60,25 @@ TreeMessage = Update | Request
 
 
 def encode(message: TreeMessage) -> bytes:
-    """The bytes of one tree message (validated as strictly as decode would)."""
+    """The bytes of one tree message; fields out of range raise TreeMessageError (never sent)."""
     if isinstance(message, Update):
+        _node_id(message.root)
+        _uint(message.epoch, MAX_EPOCH, "epoch")
+        _uint(message.priority, MAX_PRIORITY, "priority")
+        _uint(message.seqno, MAX_SEQNO, "seqno")
+        _uint(message.metric, MAX_METRIC, "metric")
+        if _uint(message.flags, 0xFF, "flags") & ~KNOWN_FLAGS:
+            raise TreeMessageError("unknown flags")
         body = [KIND_UPDATE, message.root, message.epoch, message.priority, message.seqno, message.metric, message.flags]
     elif isinstance(message, Request):
+        _node_id(message.root)
+        _uint(message.seqno, MAX_SEQNO, "seqno")
         body = [KIND_REQUEST, message.root, message.seqno]
     else:
         raise TypeError(f"not a tree message: {message!r}")
-    data = msgpack.packb(body, use_bin_type=True)
-    decode(data)  # never emit what a peer would reject
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise TreeMessageError("too long")
     return data
 
 
