@@ -93,7 +93,7 @@ async def test_outbound_delivers_in_order_and_returns_credits(capacity, plan):
 
 
 @settings(max_examples=40, deadline=None)
-@given(capacity=st.integers(1, 6), sizes=st.lists(st.integers(0, 30), min_size=1, max_size=4), pace=st.integers(0, 3))
+@given(capacity=st.integers(1, 12), sizes=st.lists(st.integers(0, 30), min_size=1, max_size=4), pace=st.integers(0, 3))
 async def test_inbound_delivers_in_order_within_capacity(capacity, sizes, pace):
     lt = LoopThread()
     token = trio.lowlevel.current_trio_token()

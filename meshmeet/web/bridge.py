@@ -213,6 +213,9 @@ class Inbound:
     """asyncio -> trio pipe. ``send`` runs on the asyncio thread; ``receive`` on the trio thread.
 
     Browser messages arrive as ``(topic, payload)``; async-iterate it on the trio side.
+    Credits go back in batches of ``capacity // 4`` taken messages (one wake-up per batch). That
+    cannot deadlock: a sender without credit means at least ``capacity - batch + 1`` messages
+    are buffered or on their way to trio, and taking them completes a batch.
     """
 
     def __init__(self, token: trio.lowlevel.TrioToken, loop: asyncio.AbstractEventLoop, capacity: int = INBOUND_CAPACITY) -> None:
@@ -282,7 +285,7 @@ class Inbound:
             await self._lot.park()
         item = self._buffer.popleft()
         self._taken += 1
-        if not self._buffer or self._taken >= max(1, self._capacity // 4):
+        if self._taken >= max(1, self._capacity // 4):  # batched; cannot deadlock (class docstring)
             taken, self._taken = self._taken, 0
             _post_to_loop(self._loop, self._add_credits, taken)
         await trio.lowlevel.cancel_shielded_checkpoint()
