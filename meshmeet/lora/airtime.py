@@ -80,8 +80,9 @@ class AirtimeBudget:
             self._sum = 0.0  # no float drift when the ledger empties
 
     def used_s(self, now: float) -> float:
-        self._expire(now)
-        return max(self._sum, 0.0)
+        """Airtime counted against the window ending at `now` (a pure query: asking about a
+        future time never forgets transmissions that still count today)."""
+        return sum(u.airtime_s for u in self._uses if u.start > now - WINDOW_S)
 
     def can_send(self, airtime_s: float, now: float) -> bool:
         return self.used_s(now) + airtime_s <= self.budget_s + 1e-9
@@ -92,6 +93,7 @@ class AirtimeBudget:
             raise ValueError("airtime budget exceeded")
         if self._uses and now < self._uses[-1].start:
             raise ValueError("time went backwards")
+        self._expire(now)
         self._uses.append(AirtimeUse(now, airtime_s))
         self._sum += airtime_s
 
@@ -99,17 +101,16 @@ class AirtimeBudget:
         """The first time >= now at which `airtime_s` fits, or None if it never can."""
         if airtime_s > self.budget_s:
             return None
-        self._expire(now)
-        need = self._sum + airtime_s - self.budget_s
+        live = [u for u in self._uses if u.start > now - WINDOW_S]
+        need = sum(u.airtime_s for u in live) + airtime_s - self.budget_s
         if need <= 1e-9:
             return now
         freed = 0.0
-        for use in self._uses:
+        for use in live:
             freed += use.airtime_s
             if freed >= need - 1e-9:
                 return use.start + WINDOW_S + 1e-6
         return None  # unreachable: freeing every use always fits airtime_s <= budget
 
     def uses(self, now: float) -> list[AirtimeUse]:
-        self._expire(now)
-        return list(self._uses)
+        return [u for u in self._uses if u.start > now - WINDOW_S]

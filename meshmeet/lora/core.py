@@ -171,7 +171,7 @@ class LoraCore:
         self.frames_sent = 0
         self.airtime_sent_s = 0.0
         self.stats: dict[str, int] = {k: 0 for k in (
-            "received", "forged", "duplicate", "bad_message", "unauthorized", "forwarded", "dropped_queue_full",
+            "received", "forged", "duplicate", "bad_message", "unauthorized", "forwarded", "dropped_queue_full", "dropped_over_budget",
         )}
 
     # -- state to persist --------------------------------------------------------------
@@ -215,6 +215,10 @@ class LoraCore:
             self._push(PRIORITY_OF[kind], now, encode_frame(frame, self._keys), msg_id if i == last else None)
 
     def _push(self, priority: int, not_before: float, data: bytes, arms: int | None = None) -> None:
+        airtime = self.config.frame_airtime_s(len(data))
+        if airtime > self._budget.budget_s:  # could never be sent: do not let it block the queue
+            self.stats["dropped_over_budget"] += 1
+            return
         if len(self._queue) >= MAX_QUEUE_FRAMES:
             worst = max(self._queue, key=lambda o: (o.priority, o.seq))
             if worst.priority <= priority:
@@ -223,8 +227,7 @@ class LoraCore:
             self._queue.remove(worst)
             self.stats["dropped_queue_full"] += 1
         self._seq += 1
-        self._queue.append(_Out(priority, self._seq, not_before, data,
-                                self.config.frame_airtime_s(len(data)), arms))
+        self._queue.append(_Out(priority, self._seq, not_before, data, airtime, arms))
 
     # -- receiving -------------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[Event]:
