@@ -90,29 +90,36 @@ async def check_modem(config: LoraConfig, *, config_dir: Path = DEFAULT_CONFIG_D
         return report
     try:
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(CHECK_TIMEOUT_S):
-                if config.model == "rak3172":
-                    rak = Rak3172(port.stream)
-                    await nursery.start(rak.run)
-                    back = await rak.configure(wanted)
-                    report.applied = {"command": back.command()}
-                    report.problems += check_radio(region, config.role, back.freq_hz, back.bw_khz, back.power_dbm)
-                else:
-                    e22 = E22(port.stream, pins or RtsDtrPins(port.serial))
-                    await nursery.start(e22.run)
-                    b = await e22.configure(e22_wanted)
-                    report.applied = {"channel": b.channel, "freq_mhz": b.freq_mhz, "air_rate_bps": b.air_rate_bps,
-                                      "power_dbm": b.power_dbm}
-                    report.problems += check_radio(region, config.role, int(b.freq_mhz * 1e6), 125, b.power_dbm)
+            try:
+                with trio.fail_after(CHECK_TIMEOUT_S):
+                    await _configure(config, port, nursery, report, region, pins,
+                                     wanted if config.model == "rak3172" else e22_wanted)
+            except MeshmeetError as e:
+                report.problems.append(Problem(e.vi, e.en))
+            except trio.TooSlowError:
+                report.problems.append(Problem("Modem không trả lời", "modem did not answer"))
             nursery.cancel_scope.cancel()
-    except MeshmeetError as e:
-        report.problems.append(Problem(e.vi, e.en))
-    except trio.TooSlowError:
-        report.problems.append(Problem("Modem không trả lời", "modem did not answer"))
     finally:
         await port.aclose()
     report.ok = not report.problems
     return report
+
+
+async def _configure(config: LoraConfig, port, nursery: trio.Nursery, report: CheckReport, region,
+                     pins: ModePins | None, wanted) -> None:
+    if config.model == "rak3172":
+        rak = Rak3172(port.stream)
+        await nursery.start(rak.run)
+        back = await rak.configure(wanted)
+        report.applied = {"command": back.command()}
+        report.problems += check_radio(region, config.role, back.freq_hz, back.bw_khz, back.power_dbm)
+    else:
+        e22 = E22(port.stream, pins or RtsDtrPins(port.serial))
+        await nursery.start(e22.run)
+        b = await e22.configure(wanted)
+        report.applied = {"channel": b.channel, "freq_mhz": b.freq_mhz, "air_rate_bps": b.air_rate_bps,
+                          "power_dbm": b.power_dbm}
+        report.problems += check_radio(region, config.role, int(b.freq_mhz * 1e6), 125, b.power_dbm)
 
 
 async def emulate(nodes: int, topology: Topology | None = None, *, model: str = "rak3172",
