@@ -22,6 +22,8 @@ class TreeView(Protocol):
     def children(self) -> tuple[str, ...]: ...
     @property
     def rank(self) -> tuple[int, int, str]: ...
+    @property
+    def root_rank(self) -> tuple[int, int, str]: ...
 
 
 def find_loop(start: str, cores: dict[str, TreeView | None]) -> list[str] | None:
@@ -55,7 +57,8 @@ def any_loop(cores: dict[str, TreeView | None]) -> list[str] | None:
 class ConvergenceTracker:
     """Tracks the set of "bad" nodes; the tree is whole (converged) when that set is empty.
 
-    A live node is good when it agrees on its component's best root, its parent (unless it is the
+    A live node is good when it agrees on its component's best root (and that root's current rank,
+    so a briefing shows everywhere), its parent (unless it is the
     root) is a neighbour over a link that is physically up, and its children are exactly the
     nodes that point at it.
     """
@@ -92,8 +95,9 @@ class ConvergenceTracker:
         if core is None:
             return True
         best = self._best[node]
-        if core.root != best:
-            return False
+        best_core = self._cores.get(best)
+        if best_core is None or core.root != best or core.root_rank != best_core.rank:
+            return False          # (a dead best root: components are about to be recomputed)
         parent = core.parent
         if node == best:
             if parent is not None:

@@ -116,7 +116,7 @@ class TreeNode:
         self._children: set[str] = set()                    # peers whose latest update names me their parent
         self._flaps: dict[str, FlapHistory] = {}
         self._max_seqno_seen = 0
-        self._root_seen: dict[str, tuple[int, float]] = {}   # root -> (highest seqno, when it last rose)
+        self._root_seen: dict[str, tuple[int, float, int, int]] = {}  # root -> (top seqno, when it rose, epoch, priority)
         self._forwarded: dict[str, tuple[int, float]] = {}   # root -> (seqno, when) of the last request sent up
         self._pending: _Pending | None = None
         self._route = _Route(node_id, 0, priority, 1, 0, None)
@@ -282,7 +282,14 @@ class TreeNode:
         if update.root != self._id:
             seen = self._root_seen.get(update.root)
             if seen is None or update.seqno > seen[0]:
-                self._root_seen[update.root] = (update.seqno, now)
+                self._root_seen[update.root] = (update.seqno, now, update.epoch, update.priority)
+
+    def _rank_of(self, update: Update) -> Rank:
+        """A root's rank as its newest seqno says (a slow link may still carry an older rank)."""
+        seen = self._root_seen.get(update.root)
+        if seen is None:
+            return (update.epoch, update.priority, update.root)
+        return (seen[2], seen[3], update.root)
 
     def _on_update(self, peer: str, link: _Link, update: Update, now: float) -> Output:
         self._note(update, now)
@@ -296,7 +303,7 @@ class TreeNode:
             if update.root == self._id:
                 if update.seqno > mine:        # news of my own earlier life: move past it
                     self._bump(update.seqno + 1, now)
-            elif (update.epoch, update.priority, update.root) < self.rank and update.seqno >= mine:
+            elif self._rank_of(update) < self.rank and update.seqno >= mine:
                 self._bump(update.seqno + 1, now)  # a lesser root is ahead: let its nodes join me
         return self._after(now)
 
@@ -344,7 +351,7 @@ class TreeNode:
                 continue
             if not _better((adv.seqno, adv.metric), self._fd):
                 continue
-            key = ((adv.epoch, adv.priority, adv.root), -metric, peer == current.parent, peer)
+            key = (self._rank_of(adv), -metric, peer == current.parent, peer)
             if best is None or key > best:
                 best = key
         if best is not None and best[0] > self.rank:
@@ -369,7 +376,7 @@ class TreeNode:
             adv = link.advert
             if adv is None or now < link.usable_at or adv.root == self._id or adv.is_parent_flag:
                 continue
-            rank = (adv.epoch, adv.priority, adv.root)
+            rank = self._rank_of(adv)
             if rank <= mine or adv.metric + link.cost >= MAX_METRIC or not self._alive(adv.root, now):
                 continue
             key = (rank, -(adv.metric + link.cost), peer)
@@ -389,8 +396,8 @@ class TreeNode:
     def _gc(self, now: float) -> None:
         keep = {link.advert.root for link in self._links.values() if link.advert is not None}
         keep.add(self._route.root)
-        for root, (_, when) in list(self._root_seen.items()):
-            if root not in keep and now - when > ROOT_GC_S:
+        for root, seen in list(self._root_seen.items()):
+            if root not in keep and now - seen[1] > ROOT_GC_S:
                 del self._root_seen[root]
         for root, (_, when) in list(self._forwarded.items()):
             if now - when > ROOT_GC_S:

@@ -38,6 +38,11 @@ def commune_21() -> dict[str, Any]:
         _link("thon-13", "thon-14", "lora"),
         _link("thon-01", "thon-16", "4g"),
     ]
+    # The wired halls also reach the backup hall thon-01 over the commune network, and the 4G halls
+    # over the internet: links the tree only uses when HQ is down (they cost more than the HQ links).
+    links += [_link("thon-01", hall, "fibre", delay_s=0.004) for hall in ("thon-02", "thon-04", "thon-09", "thon-11", "thon-12")]
+    links += [_link("thon-01", hall, "4g") for hall in ("thon-13", "thon-14", "thon-17", "thon-18")]
+    links += [_link("thon-08", "thon-09", "lan"), _link("thon-10", "thon-11", "lan"), _link("thon-15", "thon-16", "4g")]
     events = [
         {"at": 40.0, "action": "link_down", "link": ["hq", "thon-07"]},
         {"at": 80.0, "action": "link_up", "link": ["hq", "thon-07"]},
