@@ -39,7 +39,7 @@ class TreeTimers:
 
 @dataclass(frozen=True)
 class TreeChanged:
-    """This node's place in the tree changed (root, parent, children or the root's briefing state)."""
+    """This node's place in the tree changed (root, parent, children, or the root's priority or briefing)."""
 
     root: str
     parent: str | None
@@ -47,6 +47,12 @@ class TreeChanged:
     cost: int
     seqno: int
     briefing: bool
+    root_priority: int = 0
+    briefing_epoch: int = 0
+
+    def shape(self) -> tuple[object, ...]:
+        """What counts as a change of the tree (cost and seqno move all the time and do not)."""
+        return (self.root, self.parent, self.children, self.root_priority, self.briefing_epoch)
 
 
 @dataclass(frozen=True)
@@ -428,11 +434,10 @@ class TreeNode:
                 sends.append((peer, plain_bytes))
         sends.extend(self._extra)
         events: tuple[TreeEvent, ...] = ()
-        state = TreeChanged(route.root, route.parent, self.children, route.metric, route.seqno, route.epoch > 0)
+        state = TreeChanged(route.root, route.parent, self.children, route.metric, route.seqno, route.epoch > 0,
+                            route.priority, route.epoch)
         reported = self._reported
-        if reported is None or (reported.root, reported.parent, reported.children, reported.briefing) != (
-            state.root, state.parent, state.children, state.briefing
-        ):
+        if reported is None or reported.shape() != state.shape():
             self._reported = state
             events = (state,)
         return Output(tuple(sends), events)

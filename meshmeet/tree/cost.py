@@ -14,6 +14,7 @@ COST_SCALE = 16                 # cost units of an ideal hop (1 ms LAN, no loss,
 RTT_UNIT_S = 0.010              # every 10 ms of round trip adds one ideal hop
 REF_CAPACITY_BPS = 10_000_000   # a 10 Mbit/s link adds one ideal hop; slower links add more
 METERED_FACTOR = 4              # a metered (4G) link costs four times as much
+MIN_CAPACITY_BPS = 1.0          # below this a link is treated as 1 bit/s
 MAX_LOSS = 0.9                  # loss is clamped here so the cost stays finite
 MIN_COST = 1
 MAX_COST = 1 << 24              # one hop never costs more than this
@@ -35,11 +36,13 @@ def link_cost(inputs: LinkCostInputs) -> int:
     rtt_s = inputs.rtt_s if math.isfinite(inputs.rtt_s) and inputs.rtt_s > 0 else 0.0
     loss = inputs.loss if math.isfinite(inputs.loss) else MAX_LOSS
     loss = min(max(loss, 0.0), MAX_LOSS)
-    capacity = inputs.capacity_bps if math.isfinite(inputs.capacity_bps) and inputs.capacity_bps > 0 else 1.0
+    capacity = inputs.capacity_bps if math.isfinite(inputs.capacity_bps) and inputs.capacity_bps > MIN_CAPACITY_BPS else MIN_CAPACITY_BPS
     base = 1.0 + rtt_s / RTT_UNIT_S + REF_CAPACITY_BPS / capacity
     etx = 1.0 / ((1.0 - loss) ** 2)
     cost = COST_SCALE * base * etx * (METERED_FACTOR if inputs.metered else 1)
-    return int(min(max(round(cost), MIN_COST), MAX_COST))
+    if not math.isfinite(cost) or cost >= MAX_COST:
+        return MAX_COST
+    return max(round(cost), MIN_COST)
 
 
 def cost_changed(old: int, new: int) -> bool:
