@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOP_LIMIT = 6
 DEFAULT_MAX_RETRIES = 4
 MAX_QUEUE_FRAMES = 256
+RETRY_BACKOFF = 1.5
 MAX_DELIVERED_REMEMBERED = 4096
 AUTHORITY_KINDS = frozenset({Kind.ALERT, Kind.CONTROL})
 
@@ -199,7 +200,7 @@ class LoraCore:
         return msg_id
 
     def _enqueue_message(self, message: Message, kind: Kind, msg_id: int, dest: int,
-                         ref: int | None, now: float) -> None:
+                         ref: int | None, now: float, not_before: float | None = None) -> None:
         plaintext = encode_message(message, source=self.config.my_id, msg_id=msg_id, dest=dest,
                                    ref=ref, sign=self._sign)
         chunks = split(plaintext, self.config.mtu_bytes)
@@ -212,7 +213,8 @@ class LoraCore:
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             frame = Frame(int(kind), hops, self.config.my_id, first + i, chunk, None if last == 0 else (i, last))
-            self._push(PRIORITY_OF[kind], now, encode_frame(frame, self._keys), msg_id if i == last else None)
+            self._push(PRIORITY_OF[kind], now if not_before is None else not_before,
+                       encode_frame(frame, self._keys), msg_id if i == last else None)
 
     def _push(self, priority: int, not_before: float, data: bytes, arms: int | None = None) -> None:
         airtime = self.config.frame_airtime_s(len(data))
@@ -277,7 +279,9 @@ class LoraCore:
             events.append(Delivered(frame.source, msg_id, env.dest, env.message))
         if kind in ACKED_KINDS:
             ack = Ack(frame.source, msg_id)
-            self._enqueue_message(ack, Kind.ACK, self._counter, frame.source, None, now)
+            # jittered like a forward, so acks from neighbours do not collide with the flood
+            self._enqueue_message(ack, Kind.ACK, self._counter, frame.source, None, now,
+                                  not_before=now + self._rng.uniform(0, self.config.jitter_s))
         return events
 
     def _on_ack(self, ack: Ack, by: int, dest: int) -> list[Event]:
@@ -311,7 +315,8 @@ class LoraCore:
         self.airtime_sent_s += head.airtime_s
         if head.arms_msg is not None and head.arms_msg in self._pending:
             p = self._pending[head.arms_msg]
-            p.deadline = now + head.airtime_s + p.timeout_s
+            # randomised so that two sources retrying on the same schedule do not collide forever
+            p.deadline = now + head.airtime_s + p.timeout_s * self._rng.uniform(1.0, 1.5)
         return head.data
 
     # -- timers ----------------------------------------------------------------------------
@@ -327,7 +332,7 @@ class LoraCore:
                 events.append(GaveUp(msg_id, frozenset(p.expect)))
                 continue
             p.retries += 1
-            p.timeout_s *= 2
+            p.timeout_s *= RETRY_BACKOFF
             p.deadline = None
             self._enqueue_message(p.message, kind_of(p.message), msg_id, p.dest, ref=msg_id, now=now)
         return events
