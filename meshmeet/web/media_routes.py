@@ -115,11 +115,12 @@ class MediaHub:
         self._recorder.add(data, now)
 
     # ---- subscribers -------------------------------------------------------------------
-    def add_subscriber(self) -> str:
+    def add_subscriber(self, *, start_level: int = 0) -> str:
+        """A browser link; start_level 2 = low layer (small screens), 3 = audio only."""
         self._next_id += 1
         sub = f"hall-{self._next_id}"
         self._wake[sub] = asyncio.Event()
-        self._send_out(self.relay.add_link(sub, self._clock()))
+        self._send_out(self.relay.add_link(sub, self._clock(), start_level=start_level))
         self._ensure_ticker()
         return sub
 
@@ -194,7 +195,8 @@ class MediaHub:
     async def _hall_ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=20.0)
         await ws.prepare(request)
-        sub = self.add_subscriber()
+        start = {"high": 0, "low": 2, "audio": 3}.get(request.query.get("layer", "high"), 0)
+        sub = self.add_subscriber(start_level=start)
         sender = asyncio.get_running_loop().create_task(self.serve_subscriber(sub, ws))
         try:
             await ws.send_str(f'{{"subscriber":"{sub}"}}')

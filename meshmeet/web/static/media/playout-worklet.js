@@ -4,6 +4,7 @@
 const RATE = 48000;
 const RING = RATE * 2;
 const MIN_MS = 40, MAX_MS = 300;
+const PEAK_DECAY = 0.9998;  // per 20 ms frame: ~1 %/s
 class Playout extends AudioWorkletProcessor {
   constructor() {
     super();
@@ -12,20 +13,18 @@ class Playout extends AudioWorkletProcessor {
     this.headTs = null;                // µs timestamp of sample index r
     this.nextTs = null;                // µs timestamp expected at write position
     this.playing = false; this.started = false;
-    this.targetMs = 80; this.jitterMs = 0; this.lastArrival = null;
+    this.targetMs = 120; this.peakGapMs = 90; this.lastArrival = null;
     this.underruns = 0; this.quanta = 0; this.framesIn = 0; this.concealed = 0;
     this.port.onmessage = (ev) => { if (ev.data.port) { this.out = ev.data.port; this.out.onmessage = (e) => this.push(e.data); } };
   }
   buffered() { return this.w - this.r; }
   push(m) {
     const now = currentTime * 1000;
-    if (this.lastArrival !== null) {
-      const d = Math.abs(now - this.lastArrival - m.pcm.length / RATE * 1000);
-      this.jitterMs += (d - this.jitterMs) / 16;
-    }
+    // peak-hold of the arrival gaps: grows at once with a burst, decays slowly
+    this.peakGapMs *= PEAK_DECAY;
+    if (this.lastArrival !== null) this.peakGapMs = Math.max(this.peakGapMs, now - this.lastArrival);
     this.lastArrival = now;
-    const target = Math.min(MAX_MS, Math.max(MIN_MS, 3 * this.jitterMs + 30));
-    this.targetMs = Math.max(target, this.targetMs * 0.999);  // grow fast, shrink slowly
+    this.targetMs = Math.min(MAX_MS, Math.max(MIN_MS, this.peakGapMs + 30));
     if (this.nextTs !== null) {
       const gapUs = m.ts - this.nextTs;
       if (gapUs < -5000) return;        // late duplicate
@@ -50,7 +49,8 @@ class Playout extends AudioWorkletProcessor {
       const excess = this.buffered() - (targetSamples + 0.1 * RATE);
       if (excess > 0) { this.r += Math.floor(excess); this.headTs += excess / RATE * 1e6; }  // catch up
       if (this.buffered() < n) {
-        this.playing = false; this.underruns++; this.targetMs = Math.min(MAX_MS, this.targetMs + 40);
+        this.playing = false; this.underruns++; this.peakGapMs += 60;
+        this.targetMs = Math.min(MAX_MS, this.targetMs + 40);
         out.fill(0);
       } else {
         for (let i = 0; i < n; i++) out[i] = this.ring[(this.r + i) % RING];

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Media relay benchmark: latency added per relay hop, and WebSocket subscribers per core.
+
+Server (one process, one asyncio loop, as the gateway runs): either the real MediaHub (relay core
+in the middle) or a bare forwarder (every presenter message to every subscriber, nothing else)
+as the baseline, measured in the same run with the same clients. Clients run in this process: a
+presenter sending audio (50/s, 74 B) and low + high video (20/s) whose payload carries a send
+timestamp, and N hall subscribers (audio + low video). Loopback only; bounded in time.
+
+    python scripts/bench/media.py [--json] [--subs 50] [--seconds 4] [--max-subs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from meshmeet.media import chunk as C  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def serve(kind: str, port_q: mp.Queue) -> None:
+    from meshmeet.web.media_routes import MediaHub, add_media_routes
+
+    async def main() -> None:
+        app = web.Application()
+        if kind == "relay":
+            add_media_routes(app, MediaHub())
+        else:
+            subs: set[web.WebSocketResponse] = set()
+
+            async def present(req: web.Request) -> web.WebSocketResponse:
+                ws = web.WebSocketResponse(max_msg_size=2 << 20)
+                await ws.prepare(req)
+                async for msg in ws:
+                    for s in tuple(subs):
+                        if not s.closed:
+                            await s.send_bytes(msg.data)
+                return ws
+
+            async def hall(req: web.Request) -> web.WebSocketResponse:
+                ws = web.WebSocketResponse()
+                await ws.prepare(req)
+                subs.add(ws)
+                async for _ in ws:
+                    pass
+                subs.discard(ws)
+                return ws
+
+            app.router.add_get("/media/ws/present", present)
+            app.router.add_get("/media/ws/hall", hall)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_q.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+
+
+def cpu_s(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def msg(track: int, layer: int, seq: int, key: bool, size: int, tid: int = 0) -> bytes:
+    stamp = time.perf_counter_ns().to_bytes(8, "big")
+    return C.encode(C.Chunk(track, layer, tid, key, 0, seq, seq * 20000, 20000, stamp + bytes(max(0, size - 22))))
+
+
+async def run_point(port: int, pid: int, n_subs: int, seconds: float, layer: str) -> dict:
+    lat_ms: list[float] = []
+    counts = [0] * n_subs
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        pres = await http.ws_connect(f"http://127.0.0.1:{port}/media/ws/present")
+        cfgs = [C.encode(C.DecoderConfig(0, 0, 0, {"codec": "opus"})),
+                C.encode(C.DecoderConfig(1, 0, 0, {"codec": "vp8"})), C.encode(C.DecoderConfig(1, 1, 0, {"codec": "vp8"}))]
+        for c in cfgs:
+            await pres.send_bytes(c)
+        subs = [await http.ws_connect(f"http://127.0.0.1:{port}/media/ws/hall?layer={layer}") for _ in range(n_subs)]
+
+        async def reader(i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for m in ws:
+                if m.type != aiohttp.WSMsgType.BINARY or m.data[0] != C.KIND_CHUNK:
+                    continue
+                counts[i] += 1
+                if i % 10 == 0 and len(m.data) >= 22:
+                    lat_ms.append((time.perf_counter_ns() - int.from_bytes(m.data[14:22], "big")) / 1e6)
+
+        tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(subs)]
+        await asyncio.sleep(0.3)
+        t_end = time.perf_counter() + seconds
+        c0, w0 = cpu_s(pid), time.perf_counter()
+        sent_av = n = 0
+        t_next = time.perf_counter()
+        warm = 25
+        while time.perf_counter() < t_end:
+            await pres.send_bytes(msg(0, 0, n, True, 74))
+            sent_av += 1
+            if n % 2 == 0:  # video at 25/s here (every other 20 ms tick)
+                key = (n // 2) % 50 == 0 or n == 0
+                tid = 0 if key else (0, 2, 1, 2)[(n // 2) % 4]
+                await pres.send_bytes(msg(1, 1, n // 2, key, 1500 if key else 500, tid))
+                await pres.send_bytes(msg(1, 0, n // 2, key, 4000 if key else 1000, tid))
+                sent_av += 1
+            n += 1
+            if n == warm:
+                lat_ms.clear()
+            t_next += 0.02
+            await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
+        await asyncio.sleep(0.3)
+        cpu = (cpu_s(pid) - c0) / (time.perf_counter() - w0)
+        for t in tasks:
+            t.cancel()
+        for ws in subs:
+            await ws.close()
+        await pres.close()
+    lat_ms.sort()
+    q = lambda p: lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))] if lat_ms else float("nan")  # noqa: E731
+    delivered = statistics.mean(counts) / max(1, sent_av)
+    return {"subscribers": n_subs, "p50_ms": round(q(0.5), 3), "p99_ms": round(q(0.99), 3),
+            "cpu_cores": round(cpu, 3), "delivered": round(min(delivered, 1.0), 3)}
+
+
+def with_server(kind: str, fn) -> dict:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    p = ctx.Process(target=serve, args=(kind, q), daemon=True)
+    p.start()
+    try:
+        port = q.get(timeout=30)
+        return asyncio.run(fn(port, p.pid))
+    finally:
+        p.terminate()
+        p.join(5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--subs", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--max-subs", type=int, default=300)
+    a = ap.parse_args()
+
+    hop = {k: with_server(k, lambda port, pid: run_point(port, pid, a.subs, a.seconds, "low")) for k in ("bare", "relay")}
+    scale: list[dict] = []
+    for n in (50, 100, 200, a.max_subs):
+        if n > a.max_subs:
+            break
+        r = with_server("relay", lambda port, pid, n=n: run_point(port, pid, n, a.seconds, "low"))
+        b = with_server("bare", lambda port, pid, n=n: run_point(port, pid, n, a.seconds, "low"))
+        scale.append({"subscribers": n, "relay_cpu_cores": r["cpu_cores"], "relay_delivered": r["delivered"],
+                      "bare_cpu_cores": b["cpu_cores"], "bare_delivered": b["delivered"]})
+    ok = [s["subscribers"] for s in scale if s["relay_cpu_cores"] < 1.0 and s["relay_delivered"] >= 0.95]
+    out = {
+        "hop_latency": {"subscribers": a.subs, "relay_p50_ms": hop["relay"]["p50_ms"], "relay_p99_ms": hop["relay"]["p99_ms"],
+                        "bare_p50_ms": hop["bare"]["p50_ms"], "bare_p99_ms": hop["bare"]["p99_ms"],
+                        "added_p50_ms": round(hop["relay"]["p50_ms"] - hop["bare"]["p50_ms"], 3),
+                        "added_p99_ms": round(hop["relay"]["p99_ms"] - hop["bare"]["p99_ms"], 3), "goal_p99_ms": 2.0},
+        "subscribers_per_core": {"points": scale, "max_under_one_core": max(ok) if ok else 0, "goal": 200},
+        "capture_to_decode": None,
+    }
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return
+    h = out["hop_latency"]
+    print(f"Latency through one relay hop, {a.subs} subscribers (audio + low video), send -> receive on loopback")
+    print(f"{'':22}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'bare forwarder':22}{h['bare_p50_ms']:>10.3f}{h['bare_p99_ms']:>10.3f}")
+    print(f"{'relay (MediaHub)':22}{h['relay_p50_ms']:>10.3f}{h['relay_p99_ms']:>10.3f}")
+    print(f"{'added by relay':22}{h['added_p50_ms']:>10.3f}{h['added_p99_ms']:>10.3f}   (goal p99 < 2 ms)")
+    print()
+    print("WebSocket subscribers served by one node (server process CPU, share of messages delivered)")
+    print(f"{'subs':>6}{'relay cores':>13}{'relay deliv':>13}{'bare cores':>12}{'bare deliv':>12}")
+    for s in scale:
+        print(f"{s['subscribers']:>6}{s['relay_cpu_cores']:>13.2f}{s['relay_delivered']:>13.3f}{s['bare_cpu_cores']:>12.2f}{s['bare_delivered']:>12.3f}")
+    print(f"max subscribers under one core with >= 95 % delivered: {out['subscribers_per_core']['max_under_one_core']} (goal 200)")
+    print("capture -> decode latency in Chromium: not measured by this script yet")
+
+
+if __name__ == "__main__":
+    main()
