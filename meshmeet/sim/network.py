@@ -124,7 +124,7 @@ class Simulator:
 
     def run(self) -> None:
         self.run_until(self.scenario.duration_s)
-        self._close_window(self.scenario.duration_s)
+        self.finish_window(self.scenario.duration_s)
 
     def run_until(self, t: float) -> None:
         while self._heap and self._heap[0][0] <= t:
@@ -223,7 +223,7 @@ class Simulator:
             if core is not None and self._timer_at.get(node) == deadline:
                 self._apply(node, core.handle_timer(self.now))
         elif kind == "event":
-            self._close_window(self.now)
+            self.finish_window(self.now)
             self.windows.append(Window(self.now, item.label))
             self._event(item)
         elif kind == "start":
@@ -413,7 +413,8 @@ class Simulator:
         elif self._converged_since is None:
             self._converged_since = self.now
 
-    def _close_window(self, t: float) -> None:
+    def finish_window(self, t: float) -> None:
+        """Fill in the current window's figures as of `t` (safe to call again later)."""
         window = self.windows[-1]
         if self.converged and self._converged_since is not None:
             window.converged_at = max(self._converged_since, window.at)
