@@ -103,7 +103,8 @@ class SyncSession:
         self.peer_node_id = peer_node_id
         self.started = now
         self.closed = False
-        self.peer_vector: dict[str, int] | None = None  # what the peer holds, as far as we know
+        self.peer_vector: dict[str, int] | None = None  # per origin, the peer holds 1..n (gap-free)
+        self._peer_ahead: dict[str, dict[int, int]] = {}  # batches it holds past a gap: first -> last
         self._asked: dict[bytes, float] = {}            # chunk -> when we asked
         self._lacking: dict[bytes, float] = {}          # chunk -> when we may ask this peer again
         self._owed: set[bytes] = set()                  # chunks the peer asked for that we are fetching too
@@ -195,8 +196,7 @@ class SyncSession:
             self.store.counters.forged_batches += 1
             log.warning("forged batch from peer %s dropped", self.peer_node_id)
             return [], [BatchForged(exc.reason)]
-        if self.peer_vector is not None and self.peer_vector.get(batch.origin, 0) < batch.last_seq:
-            self.peer_vector[batch.origin] = batch.last_seq
+        self._peer_holds(batch.origin, batch.first_seq, batch.last_seq)
         report = self.store.apply([batch])
         events: list[Event] = [ChangeRejected(o, s, r.en) for o, s, r in report.rejections]
         if report.batches_applied:
@@ -221,10 +221,24 @@ class SyncSession:
         assert self.peer_vector is not None
         out = []
         for b in self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH):
+            if b.first_seq in self._peer_ahead.get(b.origin, ()):
+                continue
             out.append(Batch(b.body, b.sig))
-            if self.peer_vector.get(b.origin, 0) < b.last_seq:
-                self.peer_vector[b.origin] = b.last_seq
+            self._peer_holds(b.origin, b.first_seq, b.last_seq)
         return self._out(out)
+
+    def _peer_holds(self, origin: str, first_seq: int, last_seq: int) -> None:
+        """Note a batch the peer has (it sent it, or we did); keep the gap-free prefix exact."""
+        if self.peer_vector is None:
+            return
+        ahead = self._peer_ahead.setdefault(origin, {})
+        ahead[first_seq] = last_seq
+        seq = self.peer_vector.get(origin, 0)
+        while seq + 1 in ahead:
+            seq = ahead.pop(seq + 1)
+        for first in [f for f in ahead if f <= seq]:
+            del ahead[first]
+        self.peer_vector[origin] = seq
 
     def _serve_owed(self) -> list[Outgoing]:
         out: list[Outgoing] = []
