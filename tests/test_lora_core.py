@@ -13,7 +13,7 @@ from meshmeet.lora.messages import (BROADCAST, Alert, Attendance, Beacon, Contro
                                     Digest, MessageError, Tally, decode_message)
 from meshmeet.identity import verify
 
-from lora_helpers import KEY, make_cores, run_sim
+from test_lora_helpers import KEY, make_cores, run_sim
 
 KEYS = FrameKeys.derive(KEY)
 

@@ -17,7 +17,7 @@ from meshmeet.lora.messages import Alert, Attendance
 from meshmeet.lora.rak3172 import Rak3172
 from meshmeet.lora.serial_io import open_serial
 
-from lora_helpers import make_cores
+from test_lora_helpers import make_cores
 
 FAST = P2PSettings(921_500_000, 7, 250, 0, 16, 14)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from lora_helpers import make_cores  # noqa: E402
+from test_lora_helpers import make_cores  # noqa: E402
 
 from meshmeet.lora.airtime import LoraParams, time_on_air_s  # noqa: E402
 from meshmeet.lora.core import Delivered  # noqa: E402
