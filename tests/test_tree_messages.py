@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -100,3 +101,17 @@ def test_link_cost_orders_the_kinds_of_link() -> None:
     assert lan < lossy
     assert link_cost(LinkCostInputs(0.07, 0.01, 10e6, False)) * 4 == pytest.approx(metered, rel=0.01)
     assert not math.isnan(lora)
+
+
+VECTORS = [
+    (Update("0123456789abcdef", 0, 100, 4242, 0, 0), "9701b0303132333435363738396162636465660064cd10920000"),
+    (Update("0123456789abcdef", 3, 50, 70000, 1234, 1), "9701b0303132333435363738396162636465660332ce00011170cd04d201"),
+    (Request("0123456789abcdef", 4243), "9302b030313233343536373839616263646566cd1093"),
+]
+
+
+@pytest.mark.parametrize(("message", "hex_bytes"), VECTORS)
+def test_vectors_of_docs_protocol_tree(message: Update | Request, hex_bytes: str) -> None:
+    assert encode(message).hex() == hex_bytes
+    assert decode(bytes.fromhex(hex_bytes)) == message
+    assert hex_bytes in (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "tree.md").read_text()
