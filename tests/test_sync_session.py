@@ -347,9 +347,22 @@ def test_any_schedule_converges_after_the_links_heal(schedule, rnd) -> None:
             net.disconnect(a, b)
     for a in range(N - 1):
         net.connect(a, a + 1)
+    if mids:  # a write while the Hellos of the healed links are in flight
+        stores[0].write("meetings", mids[0], {"title": "vừa nối lại"})
+        net.changed(0)
     net.run()
     net.tick(1e9)
     net.run()
     assert len({s.digest() for s in stores}) == 1
     assert all(not r["id"].startswith("rogue") for s in stores for r in s.rows("announcements"))
     assert not any(isinstance(e, ProtocolViolation) for _, e in net.events)
+
+
+def test_change_made_while_hellos_cross_is_not_missed() -> None:
+    hq, hall = mk(HQ), mk(HALL1)
+    net = SimNet([hq, hall])
+    net.connect(0, 1)            # both Hellos (of empty vectors) are now in flight
+    mid = m.create_meeting(hq, "Họp")  # ... and HQ changes before they arrive
+    net.changed(0)
+    net.run()
+    assert hall.get("meetings", mid) is not None and hq.digest() == hall.digest()

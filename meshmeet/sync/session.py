@@ -2,7 +2,8 @@
 
 On connect both sides send a Hello with a 16-byte hash of their version vector; if the
 hashes match the session is in sync after one small message each way. Otherwise both send
-their vectors and then every batch the other lacks. New batches are pushed as the store
+their vectors and then every batch the other lacks (a side that gets a Vector before sending
+its own answers with its own, so a change made while the Hellos cross is not missed). New batches are pushed as the store
 gains them (`on_local_change`). Document chunks are pulled with a small window of Want
 requests; every chunk is checked against its SHA-256 before it is stored. A request for a
 chunk this node is itself still fetching is held and answered when the chunk arrives.
@@ -107,6 +108,7 @@ class SyncSession:
         self._peer_ahead: dict[str, dict[int, int]] = {}  # batches it holds past a gap: first -> last
         self._asked: dict[bytes, float] = {}            # chunk -> when we asked
         self._lacking: dict[bytes, float] = {}          # chunk -> when we may ask this peer again
+        self._vector_sent = False
         self._owed: set[bytes] = set()                  # chunks the peer asked for that we are fetching too
         self.bytes_in = 0
         self.bytes_out = 0
@@ -160,10 +162,16 @@ class SyncSession:
             if msg.vector_hash == vector_hash(mine):
                 self.peer_vector = dict(mine)
                 return self._push() + self._request_chunks(now), [InSync()]
+            self._vector_sent = True
             return self._out([Vector(mine)]), []
         if isinstance(msg, Vector):
             self.peer_vector = dict(msg.vector)
-            return self._push() + self._request_chunks(now), []
+            self._peer_ahead.clear()
+            out = []
+            if not self._vector_sent:  # our Hello matched when it left, but the peer has moved on
+                self._vector_sent = True
+                out = self._out([Vector(self.store.version_vector())])
+            return out + self._push() + self._request_chunks(now), []
         if isinstance(msg, Batch):
             return self._on_batch(msg, now)
         if isinstance(msg, Want):
