@@ -49,7 +49,7 @@ def scenarios(draw: st.DrawFn, max_nodes: int = 9, max_events: int = 8) -> dict:
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_random_schedules_never_loop_and_converge(raw: dict) -> None:
     sim = Simulator(load_scenario(raw))

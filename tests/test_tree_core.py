@@ -237,3 +237,23 @@ def test_messages_from_unknown_peers_and_self_links_are_ignored() -> None:
     assert node.receive("zz", encode(Update("zz", 0, 999, 5, 0, 0)), 0.0) == Output()
     assert node.link_up("a", LAN, 0.0) == Output()
     assert node.is_root
+
+
+def test_link_metrics_move_the_parent_only_on_a_significant_change() -> None:
+    net = Net(("hq", 100), ("a", 10), ("b", 10), ("c", 10))
+    net.connect("hq", "a")
+    net.connect("hq", "b")
+    net.connect("a", "c")
+    net.connect("b", "c", LinkCostInputs(0.0012, 0.0, 100e6, False))
+    net.run()
+    assert net.nodes["c"].parent == "a"
+    cost = net.nodes["c"].cost
+    # 10 % worse: below the 25 % threshold, nothing moves
+    net.take("c", net.nodes["c"].link_metrics("a", 0.0013, 0.0, 100e6, False, net.now))
+    net.run()
+    assert net.nodes["c"].parent == "a" and net.nodes["c"].cost == cost
+    # the LAN to a turns lossy and slow: c moves to b (a feasible route: b's metric is below c's FD)
+    net.take("c", net.nodes["c"].link_metrics("a", 0.05, 0.3, 1e6, False, net.now))
+    net.run()
+    assert net.nodes["c"].parent == "b"
+    assert net.nodes["a"].children == () and net.nodes["b"].children == ("c",)
