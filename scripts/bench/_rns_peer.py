@@ -2,11 +2,13 @@
 
 `server`: a Reticulum instance with one TCPServerInterface on 127.0.0.1 and a destination that
 accepts links, echoes every link packet and accepts every resource. `client`: a Reticulum
-instance with one TCPClientInterface to that server; it measures link setup (time, bytes and
-flights on the TCP socket), the round trip of 16 B echo packets and 1 MB resource transfers,
-then prints one line `RESULT {json}`. Every wait is bounded; a figure that could not be taken is
-null with the reason in "notes". This script must never listen or connect anywhere but
-127.0.0.1, never enable AutoInterface or a shared instance, and never outlive its budget.
+instance with one TCPClientInterface to that server, which takes commands on stdin (so the bench
+can interleave its blocks with meshmeet's and raw TCP's, under the same machine load) and
+answers each with one `RESULT {json}` line of raw samples: link setups (time, bytes and flights
+on the TCP socket), round trips of echoed link packets, resource transfers. Every wait is
+bounded and a failure is answered with {"error": ...}. This script must never listen or connect
+anywhere but 127.0.0.1, never enable AutoInterface or a shared instance, and never outlive its
+budget (or, for the server, its parent: it leaves when stdin closes).
 
 Bytes are counted at the TCP level: the client's interface socket is wrapped in a counter of
 what `sendall` wrote and `recv` returned (the HDLC-framed bytes on the wire, both directions of
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -193,102 +194,104 @@ def close_link(link: RNS.Link) -> None:
     time.sleep(QUIET_S)  # let the close packet clear the socket before the next measurement
 
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def measure_setups(destination, counter: CountingSocket, count: int, deadline: float, notes: list[str]) -> dict:
-    times_ms, sizes, flights_seen = [], [], []
+def measure_setups(destination: RNS.Destination, counter: CountingSocket, count: int) -> dict:
+    """Open and close `count` links: time until the initiator may send, bytes and flights of each."""
+    out: dict = {"setup_ms": [], "setup_bytes": [], "setup_flights": []}
     for _ in range(count):
-        if time.monotonic() + SETUP_TIMEOUT_S > deadline:
-            notes.append(f"rns setup: stopped after {len(times_ms)} of {count} links (time budget)")
-            break
         time.sleep(QUIET_S)
         counter.record()
         link, elapsed = open_link(destination, SETUP_TIMEOUT_S)
         flights = counter.flights()
         if link is None:
-            notes.append(f"rns setup: a link did not establish within {SETUP_TIMEOUT_S} s")
-            continue
-        times_ms.append(elapsed * 1000.0)
-        sizes.append(sum(n for _, n in flights))
-        flights_seen.append(flights)
+            out["error"] = f"a link did not establish within {SETUP_TIMEOUT_S} s"
+            break
+        out["setup_ms"].append(elapsed * 1000.0)
+        out["setup_bytes"].append(sum(n for _, n in flights))
+        out["setup_flights"].append([n for _, n in flights])
         close_link(link)
-    return {
-        "setup_ms": median(times_ms),
-        "setup_bytes": median(sizes),
-        "setup_round_trips": median([len(f) / 2 for f in flights_seen]),
-        "setup_flights_bytes": [n for _, n in flights_seen[0]] if flights_seen else None,
-        "setup_samples": len(times_ms),
-    }
+    return out
 
 
-def measure_rtt(link: RNS.Link, counter: CountingSocket, count: int, size: int, deadline: float, notes: list[str]) -> dict:
-    replies: list[bytes] = []
-    got = threading.Event()
+def measure_rtt(link: RNS.Link, counter: CountingSocket, count: int, size: int) -> dict:
+    """Echo `count` packets of `size` B, one at a time; each round trip and the bytes they moved.
+
+    The next packet goes out from the packet callback itself (Reticulum's reader thread), so no
+    hand-over to another thread is timed: the best case Reticulum's API allows.
+    """
+    out: dict = {"rtt_ms": [], "wire_bytes": 0}
+    samples = out["rtt_ms"]
+    current = {"payload": b"", "start": 0.0}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def send_next() -> None:
+        current["payload"] = os.urandom(size)
+        current["start"] = time.perf_counter()
+        RNS.Packet(link, current["payload"]).send()
 
     def on_packet(message: bytes, packet) -> None:
-        replies.append(message)
-        got.set()
+        with lock:
+            if done.is_set():
+                return
+            if message != current["payload"]:
+                out["error"] = "an echo came back different"
+                done.set()
+                return
+            samples.append((time.perf_counter() - current["start"]) * 1000.0)
+            if len(samples) >= count:
+                done.set()
+                return
+            send_next()
 
     link.set_packet_callback(on_packet)
-    samples = []
     time.sleep(QUIET_S)
     before = counter.total()
-    for _ in range(count):
-        if time.monotonic() + RTT_TIMEOUT_S > deadline:
-            notes.append(f"rns rtt: stopped after {len(samples)} of {count} echoes (time budget)")
-            break
-        payload = os.urandom(size)
-        got.clear()
-        start = time.perf_counter()
-        RNS.Packet(link, payload).send()
-        if not got.wait(RTT_TIMEOUT_S):
-            notes.append(f"rns rtt: an echo did not come back within {RTT_TIMEOUT_S} s")
-            break
-        samples.append((time.perf_counter() - start) * 1000.0)
-    wire = counter.total() - before
-    return {
-        "rtt_ms": median(samples),
-        "rtt_samples": len(samples),
-        "overhead_bytes_per_msg": (wire / (2 * len(samples)) - size) if samples else None,
-    }
+    with lock:
+        send_next()
+    seen = -1
+    while not done.wait(RTT_TIMEOUT_S):
+        with lock:
+            if len(samples) == seen:
+                out["error"] = f"an echo did not come back within {RTT_TIMEOUT_S} s"
+                done.set()
+            seen = len(samples)
+    with lock:
+        out["wire_bytes"] = counter.total() - before
+        return out
 
 
-def measure_resource(link: RNS.Link, counter: CountingSocket, size: int, runs: int, deadline: float, timeout_s: float,
-                     notes: list[str]) -> dict:
+def measure_resource(link: RNS.Link, counter: CountingSocket, size: int, timeout_s: float) -> dict:
+    """Send `size` random bytes as one RNS.Resource (no compression); seconds until it is proven."""
     data = os.urandom(size)
-    rates, wire = [], []
-    for _ in range(runs):
-        remaining = deadline - time.monotonic()
-        if remaining < 1.0:
-            notes.append(f"rns resource: stopped after {len(rates)} of {runs} transfers (time budget)")
-            break
-        done = threading.Event()
-        time.sleep(QUIET_S)
-        before = counter.total()
-        start = time.perf_counter()
-        resource = RNS.Resource(data, link, auto_compress=False, callback=lambda _r: done.set())
-        finished = done.wait(min(timeout_s, remaining))
-        elapsed = time.perf_counter() - start
-        if not finished:
-            notes.append(f"rns resource: {size} B not transferred within {min(timeout_s, remaining):.0f} s")
-            resource.cancel()
-            break
-        if resource.status != RNS.Resource.COMPLETE:
-            notes.append(f"rns resource: transfer ended with status {resource.status}")
-            break
-        rates.append(size * 8 / elapsed / 1e6)
-        wire.append(counter.total() - before)
-    return {"mbit_s_1mb": median(rates), "resource_runs": len(rates), "resource_wire_bytes": median(wire)}
+    done = threading.Event()
+    time.sleep(QUIET_S)
+    before = counter.total()
+    start = time.perf_counter()
+    resource = RNS.Resource(data, link, auto_compress=False, callback=lambda _resource: done.set())
+    finished = done.wait(timeout_s)
+    elapsed = time.perf_counter() - start
+    if not finished:
+        resource.cancel()
+        return {"error": f"{size} B not transferred within {timeout_s:.0f} s"}
+    if resource.status != RNS.Resource.COMPLETE:
+        return {"error": f"the transfer ended with status {resource.status}"}
+    return {"seconds": elapsed, "wire_bytes": counter.total() - before}
 
 
-def run_client(configdir: Path, port: int, dest_hex: str, args: argparse.Namespace) -> None:
+def reply(tag: str, body: dict) -> None:
+    print(f"{tag} {json.dumps(body)}", flush=True)
+
+
+def run_client(configdir: Path, port: int, dest_hex: str, budget_s: float) -> None:
+    """Connect, find the path, answer READY; then run commands from stdin until EOF or `quit`.
+
+    Commands (one line each, one `RESULT {json}` line back): `setup N`, `rtt N SIZE`,
+    `resource SIZE TIMEOUT_S`.
+    """
     started = time.monotonic()
-    deadline = started + args.budget_s
-    exit_when_parent_goes(args.budget_s + 5.0)
-    notes: list[str] = []
-    result: dict = {"version": RNS.__version__ if hasattr(RNS, "__version__") else None, "notes": notes}
+    timer = threading.Timer(budget_s, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
     try:
         write_config(configdir, "client", port)
         start_reticulum(configdir)
@@ -297,19 +300,32 @@ def run_client(configdir: Path, port: int, dest_hex: str, args: argparse.Namespa
         wait_for_path(dest_hash, time.monotonic() + PATH_TIMEOUT_S)
         identity = RNS.Identity.recall(dest_hash)
         destination = RNS.Destination(identity, RNS.Destination.OUT, RNS.Destination.SINGLE, APP_NAME, ASPECT)
-        result["ready_s"] = time.monotonic() - started
-        result.update(measure_setups(destination, counter, args.setups, deadline, notes))
-        link, _ = open_link(destination, SETUP_TIMEOUT_S)
-        if link is None:
-            raise TimeoutError("could not open the link for round trips and transfers")
-        result.update(measure_rtt(link, counter, args.rtts, args.message_bytes, deadline, notes))
-        result.update(
-            measure_resource(link, counter, args.resource_bytes, args.resource_runs, deadline, args.resource_timeout_s, notes)
-        )
-        link.teardown()
-    except Exception as e:  # report what we have; the bench must still print its table
-        notes.append(f"rns client: {type(e).__name__}: {e}")
-    print("RESULT " + json.dumps(result), flush=True)
+    except Exception as e:
+        reply("FAILED", {"error": f"{type(e).__name__}: {e}"})
+        os._exit(1)
+    reply("READY", {"ready_s": time.monotonic() - started})
+    link: RNS.Link | None = None
+    for line in sys.stdin:
+        command, *args = line.split() or [""]
+        try:
+            if command == "setup":
+                result = measure_setups(destination, counter, int(args[0]))
+            elif command in ("rtt", "resource"):
+                if link is None or link.status != RNS.Link.ACTIVE:
+                    link, _ = open_link(destination, SETUP_TIMEOUT_S)
+                if link is None:
+                    result = {"error": "could not open a link"}
+                elif command == "rtt":
+                    result = measure_rtt(link, counter, int(args[0]), int(args[1]))
+                else:
+                    result = measure_resource(link, counter, int(args[0]), float(args[1]))
+            elif command == "quit":
+                break
+            else:
+                result = {"error": f"unknown command {command!r}"}
+        except Exception as e:  # report it; the bench decides what to do
+            result = {"error": f"{type(e).__name__}: {e}"}
+        reply("RESULT", result)
     os._exit(0)
 
 
@@ -319,18 +335,12 @@ def main() -> None:
     parser.add_argument("--configdir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dest", help="client: hex hash of the server's destination")
-    parser.add_argument("--budget-s", type=float, default=60.0)
-    parser.add_argument("--setups", type=int, default=20)
-    parser.add_argument("--rtts", type=int, default=200)
-    parser.add_argument("--message-bytes", type=int, default=16)
-    parser.add_argument("--resource-bytes", type=int, default=1_000_000)
-    parser.add_argument("--resource-runs", type=int, default=3)
-    parser.add_argument("--resource-timeout-s", type=float, default=30.0)
+    parser.add_argument("--budget-s", type=float, default=60.0, help="leave after this long, whatever happens")
     args = parser.parse_args()
     if args.role == "server":
         run_server(args.configdir, args.port, args.budget_s)
     else:
-        run_client(args.configdir, args.port, args.dest, args)
+        run_client(args.configdir, args.port, args.dest, args.budget_s)
 
 
 if __name__ == "__main__":

@@ -3,19 +3,27 @@
 Measures, for each: link setup (time and bytes on the wire, median of 20), the round trip of a
 16 B message (median of 200) and the throughput of 1 MB and 50 MB transfers (Reticulum: 1 MB).
 
-- meshmeet: two real LinkConnection ends on real TCP sockets on 127.0.0.1, driven by trio tasks
-  in this process with the same calls as meshmeet/node/links.py (receive_some of RECEIVE_BYTES,
-  receive_data, data_to_send, send_all after every call; one send_all per message). Setup time
-  runs from the dial (TCP connect included) until the initiator may send; setup bytes count
-  everything either side wrote until both have HandshakeComplete.
-- raw TCP: the same driver and tasks with a u16 length prefix instead of the link core.
-- Reticulum (`rns`): two processes (scripts/bench/_rns_peer.py), one TCP server and one TCP
-  client interface on 127.0.0.1, bytes counted on the client's TCP socket.
+Every side runs as two processes on 127.0.0.1, as two nodes would:
+- meshmeet: a real LinkConnection at each end, the responder in a child process
+  (`links.py --serve`), both driven by trio with the same calls as meshmeet/node/links.py
+  (receive_some of RECEIVE_BYTES, receive_data, data_to_send, send_all after every call; one
+  send_all per message; bulk data in messages of MAX_MESSAGE_BYTES). Setup time runs from the
+  dial (TCP connect included) until the initiator may send; setup bytes and flights are counted
+  on the initiator's socket, both directions, until both ends have HandshakeComplete (the
+  responder sends nothing after msg2). Transfer time runs until the receiver has the last byte
+  (it reports its CLOCK_MONOTONIC time, shared by both processes).
+- raw TCP: the same driver and processes with a u16 length prefix instead of the link core.
+- Reticulum (`rns`): scripts/bench/_rns_peer.py, a TCP server and a TCP client interface,
+  bytes counted on the client's TCP socket; 1 MB as an RNS.Resource, 16 B as link packets echoed.
+Round trips are timed alike on all three: the echo server answers from its receive handler, and
+the client sends each next message from the handler that received the previous reply.
 
-The three run one after another (throughput runs of meshmeet and raw TCP alternate), so a
-load spike from other work on the shared machine hits both sides of a ratio. Takes about
-20-40 s; it must never be run in a loop on the shared machine, and it must never listen or
-connect anywhere but 127.0.0.1.
+The three are measured in interleaved blocks (5 setups, 50 round trips, one transfer each in
+turn), so a load spike from other work on the shared machine hits every side of a ratio alike.
+Takes about 10 s; at most about two minutes if Reticulum hangs (its figures are then null, with
+the reason in "notes").
+It must never be run in a loop on the shared machine, and never listen or connect anywhere
+but 127.0.0.1.
 
     python scripts/bench/links.py            # table
     python scripts/bench/links.py --json     # {"meshmeet": {...}, "raw_tcp": {...}, "rns": {...}, "goals": {...}}
@@ -30,6 +38,8 @@ import importlib.util
 import json
 import math
 import os
+import shutil
+import socket
 import statistics
 import struct
 import subprocess
@@ -47,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 from meshmeet.node.links import RECEIVE_BYTES
 from meshmeet.wire import (
     MAX_MESSAGE_BYTES,
+    CloseCode,
     ConnectionClosed,
     Event,
     HandshakeComplete,
@@ -64,14 +75,16 @@ SMALL_TRANSFER_BYTES = 1_000_000
 LARGE_TRANSFER_BYTES = 50_000_000
 SMALL_TRANSFER_RUNS = 15
 LARGE_TRANSFER_RUNS = 3
-RNS_TRANSFER_RUNS = 3
+RNS_TRANSFER_RUNS = 5
 CHUNK_BYTES = MAX_MESSAGE_BYTES  # the largest message one link frame carries
 PLAIN_LENGTH_BYTES = 2
 BENCH_KEEPALIVE_S = 3600.0  # no keepalive pings inside the measurements
 STEP_TIMEOUT_S = 30.0  # any single meshmeet/raw TCP step; far above what it needs
 RNS_READY_TIMEOUT_S = 20.0
-RNS_BUDGET_S = 90.0  # the whole Reticulum client run
-RNS_EXIT_TIMEOUT_S = 5.0
+RNS_BUDGET_S = 100.0  # everything Reticulum does, from its start; then its figures stay null
+CHILD_EXIT_TIMEOUT_S = 5.0
+RNS_TRANSFER_TIMEOUT_S = 30.0
+BLOCKS = 4  # measurements interleave meshmeet, raw TCP and Reticulum in this many blocks
 INITIATOR_ID, RESPONDER_ID = 1, 2
 RESPONDER_LIFETIME_S = 120.0  # the responder process leaves by itself after this
 
@@ -103,7 +116,7 @@ class PlainConnection:
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if not data:
-            return [ConnectionClosed(reason="connection lost", code=6, by_peer=True, error=True)]
+            return [ConnectionClosed(reason="connection lost", code=CloseCode.CONNECTION_LOST, by_peer=True, error=True)]
         self._inbox += data
         events: list[Event] = []
         while len(self._inbox) >= PLAIN_LENGTH_BYTES:
@@ -278,11 +291,54 @@ async def serve() -> None:
             nursery.cancel_scope.cancel()
 
 
-# ----- the initiator side: measurements --------------------------------------------------------
+# ----- the initiator side: meshmeet and raw TCP -----------------------------------------------
 
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def quantiles(values: list[float]) -> list[float] | None:
+    """The 10th and 90th percentiles, to show the spread behind a median."""
+    if len(values) < 2:
+        return None
+    deciles = statistics.quantiles(values, n=10)
+    return [round(deciles[0], 3), round(deciles[-1], 3)]
+
+
+@dataclass
+class Samples:
+    """Raw samples of one side, gathered over the interleaved blocks."""
+
+    setup_ms: list[float] = field(default_factory=list)
+    tcp_connect_ms: list[float] = field(default_factory=list)
+    setup_bytes: list[float] = field(default_factory=list)
+    setup_flights: list[list[int]] = field(default_factory=list)
+    rtt_ms: list[float] = field(default_factory=list)
+    rtt_wire_bytes: int = 0
+    mbit_s_1mb: list[float] = field(default_factory=list)
+    mbit_s_50mb: list[float] = field(default_factory=list)
+    transfer_wire_bytes_1mb: list[float] = field(default_factory=list)
+
+    def summary(self, with_setup_bytes: bool) -> dict:
+        out = {"setup_ms": median(self.setup_ms)}
+        if self.tcp_connect_ms:
+            out["tcp_connect_ms"] = median(self.tcp_connect_ms)
+        if with_setup_bytes:
+            out["setup_bytes"] = median(self.setup_bytes)
+            out["setup_round_trips"] = median([len(f) / 2 for f in self.setup_flights])
+            out["setup_flights_bytes"] = self.setup_flights[0] if self.setup_flights else None
+        out["rtt_ms"] = median(self.rtt_ms)
+        out["rtt_ms_p10_p90"] = quantiles(self.rtt_ms)
+        out["overhead_bytes_per_msg"] = (
+            self.rtt_wire_bytes / (2 * len(self.rtt_ms)) - MESSAGE_BYTES if self.rtt_ms else None
+        )
+        out["mbit_s_1mb"] = median(self.mbit_s_1mb)
+        if self.mbit_s_50mb:
+            out["mbit_s_50mb"] = median(self.mbit_s_50mb)
+        out["samples"] = {"setup": len(self.setup_ms), "rtt": len(self.rtt_ms), "1mb": len(self.mbit_s_1mb),
+                          "50mb": len(self.mbit_s_50mb)}
+        return out
 
 
 class Dialer:
@@ -292,7 +348,9 @@ class Dialer:
         self.nursery = nursery
         self.port = port
         self.roster = roster
+        self.samples = Samples()
         self.replies_send, self.replies_receive = trio.open_memory_channel[bytes](1)
+        self._echo_link: Endpoint | None = None
 
     async def open(self) -> tuple[Endpoint, trio.CancelScope, float, float]:
         """A link that is ready to send: (endpoint, its task's scope, seconds to connect, to be ready)."""
@@ -327,58 +385,93 @@ class Dialer:
             raise RuntimeError("the echo came back different")
         return elapsed
 
+    async def setups(self, count: int) -> None:
+        for _ in range(count):
+            with trio.fail_after(STEP_TIMEOUT_S):
+                endpoint, scope, connected_s, ready_s = await self.open()
+                setup = Wire(list(endpoint.wire.events))
+                await endpoint.send(CMD_ECHO)  # prove that the responder is established too
+                await self.echo(endpoint, b"x")
+                scope.cancel()
+            self.samples.setup_ms.append(ready_s * 1000.0)
+            self.samples.tcp_connect_ms.append(connected_s * 1000.0)
+            self.samples.setup_bytes.append(setup.total())
+            self.samples.setup_flights.append([n for _, n in _runs(setup.events)])
 
-async def measure_setups(dialer: Dialer) -> dict:
-    ready_ms, connect_ms, sizes, round_trips = [], [], [], []
-    for _ in range(SETUPS):
+    async def round_trips(self, count: int) -> None:
+        """Echo `count` 16 B messages, one at a time, on one long-lived link.
+
+        Each next message goes out from the reply's handler in the read loop, as Reticulum's is
+        sent from its packet callback: both sides are timed the same way, with no task hop.
+        """
         with trio.fail_after(STEP_TIMEOUT_S):
-            endpoint, scope, connected_s, ready_s = await dialer.open()
-            setup = Wire(list(endpoint.wire.events))
-            await endpoint.send(CMD_ECHO)  # prove that the responder is established too
-            await dialer.echo(endpoint, b"x")
+            if self._echo_link is None:
+                self._echo_link, _, _, _ = await self.open()
+                await self._echo_link.send(CMD_ECHO)
+            endpoint = self._echo_link
+            samples: list[float] = []
+            current = {"payload": b"", "start": 0.0}
+            done = trio.Event()
+
+            async def send_next() -> None:
+                current["payload"] = os.urandom(MESSAGE_BYTES)
+                current["start"] = time.perf_counter()
+                await endpoint.send(current["payload"])
+
+            async def on_reply(payload: bytes) -> None:
+                samples.append((time.perf_counter() - current["start"]) * 1000.0)
+                if payload != current["payload"]:
+                    raise RuntimeError("the echo came back different")
+                if len(samples) < count:
+                    await send_next()
+                else:
+                    done.set()
+
+            before = endpoint.wire.total()
+            endpoint.on_message = on_reply
+            await send_next()
+            await done.wait()
+            endpoint.on_message = self.replies_send.send
+            self.samples.rtt_ms += samples
+            self.samples.rtt_wire_bytes += endpoint.wire.total() - before
+
+    async def transfer(self, total: int, chunk: bytes) -> float:
+        """Send `total` bytes as messages of up to CHUNK_BYTES; Mbit/s until the receiver has them all."""
+        sizes = [CHUNK_BYTES] * (total // CHUNK_BYTES) + ([total % CHUNK_BYTES] if total % CHUNK_BYTES else [])
+        with trio.fail_after(STEP_TIMEOUT_S):
+            endpoint, scope, _, _ = await self.open()
+            await endpoint.send(CMD_SINK + total.to_bytes(8, "big"))
+            before = endpoint.wire.total()
+            start = time.monotonic()
+            for size in sizes:
+                await endpoint.send(chunk if size == CHUNK_BYTES else chunk[:size])
+            reply = await self.replies_receive.receive()
+            wire_bytes = endpoint.wire.total() - before
             scope.cancel()
-        ready_ms.append(ready_s * 1000.0)
-        connect_ms.append(connected_s * 1000.0)
-        sizes.append(setup.total())
-        round_trips.append(setup.flights() / 2)
-    out = {"setup_ms": median(ready_ms), "tcp_connect_ms": median(connect_ms)}
-    if dialer.roster is not None:
-        out.update(setup_bytes=median(sizes), setup_round_trips=median(round_trips))
+        if reply[:1] != REPLY_DONE:
+            raise RuntimeError("the sink did not confirm the transfer")
+        (finished,) = struct.unpack(">d", reply[1:9])
+        rate = total * 8 / (finished - start) / 1e6
+        if total == SMALL_TRANSFER_BYTES:
+            self.samples.mbit_s_1mb.append(rate)
+            self.samples.transfer_wire_bytes_1mb.append(wire_bytes)
+        else:
+            self.samples.mbit_s_50mb.append(rate)
+        return rate
+
+
+def _runs(events: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Consecutive events in the same direction merged: the flights."""
+    out: list[tuple[str, int]] = []
+    for direction, n in events:
+        if out and out[-1][0] == direction:
+            out[-1] = (direction, out[-1][1] + n)
+        else:
+            out.append((direction, n))
     return out
 
 
-async def measure_round_trips(dialer: Dialer) -> dict:
-    """Echo 16 B messages; the median round trip and the wire bytes each message cost."""
-    with trio.fail_after(STEP_TIMEOUT_S):
-        endpoint, scope, _, _ = await dialer.open()
-        await endpoint.send(CMD_ECHO)
-        samples = []
-        before = endpoint.wire.total()
-        for _ in range(ROUND_TRIPS):
-            samples.append(await dialer.echo(endpoint, os.urandom(MESSAGE_BYTES)) * 1000.0)
-        wire_bytes = endpoint.wire.total() - before
-        scope.cancel()
-    return {"rtt_ms": median(samples), "overhead_bytes_per_msg": wire_bytes / (2 * ROUND_TRIPS) - MESSAGE_BYTES}
-
-
-async def measure_transfer(dialer: Dialer, total: int, chunk: bytes) -> float:
-    """Send `total` bytes as messages of up to CHUNK_BYTES; Mbit/s until the receiver has them all."""
-    sizes = [CHUNK_BYTES] * (total // CHUNK_BYTES) + ([total % CHUNK_BYTES] if total % CHUNK_BYTES else [])
-    with trio.fail_after(STEP_TIMEOUT_S):
-        endpoint, scope, _, _ = await dialer.open()
-        await endpoint.send(CMD_SINK + total.to_bytes(8, "big"))
-        start = time.monotonic()
-        for size in sizes:
-            await endpoint.send(chunk if size == CHUNK_BYTES else chunk[:size])
-        reply = await dialer.replies_receive.receive()
-        scope.cancel()
-    if reply[:1] != REPLY_DONE:
-        raise RuntimeError("the sink did not confirm the transfer")
-    (finished,) = struct.unpack(">d", reply[1:9])
-    return total * 8 / (finished - start) / 1e6
-
-
-async def start_responder(nursery: trio.Nursery) -> tuple[trio.Process, int, int]:
+async def start_responder() -> tuple[trio.Process, int, int]:
     process = await trio.lowlevel.open_process(
         [sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -392,41 +485,10 @@ async def start_responder(nursery: trio.Nursery) -> tuple[trio.Process, int, int
     return process, meshmeet_port, raw_port
 
 
-async def measure_local() -> tuple[dict, dict]:
-    """meshmeet and raw TCP against the responder process."""
-    chunk = os.urandom(CHUNK_BYTES)
-    async with trio.open_nursery() as nursery:
-        process, meshmeet_port, raw_port = await start_responder(nursery)
-        try:
-            ours_dialer = Dialer(nursery, meshmeet_port, bench_roster())
-            raw_dialer = Dialer(nursery, raw_port, None)
-            meshmeet = await measure_setups(ours_dialer)
-            raw = await measure_setups(raw_dialer)
-            meshmeet.update(await measure_round_trips(ours_dialer))
-            raw.update(await measure_round_trips(raw_dialer))
-            for key, total, runs in (
-                ("mbit_s_1mb", SMALL_TRANSFER_BYTES, SMALL_TRANSFER_RUNS),
-                ("mbit_s_50mb", LARGE_TRANSFER_BYTES, LARGE_TRANSFER_RUNS),
-            ):
-                ours, theirs = [], []
-                for _ in range(runs):  # alternate, so load from other work hits both
-                    ours.append(await measure_transfer(ours_dialer, total, chunk))
-                    theirs.append(await measure_transfer(raw_dialer, total, chunk))
-                meshmeet[key], raw[key] = median(ours), median(theirs)
-        finally:
-            with trio.CancelScope(shield=True):
-                await stop(process)
-    return meshmeet, raw
-
-
 # ----- Reticulum, in two child processes -------------------------------------------------------
-
-RNS_KEYS = ("setup_ms", "setup_bytes", "rtt_ms", "mbit_s_1mb")
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
@@ -451,7 +513,7 @@ async def stop(process: trio.Process) -> None:
     if process.stdin is not None:
         with trio.move_on_after(1):
             await process.stdin.aclose()
-    with trio.move_on_after(RNS_EXIT_TIMEOUT_S):
+    with trio.move_on_after(CHILD_EXIT_TIMEOUT_S):
         await process.wait()
         return
     process.kill()
@@ -465,56 +527,154 @@ def tail(path: Path, lines: int = 3) -> str:
         return ""
 
 
-async def measure_rns() -> dict:
-    result: dict = {key: None for key in RNS_KEYS}
-    notes: list[str] = []
-    result["notes"] = notes
-    if importlib.util.find_spec("RNS") is None:
-        notes.append("rns is not installed (pip install rns); Reticulum figures are null")
+class RnsPeer:
+    """The Reticulum server and client processes; the client runs one command at a time.
+
+    Once anything fails or the budget is spent, `alive` turns False, the reason goes to `notes`,
+    and every later command is skipped (its figures stay null).
+    """
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self.samples = Samples()
+        self.version: str | None = None
+        self.alive = False
+        self.deadline = 0.0
+        self._tmp = Path(tempfile.mkdtemp(prefix="meshmeet-bench-rns-"))
+        self._server: trio.Process | None = None
+        self._client: trio.Process | None = None
+        self._buffer = bytearray()
+
+    async def start(self) -> None:
+        self.deadline = trio.current_time() + RNS_BUDGET_S
+        if importlib.util.find_spec("RNS") is None:
+            self.notes.append("rns is not installed (pip install rns); Reticulum figures are null")
+            return
+        self.version = importlib.metadata.version("rns")
+        peer = str(Path(__file__).with_name("_rns_peer.py"))
+        port = free_port()
+        common = ["--port", str(port), "--budget-s", str(RNS_BUDGET_S + 10)]
+        self._server = await trio.lowlevel.open_process(
+            [sys.executable, peer, "server", "--configdir", str(self._tmp / "server"), *common],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self._tmp / "server.err", "wb"),
+        )
+        dest = None
+        with trio.move_on_after(RNS_READY_TIMEOUT_S):
+            dest = await read_line_with(self._server.stdout, b"READY ", bytearray())
+        if not dest:
+            self.notes.append(f"rns server did not start: {tail(self._tmp / 'server.err')}")
+            return
+        self._client = await trio.lowlevel.open_process(
+            [sys.executable, peer, "client", "--configdir", str(self._tmp / "client"), "--dest", dest.decode(), *common],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self._tmp / "client.err", "wb"),
+        )
+        line = None
+        with trio.move_on_after(RNS_READY_TIMEOUT_S * 2):  # its socket, then the path
+            line = await self._read_reply()
+        if line is None or not line.startswith(b"READY "):
+            self.notes.append(f"rns client did not get ready: {(line or b'').decode()} {tail(self._tmp / 'client.err')}")
+            return
+        self.alive = True
+
+    async def _read_reply(self) -> bytes | None:
+        assert self._client is not None and self._client.stdout is not None
+        while b"\n" not in self._buffer:
+            data = await self._client.stdout.receive_some(65536)
+            if not data:
+                return None
+            self._buffer += data
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer[:] = rest
+        return line
+
+    async def command(self, line: str, timeout_s: float) -> dict | None:
+        """One command's result, or None (and the peer is dead) on error, timeout or budget."""
+        if not self.alive:
+            return None
+        assert self._client is not None and self._client.stdin is not None
+        reply = None
+        with trio.move_on_at(min(trio.current_time() + timeout_s, self.deadline)):
+            await self._client.stdin.send_all(line.encode() + b"\n")
+            reply = await self._read_reply()
+        if reply is None or not reply.startswith(b"RESULT "):
+            why = "timed out or hit the time budget" if reply is None else reply.decode(errors="replace")
+            self.notes.append(f"rns `{line}`: {why}; Reticulum stopped there {tail(self._tmp / 'client.err')}")
+            self.alive = False
+            return None
+        result = json.loads(reply[len("RESULT "):])
+        if "error" in result:
+            self.notes.append(f"rns `{line}`: {result['error']}; Reticulum stopped there")
+            self.alive = False
         return result
-    result["version"] = importlib.metadata.version("rns")
-    peer = Path(__file__).with_name("_rns_peer.py")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="meshmeet-bench-rns-") as tmp:
-        tmpdir = Path(tmp)
-        base = [sys.executable, str(peer)]
-        with open(tmpdir / "server.err", "wb") as server_err, open(tmpdir / "client.err", "wb") as client_err:
-            server = await trio.lowlevel.open_process(
-                base + ["server", "--configdir", str(tmpdir / "server"), "--port", str(port),
-                        "--budget-s", str(RNS_BUDGET_S + RNS_READY_TIMEOUT_S + 10)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_err,
-            )
-            client = None
-            try:
-                dest = None
-                with trio.move_on_after(RNS_READY_TIMEOUT_S):
-                    dest = await read_line_with(server.stdout, b"READY ", bytearray())
-                if not dest:
-                    notes.append(f"rns server did not start: {tail(tmpdir / 'server.err')}")
-                    return result
-                client = await trio.lowlevel.open_process(
-                    base + ["client", "--configdir", str(tmpdir / "client"), "--port", str(port),
-                            "--dest", dest.decode(), "--budget-s", str(RNS_BUDGET_S),
-                            "--setups", str(SETUPS), "--rtts", str(ROUND_TRIPS),
-                            "--message-bytes", str(MESSAGE_BYTES), "--resource-bytes", str(SMALL_TRANSFER_BYTES),
-                            "--resource-runs", str(RNS_TRANSFER_RUNS)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=client_err,
-                )
-                line = None
-                with trio.move_on_after(RNS_BUDGET_S + 10):
-                    line = await read_line_with(client.stdout, b"RESULT ", bytearray())
-                if not line:
-                    notes.append(f"rns client gave no result: {tail(tmpdir / 'client.err')}")
-                    return result
-                measured = json.loads(line)
-                notes.extend(measured.pop("notes", []))
-                result.update(measured)
-            finally:
-                with trio.CancelScope(shield=True):
-                    if client is not None:
-                        await stop(client)
-                    await stop(server)
-    return result
+
+    async def setups(self, count: int) -> None:
+        result = await self.command(f"setup {count}", 10 + count * 1.5)
+        if result:
+            self.samples.setup_ms += result["setup_ms"]
+            self.samples.setup_bytes += result["setup_bytes"]
+            self.samples.setup_flights += result["setup_flights"]
+
+    async def round_trips(self, count: int) -> None:
+        result = await self.command(f"rtt {count} {MESSAGE_BYTES}", 10 + count * 0.1)
+        if result and result["rtt_ms"]:
+            self.samples.rtt_ms += result["rtt_ms"]
+            self.samples.rtt_wire_bytes += result["wire_bytes"]
+
+    async def transfer(self, total: int) -> None:
+        result = await self.command(f"resource {total} {RNS_TRANSFER_TIMEOUT_S}", RNS_TRANSFER_TIMEOUT_S + 5)
+        if result and "seconds" in result:
+            self.samples.mbit_s_1mb.append(total * 8 / result["seconds"] / 1e6)
+            self.samples.transfer_wire_bytes_1mb.append(result["wire_bytes"])
+
+    def summary(self) -> dict:
+        out = self.samples.summary(with_setup_bytes=True)
+        out["version"] = self.version
+        out["resource_wire_bytes_1mb"] = median(self.samples.transfer_wire_bytes_1mb)
+        return out
+
+    async def stop(self) -> None:
+        with trio.CancelScope(shield=True):
+            for process in (self._client, self._server):
+                if process is not None:
+                    await stop(process)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# ----- the run: every measurement in interleaved blocks ----------------------------------------
+
+
+async def measure_all(notes: list[str]) -> tuple[dict, dict, dict]:
+    """meshmeet, raw TCP and Reticulum, block by block, so each block of the three sees the same load."""
+    chunk = os.urandom(CHUNK_BYTES)
+    rns = RnsPeer(notes)
+    async with trio.open_nursery() as nursery:
+        responder, meshmeet_port, raw_port = await start_responder()
+        try:
+            ours = Dialer(nursery, meshmeet_port, bench_roster())
+            raw = Dialer(nursery, raw_port, None)
+            await rns.start()
+            for _ in range(BLOCKS):
+                await ours.setups(SETUPS // BLOCKS)
+                await raw.setups(SETUPS // BLOCKS)
+                await rns.setups(SETUPS // BLOCKS)
+            for _ in range(BLOCKS):
+                await ours.round_trips(ROUND_TRIPS // BLOCKS)
+                await raw.round_trips(ROUND_TRIPS // BLOCKS)
+                await rns.round_trips(ROUND_TRIPS // BLOCKS)
+            for run in range(SMALL_TRANSFER_RUNS):
+                await ours.transfer(SMALL_TRANSFER_BYTES, chunk)
+                await raw.transfer(SMALL_TRANSFER_BYTES, chunk)
+                if run < RNS_TRANSFER_RUNS:
+                    await rns.transfer(SMALL_TRANSFER_BYTES)
+            for _ in range(LARGE_TRANSFER_RUNS):
+                await ours.transfer(LARGE_TRANSFER_BYTES, chunk)
+                await raw.transfer(LARGE_TRANSFER_BYTES, chunk)
+            nursery.cancel_scope.cancel()  # the long-lived echo links
+        finally:
+            with trio.CancelScope(shield=True):
+                await rns.stop()
+                await stop(responder)
+    return ours.samples.summary(with_setup_bytes=True), raw.samples.summary(with_setup_bytes=False), rns.summary()
 
 
 # ----- report ----------------------------------------------------------------------------------
@@ -553,13 +713,15 @@ def rounded(section: dict) -> dict:
 def fmt(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list):
+        return "-".join(fmt(v) for v in value)
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
 
 
 def ratio(a, b) -> str:
-    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+    return "-" if a is None or isinstance(a, list) or b is None or b == 0 else f"{a / b:.2f}x"
 
 
 def print_table(result: dict) -> None:
@@ -570,21 +732,24 @@ def print_table(result: dict) -> None:
         ("setup round trips", "setup_round_trips"),
         ("overhead per message, B", "overhead_bytes_per_msg"),
         (f"round trip of {MESSAGE_BYTES} B, ms", "rtt_ms"),
+        ("  its 10th-90th percentile, ms", "rtt_ms_p10_p90"),
         ("throughput 1 MB, Mbit/s", "mbit_s_1mb"),
         ("throughput 50 MB, Mbit/s", "mbit_s_50mb"),
     ]
     print(f"{'median of each':52} {'meshmeet':>10} {'raw TCP':>10} {'Reticulum':>10} {'mm/raw':>8} {'mm/rns':>8}")
     for name, key in rows:
         a, b, c = ours.get(key), raw.get(key), rns.get(key)
-        print(f"{name:52} {fmt(a):>10} {fmt(b):>10} {fmt(c):>10} {ratio(a, b):>8} {ratio(a, c):>8}")
+        ratios = (ratio(a, b), ratio(a, c)) if key != "rtt_ms_p10_p90" else ("", "")
+        print(f"{name:52} {fmt(a):>10} {fmt(b):>10} {fmt(c):>10} {ratios[0]:>8} {ratios[1]:>8}")
     print(f"\nmeshmeet setup without the TCP connect: {fmt(ours['setup_ms'] - ours['tcp_connect_ms'])} ms "
           f"(the initiator may send; the responder is established half a round trip later)")
     print(f"Reticulum {rns.get('version') or '(not run)'}: setup flights {rns.get('setup_flights_bytes')} B, "
-          f"1 MB resource moved {fmt(rns.get('resource_wire_bytes'))} B on the wire")
+          f"1 MB resource moved {fmt(rns.get('resource_wire_bytes_1mb'))} B on the wire")
     print("\ngoals:")
     for name, g in result["goals"].items():
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[g["pass"]]
         print(f"  {verdict}  {name:28} {fmt(g['value']):>10}  (goal {g['target']}; bound {fmt(g['bound'])})")
+    print("round trips: each next message is sent from the handler of the previous reply, on all three.")
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"\n{result['elapsed_s']:.1f} s on {os.cpu_count()} cores, load {result['load_avg_1m']:.2f}")
@@ -592,16 +757,13 @@ def print_table(result: dict) -> None:
 
 async def run_all() -> dict:
     started = time.perf_counter()
-    ours, raw = await measure_local()
-    rns = await measure_rns()
-    result = {
-        "meshmeet": rounded(ours),
-        "raw_tcp": rounded(raw),
-        "rns": rounded(rns),
-    }
+    notes: list[str] = []
+    ours, raw, rns = await measure_all(notes)
+    result = {"meshmeet": rounded(ours), "raw_tcp": rounded(raw), "rns": rounded(rns)}
     result["goals"] = goals(result["meshmeet"], result["raw_tcp"], result["rns"])
-    result["notes"] = list(rns.get("notes", []))
-    result["load_avg_1m"] = os.getloadavg()[0]
+    result["notes"] = notes
+    result["rns"]["notes"] = notes
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
