@@ -544,6 +544,7 @@ class RnsPeer:
         self._server: trio.Process | None = None
         self._client: trio.Process | None = None
         self._buffer = bytearray()
+        self._logs: list = []  # the children's stderr files, closed in stop()
 
     async def start(self) -> None:
         self.deadline = trio.current_time() + RNS_BUDGET_S
@@ -556,7 +557,7 @@ class RnsPeer:
         common = ["--port", str(port), "--budget-s", str(RNS_BUDGET_S + 10)]
         self._server = await trio.lowlevel.open_process(
             [sys.executable, peer, "server", "--configdir", str(self._tmp / "server"), *common],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self._tmp / "server.err", "wb"),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log("server.err"),
         )
         dest = None
         with trio.move_on_after(RNS_READY_TIMEOUT_S):
@@ -566,7 +567,7 @@ class RnsPeer:
             return
         self._client = await trio.lowlevel.open_process(
             [sys.executable, peer, "client", "--configdir", str(self._tmp / "client"), "--dest", dest.decode(), *common],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self._tmp / "client.err", "wb"),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log("client.err"),
         )
         line = None
         with trio.move_on_after(RNS_READY_TIMEOUT_S * 2):  # its socket, then the path
@@ -575,6 +576,11 @@ class RnsPeer:
             self.notes.append(f"rns client did not get ready: {(line or b'').decode()} {tail(self._tmp / 'client.err')}")
             return
         self.alive = True
+
+    def _log(self, name: str):
+        handle = open(self._tmp / name, "wb")
+        self._logs.append(handle)
+        return handle
 
     async def _read_reply(self) -> bytes | None:
         assert self._client is not None and self._client.stdout is not None
@@ -637,6 +643,8 @@ class RnsPeer:
             for process in (self._client, self._server):
                 if process is not None:
                     await stop(process)
+        for handle in self._logs:
+            handle.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
