@@ -39,7 +39,8 @@ ESTIMATE_WINDOW_S = 1.0
 PADDING_MIN_BYTES = 64
 PADDING_MAX_BYTES = 1200
 PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
-FRAGMENT_BYTES = 500  # video chunks above this go out in pieces, audio slipping in between
+FRAGMENT_BYTES = 1000  # video chunks above this go out in pieces, audio slipping in between
+FRAGMENT_PIECE_BYTES = 800  # pieces are cut evenly to at most this (100 ms at 64 kbit/s)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ class _Link:
     id: str
     simulcast: bool
     level: int
+    best_level: int = 0  # never climbs above this (a tablet that wants the low layer only)
     cap: RateCap | None = None
     audio: deque = field(default_factory=deque)  # (t_enqueued, bytes)
-    video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid, first_piece_sent)
+    video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid, piece size once cut, else 0)
     sending: dict = field(default_factory=dict)  # layer -> decoder continuity established
     eff_tid: dict = field(default_factory=dict)  # layer -> max temporal id forwarded now
     last_change: float = 0.0
@@ -79,6 +81,9 @@ class _Link:
     last_pop_size: int = 0
     backlog: deque = field(default_factory=deque)  # (t, bytes, seconds) while backlogged
     sent: deque = field(default_factory=deque)  # (t, bytes)
+    backlog_bytes: int = 0
+    backlog_secs: float = 0.0
+    sent_bytes: int = 0
     estimate_bps: float = 0.0
     congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
     dropped_audio: int = 0
@@ -99,9 +104,11 @@ class MediaRelay:
         self.format_errors = 0
 
     # ---- links -------------------------------------------------------------------------
-    def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0) -> list[Outgoing]:
+    def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
+                 best_level: int = 0) -> list[Outgoing]:
         """A new downstream link (tree neighbour: simulcast=True; browser: False)."""
-        lk = _Link(link, simulcast, start_level, last_change=now, steady_since=now)
+        start_level = max(start_level, best_level)
+        lk = _Link(link, simulcast, start_level, best_level, last_change=now, steady_since=now)
         self._links[link] = lk
         for key in sorted(self._configs):  # late joiner: decoder configs first
             lk.audio.append((now, self._configs[key]))
@@ -216,11 +223,11 @@ class MediaRelay:
             else:
                 lk.eff_tid[layer] = min(lk.eff_tid.get(layer, target_tid), target_tid)
             if tid <= lk.eff_tid[layer]:
-                lk.video.append((now, data, layer, tid, False))
+                lk.video.append((now, data, layer, tid, 0))
             return
         # not wanted: keep the old layer going (base frames only) until a wanted one has started
         if lk.sending.get(layer) and wanted and not any(lk.sending.get(w) for w in wanted) and tid == 0:
-            lk.video.append((now, data, layer, tid, False))
+            lk.video.append((now, data, layer, tid, 0))
         else:
             lk.sending[layer] = False
 
@@ -257,8 +264,11 @@ class MediaRelay:
         n = len(data)
         if lk.last_pop is not None and now > lk.last_pop:
             lk.backlog.append((now, lk.last_pop_size, now - lk.last_pop))
+            lk.backlog_bytes += lk.last_pop_size
+            lk.backlog_secs += now - lk.last_pop
         lk.last_pop, lk.last_pop_size = now, n
         lk.sent.append((now, n))
+        lk.sent_bytes += n
         if lk.probe_t0 is not None:
             lk.probe_bytes += n
         if lk.cap is not None:
@@ -266,13 +276,19 @@ class MediaRelay:
         return data
 
     def _next_video(self, lk: _Link) -> bytes:
-        t, data, layer, tid, started = lk.video.popleft()
-        if len(data) <= FRAGMENT_BYTES and not started:
-            return data
-        piece, rest = data[:FRAGMENT_BYTES], data[FRAGMENT_BYTES:]
+        t, data, layer, tid, piece_bytes = lk.video.popleft()
+        if not piece_bytes:  # not started
+            if len(data) <= FRAGMENT_BYTES:
+                return data
+            n = -(-len(data) // FRAGMENT_PIECE_BYTES)
+            piece_bytes = -(-len(data) // n)
+            first = True
+        else:
+            first = False
+        piece, rest = data[:piece_bytes], data[piece_bytes:]
         if rest:
-            lk.video.appendleft((t, rest, layer, tid, True))
-        return C.encode_fragment(C.Fragment(not started, not rest, piece))
+            lk.video.appendleft((t, rest, layer, tid, piece_bytes))
+        return C.encode_fragment(C.Fragment(first, not rest, piece))
 
     def wake_at(self, link: str, now: float) -> float | None:
         """When `pop` may give something without new input (rate cap refill, probe pacing)."""
@@ -324,14 +340,15 @@ class MediaRelay:
 
     def _estimate(self, lk: _Link, now: float) -> float:
         while lk.backlog and now - lk.backlog[0][0] > ESTIMATE_WINDOW_S:
-            lk.backlog.popleft()
+            _, b, sec = lk.backlog.popleft()
+            lk.backlog_bytes -= b
+            lk.backlog_secs -= sec
         while lk.sent and now - lk.sent[0][0] > ESTIMATE_WINDOW_S:
-            lk.sent.popleft()
-        secs = sum(s for _, _, s in lk.backlog)
-        if secs >= 0.1:
-            lk.estimate_bps = sum(b for _, b, _ in lk.backlog) * 8 / secs
+            lk.sent_bytes -= lk.sent.popleft()[1]
+        if lk.backlog_secs >= 0.1:
+            lk.estimate_bps = lk.backlog_bytes * 8 / lk.backlog_secs
         else:
-            lk.estimate_bps = max(lk.estimate_bps, sum(b for _, b in lk.sent) * 8 / ESTIMATE_WINDOW_S)
+            lk.estimate_bps = max(lk.estimate_bps, lk.sent_bytes * 8 / ESTIMATE_WINDOW_S)
         return lk.estimate_bps
 
     def _congested_estimate(self, lk: _Link, now: float) -> float:
@@ -384,7 +401,7 @@ class MediaRelay:
                 if ok:
                     return self._set_level(lk, lk.level - 1, now)
             return []
-        if lk.level > 0 and now - lk.steady_since >= lk.backoff_s:
+        if lk.level > lk.best_level and now - lk.steady_since >= lk.backoff_s:
             target = level_rate_bps(self._meter, LEVELS[lk.level - 1], simulcast=lk.simulcast)
             if target <= 0 or (LEVELS[lk.level - 1].layer is not None and target <= level_rate_bps(self._meter, LEVELS[AUDIO_LEVEL], simulcast=False)):
                 return []  # no video is flowing: nothing to climb to

@@ -3,7 +3,8 @@
 `MediaHub` runs on the gateway's asyncio thread. It feeds the sans-IO relay core
 (meshmeet/media/relay.py) with what arrives from the node (`feed`, one bridge crossing per chunk)
 or, standalone, straight from the local presenter page; each hall page is one relay link with its
-own queues and quality level, drained by one sender task. Keyframe requests go to `upstream`
+own queues and quality level, drained right after each chunk and on a 20 ms timer, but only
+while that browser's socket buffer is small (so congestion shows up as relay queue delay). Keyframe requests go to `upstream`
 (towards the source) or to the local presenter. It records what it relayed (recorder.py) and
 replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts everything.
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static" / "media"
 TICK_S = 0.02
+WS_WRITE_BUFFER_BYTES = 32 * 1024  # above this a browser's socket is congested: leave it queued in the relay
 WS_MAX_MSG_BYTES = C.MAX_MESSAGE_BYTES + 64
 MEETING_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PRESENTER_LINK = "presenter"
@@ -47,7 +49,7 @@ class MediaHub:
         self._upstream = upstream
         self._clock = clock
         self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK)
-        self._wake: dict[str, asyncio.Event] = {}
+        self._subs: dict[str, tuple[web.WebSocketResponse, asyncio.BaseTransport | None]] = {}
         self._presenters: set[web.WebSocketResponse] = set()
         self._next_id = 0
         self._ticker: asyncio.Task | None = None
@@ -66,6 +68,8 @@ class MediaHub:
             self._receive(NODE_LINK, data)
         except C.MediaFormatError:
             self.format_errors += 1
+            return
+        asyncio.get_running_loop().create_task(self._drain_all())  # one task per chunk, not per browser
 
     async def from_presenter(self, data: bytes) -> None:
         try:
@@ -78,6 +82,7 @@ class MediaHub:
             await self._upstream(data)  # the node relays it, and feeds it back to us
         else:
             self._receive(PRESENTER_LINK, data)
+            await self._drain_all()
 
     def from_subscriber(self, sub: str, data: bytes) -> None:
         try:
@@ -90,8 +95,6 @@ class MediaHub:
         outs = self.relay.receive(link, data, now)
         self._record(data, now)
         self._send_out(outs)
-        for ev in self._wake.values():
-            ev.set()
 
     def _send_out(self, outs: list[Outgoing]) -> None:
         for o in outs:
@@ -115,42 +118,43 @@ class MediaHub:
         self._recorder.add(data, now)
 
     # ---- subscribers -------------------------------------------------------------------
-    def add_subscriber(self, *, start_level: int = 0) -> str:
-        """A browser link; start_level 2 = low layer (small screens), 3 = audio only."""
+    def add_subscriber(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, *,
+                       best_level: int = 0) -> str:
+        """A browser link; best_level 2 = low layer at most (small screens), 3 = audio only."""
         self._next_id += 1
         sub = f"hall-{self._next_id}"
-        self._wake[sub] = asyncio.Event()
-        self._send_out(self.relay.add_link(sub, self._clock(), start_level=start_level))
+        self._subs[sub] = (ws, transport)
+        self._send_out(self.relay.add_link(sub, self._clock(), best_level=best_level))
         self._ensure_ticker()
         return sub
 
     def remove_subscriber(self, sub: str) -> None:
         self.relay.remove_link(sub)
-        self._wake.pop(sub, None)
+        self._subs.pop(sub, None)
 
-    async def serve_subscriber(self, sub: str, ws: web.WebSocketResponse) -> None:
-        """Drain the relay's queue for `sub` into `ws` until it closes."""
-        ev = self._wake[sub]
+    async def _drain(self, sub: str, now: float) -> None:
+        """Hand `sub` what the relay allows while its socket buffer is small (no waiting on it)."""
+        ws, tr = self._subs[sub]
         while not ws.closed:
-            now = self._clock()
+            if tr is not None and (tr.is_closing() or tr.get_write_buffer_size() > WS_WRITE_BUFFER_BYTES):
+                return  # congested: the relay's queue for it grows, and its ladder reacts
             data = self.relay.pop(sub, now)
-            if data is not None:
-                await ws.send_bytes(data)
-                continue
-            ev.clear()
-            wake = self.relay.wake_at(sub, now)
-            timeout = None if wake is None else max(0.0, wake - now)
-            try:
-                await asyncio.wait_for(ev.wait(), timeout=timeout if timeout is not None else 1.0)
-            except asyncio.TimeoutError:
-                pass
+            if data is None:
+                return
+            await ws.send_bytes(data)
+
+    async def _drain_all(self) -> None:
+        now = self._clock()
+        for sub in tuple(self._subs):
+            if sub in self._subs:
+                try:
+                    await self._drain(sub, now)
+                except (ConnectionError, RuntimeError):
+                    pass  # closing; the handler removes it
 
     def set_rate_cap(self, sub: str, rate_bps: float | None) -> None:
         """Emulate a weak link into one hall (tests, diagnostics)."""
         self.relay.set_rate_cap(sub, rate_bps)
-        ev = self._wake.get(sub)
-        if ev is not None:
-            ev.set()
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -160,8 +164,7 @@ class MediaHub:
         while True:
             now = self._clock()
             self._send_out(self.relay.tick(now))
-            for ev in self._wake.values():
-                ev.set()
+            await self._drain_all()
             await asyncio.sleep(max(0.005, min(TICK_S, self.relay.next_deadline(now) - now)))
 
     def stats(self) -> dict[str, Any]:
@@ -170,7 +173,7 @@ class MediaHub:
         return {"source": self.relay.source,
                 "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps}
                           for s in self.relay.stats(now)],
-                "subscribers": len(self._wake)}
+                "subscribers": len(self._subs)}
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -195,16 +198,14 @@ class MediaHub:
     async def _hall_ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=20.0)
         await ws.prepare(request)
-        start = {"high": 0, "low": 2, "audio": 3}.get(request.query.get("layer", "high"), 0)
-        sub = self.add_subscriber(start_level=start)
-        sender = asyncio.get_running_loop().create_task(self.serve_subscriber(sub, ws))
+        best = {"high": 0, "low": 2, "audio": 3}.get(request.query.get("layer", "high"), 0)
+        sub = self.add_subscriber(ws, request.transport, best_level=best)
         try:
             await ws.send_str(f'{{"subscriber":"{sub}"}}')
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
                     self.from_subscriber(sub, msg.data)
         finally:
-            sender.cancel()
             self.remove_subscriber(sub)
         return ws
 

@@ -94,12 +94,23 @@ async def run_point(port: int, pid: int, n_subs: int, seconds: float, layer: str
         subs = [await http.ws_connect(f"http://127.0.0.1:{port}/media/ws/hall?layer={layer}") for _ in range(n_subs)]
 
         async def reader(i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+            parts = bytearray()
             async for m in ws:
-                if m.type != aiohttp.WSMsgType.BINARY or m.data[0] != C.KIND_CHUNK:
+                if m.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                data = m.data
+                if data[0] == C.KIND_FRAGMENT:  # pieces of a large video chunk
+                    if data[1] & C.FRAGMENT_FIRST:
+                        parts = bytearray()
+                    parts += data[2:]
+                    if not data[1] & C.FRAGMENT_LAST:
+                        continue
+                    data = bytes(parts)
+                if data[0] != C.KIND_CHUNK:
                     continue
                 counts[i] += 1
-                if i % 10 == 0 and len(m.data) >= 22:
-                    lat_ms.append((time.perf_counter_ns() - int.from_bytes(m.data[14:22], "big")) / 1e6)
+                if i % 10 == 0 and len(data) >= 22:
+                    lat_ms.append((time.perf_counter_ns() - int.from_bytes(data[14:22], "big")) / 1e6)
 
         tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(subs)]
         await asyncio.sleep(0.3)
