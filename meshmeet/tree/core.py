@@ -129,6 +129,7 @@ class TreeNode:
         self._fd: tuple[int, int] = (1, 0)                  # feasibility distance (seqno, metric)
         self._next_refresh = now + self._timers.root_refresh_s
         self._reported: TreeChanged | None = None
+        self._last_now = now
 
     # ---- read-only view -------------------------------------------------------------------------
 
@@ -273,8 +274,6 @@ class TreeNode:
 
     # ---- internals ------------------------------------------------------------------------------
 
-    _last_now: float = float("-inf")
-
     def _set_cost(self, peer: str, cost: int, now: float, *, force: bool) -> Output:
         link = self._links[peer]
         if cost != link.cost and (force or cost_changed(link.cost, cost)):
@@ -374,7 +373,7 @@ class TreeNode:
             return
         self._bump(max(self._max_seqno_seen, self._fd[0]) + 1, now)
 
-    def _want_request(self, now: float) -> None:
+    def _want_request(self, now: float, sends: list[tuple[str, bytes]]) -> None:
         """Ask for a newer seqno when a better root is only reachable through unfeasible routes."""
         mine = self._route.rank
         target: tuple | None = None
@@ -397,7 +396,7 @@ class TreeNode:
         if pending is not None and pending.root == root and pending.seqno >= want and now < pending.retry_at:
             return
         self._pending = _Pending(root, want, peer, now + self._timers.request_retry_s)
-        self._extra.append((peer, encode(Request(root, want))))
+        sends.append((peer, encode(Request(root, want))))
 
     def _gc(self, now: float) -> None:
         keep = {link.advert.root for link in self._links.values() if link.advert is not None}
@@ -409,14 +408,12 @@ class TreeNode:
             if now - when > ROOT_GC_S:
                 del self._forwarded[root]
 
-    _extra: list[tuple[str, bytes]]
-
     def _after(self, now: float, extra: tuple[tuple[str, bytes], ...] = ()) -> Output:
         """Re-select, then emit route updates (only where changed), requests and events."""
         self._last_now = now
-        self._extra = list(extra)
         self._select(now)
-        self._want_request(now)
+        requests = list(extra)
+        self._want_request(now, requests)
         route = self._route
         sends: list[tuple[str, bytes]] = []
         plain = Update(route.root, route.epoch, route.priority, route.seqno, route.metric, 0)
@@ -432,7 +429,7 @@ class TreeNode:
                 if plain_bytes is None:
                     plain_bytes = encode(plain)
                 sends.append((peer, plain_bytes))
-        sends.extend(self._extra)
+        sends.extend(requests)
         events: tuple[TreeEvent, ...] = ()
         state = TreeChanged(route.root, route.parent, self.children, route.metric, route.seqno, route.epoch > 0,
                             route.priority, route.epoch)
