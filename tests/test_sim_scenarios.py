@@ -36,6 +36,8 @@ def test_commune_21() -> None:
     assert by_event["node_down hq"]["root"] == "thon-01"           # the backup hall takes over
     assert by_event["node_up hq"]["root"] == "hq"                  # and HQ takes the root back
     assert by_event["link_down hq~thon-07"]["unreachable_count"] == 0
+    parents = report["final"]["parents"]
+    assert parents["hq"] is None and parents["thon-19"] == "thon-05" and parents["thon-07"] == "hq"
     text = format_report(report)
     assert "commune-21" in text and "node_down hq" in text and "hội tụ" in text
 

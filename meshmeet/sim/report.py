@@ -58,6 +58,7 @@ def build_report(sim: Simulator, wall_s: float) -> dict[str, Any]:
             "root": windows[-1]["root"],
             "depth": windows[-1]["depth"],
             "unreachable_count": windows[-1]["unreachable_count"],
+            "parents": {node: (core.parent if core is not None else "down") for node, core in sim.cores.items()},
         },
         "control": {
             "messages": sim.messages_total,
