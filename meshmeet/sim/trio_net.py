@@ -18,6 +18,7 @@ from ..tree.cost import LinkCostInputs
 from .scenario import LinkSpec, Scenario
 
 INBOX_SIZE = 1024
+_WAKE = ("", b"")     # not a message: makes a node task re-read its core's deadline
 
 
 @dataclass
@@ -91,6 +92,9 @@ class TrioNet:
                 self._dispatch(end, task.core.link_down(other, trio.current_time()))
 
     def _dispatch(self, src: str, out: Output) -> None:
+        task = self.nodes.get(src)
+        if task is not None:
+            task.inbox_send.send_nowait(_WAKE)   # a call from outside its task may move its deadline
         for dst, data in out.sends:
             pair = frozenset((src, dst))
             if pair not in self._up_links:
@@ -118,5 +122,7 @@ class TrioNet:
                 now = trio.current_time()
                 if message is None:
                     self._dispatch(task.core.node_id, task.core.handle_timer(now))
+                elif message is _WAKE:
+                    continue
                 else:
                     self._dispatch(task.core.node_id, task.core.receive(message[0], message[1], now))
