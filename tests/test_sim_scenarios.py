@@ -93,3 +93,41 @@ def test_bad_scenarios_give_bilingual_errors(tmp_path: Path) -> None:
     bad.write_text("nodes = [")
     out = subprocess.run([sys.executable, "-m", "meshmeet.sim", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "TOML" in out.stderr and "Kịch bản" in out.stderr
+
+
+def test_briefing_shows_on_every_node_of_the_component_and_stops() -> None:
+    from meshmeet.sim import Simulator
+
+    sim = Simulator(load_scenario(SCENARIOS / "commune-21.toml"))
+    sim.run_until(141.0)                                  # HQ down since 120, briefing since 140
+    component = next(c for c in sim.components() if "thon-01" in c)
+    assert len(component) > 15
+    assert all(sim.cores[n].root == "thon-01" and sim.cores[n].briefing for n in component)  # type: ignore[union-attr]
+    sim.run_until(171.0)                                  # stopped at 170
+    assert not any(sim.cores[n].briefing for n in component)  # type: ignore[union-attr]
+
+
+def test_flapping_link_is_held_down_in_the_simulator() -> None:
+    """hq~a flaps four times in 20 s: a uses the detour through b while the link is held down,
+    then returns to the direct link once the hold-down is over."""
+    from meshmeet.sim import Simulator
+
+    events = []
+    for i in range(4):
+        events.append({"at": 10.0 + 5 * i, "action": "link_down", "link": ["hq", "a"]})
+        events.append({"at": 12.0 + 5 * i, "action": "link_up", "link": ["hq", "a"]})
+    raw = {
+        "duration_s": 120.0, "seed": 3,
+        "nodes": [{"id": "hq", "role": "hq"}, {"id": "a"}, {"id": "b"}],
+        "links": [{"a": "hq", "b": "a", "kind": "lan", "detect_s": 0.5}, {"a": "hq", "b": "b", "kind": "lan"},
+                  {"a": "a", "b": "b", "kind": "4g"}],
+        "events": events,
+    }
+    sim = Simulator(load_scenario(raw))
+    sim.run_until(9.0)
+    assert sim.cores["a"].parent == "hq"                  # type: ignore[union-attr]
+    sim.run_until(27.5)                                   # link back up at 27 after 4 losses: held ~8 s
+    assert sim.link_phys_up("hq", "a") and sim.cores["a"].parent == "b"   # type: ignore[union-attr]
+    sim.run_until(40.0)
+    assert sim.cores["a"].parent == "hq"                  # type: ignore[union-attr]
+    assert not sim.loop_ever and sim.converged
