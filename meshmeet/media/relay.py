@@ -39,8 +39,8 @@ ESTIMATE_WINDOW_S = 1.0
 PADDING_MIN_BYTES = 64
 PADDING_MAX_BYTES = 1200
 PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
-FRAGMENT_BYTES = 1000  # video chunks above this go out in pieces, audio slipping in between
-FRAGMENT_PIECE_BYTES = 800  # pieces are cut evenly to at most this (100 ms at 64 kbit/s)
+FRAGMENT_BYTES = 700  # video chunks above this go out in pieces, audio slipping in between
+FRAGMENT_PIECE_BYTES = 500  # pieces are cut evenly to at most this (62 ms at 64 kbit/s)
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class _Link:
     estimate_bps: float = 0.0
     congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
     dropped_audio: int = 0
+    max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
 
 
 class MediaRelay:
@@ -253,7 +254,9 @@ class MediaRelay:
             return None
         self._trim_audio(lk, now)
         if lk.audio:
-            data = lk.audio.popleft()[1]
+            t_in, data = lk.audio.popleft()
+            if data[0] == C.KIND_CHUNK:
+                lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
         elif lk.video:
             data = self._next_video(lk)
         else:
@@ -445,6 +448,12 @@ class MediaRelay:
         return self._request_for_level(lk, now)
 
     # ---- status --------------------------------------------------------------------------
+    def take_max_audio_wait_ms(self, link: str) -> float:
+        """The longest audio wait on `link` since the last call (then starts over)."""
+        lk = self._links[link]
+        w, lk.max_audio_wait_s = lk.max_audio_wait_s, 0.0
+        return round(w * 1000, 1)
+
     def link_stats(self, link: str, now: float) -> LinkStats:
         lk = self._links[link]
         return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1),
