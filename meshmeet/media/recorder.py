@@ -49,7 +49,7 @@ class Recorder:
         """Record a chunk or config (other kinds are not recorded)."""
         if not data or data[0] not in (C.KIND_CHUNK, C.KIND_CONFIG):
             return
-        at_us = max(0, int((now - self._t0) * 1_000_000))
+        at_us = max(0, round((now - self._t0) * 1_000_000))
         self._f.write(_REC.pack(len(data), at_us) + data)
         self.records += 1
         if now - self._last_sync >= FSYNC_INTERVAL_S:

@@ -373,6 +373,8 @@ class MediaRelay:
         if level_rate_bps(self._meter, lv, simulcast=simulcast) > UPGRADE_HEADROOM * est:
             return False
         layers = () if lv.layer is None else ((C.LAYER_HIGH, C.LAYER_LOW) if simulcast and lv.layer == C.LAYER_HIGH else (lv.layer,))
+        if any(self._meter.rate_bps(("v", layer, 0)) <= 0 for layer in layers):
+            return False  # that layer is not flowing: it would only look like a level
         return all(self._key_bytes.get(layer, 0) * 8 / est <= KEYFRAME_HOL_MAX_S for layer in layers)
 
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
