@@ -398,3 +398,37 @@ def test_signed_junk_changes_are_rejected_never_crash(raw, key) -> None:
 def test_errors_are_bilingual() -> None:
     err = AuthorityError("Vai trò", "role")
     assert isinstance(err, MeshmeetError) and str(err) == "Vai trò / role"
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> None:
+    import meshmeet.sync.store as store_module
+    clock = FakeClock()
+    hq, hall = mk(HQ, clock=clock), mk(HALL1, clock=clock)
+    with hall.batch():
+        for i in range(100):
+            hall.write(
+                "chat", f"c{i}", {"meeting_id": "m1", "node": HALL1.node_id, "text": f"tin {i}", "at": float(i)})
+    with hq.batch():
+        for i in range(200):
+            hq.write("agenda_items", f"a{i:03d}", {"meeting_id": "m1", "position": i, "title": f"mục {i}",
+                                                  "status": "pending"})
+    early = logged(hq)
+    clock.t += 1
+    with hq.batch():  # a second bulk batch touching keys the receiver may already hold
+        for i in range(0, 200, 2):
+            hq.write("agenda_items", f"a{i:03d}", {"meeting_id": "m1", "position": -i, "title": f"sửa {i}",
+                                                  "status": "done"})
+    late = logged(hq, {HQ.node_id: early[-1].last_seq})
+    batches = logged(hall) + (early + late if overlap else late)
+    fast, slow = mk(RELAY), mk(RELAY)
+    if overlap:  # the late batch's keys are held already: the fast path must step aside
+        fast.apply(batches[:-1])
+        fast.apply(batches[-1:])
+    else:
+        fast.apply(batches)
+    monkeypatch.setattr(store_module, "FAST_PATH_MIN_ROWS", 10 ** 9)
+    for b in batches:
+        slow.apply([b])
+    assert fast.digest() == slow.digest()
+    assert fast.get("agenda_items", "a002")["title"] == "sửa 2"

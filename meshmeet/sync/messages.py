@@ -99,7 +99,7 @@ def encode(msg: Message) -> bytes:
 
 
 def _hashes(value: Any) -> tuple[bytes, ...]:
-    if not isinstance(value, list) or not 0 < len(value) <= MAX_WANT_HASHES:
+    if type(value) is not tuple or not 0 < len(value) <= MAX_WANT_HASHES:
         raise ProtocolError("bad chunk list")
     if not all(isinstance(h, bytes) and len(h) == HASH_BYTES for h in value):
         raise ProtocolError("bad chunk name")
@@ -111,10 +111,10 @@ def decode(data: bytes) -> Message:
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError("message too large or not bytes")
     try:
-        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False, use_list=True)
+        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False, use_list=False)
     except Exception as exc:  # msgpack raises many types on junk; all mean "not a message"
         raise ProtocolError(f"not msgpack ({type(exc).__name__})") from None
-    if not isinstance(obj, list) or not obj or type(obj[0]) is not int:
+    if type(obj) is not tuple or not obj or type(obj[0]) is not int:
         raise ProtocolError("not a sync message")
     kind, args = obj[0], obj[1:]
     if kind == HELLO and len(args) == 2:

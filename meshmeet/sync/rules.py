@@ -68,19 +68,10 @@ def _role_denied(role: str, table: str) -> Rejection:
                  f"role {role!r} may not change {table}")
 
 
-def _value_ok(value: Any, want: type) -> bool:
-    t = type(value)
-    if value is None:
-        return True
-    if t is int:
-        return (want is int or want is float) and INT64_MIN <= value <= INT64_MAX
-    if t is float:
-        return want is float
-    if t is str:
-        return want is str and len(value) <= MAX_VALUE_BYTES
-    if t is bytes:
-        return want is bytes and len(value) <= MAX_VALUE_BYTES
-    return False
+_NONE = type(None)
+_ALLOWED = {str: frozenset({str, _NONE}), int: frozenset({int, _NONE}), float: frozenset({float, int, _NONE}),
+            bytes: frozenset({bytes, _NONE})}
+_TABLE_CHECKED = frozenset({"ballots", "motions", "attendance", "speaking_queue"})
 
 
 class Rules:
@@ -90,6 +81,9 @@ class Rules:
         self.by_tid = {s.tid: s for s in specs.values()}
         self._types = {s.tid: tuple(c.type for c in s.columns) for s in specs.values()}
         self._col = {s.tid: {c.name: i for i, c in enumerate(s.columns)} for s in specs.values()}
+        # Per table: column index -> the Python types a value may have there.
+        self._allowed = {s.tid: {i: _ALLOWED[c.type] for i, c in enumerate(s.columns)} for s in specs.values()}
+        self._needs_table_check = {s.tid for s in specs.values() if s.name in _TABLE_CHECKED}
 
     def check(self, role: str | None, origin: str, tid: int, op: int, key: tuple, values: dict) -> Rejection | None:
         """None when the change may be applied, else why not."""
@@ -120,10 +114,20 @@ class Rules:
             return EMPTY
         if spec.kind == ADDONLY and len(values) != len(types):
             return WHOLE_ROW
+        allowed = self._allowed[tid]
         for idx, value in values.items():
-            if type(idx) is not int or not 0 <= idx < len(types):
+            if type(idx) is not int:
                 return UNKNOWN_COLUMN
-            if not _value_ok(value, types[idx]):
+            ok = allowed.get(idx)
+            if ok is None:
+                return UNKNOWN_COLUMN
+            t = type(value)
+            if t not in ok:
+                return BAD_VALUE
+            if t is str or t is bytes:
+                if len(value) > MAX_VALUE_BYTES:
+                    return BAD_VALUE
+            elif t is int and not INT64_MIN <= value <= INT64_MAX:
                 return BAD_VALUE
         if spec.owner is not None:
             if spec.owner in spec.pk:
@@ -132,7 +136,9 @@ class Rules:
                 owner = values.get(self._col[tid][spec.owner])
             if owner != origin and not (role == "hq" and spec.hq_may_write_for_others):
                 return NOT_OWNER
-        return self._table_check(spec, role, values)
+        if tid in self._needs_table_check:
+            return self._table_check(spec, role, values)
+        return None
 
     def _table_check(self, spec: TableSpec, role: str, values: dict) -> Rejection | None:
         col = self._col[spec.tid]

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 Authority = Callable[[str], "str | None"]
 LOCAL_BATCH_BYTES = 256 * 1024
 SQL_VARS_PER_QUERY = 900
+FAST_PATH_MIN_ROWS = 64
 _NO_CLOCK = b""
 _TOMB = -1  # key of the tombstone's clock in an LWW row's clock map
 
@@ -88,6 +90,36 @@ def _origin_raw(origin: str) -> bytes:
         return bytes.fromhex(origin)
     except ValueError:
         return origin.encode()
+
+
+def _fold_lww(st: list, op: int, values: dict, ck: bytes, ncols: int) -> None:
+    """Merge one change into [values, clocks, deleted]: per column, the greater clock wins."""
+    clk = st[1]
+    if type(clk) is bytes:  # a uniform clock: expand before columns diverge
+        clk = st[1] = dict.fromkeys(range(ncols), clk)
+    if op == OP_DELETE:
+        if ck > clk.get(_TOMB, _NO_CLOCK):
+            clk[_TOMB] = ck
+            st[2] = 1
+        return
+    vals = st[0]
+    for idx, value in values.items():
+        if ck > clk.get(idx, _NO_CLOCK):
+            vals[idx] = value
+            clk[idx] = ck
+
+
+def _pack_clock(clk: bytes | dict) -> bytes:
+    """16 bytes when every column has the same clock, else msgpack {column: clock}."""
+    return clk if type(clk) is bytes else msgpack.packb(clk)
+
+
+def _unpack_clock(blob: bytes | None, ncols: int) -> dict:
+    if not blob:
+        return {}
+    if len(blob) == 16:
+        return dict.fromkeys(range(ncols), blob)
+    return msgpack.unpackb(blob, strict_map_key=False)
 
 
 class Store:
@@ -343,43 +375,88 @@ class Store:
 
     def _merge_lww(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
-        keys = list({item[2] for item in group})
-        old = self._existing(spec, keys, "_clk, _del")
+        full = range(ncols)
+        if self._insert_whole_rows(spec, group, ("_clk", "_del"), (0,)):
+            return
         state: dict[tuple, list] = {}
-        for pk, row in old.items():
-            state[pk] = [row[:ncols], msgpack.unpackb(row[ncols], strict_map_key=False) if row[ncols] else {},
-                         row[ncols + 1] or 0]
-        for _tid, op, pk, values, ck in group:
+        for _tid, op, pk, values, ck in group:  # first fold this group on its own
             st = state.get(pk)
             if st is None:
+                if op != OP_DELETE and len(values) == ncols:
+                    state[pk] = [[values[i] for i in full], ck, 0]  # one clock for every column
+                    continue
                 st = state[pk] = [[None] * ncols, {}, 0]
-            clk = st[1]
-            if op == OP_DELETE:
-                if ck > clk.get(_TOMB, _NO_CLOCK):
-                    clk[_TOMB] = ck
-                    st[2] = 1
-                continue
-            vals = st[0]
-            for idx, value in values.items():
-                if ck > clk.get(idx, _NO_CLOCK):
-                    vals[idx] = value
-                    clk[idx] = ck
-        packb = msgpack.packb
-        rows = [(*pk, *st[0], packb(st[1]), st[2]) for pk, st in state.items()]
-        self._upsert(spec, rows, ("_clk", "_del"))
+            _fold_lww(st, op, values, ck, ncols)
+        rows = [(*pk, *st[0], _pack_clock(st[1]), st[2]) for pk, st in state.items()]
+        if self._insert_new(spec, rows, ("_clk", "_del")):
+            return
+        # Some keys were already held: merge with the stored rows. Folding a change into a row
+        # that already has it changes nothing, so the rows just inserted above are harmless.
+        old = self._existing(spec, list(state), "_clk, _del")
+        state = {pk: [row[:ncols], _unpack_clock(row[ncols], ncols), row[ncols + 1] or 0] for pk, row in old.items()}
+        for _tid, op, pk, values, ck in group:
+            _fold_lww(state[pk], op, values, ck, ncols)
+        self._upsert(spec, [(*pk, *st[0], _pack_clock(st[1]), st[2]) for pk, st in state.items()],
+                     ("_clk", "_del"))
 
     def _merge_addonly(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
-        keys = list({item[2] for item in group})
-        old = self._existing(spec, keys, "_clk")
-        best: dict[tuple, tuple[bytes, dict | None]] = {pk: (row[ncols], None) for pk, row in old.items()}
+        if self._insert_whole_rows(spec, group, ("_clk",), ()):
+            return
+        best: dict[tuple, tuple[bytes, dict]] = {}
         for _tid, _op, pk, values, ck in group:
             cur = best.get(pk)
             if cur is None or ck < cur[0]:
                 best[pk] = (ck, values)
-        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck)
-                for pk, (ck, values) in best.items() if values is not None]
+        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck) for pk, (ck, values) in best.items()]
+        if self._insert_new(spec, rows, ("_clk",)):
+            return
+        old = self._existing(spec, list(best), "_clk")
+        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck) for pk, (ck, values) in best.items()
+                if ck < old[pk][ncols]]
         self._upsert(spec, rows, ("_clk",))
+
+    def _insert_whole_rows(self, spec: TableSpec, group: list, meta: tuple[str, ...], tail: tuple) -> bool:
+        """Fast path: distinct new keys, each written whole by one upsert (a bulk transfer).
+
+        Such a row is exactly the change, with one clock for all columns. True when the whole
+        group went in this way; False (nothing written) when the general merge is needed.
+        """
+        ncols = len(spec.columns)
+        if len(group) < FAST_PATH_MIN_ROWS:
+            return False
+        pick = itemgetter(*range(ncols)) if ncols > 1 else (lambda v: (v[0],))
+        rows = []
+        seen: set[tuple] = set()
+        try:
+            for _tid, op, pk, values, ck in group:
+                if op or len(values) != ncols or pk in seen:
+                    return False
+                seen.add(pk)
+                rows.append((*pk, *pick(values), ck, *tail))
+        except KeyError:  # a column index outside 0..ncols-1 (rules would have refused it)
+            return False
+        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
+        self._conn.execute("SAVEPOINT fast")
+        sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+               f'VALUES ({",".join("?" * len(names))})')
+        before = self._conn.total_changes
+        self._conn.executemany(sql, rows)
+        if self._conn.total_changes - before == len(rows):
+            self._conn.execute("RELEASE fast")
+            return True
+        self._conn.execute("ROLLBACK TO fast")
+        self._conn.execute("RELEASE fast")
+        return False
+
+    def _insert_new(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> bool:
+        """Insert rows whose keys are new; True when every key was new (the common case)."""
+        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
+        sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+               f'VALUES ({",".join("?" * len(names))})')
+        before = self._conn.total_changes
+        self._conn.executemany(sql, rows)
+        return self._conn.total_changes - before == len(rows)
 
     def _upsert(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> None:
         if not rows:

@@ -1,7 +1,7 @@
 """Benchmark of the replicated store and sync protocol (issue 3).
 
 Measures, in one run:
-- apply: 100,000 changes (agenda items) received from a peer as signed batches, fed through
+- apply (best of 3, interleaved with the baseline): 100,000 changes (agenda items) received from a peer as signed batches, fed through
   SyncSession.receive (decode, Ed25519 verify, authority check, merge, change log) into a
   SQLite file in WAL mode; baseline: plain sqlite3 executemany inserting the same rows
   into a table of the same columns, same pragmas, same disk, same run.
@@ -37,6 +37,7 @@ from meshmeet.sync.store import Store  # noqa: E402
 APPLY_CHANGES = 100_000
 SIDE_CHANGES = 10_000
 REPLICAS = 20
+REPEATS = 3
 TITLE = "Mục {i}: Báo cáo tình hình thực hiện nhiệm vụ phát triển kinh tế - xã hội quý {q}"
 CHAT = "Điểm cầu thôn {i} đã sẵn sàng, âm thanh rõ, đề nghị trung tâm cho phát biểu"
 
@@ -75,26 +76,31 @@ def bench_apply(tmp: Path) -> dict:
     values = sum(value_bytes(c.values) for b in src.batches_after({})
                  for c in decode_batch(b.body, b.sig, check_signature=False).changes())
 
-    # Baseline: the physical limit, plain executemany into the same columns.
-    conn = sqlite3.connect(tmp / "plain.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE agenda_items (id TEXT PRIMARY KEY NOT NULL, meeting_id TEXT, position INTEGER, "
-                 "title TEXT, status TEXT)")
-    t0 = time.perf_counter()
-    conn.execute("BEGIN")
-    conn.executemany("INSERT INTO agenda_items VALUES (?,?,?,?,?)", rows)
-    conn.execute("COMMIT")
-    plain_s = time.perf_counter() - t0
-    conn.close()
+    # Baseline: the physical limit, plain executemany into the same columns. Both sides run
+    # REPEATS times, interleaved, and the best run counts (the machine is shared and noisy).
+    plain_s = apply_s = apply_cpu_s = float("inf")
+    for rep in range(REPEATS):
+        conn = sqlite3.connect(tmp / f"plain{rep}.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE agenda_items (id TEXT PRIMARY KEY NOT NULL, meeting_id TEXT, "
+                     "position INTEGER, title TEXT, status TEXT)")
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO agenda_items VALUES (?,?,?,?,?)", rows)
+        conn.execute("COMMIT")
+        plain_s = min(plain_s, time.perf_counter() - t0)
+        conn.close()
 
-    dst = Store(tmp / "hall.db", hall, roles.get)
-    session = SyncSession(dst, hq.node_id, 0.0)
-    t0 = time.perf_counter()
-    for msg in messages:
-        session.receive(msg, 0.0)
-    apply_s = time.perf_counter() - t0
-    assert len(dst.rows("agenda_items")) == APPLY_CHANGES and dst.digest() == src.digest()
+        dst = Store(tmp / f"hall{rep}.db", hall, roles.get)
+        session = SyncSession(dst, hq.node_id, 0.0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for msg in messages:
+            session.receive(msg, 0.0)
+        apply_s = min(apply_s, time.perf_counter() - t0)
+        apply_cpu_s = min(apply_cpu_s, time.process_time() - c0)
+        assert len(dst.rows("agenda_items")) == APPLY_CHANGES and dst.digest() == src.digest()
+        dst.close()
     return {
         "apply_rows_per_s": round((APPLY_CHANGES + 1) / apply_s),
         "sqlite_insert_rows_per_s": round(APPLY_CHANGES / plain_s),
@@ -102,6 +108,7 @@ def bench_apply(tmp: Path) -> dict:
         "wire_bytes_per_value_byte": round(wire / values, 3),
         "apply_batches": len(messages),
         "wire_bytes_per_change": round(wire / (APPLY_CHANGES + 1), 1),
+        "apply_cpu_s": round(apply_cpu_s, 3),
     }
 
 
