@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(c)
     c.add_argument("--json", action="store_true")
 
+    c = cmd("briefing", "họp khẩn: nút này làm gốc / emergency briefing: this node becomes the root")
+    c.add_argument("action", choices=["start", "stop"])
+    data_dir(c)
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("simulate", "mô phỏng một xã / simulate a commune from a scenario file")
+    c.add_argument("scenario", type=Path)
+    c.add_argument("--json", action="store_true")
+
     c = cmd("config", "cấu hình / configuration")
     c.add_argument("--example", action="store_true", help="print a full, commented example config")
 
@@ -293,6 +302,25 @@ def api_call(data_dir: Path, name: str, args: dict | None = None, *, method: str
         ) from None
 
 
+def cmd_briefing(args: argparse.Namespace) -> int:
+    tree = api_call(args.data_dir, "briefing", {"action": args.action})
+    if args.json:
+        print(json.dumps(tree, ensure_ascii=False))
+    elif args.action == "start":
+        print(f"Họp khẩn đã bắt đầu, nút này là gốc / briefing started, this node is the root ({tree['root']})")
+    else:
+        print(f"Họp khẩn đã dừng / briefing stopped; root now {tree['root']}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .sim import format_report, run_scenario
+
+    report = run_scenario(args.scenario)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 1 if report.get("loop_ever") else 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.example:
         print(config_mod.example(), end="")
@@ -315,5 +343,7 @@ COMMANDS = {
     "status": cmd_status,
     "roster": cmd_roster,
     "config": cmd_config,
+    "briefing": cmd_briefing,
+    "simulate": cmd_simulate,
     "demo": cmd_demo,
 }

@@ -400,6 +400,8 @@ class LinkManager:
                 self._nursery.start_soon(link.close, "duplicate link")  # type: ignore[union-attr]
                 return None
             self._nursery.start_soon(old.close, "replaced by a newer link")  # type: ignore[union-attr]
+            record.link = None
+            self._on_link_change(peer, False)  # listeners see down before the new link's up
         record.link = link
         record.state = "up"
         record.links_opened += 1

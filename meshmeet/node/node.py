@@ -27,6 +27,7 @@ from ..web.bridge import open_web_gateway
 from ..wire import services
 from .discovery import Discovery, Sighting
 from .links import RECEIVE_BYTES, LinkManager
+from .tree_service import TreeService
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Node:
         self.started_at = time.time()
         self._roster_mtime = self._roster_file_mtime()
         self.gateway = None
+        self.tree: "TreeService | None" = None
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -82,6 +84,8 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         async with trio.open_nursery() as nursery:
+            self.tree = TreeService(self)
+            nursery.start_soon(self.tree.run)
             self.mesh_port = await nursery.start(self.links.run, cfg.listen.host, cfg.listen.port)
             async with open_web_gateway(
                 nursery, host=cfg.http.host, port=cfg.http.port, api=dispatch_table(self.api_handlers)

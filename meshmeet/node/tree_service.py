@@ -1,0 +1,103 @@
+"""The trio driver for the relay tree: feeds link events and tree messages to meshmeet.tree.TreeNode.
+
+Runs the core's timers, sends its output over the node's links (service 0x30), adds "tree" to
+status, and answers the `briefing` API with the roster's authority check. This module must never
+decide tree shape itself (the core does) and never feed the core anything from a link after that
+link's link_down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..tree import TreeNode
+from ..tree.core import Output, TreeChanged
+from ..tree.cost import LinkCostInputs
+from ..web.api import ApiError
+from ..wire import services
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RTT_S = 0.001
+
+
+class TreeService:
+    """Owns this node's TreeNode and wires it into the node."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.core = TreeNode(node.key.node_id, node.me.priority, trio.current_time())
+        self._wake = trio.Event()
+        self.changes = 0
+        node.services[services.TREE] = self._on_message
+        node.link_listeners.append(self._on_link_change)
+        node.status_extras["tree"] = self.status
+        node.api_handlers["briefing"] = self._api_briefing
+
+    def status(self) -> dict:
+        out = dict(self.core.status())
+        out["changes"] = self.changes
+        return out
+
+    # ----- inputs --------------------------------------------------------------------------------
+
+    def _on_link_change(self, peer: str, up: bool) -> None:
+        now = trio.current_time()
+        if up:
+            rtt_ms = next((l["rtt_ms"] for l in self.node.links.snapshot() if l["peer"] == peer), None)
+            rtt_s = DEFAULT_RTT_S if rtt_ms is None else max(rtt_ms / 1000.0, DEFAULT_RTT_S)
+            self._apply(self.core.link_up(peer, LinkCostInputs(rtt_s=rtt_s), now))
+        else:
+            self._apply(self.core.link_down(peer, now))
+
+    def _on_message(self, peer: str, body: bytes) -> None:
+        self._apply(self.core.receive(peer, body, trio.current_time()))
+
+    def _apply(self, out: Output) -> None:
+        for peer, body in out.sends:
+            if not self.node.send(peer, services.TREE, body):
+                log.debug("tree: could not send to %s (link not up or backed up)", peer)
+        for event in out.events:
+            if isinstance(event, TreeChanged):
+                self.changes += 1
+                log.info(
+                    "tree: root %s parent %s children %d cost %s%s",
+                    event.root, event.parent, len(event.children), event.cost, " (briefing)" if event.briefing else "",
+                )
+            else:
+                log.warning("tree: %s", event)
+        self._wake.set()
+
+    # ----- timers --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            deadline = self.core.next_deadline()
+            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+                await self._wake.wait()
+            if trio.current_time() >= deadline:
+                self._apply(self.core.handle_timer(trio.current_time()))
+
+    # ----- briefing ------------------------------------------------------------------------------
+
+    async def _api_briefing(self, args: dict) -> dict:
+        action = args.get("action")
+        if action not in ("start", "stop"):
+            raise ApiError(400, "bad_action", "Cần action là start hoặc stop", "action must be start or stop")
+        me = self.node.me
+        if me.role != "hq" and not me.backup:
+            raise ApiError(
+                403, "not_authorised",
+                "Chỉ trụ sở hoặc điểm dự phòng được chủ trì họp khẩn", "only HQ or a backup site may run a briefing",
+            )
+        now = trio.current_time()
+        self._apply(self.core.start_briefing(now) if action == "start" else self.core.stop_briefing(now))
+        return self.status()
