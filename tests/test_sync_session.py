@@ -366,3 +366,16 @@ def test_change_made_while_hellos_cross_is_not_missed() -> None:
     net.changed(0)
     net.run()
     assert hall.get("meetings", mid) is not None and hq.digest() == hall.digest()
+
+
+def test_documented_test_vectors() -> None:
+    key = KeyPair.from_seed(bytes([1]) * 32)
+    assert key.node_id == "59349341e0ebbe32"
+    assert encode(Hello(vector_hash({}))).hex() == "930101c4103f9390fa9191b2b11a3e1301400591e7"
+    assert encode(Vector({key.node_id: 3})).hex() == "920281c40859349341e0ebbe3203"
+    batch = encode_batch(key, 1, [(1_800_000_000_000 << 16, 8, 0, ("a1",), {0: "Họp lúc 8h", 1: 1, 2: 1.5})])
+    assert batch.body.hex() == (
+        "9501c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01cf01a3185c50000000"
+        "9194001091a261318300ad48e1bb8d70206cc3ba63203868010102cb3ff8000000000000")
+    assert batch.sig.hex().startswith("e25efd78143a6e1d") and len(encode(Batch(batch.body, batch.sig))) == 152
+    assert decode_batch(batch.body, batch.sig).changes()[0].values == {0: "Họp lúc 8h", 1: 1, 2: 1.5}
