@@ -432,3 +432,19 @@ def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> Non
         slow.apply([b])
     assert fast.digest() == slow.digest()
     assert fast.get("agenda_items", "a002")["title"] == "sửa 2"
+
+
+def test_status_and_counters_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "hq.db"
+    hq = mk(HQ, path)
+    m.create_meeting(hq, "Họp")
+    rogue = encode_batch(HALL1, 1, [(1 << 40, 8, 0, ("n1",), {0: "giả", 1: 1, 2: 1.0})])
+    hq.apply([decode_batch(rogue.body, rogue.sig)])
+    hq.note_forged_batch()
+    assert hq.put_chunk(bytes(32), b"x") == "corrupt"
+    hq.close()
+    again = mk(HQ, path)
+    status = again.status()
+    assert status["origins"] == {HQ.node_id: 1, HALL1.node_id: 1} and status["pending_chunks"] == 0
+    assert status["digest"] == again.digest() and len(status["digest"]) == 64
+    assert (status["rejected_changes"], status["forged_batches"], status["corrupt_chunks"]) == (1, 1, 1)

@@ -201,7 +201,7 @@ class SyncSession:
         try:
             batch = decode_batch(msg.body, msg.sig)
         except ForgedBatchError as exc:
-            self.store.counters.forged_batches += 1
+            self.store.note_forged_batch()
             log.warning("forged batch from peer %s dropped", self.peer_node_id)
             return [], [BatchForged(exc.reason)]
         self._peer_holds(batch.origin, batch.first_seq, batch.last_seq)

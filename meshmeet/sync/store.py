@@ -72,7 +72,7 @@ class ApplyReport:
 
 @dataclass
 class Counters:
-    """Running totals since the store was opened (shown in status)."""
+    """Running totals kept in the store's file (shown in status)."""
 
     rejected_changes: int = 0
     forged_batches: int = 0
@@ -148,6 +148,9 @@ class Store:
         row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
         self.hlc = HybridClock(row[0] or 0)
         self._next_seq = self._own_max_seq() + 1
+        for name, value in self._conn.execute("SELECT name, value FROM local_state"):
+            if name in Counters.__dataclass_fields__:
+                setattr(self.counters, name, value)
         if 0 < before < self.version:
             self._replay()
 
@@ -279,10 +282,27 @@ class Store:
             report.changes_applied = len(items)
             if any(b.origin == self.node_id for b in fresh):
                 self._next_seq = max(self._next_seq, self._own_max_seq() + 1)
-        self.counters.rejected_changes += report.rejected_changes
-        self.counters.duplicate_batches += report.duplicate_batches
-        self.counters.conflicting_batches += report.conflicting_batches
+            self._count("rejected_changes", report.rejected_changes)
+            self._count("duplicate_batches", report.duplicate_batches)
+            self._count("conflicting_batches", report.conflicting_batches)
         return report
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if not n:
+            return
+        setattr(self.counters, name, getattr(self.counters, name) + n)
+        with self._tx():
+            self._conn.execute("INSERT INTO local_state (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                               "DO UPDATE SET value = value + excluded.value", (name, n))
+
+    def note_forged_batch(self) -> None:
+        """Count a batch whose signature failed (the session drops it)."""
+        self._count("forged_batches")
+
+    def status(self) -> dict[str, Any]:
+        """The "sync" part of `meshmeet status --json`."""
+        return {"digest": self.digest(), "origins": self.version_vector(), "pending_chunks": self.pending_chunks(),
+                "schema_version": self.version, **self.counters.__dict__}
 
     def _fresh(self, batches: Sequence[SignedBatch], report: ApplyReport) -> list[SignedBatch]:
         fresh: list[SignedBatch] = []
@@ -376,7 +396,7 @@ class Store:
     def _merge_lww(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
         full = range(ncols)
-        if self._insert_whole_rows(spec, group, ("_clk", "_del"), (0,)):
+        if self._insert_whole_rows(spec, group, ("_clk",), ()):  # _del NULL = live
             return
         state: dict[tuple, list] = {}
         for _tid, op, pk, values, ck in group:  # first fold this group on its own
@@ -552,7 +572,7 @@ class Store:
     def put_chunk(self, sha256: bytes, data: bytes) -> str:
         """Store a received chunk: "stored", "duplicate", "unwanted" or "corrupt" (hash mismatch)."""
         if chunk_hash(data) != sha256:
-            self.counters.corrupt_chunks += 1
+            self._count("corrupt_chunks")
             return "corrupt"
         with self._tx():
             if self._conn.execute("DELETE FROM wanted_chunks WHERE sha256=?", (sha256,)).rowcount == 0:
