@@ -147,6 +147,47 @@ async def run_point(port: int, pid: int, n_subs: int, seconds: float, layer: str
             "cpu_cores": round(cpu, 3), "delivered": round(min(delivered, 1.0), 3)}
 
 
+def core_fanout(n_links: int, chunks: int = 3000) -> dict:
+    """Time to fan one chunk out to n_links in-process: relay core vs plain per-link queues."""
+    from collections import deque
+
+    from meshmeet.media.relay import MediaRelay
+
+    r = MediaRelay(source="src")
+    for i in range(n_links):
+        r.add_link(f"l{i}", 0.0, best_level=2)
+    bare = [deque() for _ in range(n_links)]
+    t_relay: list[float] = []
+    t_bare: list[float] = []
+    for n in range(chunks):
+        now = n * 0.01
+        video = n % 2 == 1
+        key = n % 100 == 1
+        data = (C.encode(C.Chunk(1, 1, 0 if key else (0, 2, 1, 2)[(n // 2) % 4], key, 0, n, 0, 50000, bytes(500)))
+                if video else C.encode(C.Chunk(0, 0, 0, True, 0, n, 0, 20000, bytes(60))))
+        t0 = time.perf_counter_ns()
+        r.receive("src", data, now)
+        for i in range(n_links):
+            while r.pop(f"l{i}", now) is not None:
+                pass
+        t1 = time.perf_counter_ns()
+        for q in bare:
+            q.append(data)
+        for q in bare:
+            while q:
+                q.popleft()
+        t2 = time.perf_counter_ns()
+        if n % 5 == 0:
+            r.tick(now)
+        t_relay.append((t1 - t0) / 1e6)
+        t_bare.append((t2 - t1) / 1e6)
+    def q(v: list[float], p: float) -> float:
+        v = sorted(v)
+        return round(v[min(len(v) - 1, int(p * len(v)))], 4)
+    return {"links": n_links, "relay_p50_ms": q(t_relay, 0.5), "relay_p99_ms": q(t_relay, 0.99),
+            "bare_p50_ms": q(t_bare, 0.5), "bare_p99_ms": q(t_bare, 0.99)}
+
+
 def with_server(kind: str, fn) -> dict:
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
@@ -168,9 +209,10 @@ def main() -> None:
     ap.add_argument("--max-subs", type=int, default=300)
     a = ap.parse_args()
 
+    core = core_fanout(a.subs)
     hop = {k: with_server(k, lambda port, pid: run_point(port, pid, a.subs, a.seconds, "low")) for k in ("bare", "relay")}
     scale: list[dict] = []
-    for n in (50, 100, 200, a.max_subs):
+    for n in sorted({50, 100, 200, a.max_subs}):
         if n > a.max_subs:
             break
         r = with_server("relay", lambda port, pid, n=n: run_point(port, pid, n, a.seconds, "low"))
@@ -183,6 +225,7 @@ def main() -> None:
                         "bare_p50_ms": hop["bare"]["p50_ms"], "bare_p99_ms": hop["bare"]["p99_ms"],
                         "added_p50_ms": round(hop["relay"]["p50_ms"] - hop["bare"]["p50_ms"], 3),
                         "added_p99_ms": round(hop["relay"]["p99_ms"] - hop["bare"]["p99_ms"], 3), "goal_p99_ms": 2.0},
+        "core_fanout": core,
         "subscribers_per_core": {"points": scale, "max_under_one_core": max(ok) if ok else 0, "goal": 200},
         "capture_to_decode": None,
     }
@@ -195,6 +238,10 @@ def main() -> None:
     print(f"{'bare forwarder':22}{h['bare_p50_ms']:>10.3f}{h['bare_p99_ms']:>10.3f}")
     print(f"{'relay (MediaHub)':22}{h['relay_p50_ms']:>10.3f}{h['relay_p99_ms']:>10.3f}")
     print(f"{'added by relay':22}{h['added_p50_ms']:>10.3f}{h['added_p99_ms']:>10.3f}   (goal p99 < 2 ms)")
+    c = out["core_fanout"]
+    print(f"\nOne chunk fanned out to {c['links']} links in-process (decisions + queues only)")
+    print(f"{'plain deques':22}{c['bare_p50_ms']:>10.4f}{c['bare_p99_ms']:>10.4f}")
+    print(f"{'relay core':22}{c['relay_p50_ms']:>10.4f}{c['relay_p99_ms']:>10.4f}")
     print()
     print("WebSocket subscribers served by one node (server process CPU, share of messages delivered)")
     print(f"{'subs':>6}{'relay cores':>13}{'relay deliv':>13}{'bare cores':>12}{'bare deliv':>12}")
