@@ -379,3 +379,24 @@ def test_documented_test_vectors() -> None:
         "9194001091a261318300ad48e1bb8d70206cc3ba63203868010102cb3ff8000000000000")
     assert batch.sig.hex().startswith("e25efd78143a6e1d") and len(encode(Batch(batch.body, batch.sig))) == 152
     assert decode_batch(batch.body, batch.sig).changes()[0].values == {0: "Họp lúc 8h", 1: 1, 2: 1.5}
+
+
+def test_long_history_is_pushed_in_slices(monkeypatch) -> None:
+    import meshmeet.sync.session as session_module
+    monkeypatch.setattr(session_module, "MAX_BATCHES_PER_PUSH", 2)
+    hq, hall = mk(HQ), mk(HALL1)
+    for i in range(7):
+        m.announce(hq, f"thông báo {i}")  # 7 batches of one change
+    sa, sb = pair(hq, hall)
+    qb = sa.on_connect()
+    out_b = sb.on_connect()
+    out_a, _ = sa.receive(out_b[0].data, 0.0)  # hq answers the hall's Hello with its Vector
+    for o in qb + out_a:
+        for reply in sb.receive(o.data, 0.0)[0]:
+            for o2 in sa.receive(reply.data, 0.0)[0]:
+                sb.receive(o2.data, 0.0)
+    assert len(hall.rows("announcements")) == 2 and sa.next_deadline() == float("-inf")
+    while sa.next_deadline() == float("-inf"):
+        for o in sa.on_timer(0.0):
+            sb.receive(o.data, 0.0)
+    assert hall.digest() == hq.digest() and sa.next_deadline() is None

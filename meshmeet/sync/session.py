@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CHUNK_WINDOW = 8             # chunk requests in flight per peer
 CHUNK_TIMEOUT_S = 30.0       # re-ask for a chunk not delivered within this
 CHUNK_RETRY_S = 5.0          # re-ask a peer for a chunk it said it lacked after this
-MAX_BATCHES_PER_PUSH = 10_000
+MAX_BATCHES_PER_PUSH = 1000   # more than this waits for on_timer (next_deadline says "now")
 MAX_OWED_CHUNKS = 64         # peer requests we hold open while fetching the chunk ourselves
 
 
@@ -109,6 +109,7 @@ class SyncSession:
         self._asked: dict[bytes, float] = {}            # chunk -> when we asked
         self._lacking: dict[bytes, float] = {}          # chunk -> when we may ask this peer again
         self._vector_sent = False
+        self._more_to_push = False
         self._owed: set[bytes] = set()                  # chunks the peer asked for that we are fetching too
         self.bytes_in = 0
         self.bytes_out = 0
@@ -137,8 +138,13 @@ class SyncSession:
         return self._push() + self._serve_owed() + self._request_chunks(now)
 
     def next_deadline(self) -> float | None:
+        """When on_timer should run next; -inf means at once (more batches are waiting)."""
+        if self.closed:
+            return None
+        if self._more_to_push:
+            return float("-inf")
         times = [t + CHUNK_TIMEOUT_S for t in self._asked.values()] + list(self._lacking.values())
-        return min(times) if times and not self.closed else None
+        return min(times) if times else None
 
     def on_timer(self, now: float) -> list[Outgoing]:
         if self.closed:
@@ -149,7 +155,8 @@ class SyncSession:
         for h, until in list(self._lacking.items()):
             if until <= now:
                 del self._lacking[h]
-        return self._request_chunks(now)
+        out = self._push() if self._more_to_push else []
+        return out + self._request_chunks(now)
 
     @property
     def in_flight_chunks(self) -> int:
@@ -228,7 +235,9 @@ class SyncSession:
     def _push(self) -> list[Outgoing]:
         assert self.peer_vector is not None
         out = []
-        for b in self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH):
+        held = self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH)
+        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH
+        for b in held:
             if b.first_seq in self._peer_ahead.get(b.origin, ()):
                 continue
             out.append(Batch(b.body, b.sig))
