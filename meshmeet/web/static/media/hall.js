@@ -42,6 +42,7 @@ worker.onmessage = (ev) => {
     latest = d.stats;
     if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); }
     $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
+    showConnection();
   } else if (d.type === "send" && ws && ws.readyState === WebSocket.OPEN) {
     ws.send(d.data);
   }
@@ -64,13 +65,14 @@ function connect() {
   };
 }
 
-setInterval(() => {
+function showConnection() {
   const el = $("conn");
   const quiet = performance.now() - lastMsgMs;
   if (!connected) { el.className = "down"; el.textContent = replay ? "Hết bản ghi / Replay ended" : "Mất kết nối / Disconnected"; }
   else if (quiet > 2000) { el.className = "weak"; el.textContent = "Chờ tín hiệu / Waiting for signal"; }
   else if (latest.mode === "audio-only") { el.className = "weak"; el.textContent = "Đường truyền yếu / Weak link"; }
   else { el.className = "ok"; el.textContent = replay ? "Phát lại / Replay" : "Trực tiếp / Live"; }
-}, 250);
+}
+setInterval(showConnection, 250);
 
 setup();
