@@ -10,6 +10,7 @@ docs/protocol/sync.md. This module must never touch the database or decide autho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 import msgpack
@@ -48,7 +49,8 @@ class Change:
 
 @dataclass(frozen=True, eq=False)
 class SignedBatch:
-    """A verified (or locally made) batch with its decoded entries."""
+    """A verified (or locally made) batch. `packed` holds the changes as on the wire:
+    (hlc delta, table id << 1 | op, key, values) tuples; `entries` spells them out."""
 
     body: bytes
     sig: bytes
@@ -57,7 +59,17 @@ class SignedBatch:
     first_seq: int
     last_seq: int
     max_hlc: int
-    entries: tuple[Entry, ...]
+    base_hlc: int
+    packed: tuple[tuple[int, int, tuple, dict], ...]
+
+    @cached_property
+    def entries(self) -> tuple[Entry, ...]:
+        out = []
+        hlc = self.base_hlc
+        for delta, table_op, key, values in self.packed:
+            hlc += delta
+            out.append((hlc, table_op >> 1, table_op & 1, key, values))
+        return tuple(out)
 
     def changes(self) -> list[Change]:
         return [Change(self.origin, self.first_seq + i, e[0], e[1], OP_NAMES[e[2]], e[3], e[4])
@@ -78,12 +90,12 @@ def encode_batch(key: KeyPair, first_seq: int, entries: Sequence[Entry]) -> Sign
     for hlc, tid, op, pk, values in entries:
         if hlc < prev:
             raise ValueError("HLC values in a batch must not decrease")
-        packed.append([hlc - prev, (tid << 1) | op, list(pk), values])
+        packed.append((hlc - prev, (tid << 1) | op, tuple(pk), values))
         prev = hlc
     body = msgpack.packb([BATCH_VERSION, key.public_key, first_seq, base, packed], use_bin_type=True)
     sig = key.sign(SIGN_DOMAIN + body)
     return SignedBatch(body, sig, key.node_id, key.public_key, first_seq, first_seq + len(entries) - 1,
-                       prev, tuple((e[0], e[1], e[2], tuple(e[3]), e[4]) for e in entries))
+                       prev, base, tuple(packed))
 
 
 def _unpack(body: bytes) -> Any:
@@ -115,10 +127,8 @@ def decode_batch(body: bytes, sig: bytes, *, check_signature: bool = True) -> Si
         raise ProtocolError("bad change count")
     if first_seq + len(packed) - 1 > MAX_SEQ:
         raise ProtocolError("sequence overflow")
-    entries = []
-    append = entries.append
     hlc = base
-    for item in packed:
+    for item in packed:  # check only; the store walks `packed` itself when it applies
         if type(item) is not tuple or len(item) != 4:
             raise ProtocolError("bad change")
         delta, top_op, key, values = item
@@ -127,13 +137,12 @@ def decode_batch(body: bytes, sig: bytes, *, check_signature: bool = True) -> Si
         if type(key) is not tuple or type(values) is not dict:
             raise ProtocolError("bad change key or values")
         hlc += delta
-        append((hlc, top_op >> 1, top_op & 1, key, values))
     if hlc >= 1 << 63:
         raise ProtocolError("clock overflow")
     if check_signature and not verify(pk, SIGN_DOMAIN + body, sig):
         raise ForgedBatchError()
-    return SignedBatch(body, sig, node_id_of(pk), pk, first_seq, first_seq + len(entries) - 1, hlc,
-                       tuple(entries))
+    return SignedBatch(body, sig, node_id_of(pk), pk, first_seq, first_seq + len(packed) - 1, hlc, base,
+                       packed)
 
 
 class ForgedBatchError(ProtocolError):

@@ -258,7 +258,8 @@ class Store:
             return report
         with self._tx():
             fresh = self._fresh(batches, report)
-            items = []
+            items: list = []
+            append = items.append
             wall = self.clock()
             roles: dict[str, str | None] = {}
             check = self.rules.check
@@ -267,11 +268,15 @@ class Store:
                     roles[b.origin] = self.authority(b.origin)
                 role = roles[b.origin]
                 raw = _origin_raw(b.origin)
+                origin = b.origin
                 self.hlc.observe(b.max_hlc, wall)
-                for i, (hlc, tid, op, pk, values) in enumerate(b.entries):
-                    rejection = check(role, b.origin, tid, op, pk, values)
+                hlc = b.base_hlc
+                for i, (delta, table_op, pk, values) in enumerate(b.packed):
+                    hlc += delta
+                    tid, op = table_op >> 1, table_op & 1
+                    rejection = check(role, origin, tid, op, pk, values)
                     if rejection is None:
-                        items.append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
+                        append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
                     else:
                         report.rejected_changes += 1
                         report.rejections.append((b.origin, b.first_seq + i, rejection))
