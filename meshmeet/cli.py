@@ -24,6 +24,8 @@ from .errors import MeshmeetError, NotRunningError
 log = logging.getLogger("meshmeet")
 
 HTTP_TIMEOUT_S = 10.0
+# Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
+EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("simulate", "mô phỏng một xã / simulate a commune from a scenario file")
     c.add_argument("scenario", type=Path)
     c.add_argument("--json", action="store_true")
+
+    for module in EXTRA_COMMAND_MODULES:
+        try:
+            mod = __import__(f"meshmeet.{module}", fromlist=["add_commands"])
+        except ImportError:
+            continue
+        COMMANDS.update(mod.add_commands(sub, data_dir))
 
     c = cmd("config", "cấu hình / configuration")
     c.add_argument("--example", action="store_true", help="print a full, commented example config")

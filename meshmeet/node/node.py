@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 import trio
 
@@ -27,7 +27,6 @@ from ..web.bridge import open_web_gateway
 from ..wire import services
 from .discovery import Discovery, Sighting
 from .links import RECEIVE_BYTES, LinkManager
-from .tree_service import TreeService
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,41 @@ ServiceHandler = Callable[[str, bytes], None]
 ApiHandler = Callable[[dict], Awaitable[dict]]
 
 
+class Plugin(Protocol):
+    """A part of the node (tree, sync, media, LoRa). Its constructor registers its hooks on the node
+    (services, api_handlers, link_listeners, status_extras, web_setups, inbound_handlers); `run` is
+    its background task, started in the node's nursery and cancelled at shutdown."""
+
+    async def run(self) -> None: ...
+
+
+PluginFactory = Callable[["Node"], Plugin]
+
+
+def default_plugins() -> tuple[PluginFactory, ...]:
+    """The parts every node runs, in start order."""
+    
+    from .tree_service import TreeService
+
+    factories: list[PluginFactory] = [TreeService]
+    for module, name in EXTRA_PLUGINS:
+        try:
+            mod = __import__(f"meshmeet.node.{module}", fromlist=[name])
+        except ImportError as e:  # a part under construction must not stop the node
+            log.debug("plugin %s not available: %s", module, e)
+            continue
+        factories.append(getattr(mod, name))
+    return tuple(factories)
+
+
+# (module under meshmeet.node, factory name): loaded when present.
+EXTRA_PLUGINS = (("sync_service", "SyncService"), ("media_service", "MediaService"), ("lora_service", "LoraService"))
+
+
 class Node:
     """A running site: call `run()` inside trio; everything stops when it is cancelled."""
 
-    def __init__(self, data_dir: Path, cfg: NodeConfig) -> None:
+    def __init__(self, data_dir: Path, cfg: NodeConfig, plugins: tuple[PluginFactory, ...] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.cfg = cfg
         self.key, self.roster, self.me = load_membership(self.data_dir)
@@ -67,7 +97,11 @@ class Node:
         self.started_at = time.time()
         self._roster_mtime = self._roster_file_mtime()
         self.gateway = None
-        self.tree: "TreeService | None" = None
+        self.plugin_factories = default_plugins() if plugins is None else plugins
+        self.plugins: dict[str, Plugin] = {}
+        # Hooks the plugins fill in (see Plugin):
+        self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
+        self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -84,14 +118,21 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
         async with trio.open_nursery() as nursery:
-            self.tree = TreeService(self)
-            nursery.start_soon(self.tree.run)
+            for factory in self.plugin_factories:
+                plugin = factory(self)
+                self.plugins[type(plugin).__name__] = plugin
+                nursery.start_soon(plugin.run)
             self.mesh_port = await nursery.start(self.links.run, cfg.listen.host, cfg.listen.port)
             async with open_web_gateway(
-                nursery, host=cfg.http.host, port=cfg.http.port, api=dispatch_table(self.api_handlers)
+                nursery,
+                host=cfg.http.host,
+                port=cfg.http.port,
+                api=dispatch_table(self.api_handlers),
+                app_setup=list(self.web_setups),
             ) as gateway:
                 self.gateway = gateway
                 self.http_url = gateway.url
+                nursery.start_soon(self._pump_inbound, gateway)
                 self._write_run_file()
                 try:
                     for peer in cfg.peers:
@@ -107,6 +148,22 @@ class Node:
                     await trio.sleep_forever()
                 finally:
                     self._remove_run_file()
+
+    async def _pump_inbound(self, gateway) -> None:
+        """Messages browsers sent (through the bridge), to the plugin that owns their topic."""
+        async for topic, payload in gateway.inbound:
+            handler = self.inbound_handlers.get(topic)
+            if handler is None:
+                log.debug("browser message on unknown topic %s", topic)
+                continue
+            try:
+                await handler(payload)
+            except Exception:  # one bad browser message must not stop the pump
+                log.exception("handler for topic %s failed", topic)
+
+    @property
+    def tree(self):
+        return self.plugins.get("TreeService")
 
     async def _discover(self, nursery: trio.Nursery) -> None:
         send, receive = trio.open_memory_channel[Sighting](256)
