@@ -142,7 +142,7 @@ def test_validly_signed_change_without_authority_is_rejected_by_the_session() ->
 
 def test_message_round_trip() -> None:
     for msg in (Hello(bytes(16)), Vector({HQ.node_id: 5, HALL1.node_id: 1}), Batch(b"x", bytes(64)),
-                Want((bytes(32),)), Chunk(bytes(32), b"data"), NoChunk((bytes(32), b"\x01" * 32))):
+                Want((bytes(32),)), Chunk(bytes(32), 0, 4, b"data"), NoChunk((bytes(32), b"\x01" * 32))):
         assert decode(encode(msg)) == msg
     assert vector_hash({HQ.node_id: 1, HALL1.node_id: 0}) == vector_hash({HQ.node_id: 1})
 
@@ -202,7 +202,8 @@ def test_corrupted_chunk_is_refused_and_fetched_again() -> None:
         msg = decode(o.data)
         if isinstance(msg, Chunk) and not spoiled:
             spoiled.append(msg.sha256)
-            return type(o)(encode(Chunk(msg.sha256, msg.data[:-1] + bytes([msg.data[-1] ^ 1]))), True)
+            bad = msg.data[:-1] + bytes([msg.data[-1] ^ 1])
+            return type(o)(encode(Chunk(msg.sha256, msg.offset, msg.total, bad)), True)
         return o
     _, ev_hall = pump(sa, sb, sa.on_connect(), sb.on_connect(), tamper=corrupt_once)
     assert ChunkRefused(spoiled[0]) in ev_hall
@@ -400,3 +401,50 @@ def test_long_history_is_pushed_in_slices(monkeypatch) -> None:
         for o in sa.on_timer(0.0):
             sb.receive(o.data, 0.0)
     assert hall.digest() == hq.digest() and sa.next_deadline() is None
+
+
+def test_every_message_fits_one_link_message() -> None:
+    from meshmeet.sync.messages import MAX_MESSAGE_BYTES
+    from meshmeet.wire import MAX_MESSAGE_BYTES as LINK_MESSAGE_BYTES
+    assert MAX_MESSAGE_BYTES <= LINK_MESSAGE_BYTES - 1  # the service byte comes first
+    hq, hall, doc, data = _doc_fixture(3 * 256 * 1024 + 5)
+    with hq.batch():
+        for i in range(3000):
+            hq.write("chat", f"c{i}", {"meeting_id": "m", "node": HQ.node_id, "text": "x" * 200, "at": 1.0})
+    hq.write("announcements", "big", {"text": "ơ" * 10_000, "urgent": 0, "at": 1.0})
+    sa, sb = pair(hq, hall)
+    sizes = []
+
+    def spy(o):
+        sizes.append(len(o.data))
+        return o
+    pump(sa, sb, sa.on_connect(), sb.on_connect(), tamper=spy)
+    assert max(sizes) <= MAX_MESSAGE_BYTES and hall.digest() == hq.digest()
+    assert b"".join(hall.read_document(doc)) == data
+
+
+def test_change_too_large_for_a_batch_is_refused() -> None:
+    from meshmeet.sync.errors import SyncError
+    hq = mk(HQ)
+    with pytest.raises(SyncError):
+        hq.write("announcements", "a", {"text": "x" * 40_000})
+    with pytest.raises(SyncError):
+        hq.write("documents", "d", {"name": "x" * 30_000, "sha256": "y" * 30_000})
+    assert hq.change_count() == 0
+
+
+def test_unasked_or_out_of_order_chunk_pieces_are_ignored() -> None:
+    hq, hall, doc, data = _doc_fixture(100_000)
+    session = SyncSession(hall, HQ.node_id, 0.0)
+    [h] = _doc_hashes(hq, doc)
+    out, events = session.receive(encode(Chunk(h, 0, len(data), data[:60_000])), 0.0)
+    assert (out, events) == ([], [])  # the hall never asked
+    hall.apply([decode_batch(b.body, b.sig) for b in hq.batches_after({})])
+    session.on_local_change(0.0)
+    session.receive(encode(Vector({})), 0.0)  # start the session: it asks for the chunk
+    assert session.in_flight_chunks == 1
+    assert session.receive(encode(Chunk(h, 60_000, len(data), data[60_000:])), 0.0) == ([], [])
+    assert hall.pending_chunks() == 1  # a second piece without the first is dropped
+    session.receive(encode(Chunk(h, 0, len(data), data[:60_000])), 0.0)
+    _, events = session.receive(encode(Chunk(h, 60_000, len(data), data[60_000:])), 0.0)
+    assert events == [ChunkStored(h, 0)] and b"".join(hall.read_document(doc)) == data

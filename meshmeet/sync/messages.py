@@ -20,7 +20,8 @@ from .errors import ProtocolError
 PROTOCOL_VERSION = 1
 VECTOR_HASH_BYTES = 16
 NODE_ID_BYTES = 8
-MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+MAX_MESSAGE_BYTES = 65_533   # one link message (wire: 65,534 B) minus the service byte
+CHUNK_PIECE_BYTES = 60_000   # a chunk travels in pieces of at most this many bytes
 MAX_VECTOR_ORIGINS = 65536
 MAX_WANT_HASHES = 256
 
@@ -59,7 +60,11 @@ class Want:
 
 @dataclass(frozen=True)
 class Chunk:
+    """A piece of a chunk: bytes offset..offset+len(data) of a chunk of `total` bytes."""
+
     sha256: bytes
+    offset: int
+    total: int
     data: bytes
 
 
@@ -90,7 +95,7 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Want):
         obj = [WANT, list(msg.hashes)]
     elif isinstance(msg, Chunk):
-        obj = [CHUNK, msg.sha256, msg.data]
+        obj = [CHUNK, msg.sha256, msg.offset, msg.total, msg.data]
     elif isinstance(msg, NoChunk):
         obj = [NO_CHUNK, list(msg.hashes)]
     else:
@@ -144,10 +149,12 @@ def decode(data: bytes) -> Message:
         return Want(_hashes(args[0]))
     if kind == NO_CHUNK and len(args) == 1:
         return NoChunk(_hashes(args[0]))
-    if kind == CHUNK and len(args) == 2:
-        sha, payload = args
+    if kind == CHUNK and len(args) == 4:
+        sha, offset, total, payload = args
         if not isinstance(sha, bytes) or len(sha) != HASH_BYTES or not isinstance(payload, bytes) \
-                or len(payload) > CHUNK_BYTES:
-            raise ProtocolError("bad chunk")
-        return Chunk(sha, payload)
+                or type(offset) is not int or type(total) is not int \
+                or not 0 < len(payload) <= CHUNK_PIECE_BYTES or not 0 < total <= CHUNK_BYTES \
+                or not 0 <= offset <= total - len(payload):
+            raise ProtocolError("bad chunk piece")
+        return Chunk(sha, offset, total, payload)
     raise ProtocolError(f"unknown message kind {kind} or wrong arity")

@@ -14,7 +14,7 @@ from .batch import OP_DELETE
 from .schema import ADDONLY, LWW, TableSpec
 
 MAX_KEY_CHARS = 128
-MAX_VALUE_BYTES = 64 * 1024
+MAX_VALUE_BYTES = 32 * 1024  # a document row of 200 MB lists 800 chunk names: 25,600 bytes
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 BALLOT_CHOICES = frozenset({"yes", "no", "abstain"})
 HALL_QUEUE_STATES = frozenset({"waiting", "withdrawn"})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .batch import ForgedBatchError, decode_batch
 from .errors import ProtocolError
-from .messages import Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode, encode, vector_hash
+from .messages import CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode, encode, vector_hash
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,11 @@ class ProtocolViolation:
 Event = InSync | Applied | ChangeRejected | BatchForged | ChunkStored | ChunkRefused | ProtocolViolation
 
 
+def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:
+    return [Chunk(sha256, off, len(data), data[off:off + CHUNK_PIECE_BYTES])
+            for off in range(0, len(data), CHUNK_PIECE_BYTES)]
+
+
 class SyncSession:
     """Sync state for one peer link."""
 
@@ -110,7 +115,8 @@ class SyncSession:
         self._lacking: dict[bytes, float] = {}          # chunk -> when we may ask this peer again
         self._vector_sent = False
         self._more_to_push = False
-        self._owed: set[bytes] = set()                  # chunks the peer asked for that we are fetching too
+        self._owed: set[bytes] = set()
+        self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far                  # chunks the peer asked for that we are fetching too
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -152,6 +158,7 @@ class SyncSession:
         for h, asked in list(self._asked.items()):
             if asked + CHUNK_TIMEOUT_S <= now:
                 del self._asked[h]
+                self._partial.pop(h, None)
         for h, until in list(self._lacking.items()):
             if until <= now:
                 del self._lacking[h]
@@ -191,7 +198,7 @@ class SyncSession:
                 elif data is None:
                     lacking.append(h)
                 else:
-                    out += self._out([Chunk(h, data)], bulk=True)
+                    out += self._out(_pieces(h, data), bulk=True)
             if lacking:
                 out += self._out([NoChunk(tuple(lacking))], bulk=True)
             return out, []
@@ -221,8 +228,18 @@ class SyncSession:
         return out, events
 
     def _on_chunk(self, msg: Chunk, now: float) -> tuple[list[Outgoing], list[Event]]:
-        self._asked.pop(msg.sha256, None)
-        result = self.store.put_chunk(msg.sha256, msg.data)
+        h = msg.sha256
+        if h not in self._asked:
+            return [], []  # not asked for (or given up on): ignore
+        part = self._partial.pop(h, None) if msg.offset else bytearray()
+        if part is None or len(part) != msg.offset:
+            return [], []  # out of order: drop it; the request times out and is made again
+        part += msg.data
+        if len(part) < msg.total:
+            self._partial[h] = part
+            return [], []
+        del self._asked[h]
+        result = self.store.put_chunk(h, bytes(part))
         if result == "corrupt":
             log.warning("corrupt chunk %s from %s refused", msg.sha256.hex()[:16], self.peer_node_id)
             return self._request_chunks(now), [ChunkRefused(msg.sha256)]
@@ -263,7 +280,7 @@ class SyncSession:
             data = self.store.get_chunk(h)
             if data is not None:
                 self._owed.discard(h)
-                out += self._out([Chunk(h, data)], bulk=True)
+                out += self._out(_pieces(h, data), bulk=True)
             elif not self.store.is_wanted(h):
                 self._owed.discard(h)
                 out += self._out([NoChunk((h,))], bulk=True)

@@ -39,7 +39,8 @@ from .schema import ADDONLY, LATEST_VERSION, LWW, TableSpec, migrate, specs_for
 log = logging.getLogger(__name__)
 
 Authority = Callable[[str], "str | None"]
-LOCAL_BATCH_BYTES = 256 * 1024
+LOCAL_BATCH_BYTES = 60_000  # changes per batch body, so a BATCH fits one link message (64 KiB)
+CHANGE_HEADER_BYTES = 12     # worst case for the HLC delta and table/op integers of one change
 SQL_VARS_PER_QUERY = 900
 FAST_PATH_MIN_ROWS = 64
 _NO_CLOCK = b""
@@ -213,17 +214,21 @@ class Store:
             cls = AuthorityError if rejection.authority else SyncError
             raise cls(rejection.vi, rejection.en)
         try:
-            size = len(msgpack.packb(indexed, use_bin_type=True)) + 32
+            size = len(msgpack.packb([0, 0, list(pk), indexed], use_bin_type=True)) + CHANGE_HEADER_BYTES
         except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
             raise SyncError("Giá trị không lưu được", f"value cannot be stored: {exc}") from None
+        if size > LOCAL_BATCH_BYTES:
+            raise SyncError("Thay đổi quá lớn", f"change too large ({size} bytes, at most {LOCAL_BATCH_BYTES})")
         with self.batch():
-            hlc = self.hlc.tick(self.clock())
-            seq = self._next_seq + len(self._pending or ())
-            self._merge([(spec.tid, OPS[op], pk, indexed, _clock_bytes(hlc, _origin_raw(self.node_id)))])
             assert self._pending is not None
+            if self._pending and self._pending_bytes + size > LOCAL_BATCH_BYTES:
+                self._flush()  # keep every batch within one link message
+            hlc = self.hlc.tick(self.clock())
+            seq = self._next_seq + len(self._pending)
+            self._merge([(spec.tid, OPS[op], pk, indexed, _clock_bytes(hlc, _origin_raw(self.node_id)))])
             self._pending.append((hlc, spec.tid, OPS[op], pk, indexed))
             self._pending_bytes += size
-            if len(self._pending) >= MAX_BATCH_CHANGES or self._pending_bytes >= LOCAL_BATCH_BYTES:
+            if len(self._pending) >= MAX_BATCH_CHANGES:
                 self._flush()
         return seq
 
