@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-command -v chromium >/dev/null || need+=(chromium)
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,5 +16,3 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "meshmeet: missing ${need[*]}; the tests that need them will skip" >&2
     fi
 fi
-# Python packages only the browser tests and benchmarks need.
-.venv/bin/python -c "import playwright" 2>/dev/null || .venv/bin/python -m pip install -q --disable-pip-version-check playwright
