@@ -341,7 +341,7 @@ def _do(store: Store, clock: FakeClock, op: tuple) -> None:
         pass  # halls may not do everything; refusing is the point
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, max_size=25), st.randoms(use_true_random=False), st.integers(1, 3))
 def test_any_order_and_duplication_converges(op_list, rnd, dup) -> None:
     clock = FakeClock()
@@ -448,3 +448,19 @@ def test_status_and_counters_survive_a_restart(tmp_path: Path) -> None:
     assert status["origins"] == {HQ.node_id: 1, HALL1.node_id: 1} and status["pending_chunks"] == 0
     assert status["digest"] == again.digest() and len(status["digest"]) == 64
     assert (status["rejected_changes"], status["forged_batches"], status["corrupt_chunks"]) == (1, 1, 1)
+
+
+def test_speaking_queue_hall_asks_hq_grants() -> None:
+    hq, hall = mk(HQ), mk(HALL1)
+    mid = m.create_meeting(hq, "Họp")
+    hall.apply(logged(hq))
+    m.request_floor(hall, mid)
+    with pytest.raises(AuthorityError):
+        m.request_floor(hall, mid, state="speaking")
+    with pytest.raises(AuthorityError):
+        m.request_floor(hall, mid, node=HALL2.node_id)
+    hq.apply(logged(hall, {HQ.node_id: 1}))
+    m.request_floor(hq, mid, state="speaking", node=HALL1.node_id)
+    hall.apply(logged(hq, {HQ.node_id: 1, HALL1.node_id: 1}))
+    assert hall.get("speaking_queue", (mid, HALL1.node_id))["state"] == "speaking"
+    assert hall.digest() == hq.digest()

@@ -305,7 +305,7 @@ def _write(store: Store, what: int, text: str, mids: list[str]) -> None:
         pass  # refused where it is made
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(steps, max_size=40), st.randoms(use_true_random=False))
 def test_any_schedule_converges_after_the_links_heal(schedule, rnd) -> None:
     clock = FakeClock()
