@@ -42,6 +42,29 @@ def parse_host_port(text: str, *, what: str = "address") -> HostPort:
     return HostPort(host, int(port_text))
 
 
+LORA_MODELS = ("rak3172", "e22")
+LORA_ROLES = ("", "hq", "hall", "relay")
+LORA_KEYS = frozenset({"port", "model", "region", "role", "preset", "freq_hz", "power_dbm", "e22_channel", "beacon_s"})
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The [lora] table: which serial modem this node drives and with which radio profile.
+
+    `role` empty means "the roster role of this node"; `beacon_s` is the neighbour beacon period.
+    """
+
+    port: str
+    model: str = "rak3172"
+    region: str = "vn-920"
+    role: str = ""
+    preset: str = "medium"
+    freq_hz: int = 921_500_000
+    power_dbm: int = 14
+    e22_channel: int = 71
+    beacon_s: float = 300.0
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """What `meshmeet run` needs besides keys and roster."""
@@ -53,6 +76,7 @@ class NodeConfig:
     mdns_interfaces: tuple[str, ...] = ()
     keepalive_s: float = 5.0
     log_level: str = "info"
+    lora: LoraSettings | None = None
 
     def with_overrides(
         self,
@@ -99,6 +123,21 @@ keepalive_s = {keepalive_s}
 [log]
 # debug, info, warning or error
 level = "{log_level}"
+{lora}"""
+
+LORA_EXAMPLE = """
+# A LoRa serial modem for alerts and meeting control when no IP link is left (optional).
+# Modem LoRa nối cổng nối tiếp, dùng khi mất hết kết nối IP (tùy chọn). Bỏ dấu # để bật.
+# [lora]
+# port = "/dev/ttyUSB0"        # or /dev/meshmeet-lora (firmware-config/udev)
+# model = "rak3172"            # rak3172 or e22
+# region = "vn-920"            # firmware-config/regions/vn-920.toml
+# role = ""                    # hq, hall or relay; empty: this node's roster role
+# preset = "medium"            # fast (SF7), medium (SF9) or long (SF11), all 250 kHz
+# freq_hz = 921500000          # RAK3172 centre frequency
+# power_dbm = 14               # conducted power; vn-920 allows at most 14 dBm
+# e22_channel = 71             # E22 only: 850.125 + 71 = 921.125 MHz
+# beacon_s = 300.0             # seconds between neighbour beacons
 """
 
 
@@ -113,7 +152,21 @@ def render(cfg: NodeConfig) -> str:
         mdns_interfaces=quote(cfg.mdns_interfaces),
         keepalive_s=cfg.keepalive_s,
         log_level=cfg.log_level,
+        lora=LORA_EXAMPLE if cfg.lora is None else _render_lora(cfg.lora),
     )
+
+
+def _render_lora(lora: LoraSettings) -> str:
+    return (
+        "\n# LoRa serial modem (see `meshmeet config --example` for every key).\n[lora]\n"
+        f'port = "{_toml_escape(lora.port)}"\nmodel = "{lora.model}"\nregion = "{_toml_escape(lora.region)}"\n'
+        f'role = "{lora.role}"\npreset = "{_toml_escape(lora.preset)}"\nfreq_hz = {lora.freq_hz}\n'
+        f"power_dbm = {lora.power_dbm}\ne22_channel = {lora.e22_channel}\nbeacon_s = {float(lora.beacon_s)}\n"
+    )
+
+
+def _toml_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def example() -> str:
@@ -141,7 +194,8 @@ def load(data_dir: Path) -> NodeConfig:
         raise ConfigError(f"Tệp cấu hình {path} bị lỗi: {e}", f"config file {path} is malformed: {e}") from None
     net = _table(doc, "network", path)
     log = _table(doc, "log", path)
-    unknown = set(doc) - {"network", "log"}
+    lora_table = doc.get("lora")
+    unknown = set(doc) - {"network", "log", "lora"}
     if unknown:
         raise ConfigError(f"Mục lạ trong {path}: {sorted(unknown)}", f"unknown section in {path}: {sorted(unknown)}")
     try:
@@ -159,9 +213,48 @@ def load(data_dir: Path) -> NodeConfig:
             mdns_interfaces=tuple(str(i) for i in _list(net, "mdns_interfaces", path)),
             keepalive_s=keepalive,
             log_level=level,
+            lora=None if lora_table is None else _lora(lora_table, path),
         )
     except (ValueError, TypeError):
         raise ConfigError(f"Giá trị không hợp lệ trong {path}", f"invalid value in {path}") from None
+
+
+def _lora(table: object, path: Path) -> LoraSettings:
+    """Parse [lora]; ConfigError naming the key for anything unknown or out of range."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[lora] trong {path} phải là một bảng", f"[lora] in {path} must be a table")
+    unknown = set(table) - LORA_KEYS
+    if unknown:
+        raise ConfigError(f"Khóa lạ trong [lora] của {path}: {sorted(unknown)}",
+                          f"unknown key in [lora] of {path}: {sorted(unknown)}")
+
+    def bad(key: str) -> ConfigError:
+        return ConfigError(f"Giá trị [lora] {key} không hợp lệ trong {path}", f"invalid [lora] {key} in {path}")
+
+    port = table.get("port")
+    if not isinstance(port, str) or not port.strip():
+        raise bad("port")
+    text = {}
+    for key, default in (("model", "rak3172"), ("region", "vn-920"), ("role", ""), ("preset", "medium")):
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise bad(key)
+        text[key] = value
+    if text["model"] not in LORA_MODELS:
+        raise bad("model")
+    if text["role"] not in LORA_ROLES:
+        raise bad("role")
+    numbers = {}
+    for key, default, lo, hi in (("freq_hz", 921_500_000, 100_000_000, 3_000_000_000), ("power_dbm", 14, -10, 30),
+                                 ("e22_channel", 71, 0, 83)):
+        value = table.get(key, default)
+        if type(value) is not int or not lo <= value <= hi:
+            raise bad(key)
+        numbers[key] = value
+    beacon = table.get("beacon_s", 300.0)
+    if type(beacon) not in (int, float) or not 1.0 <= beacon <= 86_400.0:
+        raise bad("beacon_s")
+    return LoraSettings(port=port, beacon_s=float(beacon), **text, **numbers)
 
 
 def _table(doc: dict, name: str, path: Path) -> dict:
