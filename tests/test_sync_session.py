@@ -376,9 +376,9 @@ def test_documented_test_vectors() -> None:
     assert encode(Vector({key.node_id: 3})).hex() == "920281c40859349341e0ebbe3203"
     batch = encode_batch(key, 1, [(1_800_000_000_000 << 16, 8, 0, ("a1",), {0: "Họp lúc 8h", 1: 1, 2: 1.5})])
     assert batch.body.hex() == (
-        "9501c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01cf01a3185c50000000"
-        "9194001091a261318300ad48e1bb8d70206cc3ba63203868010102cb3ff8000000000000")
-    assert batch.sig.hex().startswith("e25efd78143a6e1d") and len(encode(Batch(batch.body, batch.sig))) == 152
+        "9502c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01cf01a3185c50000000"
+        "91941091009191a26131830091ad48e1bb8d70206cc3ba632038680191010291cb3ff8000000000000")
+    assert batch.sig.hex().startswith("b45d3fe96b1156ee") and len(encode(Batch(batch.body, batch.sig))) == 157
     assert decode_batch(batch.body, batch.sig).changes()[0].values == {0: "Họp lúc 8h", 1: 1, 2: 1.5}
 
 

@@ -71,6 +71,7 @@ def _role_denied(role: str, table: str) -> Rejection:
 _NONE = type(None)
 _ALLOWED = {str: frozenset({str, _NONE}), int: frozenset({int, _NONE}), float: frozenset({float, int, _NONE}),
             bytes: frozenset({bytes, _NONE})}
+_STR_ONLY = frozenset({str})
 _TABLE_CHECKED = frozenset({"ballots", "motions", "attendance", "speaking_queue"})
 
 
@@ -139,6 +140,49 @@ class Rules:
         if tid in self._needs_table_check:
             return self._table_check(spec, role, values)
         return None
+
+    def run_passes(self, role: str | None, origin: str, tid: int, op: int, key_columns: tuple,
+                   columns: dict) -> bool:
+        """True only when every change of a run would pass `check` (checked column-wise).
+
+        False means "not sure": the caller then checks the run change by change, so this may
+        be stricter than `check` but never more lenient.
+        """
+        spec = self.by_tid.get(tid)
+        if spec is None or role is None or role not in spec.writers or op != 0 or not columns:
+            return False
+        if tid in self._needs_table_check or len(key_columns) != len(spec.pk):
+            return False
+        for column in key_columns:
+            if set(map(type, column)) != _STR_ONLY or min(map(len, column)) < 1 \
+                    or max(map(len, column)) > MAX_KEY_CHARS:
+                return False
+        allowed = self._allowed[tid]
+        if spec.kind == ADDONLY and len(columns) != len(allowed):
+            return False
+        for idx, column in columns.items():
+            ok = allowed.get(idx) if type(idx) is int else None
+            if ok is None:
+                return False
+            types = set(map(type, column))
+            if not types <= ok:
+                return False
+            if str in types or bytes in types:
+                sized = column if _NONE not in types else [v for v in column if v is not None]
+                if max(map(len, sized)) > MAX_VALUE_BYTES:
+                    return False
+            elif int in types:
+                ints = column if _NONE not in types and float not in types else [v for v in column if type(v) is int]
+                if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
+                    return False
+        if spec.owner is not None and not (role == "hq" and spec.hq_may_write_for_others):
+            if spec.owner in spec.pk:
+                owners = key_columns[spec.pk.index(spec.owner)]
+            else:
+                owners = columns.get(self._col[tid][spec.owner], ())
+            if not owners or set(owners) != {origin}:
+                return False
+        return True
 
     def _table_check(self, spec: TableSpec, role: str, values: dict) -> Rejection | None:
         col = self._col[spec.tid]

@@ -20,7 +20,6 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -42,7 +41,6 @@ Authority = Callable[[str], "str | None"]
 LOCAL_BATCH_BYTES = 60_000  # changes per batch body, so a BATCH fits one link message (64 KiB)
 CHANGE_HEADER_BYTES = 12     # worst case for the HLC delta and table/op integers of one change
 SQL_VARS_PER_QUERY = 900
-FAST_PATH_MIN_ROWS = 64
 _NO_CLOCK = b""
 _TOMB = -1  # key of the tombstone's clock in an LWW row's clock map
 
@@ -264,32 +262,47 @@ class Store:
         with self._tx():
             fresh = self._fresh(batches, report)
             items: list = []
-            append = items.append
+            whole: dict[int, list] = defaultdict(list)  # table id -> runs of whole new rows
             wall = self.clock()
             roles: dict[str, str | None] = {}
-            check = self.rules.check
+            check, run_passes = self.rules.check, self.rules.run_passes
             for b in fresh:
-                if b.origin not in roles:
-                    roles[b.origin] = self.authority(b.origin)
-                role = roles[b.origin]
-                raw = _origin_raw(b.origin)
                 origin = b.origin
+                if origin not in roles:
+                    roles[origin] = self.authority(origin)
+                role = roles[origin]
+                raw = _origin_raw(origin)
                 self.hlc.observe(b.max_hlc, wall)
-                hlc = b.base_hlc
-                for i, (delta, table_op, pk, values) in enumerate(b.packed):
-                    hlc += delta
-                    tid, op = table_op >> 1, table_op & 1
-                    rejection = check(role, origin, tid, op, pk, values)
-                    if rejection is None:
-                        append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
-                    else:
-                        report.rejected_changes += 1
-                        report.rejections.append((b.origin, b.first_seq + i, rejection))
-                        log.warning("rejected change %s:%d (%s)", b.origin, b.first_seq + i, rejection.en)
-            report.tables_touched = self._merge(items)
+                for run in b.runs:
+                    if run_passes(role, origin, run.table_id, run.op, run.key_columns, run.columns):
+                        cks = [h.to_bytes(8, "big") + raw for h in run.hlcs]
+                        spec = self.rules.by_tid[run.table_id]
+                        if len(run.columns) == len(spec.columns):
+                            whole[run.table_id].append((run, cks))
+                        else:
+                            items.extend((e[1], e[2], e[3], e[4], ck) for e, ck in zip(run.entries(), cks))
+                        continue
+                    for i, (hlc, tid, op, pk, values) in enumerate(run.entries(), run.first_index):
+                        rejection = check(role, origin, tid, op, pk, values)
+                        if rejection is None:
+                            items.append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
+                        else:
+                            report.rejected_changes += 1
+                            report.rejections.append((origin, b.first_seq + i, rejection))
+                            log.warning("rejected change %s:%d (%s)", origin, b.first_seq + i, rejection.en)
+            touched = set()
+            for tid, runs in whole.items():
+                if self._insert_runs(self.rules.by_tid[tid], runs):
+                    touched.add(self.rules.by_tid[tid].name)
+                    report.changes_applied += sum(len(r.hlcs) for r, _ in runs)
+                else:
+                    items.extend((e[1], e[2], e[3], e[4], ck) for r, cks in runs for e, ck in zip(r.entries(), cks))
+            report.tables_touched = self._merge(items) | touched
+            if "documents" in touched:
+                self._rebuild_wanted()
             self._log_batches(fresh)
             report.batches_applied = len(fresh)
-            report.changes_applied = len(items)
+            report.changes_applied += len(items)
             if any(b.origin == self.node_id for b in fresh):
                 self._next_seq = max(self._next_seq, self._own_max_seq() + 1)
             self._count("rejected_changes", report.rejected_changes)
@@ -406,8 +419,6 @@ class Store:
     def _merge_lww(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
         full = range(ncols)
-        if self._insert_whole_rows(spec, group, ("_clk",), ()):  # _del NULL = live
-            return
         state: dict[tuple, list] = {}
         for _tid, op, pk, values, ck in group:  # first fold this group on its own
             st = state.get(pk)
@@ -431,8 +442,6 @@ class Store:
 
     def _merge_addonly(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
-        if self._insert_whole_rows(spec, group, ("_clk",), ()):
-            return
         best: dict[tuple, tuple[bytes, dict]] = {}
         for _tid, _op, pk, values, ck in group:
             cur = best.get(pk)
@@ -446,27 +455,20 @@ class Store:
                 if ck < old[pk][ncols]]
         self._upsert(spec, rows, ("_clk",))
 
-    def _insert_whole_rows(self, spec: TableSpec, group: list, meta: tuple[str, ...], tail: tuple) -> bool:
-        """Fast path: distinct new keys, each written whole by one upsert (a bulk transfer).
+    def _insert_runs(self, spec: TableSpec, runs: list) -> bool:
+        """Fast path for bulk transfers: runs of whole rows whose keys are all new here.
 
-        Such a row is exactly the change, with one clock for all columns. True when the whole
-        group went in this way; False (nothing written) when the general merge is needed.
+        Such a row is exactly its change, with one clock for all columns. True when every row
+        went in this way; False (and nothing written) when the general merge is needed.
         """
         ncols = len(spec.columns)
-        if len(group) < FAST_PATH_MIN_ROWS:
+        rows: list[tuple] = []
+        for run, cks in runs:
+            rows.extend(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), cks))
+        if len({r[:len(spec.pk)] for r in rows}) != len(rows):
             return False
-        pick = itemgetter(*range(ncols)) if ncols > 1 else (lambda v: (v[0],))
-        rows = []
-        seen: set[tuple] = set()
-        try:
-            for _tid, op, pk, values, ck in group:
-                if op or len(values) != ncols or pk in seen:
-                    return False
-                seen.add(pk)
-                rows.append((*pk, *pick(values), ck, *tail))
-        except KeyError:  # a column index outside 0..ncols-1 (rules would have refused it)
-            return False
-        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
+        meta = "_clk"
+        names = (*spec.pk, *(c.name for c in spec.columns), meta)
         self._conn.execute("SAVEPOINT fast")
         sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
                f'VALUES ({",".join("?" * len(names))})')
