@@ -1,0 +1,340 @@
+"""The Testbed: a scenario built as real hosts, driven through faults, observed, torn down.
+
+`prepare()` creates every data dir through the real CLI (init, invite, and join over loopback
+to a temporary HQ process) and writes each config.toml (static peers = its emulator proxies,
+keepalive from the links' detect_s, no mDNS). `up()` builds the namespaces and links (plan.py),
+starts one link emulator and one `meshmeet run` per namespace, and records their pids in
+WORK/state.json so a later command (or `down` after a crash) can find them. Faults: `set_link`,
+`stop_node`, `start_node`. Observation: `trees()` polls every node's /api/status inside its
+namespace; `wait_whole()` times how long until the tree is whole and stays so.
+This module must never start or signal a process outside its namespaces (the temporary HQ of
+`prepare` is its own child on loopback) and never assert on timing: it measures and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import meshmeet
+
+from .. import config as config_mod
+from ..config import NodeConfig, parse_host_port
+from . import netns
+from .converge import Verdict, check_tree, components
+from .netns import TestbedError
+from .plan import HTTP_HOST, HTTP_PORT, MESH_PORT, Plan, link_commands, setup_commands
+
+STATE_FILE = "state.json"
+POLL_S = 0.1
+STABLE_S = 1.0
+HANG_GUARD_S = 120.0
+START_GUARD_S = 60.0
+JOIN_GUARD_S = 90.0
+INVITE_EXPIRES = "1d"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """How long the tree took to become whole (and stay so for STABLE_S) after an event."""
+
+    label: str
+    seconds: float | None     # None: not whole before the hang guard
+    verdict: Verdict          # the last verdict seen
+    polls: int
+
+
+def _source_root() -> str:
+    return str(Path(meshmeet.__file__).resolve().parents[1])
+
+
+class Testbed:
+    def __init__(self, plan: Plan, work_dir: Path, python: str = sys.executable) -> None:
+        self.plan = plan
+        self.work = Path(work_dir)
+        self.python = python
+        self.env = {**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.procs: dict[str, subprocess.Popen] = {}     # node -> its `meshmeet run` (this process's children)
+        self.emulators: dict[str, subprocess.Popen] = {}
+        self.pids: dict[str, int] = {}                   # what state.json records (also from earlier commands)
+        self.stopped: set[str] = set()
+        self.cut: set[frozenset[str]] = set()
+        self.ids: dict[str, str] = {}                    # node id (hex) -> scenario node
+        self._load_state()
+
+    # ----- paths and state -----------------------------------------------------------------------
+
+    def data_dir(self, node: str) -> Path:
+        return self.work / "data" / self.plan.host(node).netns.removeprefix(self.plan.prefix)
+
+    def log_path(self, name: str) -> Path:
+        return self.work / "logs" / f"{name}.log"
+
+    def _load_state(self) -> None:
+        try:
+            state = json.loads((self.work / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        if state.get("run") != self.plan.run:
+            return
+        self.pids = {k: int(v) for k, v in state.get("pids", {}).items()}
+        self.stopped = set(state.get("stopped", []))
+        self.cut = {frozenset(pair) for pair in state.get("cut", [])}
+        self.ids = dict(state.get("ids", {}))
+
+    def _save_state(self) -> None:
+        state = {"run": self.plan.run, "prefix": self.plan.prefix, "pids": self.pids, "stopped": sorted(self.stopped),
+                 "cut": [sorted(pair) for pair in self.cut], "ids": self.ids}
+        tmp = self.work / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.work / STATE_FILE)
+
+    # ----- data dirs -----------------------------------------------------------------------------
+
+    def _cli(self, *args: str, timeout: float = JOIN_GUARD_S) -> str:
+        argv = [self.python, "-m", "meshmeet", *args]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
+        except subprocess.TimeoutExpired:
+            raise TestbedError(f"lệnh quá lâu: meshmeet {args[0]}", f"meshmeet {args[0]} timed out") from None
+        if proc.returncode != 0:
+            raise TestbedError(f"meshmeet {args[0]} lỗi: {proc.stderr.strip()}", f"meshmeet {args[0]} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def _first_node(self) -> str:
+        hqs = [h for h in self.plan.hosts if h.role == "hq"]
+        return (hqs or sorted(self.plan.hosts, key=lambda h: -h.priority))[0].node
+
+    def prepare(self) -> None:
+        """Create every node's data dir through the real CLI (skipped when they already exist)."""
+        (self.work / "logs").mkdir(parents=True, exist_ok=True)
+        first = self._first_node()
+        hq_dir = self.data_dir(first)
+        if not (hq_dir / config_mod.CONFIG_FILE).exists():
+            self._cli("init", "--data-dir", str(hq_dir), "--commune", f"Testbed {self.plan.run}", "--site", first)
+        pending = [h for h in self.plan.hosts if h.node != first and not (self.data_dir(h.node) / config_mod.CONFIG_FILE).exists()]
+        codes = {}
+        for host in pending:
+            role = "hall" if host.role == "backup" else host.role
+            args = ["invite", "--data-dir", str(hq_dir), "--site", host.node, "--role", role,
+                    "--priority", str(host.priority), "--expires", INVITE_EXPIRES, "--address", "127.0.0.1:1"]
+            if host.role == "backup":
+                args.append("--backup")
+            codes[host.node] = self._cli(*args).split()[0]
+        if codes:
+            self._join_all(hq_dir, codes)
+        for host in self.plan.hosts:
+            cfg = NodeConfig(
+                listen=parse_host_port(f"0.0.0.0:{MESH_PORT}"), http=parse_host_port(f"{HTTP_HOST}:{HTTP_PORT}"),
+                peers=tuple(parse_host_port(p) for p in host.peers), mdns=False, keepalive_s=host.keepalive_s,
+            )
+            config_mod.save(self.data_dir(host.node), cfg)
+        roster = json.loads(self._cli("roster", "--data-dir", str(hq_dir), "--json"))
+        self.ids = {m["node_id"]: m["site"] for m in roster["members"]}
+
+    def _join_all(self, hq_dir: Path, codes: dict[str, str]) -> None:
+        """Run a temporary HQ on loopback (root namespace) and join every hall to it, in parallel."""
+        log = open(self.log_path("prepare-hq"), "ab")
+        hq = subprocess.Popen(
+            [self.python, "-m", "meshmeet", "run", "--data-dir", str(hq_dir), "--listen", "127.0.0.1:0",
+             "--http", "127.0.0.1:0", "--no-mdns"], stdout=log, stderr=log, env=self.env)
+        try:
+            port = self._wait_run_file(hq_dir, hq)["mesh_port"]
+            joins = {
+                node: subprocess.Popen(
+                    [self.python, "-m", "meshmeet", "join", "--data-dir", str(self.data_dir(node)), code,
+                     "--via", f"127.0.0.1:{port}", "--no-mdns"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+                for node, code in codes.items()
+            }
+            for node, proc in joins.items():
+                try:
+                    _, err = proc.communicate(timeout=JOIN_GUARD_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+                    err = "timed out"
+                if proc.returncode != 0:
+                    raise TestbedError(f"{node} không gia nhập được: {err.strip()}", f"{node} could not join: {err.strip()}")
+        finally:
+            hq.send_signal(signal.SIGTERM)
+            try:
+                hq.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                hq.kill()
+                hq.wait()
+            log.close()
+            # A node that exits removes its run file; make sure a killed one left none behind.
+            (hq_dir / "run" / "node.json").unlink(missing_ok=True)
+
+    @staticmethod
+    def _wait_run_file(data_dir: Path, proc: subprocess.Popen) -> dict:
+        deadline = time.monotonic() + START_GUARD_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise TestbedError("nút tạm thời đã dừng", f"temporary node in {data_dir} exited ({proc.returncode})")
+            try:
+                info = json.loads((data_dir / "run" / "node.json").read_text())
+                if info.get("pid") == proc.pid and info.get("mesh_port"):
+                    return info
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise TestbedError("nút tạm thời không khởi động", f"temporary node in {data_dir} did not start")
+
+    # ----- up / down -----------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Build namespaces and links, start emulators and nodes (prepare() first if needed)."""
+        if not self.ids:
+            self.prepare()
+        netns.cleanup(self.plan.prefix)
+        self.pids, self.stopped, self.cut = {}, set(), set()
+        try:
+            for argv in setup_commands(self.plan):
+                netns.run(argv)
+            for host in self.plan.hosts:
+                if host.routes:
+                    self._start_emulator(host.node)
+            for host in self.plan.hosts:
+                self.start_node(host.node)
+        except BaseException:
+            self.down()
+            raise
+        self._save_state()
+
+    def _spawn(self, name: str, netns_name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_path(name), "ab")
+        try:
+            return subprocess.Popen(["ip", "netns", "exec", netns_name, self.python, *argv], stdout=log, stderr=log,
+                                    env=self.env, start_new_session=True)
+        finally:
+            log.close()
+
+    def _start_emulator(self, node: str) -> None:
+        host = self.plan.host(node)
+        argv = ["-m", "meshmeet.testbed.emulator"] + [f"--route={r}" for r in host.routes]
+        proc = self._spawn(f"emulator-{node}", host.netns, argv)
+        self.emulators[node] = proc
+        self.pids[f"emulator:{node}"] = proc.pid
+
+    def start_node(self, node: str) -> None:
+        host = self.plan.host(node)
+        old = self.procs.get(node)
+        if old is not None and old.poll() is None:
+            raise TestbedError(f"{node} đang chạy", f"{node} is already running")
+        proc = self._spawn(f"node-{node}", host.netns, ["-m", "meshmeet", "run", "--data-dir", str(self.data_dir(node))])
+        self.procs[node] = proc
+        self.pids[f"node:{node}"] = proc.pid
+        self.stopped.discard(node)
+        self._save_state()
+
+    def stop_node(self, node: str, sig: int = signal.SIGKILL) -> None:
+        """Stop a node's process (SIGKILL by default: a crash; its sockets close at once)."""
+        host = self.plan.host(node)
+        pid = self.pids.get(f"node:{node}")
+        if pid is None or pid not in netns.pids_in(host.netns):
+            raise TestbedError(f"{node} không chạy", f"{node} is not running")
+        os.kill(pid, sig)
+        proc = self.procs.get(node)
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        else:
+            deadline = time.monotonic() + 30
+            while pid in netns.pids_in(host.netns) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.stopped.add(node)
+        self._save_state()
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        for argv in link_commands(self.plan, a, b, up):
+            netns.run(argv)
+        pair = frozenset((a, b))
+        (self.cut.discard if up else self.cut.add)(pair)
+        self._save_state()
+
+    def down(self) -> list[str]:
+        """Kill everything inside this run's namespaces and delete them (works after any crash)."""
+        removed = netns.cleanup(self.plan.prefix)
+        for proc in [*self.procs.values(), *self.emulators.values()]:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+        self.emulators.clear()
+        (self.work / STATE_FILE).unlink(missing_ok=True)
+        return removed
+
+    # ----- observation ---------------------------------------------------------------------------
+
+    def running(self) -> list[str]:
+        return [h.node for h in self.plan.hosts if h.node not in self.stopped]
+
+    def up_links(self) -> set[frozenset[str]]:
+        return {frozenset((l.a, l.b)) for l in self.plan.links} - self.cut
+
+    def status(self, node: str) -> dict:
+        return netns.http_json(self.plan.host(node).netns, f"http://{HTTP_HOST}:{HTTP_PORT}/api/status")
+
+    def _tree_of(self, node: str) -> dict | None:
+        try:
+            tree = self.status(node)["tree"]
+        except (OSError, ValueError, KeyError):
+            return None
+        name = self.ids.get
+        return {
+            "root": name(tree.get("root"), tree.get("root")),
+            "parent": None if tree.get("parent") is None else name(tree["parent"], tree["parent"]),
+            "children": [name(c, c) for c in tree.get("children") or []],
+            "briefing": tree.get("briefing"),
+        }
+
+    def trees(self) -> dict[str, dict | None]:
+        """Every running node's tree (node names instead of ids), polled in parallel."""
+        nodes = self.running()
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
+            return dict(zip(nodes, pool.map(self._tree_of, nodes)))
+
+    def expected_roots(self) -> dict[str, str]:
+        """The root each running node should end up with: the unique highest priority in its part."""
+        out = {}
+        for part in components(set(self.running()), self.up_links()):
+            best = max(self.plan.host(n).priority for n in part)
+            tops = [n for n in part if self.plan.host(n).priority == best]
+            if len(tops) == 1:
+                out.update({n: tops[0] for n in part})
+        return out
+
+    def wait_whole(self, label: str, since: float | None = None, guard_s: float = HANG_GUARD_S,
+                   stable_s: float = STABLE_S) -> Measurement:
+        """Poll until the tree is whole for `stable_s`; seconds from `since` (default: now) to whole."""
+        since = time.monotonic() if since is None else since
+        whole_since: float | None = None
+        polls, verdict = 0, Verdict(False, "not polled")
+        expected = self.expected_roots()
+        up_links = self.up_links()
+        while time.monotonic() - since < guard_s:
+            trees = self.trees()
+            observed = time.monotonic()   # the state was seen by now at the latest
+            polls += 1
+            verdict = check_tree(trees, up_links, expected)
+            if not verdict.whole:
+                whole_since = None
+            else:
+                whole_since = observed if whole_since is None else whole_since
+                if observed - whole_since >= stable_s:
+                    return Measurement(label, round(whole_since - since, 3), verdict, polls)
+            time.sleep(POLL_S)
+        return Measurement(label, None, verdict, polls)
