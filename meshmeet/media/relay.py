@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from meshmeet.media import chunk as C
 from meshmeet.media.keyframes import KeyframeRequester
 from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, RateMeter, level_rate_bps
+
+LOW_LEVEL = next(i for i, lv in enumerate(LEVELS) if lv.layer == C.LAYER_LOW)
 from meshmeet.media.linkmodel import RateCap
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ PADDING_MAX_BYTES = 1200
 PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
 FRAGMENT_BYTES = 700  # video chunks above this go out in pieces, audio slipping in between
 FRAGMENT_PIECE_BYTES = 500  # pieces are cut evenly to at most this (62 ms at 64 kbit/s)
+LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,12 @@ class _Link:
 class MediaRelay:
     """See the module docstring. `source` is the link chunks arrive on (None: taken from the first)."""
 
-    def __init__(self, *, source: str | None = None) -> None:
+    def __init__(self, *, source: str | None = None, keep_accepted: bool = False) -> None:
         self.source = source
+        # whole messages taken from the source, for a driver that also hands them on elsewhere
+        # (the node's own browsers): drained by take_accepted(); None when not wanted
+        self._accepted: list[bytes] | None = [] if keep_accepted else None
+        self._layer_seen: dict[int, float] = {}  # video layer -> last time a frame of it arrived
         self._links: dict[str, _Link] = {}
         self._configs: dict[tuple[int, int], bytes] = {}
         self._meter = RateMeter()
@@ -129,6 +136,25 @@ class MediaRelay:
             lk.sending.clear()
             lk.video.clear()
 
+    def move_source(self, link: str | None) -> None:
+        """The same source is now reached over another link (the tree changed): keep configs."""
+        self.source = link
+        self._reassembly.clear()
+
+    def request_keyframes(self, now: float) -> list[Outgoing]:
+        """Ask upstream for what every link is waiting for (e.g. after the source changed)."""
+        out: list[Outgoing] = []
+        for lk in self._links.values():
+            out += self._request_for_level(lk, now)
+        return out
+
+    def take_accepted(self) -> list[bytes]:
+        """Whole configs and chunks accepted from the source since the last call."""
+        if self._accepted is None:
+            return []
+        out, self._accepted = self._accepted, []
+        return out
+
     def set_rate_cap(self, link: str, rate_bps: float | None) -> None:
         """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
         lk = self._links[link]
@@ -162,6 +188,8 @@ class MediaRelay:
             cfg = C.parse(data)
             assert isinstance(cfg, C.DecoderConfig)
             self._configs[(cfg.track, cfg.layer)] = bytes(data)
+            if self._accepted is not None:
+                self._accepted.append(bytes(data))
             for lk in self._links.values():
                 if lk.id != link:
                     lk.audio.append((now, data))
@@ -169,6 +197,8 @@ class MediaRelay:
         info = C.peek_chunk(data)
         self.chunks_in += 1
         n = len(data)
+        if self._accepted is not None:
+            self._accepted.append(bytes(data))
         if info.track == C.TRACK_AUDIO:
             self._meter.add(("a",), n, now)
             for lk in self._links.values():
@@ -176,13 +206,15 @@ class MediaRelay:
                     lk.audio.append((now, data))
             return []
         self._meter.add(("v", info.layer, info.temporal_id), n, now)
+        self._layer_seen[info.layer] = now
         if info.keyframe:
             self._kf.keyframe_seen(info.layer, now)
             self._key_bytes[info.layer] = n
+        out: list[Outgoing] = []
         for lk in self._links.values():
-            if lk.id != link:
-                self._offer_video(lk, info, data, now)
-        return []
+            if lk.id != link and self._offer_video(lk, info, data, now):
+                out += self._ask_upstream(info.layer, now)
+        return out
 
     def _reassemble(self, link: str, data: bytes) -> bytes | None:
         frag = C.parse(data)
@@ -201,22 +233,30 @@ class MediaRelay:
         del self._reassembly[link]
         return bytes(buf)
 
-    def _wanted_layers(self, lk: _Link) -> tuple[int, ...]:
+    def _flowing(self, layer: int, now: float | None) -> bool:
+        seen = self._layer_seen.get(layer)
+        return now is None or (seen is not None and now - seen < LAYER_FLOWING_S)
+
+    def _wanted_layers(self, lk: _Link, now: float | None = None) -> tuple[int, ...]:
         lv = LEVELS[lk.level]
         if lv.layer is None:
             return ()
         if lk.simulcast and lv.layer == C.LAYER_HIGH:
             return (C.LAYER_HIGH, C.LAYER_LOW)
+        if (lv.layer == C.LAYER_HIGH and lk.best_level <= LOW_LEVEL and now is not None
+                and not self._flowing(C.LAYER_HIGH, now) and self._flowing(C.LAYER_LOW, now)):
+            return (C.LAYER_LOW,)  # upstream shed the high layer: a picture beats none
         return (lv.layer,)
 
-    def _offer_video(self, lk: _Link, info: C.ChunkInfo, data: bytes, now: float) -> None:
+    def _offer_video(self, lk: _Link, info: C.ChunkInfo, data: bytes, now: float) -> bool:
+        """Queue the frame for `lk` if it gets it; True when `lk` waits for a keyframe of this layer."""
         layer, tid = info.layer, info.temporal_id
-        wanted = self._wanted_layers(lk)
+        wanted = self._wanted_layers(lk, now)
         target_tid = LEVELS[lk.level].max_temporal_id
         if layer in wanted:
             if not lk.sending.get(layer):
                 if not info.keyframe:
-                    return  # (re)start only at a keyframe of this layer
+                    return True  # (re)start only at a keyframe of this layer: ask for one
                 lk.sending[layer] = True
                 lk.eff_tid[layer] = target_tid
             elif tid == 0:
@@ -225,12 +265,13 @@ class MediaRelay:
                 lk.eff_tid[layer] = min(lk.eff_tid.get(layer, target_tid), target_tid)
             if tid <= lk.eff_tid[layer]:
                 lk.video.append((now, data, layer, tid, 0))
-            return
+            return False
         # not wanted: keep the old layer going (base frames only) until a wanted one has started
         if lk.sending.get(layer) and wanted and not any(lk.sending.get(w) for w in wanted) and tid == 0:
             lk.video.append((now, data, layer, tid, 0))
         else:
             lk.sending[layer] = False
+        return False
 
     def _ask_upstream(self, layer: int, now: float) -> list[Outgoing]:
         if self.source is None or not self._kf.request(layer, now):
@@ -239,7 +280,7 @@ class MediaRelay:
 
     def _request_for_level(self, lk: _Link, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for layer in self._wanted_layers(lk):
+        for layer in self._wanted_layers(lk, now):
             if not lk.sending.get(layer):
                 out += self._ask_upstream(layer, now)
         return out

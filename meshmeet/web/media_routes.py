@@ -6,7 +6,9 @@ or, standalone, straight from the local presenter page; each hall page is one re
 own queues and quality level, drained right after each chunk and on a 20 ms timer, but only
 while that browser's socket buffer is small (so congestion shows up as relay queue delay). Keyframe requests go to `upstream`
 (towards the source) or to the local presenter. It records what it relayed (recorder.py) and
-replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts everything.
+replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts everything;
+`node_media_setup(...)` is the gateway hook a node uses (hub fed from the node's "media" topic,
+presenter chunks and keyframe requests sent to the node as inbound "media_up").
 
 This module must never import trio, touch node state, or decide quality itself (the relay core
 does); its only ways out are the WebSockets and the `upstream` callable it is given.
@@ -15,6 +17,7 @@ does); its only ways out are the WebSockets and the `upstream` callable it is gi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -25,6 +28,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from meshmeet.media import chunk as C
+from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
 
@@ -37,6 +41,10 @@ WS_MAX_MSG_BYTES = C.MAX_MESSAGE_BYTES + 64
 MEETING_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PRESENTER_LINK = "presenter"
 NODE_LINK = "node"
+MEDIA_TOPIC = "media"  # node -> gateway: whole chunks and configs, keyframe requests, source resets
+UP_TOPIC = "media_up"  # gateway -> node: presenter chunks and configs, keyframe requests
+STATS_TOPIC = "media_stats"  # gateway -> node: this hub's stats (JSON text), every NODE_STATS_S
+NODE_STATS_S = 1.0
 
 Upstream = Callable[[bytes], Awaitable[None]]
 
@@ -59,8 +67,14 @@ class MediaHub:
         self.format_errors = 0
 
     # ---- input -------------------------------------------------------------------------
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | str) -> None:
         """A media message from the node (call on the gateway loop)."""
+        if not isinstance(data, bytes) or not data:
+            self.format_errors += 1
+            return
+        if data[0] == KIND_SOURCE_RESET:  # the floor moved: forget the old source's configs
+            self.relay.set_source(NODE_LINK)
+            return
         try:
             if C.peek_kind(data) == C.KIND_KEYFRAME_REQUEST:
                 self._to_presenters(data)
@@ -235,6 +249,57 @@ class MediaHub:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+def node_media_setup(*, recordings_dir: Path, meeting_id: str) -> Callable[[web.Application, Any], None]:
+    """The node's gateway hook (node.web_setups): a MediaHub fed by the node, mounted on the app.
+
+    The hub takes whole chunks from the node's MEDIA_TOPIC (one bridge crossing per chunk, fanned
+    out to the hall pages here), sends presenter chunks and keyframe requests back as UP_TOPIC,
+    records to `recordings_dir/meeting_id.mmrec`, and reports its stats as STATS_TOPIC.
+    """
+
+    def setup(app: web.Application, ctx: Any) -> None:
+        inbound = ctx.inbound
+
+        async def upstream(data: bytes) -> None:
+            if inbound is not None:
+                try:
+                    await inbound(UP_TOPIC, data)
+                except ConnectionError:
+                    pass  # the node is stopping
+
+        hub = MediaHub(upstream=upstream, recordings_dir=recordings_dir, meeting_id=meeting_id)
+        add_media_routes(app, hub)
+        ctx.hub.add_sink(MEDIA_TOPIC, hub.feed)
+
+        async def report() -> None:
+            while inbound is not None:
+                await asyncio.sleep(NODE_STATS_S)
+                stats = hub.stats()
+                try:
+                    await inbound(STATS_TOPIC, json.dumps({"subscribers": stats["subscribers"],
+                                                           "format_errors": hub.format_errors,
+                                                           "presenters": len(hub._presenters)}))
+                except ConnectionError:
+                    return
+
+        async def start(_app: web.Application) -> None:
+            _app[_REPORT_KEY] = asyncio.get_running_loop().create_task(report())
+
+        async def stop(_app: web.Application) -> None:
+            task = _app.get(_REPORT_KEY)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
+
+    return setup
+
+
+_REPORT_KEY = web.AppKey("meshmeet_media_report", asyncio.Task)
 
 
 async def _page(request: web.Request) -> web.FileResponse:

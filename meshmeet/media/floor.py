@@ -1,0 +1,243 @@
+"""Who holds the floor (whose presenter is the media source) and which link leads to them (sans-IO).
+
+Two messages travel on the media service (0x40) next to the media kinds of chunk.py:
+
+* 0x10 floor grant: `[seq, holder, granter, signature]` (msgpack). Signed by the granter's node
+  key over FLOOR_CONTEXT + commune id + `[seq, holder, granter]`. `holder` "" releases the floor
+  (the tree root's presenter speaks again). Every node checks the granter's authority against the
+  roster (`authority(node_id)` gives the public key of a node allowed to grant, else None),
+  keeps the grant with the highest (seq, granter), and floods new grants along the tree.
+* 0x11 source beacon: `[seq, holder, counter]`. The holder floods one every SOURCE_BEACON_S
+  along the tree; the link a beacon for the current floor arrives on is the link towards the
+  holder, i.e. the only link this node takes media chunks from. Beacons are not signed: links
+  are already authenticated to roster members, and a beacon can only point at the real holder.
+
+0x12 (source reset) never crosses a link: the node hands it to its own web gateway when the
+holder changes, so the browsers' relay forgets the old source's decoder configs.
+
+This module never does I/O, reads a clock or raises anything but FloorError on hostile bytes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgpack
+
+from meshmeet.errors import MeshmeetError
+from meshmeet.identity import KeyPair, verify
+
+KIND_FLOOR = 0x10
+KIND_SOURCE_BEACON = 0x11
+KIND_SOURCE_RESET = 0x12
+FLOOR_KINDS = frozenset({KIND_FLOOR, KIND_SOURCE_BEACON})
+FLOOR_CONTEXT = b"meshmeet-floor-v1"
+SOURCE_BEACON_S = 1.0
+MAX_FLOOR_BYTES = 256
+MAX_SEQ = 0xFFFFFFFF
+NODE_ID_CHARS = 16
+SIGNATURE_BYTES = 64
+LOCAL = "presenter"  # the source "link" when this node holds the floor
+
+SOURCE_RESET = bytes((KIND_SOURCE_RESET,))
+
+
+class FloorError(MeshmeetError):
+    """A floor message could not be parsed, or its granter lacks the authority."""
+
+    def __init__(self, en: str) -> None:
+        super().__init__("Lệnh trao quyền phát biểu không hợp lệ", en)
+
+
+@dataclass(frozen=True)
+class FloorGrant:
+    seq: int  # u32; a newer grant has a greater (seq, granter)
+    holder: str  # node id, or "" for "back to the tree root"
+    granter: str  # node id of the signer
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SourceBeacon:
+    seq: int  # the grant this holder speaks under (0 before any grant)
+    holder: str
+    counter: int  # u32, changes with every beacon (dedupe on loops during tree changes)
+
+
+def _is_node_id(x: object, *, empty_ok: bool = False) -> bool:
+    if not isinstance(x, str):
+        return False
+    if x == "" and empty_ok:
+        return True
+    return len(x) == NODE_ID_CHARS and all(c in "0123456789abcdef" for c in x)
+
+
+def _signed_bytes(commune_id: bytes, seq: int, holder: str, granter: str) -> bytes:
+    return FLOOR_CONTEXT + commune_id + msgpack.packb([seq, holder, granter])
+
+
+def make_grant(key: KeyPair, commune_id: bytes, seq: int, holder: str) -> FloorGrant:
+    if not 0 <= seq <= MAX_SEQ or not _is_node_id(holder, empty_ok=True):
+        raise ValueError("bad floor grant fields")
+    granter = key.node_id
+    return FloorGrant(seq, holder, granter, key.sign(_signed_bytes(commune_id, seq, holder, granter)))
+
+
+def encode_grant(g: FloorGrant) -> bytes:
+    return bytes((KIND_FLOOR,)) + msgpack.packb([g.seq, g.holder, g.granter, g.signature])
+
+
+def encode_beacon(b: SourceBeacon) -> bytes:
+    return bytes((KIND_SOURCE_BEACON,)) + msgpack.packb([b.seq, b.holder, b.counter])
+
+
+def _unpack(data: bytes) -> list:
+    if len(data) > MAX_FLOOR_BYTES:
+        raise FloorError("floor message too large")
+    try:
+        obj = msgpack.unpackb(data[1:], raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, UnicodeDecodeError, TypeError) as e:
+        raise FloorError(f"floor message is not msgpack: {e}") from None
+    if not isinstance(obj, list):
+        raise FloorError("floor message must be a list")
+    return obj
+
+
+def _is_u32(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SEQ
+
+
+def parse(data: bytes) -> FloorGrant | SourceBeacon:
+    """Parse a floor grant or source beacon. Raises FloorError, never anything else."""
+    if not data or data[0] not in FLOOR_KINDS:
+        raise FloorError("not a floor message")
+    obj = _unpack(data)
+    if data[0] == KIND_FLOOR:
+        if len(obj) != 4:
+            raise FloorError("floor grant must have 4 fields")
+        seq, holder, granter, sig = obj
+        if not _is_u32(seq) or not _is_node_id(holder, empty_ok=True) or not _is_node_id(granter):
+            raise FloorError("bad floor grant fields")
+        if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
+            raise FloorError("floor grant signature must be 64 bytes")
+        return FloorGrant(seq, holder, granter, sig)
+    if len(obj) != 3:
+        raise FloorError("source beacon must have 3 fields")
+    seq, holder, counter = obj
+    if not _is_u32(seq) or not _is_node_id(holder) or not _is_u32(counter):
+        raise FloorError("bad source beacon fields")
+    return SourceBeacon(seq, holder, counter)
+
+
+@dataclass(frozen=True)
+class FloorUpdate:
+    """What a message changed: forward it (flood on), and/or the holder or source link moved."""
+
+    forward: bool = False
+    holder_changed: bool = False
+    source_changed: bool = False
+
+
+Authority = Callable[[str], bytes | None]
+
+
+class Floor:
+    """The floor as this node sees it. `root` (the tree root's node id) is passed in where needed."""
+
+    def __init__(self, me: str, commune_id: bytes, authority: Authority, *, rng: random.Random | None = None) -> None:
+        self.me = me
+        self._commune_id = commune_id
+        self._authority = authority
+        self.grant: FloorGrant | None = None
+        self.source_link: str | None = None
+        self._source_holder: str | None = None
+        self._last_beacon: dict[str, int] = {}
+        self._counter = (rng or random.Random()).randrange(MAX_SEQ)
+        self._next_beacon = 0.0
+        self.refused = 0
+
+    @property
+    def seq(self) -> int:
+        return self.grant.seq if self.grant else 0
+
+    def holder(self, root: str) -> str:
+        return self.grant.holder if self.grant and self.grant.holder else root
+
+    def holds(self, root: str) -> bool:
+        return self.holder(root) == self.me
+
+    # ---- grants --------------------------------------------------------------------------
+    def issue(self, key: KeyPair, holder: str, root: str) -> tuple[bytes, FloorUpdate]:
+        """A new grant by this node (the caller checked it may grant); applied here at once."""
+        g = make_grant(key, self._commune_id, min(MAX_SEQ, self.seq + 1), holder)
+        before = self.holder(root)
+        self.grant = g
+        return encode_grant(g), self._after_holder_change(before, root)
+
+    def receive_grant(self, g: FloorGrant, root: str) -> FloorUpdate:
+        """A grant from a link (already parsed). FloorError when its granter lacks authority."""
+        if self.grant is not None and (g.seq, g.granter) <= (self.grant.seq, self.grant.granter):
+            return FloorUpdate()
+        key = self._authority(g.granter)
+        if key is None:
+            self.refused += 1
+            raise FloorError(f"{g.granter} may not grant the floor")
+        if not verify(key, _signed_bytes(self._commune_id, g.seq, g.holder, g.granter), g.signature):
+            self.refused += 1
+            raise FloorError("floor grant signature does not verify")
+        before = self.holder(root)
+        self.grant = g
+        upd = self._after_holder_change(before, root)
+        return FloorUpdate(forward=True, holder_changed=upd.holder_changed, source_changed=upd.source_changed)
+
+    def root_changed(self, root: str) -> FloorUpdate:
+        """Call when the tree root moves: without a grant, the root holds the floor."""
+        return self._after_holder_change(self._source_holder, root)
+
+    def _after_holder_change(self, before: str | None, root: str) -> FloorUpdate:
+        now_holder = self.holder(root)
+        if now_holder == before and self._source_holder == now_holder:
+            return FloorUpdate()
+        self._source_holder = now_holder
+        old_link = self.source_link
+        self.source_link = LOCAL if now_holder == self.me else None
+        self._next_beacon = 0.0  # a new holder announces itself at once
+        return FloorUpdate(holder_changed=now_holder != before, source_changed=self.source_link != old_link)
+
+    def current_grant_bytes(self) -> bytes | None:
+        """For a new tree neighbour: the grant we hold (None before any grant)."""
+        return encode_grant(self.grant) if self.grant else None
+
+    # ---- beacons -------------------------------------------------------------------------
+    def beacon_due(self, root: str, now: float) -> bytes | None:
+        """The holder's next beacon when one is due (call at `next_beacon_at`)."""
+        if not self.holds(root) or now < self._next_beacon:
+            return None
+        self._next_beacon = now + SOURCE_BEACON_S
+        self._counter = (self._counter + 1) & MAX_SEQ
+        return encode_beacon(SourceBeacon(self.seq, self.me, self._counter))
+
+    def next_beacon_at(self, root: str) -> float | None:
+        return self._next_beacon if self.holds(root) else None
+
+    def receive_beacon(self, link: str, b: SourceBeacon, root: str) -> FloorUpdate:
+        if b.seq != self.seq or b.holder != self.holder(root) or b.holder == self.me:
+            return FloorUpdate()
+        if self._last_beacon.get(b.holder) == b.counter:
+            return FloorUpdate()  # seen (a loop while the tree re-forms)
+        self._last_beacon = {b.holder: b.counter}
+        changed = self.source_link != link
+        self.source_link = link
+        return FloorUpdate(forward=True, source_changed=changed)
+
+    def link_gone(self, link: str) -> FloorUpdate:
+        if self.source_link == link:
+            self.source_link = None
+            return FloorUpdate(source_changed=True)
+        return FloorUpdate()
+
+    def status(self, root: str) -> dict:
+        return {"holder": self.holder(root), "seq": self.seq, "granted_by": self.grant.granter if self.grant else None,
+                "source_link": self.source_link, "refused": self.refused}

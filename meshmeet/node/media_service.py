@@ -1,0 +1,354 @@
+"""The trio driver for live media in the node: relay along the tree, the floor, the browsers' hub.
+
+Feeds meshmeet.media.relay.MediaRelay (links = this node's *tree* neighbours, simulcast) with
+chunks from the link towards the floor holder (service 0x40) or, at the holder, from the local
+presenter page; drains each link's queues as the relay's pop()/wake_at() allow, keeping at most
+LINK_QUEUE_MAX_MESSAGES in the link layer so that congestion shows up as relay queue delay;
+hands every accepted chunk once to the web gateway (topic "media"), where MediaHub fans it out
+to hall pages and records it. Floor grants and source beacons (meshmeet.media.floor) decide
+which link is the source. Adds "media" to status, the `floor` API, and (only with
+MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`.
+
+This module must never decide quality or parse media bytes itself (the sans-IO cores do), never
+block the link handlers, and never take chunks from a link that does not lead to the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..media import chunk as C
+from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
+                           FloorUpdate, SourceBeacon, parse as parse_floor)
+from ..media.relay import MediaRelay, Outgoing
+from ..web.api import ApiError
+from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
+from ..wire import services
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
+TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
+LINK_QUEUE_MAX_MESSAGES = 4  # media messages allowed to wait in a link's own writer queue
+LINK_BUSY_POLL_S = 0.005  # retry a link whose writer queue was full after this long
+CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
+BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
+
+
+class MediaService:
+    """Owns this node's media relay and floor state; see the module docstring."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.relay = MediaRelay(source=None, keep_accepted=True)
+        self.floor = Floor(node.key.node_id, node.roster.commune_id, self._may_grant)
+        self.recordings_dir = node.data_dir / "recordings"
+        self.meeting_id = time.strftime("%Y%m%d", time.localtime())
+        self._tree_links: set[str] = set()
+        self._root: str | None = None
+        self._presenter_configs: dict[tuple[int, int], bytes] = {}
+        self._next_configs = math.inf
+        self._hub: dict = {}
+        self._wake = trio.Event()
+        self._next_tick = trio.current_time()
+        self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
+                         "floor_refused": 0, "published": 0, "publish_dropped": 0}
+        node.services[services.MEDIA] = self._on_message
+        node.link_listeners.append(self._on_link_change)
+        node.status_extras["media"] = self.status
+        node.api_handlers["floor"] = self._api_floor
+        if os.environ.get(TEST_HOOKS_ENV) == "1":
+            node.api_handlers["media_test_rate_cap"] = self._api_test_rate_cap
+        node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=self.meeting_id))
+        node.inbound_handlers[UP_TOPIC] = self._from_browsers
+        node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
+
+    # ----- who is who ----------------------------------------------------------------------
+    def root(self) -> str:
+        tree = self.node.tree
+        return tree.core.root if tree is not None else self.node.key.node_id
+
+    def _tree_neighbours(self) -> set[str]:
+        tree = self.node.tree
+        if tree is None:
+            return set()
+        return set(tree.core.tree_neighbours()) & set(self.node.links.up_peers())
+
+    def _may_grant(self, node_id: str) -> bytes | None:
+        """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor."""
+        m = self.node.roster.member_by_node_id(node_id)
+        return m.public_key if m is not None and (m.role == "hq" or m.backup) else None
+
+    def _site(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        m = self.node.roster.member_by_node_id(node_id)
+        return m.site if m else None
+
+    # ----- inputs ----------------------------------------------------------------------------
+    def _on_link_change(self, peer: str, up: bool) -> None:
+        if not up:
+            self._drop_link(peer)
+        self._kick()
+
+    def _on_message(self, peer: str, body: bytes) -> None:
+        now = trio.current_time()
+        if body and body[0] in FLOOR_KINDS:
+            self._on_floor(peer, body, now)
+            return
+        try:
+            kind = C.peek_kind(body)
+            if kind == C.KIND_KEYFRAME_REQUEST:
+                self._send_out(self.relay.receive(peer, body, now))
+            elif kind != C.KIND_PADDING:
+                if peer != self.floor.source_link:
+                    self.counters["not_from_source"] += 1
+                    return
+                self.counters["chunks_in"] += 1
+                self._send_out(self.relay.receive(peer, body, now))
+                self._publish_accepted()
+        except C.MediaFormatError as e:
+            self.counters["format_errors"] += 1
+            log.debug("media from %s: %s", peer, e.en)
+        self._kick()
+
+    def _on_floor(self, peer: str, body: bytes, now: float) -> None:
+        root = self.root()
+        try:
+            msg = parse_floor(body)
+            if isinstance(msg, FloorGrant):
+                upd = self.floor.receive_grant(msg, root)
+            else:
+                assert isinstance(msg, SourceBeacon)
+                upd = self.floor.receive_beacon(peer, msg, root)
+        except FloorError as e:
+            self.counters["floor_refused"] += 1
+            log.warning("floor message from %s refused: %s", peer, e.en)
+            return
+        if upd.forward:
+            self._flood(body, exclude=peer)
+        if upd.holder_changed:
+            log.info("floor: %s (%s) holds the floor now", self.floor.holder(root), self._site(self.floor.holder(root)))
+        self._apply_floor(upd, now)
+
+    async def _from_browsers(self, data: object) -> None:
+        """Presenter chunks/configs and hall keyframe requests from this node's web gateway."""
+        if not isinstance(data, (bytes, bytearray)):
+            return
+        data = bytes(data)
+        now = trio.current_time()
+        try:
+            kind = C.peek_kind(data)
+            if kind == C.KIND_KEYFRAME_REQUEST:
+                self._send_out(self.relay.receive(BROWSERS, data, now))
+            elif kind in (C.KIND_CHUNK, C.KIND_CONFIG):
+                if kind == C.KIND_CONFIG:
+                    cfg = C.parse(data)
+                    assert isinstance(cfg, C.DecoderConfig)
+                    self._presenter_configs[(cfg.track, cfg.layer)] = data
+                if self.floor.source_link != LOCAL:
+                    self.counters["presenter_refused"] += 1  # this site does not hold the floor
+                    return
+                self._send_out(self.relay.receive(LOCAL, data, now))
+                self._publish_accepted()
+        except C.MediaFormatError:
+            self.counters["format_errors"] += 1
+        self._kick()
+
+    async def _from_hub_stats(self, data: object) -> None:
+        try:
+            stats = json.loads(data) if isinstance(data, (str, bytes)) else None
+        except ValueError:
+            return
+        if isinstance(stats, dict):
+            self._hub = stats
+
+    # ----- outputs ---------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _send_out(self, outs: list[Outgoing]) -> None:
+        for o in outs:
+            if o.link == LOCAL:
+                self._publish(o.data)  # to the presenter page, through the hub
+            else:
+                self.node.send(o.link, services.MEDIA, o.data)
+
+    def _publish(self, data: bytes) -> None:
+        gw = self.node.gateway
+        if gw is not None and gw.try_publish(MEDIA_TOPIC, data):
+            self.counters["published"] += 1
+        else:
+            self.counters["publish_dropped"] += 1
+
+    def _publish_accepted(self) -> None:
+        for data in self.relay.take_accepted():
+            self._publish(data)
+
+    def _flood(self, body: bytes, *, exclude: str | None = None) -> None:
+        for peer in self._tree_links:
+            if peer != exclude:
+                self.node.send(peer, services.MEDIA, body)
+
+    # ----- floor -----------------------------------------------------------------------------
+    def _apply_floor(self, upd: FloorUpdate, now: float) -> None:
+        if upd.holder_changed:
+            self.relay.set_source(self.floor.source_link)
+            self._publish(SOURCE_RESET)
+            if self.floor.source_link == LOCAL:
+                self._inject_presenter_configs(now)
+            self._send_out(self.relay.request_keyframes(now))
+        elif upd.source_changed:
+            self.relay.move_source(self.floor.source_link)
+            self._send_out(self.relay.request_keyframes(now))
+        self._kick()
+
+    def _inject_presenter_configs(self, now: float) -> None:
+        for key in sorted(self._presenter_configs):
+            self._send_out(self.relay.receive(LOCAL, self._presenter_configs[key], now))
+        self._publish_accepted()
+        self._next_configs = now + CONFIG_REPEAT_S
+
+    async def _api_floor(self, args: dict) -> dict:
+        action = args.get("action", "status")
+        if action not in ("grant", "release", "status"):
+            raise ApiError(400, "bad_action", "Cần action là grant, release hoặc status",
+                           "action must be grant, release or status")
+        if action != "status":
+            me, tree = self.node.me, self.node.tree
+            briefing_root = me.backup and tree is not None and tree.core.is_root and tree.core.briefing
+            if me.role != "hq" and not briefing_root:
+                raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
+                               "only HQ or the briefing root may grant the floor")
+            holder = ""
+            if action == "grant":
+                holder = self._find_member(str(args.get("site", "")))
+            body, upd = self.floor.issue(self.node.key, holder, self.root())
+            self._flood(body)
+            log.info("floor: granted to %s (%s)", holder or "the tree root", self._site(holder or self.root()))
+            self._apply_floor(upd, trio.current_time())
+        return self.floor_status()
+
+    def _find_member(self, site: str) -> str:
+        for m in self.node.roster.members():
+            if site in (m.site, m.node_id):
+                return m.node_id
+        raise ApiError(404, "unknown_site", f"Không có điểm “{site}” trong danh sách xã", f"no site “{site}” on the roster")
+
+    def floor_status(self) -> dict:
+        root = self.root()
+        out = self.floor.status(root)
+        out["holder_site"] = self._site(out["holder"])
+        return out
+
+    async def _api_test_rate_cap(self, args: dict) -> dict:
+        peer = str(args.get("peer", ""))
+        if peer not in self.relay.links():
+            peer = next((p for p in self.relay.links() if self._site(p) == peer), peer)
+        if peer not in self.relay.links():
+            raise ApiError(404, "unknown_link", "Không có liên kết media này", f"no media link to {peer}")
+        bps = args.get("bps")
+        self.relay.set_rate_cap(peer, None if bps is None else float(bps))
+        self._kick()
+        return {"peer": peer, "bps": bps}
+
+    # ----- tree ------------------------------------------------------------------------------
+    def _drop_link(self, peer: str) -> None:
+        if peer in self._tree_links:
+            self._tree_links.discard(peer)
+            self.relay.remove_link(peer)
+        upd = self.floor.link_gone(peer)
+        if upd.source_changed:
+            self.relay.move_source(None)
+
+    def _sync_tree(self, now: float) -> None:
+        root = self.root()
+        if root != self._root:
+            self._root = root
+            self._apply_floor(self.floor.root_changed(root), now)
+        want = self._tree_neighbours()
+        for peer in self._tree_links - want:
+            self._drop_link(peer)
+        for peer in want - self._tree_links:
+            self._tree_links.add(peer)
+            self._send_out(self.relay.add_link(peer, now, simulcast=True))
+            grant = self.floor.current_grant_bytes()
+            if grant is not None:
+                self.node.send(peer, services.MEDIA, grant)
+
+    def _beacon(self, now: float) -> None:
+        body = self.floor.beacon_due(self.root(), now)
+        if body is not None:
+            self._flood(body)
+        if self.floor.source_link == LOCAL and now >= self._next_configs and self._presenter_configs:
+            self._inject_presenter_configs(now)
+
+    # ----- the drain task --------------------------------------------------------------------
+    def _link_backlog(self, peer: str) -> int:
+        rec = self.node.links.peers.get(peer)
+        link = getattr(rec, "link", None)
+        if link is None:
+            return 0
+        return link.outgoing_send.statistics().current_buffer_used
+
+    def _drain(self, peer: str, now: float) -> float | None:
+        """Hand the link what the relay allows; when to come back (None: on new input)."""
+        while True:
+            if self._link_backlog(peer) >= LINK_QUEUE_MAX_MESSAGES:
+                return now + LINK_BUSY_POLL_S
+            data = self.relay.pop(peer, now)
+            if data is None:
+                return self.relay.wake_at(peer, now)
+            self.node.send(peer, services.MEDIA, data)
+
+    def step(self, now: float) -> float:
+        """One pass: tree, beacons, timers, drains. Returns when to run again."""
+        self._sync_tree(now)
+        self._beacon(now)
+        if now >= self._next_tick:
+            self._send_out(self.relay.tick(now))
+            self._next_tick = self.relay.next_deadline(now)
+        wake = min(self._next_tick, now + TREE_POLL_S)
+        nb = self.floor.next_beacon_at(self.root())
+        if nb is not None:
+            wake = min(wake, max(nb, now))
+        for peer in self.relay.links():
+            w = self._drain(peer, now)
+            if w is not None:
+                wake = min(wake, w)
+        return wake
+
+    async def run(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            wake = self.step(trio.current_time())
+            with trio.move_on_at(wake):
+                await self._wake.wait()
+
+    # ----- status ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        now = trio.current_time()
+        root = self.root()
+        holder = self.floor.holder(root)
+        return {
+            "source": holder,
+            "source_site": self._site(holder),
+            "source_link": self.floor.source_link,
+            "links": [{"peer": s.peer, "site": self._site(s.peer), "layer": s.layer, "queue_ms": s.queue_ms,
+                       "estimate_kbps": s.estimate_kbps} for s in self.relay.stats(now)],
+            "subscribers": int(self._hub.get("subscribers", 0)),
+            "presenters": int(self._hub.get("presenters", 0)),
+            "floor": self.floor_status(),
+            "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
+            "counters": dict(self.counters),
+        }
