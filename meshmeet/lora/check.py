@@ -123,7 +123,7 @@ async def _configure(config: LoraConfig, port, nursery: trio.Nursery, report: Ch
 
 
 async def emulate(nodes: int, topology: Topology | None = None, *, model: str = "rak3172",
-                  loss: float = 0.0, seed: int = 1,
+                  loss: float = 0.0, seed: int = 1, behaviour: str = "ok",
                   task_status: trio.TaskStatus[dict[int, str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Run `nodes` emulated modems (a chain unless a topology is given) until cancelled.
 
@@ -135,7 +135,7 @@ async def emulate(nodes: int, topology: Topology | None = None, *, model: str = 
         channel = RadioChannel(topo, nursery, random.Random(seed))
         paths = {}
         for node in topo.nodes:
-            modem = cls(node, channel, rng=random.Random(seed + node))
+            modem = cls(node, channel, behaviour, rng=random.Random(seed + node))
             paths[node] = await nursery.start(modem.serve)
         task_status.started(paths)
         await trio.sleep_forever()

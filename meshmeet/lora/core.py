@@ -14,7 +14,7 @@ import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable, Container, Mapping
 
 from ..errors import MeshmeetError
 from .airtime import AirtimeBudget, LoraParams, time_on_air_s
@@ -38,10 +38,12 @@ AUTHORITY_KINDS = frozenset({Kind.ALERT, Kind.CONTROL})
 
 @dataclass(frozen=True)
 class LoraPeers:
-    """What the roster tells the LoRa core: Ed25519 keys by short id, and who may alert/control."""
+    """What the roster tells the LoRa core: Ed25519 keys by short id, and who may alert/control.
+
+    Both may be live views of the roster (the node passes mappings that look members up)."""
 
     public_keys: Mapping[int, bytes]
-    authorities: frozenset[int]
+    authorities: Container[int]
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,15 @@ class AirtimeReport:
         }
 
 
+@dataclass(frozen=True)
+class Heard:
+    """The last new, authentic frame from a source: when, and how many relays it went through
+    (0: heard directly; beacons are never relayed, so a beacon always means a neighbour)."""
+
+    at: float
+    relays: int
+
+
 @dataclass
 class _Out:
     priority: int
@@ -171,6 +182,7 @@ class LoraCore:
         self._delivered: OrderedDict[tuple[int, int], None] = OrderedDict()
         self.frames_sent = 0
         self.airtime_sent_s = 0.0
+        self.heard: dict[int, Heard] = {}
         self.stats: dict[str, int] = {k: 0 for k in (
             "received", "forged", "duplicate", "bad_message", "unauthorized", "forwarded", "dropped_queue_full", "dropped_over_budget",
         )}
@@ -183,6 +195,10 @@ class LoraCore:
 
     def replay_state(self) -> dict[int, tuple[int, int]]:
         return self._replay.export()
+
+    def set_keys(self, keys: FrameKeys) -> None:
+        """Switch to a new commune LoRa key (frames already queued keep the old one)."""
+        self._keys = keys
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, message: Message, now: float, *, dest: int = BROADCAST,
@@ -248,6 +264,8 @@ class LoraCore:
         except ValueError:
             self.stats["bad_message"] += 1
             return []
+        relays = 0 if kind is Kind.BEACON else max(0, self.config.hop_limit - frame.hops)
+        self.heard[frame.source] = Heard(now, relays)
         if frame.hops > 0 and kind is not Kind.BEACON:
             relay = encode_frame(replace(frame, hops=frame.hops - 1), self._keys)
             self._push(PRIORITY_OF[kind], now + self._rng.uniform(0, self.config.jitter_s), relay)

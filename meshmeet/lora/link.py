@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Awaitable, Callable
 
 import trio
 
@@ -21,12 +21,20 @@ log = logging.getLogger(__name__)
 
 
 class LoraLink:
-    def __init__(self, core: LoraCore, modem: Modem, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, core: LoraCore, modem: Modem, on_event: Callable[[Event], None], *,
+                 before_transmit: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`before_transmit` is awaited before every frame goes to the modem (the node uses it to
+        persist the frame counter mark first)."""
         self.core = core
         self.modem = modem
         self._on_event = on_event
+        self._before_transmit = before_transmit
         self._wake = trio.Event()
         self.send_errors = 0
+
+    def wake(self) -> None:
+        """Look at the core again (after something was queued on it directly)."""
+        self._wake.set()
 
     def send(self, message: Message, *, dest: int = BROADCAST, ack_from: frozenset[int] | None = None) -> int:
         msg_id = self.core.send(message, trio.current_time(), dest=dest, ack_from=ack_from)
@@ -55,6 +63,8 @@ class LoraLink:
             self._emit(self.core.handle_timers(now))
             frame = self.core.next_transmit(now)
             if frame is not None:
+                if self._before_transmit is not None:
+                    await self._before_transmit()
                 try:
                     await self.modem.send(frame)
                 except ModemError as e:

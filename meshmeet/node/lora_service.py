@@ -1,0 +1,482 @@
+"""The LoRa part of the node: the commune LoRa key, the modem link, alerts, and status["lora"].
+
+Always: holds the commune LoRa key. HQ makes one at its first run; it travels to members as an
+HQ-signed offer over the encrypted links (service 0x50, on every link-up, forwarded once by each
+member that takes it) and is stored 0600 in DIR/lora.key. When [lora] is configured it also opens
+the modem through its driver, runs LoraLink, persists the frame-counter mark (before any frame
+that needs it leaves) and the replay window (DIR/lora-state.json), sends beacons, serves the
+`lora_alert` and `lora_send` APIs, keeps recent alerts with their acks (DIR/lora-alerts.json)
+and publishes received ones to browsers (topics "alerts" and "lora"). This module must never
+decide what the sans-IO core decides (priority, budget, retries, dedupe), and never let a frame
+leave whose counter mark is not on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import trio
+
+from ..config import LoraSettings
+from ..errors import MeshmeetError
+from ..identity import verify
+from ..lora import statefile
+from ..lora.alertlog import AlertLog
+from ..lora.check import LoraConfig
+from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
+from ..lora.counter import CounterReservation
+from ..lora.frames import FrameKeys
+from ..lora.keyshare import KeyOffer, KeyShareError, accept_offer, better, make_offer
+from ..lora.link import LoraLink
+from ..lora.messages import BROADCAST, Alert, Beacon, Kind, Message, kind_of
+from ..lora.requests import RequestError, message_json, parse_alert_text, parse_send
+from ..lora.setup import StartedModem, radio_plan, start_modem
+from ..web.api import ApiError
+from ..wire import services
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+REOPEN_S = 10.0  # wait before reopening a modem that failed or vanished
+STATE_SAVE_S = 10.0  # how often the replay window is saved when it changed
+SHUTDOWN_SAVE_S = 2.0
+RECENT_MESSAGES = 50
+PUBLISH_QUEUE = 64
+ROLE_BYTE = {"hq": 0, "hall": 1, "relay": 2}
+
+
+class _RosterKeys(Mapping):
+    """Ed25519 public keys by short id, looked up in the live roster."""
+
+    def __init__(self, node: "Node") -> None:
+        self._node = node
+
+    def __getitem__(self, short_id: int) -> bytes:
+        member = self._node.roster.member_by_short_id(short_id)
+        if member is None:
+            raise KeyError(short_id)
+        return member.public_key
+
+    def __iter__(self) -> Iterator[int]:
+        return (m.short_id for m in self._node.roster.members())
+
+    def __len__(self) -> int:
+        return len(self._node.roster.members())
+
+
+class _Authorities:
+    """Who may send alerts and meeting control over LoRa: HQ members and backup sites."""
+
+    def __init__(self, node: "Node") -> None:
+        self._node = node
+
+    def __contains__(self, short_id: object) -> bool:
+        member = self._node.roster.member_by_short_id(short_id) if isinstance(short_id, int) else None
+        return member is not None and (member.role == "hq" or member.backup)
+
+
+@dataclass(frozen=True)
+class LoraStatusLink:
+    short_id: int
+    at: float
+    relays: int
+
+
+class LoraService:
+    """Owns the commune LoRa key and, when configured, the modem, LoraCore and LoraLink."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.settings: LoraSettings | None = getattr(node.cfg, "lora", None)
+        self.dir = Path(node.data_dir)
+        self.offer: KeyOffer | None = self._load_offer()
+        if self.offer is None and node.me.role == "hq":
+            self.offer = make_offer(node.key, node.roster.commune_id, node.me.short_id, int(time.time()))
+            self._save_offer(self.offer)
+            log.info("lora: made the commune LoRa key")
+        self.state = "off" if self.settings is None else ("starting" if self.offer else "waiting_key")
+        self.error: MeshmeetError | None = None
+        self.core: LoraCore | None = None
+        self.link: LoraLink | None = None
+        self.modem: StartedModem | None = None
+        self.alerts = AlertLog.from_json(statefile.read_json(self.dir / statefile.ALERTS_FILE))
+        self.received: deque[dict] = deque(maxlen=RECENT_MESSAGES)
+        self.listeners: list[Callable[[int, Message], None]] = []  # (source short id, message) for other parts
+        self._key_ready = trio.Event()
+        if self.offer is not None:
+            self._key_ready.set()
+        self._reservation: CounterReservation | None = None
+        self._replay: dict[int, tuple[int, int]] = {}
+        self._state_error: MeshmeetError | None = None
+        self._load_state()
+        self._save_lock = trio.Lock()
+        self._dirty = trio.Event()
+        self._alerts_dirty = False
+        self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, dict]](PUBLISH_QUEUE)
+        self._rng = random.Random()
+        self._session_scope: trio.CancelScope | None = None
+        node.services[services.LORA] = self._on_service
+        node.link_listeners.append(self._on_link_change)
+        node.status_extras["lora"] = self.status
+        node.api_handlers["lora_alert"] = self._api_alert
+        node.api_handlers["lora_send"] = self._api_send
+
+    # ----- the commune LoRa key ----------------------------------------------------------------
+
+    def _check(self, body: bytes) -> KeyOffer:
+        return accept_offer(body, self.node.roster.commune_id, self.node.roster.member_by_short_id, verify)
+
+    def _load_offer(self) -> KeyOffer | None:
+        body = statefile.read_bytes(self.dir / statefile.KEY_FILE)
+        if body is None:
+            return None
+        try:
+            return self._check(body)
+        except KeyShareError as e:
+            log.warning("lora: ignoring %s: %s", statefile.KEY_FILE, e.en)
+            return None
+
+    def _save_offer(self, offer: KeyOffer) -> None:
+        statefile.write_private(self.dir / statefile.KEY_FILE, offer.to_bytes())
+
+    def _on_link_change(self, peer: str, up: bool) -> None:
+        if up and self.offer is not None:
+            self.node.send(peer, services.LORA, self.offer.to_bytes())
+
+    def _on_service(self, peer: str, body: bytes) -> None:
+        try:
+            offer = self._check(body)
+        except KeyShareError as e:
+            log.warning("lora: key offer from %s refused: %s", peer, e.en)
+            return
+        if not better(offer, self.offer):
+            return
+        try:
+            self._save_offer(offer)
+        except OSError as e:
+            log.error("lora: could not save the LoRa key: %s", e)
+            return
+        log.info("lora: commune LoRa key from HQ #%d (issued %d) via %s", offer.signer, offer.issued_at, peer)
+        self.offer = offer
+        if self.core is not None:
+            self.core.set_keys(FrameKeys.derive(offer.key))
+        self._key_ready.set()
+        for other in self.node.links.up_peers():
+            if other != peer:
+                self.node.send(other, services.LORA, offer.to_bytes())
+
+    # ----- persisted counter mark and replay window --------------------------------------------
+
+    def _load_state(self) -> None:
+        path = self.dir / statefile.STATE_FILE
+        raw = statefile.read_json(path)
+        if raw is None and path.exists():
+            self._state_error = MeshmeetError(
+                f"Tệp {path} bị hỏng: LoRa tắt để không dùng lại bộ đếm (cần khóa LoRa mới)",
+                f"{path} is damaged: LoRa stays off so no frame counter is reused (a new LoRa key is needed)")
+            return
+        try:
+            reserved, self._replay = statefile.state_from_json(raw) if raw is not None else (0, {})
+        except ValueError:
+            self._state_error = MeshmeetError(f"Tệp {path} bị hỏng", f"{path} is damaged")
+            return
+        self._reservation = CounterReservation(reserved)
+
+    def _write_state(self, reserved: int | None = None) -> None:
+        assert self._reservation is not None
+        mark = self._reservation.reserved if reserved is None else reserved
+        replay = self.core.replay_state() if self.core is not None else self._replay
+        statefile.write_json(self.dir / statefile.STATE_FILE, statefile.state_to_json(mark, replay))
+
+    async def _before_transmit(self) -> None:
+        """Persist a new counter mark before a frame at or above the old one leaves. If the disk
+        refuses, the session stops here and the frame never leaves."""
+        assert self._reservation is not None and self.core is not None
+        mark = self._reservation.needed(self.core.next_counter)
+        if mark is None:
+            return
+        async with self._save_lock:
+            try:
+                await trio.to_thread.run_sync(self._write_state, mark)
+            except OSError as e:
+                self._fail(MeshmeetError(f"Không ghi được bộ đếm LoRa: {e}", f"cannot save the LoRa counter: {e}"))
+                if self._session_scope is not None:
+                    self._session_scope.cancel()
+                await trio.sleep_forever()
+        self._reservation.saved(mark)
+        log.debug("lora: counter mark %d saved", mark)
+
+    async def _saver(self) -> None:
+        try:
+            while True:
+                with trio.move_on_after(STATE_SAVE_S):
+                    await self._dirty.wait()
+                self._dirty = trio.Event()
+                async with self._save_lock:
+                    try:
+                        if self.core is not None and self._reservation is not None:
+                            await trio.to_thread.run_sync(self._write_state)
+                        if self._alerts_dirty:
+                            self._alerts_dirty = False
+                            await trio.to_thread.run_sync(
+                                statefile.write_json, self.dir / statefile.ALERTS_FILE, self.alerts.to_json())
+                    except OSError as e:
+                        log.error("lora: could not save state: %s", e)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    if self.core is not None and self._reservation is not None:
+                        self._write_state()
+                    statefile.write_json(self.dir / statefile.ALERTS_FILE, self.alerts.to_json())
+                except OSError as e:
+                    log.error("lora: could not save state at shutdown: %s", e)
+
+    # ----- running the modem -------------------------------------------------------------------
+
+    def _lora_config(self) -> LoraConfig:
+        s = self.settings
+        assert s is not None
+        return LoraConfig(port=s.port, model=s.model, region=s.region, role=s.role or self.node.me.role,
+                          preset=s.preset, freq_hz=s.freq_hz, power_dbm=s.power_dbm, e22_channel=s.e22_channel)
+
+    async def run(self) -> None:
+        if self.settings is None:
+            return
+        if self._state_error is not None:
+            self.state, self.error = "error", self._state_error
+            log.error("lora: %s", self._state_error.en)
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._saver)
+            nursery.start_soon(self._publisher)
+            nursery.start_soon(self._beacons)
+            while True:
+                await self._key_ready.wait()
+                await self._session()
+                await trio.sleep(REOPEN_S)
+
+    async def _session(self) -> None:
+        config = self._lora_config()
+        self.state = "starting"
+        try:
+            plan = radio_plan(config)
+            async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
+
+                def gone() -> None:
+                    self.error = MeshmeetError("Mất kết nối modem LoRa", "the LoRa modem went away")
+                    nursery.cancel_scope.cancel()
+
+                try:
+                    self.modem = await start_modem(config, plan, nursery, on_gone=gone)
+                except (MeshmeetError, OSError) as e:
+                    self._fail(e)
+                    nursery.cancel_scope.cancel()
+                    return
+                core = self._core_for(self.modem, plan.budget_s_per_hour)
+                self.link = LoraLink(core, self.modem.driver, self._on_event, before_transmit=self._before_transmit)
+                self.state, self.error = "up", None
+                log.info("lora: %s on %s up (short id %d, budget %.1f s/h)", config.model, config.port,
+                         self.node.me.short_id, plan.budget_s_per_hour)
+                await self.link.run()
+        except MeshmeetError as e:  # radio plan: unknown region/preset/role
+            self._fail(e)
+        finally:
+            self.link = None
+            self._session_scope = None
+            if self.modem is not None:
+                with trio.CancelScope(shield=True):
+                    await self.modem.port.aclose()
+                self.modem = None
+            if self.state == "up":
+                self.state = "down"
+                log.warning("lora: modem link ended: %s", self.error.en if self.error else "closed")
+
+    def _fail(self, e: Exception) -> None:
+        self.state = "error"
+        self.error = e if isinstance(e, MeshmeetError) else MeshmeetError(f"Lỗi modem: {e}", f"modem error: {e}")
+        log.warning("lora: %s", self.error.en)
+
+    def _core_for(self, modem: StartedModem, budget_s: float) -> LoraCore:
+        driver = modem.driver
+        config = CoreConfig(self.node.me.short_id, driver.params, budget_s, driver.mtu_bytes,
+                            extra_air_bytes=driver.extra_air_bytes)
+        old = self.core
+        if old is not None and old.config == config:
+            return old
+        assert self.offer is not None and self._reservation is not None
+        self.core = LoraCore(
+            config, FrameKeys.derive(self.offer.key), LoraPeers(_RosterKeys(self.node), _Authorities(self.node)),
+            sign=self.node.key.sign, verify=verify,
+            next_counter=max(self._reservation.resume_at, old.next_counter if old else 0),
+            replay_state=old.replay_state() if old else self._replay,
+        )
+        return self.core
+
+    async def _beacons(self) -> None:
+        assert self.settings is not None
+        while True:
+            if self.link is not None:
+                self.link.send(Beacon(ROLE_BYTE.get(self.node.me.role, 1)))
+                await trio.sleep(self.settings.beacon_s * self._rng.uniform(0.9, 1.1))
+            else:
+                await trio.sleep(1.0)
+
+    # ----- events from the core ----------------------------------------------------------------
+
+    def _site(self, short_id: int) -> str:
+        member = self.node.roster.member_by_short_id(short_id)
+        return member.site if member else f"#{short_id}"
+
+    def _publish(self, topic: str, payload: dict) -> None:
+        try:
+            self._publish_send.send_nowait((topic, payload))
+        except trio.WouldBlock:
+            log.warning("lora: browser queue full; %s message not shown", topic)
+
+    async def _publisher(self) -> None:
+        async for topic, payload in self._publish_recv:
+            if self.node.gateway is not None:
+                await self.node.gateway.publish(topic, payload)
+
+    def _changed(self, alerts: bool = False) -> None:
+        self._alerts_dirty |= alerts
+        self._dirty.set()
+
+    def _on_event(self, event: Event) -> None:
+        me = self.node.me.short_id
+        if isinstance(event, Delivered):
+            self._changed()
+            message = event.message
+            if isinstance(message, Alert):
+                record = self.alerts.received(event.source, event.msg_id, message.text, message.issued_at, time.time())
+                if record is not None:
+                    log.warning("lora: ALERT from %s: %s", self._site(event.source), message.text)
+                    self._changed(alerts=True)
+                    self._publish("alerts", record.as_json(self._site))
+                return
+            if isinstance(message, Beacon):
+                return
+            entry = {"source": event.source, "site": self._site(event.source), "msg_id": event.msg_id,
+                     "at": time.time(), **message_json(message)}
+            self.received.append(entry)
+            self._publish("lora", entry)
+            for listener in self.listeners:
+                try:
+                    listener(event.source, message)
+                except Exception:  # one listener's bug must not stop LoRa
+                    log.exception("lora listener failed")
+        elif isinstance(event, Acked):
+            if self.alerts.acked(me, event.msg_id, event.by) is not None:
+                self._changed(alerts=True)
+        elif isinstance(event, GaveUp):
+            if self.alerts.gave_up(me, event.msg_id, event.missing) is not None:
+                self._changed(alerts=True)
+            log.warning("lora: message %d gave up waiting for %s", event.msg_id,
+                        ", ".join(self._site(s) for s in sorted(event.missing)))
+
+    # ----- sending -----------------------------------------------------------------------------
+
+    def _others(self) -> frozenset[int]:
+        me = self.node.me.short_id
+        return frozenset(m.short_id for m in self.node.roster.members() if m.short_id != me)
+
+    def send(self, message: Message, *, dest: int = BROADCAST, ack_from: frozenset[int] | None = None) -> int:
+        """Queue a message on LoRa for other parts of the node; returns its message id."""
+        if self.core is None:
+            raise ApiError(503, "lora_unavailable", "LoRa chưa sẵn sàng (chưa có modem hoặc khóa)",
+                           "LoRa is not ready (no modem or no key yet)")
+        msg_id = self.core.send(message, trio.current_time(), dest=dest, ack_from=ack_from)
+        if self.link is not None:
+            self.link.wake()
+        self._changed()
+        return msg_id
+
+    async def _api_alert(self, args: dict) -> dict:
+        me = self.node.me
+        if not (me.role == "hq" or me.backup):
+            raise ApiError(403, "not_authorised", "Chỉ trụ sở được phát cảnh báo khẩn",
+                           "only HQ may send an urgent alert")
+        try:
+            text = parse_alert_text(args)
+        except RequestError as e:
+            raise ApiError(400, "bad_request", e.vi, e.en) from None
+        expect = self._others()
+        issued_at = int(time.time())
+        msg_id = self.send(Alert(text, issued_at), ack_from=expect)
+        record = self.alerts.sent(me.short_id, msg_id, text, issued_at, expect, time.time())
+        self._changed(alerts=True)
+        return record.as_json(self._site)
+
+    async def _api_send(self, args: dict) -> dict:
+        try:
+            req = parse_send(args)
+        except RequestError as e:
+            raise ApiError(400, "bad_request", e.vi, e.en) from None
+        kind = kind_of(req.message)
+        if kind is Kind.CONTROL and self.node.me.short_id not in _Authorities(self.node):
+            raise ApiError(403, "not_authorised", "Chỉ trụ sở được điều khiển cuộc họp qua LoRa",
+                           "only HQ may send meeting control over LoRa")
+        ack_from = req.ack_from
+        if req.ack and ack_from is None and req.dest == BROADCAST:
+            ack_from = self._others()
+        if not req.ack:
+            ack_from = frozenset()
+        msg_id = self.send(req.message, dest=req.dest, ack_from=ack_from)
+        return {"msg_id": msg_id, "dest": req.dest, **message_json(req.message)}
+
+    # ----- status ------------------------------------------------------------------------------
+
+    def _links(self) -> list[dict]:
+        if self.core is None or self.settings is None:
+            return []
+        now = trio.current_time()
+        timeout_s = 3 * self.settings.beacon_s + 30.0
+        out = []
+        for short_id, heard in sorted(self.core.heard.items()):
+            member = self.node.roster.member_by_short_id(short_id)
+            out.append({
+                "peer": member.node_id if member else f"#{short_id}",
+                "site": member.site if member else "",
+                "short_id": short_id,
+                "transport": "lora",
+                "state": "up" if now - heard.at <= timeout_s else "down",
+                "rtt_ms": None,
+                "relays": heard.relays,
+                "heard_s_ago": round(now - heard.at, 1),
+            })
+        return out
+
+    def status(self) -> dict:
+        out: dict = {
+            "enabled": self.settings is not None,
+            "key": "ok" if self.offer else "missing",
+            "state": self.state,
+        }
+        if self.error is not None:
+            out["error"] = {"vi": self.error.vi, "en": self.error.en}
+        if self.settings is None:
+            return out
+        out.update({"model": self.settings.model, "port": self.settings.port, "short_id": self.node.me.short_id})
+        if self.core is not None:
+            now = trio.current_time()
+            report = self.core.airtime_report(now)
+            airtime = report.as_dict()
+            airtime["remaining_s"] = round(max(0.0, report.budget_s_per_hour - report.used_s), 3)
+            out["airtime"] = airtime
+            out["pending"] = {str(m): sorted(who) for m, who in self.core.pending.items()}
+            out["stats"] = dict(self.core.stats)
+        out["links"] = self._links()
+        out["alerts"] = [r.as_json(self._site) for r in self.alerts.records]
+        out["received"] = list(self.received)
+        return out
