@@ -341,7 +341,7 @@ def _do(store: Store, clock: FakeClock, op: tuple) -> None:
         pass  # halls may not do everything; refusing is the point
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, max_size=25), st.randoms(use_true_random=False), st.integers(1, 3))
 def test_any_order_and_duplication_converges(op_list, rnd, dup) -> None:
     clock = FakeClock()
@@ -386,7 +386,7 @@ def runs(draw):
             draw(st.dictionaries(st.one_of(st.integers(-2, 8), st.text(max_size=2)), column, max_size=6))]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(runs(), min_size=1, max_size=4), st.sampled_from([HQ, HALL1, STRANGER]))
 def test_signed_junk_changes_are_rejected_never_crash(raw, key) -> None:
     body = msgpack.packb([2, key.public_key, 1, 1 << 40, raw], use_bin_type=True)
@@ -399,11 +399,10 @@ def test_signed_junk_changes_are_rejected_never_crash(raw, key) -> None:
     report = store.apply([batch])
     assert report.changes_applied + report.rejected_changes == batch.last_seq - batch.first_seq + 1
     # The column-wise acceptance must agree with the change-by-change check.
-    one_by_one = mk(HQ)
     for run in batch.runs:
         if store.rules.run_passes(ROLES.get(batch.origin), batch.origin, run.table_id, run.op,
                                   run.key_columns, run.columns):
-            assert all(one_by_one.rules.check(ROLES.get(batch.origin), batch.origin, *e[1:]) is None
+            assert all(store.rules.check(ROLES.get(batch.origin), batch.origin, *e[1:]) is None
                        for e in run.entries())
     store.digest()  # whatever was accepted can be dumped
     assert store.integrity_ok()
