@@ -16,7 +16,8 @@ import pytest
 
 from meshmeet.media import chunk as C
 from meshmeet.media.recorder import read_records
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from browser.node_chain import media, node_chain
+from nodeproc import NodeProcess, make_commune, meshmeet, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +31,6 @@ def audio(seq: int, tag: bytes = b"") -> bytes:
 
 def video(seq: int, tag: bytes = b"") -> bytes:
     return C.encode(C.Chunk(C.TRACK_VIDEO, C.LAYER_HIGH, 0, seq % 10 == 0, 1, seq, seq * 50_000, 50_000, tag + bytes(900)))
-
-
-def media(node: NodeProcess) -> dict:
-    return node.status()["media"]
 
 
 def ws_url(node: NodeProcess, path: str) -> str:
@@ -82,24 +79,8 @@ async def present_and_listen(presenter: NodeProcess, hall: NodeProcess, tag: byt
 @pytest.fixture
 def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MESHMEET_TEST_HOOKS", "1")
-    hq_dir, invites = make_commune(tmp_path, 2)
-    nodes: list[NodeProcess] = []
-    try:
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        for d, code in invites:
-            meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        relay = NodeProcess(invites[0][0], "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(relay)
-        end = NodeProcess(invites[1][0], "--peer", f"127.0.0.1:{relay.mesh_port}", mdns=False)
-        nodes.append(end)
-        wait_for(lambda: end.status()["tree"]["parent"] == relay.node_id and relay.status()["tree"]["parent"] == hq.node_id
-                 and end.status()["tree"]["root"] == hq.node_id, "the chain HQ - relay - end")
-        wait_for(lambda: media(end)["source_link"] == relay.node_id and media(relay)["source_link"] == hq.node_id,
-                 "source beacons from HQ")
-        yield hq, relay, end
-    finally:
-        stop_all(nodes)
+    with node_chain(tmp_path) as nodes:
+        yield nodes
 
 
 def test_chain_floor_rate_cap_and_recording(chain) -> None:

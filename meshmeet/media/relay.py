@@ -27,7 +27,8 @@ from meshmeet.media.linkmodel import RateCap
 
 log = logging.getLogger(__name__)
 
-DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is congested
+DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is congested...
+DOWNGRADE_CONFIRM_S = 0.1  # ...when it still is this much later (a process stall drains at once)
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffer: dropped
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
@@ -89,6 +90,7 @@ class _Link:
     sent_bytes: int = 0
     estimate_bps: float = 0.0
     congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
+    over_since: float | None = None  # first judge that saw the queue above DOWNGRADE_QUEUE_MS
     dropped_audio: int = 0
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
 
@@ -425,7 +427,11 @@ class MediaRelay:
             lk.congested_since = None
         elif lk.congested_since is None:
             lk.congested_since = now - qms / 1000  # the head has waited since then
-        if qms > DOWNGRADE_QUEUE_MS and now >= lk.hold_until:
+        if qms <= DOWNGRADE_QUEUE_MS:
+            lk.over_since = None
+        elif lk.over_since is None:
+            lk.over_since = now
+        if qms > DOWNGRADE_QUEUE_MS and now >= lk.hold_until and now - lk.over_since >= DOWNGRADE_CONFIRM_S:
             if lk.probe_t0 is not None:
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:

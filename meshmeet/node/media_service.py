@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
-LINK_QUEUE_MAX_MESSAGES = 4  # media messages allowed to wait in a link's own writer queue
-LINK_BUSY_POLL_S = 0.005  # retry a link whose writer queue was full after this long
+LINK_QUEUE_MAX_MESSAGES = 32  # media messages allowed to wait in a link's own writer queue (a keyframe is ~30 pieces)
+LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
 
@@ -316,6 +316,8 @@ class MediaService:
         self._sync_tree(now)
         self._beacon(now)
         if now >= self._next_tick:
+            for peer in self.relay.links():  # drain first: after a stall of this process, judge the
+                self._drain(peer, now)       # queue the link left, not the one the stall left
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
         wake = min(self._next_tick, now + TREE_POLL_S)
@@ -348,6 +350,7 @@ class MediaService:
                        "estimate_kbps": s.estimate_kbps} for s in self.relay.stats(now)],
             "subscribers": int(self._hub.get("subscribers", 0)),
             "presenters": int(self._hub.get("presenters", 0)),
+            "browsers": self._hub.get("links", []),
             "floor": self.floor_status(),
             "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
             "counters": dict(self.counters),

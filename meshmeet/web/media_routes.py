@@ -176,6 +176,7 @@ class MediaHub:
 
     async def _tick_loop(self) -> None:
         while True:
+            await self._drain_all()  # first: after a stall of this loop, judge what the browsers left
             now = self._clock()
             self._send_out(self.relay.tick(now))
             await self._drain_all()
@@ -280,7 +281,8 @@ def node_media_setup(*, recordings_dir: Path, meeting_id: str) -> Callable[[web.
                 try:
                     await inbound(STATS_TOPIC, json.dumps({"subscribers": stats["subscribers"],
                                                            "format_errors": hub.format_errors,
-                                                           "presenters": len(hub._presenters)}))
+                                                           "presenters": len(hub._presenters),
+                                                           "links": stats["links"]}))
                 except ConnectionError:
                     return
 
