@@ -8,7 +8,6 @@ order they arrive in. This module must never read the database or the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .batch import OP_DELETE
 from .schema import ADDONLY, LWW, TableSpec

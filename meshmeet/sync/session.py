@@ -3,14 +3,14 @@
 On connect both sides send a Hello with a 16-byte hash of their version vector; if the
 hashes match the session is in sync after one small message each way. Otherwise both send
 their vectors and then every batch the other lacks (a side that gets a Vector before sending
-its own answers with its own, so a change made while the Hellos cross is not missed). New batches are pushed as the store
-gains them (`on_local_change`). Document chunks are pulled with a small window of Want
-requests; every chunk is checked against its SHA-256 before it is stored. A request for a
-chunk this node is itself still fetching is held and answered when the chunk arrives.
-Outgoing chunk traffic is flagged `bulk` so the driver can queue it behind live traffic.
-The session takes
-bytes and `now` and returns bytes, events and a deadline; it must never do I/O itself,
-read a clock, or raise on bad input (hostile bytes become a ProtocolViolation event).
+its own answers with its own, so a change made while the Hellos cross is not missed). New
+batches are pushed as the store gains them (`on_local_change`). Document chunks are pulled
+with a small window of Want requests and arrive in pieces; every chunk is checked against
+its SHA-256 before it is stored. A request for a chunk this node is itself still fetching is
+held and answered when the chunk arrives. Outgoing chunk traffic is flagged `bulk` so the
+driver can queue it behind live traffic. The session takes bytes and `now` and returns
+bytes, events and a deadline; it must never do I/O itself, read a clock, or raise on bad
+input (hostile bytes become a ProtocolViolation event).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .batch import ForgedBatchError, decode_batch
 from .errors import ProtocolError
-from .messages import CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode, encode, vector_hash
+from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode,
+                       encode, vector_hash)
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class SyncSession:
         self._vector_sent = False
         self._more_to_push = False
         self._owed: set[bytes] = set()
-        self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far                  # chunks the peer asked for that we are fetching too
+        self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far
         self.bytes_in = 0
         self.bytes_out = 0
 

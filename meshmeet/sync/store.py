@@ -6,7 +6,7 @@ to the change log as part of a signed batch, all in one transaction. Batches rec
 peers go through `Store.apply`, which checks each change's authority against the roster at
 this node and merges it by the rules in docs/state.md (LWW per column by HLC, add-only sets,
 tombstones), so that any arrival order gives the same state. The store also holds the
-content-addressed document chunks. This module must never do network I/O, never apply a
+content-addressed document chunks (methods in chunkstore.py). This module must never do network I/O, never apply a
 change whose origin lacks authority, and never leave a write half done (transactions).
 """
 
@@ -29,11 +29,11 @@ import sqlite_utils
 from ..identity import KeyPair
 from .batch import (MAX_BATCH_CHANGES, OP_DELETE, OPS, Entry, SignedBatch, decode_batch,
                     encode_batch)
-from .chunks import chunk_hash, parse_hashes
+from .chunkstore import ChunkStore
 from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
 from .rules import Rejection, Rules
-from .schema import ADDONLY, LATEST_VERSION, LWW, TableSpec, migrate, specs_for
+from .schema import LATEST_VERSION, LWW, TableSpec, migrate, specs_for
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _unpack_clock(blob: bytes | None, ncols: int) -> dict:
     return msgpack.unpackb(blob, strict_map_key=False)
 
 
-class Store:
+class Store(ChunkStore):
     """One node's replicated store."""
 
     def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *,
@@ -575,74 +575,6 @@ class Store:
     def digest(self) -> str:
         """SHA-256 (hex) of the canonical dump: equal exactly when the replicated state is."""
         return hashlib.sha256(self.dump_json().encode()).hexdigest()
-
-    # ----------------------------------------------------------------- chunks
-    def store_chunks(self, pieces: Iterable[tuple[bytes, bytes]]) -> None:
-        """Keep chunks made here (already hashed by chunks.split)."""
-        with self._tx():
-            self._conn.executemany("INSERT OR IGNORE INTO chunks (sha256, data) VALUES (?, ?)", pieces)
-            self._conn.execute("DELETE FROM wanted_chunks WHERE sha256 IN (SELECT sha256 FROM chunks)")
-
-    def put_chunk(self, sha256: bytes, data: bytes) -> str:
-        """Store a received chunk: "stored", "duplicate", "unwanted" or "corrupt" (hash mismatch)."""
-        if chunk_hash(data) != sha256:
-            self._count("corrupt_chunks")
-            return "corrupt"
-        with self._tx():
-            if self._conn.execute("DELETE FROM wanted_chunks WHERE sha256=?", (sha256,)).rowcount == 0:
-                held = self._conn.execute("SELECT 1 FROM chunks WHERE sha256=?", (sha256,)).fetchone()
-                return "duplicate" if held else "unwanted"
-            self._conn.execute("INSERT OR IGNORE INTO chunks (sha256, data) VALUES (?, ?)", (sha256, data))
-        return "stored"
-
-    def get_chunk(self, sha256: bytes) -> bytes | None:
-        row = self._conn.execute("SELECT data FROM chunks WHERE sha256=?", (sha256,)).fetchone()
-        return None if row is None else row[0]
-
-    def has_chunks(self, hashes: Sequence[bytes]) -> set[bytes]:
-        held: set[bytes] = set()
-        for start in range(0, len(hashes), SQL_VARS_PER_QUERY):
-            part = list(hashes[start:start + SQL_VARS_PER_QUERY])
-            held.update(r[0] for r in self._conn.execute(
-                f"SELECT sha256 FROM chunks WHERE sha256 IN ({','.join('?' * len(part))})", part))
-        return held
-
-    def wanted_chunks(self, limit: int) -> list[bytes]:
-        """Chunks of live documents not held yet."""
-        return [r[0] for r in self._conn.execute("SELECT sha256 FROM wanted_chunks ORDER BY rowid LIMIT ?", (limit,))]
-
-    def is_wanted(self, sha256: bytes) -> bool:
-        return self._conn.execute("SELECT 1 FROM wanted_chunks WHERE sha256=?", (sha256,)).fetchone() is not None
-
-    def pending_chunks(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM wanted_chunks").fetchone()[0]
-
-    def document_progress(self, doc_id: str) -> tuple[int, int]:
-        """(chunks held, chunks in total) for a document."""
-        doc = self.get("documents", doc_id)
-        if doc is None:
-            raise SyncError(f"Không có tài liệu {doc_id}", f"no such document: {doc_id}")
-        hashes = parse_hashes(doc["chunks"])
-        held = self.has_chunks(list(set(hashes)))
-        return sum(1 for h in hashes if h in held), len(hashes)
-
-    def read_document(self, doc_id: str) -> Iterator[bytes]:
-        """The document's bytes, chunk by chunk; SyncError if a chunk is still missing."""
-        doc = self.get("documents", doc_id)
-        if doc is None:
-            raise SyncError(f"Không có tài liệu {doc_id}", f"no such document: {doc_id}")
-        for h in parse_hashes(doc["chunks"]):
-            data = self.get_chunk(h)
-            if data is None:
-                raise SyncError("Tài liệu chưa tải xong", f"document {doc_id} is not complete yet")
-            yield data
-
-    def _rebuild_wanted(self) -> None:
-        self._conn.execute("DELETE FROM wanted_chunks")
-        for (blob,) in self._conn.execute("SELECT chunks FROM documents WHERE coalesce(_del, 0) = 0").fetchall():
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO wanted_chunks (sha256) SELECT ? WHERE NOT EXISTS "
-                "(SELECT 1 FROM chunks WHERE sha256 = ?)", [(h, h) for h in parse_hashes(blob)])
 
     def integrity_ok(self) -> bool:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

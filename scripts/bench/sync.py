@@ -1,9 +1,9 @@
 """Benchmark of the replicated store and sync protocol (issue 3).
 
 Measures, in one run:
-- apply (best of 3, interleaved with the baseline): 100,000 changes (agenda items) received from a peer as signed batches, fed through
-  SyncSession.receive (decode, Ed25519 verify, authority check, merge, change log) into a
-  SQLite file in WAL mode; baseline: plain sqlite3 executemany inserting the same rows
+- apply (best of 3, interleaved with the baseline): 100,000 changes (agenda items) received
+  from a peer as signed batches, fed through SyncSession.receive (decode, Ed25519 verify,
+  authority check, merge, change log) into a SQLite file in WAL mode; baseline: plain sqlite3 executemany inserting the same rows
   into a table of the same columns, same pragmas, same disk, same run.
 - wire bytes per value byte: BATCH message bytes on the wire / bytes of the values they carry
   (text as UTF-8, blobs as is, numbers 8 bytes, NULL 0).
