@@ -28,7 +28,7 @@ from meshmeet.media.linkmodel import RateCap
 log = logging.getLogger(__name__)
 
 DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is congested...
-DOWNGRADE_CONFIRM_S = 0.1  # ...when it still is this much later (a process stall drains at once)
+DOWNGRADE_CONFIRM_S = 0.05  # ...when it still is this much later (a process stall drains at once)
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffer: dropped
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
-LINK_QUEUE_MAX_MESSAGES = 32  # media messages allowed to wait in a link's own writer queue (a keyframe is ~30 pieces)
+LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's writer queue (two keyframes in pieces; CPU stalls on a loaded host)
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
