@@ -57,6 +57,7 @@ class CoreConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     ack_timeout_s: float | None = None  # None: derived from hop limit and frame airtime
     forward_jitter_s: float | None = None  # None: two MTU-frame airtimes
+    listen_guard_s: float | None = None  # None: one MTU-frame airtime
 
     def frame_airtime_s(self, frame_bytes: int) -> float:
         return time_on_air_s(frame_bytes + self.extra_air_bytes, self.params)
@@ -66,6 +67,14 @@ class CoreConfig:
         if self.forward_jitter_s is not None:
             return self.forward_jitter_s
         return 2 * self.frame_airtime_s(self.mtu_bytes)
+
+    @property
+    def guard_s(self) -> float:
+        """After hearing a frame, stay quiet 1-2 guards: its sender may be draining a queue back to
+        back, and a half-duplex radio that talks then cannot hear it (no carrier sense over AT)."""
+        if self.listen_guard_s is not None:
+            return self.listen_guard_s
+        return self.frame_airtime_s(self.mtu_bytes)
 
     @property
     def base_ack_timeout_s(self) -> float:
@@ -178,6 +187,7 @@ class LoraCore:
         self._queue: list[_Out] = []
         self._seq = 0
         self._busy_until = float("-inf")
+        self._quiet_until = float("-inf")
         self._pending: dict[int, _Pending] = {}
         self._delivered: OrderedDict[tuple[int, int], None] = OrderedDict()
         self.frames_sent = 0
@@ -250,6 +260,8 @@ class LoraCore:
     # -- receiving -------------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[Event]:
         """Handle one frame from the modem. Forged, replayed and malformed frames are dropped."""
+        guard = self.config.guard_s
+        self._quiet_until = max(self._quiet_until, now + guard * self._rng.uniform(1.0, 2.0))
         try:
             frame = decode_frame(data, self._keys)
         except FrameError:
@@ -266,19 +278,21 @@ class LoraCore:
             return []
         relays = 0 if kind is Kind.BEACON else max(0, self.config.hop_limit - frame.hops)
         self.heard[frame.source] = Heard(now, relays)
-        if frame.hops > 0 and kind is not Kind.BEACON:
+        done = self._reassembler.add(frame, now)
+        env = None
+        if done is not None:
+            first, plaintext = done
+            try:
+                env = decode_message(kind, plaintext, source=frame.source, first_counter=first,
+                                     public_key_of=self._peers.public_keys.get, verify=self._verify)
+            except MessageError:
+                self.stats["bad_message"] += 1
+        # Flood onwards, except a message addressed to this node (nobody beyond us needs it).
+        if frame.hops > 0 and kind is not Kind.BEACON and not (env is not None and env.dest == self.config.my_id):
             relay = encode_frame(replace(frame, hops=frame.hops - 1), self._keys)
             self._push(PRIORITY_OF[kind], now + self._rng.uniform(0, self.config.jitter_s), relay)
             self.stats["forwarded"] += 1
-        done = self._reassembler.add(frame, now)
-        if done is None:
-            return []
-        first, plaintext = done
-        try:
-            env = decode_message(kind, plaintext, source=frame.source, first_counter=first,
-                                 public_key_of=self._peers.public_keys.get, verify=self._verify)
-        except MessageError:
-            self.stats["bad_message"] += 1
+        if env is None:
             return []
         if kind in AUTHORITY_KINDS and frame.source not in self._peers.authorities:
             self.stats["unauthorized"] += 1
@@ -321,7 +335,7 @@ class LoraCore:
 
     def next_transmit(self, now: float) -> bytes | None:
         """The next frame to put on the air now, or None (radio busy, nothing ready, no budget)."""
-        if now < self._busy_until:
+        if now < self._busy_until or now < self._quiet_until:
             return None
         head = self._head(now)
         if head is None or not self._budget.can_send(head.airtime_s, now):
@@ -362,10 +376,10 @@ class LoraCore:
         if head is not None:
             fit = self._budget.earliest_fit(head.airtime_s, now)
             if fit is not None:
-                times.append(max(fit, self._busy_until))
+                times.append(max(fit, self._busy_until, self._quiet_until))
         later = [o.not_before for o in self._queue if o.not_before > now]
         if later:
-            times.append(max(min(later), self._busy_until))
+            times.append(max(min(later), self._busy_until, self._quiet_until))
         times += [p.deadline for p in self._pending.values() if p.deadline is not None]
         expiry = self._reassembler.next_expiry()
         if expiry is not None:

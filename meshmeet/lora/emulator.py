@@ -11,6 +11,7 @@ under MockClock. This module must never be imported by the node for real traffic
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tomllib
@@ -25,6 +26,8 @@ from .airtime import LoraParams, time_on_air_s
 from .at import P2PSettings, PRECV_CONTINUOUS
 from .e22 import AIR_RATE_PARAMS
 from .e22proto import READ, WRITE, E22Settings
+
+log = logging.getLogger(__name__)
 
 RAK_DEFAULT = P2PSettings(868_000_000, 7, 125, 0, 8, 14)
 E22_DEFAULT_REGS = E22Settings(channel=18).registers()  # factory default 868.125 MHz
@@ -102,6 +105,7 @@ class RadioChannel:
         airtime = time_on_air_s(len(data), me.params())
         me.tx.append((now, now + airtime))
         self.stats["sent"] += 1
+        log.debug("radio %d sends %d B (%.3f s) at %.3f", node, len(data), airtime, now)
         for other, loss in self.topology.neighbours(node).items():
             radio = self._radios.get(other)
             if radio is None or radio.tune() != me.tune():
@@ -119,10 +123,13 @@ class RadioChannel:
         radio.inflight.remove(rx)
         if rx.lost:
             self.stats["lost"] += 1
+            log.debug("radio %d lost a frame from %d (link loss)", radio.node, rx.sender)
         elif rx.collided:
             self.stats["collided"] += 1
+            log.debug("radio %d lost a frame from %d (collision)", radio.node, rx.sender)
         elif any(s < rx.end and e > rx.start for s, e in radio.tx):
             self.stats["half_duplex"] += 1
+            log.debug("radio %d lost a frame from %d (it was transmitting)", radio.node, rx.sender)
         else:
             self.stats["delivered"] += 1
             radio.deliver(rx.data, -60 - int(self._rng.random() * 40), 8)
