@@ -66,3 +66,45 @@ async def test_chain_of_five_alert_ack_and_attendance(pty_clock):
             for t, _ in ledger:
                 assert sum(a for s, a in ledger if t - WINDOW_S < s <= t) <= 36.0
         n.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_chain_of_three_e22_modems_alert_ack_and_attendance(pty_clock):
+    """The same flood over the E22 driver (config mode through the emulated M0/M1 pins)."""
+    from meshmeet.lora.e22 import AIR_RATE_PARAMS, E22
+    from meshmeet.lora.e22proto import E22Settings
+    from meshmeet.lora.emulator import EmulatedE22
+
+    async with trio.open_nursery() as n:
+        channel = RadioChannel(Topology.chain(3, 0.05), n, random.Random(3))
+        cores, _ = make_cores([1, 2, 3], mtu=239, ack_timeout_s=30.0, max_retries=10, extra_air_bytes=1,
+                              params=AIR_RATE_PARAMS[2400])
+        links, events = {}, {i: [] for i in cores}
+        for i in cores:
+            modem = EmulatedE22(i, channel)
+            await n.start(modem.serve)
+            driver = E22(open_serial(modem.path, 9600).stream, modem.pins)
+            await n.start(driver.run)
+            back = await driver.configure(E22Settings(channel=71, power_dbm=10))
+            assert back.freq_mhz == 921.125
+            assert driver.params == cores[i].config.params and driver.mtu_bytes == 239
+            links[i] = LoraLink(cores[i], driver, events[i].append)
+            await n.start(links[i].run)
+        alert = Alert("Khẩn: nước lên, sơ tán thôn 3", 1_700_000_000)
+        mid = links[1].send(alert, ack_from=frozenset({2, 3}))
+        links[3].send(Attendance(meeting=4, present=30, expected=33), dest=1)
+        with trio.move_on_after(3000):
+            while True:
+                acked = {e.by for e in events[1] if isinstance(e, Acked) and e.msg_id == mid}
+                if acked == {2, 3} and any(isinstance(e, Delivered) for e in events[1]):
+                    break
+                await trio.sleep(15)
+        assert any(isinstance(e, Delivered) and e.message == alert for e in events[3])
+        assert {e.by for e in events[1] if isinstance(e, Acked) and e.msg_id == mid} == {2, 3}
+        assert [e.message for e in events[1] if isinstance(e, Delivered)] == [Attendance(4, 30, 33)]
+        for node in links:
+            ledger = channel.ledger(node)
+            assert ledger, "every modem transmitted"
+            for t, _ in ledger:
+                assert sum(a for s, a in ledger if t - WINDOW_S < s <= t) <= 36.0
+        n.cancel_scope.cancel()
