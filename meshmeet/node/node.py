@@ -66,7 +66,12 @@ def default_plugins() -> tuple[PluginFactory, ...]:
 
 
 # (module under meshmeet.node, factory name): loaded when present.
-EXTRA_PLUGINS = (("sync_service", "SyncService"), ("media_service", "MediaService"), ("lora_service", "LoraService"))
+EXTRA_PLUGINS = (
+    ("sync_service", "SyncService"),
+    ("media_service", "MediaService"),
+    ("lora_service", "LoraService"),
+    ("webapp_service", "WebappService"),
+)
 
 
 class Node:
