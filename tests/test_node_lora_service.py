@@ -150,3 +150,47 @@ def test_api_alert_refused_for_a_hall(hq_dir):
         assert refused.value.status == 403
 
     trio.run(main)
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict]] = []
+
+    async def publish(self, topic: str, payload: dict) -> None:
+        self.published.append((topic, payload))
+
+
+async def test_received_alert_is_kept_and_published_once(hq_dir, tmp_path, pty_clock):
+    hall_dir = tmp_path / "hall"
+    hall_dir.mkdir()
+    for name in ("roster.bin", "node.key"):
+        (hall_dir / name).write_bytes((hq_dir / name).read_bytes())
+    os.chmod(hall_dir / "node.key", 0o600)
+    async with trio.open_nursery() as n:
+        channel = RadioChannel(Topology.chain(2), n, random.Random(2))
+        modems = [EmulatedRak3172(i, channel) for i in (1, 2)]
+        for m in modems:
+            await n.start(m.serve)
+        hq_node = StubNode(hq_dir, lora=LoraSettings(port=modems[0].path, preset="fast", beacon_s=5.0))
+        hq = LoraService(hq_node)
+        base = StubNode(hall_dir, lora=None)
+        hall_node = StubNode(hall_dir, lora=LoraSettings(port=modems[1].path, preset="fast", beacon_s=5.0),
+                             me=dataclasses.replace(base.me, short_id=2, role="hall"), key=KeyPair.generate())
+        hall_node.gateway = Gateway()
+        hall = LoraService(hall_node)
+        hall_node.services[services.LORA]("hq", hq.offer.to_bytes())
+        n.start_soon(hq.run)
+        n.start_soon(hall.run)
+        while hq.state != "up" or hall.state != "up":
+            await trio.sleep(0.1)
+        await hq_node.api_handlers["lora_alert"]({"text": "Khẩn: đê yếu"})
+        while not hall_node.gateway.published:
+            await trio.sleep(0.5)
+        await trio.sleep(20)  # beacons keep running; nothing may publish the alert again
+        alerts = [p for t, p in hall_node.gateway.published if t == "alerts"]
+        assert len(alerts) == 1 and alerts[0]["text"] == "Khẩn: đê yếu" and alerts[0]["source_site"] == "UBND xã"
+        assert [a["text"] for a in hall.status()["alerts"]] == ["Khẩn: đê yếu"]
+        assert any(l["short_id"] == 1 and l["relays"] == 0 for l in hall.status()["links"])
+        n.cancel_scope.cancel()
+    saved = (hall_dir / "lora-alerts.json").read_text()
+    assert "đê yếu" in saved
