@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -32,6 +33,8 @@ BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 8.0
 RECEIVE_BYTES = 65536
 OUTGOING_QUEUE_MESSAGES = 1024
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
+UNSENT_LOWAT_BYTES = 16384
 JOIN_FIRST_BYTE = 0x4A
 CLOSE_GRACE_S = 1.0
 
@@ -203,6 +206,13 @@ class LinkManager:
             return False
         return record.link.send_nowait(payload)
 
+    def queue_depth(self, peer_node_id: str) -> int:
+        """Messages waiting in the link's writer queue (0 when no link is up)."""
+        record = self.peers.get(peer_node_id)
+        if record is None or record.link is None:
+            return 0
+        return record.link.outgoing_send.statistics().current_buffer_used
+
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
 
@@ -230,6 +240,7 @@ class LinkManager:
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         address = _peer_address(stream)
+        _limit_unsent(stream)
         try:
             with trio.move_on_after(CONNECT_TIMEOUT_S * 2):
                 first = await stream.receive_some(RECEIVE_BYTES)
@@ -281,6 +292,7 @@ class LinkManager:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
+            _limit_unsent(stream)
         except (OSError, trio.TooSlowError) as e:
             log.debug("dial %s failed: %s", address, e)
             return None
@@ -432,6 +444,15 @@ def _keep_new(old: Link, new: Link) -> bool:
     if old.initiator_short_id == new.initiator_short_id:
         return True
     return new.initiator_short_id < old.initiator_short_id
+
+
+def _limit_unsent(stream: trio.SocketStream) -> None:
+    """Keep at most UNSENT_LOWAT_BYTES unsent in the kernel, so a slow link's backlog waits in our
+    own queues, where media and sync can see it as queue delay and choose what to drop."""
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, UNSENT_LOWAT_BYTES)
+    except OSError:  # not Linux, or an old kernel: only congestion visibility suffers
+        pass
 
 
 def _peer_address(stream: trio.SocketStream) -> str:

@@ -107,6 +107,7 @@ class Node:
         # Hooks the plugins fill in (see Plugin):
         self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
         self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
+        self.tree_listeners: list[Callable[[object], None]] = []  # fn(TreeChanged) after every tree change
 
     # ----- lookups for the link layer ---------------------------------------------------------
 

@@ -71,6 +71,11 @@ class TreeService:
                     "tree: root %s parent %s children %d cost %s%s",
                     event.root, event.parent, len(event.children), event.cost, " (briefing)" if event.briefing else "",
                 )
+                for listener in self.node.tree_listeners:
+                    try:
+                        listener(event)
+                    except Exception:  # a listener's bug must not stop the tree
+                        log.exception("tree listener failed")
             else:
                 log.warning("tree: %s", event)
         self._wake.set()
