@@ -299,6 +299,9 @@ class Node:
         }
         for key, fn in self.status_extras.items():
             out[key] = fn()
+        lora = out.get("lora")
+        if isinstance(lora, dict):  # LoRa neighbours are links too, with transport "lora"
+            out["links"] += [link for link in lora.get("links", []) if isinstance(link, dict)]
         return out
 
     async def _api_status(self, args: dict) -> dict:
