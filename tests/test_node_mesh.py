@@ -18,16 +18,23 @@ def all_up(node: NodeProcess, peers: list[str]) -> bool:
     return all(states.get(p) == "up" for p in peers)
 
 
-def test_three_nodes_find_each_other_by_mdns_and_keep_strangers_out(tmp_path):
+def start_commune(tmp_path, nodes: list) -> tuple[NodeProcess, list[NodeProcess], list]:
+    """HQ running, two halls joined through it and running (all with mDNS on 127.0.0.1)."""
     hq_dir, invites = make_commune(tmp_path, 2)
+    hq = NodeProcess(hq_dir)
+    nodes.append(hq)
+    for hall_dir, code in invites:
+        meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
+    halls = [NodeProcess(d) for d, _ in invites]
+    nodes += halls
+    return hq, halls, invites
+
+
+def test_three_nodes_find_each_other_by_mdns_and_keep_strangers_out(tmp_path):
     nodes = []
     try:
-        hq = NodeProcess(hq_dir)
-        nodes.append(hq)
-        for hall_dir, code in invites:
-            meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        halls = [NodeProcess(d) for d, _ in invites]
-        nodes += halls
+        hq, halls, _ = start_commune(tmp_path, nodes)
+        hq_dir = hq.data_dir
         ids = [n.node_id for n in nodes]
         for n in nodes:  # no --peer anywhere: mDNS alone
             wait_for(lambda n=n: all_up(n, [i for i in ids if i != n.node_id]), f"{n.data_dir} links up")
@@ -67,15 +74,9 @@ def test_three_nodes_find_each_other_by_mdns_and_keep_strangers_out(tmp_path):
 
 
 def test_kill9_marks_down_and_relinks(tmp_path):
-    hq_dir, invites = make_commune(tmp_path, 2)
     nodes = []
     try:
-        hq = NodeProcess(hq_dir)
-        nodes.append(hq)
-        for hall_dir, code in invites:
-            meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        h1, h2 = (NodeProcess(d) for d, _ in invites)
-        nodes += [h1, h2]
+        hq, (h1, h2), invites = start_commune(tmp_path, nodes)
         wait_for(lambda: all_up(hq, [h1.node_id, h2.node_id]) and all_up(h1, [h2.node_id]), "mesh up")
         h2.kill9()
         wait_for(lambda: hq.link_states()[h2.node_id] == "down" and h1.link_states()[h2.node_id] == "down", "down")
