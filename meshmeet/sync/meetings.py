@@ -39,7 +39,7 @@ def create_meeting(store: Store, title: str, starts: str | None = None, location
     if not title.strip():
         raise SyncError("Tiêu đề cuộc họp không được để trống", "meeting title must not be empty")
     mid = new_id()
-    values = {"title": title, "starts": starts, "status": "planned", "created_by": store.node_id}
+    values = {"title": title, "starts": starts, "status": "scheduled", "created_by": store.node_id}
     if location is not None:
         values["location"] = location
     store.write("meetings", mid, values)

@@ -8,7 +8,8 @@ batches are pushed as the store gains them (`on_local_change`). Document chunks 
 with a small window of Want requests and arrive in pieces; every chunk is checked against
 its SHA-256 before it is stored. A request for a chunk this node is itself still fetching is
 held and answered when the chunk arrives. Outgoing chunk traffic is flagged `bulk` so the
-driver can queue it behind live traffic. The session takes bytes and `now` and returns
+driver can queue it behind live traffic. Sessions of one node may share a ChunkClaims, so that
+two peers are never asked for the same chunk at once. The session takes bytes and `now` and returns
 bytes, events and a deadline; it must never do I/O itself, read a clock, or raise on bad
 input (hostile bytes become a ProtocolViolation event).
 """
@@ -31,6 +32,33 @@ CHUNK_TIMEOUT_S = 30.0       # re-ask for a chunk not delivered within this
 CHUNK_RETRY_S = 5.0          # re-ask a peer for a chunk it said it lacked after this
 MAX_BATCHES_PER_PUSH = 1000   # more than this waits for on_timer (next_deadline says "now")
 MAX_OWED_CHUNKS = 64         # peer requests we hold open while fetching the chunk ourselves
+
+
+class ChunkClaims:
+    """Which session of this node is fetching which chunk (shared by the sessions of one store).
+
+    A chunk is asked of one peer at a time; a claim ends when the chunk arrives, the peer says
+    it lacks it, the request times out, or the session closes.
+    """
+
+    def __init__(self) -> None:
+        self._owner: dict[bytes, object] = {}
+
+    def take(self, sha256: bytes, owner: object) -> bool:
+        if self._owner.setdefault(sha256, owner) is owner:
+            return True
+        return False
+
+    def release(self, sha256: bytes, owner: object) -> None:
+        if self._owner.get(sha256) is owner:
+            del self._owner[sha256]
+
+    def release_all(self, owner: object) -> None:
+        for h in [h for h, o in self._owner.items() if o is owner]:
+            del self._owner[h]
+
+    def __len__(self) -> int:
+        return len(self._owner)
 
 
 @dataclass(frozen=True)
@@ -105,8 +133,9 @@ def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:
 class SyncSession:
     """Sync state for one peer link."""
 
-    def __init__(self, store: Store, peer_node_id: str, now: float) -> None:
+    def __init__(self, store: Store, peer_node_id: str, now: float, claims: ChunkClaims | None = None) -> None:
         self.store = store
+        self.claims = claims if claims is not None else ChunkClaims()
         self.peer_node_id = peer_node_id
         self.started = now
         self.closed = False
@@ -120,6 +149,8 @@ class SyncSession:
         self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far
         self.bytes_in = 0
         self.bytes_out = 0
+        self.chunks_in = 0    # whole chunks received (stored, duplicate or corrupt)
+        self.chunks_out = 0   # whole chunks sent to the peer
 
     # ------------------------------------------------------------------ driver API
     def on_connect(self) -> list[Outgoing]:
@@ -144,6 +175,13 @@ class SyncSession:
             return []
         return self._push() + self._serve_owed() + self._request_chunks(now)
 
+    def close(self) -> None:
+        """The link is gone: give up this session's chunk requests so other sessions can ask."""
+        self.closed = True
+        self.claims.release_all(self)
+        self._asked.clear()
+        self._partial.clear()
+
     def next_deadline(self) -> float | None:
         """When on_timer should run next; -inf means at once (more batches are waiting)."""
         if self.closed:
@@ -159,6 +197,7 @@ class SyncSession:
         for h, asked in list(self._asked.items()):
             if asked + CHUNK_TIMEOUT_S <= now:
                 del self._asked[h]
+                self.claims.release(h, self)
                 self._partial.pop(h, None)
         for h, until in list(self._lacking.items()):
             if until <= now:
@@ -199,7 +238,7 @@ class SyncSession:
                 elif data is None:
                     lacking.append(h)
                 else:
-                    out += self._out(_pieces(h, data), bulk=True)
+                    out += self._send_chunk(h, data)
             if lacking:
                 out += self._out([NoChunk(tuple(lacking))], bulk=True)
             return out, []
@@ -208,6 +247,7 @@ class SyncSession:
         if isinstance(msg, NoChunk):
             for h in msg.hashes:
                 if self._asked.pop(h, None) is not None:
+                    self.claims.release(h, self)
                     self._lacking[h] = now + CHUNK_RETRY_S
             return self._request_chunks(now), []
         raise ProtocolError("unexpected message")  # pragma: no cover - decode returns only the above
@@ -240,6 +280,8 @@ class SyncSession:
             self._partial[h] = part
             return [], []
         del self._asked[h]
+        self.claims.release(h, self)
+        self.chunks_in += 1
         result = self.store.put_chunk(h, bytes(part))
         if result == "corrupt":
             log.warning("corrupt chunk %s from %s refused", msg.sha256.hex()[:16], self.peer_node_id)
@@ -281,7 +323,7 @@ class SyncSession:
             data = self.store.get_chunk(h)
             if data is not None:
                 self._owed.discard(h)
-                out += self._out(_pieces(h, data), bulk=True)
+                out += self._send_chunk(h, data)
             elif not self.store.is_wanted(h):
                 self._owed.discard(h)
                 out += self._out([NoChunk((h,))], bulk=True)
@@ -291,14 +333,22 @@ class SyncSession:
         room = CHUNK_WINDOW - len(self._asked)
         if room <= 0:
             return []
-        skip = len(self._asked) + len(self._lacking)
-        ask = [h for h in self.store.wanted_chunks(room + skip)
-               if h not in self._asked and h not in self._lacking][:room]
+        skip = len(self._asked) + len(self._lacking) + len(self.claims)
+        ask = []
+        for h in self.store.wanted_chunks(room + skip):
+            if len(ask) >= room:
+                break
+            if h not in self._asked and h not in self._lacking and self.claims.take(h, self):
+                ask.append(h)
         if not ask:
             return []
         for h in ask:
             self._asked[h] = now
         return self._out([Want(tuple(ask))], bulk=True)
+
+    def _send_chunk(self, h: bytes, data: bytes) -> list[Outgoing]:
+        self.chunks_out += 1
+        return self._out(_pieces(h, data), bulk=True)
 
     def _out(self, msgs: list[Message], bulk: bool = False) -> list[Outgoing]:
         out = [Outgoing(encode(m), bulk) for m in msgs]

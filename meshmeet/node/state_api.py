@@ -1,0 +1,508 @@
+"""The node's state API: /api/meetings, /api/vote, ... (docs/api.md), over the replicated store.
+
+Each handler validates its arguments (wrong or missing types -> 400, unknown ids -> 404), runs
+the matching meshmeet.sync.meetings operation inside the SyncService lock, and tells the
+service that the store changed so the change is pushed to peers and published on the "state"
+topic. Authority is the store's: a change this node's role may not make is refused with 403.
+GET query arguments arrive as strings, so integer and boolean arguments also accept their
+decimal/"true"/"false" spellings. This module must never write SQL, never bypass the store's
+change capture, and never touch the store outside the service lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
+
+import trio
+
+from ..sync import meetings as m
+from ..sync.chunks import MAX_DOCUMENT_BYTES, parse_hashes
+from ..sync.errors import AuthorityError, SyncError
+from ..web.api import ApiError
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .sync_service import SyncService
+
+log = logging.getLogger(__name__)
+
+MAX_TITLE_CHARS = 500
+MAX_TEXT_CHARS = 4000
+MAX_ID_CHARS = 128
+MAX_COUNT = 1_000_000
+MEETING_STATES = ("scheduled", "started", "ended")
+AGENDA_STATES = ("pending", "current", "done", "skipped")
+SPEAK_STATES = ("waiting", "withdrawn")
+
+Handler = Callable[[dict], Awaitable[dict]]
+
+
+# ----- argument checks ---------------------------------------------------------------------------
+def bad(name: str, vi: str, en: str) -> NoReturn:
+    raise ApiError(400, "bad_request", f"Tham số “{name}”: {vi}", f"argument “{name}”: {en}")
+
+
+def not_found(what_vi: str, what_en: str, key: object) -> NoReturn:
+    raise ApiError(404, "not_found", f"Không tìm thấy {what_vi} {key}", f"no such {what_en}: {key}")
+
+
+def forbidden(vi: str, en: str) -> NoReturn:
+    raise ApiError(403, "not_authorised", vi, en)
+
+
+def arg_str(args: dict, name: str, *, required: bool = True, max_chars: int = MAX_TITLE_CHARS,
+            choices: tuple[str, ...] | None = None) -> str | None:
+    value = args.get(name)
+    if value is None:
+        if required:
+            bad(name, "bắt buộc", "is required")
+        return None
+    if not isinstance(value, str):
+        bad(name, "phải là chuỗi", "must be a string")
+    if required and not value.strip():
+        bad(name, "không được để trống", "must not be empty")
+    if len(value) > max_chars:
+        bad(name, f"dài quá {max_chars} ký tự", f"longer than {max_chars} characters")
+    if choices is not None and value not in choices:
+        bad(name, "phải là " + " | ".join(choices), "must be " + " | ".join(choices))
+    return value
+
+
+def arg_id(args: dict, name: str, *, required: bool = True) -> str | None:
+    return arg_str(args, name, required=required, max_chars=MAX_ID_CHARS)
+
+
+def arg_int(args: dict, name: str, *, required: bool = True, low: int = 0, high: int = MAX_COUNT) -> int | None:
+    value = args.get(name)
+    if value is None:
+        if required:
+            bad(name, "bắt buộc", "is required")
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())  # GET query arguments are strings
+    if type(value) is not int:
+        bad(name, "phải là số nguyên", "must be an integer")
+    if not low <= value <= high:
+        bad(name, f"phải trong khoảng {low}..{high}", f"must be within {low}..{high}")
+    return value
+
+
+def arg_bool(args: dict, name: str, default: bool = False) -> bool:
+    value = args.get(name, default)
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        value = value.lower() in ("true", "1")
+    if type(value) is not bool:
+        bad(name, "phải là true hoặc false", "must be true or false")
+    return value
+
+
+# ----- the API -----------------------------------------------------------------------------------
+class StateApi:
+    """Registers the state handlers on `node.api_handlers`; see docs/api.md."""
+
+    def __init__(self, node: "Node", service: "SyncService") -> None:
+        self.node = node
+        self.svc = service
+        self.store = service.store
+        handlers: dict[str, Handler] = {
+            "meetings": self.meetings, "meeting_create": self.meeting_create, "meeting_update": self.meeting_update,
+            "meeting": self.meeting, "agenda_add": self.agenda_add, "agenda_update": self.agenda_update,
+            "doc_add": self.doc_add, "docs": self.docs, "doc_readiness": self.doc_readiness,
+            "checkin": self.checkin, "motion_open": self.motion_open, "vote": self.vote,
+            "motion_close": self.motion_close, "announce": self.announce, "announcements": self.announcements,
+            "feedback": self.feedback, "feedback_list": self.feedback_list, "feedback_reply": self.feedback_reply,
+            "speak_request": self.speak_request, "speak_queue": self.speak_queue, "state": self.state,
+            "roster": self.roster,
+        }
+        node.api_handlers.update(handlers)
+
+    # ----- plumbing --------------------------------------------------------------------------
+    async def _write(self, tables: set[str], fn: Callable[[], Any]) -> Any:
+        """Run a write under the lock; map store errors to 403/400; push and publish the change."""
+        async with self.svc.lock:
+            try:
+                result = fn()
+            except AuthorityError as e:
+                raise ApiError(403, "not_authorised", e.vi, e.en) from None
+            except SyncError as e:
+                raise ApiError(400, "bad_request", e.vi, e.en) from None
+            self.svc.local_changed(trio.current_time(), tables=tables)
+            return result
+
+    def _need(self, table: str, key: Any, vi: str, en: str) -> dict[str, Any]:
+        row = self.store.get(table, key)
+        if row is None:
+            not_found(vi, en, key if isinstance(key, str) else "/".join(key))
+        return row
+
+    def _need_meeting(self, meeting_id: str) -> dict[str, Any]:
+        return self._need("meetings", meeting_id, "cuộc họp", "meeting")
+
+    def _site(self, node_id: str | None) -> str:
+        member = self.node.roster.member_by_node_id(node_id or "")
+        return member.site if member else ""
+
+    def _require_hq(self, what_vi: str, what_en: str) -> None:
+        if self.node.me.role != "hq":
+            forbidden(f"Chỉ trung tâm (HQ) được {what_vi}", f"only HQ may {what_en}")
+
+    def _may_write(self, table: str) -> bool:
+        return self.node.me.role in self.store.specs[table].writers
+
+    def _current_item(self, meeting_id: str) -> str | None:
+        current = self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (meeting_id,))
+        return current[0]["id"] if current else None
+
+    def _meeting_json(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "current_item": self._current_item(row["id"]), "created_by_site": self._site(row["created_by"])}
+
+    # ----- meetings ----------------------------------------------------------------------------
+    async def meetings(self, args: dict) -> dict:
+        async with self.svc.lock:
+            rows = self.store.rows("meetings")
+            out = [self._meeting_json(r) for r in rows]
+        out.sort(key=lambda r: (r["starts"] or "", r["title"], r["id"]))
+        return {"meetings": out}
+
+    async def meeting_create(self, args: dict) -> dict:
+        title = arg_str(args, "title")
+        starts = arg_str(args, "starts", required=False, max_chars=64)
+        location = arg_str(args, "location", required=False)
+        return {"id": await self._write({"meetings"}, lambda: m.create_meeting(self.store, title, starts, location))}
+
+    async def meeting_update(self, args: dict) -> dict:
+        mid = arg_id(args, "id")
+        status = arg_str(args, "status", required=False, choices=MEETING_STATES)
+        item = arg_id(args, "current_item", required=False)
+        title = arg_str(args, "title", required=False)
+        self._require_hq("cập nhật cuộc họp", "update a meeting")
+
+        def run() -> None:
+            self._need_meeting(mid)
+            with self.store.batch():
+                values = {k: v for k, v in (("status", status), ("title", title)) if v is not None}
+                if values:
+                    self.store.write("meetings", mid, values)
+                if item is not None:
+                    row = self._need("agenda_items", item, "mục chương trình", "agenda item")
+                    if row["meeting_id"] != mid:
+                        bad("current_item", "không thuộc cuộc họp này", "is not an item of this meeting")
+                    for cur in self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (mid,)):
+                        if cur["id"] != item:
+                            self.store.write("agenda_items", cur["id"], {"status": "done"})
+                    self.store.write("agenda_items", item, {"status": "current"})
+
+        await self._write({"meetings", "agenda_items"}, run)
+        async with self.svc.lock:
+            return {"meeting": self._meeting_json(self.store.get("meetings", mid))}
+
+    async def meeting(self, args: dict) -> dict:
+        mid = arg_id(args, "id")
+        async with self.svc.lock:
+            row = self._need_meeting(mid)
+            agenda = sorted(self.store.rows("agenda_items", "meeting_id = ?", (mid,)),
+                            key=lambda r: (r["position"] if r["position"] is not None else 0, r["id"]))
+            per_hall = m.attendance(self.store, mid)
+            motions = []
+            for mo in self.store.rows("motions", "meeting_id = ?", (mid,)):
+                motions.append({**mo, "result": _json_or_none(mo["result"]), "tally": m.tally(self.store, mo["id"])})
+            return {
+                "meeting": self._meeting_json(row),
+                "agenda": agenda,
+                "documents": m.documents(self.store, mid),
+                "attendance": {"per_hall": [{"node": n, "site": self._site(n), "present": p}
+                                            for n, p in sorted(per_hall.items())],
+                               "total": sum(per_hall.values())},
+                "motions": motions,
+                "speaking_queue": self._queue(mid),
+            }
+
+    async def agenda_add(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        title = arg_str(args, "title")
+        position = arg_int(args, "position", required=False, low=1)
+
+        def run() -> str:
+            self._need_meeting(mid)
+            return m.add_agenda_item(self.store, mid, title, position)
+
+        return {"id": await self._write({"agenda_items"}, run)}
+
+    async def agenda_update(self, args: dict) -> dict:
+        item = arg_id(args, "id")
+        values = {"title": arg_str(args, "title", required=False),
+                  "position": arg_int(args, "position", required=False, low=1),
+                  "status": arg_str(args, "status", required=False, choices=AGENDA_STATES)}
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            bad("title|position|status", "cần ít nhất một", "at least one is needed")
+
+        def run() -> dict:
+            self._need("agenda_items", item, "mục chương trình", "agenda item")
+            self.store.write("agenda_items", item, values)
+            return self.store.get("agenda_items", item)
+
+        return {"item": await self._write({"agenda_items"}, run)}
+
+    # ----- documents ---------------------------------------------------------------------------
+    async def doc_add(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        raw_path = arg_str(args, "path", max_chars=4096)
+        name = arg_str(args, "name", required=False)
+        path = Path(raw_path)
+        if not path.is_absolute():
+            bad("path", "phải là đường dẫn tuyệt đối", "must be an absolute path")
+        try:
+            st = path.stat()
+        except OSError as e:
+            bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
+        if not path.is_file():
+            bad("path", "không phải tệp thường", "is not a regular file")
+        if st.st_size > MAX_DOCUMENT_BYTES:
+            raise ApiError(413, "too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
+        if not self._may_write("documents"):
+            forbidden("Chỉ trung tâm (HQ) được thêm tài liệu", "only HQ may add documents")
+        display = name or path.name
+        async with self.svc.lock:
+            self._need_meeting(mid)
+            progress = {"meeting_id": mid, "name": display, "size": st.st_size, "bytes_done": 0,
+                        "started": time.time()}
+            self.svc.adding = progress
+
+            def run() -> str:
+                with open(path, "rb") as f:
+                    return m.add_document(self.store, mid, _Counting(f, progress), display)
+
+            try:
+                doc = await self.svc.in_thread(run)
+            except AuthorityError as e:
+                raise ApiError(403, "not_authorised", e.vi, e.en) from None
+            except SyncError as e:
+                raise ApiError(400, "bad_request", e.vi, e.en) from None
+            except OSError as e:
+                bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
+            finally:
+                self.svc.adding = None
+            self.svc.local_changed(trio.current_time(), tables={"documents"})
+            row = self.store.get("documents", doc)
+        log.info("document %s (%s, %d bytes) added to meeting %s", doc, display, row["size"], mid)
+        return {"id": doc, "name": row["name"], "sha256": row["sha256"], "size": row["size"],
+                "chunks_total": len(parse_hashes(row["chunks"]))}
+
+    async def docs(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        async with self.svc.lock:
+            self._need_meeting(mid)
+            return {"documents": m.documents(self.store, mid)}
+
+    async def doc_readiness(self, args: dict) -> dict:
+        """This node's holdings exactly; other sites as far as this node can tell (see docs/api.md)."""
+        mid = arg_id(args, "meeting_id")
+        async with self.svc.lock:
+            self._need_meeting(mid)
+            docs = m.documents(self.store, mid)
+        mine = all(d["chunks_held"] == d["chunks_total"] for d in docs)
+        sites = []
+        up = set(self.node.links.up_peers())
+        for member in self.node.roster.members():
+            me = member.node_id == self.node.key.node_id
+            sites.append({"node": member.node_id, "site": member.site, "role": member.role,
+                          "ready": mine if me else None, "linked": me or member.node_id in up,
+                          "source": "self" if me else "unknown"})
+        return {"meeting_id": mid, "documents": len(docs), "sites": sites,
+                "this_node": {"ready": mine, "held": sum(d["chunks_held"] for d in docs),
+                              "total": sum(d["chunks_total"] for d in docs)}}
+
+    # ----- attendance and motions ----------------------------------------------------------------
+    async def checkin(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        member = arg_str(args, "member", required=False, max_chars=MAX_ID_CHARS)
+        present = arg_int(args, "present", required=member is None)
+
+        def run() -> dict:
+            self._need_meeting(mid)
+            count = present
+            if count is None:  # one member at a time: this hall's count goes up by one
+                count = m.attendance(self.store, mid).get(self.store.node_id, 0) + 1
+            cid = m.checkin(self.store, mid, count)
+            return {"id": cid, "present": count}
+
+        return await self._write({"attendance"}, run)
+
+    async def motion_open(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        title = arg_str(args, "title")
+        rule = arg_str(args, "rule", required=False, choices=m.RULES) or "majority"
+
+        def run() -> str:
+            self._need_meeting(mid)
+            return m.open_motion(self.store, mid, title, rule)
+
+        return {"id": await self._write({"motions"}, run)}
+
+    async def vote(self, args: dict) -> dict:
+        motion = arg_id(args, "motion_id")
+        choice = arg_str(args, "choice", choices=m.CHOICES)
+        member = arg_str(args, "member", required=False, max_chars=64)
+        count = arg_int(args, "count", required=False, low=1)
+        if member is not None and count not in (None, 1):
+            bad("count", "một thành viên chỉ có một phiếu", "a member casts exactly one ballot")
+
+        def run() -> dict:
+            row = self._need("motions", motion, "biểu quyết", "motion")
+            if row["status"] != "open":
+                raise ApiError(409, "motion_closed", "Biểu quyết đã đóng", "the motion is closed")
+            voter = f"#{choice}" if member is None else f"@{member}"
+            if self.store.get("ballots", (motion, self.store.node_id, voter)) is not None:
+                raise ApiError(409, "already_voted", "Đã bỏ phiếu cho biểu quyết này",
+                               "a ballot was already cast for this motion")
+            m.vote(self.store, motion, choice, count or 1, member)
+            return {"motion_id": motion, "choice": choice, "count": count or 1, "tally": m.tally(self.store, motion)}
+
+        return await self._write({"ballots"}, run)
+
+    async def motion_close(self, args: dict) -> dict:
+        motion = arg_id(args, "motion_id")
+
+        def run() -> dict:
+            row = self._need("motions", motion, "biểu quyết", "motion")
+            if row["status"] != "open":
+                raise ApiError(409, "motion_closed", "Biểu quyết đã đóng", "the motion is already closed")
+            t = m.close_motion(self.store, motion)
+            return {"motion_id": motion, "result": "passed" if t["passed"] else "failed",
+                    "yes": t["yes"], "no": t["no"], "abstain": t["abstain"], "turnout": t["turnout"],
+                    "present": t["present"], "quorum_met": t["quorum"], "rule": t["rule"]}
+
+        return await self._write({"motions"}, run)
+
+    # ----- announcements and feedback ------------------------------------------------------------
+    async def announce(self, args: dict) -> dict:
+        text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
+        urgent = arg_bool(args, "urgent")
+        aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent))
+        out: dict[str, Any] = {"id": aid, "urgent": urgent}
+        if urgent:
+            out["lora"] = await self._lora_fallback(text)
+        return out
+
+    async def _lora_fallback(self, text: str) -> dict:
+        """Urgent and no IP link up: ask LoRa too (best effort; the announcement is stored anyway)."""
+        if self.node.links.up_peers():
+            return {"sent": False, "reason": "ip links up"}
+        handler = self.node.api_handlers.get("lora_alert")
+        if "LoraService" not in self.node.plugins or handler is None:
+            return {"sent": False, "reason": "no lora"}
+        try:
+            return {"sent": True, "alert": await handler({"text": text})}
+        except ApiError as e:
+            return {"sent": False, "reason": e.en}
+        except Exception as e:  # best effort: the announcement itself already succeeded
+            log.warning("urgent announcement: LoRa alert failed: %s", e)
+            return {"sent": False, "reason": str(e)}
+
+    async def announcements(self, args: dict) -> dict:
+        async with self.svc.lock:
+            rows = self.store.rows("announcements")
+        rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
+        return {"announcements": [{**r, "urgent": bool(r["urgent"])} for r in rows]}
+
+    async def feedback(self, args: dict) -> dict:
+        text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
+        mid = arg_id(args, "meeting_id", required=False)
+
+        def run() -> str:
+            if mid is not None:
+                self._need_meeting(mid)
+            return m.feedback(self.store, text, mid)
+
+        return {"id": await self._write({"feedback"}, run)}
+
+    async def feedback_list(self, args: dict) -> dict:
+        async with self.svc.lock:
+            items = self.store.rows("feedback")
+            replies = self.store.rows("replies")
+        by_fb: dict[str, list] = {}
+        for r in sorted(replies, key=lambda r: (r["at"] or 0.0, r["id"])):
+            by_fb.setdefault(r["feedback_id"], []).append({**r, "site": self._site(r["node"])})
+        items.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
+        return {"feedback": [{**f, "site": self._site(f["node"]), "replies": by_fb.get(f["id"], [])} for f in items]}
+
+    async def feedback_reply(self, args: dict) -> dict:
+        fid = arg_id(args, "feedback_id")
+        text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
+
+        def run() -> str:
+            self._need("feedback", fid, "ý kiến", "feedback")
+            return m.reply(self.store, fid, text)
+
+        return {"id": await self._write({"replies"}, run)}
+
+    # ----- speaking queue --------------------------------------------------------------------------
+    def _queue(self, mid: str) -> list[dict]:
+        rows = self.store.rows("speaking_queue", "meeting_id = ?", (mid,))
+        rows.sort(key=lambda r: (r["state"] != "waiting", r["requested_at"] or 0.0, r["node"]))
+        return [{**r, "site": self._site(r["node"])} for r in rows]
+
+    async def speak_request(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        state = arg_str(args, "state", required=False, choices=SPEAK_STATES) or "waiting"
+
+        def run() -> list:
+            self._need_meeting(mid)
+            m.request_floor(self.store, mid, state)
+            return self._queue(mid)
+
+        return {"speaking_queue": await self._write({"speaking_queue"}, run)}
+
+    async def speak_queue(self, args: dict) -> dict:
+        mid = arg_id(args, "meeting_id")
+        async with self.svc.lock:
+            self._need_meeting(mid)
+            return {"speaking_queue": self._queue(mid)}
+
+    # ----- whole state and roster -------------------------------------------------------------------
+    async def state(self, args: dict) -> dict:
+        fmt = arg_str(args, "format", required=False, choices=("digest", "json")) or "digest"
+        async with self.svc.lock:
+            if fmt == "digest":
+                return {"digest": self.store.digest(), "origins": self.store.version_vector()}
+            return self.store.dump()
+
+    async def roster(self, args: dict) -> dict:
+        roster = self.node.roster
+        now = time.time()
+        members = [{"short_id": x.short_id, "node_id": x.node_id, "site": x.site, "role": x.role,
+                    "priority": x.priority, "backup": x.backup, "seat": "claimed"} for x in roster.members()]
+        seats = [{"short_id": s.short_id, "site": s.site, "role": s.role, "expires_at": s.expires_at,
+                  "seat": "open" if s.expires_at > now else "expired"} for s in roster.open_seats(now=None)]
+        return {"commune": roster.commune_name, "members": members, "open_seats": seats}
+
+
+class _Counting:
+    """A read-only file wrapper that records how many bytes were read (import progress)."""
+
+    def __init__(self, f: Any, progress: dict[str, Any]) -> None:
+        self._f = f
+        self._progress = progress
+        self.name = f.name
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._progress["bytes_done"] += len(data)
+        return data
+
+
+def _json_or_none(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+__all__ = ["StateApi", "arg_str", "arg_int", "arg_bool", "arg_id"]

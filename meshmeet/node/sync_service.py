@@ -1,0 +1,271 @@
+"""The trio driver for replicated meeting state: one Store, one SyncSession per up link.
+
+Opens DIR/state.sqlite with authority taken from the node's roster, runs a SyncSession over
+every link (service 0x20), feeds their timers, and moves their output to the links: live
+messages (vectors, batches) first, document chunks only while the link's writer queue is
+short, so chunks never sit in front of live traffic. New batches or chunks from one peer are
+offered to the others (on_local_change). Adds "sync" to status, registers the state API
+(state_api.py) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
+"state" whenever replicated state changes.
+
+All store access happens on the trio thread inside `self.lock`, except a document import,
+which runs in a worker thread while holding the lock (messages arriving meanwhile wait in the
+inbox). This module must never decide sync protocol behaviour (the sans-IO SyncSession does),
+never block a link handler, and never touch the store outside the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import trio
+
+from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
+                            Outgoing, ProtocolViolation, SyncSession)
+from ..sync.store import Store
+from ..wire import services
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.sqlite"
+STATE_TOPIC = "state"
+LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's writer queue
+BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
+BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Peer:
+    """Sync state for one up link: the session and what waits to go out on it."""
+
+    session: SyncSession
+    live: deque[bytes] = field(default_factory=deque)
+    bulk: deque[bytes] = field(default_factory=deque)
+
+
+class SyncService:
+    """Owns this node's replicated store and its sync sessions; see the module docstring."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.store = Store(node.data_dir / STATE_FILE, node.key, self.authority)
+        self.claims = ChunkClaims()
+        self.peers: dict[str, _Peer] = {}
+        self.lock = trio.Lock()
+        self.counters = {"chunks_fetched": 0, "chunks_received": 0, "chunks_served": 0, "chunks_refused": 0,
+                         "batches_applied": 0, "protocol_violations": 0, "sessions": 0}
+        self.adding: dict[str, Any] | None = None  # a document import in progress
+        self._inbox: deque[tuple[str, str, bytes]] = deque()  # (kind, peer, body)
+        self._changed_tables: set[str] = set()
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._in_thread = False
+        self._last_status: dict[str, Any] = {}
+        node.services[services.SYNC] = self._on_message
+        node.link_listeners.append(self._on_link_change)
+        node.status_extras["sync"] = self.status
+        from .state_api import StateApi
+
+        self.api = StateApi(node, self)
+
+    # ----- roster ------------------------------------------------------------------------------
+    def authority(self, node_id: str) -> str | None:
+        """The roster role of a node id ("hq", "hall", "relay"), None when it is not a member."""
+        member = self.node.roster.member_by_node_id(node_id)
+        return None if member is None else member.role
+
+    # ----- inputs (sync callbacks: queue and wake) ---------------------------------------------
+    def _on_message(self, peer: str, body: bytes) -> None:
+        self._inbox.append(("msg", peer, body))
+        self._wake.set()
+
+    def _on_link_change(self, peer: str, up: bool) -> None:
+        self._inbox.append(("up" if up else "down", peer, b""))
+        self._wake.set()
+
+    # ----- running -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._loop()
+        finally:
+            with trio.CancelScope(shield=True):
+                async with self.lock:
+                    self.store.close()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            async with self.lock:
+                now = trio.current_time()
+                self._drain_inbox(now)
+                self._run_timers(now)
+                waiting = self._feed_links()
+                self._publish_changes()
+                deadline = self._next_deadline()
+            if self._inbox:
+                continue
+            if waiting:
+                deadline = min(deadline, trio.current_time() + BUSY_POLL_S)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+    def _next_deadline(self) -> float:
+        deadline = math.inf
+        for p in self.peers.values():
+            d = p.session.next_deadline()
+            if d is not None:
+                deadline = min(deadline, d)
+        return deadline
+
+    def _drain_inbox(self, now: float) -> None:
+        while self._inbox:
+            kind, peer, body = self._inbox.popleft()
+            if kind == "up":
+                self._drop(peer)
+                session = SyncSession(self.store, peer, now, self.claims)
+                self.peers[peer] = _Peer(session)
+                self.counters["sessions"] += 1
+                self._queue(peer, session.on_connect())
+            elif kind == "down":
+                self._drop(peer)
+                self.local_changed(now)  # chunks this link was fetching may now be asked elsewhere
+            else:
+                p = self.peers.get(peer)
+                if p is None or p.session.closed:
+                    continue
+                out, events = p.session.receive(body, now)
+                self._queue(peer, out)
+                self._handle_events(peer, events, now)
+
+    def _handle_events(self, peer: str, events: list, now: float) -> None:
+        grew = False
+        for e in events:
+            if isinstance(e, Applied):
+                grew = True
+                self.counters["batches_applied"] += 1
+                self._changed_tables.update(e.tables)
+            elif isinstance(e, ChunkStored):
+                grew = True
+                self.counters["chunks_fetched"] += 1
+            elif isinstance(e, ChunkRefused):
+                self.counters["chunks_refused"] += 1
+            elif isinstance(e, ChangeRejected):  # counted by the store (rejected_changes)
+                log.warning("sync: change %s:%d from %s rejected: %s", e.origin, e.seq, peer, e.reason)
+            elif isinstance(e, BatchForged):  # counted by the store (forged_batches)
+                log.warning("sync: forged batch from %s dropped: %s", peer, e.reason)
+            elif isinstance(e, ProtocolViolation):
+                self.counters["protocol_violations"] += 1
+                log.warning("sync: protocol violation from %s (%s): closing the link", peer, e.reason)
+                self._drop(peer)
+                self._close_link(peer, f"sync protocol violation: {e.reason}")
+        if grew:
+            self.local_changed(now, except_peer=peer)
+
+    def _run_timers(self, now: float) -> None:
+        for peer, p in list(self.peers.items()):
+            d = p.session.next_deadline()
+            if d is not None and d <= now:
+                self._queue(peer, p.session.on_timer(now))
+
+    def _drop(self, peer: str) -> None:
+        p = self.peers.pop(peer, None)
+        if p is not None:
+            self._retire(p.session)
+            p.session.close()
+
+    def _retire(self, session: SyncSession) -> None:
+        self.counters["chunks_received"] += session.chunks_in
+        self.counters["chunks_served"] += session.chunks_out
+        session.chunks_in = session.chunks_out = 0
+
+    def _close_link(self, peer: str, reason: str) -> None:
+        record = self.node.links.peers.get(peer)
+        if record is not None and record.link is not None and self._nursery is not None:
+            self._nursery.start_soon(record.link.close, reason)
+
+    # ----- output ------------------------------------------------------------------------------
+    def _queue(self, peer: str, out: list[Outgoing]) -> None:
+        p = self.peers.get(peer)
+        if p is None:
+            return
+        for o in out:
+            (p.bulk if o.bulk else p.live).append(o.data)
+        if out:
+            self._wake.set()
+
+    def _feed_links(self) -> bool:
+        """Move queued messages into the links' writer queues; True if some must wait."""
+        waiting = False
+        for peer, p in self.peers.items():
+            depth = self.node.links.queue_depth(peer)
+            while p.live and depth < LIVE_QUEUE_MAX_MESSAGES:
+                if not self.node.send(peer, services.SYNC, p.live[0]):
+                    break
+                p.live.popleft()
+                depth += 1
+            while p.bulk and not p.live and depth < BULK_QUEUE_MAX_MESSAGES:
+                if not self.node.send(peer, services.SYNC, p.bulk[0]):
+                    break
+                p.bulk.popleft()
+                depth += 1
+            waiting = waiting or bool(p.live or p.bulk)
+        return waiting
+
+    def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
+        """The store gained batches or chunks: let every other session push what its peer lacks.
+
+        Call with the lock held (the API handlers do)."""
+        if tables:
+            self._changed_tables.update(tables)
+        for peer, p in self.peers.items():
+            if peer != except_peer:
+                self._queue(peer, p.session.on_local_change(now))
+        self._wake.set()
+
+    def _publish_changes(self) -> None:
+        if not self._changed_tables:
+            return
+        gateway = self.node.gateway
+        tables = sorted(self._changed_tables)
+        self._changed_tables.clear()
+        if gateway is not None:
+            gateway.try_publish(STATE_TOPIC, {"type": "state_changed", "tables": tables})
+
+    # ----- helpers for the API -----------------------------------------------------------------
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which uses the store) in a worker thread; call with the lock held."""
+        self._last_status = self._status_now()
+        self._in_thread = True
+        try:
+            return await trio.to_thread.run_sync(fn)
+        finally:
+            self._in_thread = False
+
+    # ----- status ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        if self._in_thread:  # the store is busy in a worker thread: last known figures
+            return {**self._last_status, "busy": True, "adding": self.adding}
+        self._last_status = self._status_now()
+        return self._last_status
+
+    def _status_now(self) -> dict[str, Any]:
+        counters = dict(self.counters)
+        for p in self.peers.values():
+            counters["chunks_received"] += p.session.chunks_in
+            counters["chunks_served"] += p.session.chunks_out
+        peers = {peer: {"in_flight_chunks": p.session.in_flight_chunks, "queued_live": len(p.live),
+                        "queued_bulk": len(p.bulk), "bytes_in": p.session.bytes_in,
+                        "bytes_out": p.session.bytes_out, "in_sync_known": p.session.peer_vector is not None}
+                 for peer, p in self.peers.items()}
+        return {**self.store.status(), **counters, "peers": peers, "busy": False, "adding": self.adding}
