@@ -1,0 +1,303 @@
+"""The hall web app in the node: mounts the pages, answers `webapp_info`, keeps HTTPS certificates.
+
+At start an HQ node makes the commune CA (DIR/ca.key 0600 + ca.crt) if missing and signs its own
+certificate for its mDNS name and LAN addresses. A hall without a current certificate sends a
+certificate request (CSR) to HQ over the mesh (service CERT_SERVICE, msgpack), directly when
+linked to HQ, else to its tree parent which forwards it up and the answer back down; HQ signs
+it with the site name from the roster. The HTTPS listener (DIR/webapp.toml `https`) reloads
+when the certificate arrives. This module must never import aiohttp, never send the CA key
+anywhere, and never sign for a node that is not on the roster.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgpack
+import trio
+
+from ..config import parse_host_port
+from ..errors import MeshmeetError
+from ..web import tls
+from ..web.api import ApiError
+from ..web.app import WebappOptions, WebappShared, make_setup
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+CERT_SERVICE = 0x70  # to be named in meshmeet/wire/services.py (CERT)
+CERT_RETRY_S = 30.0
+MAX_CERT_MESSAGE_BYTES = 8192
+WEBAPP_FILE = "webapp.toml"
+DEFAULT_HTTPS = "0.0.0.0:8443"
+KIND_REQUEST = 1
+KIND_ISSUED = 2
+KIND_REFUSED = 3
+
+
+class CertMessageError(MeshmeetError):
+    """A certificate-exchange message that is not one."""
+
+
+@dataclass(frozen=True)
+class CertRequest:
+    requester: str  # node id of the hall that wants a certificate
+    csr: bytes
+
+
+@dataclass(frozen=True)
+class CertIssued:
+    requester: str
+    cert: bytes
+    ca: bytes
+
+
+@dataclass(frozen=True)
+class CertRefused:
+    requester: str
+    vi: str
+    en: str
+
+
+CertMessage = CertRequest | CertIssued | CertRefused
+
+
+def encode_cert_message(msg: CertMessage) -> bytes:
+    if isinstance(msg, CertRequest):
+        return msgpack.packb([KIND_REQUEST, msg.requester, msg.csr])
+    if isinstance(msg, CertIssued):
+        return msgpack.packb([KIND_ISSUED, msg.requester, msg.cert, msg.ca])
+    return msgpack.packb([KIND_REFUSED, msg.requester, msg.vi, msg.en])
+
+
+def decode_cert_message(body: bytes) -> CertMessage:
+    """Bytes from a link -> a message; CertMessageError for anything else."""
+    bad = CertMessageError("Thông điệp chứng chỉ hỏng", "malformed certificate message")
+    if len(body) > MAX_CERT_MESSAGE_BYTES:
+        raise bad
+    try:
+        items = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=MAX_CERT_MESSAGE_BYTES,
+                                max_str_len=1024, max_array_len=8, max_map_len=0)
+    except Exception:  # noqa: BLE001 - msgpack raises many kinds on hostile bytes
+        raise bad from None
+    if not isinstance(items, list) or len(items) < 3 or not isinstance(items[1], str) or len(items[1]) > 128:
+        raise bad
+    kind = items[0]
+    if kind == KIND_REQUEST and len(items) == 3 and isinstance(items[2], bytes):
+        return CertRequest(items[1], items[2])
+    if kind == KIND_ISSUED and len(items) == 4 and isinstance(items[2], bytes) and isinstance(items[3], bytes):
+        return CertIssued(items[1], items[2], items[3])
+    if kind == KIND_REFUSED and len(items) == 4 and isinstance(items[2], str) and isinstance(items[3], str):
+        return CertRefused(items[1], items[2], items[3])
+    raise bad
+
+
+def read_https_setting(data_dir: Path) -> tuple[str, int] | None:
+    """DIR/webapp.toml `https = "host:port"` or `"off"`; default DEFAULT_HTTPS."""
+    path = Path(data_dir) / WEBAPP_FILE
+    text = DEFAULT_HTTPS
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise MeshmeetError(f"Tệp {path} bị lỗi: {e}", f"{path} is malformed: {e}") from None
+        text = str(doc.get("https", DEFAULT_HTTPS))
+    if text.lower() == "off":
+        return None
+    hp = parse_host_port(text, what="https")
+    return hp.host, hp.port
+
+
+class WebappService:
+    """The web app's node plugin."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.data_dir = node.data_dir
+        self.https = read_https_setting(node.data_dir)
+        self.shared = WebappShared()
+        self.last_seen: dict[str, float] = {}
+        self.cert_error: str | None = None
+        self.certs_issued = 0
+        self._pending_down: dict[str, str] = {}  # requester -> the neighbour its request came from
+        self._cert_arrived = trio.Event()
+        hostname = socket.gethostname()
+        self.names = tls.node_names(hostname, tls.lan_addresses() + self._configured_ips())
+        if node.me.role == "hq":
+            self._ensure_hq_certs()
+        opts = WebappOptions(data_dir=node.data_dir, https_host=None if self.https is None else self.https[0],
+                             https_port=0 if self.https is None else self.https[1])
+        node.web_setups.append(make_setup(opts, self.shared))
+        node.api_handlers["webapp_info"] = self._api_info
+        node.status_extras["webapp"] = self.status
+        node.link_listeners.append(self._on_link)
+        node.services[CERT_SERVICE] = self._on_cert_message
+
+    def _configured_ips(self) -> list[str]:
+        hosts = [self.node.cfg.http.host] + ([self.https[0]] if self.https else [])
+        return [h for h in hosts if tls.allowed_name(h) and h not in ("0.0.0.0", "::")]
+
+    # ----- certificates ----------------------------------------------------------------------
+
+    def _ensure_hq_certs(self) -> None:
+        try:
+            if tls.load_ca_cert(self.data_dir) is None:
+                tls.create_ca(self.data_dir, self.node.roster.commune_name or "")
+                log.info("webapp: created the commune CA in %s", self.data_dir)
+            if not tls.cert_is_current(self.data_dir, self.names):
+                tls.issue_own_cert(self.data_dir, self.names, self.node.me.site)
+                log.info("webapp: issued our HTTPS certificate for %s %s", self.names.dns, self.names.ips)
+        except MeshmeetError as e:
+            self.cert_error = e.en
+            log.error("webapp: %s", e.en)
+
+    def _hq_node(self) -> str | None:
+        for m in self.node.roster.members():
+            if m.role == "hq":
+                return m.node_id
+        return None
+
+    def _towards_hq(self) -> str | None:
+        """The neighbour to send a request to: HQ itself when linked, else our tree parent."""
+        up = set(self.node.links.up_peers())
+        hq = self._hq_node()
+        if hq in up:
+            return hq
+        tree = self.node.tree
+        parent = tree.core.parent if tree is not None else None
+        return parent if parent in up else None
+
+    def _request_cert(self) -> bool:
+        peer = self._towards_hq()
+        if peer is None:
+            return False
+        csr = tls.make_request(self.data_dir, self.names, self.node.me.site)
+        return self.node.send(peer, CERT_SERVICE, encode_cert_message(CertRequest(self.node.key.node_id, csr)))
+
+    def _on_cert_message(self, peer: str, body: bytes) -> None:
+        try:
+            msg = decode_cert_message(body)
+        except CertMessageError as e:
+            log.warning("webapp: %s from %s", e.en, peer)
+            return
+        me = self.node.key.node_id
+        if isinstance(msg, CertRequest):
+            if self.node.me.role == "hq" and tls.has_ca_key(self.data_dir):
+                self.node.send(peer, CERT_SERVICE, encode_cert_message(self._sign(msg)))
+            elif msg.requester != me:
+                up = self._towards_hq()
+                if up is not None and up != peer:
+                    self._pending_down[msg.requester] = peer
+                    self.node.send(up, CERT_SERVICE, body)
+            return
+        if msg.requester != me:
+            down = self._pending_down.pop(msg.requester, None)
+            if down is not None:
+                self.node.send(down, CERT_SERVICE, body)
+            return
+        if isinstance(msg, CertRefused):
+            self.cert_error = msg.en
+            log.warning("webapp: HQ refused our certificate request: %s", msg.en)
+            return
+        try:
+            tls.accept_issued(self.data_dir, msg.cert, msg.ca)
+        except tls.TlsError as e:
+            self.cert_error = e.en
+            log.warning("webapp: %s", e.en)
+            return
+        self.cert_error = None
+        log.info("webapp: received our HTTPS certificate from HQ")
+        self._cert_arrived.set()
+
+    def _sign(self, req: CertRequest) -> CertMessage:
+        member = self.node.roster.member_by_node_id(req.requester)
+        if member is None:
+            return CertRefused(req.requester, "Nút không có trong danh sách xã", "node is not on the commune roster")
+        try:
+            cert = tls.sign_request(self.data_dir, req.csr, member.site)
+        except tls.TlsError as e:
+            return CertRefused(req.requester, e.vi, e.en)
+        self.certs_issued += 1
+        log.info("webapp: issued an HTTPS certificate for %s (%s)", member.site, req.requester)
+        return CertIssued(req.requester, cert, tls.ca_der(self.data_dir) or b"")
+
+    async def _reload_https(self) -> None:
+        listener, loop = self.shared.https, self.shared.loop
+        gw = self.node.gateway
+        if listener is None or gw is None:
+            return
+        await gw.run_in_loop(listener.reload())
+
+    async def run(self) -> None:
+        if self.node.me.role == "hq":
+            await trio.sleep_forever()
+        while not tls.cert_is_current(self.data_dir, self.names):
+            await trio.to_thread.run_sync(tls.node_key, self.data_dir)
+            self._request_cert()
+            with trio.move_on_after(CERT_RETRY_S):
+                await self._cert_arrived.wait()
+            self._cert_arrived = trio.Event()
+        while self.node.gateway is None:
+            await trio.sleep(0.5)
+        await self._reload_https()
+        await trio.sleep_forever()
+
+    # ----- status and API ----------------------------------------------------------------------
+
+    def _on_link(self, peer: str, up: bool) -> None:
+        self.last_seen[peer] = time.time()
+        if up and self.node.me.role != "hq" and not tls.cert_is_current(self.data_dir, self.names):
+            self._request_cert()
+
+    def _tablet_url(self) -> str | None:
+        listener = self.shared.https
+        if listener is None or listener.url is None:
+            return None
+        host = self.https[0] if self.https else ""
+        if host in ("0.0.0.0", "::", ""):
+            ips = [a for a in self.names.ips if not a.startswith("127.")]
+            host = ips[0] if ips else self.names.dns[0]
+        return f"https://{host}:{listener.port}"
+
+    def status(self) -> dict:
+        listener = self.shared.https
+        return {
+            "https": None if listener is None else listener.url,
+            "https_error": (listener.error if listener else None) or self.cert_error,
+            "tablet_url": self._tablet_url(),
+            "certificate": {"dns": list(self.names.dns), "ips": list(self.names.ips),
+                            "current": tls.cert_is_current(self.data_dir, self.names)},
+            "ca_fingerprint": tls.ca_fingerprint(self.data_dir),
+            "certs_issued": self.certs_issued,
+            "uploads": self.shared.uploads,
+            "logins_refused": self.shared.logins_refused,
+            "last_seen": {p: round(t, 1) for p, t in self.last_seen.items()},
+        }
+
+    async def _api_info(self, args: dict) -> dict:
+        me = self.node.me
+        tree = self.node.tree
+        briefing_root = bool(me.backup and tree is not None and tree.core.is_root and tree.core.briefing)
+        return {
+            "node_id": self.node.key.node_id,
+            "site": me.site,
+            "role": me.role,
+            "commune": self.node.roster.commune_name,
+            "can_chair": me.role == "hq" or briefing_root,
+            "sites": {m.node_id: m.site for m in self.node.roster.members()},
+            "tablet_url": self._tablet_url(),
+            "ca_fingerprint": tls.ca_fingerprint(self.data_dir),
+            "data_dir": str(self.data_dir.resolve()),
+        }
+
+
+__all__ = ["WebappService", "CertRequest", "CertIssued", "CertRefused", "encode_cert_message",
+           "decode_cert_message", "read_https_setting", "CERT_SERVICE", "ApiError"]

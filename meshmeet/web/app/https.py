@@ -1,0 +1,90 @@
+"""The HTTPS listener on the LAN: a second server for the gateway's own aiohttp app, with TLS.
+
+The gateway serves HTTP on localhost (the TV); tablets need a secure context, so the same app is
+also served over TLS on the configured LAN address. The certificate is reloaded in place when a
+hall receives (or renews) its certificate from HQ. This module must never build routes, and never
+touch the CA key: it only reads DIR/tls/node.{key,crt} through meshmeet.web.tls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import tls
+
+log = logging.getLogger(__name__)
+
+HTTPS_SHUTDOWN_S = 2.0
+
+
+class HttpsListener:
+    """Serves `app` over TLS on host:port once a node certificate exists. Runs on the web loop."""
+
+    def __init__(self, data_dir: Path, host: str, port: int) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.url: str | None = None
+        self.error: str | None = None
+        self._app: web.Application | None = None
+        self._ctx: ssl.SSLContext | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._handler = None
+
+    async def start(self, app: web.Application) -> None:
+        """on_startup hook: listen if we have a certificate (else wait for `reload`)."""
+        self._app = app
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Load (or re-load) the certificate; start listening the first time it is available."""
+        if self._app is None:
+            return
+        if tls.load_node_cert(self.data_dir) is None:
+            self.error = "no certificate yet"
+            return
+        try:
+            if self._ctx is None:
+                self._ctx = tls.server_context(self.data_dir)
+            else:  # new connections use the new certificate; open ones keep theirs
+                self._ctx.load_cert_chain(self.data_dir / tls.TLS_DIR / tls.NODE_CERT_FILE,
+                                          self.data_dir / tls.TLS_DIR / tls.NODE_KEY_FILE)
+        except (OSError, ssl.SSLError, tls.TlsError) as e:
+            self.error = f"certificate unusable: {e}"
+            log.error("HTTPS: %s", self.error)
+            return
+        if self._server is not None:
+            self.error = None
+            return
+        loop = asyncio.get_running_loop()
+        self._handler = self._app._make_handler(loop=loop, access_log=None)  # same app, second listener
+        try:
+            self._server = await loop.create_server(self._handler, self.host, self.port, ssl=self._ctx,
+                                                    reuse_address=True)
+        except OSError as e:
+            why = "port in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            self.error = f"cannot listen on {self.host}:{self.port}: {why}"
+            log.warning("HTTPS: %s (the LAN tablets cannot connect; HTTP on localhost still works)", self.error)
+            self._handler = None
+            return
+        bound = self._server.sockets[0].getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        self.port = bound[1]
+        self.url = f"https://{shown}:{bound[1]}"
+        self.error = None
+        log.info("HTTPS listening on %s", self.url)
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """on_shutdown hook: stop accepting, let requests finish briefly."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._handler is not None:
+            await self._handler.shutdown(HTTPS_SHUTDOWN_S)
+            self._handler = None

@@ -1,0 +1,249 @@
+"""The hall web app's aiohttp side: pages, chair login/sessions, document upload, CA download,
+minutes, the API guard and the HTTPS listener, mounted on the gateway app by `make_setup`.
+
+Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
+reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
+must never import trio, never read the store, and never render user text as HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import segno
+from aiohttp import web
+
+from .. import tls
+from ..api import ApiError
+from ..gateway import GatewayContext
+from . import auth, policy
+from .https import HttpsListener
+from .minutes import minutes_record, record_hash
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+COOKIE = "mm_chair"
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MAX_LOGIN_BYTES = 1024
+UPLOAD_DIR = "uploads"
+DOC_NAME_MAX_CHARS = 200
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PAGES = {"/": "index.html", "/tv": "tv.html", "/tablet": "tablet.html", "/chair": "chair.html", "/ca": "ca.html"}
+
+
+@dataclass(frozen=True)
+class WebappOptions:
+    """What the node tells the web app when it builds it."""
+
+    data_dir: Path
+    https_host: str | None  # None: no HTTPS listener
+    https_port: int
+
+
+@dataclass
+class WebappShared:
+    """Written on the web thread, read by the node plugin (plain attributes only)."""
+
+    https: HttpsListener | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    uploads: int = 0
+    logins_refused: int = 0
+
+
+@dataclass
+class _Access:
+    sessions: auth.Sessions = field(default_factory=auth.Sessions)
+    limit: auth.RateLimit = field(default_factory=auth.RateLimit)
+    pin_seen: str | None = None
+
+
+def _err(status: int, code: str, vi: str, en: str) -> ApiError:
+    return ApiError(status, code, vi, en)
+
+
+def make_setup(opts: WebappOptions, shared: WebappShared) -> Callable[[web.Application, GatewayContext], None]:
+    """The gateway hook (node.web_setups) that mounts the web app."""
+
+    def setup(app: web.Application, ctx: GatewayContext) -> None:
+        _mount(app, ctx, opts, shared)
+
+    return setup
+
+
+def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, shared: WebappShared) -> None:
+    access = _Access()
+    clock = time.monotonic
+
+    def is_chair(request: web.Request) -> bool:
+        try:
+            current = auth.read_pin_hash(opts.data_dir)
+        except auth.PinError:
+            current = None
+        if current != access.pin_seen:  # PIN changed or removed: everyone logs in again
+            access.sessions.end_all()
+            access.pin_seen = current
+        return current is not None and access.sessions.valid(request.cookies.get(COOKIE), clock())
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.method == "POST" and not policy.same_origin(request.headers.get("Origin"), request.host):
+            raise _err(403, "cross_origin", "Yêu cầu từ trang web khác bị từ chối", "request from another web site refused")
+        if request.path.startswith("/api/") and not policy.is_local_tool(request.remote, request.headers, request.secure):
+            name = request.path[len("/api/"):]
+            if name in policy.BROWSER_FORBIDDEN_APIS:
+                raise _err(403, "not_from_browser", f"Không gọi “{name}” trực tiếp từ trình duyệt được; hãy dùng trang chủ toạ",
+                           f"“{name}” cannot be called from a browser directly; use the chair console")
+            if policy.needs_chair(name, request.method, request.query) and not is_chair(request):
+                raise _err(401, "chair_login", "Cần đăng nhập chủ toạ (mã PIN) cho thao tác này",
+                           "this action needs the chair login (PIN)")
+        return await handler(request)
+
+    app.middlewares.append(guard)
+
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / PAGES[request.path], headers={"Cache-Control": "no-store"})
+
+    async def minutes_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "minutes.html", headers={"Cache-Control": "no-store"})
+
+    async def session(request: web.Request) -> web.Response:
+        info = await ctx.api_call("webapp_info", {})
+        try:
+            pin_set = auth.read_pin_hash(opts.data_dir) is not None
+        except auth.PinError:
+            pin_set = False
+        return web.json_response({**info, "chair": is_chair(request), "pin_set": pin_set})
+
+    async def login(request: web.Request) -> web.Response:
+        info = await ctx.api_call("webapp_info", {})
+        if not info.get("can_chair"):
+            raise _err(403, "not_hq", "Bàn chủ toạ chỉ mở ở trụ sở xã (hoặc điểm dự phòng)",
+                       "the chair console only works at the commune HQ (or a backup site)")
+        try:
+            stored = auth.read_pin_hash(opts.data_dir)
+        except auth.PinError as e:
+            raise _err(500, "pin_file", e.vi, e.en) from None
+        if stored is None:
+            raise _err(409, "no_pin", f"Chưa đặt mã PIN chủ toạ. Trên máy trụ sở chạy: meshmeet chair-pin --data-dir {opts.data_dir}",
+                       f"no chair PIN is set. On the HQ computer run: meshmeet chair-pin --data-dir {opts.data_dir}")
+        client = request.remote or "?"
+        wait = access.limit.wait_s(client, clock())
+        if wait > 0:
+            shared.logins_refused += 1
+            raise _err(429, "too_many_tries", f"Nhập sai quá nhiều lần; thử lại sau {int(wait) + 1} giây",
+                       f"too many wrong PINs; try again in {int(wait) + 1} s")
+        if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
+            raise _err(413, "body_too_large", "Nội dung gửi lên quá lớn", "request body too large")
+        raw = await request.content.read(MAX_LOGIN_BYTES + 1)
+        try:
+            pin = json.loads(raw or b"{}").get("pin")
+        except (ValueError, AttributeError):
+            pin = None
+        if not isinstance(pin, str) or len(raw) > MAX_LOGIN_BYTES:
+            raise _err(400, "bad_pin", "Hãy nhập mã PIN (chỉ gồm chữ số)", "enter the PIN (digits only)")
+        ok = await asyncio.get_running_loop().run_in_executor(None, auth.verify_pin, pin, stored)
+        if not ok:
+            access.limit.failed(client, clock())
+            shared.logins_refused += 1
+            raise _err(401, "wrong_pin", "Mã PIN không đúng", "wrong PIN")
+        access.limit.succeeded(client)
+        access.pin_seen = stored
+        token = access.sessions.create(clock())
+        resp = web.json_response({"ok": True, "expires_s": access.sessions.lifetime_s})
+        resp.set_cookie(COOKIE, token, max_age=int(access.sessions.lifetime_s), httponly=True,
+                        samesite="Strict", secure=request.secure, path="/")
+        return resp
+
+    async def logout(request: web.Request) -> web.Response:
+        access.sessions.end(request.cookies.get(COOKIE))
+        resp = web.json_response({"ok": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def upload(request: web.Request) -> web.Response:
+        if not is_chair(request):
+            raise _err(401, "chair_login", "Cần đăng nhập chủ toạ để tải tài liệu lên", "uploading documents needs the chair login")
+        meeting_id = request.query.get("meeting_id", "")
+        if not ID_RE.match(meeting_id):
+            raise _err(400, "bad_meeting", "Thiếu hoặc sai mã cuộc họp", "missing or invalid meeting id")
+        name = os.path.basename(request.query.get("name", "").replace("\\", "/")).strip()
+        if not name or len(name) > DOC_NAME_MAX_CHARS or any(ord(c) < 32 for c in name):
+            raise _err(400, "bad_name", f"Tên tài liệu phải có 1–{DOC_NAME_MAX_CHARS} ký tự",
+                       f"document name must be 1–{DOC_NAME_MAX_CHARS} characters")
+        if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+            raise _err(413, "file_too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (at most 200 MB)")
+        folder = opts.data_dir / UPLOAD_DIR
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"{os.urandom(8).hex()}.part"
+        try:
+            total = 0
+            with open(path, "wb") as f:
+                async for chunk in request.content.iter_chunked(256 * 1024):
+                    total += len(chunk)
+                    if total > MAX_UPLOAD_BYTES:
+                        raise _err(413, "file_too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (at most 200 MB)")
+                    f.write(chunk)
+            if total == 0:
+                raise _err(400, "empty_file", "Tài liệu rỗng", "the document is empty")
+            result = await ctx.api_call("doc_add", {"meeting_id": meeting_id, "path": str(path), "name": name})
+        finally:
+            path.unlink(missing_ok=True)
+        shared.uploads += 1
+        return web.json_response(result)
+
+    async def ca_cert(request: web.Request) -> web.Response:
+        der = tls.ca_der(opts.data_dir)
+        if der is None:
+            raise _err(404, "no_ca", "Nút này chưa có chứng chỉ CA của xã", "this node has no commune CA certificate yet")
+        return web.Response(body=der, content_type="application/x-x509-ca-cert",
+                            headers={"Content-Disposition": 'attachment; filename="meshmeet-ca.crt"'})
+
+    async def ca_qr(request: web.Request) -> web.Response:
+        info = await ctx.api_call("webapp_info", {})
+        target = (info.get("tablet_url") or "") + "/ca"
+        qr = segno.make(target, error="m")
+        return web.Response(text=qr.svg_inline(scale=6, border=2, dark="#000", light="#fff"),
+                            content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+    async def minutes_json(request: web.Request) -> web.Response:
+        meeting_id = request.match_info["id"]
+        if not ID_RE.match(meeting_id):
+            raise _err(400, "bad_meeting", "Sai mã cuộc họp", "invalid meeting id")
+        meeting = await ctx.api_call("meeting", {"id": meeting_id})
+        announcements = (await ctx.api_call("announcements", {})).get("announcements") or []
+        info = await ctx.api_call("webapp_info", {})
+        record = minutes_record(meeting, announcements, info.get("sites") or {})
+        return web.json_response({"record": record, "sha256": record_hash(record), "site": info.get("site")},
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    for path in PAGES:
+        app.router.add_get(path, page)
+    app.router.add_get("/minutes/{id}", minutes_page)
+    app.router.add_get("/app/session", session)
+    app.router.add_post("/app/login", login)
+    app.router.add_post("/app/logout", logout)
+    app.router.add_post("/app/upload", upload)
+    app.router.add_get("/app/ca.crt", ca_cert)
+    app.router.add_get("/app/ca-qr.svg", ca_qr)
+    app.router.add_get("/app/minutes/{id}.json", minutes_json)
+    app.router.add_static("/app/static/", STATIC_DIR)
+
+    if opts.https_host is not None:
+        listener = HttpsListener(opts.data_dir, opts.https_host, opts.https_port)
+        shared.https = listener
+
+        async def start(_app: web.Application) -> None:
+            shared.loop = asyncio.get_running_loop()
+            await listener.start(_app)
+
+        app.on_startup.append(start)
+        app.on_shutdown.append(listener.close)
