@@ -285,8 +285,12 @@ class Testbed:
     def up_links(self) -> set[frozenset[str]]:
         return {frozenset((l.a, l.b)) for l in self.plan.links} - self.cut
 
+    def api(self, node: str, name: str, body: dict | None = None) -> dict:
+        """Call a node's JSON API (/api/NAME) from inside its namespace."""
+        return netns.http_json(self.plan.host(node).netns, f"http://{HTTP_HOST}:{HTTP_PORT}/api/{name}", body)
+
     def status(self, node: str) -> dict:
-        return netns.http_json(self.plan.host(node).netns, f"http://{HTTP_HOST}:{HTTP_PORT}/api/status")
+        return self.api(node, "status")
 
     def _tree_of(self, node: str) -> dict | None:
         try:
@@ -318,12 +322,14 @@ class Testbed:
         return out
 
     def wait_whole(self, label: str, since: float | None = None, guard_s: float = HANG_GUARD_S,
-                   stable_s: float = STABLE_S) -> Measurement:
-        """Poll until the tree is whole for `stable_s`; seconds from `since` (default: now) to whole."""
+                   stable_s: float = STABLE_S, expected: dict[str, str] | None = None) -> Measurement:
+        """Poll until the tree is whole for `stable_s`; seconds from `since` (default: now) to whole.
+
+        `expected` (node -> root) defaults to expected_roots(); pass {} to check agreement only."""
         since = time.monotonic() if since is None else since
         whole_since: float | None = None
         polls, verdict = 0, Verdict(False, "not polled")
-        expected = self.expected_roots()
+        expected = self.expected_roots() if expected is None else expected
         up_links = self.up_links()
         while time.monotonic() - since < guard_s:
             trees = self.trees()

@@ -138,11 +138,13 @@ def in_netns(netns: str, fn, *args):
     return result["value"]
 
 
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
+def _get_json(url: str, body: dict | None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
         return json.loads(resp.read())
 
 
-def http_json(netns: str, url: str) -> dict:
-    """GET a JSON document from `url` as seen from inside `netns`."""
-    return in_netns(netns, _get_json, url)
+def http_json(netns: str, url: str, body: dict | None = None) -> dict:
+    """GET (or POST `body` to) a JSON URL as seen from inside `netns`."""
+    return in_netns(netns, _get_json, url, body)
