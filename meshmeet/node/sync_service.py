@@ -6,7 +6,9 @@ messages (vectors, batches) first, document chunks only while the link's writer 
 short, so chunks never sit in front of live traffic. New batches or chunks from one peer are
 offered to the others (on_local_change). Adds "sync" to status, registers the state API
 (state_api.py) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
-"state" whenever replicated state changes.
+"state" whenever replicated state changes. With MESHMEET_TEST_HOOKS=1 it also offers
+`sync_test_pace` (cap the rate at which this node sends chunk pieces; tests use it to catch a
+transfer in the middle).
 
 All store access happens on the trio thread inside `self.lock`, except a document import,
 which runs in a worker thread while holding the lock (messages arriving meanwhile wait in the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -39,6 +42,8 @@ STATE_TOPIC = "state"
 LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's writer queue
 BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
 BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
+
+TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 
 T = TypeVar("T")
 
@@ -70,12 +75,16 @@ class SyncService:
         self._nursery: trio.Nursery | None = None
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
+        self.pace_pieces_per_s: float | None = None  # test hook: cap on chunk pieces sent per second
+        self._pace_next = 0.0
         node.services[services.SYNC] = self._on_message
         node.link_listeners.append(self._on_link_change)
         node.status_extras["sync"] = self.status
         from .state_api import StateApi
 
         self.api = StateApi(node, self)
+        if os.environ.get(TEST_HOOKS_ENV) == "1":
+            node.api_handlers["sync_test_pace"] = self._api_test_pace
 
     # ----- roster ------------------------------------------------------------------------------
     def authority(self, node_id: str) -> str | None:
@@ -214,13 +223,28 @@ class SyncService:
                     break
                 p.live.popleft()
                 depth += 1
-            while p.bulk and not p.live and depth < BULK_QUEUE_MAX_MESSAGES:
+            while p.bulk and not p.live and depth < BULK_QUEUE_MAX_MESSAGES and self._paced():
                 if not self.node.send(peer, services.SYNC, p.bulk[0]):
                     break
                 p.bulk.popleft()
                 depth += 1
+                if self.pace_pieces_per_s:
+                    self._pace_next = max(self._pace_next, trio.current_time()) + 1.0 / self.pace_pieces_per_s
             waiting = waiting or bool(p.live or p.bulk)
         return waiting
+
+    def _paced(self) -> bool:
+        return not self.pace_pieces_per_s or trio.current_time() >= self._pace_next
+
+    async def _api_test_pace(self, args: dict) -> dict:
+        rate = args.get("pieces_per_s")
+        if rate is not None and (type(rate) not in (int, float) or rate <= 0):
+            from ..web.api import ApiError
+
+            raise ApiError(400, "bad_request", "pieces_per_s phải > 0 hoặc null", "pieces_per_s must be > 0 or null")
+        self.pace_pieces_per_s = None if rate is None else float(rate)
+        self._wake.set()
+        return {"pieces_per_s": self.pace_pieces_per_s}
 
     def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
         """The store gained batches or chunks: let every other session push what its peer lacks.
