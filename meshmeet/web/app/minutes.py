@@ -31,8 +31,15 @@ def minutes_record(meeting: Mapping[str, Any], announcements: list[Mapping[str, 
     """The record from a `meeting` API answer, the `announcements` list and node id -> site names."""
     m = meeting.get("meeting") or {}
     agenda = sorted(meeting.get("agenda") or [], key=lambda a: (a.get("position") or 0, str(a.get("id"))))
-    per_hall = (meeting.get("attendance") or {}).get("per_hall") or {}
-    attendance = {site_of.get(str(k), str(k)): int(v) for k, v in sorted(per_hall.items()) if isinstance(v, int)}
+    per_hall = (meeting.get("attendance") or {}).get("per_hall") or []
+    if isinstance(per_hall, Mapping):  # {node: present}
+        per_hall = [{"node": k, "present": v} for k, v in per_hall.items()]
+    attendance: dict[str, int] = {}
+    for row in per_hall:
+        if isinstance(row, Mapping) and type(row.get("present")) is int:
+            node = str(row.get("node"))
+            attendance[site_of.get(node) or str(row.get("site") or node)] = row["present"]
+    attendance = dict(sorted(attendance.items()))
     motions = sorted(meeting.get("motions") or [], key=lambda x: str(x.get("id")))
     return {
         "meeting": {k: m.get(k) for k in ("id", "title", "starts", "status")},

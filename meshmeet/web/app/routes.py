@@ -9,6 +9,7 @@ must never import trio, never read the store, and never render user text as HTML
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -37,6 +38,10 @@ MAX_LOGIN_BYTES = 1024
 UPLOAD_DIR = "uploads"
 DOC_NAME_MAX_CHARS = 200
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; "
+       "frame-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'")
+PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin"}
 PAGES = {"/": "index.html", "/tv": "tv.html", "/tablet": "tablet.html", "/chair": "chair.html", "/ca": "ca.html"}
 
 
@@ -110,10 +115,10 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
     app.middlewares.append(guard)
 
     async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC_DIR / PAGES[request.path], headers={"Cache-Control": "no-store"})
+        return web.FileResponse(STATIC_DIR / PAGES[request.path], headers=PAGE_HEADERS)
 
     async def minutes_page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC_DIR / "minutes.html", headers={"Cache-Control": "no-store"})
+        return web.FileResponse(STATIC_DIR / "minutes.html", headers=PAGE_HEADERS)
 
     async def session(request: web.Request) -> web.Response:
         info = await ctx.api_call("webapp_info", {})
@@ -210,9 +215,9 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
     async def ca_qr(request: web.Request) -> web.Response:
         info = await ctx.api_call("webapp_info", {})
         target = (info.get("tablet_url") or "") + "/ca"
-        qr = segno.make(target, error="m")
-        return web.Response(text=qr.svg_inline(scale=6, border=2, dark="#000", light="#fff"),
-                            content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+        out = io.BytesIO()
+        segno.make(target, error="m").save(out, kind="svg", scale=6, border=2, dark="#000", light="#fff", xmldecl=False)
+        return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     async def minutes_json(request: web.Request) -> web.Response:
         meeting_id = request.match_info["id"]
