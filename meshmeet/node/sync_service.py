@@ -92,6 +92,16 @@ class SyncService:
         member = self.node.roster.member_by_node_id(node_id)
         return None if member is None else member.role
 
+    def _may_owe(self, peer: str) -> bool:
+        """May a chunk request from `peer` wait here until we have the chunk ourselves?
+
+        Only for our tree children (without a tree: peers with a greater node id), so requests
+        held for each other always point one way and can never form a cycle."""
+        tree = getattr(self.node, "tree", None)
+        if tree is not None:
+            return peer in tree.core.children
+        return peer > self.node.key.node_id
+
     # ----- inputs (sync callbacks: queue and wake) ---------------------------------------------
     def _on_message(self, peer: str, body: bytes) -> None:
         self._inbox.append(("msg", peer, body))
@@ -142,7 +152,7 @@ class SyncService:
             kind, peer, body = self._inbox.popleft()
             if kind == "up":
                 self._drop(peer)
-                session = SyncSession(self.store, peer, now, self.claims)
+                session = SyncSession(self.store, peer, now, self.claims, self._may_owe)
                 self.peers[peer] = _Peer(session)
                 self.counters["sessions"] += 1
                 self._queue(peer, session.on_connect())
@@ -153,9 +163,12 @@ class SyncService:
                 p = self.peers.get(peer)
                 if p is None or p.session.closed:
                     continue
+                claimed = len(self.claims)
                 out, events = p.session.receive(body, now)
                 self._queue(peer, out)
                 self._handle_events(peer, events, now)
+                if len(self.claims) < claimed:  # chunks given up on here may be asked of other peers
+                    self.local_changed(now, except_peer=peer)
 
     def _handle_events(self, peer: str, events: list, now: float) -> None:
         grew = False
@@ -185,7 +198,10 @@ class SyncService:
         for peer, p in list(self.peers.items()):
             d = p.session.next_deadline()
             if d is not None and d <= now:
+                claimed = len(self.claims)
                 self._queue(peer, p.session.on_timer(now))
+                if len(self.claims) < claimed:
+                    self.local_changed(now, except_peer=peer)
 
     def _drop(self, peer: str) -> None:
         p = self.peers.pop(peer, None)

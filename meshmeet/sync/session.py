@@ -7,7 +7,9 @@ its own answers with its own, so a change made while the Hellos cross is not mis
 batches are pushed as the store gains them (`on_local_change`). Document chunks are pulled
 with a small window of Want requests and arrive in pieces; every chunk is checked against
 its SHA-256 before it is stored. A request for a chunk this node is itself still fetching is
-held and answered when the chunk arrives. Outgoing chunk traffic is flagged `bulk` so the
+held and answered when the chunk arrives, but only when `may_owe(peer)` allows it (the driver
+allows it towards tree children, so held requests can never wait on each other in a cycle)
+and never when this node is fetching that chunk from the same peer. Outgoing chunk traffic is flagged `bulk` so the
 driver can queue it behind live traffic. Sessions of one node may share a ChunkClaims, so that
 two peers are never asked for the same chunk at once. The session takes bytes and `now` and returns
 bytes, events and a deadline; it must never do I/O itself, read a clock, or raise on bad
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from .batch import ForgedBatchError, decode_batch
 from .errors import ProtocolError
@@ -52,6 +55,9 @@ class ChunkClaims:
     def release(self, sha256: bytes, owner: object) -> None:
         if self._owner.get(sha256) is owner:
             del self._owner[sha256]
+
+    def owner(self, sha256: bytes) -> object | None:
+        return self._owner.get(sha256)
 
     def release_all(self, owner: object) -> None:
         for h in [h for h, o in self._owner.items() if o is owner]:
@@ -133,8 +139,10 @@ def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:
 class SyncSession:
     """Sync state for one peer link."""
 
-    def __init__(self, store: Store, peer_node_id: str, now: float, claims: ChunkClaims | None = None) -> None:
+    def __init__(self, store: Store, peer_node_id: str, now: float, claims: ChunkClaims | None = None,
+                 may_owe: Callable[[str], bool] | None = None) -> None:
         self.store = store
+        self.may_owe = may_owe
         self.claims = claims if claims is not None else ChunkClaims()
         self.peer_node_id = peer_node_id
         self.started = now
@@ -233,7 +241,13 @@ class SyncSession:
             lacking = []
             for h in msg.hashes:
                 data = self.store.get_chunk(h)
-                if data is None and self.store.is_wanted(h) and len(self._owed) < MAX_OWED_CHUNKS:
+                if data is None and self._asked.pop(h, None) is not None:
+                    # We asked this peer for it and it asks us back: it lacks it too.
+                    self.claims.release(h, self)
+                    self._partial.pop(h, None)
+                    self._lacking[h] = now + CHUNK_RETRY_S
+                    lacking.append(h)
+                elif data is None and self._may_owe(h) and self.store.is_wanted(h):
                     self._owed.add(h)  # we are fetching it ourselves: send it when it arrives
                 elif data is None:
                     lacking.append(h)
@@ -316,6 +330,11 @@ class SyncSession:
         for first in [f for f in ahead if f <= seq]:
             del ahead[first]
         self.peer_vector[origin] = seq
+
+    def _may_owe(self, h: bytes) -> bool:
+        if len(self._owed) >= MAX_OWED_CHUNKS or self.claims.owner(h) is self:
+            return False
+        return self.may_owe is None or self.may_owe(self.peer_node_id)
 
     def _serve_owed(self) -> list[Outgoing]:
         out: list[Outgoing] = []
