@@ -275,3 +275,42 @@ async def test_emulator_closes_the_client_when_the_target_is_unreachable():
             except trio.BrokenResourceError:
                 pass
         nursery.cancel_scope.cancel()
+
+
+async def test_emulator_survives_a_reset_and_serves_the_next_connection():
+    import socket
+    import struct
+
+    resets = 0
+
+    async def reset_then_echo(stream: trio.SocketStream) -> None:
+        nonlocal resets
+        if resets == 0:
+            resets += 1
+            await stream.receive_some(10)
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.socket.close()   # RST
+            return
+        while data := await stream.receive_some(65536):
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, reset_then_echo, 0, host="127.0.0.1"))
+        target_port = listeners[0].socket.getsockname()[1]
+        port = await nursery.start(serve_route, parse_route(f"127.0.0.1:0=127.0.0.1:{target_port},delay=0.01"))
+        first = await trio.open_tcp_stream("127.0.0.1", port)
+        await first.send_all(b"hello")
+        with trio.fail_after(30):  # hang guard
+            try:
+                while await first.receive_some(10):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        second = await trio.open_tcp_stream("127.0.0.1", port)
+        await second.send_all(b"still there?")
+        with trio.fail_after(30):
+            got = b""
+            while len(got) < 12:
+                got += await second.receive_some(100)
+        assert got == b"still there?"
+        nursery.cancel_scope.cancel()

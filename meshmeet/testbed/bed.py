@@ -27,6 +27,7 @@ import meshmeet
 
 from .. import config as config_mod
 from ..config import NodeConfig, parse_host_port
+from ..datadir import load_roster, save_roster
 from . import netns
 from .converge import Verdict, check_tree, components
 from .netns import TestbedError
@@ -56,6 +57,8 @@ def _source_root() -> str:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class
+
     def __init__(self, plan: Plan, work_dir: Path, python: str = sys.executable) -> None:
         self.plan = plan
         self.work = Path(work_dir)
@@ -130,6 +133,7 @@ class Testbed:
             codes[host.node] = self._cli(*args).split()[0]
         if codes:
             self._join_all(hq_dir, codes)
+            self._share_roster(hq_dir)
         for host in self.plan.hosts:
             cfg = NodeConfig(
                 listen=parse_host_port(f"0.0.0.0:{MESH_PORT}"), http=parse_host_port(f"{HTTP_HOST}:{HTTP_PORT}"),
@@ -138,6 +142,21 @@ class Testbed:
             config_mod.save(self.data_dir(host.node), cfg)
         roster = json.loads(self._cli("roster", "--data-dir", str(hq_dir), "--json"))
         self.ids = {m["node_id"]: m["site"] for m in roster["members"]}
+
+    def _share_roster(self, hq_dir: Path) -> None:
+        """Give every node the whole signed roster, as gossip would have once HQ reached it.
+
+        Halls that joined in parallel each hold the roster as it was when they joined; two of them
+        that only meet each other (a chain) would refuse each other's handshake. Merging HQ's
+        entries (admin-signed, verified on merge) is what the running node does with roster.bin."""
+        full = load_roster(hq_dir)
+        for host in self.plan.hosts:
+            d = self.data_dir(host.node)
+            if d == hq_dir:
+                continue
+            theirs = load_roster(d)
+            if theirs.merge(full.entries() + full.pending_claims()):
+                save_roster(d, theirs)
 
     def _join_all(self, hq_dir: Path, codes: dict[str, str]) -> None:
         """Run a temporary HQ on loopback (root namespace) and join every hall to it, in parallel."""

@@ -177,6 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r["whole"] for r in rows) else 1
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # so `run` still tears down when terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testbed", description="meshmeet testbed: real nodes in network namespaces")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     add("down", cmd_down, "remove a run's namespaces and processes").add_argument(
         "--all", action="store_true", help=f"every {NETNS_PREFIX}* namespace")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         why = netns.missing_requirements()
         if why:

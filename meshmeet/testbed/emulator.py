@@ -113,18 +113,18 @@ async def _pump(source: trio.SocketStream, sink: trio.SocketStream, line: DelayL
                 room_freed.set()
                 await sink.send_all(out.data)
             if out.eof:
-                try:
-                    await sink.send_eof()
-                except (trio.ClosedResourceError, OSError):
-                    pass
+                await sink.send_eof()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            nursery.start_soon(writer)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-        log.debug("emulated connection aborted: %s", e)
-        cancel.cancel()
+    async def guarded(fn) -> None:
+        try:
+            await fn()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("emulated connection aborted: %s", e)
+            cancel.cancel()  # one side died: abort both, as a reset would
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guarded, reader)
+        nursery.start_soon(guarded, writer)
 
 
 async def _serve_one(route: Route, client: trio.SocketStream) -> None:
@@ -150,7 +150,10 @@ async def serve_route(route: Route, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     task_status.started(listeners[0].socket.getsockname()[1])
 
     async def handler(stream: trio.SocketStream) -> None:
-        await _serve_one(route, stream)
+        try:
+            await _serve_one(route, stream)
+        except Exception:  # a bug in one connection must never stop the others
+            log.exception("%s: emulated connection failed", route.listen_port)
 
     await trio.serve_listeners(handler, listeners)
 
