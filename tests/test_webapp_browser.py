@@ -64,9 +64,18 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         chair.get_by_test_id("chair-pin").fill("000000")
         chair.get_by_test_id("chair-login").click()
         expect(chair.get_by_test_id("chair-login-msg")).to_contain_text("Mã PIN không đúng")
-        chair.get_by_test_id("chair-pin").fill(CHAIR_PIN)
-        chair.get_by_test_id("chair-login").click()
+        chair.get_by_test_id("chair-pin").fill("")
+        chair.keyboard.press("Shift+Tab")  # keyboard only: back to the lang switch, then forward into the PIN field
+        assert chair.evaluate("document.activeElement.dataset.testid") == "lang-switch"
+        chair.keyboard.press("Tab")
+        assert chair.evaluate("document.activeElement.dataset.testid") == "chair-pin"
+        chair.keyboard.type(CHAIR_PIN)
+        chair.keyboard.press("Enter")
         expect(chair.get_by_test_id("chair-console")).to_be_visible()
+        unlabelled = chair.evaluate("""[...document.querySelectorAll('input, select, textarea')].filter(e =>
+            !e.getAttribute('aria-label') && !(e.id && document.querySelector(`label[for="${e.id}"]`)) && !e.closest('label'))
+            .map(e => e.dataset.testid)""")
+        assert unlabelled == []
 
         chair.get_by_test_id("meeting-title").fill("Họp dân thôn quý IV")
         chair.get_by_test_id("meeting-create").click()
@@ -109,6 +118,10 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         tablet.get_by_test_id("feedback-submit").click()
         expect(tablet.get_by_test_id("feedback-item").first).to_contain_text("<b>Họp khẩn</b>")
         tablet.screenshot(path=str(ARTIFACTS / "webapp-tablet.png"), full_page=True)
+        tablet.get_by_test_id("lang-switch").click()
+        expect(tablet.get_by_test_id("vote-submit")).to_have_text("Send ballots")
+        tablet.get_by_test_id("lang-switch").click()
+        expect(tablet.get_by_test_id("vote-submit")).to_have_text("Gửi phiếu")
 
         # The chair sees the request, gives the floor, answers, closes the motion.
         expect(chair.get_by_test_id("queue-row")).to_have_count(1)

@@ -36,7 +36,7 @@ window.MMNetmap = (() => {
     const pos = {};
     peers.forEach((p, i) => {
       const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, peers.length);
-      pos[p] = [cx + R * 1.6 * Math.cos(a), cy + R * Math.sin(a)];
+      pos[p] = [cx + R * 1.6 * Math.cos(a), cy + (R - 30) * Math.sin(a)];
     });
     for (const p of peers) {
       const q = quality(byPeer[p]);
@@ -51,8 +51,13 @@ window.MMNetmap = (() => {
       const g = s("g", { "data-testid": "netmap-site", "data-node": id });
       g.appendChild(s("circle", { cx: x, cy: y, r: self ? 26 : 18, fill: self ? "#0b3d2e" : "#fff", stroke: "#0b3d2e", "stroke-width": 3 }));
       const halo = { "paint-order": "stroke", stroke: "#fbfbf8", "stroke-width": 5, "stroke-linejoin": "round" };
-      g.appendChild(s("text", { x, y: y + (self ? 44 : 34), "text-anchor": "middle", "font-weight": 700, ...halo }, label));
-      lines.forEach((ln, i) => g.appendChild(s("text", { x, y: y + (self ? 60 : 50) + 15 * i, "text-anchor": "middle", ...halo }, ln)));
+      // Labels go on the outer side of the node (above it in the upper half) so links never cross them.
+      const up = !self && y < H / 2, r = self ? 26 : 18;
+      const all = [label, ...lines];
+      all.forEach((ln, i) => {
+        const ty = up ? y - r - 8 - 15 * (all.length - 1 - i) : y + r + 16 + 15 * i;
+        g.appendChild(s("text", { x, y: ty, "text-anchor": "middle", "font-weight": i === 0 ? 700 : 400, ...halo }, ln));
+      });
       return g;
     };
     for (const p of peers) {
