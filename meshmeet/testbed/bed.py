@@ -311,6 +311,17 @@ class Testbed:
     def status(self, node: str) -> dict:
         return self.api(node, "status")
 
+    def wait_api(self, node: str, guard_s: float = START_GUARD_S) -> float | None:
+        """Seconds until `node`'s API answers (a hang guard, not a limit); None if it never does."""
+        started = time.monotonic()
+        while time.monotonic() - started < guard_s:
+            try:
+                self.status(node)
+                return round(time.monotonic() - started, 3)
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        return None
+
     def _tree_of(self, node: str) -> dict | None:
         try:
             tree = self.status(node)["tree"]
@@ -341,10 +352,12 @@ class Testbed:
         return out
 
     def wait_whole(self, label: str, since: float | None = None, guard_s: float = HANG_GUARD_S,
-                   stable_s: float = STABLE_S, expected: dict[str, str] | None = None) -> Measurement:
+                   stable_s: float = STABLE_S, expected: dict[str, str] | None = None,
+                   parents: dict[str, str | None] | None = None) -> Measurement:
         """Poll until the tree is whole for `stable_s`; seconds from `since` (default: now) to whole.
 
-        `expected` (node -> root) defaults to expected_roots(); pass {} to check agreement only."""
+        `expected` (node -> root) defaults to expected_roots(); pass {} to check agreement only.
+        `parents` (node -> parent) also requires those nodes to have these parents (a tree shape)."""
         since = time.monotonic() if since is None else since
         whole_since: float | None = None
         polls, verdict = 0, Verdict(False, "not polled")
@@ -355,6 +368,10 @@ class Testbed:
             observed = time.monotonic()   # the state was seen by now at the latest
             polls += 1
             verdict = check_tree(trees, up_links, expected)
+            if verdict.whole and parents:
+                wrong = [n for n, p in parents.items() if (trees.get(n) or {}).get("parent", "?") != p]
+                if wrong:
+                    verdict = Verdict(False, f"not yet the expected parents: {', '.join(sorted(wrong))}")
             if not verdict.whole:
                 whole_since = None
             else:

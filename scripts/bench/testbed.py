@@ -4,7 +4,9 @@ Builds a 5-node commune as real hosts (scripts/testbed; needs root, ip, tc, ipta
 times: kills the root (SIGKILL), starts it again, cuts the deepest node's parent link (it has a
 second path over 4G), restores it. Each figure is seconds from the action until every node's
 /api/status "tree" is whole and stays so for 1 s (polled every 0.1 s, so up to ~0.15 s of polling
-lag). Baseline, same run: the simulator (`meshmeet simulate`) over the same topology and events.
+lag). Returns count until the tree has its original shape again (not just whole), and include
+the restarted process's start-up (shown on its own as root_process_start: until its API answers).
+Baseline, same run: the simulator (`meshmeet simulate`) over the same topology and events.
 Usage: python scripts/bench/testbed.py [--json] [--repeat 3]
 """
 
@@ -55,6 +57,7 @@ def simulated() -> dict[str, float | None]:
 def testbed(repeat: int, work: Path) -> tuple[dict[str, list[float | None]], float | None, dict]:
     bed = Testbed(make_plan(load_scenario(TOPOLOGY), RUN), work)
     out: dict[str, list[float | None]] = {name: [] for name, _ in EVENTS}
+    out["node_start"] = []
     try:
         bed.prepare()
         started = time.monotonic()
@@ -68,9 +71,12 @@ def testbed(repeat: int, work: Path) -> tuple[dict[str, list[float | None]], flo
                     bed.stop_node(event["node"])
                 elif event["action"] == "node_up":
                     bed.start_node(event["node"])
+                    out["node_start"].append(bed.wait_api(event["node"]))
                 else:
                     bed.set_link(*event["link"], up=event["action"] == "link_up")
-                out[name].append(bed.wait_whole(name, since=t0).seconds)
+                # After a return, wait for the tree's original shape (the restored link carries t3 again).
+                shape = parents if name in ("root_return", "link_return") else None
+                out[name].append(bed.wait_whole(name, since=t0, parents=shape).seconds)
     finally:
         bed.down()
     return out, start_s, parents
@@ -95,6 +101,8 @@ def main(argv: list[str]) -> int:
         real, start_s, parents = testbed(args.repeat, Path(tmp))
     rows = [{"event": name, "testbed_s": real[name], "testbed_median_s": _median(real[name]), "simulated_s": sim[name]}
             for name, _ in EVENTS]
+    rows.insert(2, {"event": "root_process_start", "testbed_s": real["node_start"],
+                    "testbed_median_s": _median(real["node_start"]), "simulated_s": None})
     report = {"nodes": len(TOPOLOGY["nodes"]), "links": len(TOPOLOGY["links"]), "repeat": args.repeat,
               "start_s": start_s, "parents_at_start": parents, "cut_link": "~".join(CUT), "events": rows}
     if args.json:
