@@ -281,7 +281,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def api_call(data_dir: Path, name: str, args: dict | None = None, *, method: str | None = None) -> dict:
+def api_call(
+    data_dir: Path, name: str, args: dict | None = None, *, method: str | None = None, timeout: float = HTTP_TIMEOUT_S
+) -> dict:
     """Call the running node's JSON API; NotRunningError when there is none."""
     from .node.node import read_run_file
 
@@ -296,7 +298,7 @@ def api_call(data_dir: Path, name: str, args: dict | None = None, *, method: str
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
     req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as e:
         try:

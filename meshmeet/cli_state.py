@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import MeshmeetError, NotRunningError
+from .errors import MeshmeetError
 
 DOC_ADD_TIMEOUT_S = 600.0   # a 200 MB import on a slow disk
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # show import progress for files at least this big
@@ -184,30 +184,10 @@ def _doc_add(args: argparse.Namespace) -> int:
 
 
 def _call_long(data_dir: Path, name: str, body: dict) -> dict:
-    """Like meshmeet.cli.api_call (same errors), with a timeout long enough for a big import."""
-    import urllib.error
-    import urllib.request
-
+    """meshmeet.cli.api_call with a timeout long enough for a big import."""
     from .cli import api_call
-    from .node.node import read_run_file
 
-    info = read_run_file(data_dir)
-    if not info or not info.get("http"):
-        return api_call(data_dir, name, body)  # raises its one-line NotRunningError
-    req = urllib.request.Request(f"{info['http'].rstrip('/')}/api/{name}", data=json.dumps(body).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=DOC_ADD_TIMEOUT_S) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        try:
-            err = json.loads(e.read())["error"]
-            raise MeshmeetError(err["vi"], err["en"]) from None
-        except (ValueError, KeyError, TypeError):
-            raise MeshmeetError(f"Nút trả lỗi HTTP {e.code}", f"node answered HTTP {e.code}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-        raise NotRunningError(f"Mất kết nối tới nút ở {info['http']} ({e})",
-                              f"lost the node at {info['http']} ({e})") from None
+    return api_call(data_dir, name, body, timeout=DOC_ADD_TIMEOUT_S)
 
 
 def _show_progress(data_dir: Path) -> None:
