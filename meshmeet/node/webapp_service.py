@@ -230,7 +230,7 @@ class WebappService:
         return CertIssued(req.requester, cert, tls.ca_der(self.data_dir) or b"")
 
     async def _reload_https(self) -> None:
-        listener, loop = self.shared.https, self.shared.loop
+        listener = self.shared.https
         gw = self.node.gateway
         if listener is None or gw is None:
             return

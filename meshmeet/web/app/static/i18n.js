@@ -32,7 +32,7 @@ window.MM_TEXT = {
     last_seen: "Thấy lần cuối", rtt: "Trễ", link_up: "nối", link_down: "mất", present_page: "Trình chiếu",
     saved: "Đã lưu", error: "Lỗi", record_hash: "Mã băm biên bản (các điểm so khớp):", print: "In biên bản",
     status_planned: "Chưa bắt đầu", status_scheduled: "Chưa bắt đầu", status_started: "Đang họp", status_ended: "Đã kết thúc",
-    per_hall: "Có mặt theo điểm", total: "Tổng", bytes: "byte", choose_file: "Chọn tệp", member: "Đại biểu (tuỳ chọn)",
+    per_hall: "Có mặt theo điểm", total: "Tổng", bytes: "byte", choose_file: "Chọn tệp", member: "Đại biểu (tuỳ chọn)", member_one: "Hoặc từng người (họ tên)", member_in: "Đã điểm danh:",
     you: "Nút này", hall_count: "số điểm", go_minutes: "Xem biên bản",
   },
   en: {
@@ -67,7 +67,7 @@ window.MM_TEXT = {
     last_seen: "Last seen", rtt: "RTT", link_up: "up", link_down: "down", present_page: "Present",
     saved: "Saved", error: "Error", record_hash: "Record hash (compare between sites):", print: "Print the minutes",
     status_planned: "Not started", status_scheduled: "Not started", status_started: "In session", status_ended: "Ended",
-    per_hall: "Present per site", total: "Total", bytes: "bytes", choose_file: "Choose a file", member: "Member (optional)",
+    per_hall: "Present per site", total: "Total", bytes: "bytes", choose_file: "Choose a file", member: "Member (optional)", member_one: "Or one by one (name)", member_in: "Checked in:",
     you: "This node", hall_count: "sites", go_minutes: "Minutes",
   },
 };

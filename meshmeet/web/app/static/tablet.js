@@ -57,6 +57,15 @@
       const n = count("[data-testid=checkin-count]");
       await MM.api("checkin", { meeting_id: meeting.id, present: n });
     }, `${t("checked_in")} ${q("[data-testid=checkin-count]").value} ${t("people")}`));
+    q("[data-testid=checkin-member-submit]").addEventListener("click", () => {
+      const name = q("[data-testid=checkin-member]").value.trim();
+      act("[data-testid=checkin-msg]", async () => {
+        if (!meeting) throw new Error(t("no_meeting"));
+        const r = await MM.api("checkin", { meeting_id: meeting.id, member: name });
+        q("[data-testid=checkin-member]").value = "";
+        return r;
+      }, `${t("member_in")} ${name}`);
+    });
     q("[data-testid=speak-request]").addEventListener("click", () => act("[data-testid=speak-state]",
       () => MM.api("speak_request", { meeting_id: meeting && meeting.id, state: "waiting" }), t("speak_waiting")));
     q("[data-testid=speak-withdraw]").addEventListener("click", () => act("[data-testid=speak-state]",

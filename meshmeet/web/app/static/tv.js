@@ -4,15 +4,17 @@
   let info = { sites: {} }, seenUrgent = null, lastState = null;
   const URGENT_SHOW_MS = 120000;
 
+  // The hall's link as people see it: an IP link up (video, or audio only when every media level
+  // this hall relays to its browsers has fallen to audio), else LoRa if a modem runs, else none.
   function linkState(status) {
     const links = (status.links || []).filter((l) => l.state === "up");
     const media = status.media || {};
     if (links.length) {
-      const layers = (media.links || []).map((l) => l.layer);
-      const audioOnly = layers.length && layers.every((x) => x === 0 || x === "audio");
-      return audioOnly ? "audio" : "video";
+      const levels = [...(media.browsers || []), ...(media.links || [])].map((l) => l.level || l.layer).filter(Boolean);
+      return levels.length && levels.every((x) => x === "audio") ? "audio" : "video";
     }
-    return status.lora && (status.lora.peers_heard || status.lora.modem || status.lora.state) ? "lora" : "none";
+    const lora = status.lora || {};
+    return lora.enabled && lora.state && lora.state !== "error" ? "lora" : "none";
   }
 
   async function refresh() {
