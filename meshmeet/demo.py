@@ -16,7 +16,6 @@ from pathlib import Path
 
 import trio
 
-from . import config as config_mod
 from .config import NodeConfig, parse_host_port
 from .datadir import DataDir, create_invite, init_commune, prepare_join
 from .node.joining import join_commune

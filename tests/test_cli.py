@@ -7,7 +7,6 @@ import os
 import time
 import tomllib
 
-import pytest
 
 from nodeproc import NodeProcess, make_commune, meshmeet
 

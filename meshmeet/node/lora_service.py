@@ -14,7 +14,6 @@ leave whose counter mark is not on disk.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections import deque

@@ -21,7 +21,7 @@ from .. import config as config_mod
 from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
 from ..join import JoinAccepted, JoinServer
-from ..roster import Entry, Roster, RosterError, RosterGossip
+from ..roster import Entry, RosterError, RosterGossip
 from ..web.api import ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
