@@ -57,3 +57,31 @@ def test_chair_pin_cli_refuses_bad_pin_in_one_line(tmp_path) -> None:
     assert "24681012" not in (d / "chair-pin").read_text() + ok.stdout
     nodir = set_pin(tmp_path / "nothing", "246810")
     assert nodir.returncode != 0 and "meshmeet init" in nodir.stderr
+
+
+def test_certificate_request_forwarded_through_a_relay_hall(tmp_path) -> None:
+    """HQ - Thôn 1 - Thôn 2 in a chain: Thôn 2 has no link to HQ; its request goes up through
+    Thôn 1 (its tree parent) and the certificate comes back down."""
+    from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+
+    hq_dir, invites = make_commune(tmp_path, 2)
+    for d in [hq_dir] + [d for d, _ in invites]:
+        d.mkdir(exist_ok=True)
+        (d / "webapp.toml").write_text('https = "127.0.0.1:0"\n')
+    nodes = []
+    try:
+        hq = NodeProcess(hq_dir, mdns=False)
+        nodes.append(hq)
+        for d, code in invites:
+            meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
+        relay = NodeProcess(invites[0][0], "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
+        nodes.append(relay)
+        end = NodeProcess(invites[1][0], "--peer", f"127.0.0.1:{relay.mesh_port}", mdns=False)
+        nodes.append(end)
+        wait_for(lambda: webapp(end)["https"], "the end hall's certificate through the relay", proc=end)
+        assert hq.node_id not in end.link_states()  # never linked to HQ directly
+        ca = ssl.create_default_context(cafile=str(hq_dir / "ca.crt"))
+        assert get_json(webapp(end)["https"] + "/app/session", context=ca)["site"] == "Thôn 2"
+        assert webapp(hq)["certs_issued"] >= 2
+    finally:
+        stop_all(nodes)

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CERT_SERVICE = 0x70  # to be named in meshmeet/wire/services.py (CERT)
-CERT_RETRY_S = 30.0
+CERT_RETRY_FIRST_S = 2.0  # the tree may not know its parent yet right after link-up
+CERT_RETRY_MAX_S = 60.0
 MAX_CERT_MESSAGE_BYTES = 8192
 WEBAPP_FILE = "webapp.toml"
 DEFAULT_HTTPS = "0.0.0.0:8443"
@@ -239,12 +240,14 @@ class WebappService:
     async def run(self) -> None:
         if self.node.me.role == "hq":
             await trio.sleep_forever()
+        delay = CERT_RETRY_FIRST_S
         while not tls.cert_is_current(self.data_dir, self.names):
             await trio.to_thread.run_sync(tls.node_key, self.data_dir)
             self._request_cert()
-            with trio.move_on_after(CERT_RETRY_S):
+            with trio.move_on_after(delay):
                 await self._cert_arrived.wait()
             self._cert_arrived = trio.Event()
+            delay = min(CERT_RETRY_MAX_S, delay * 2)
         while self.node.gateway is None:
             await trio.sleep(0.5)
         await self._reload_https()
