@@ -34,6 +34,16 @@ def _free_port(preferred: int) -> int:
             return s.getsockname()[1]
 
 
+HTTPS_PORT_OFFSET = 363  # 8080 -> 8443: each demo node's HTTPS port, on loopback only
+
+
+def _prepare(data_dir: Path, http_port: int) -> None:
+    """Keep the demo's HTTPS listener on loopback, one port per node (the default is the LAN's 8443)."""
+    https = data_dir / "webapp.toml"
+    if not https.exists():
+        https.write_text(f'https = "{LOOPBACK}:{_free_port(http_port + HTTPS_PORT_OFFSET)}"\n', encoding="utf-8")
+
+
 def _config(http_port: int) -> NodeConfig:
     return NodeConfig(
         listen=parse_host_port(f"{LOOPBACK}:0"),
@@ -56,6 +66,7 @@ def run_demo(base: Path | None, *, halls: int = 2, http_port: int = 8080) -> int
         hq_dir = base / "hq"
         if not DataDir(hq_dir).roster.exists():
             init_commune(hq_dir, "Xã Triệu Sơn (demo)", "UBND xã", time.time())
+        _prepare(hq_dir, http_port)
         hq = Node(hq_dir, _config(http_port))
         hall_names = [f"Thôn {i}" for i in range(1, halls + 1)]
 
@@ -66,6 +77,7 @@ def run_demo(base: Path | None, *, halls: int = 2, http_port: int = 8080) -> int
                 if not DataDir(hall_dir).roster.exists():
                     code, _ = create_invite(hq_dir, name, "hall", 3600, [f"{LOOPBACK}:{hq.mesh_port}"], time.time())
                     await join_commune(prepare_join(hall_dir, code, time.time()), mdns=False)
+                _prepare(hall_dir, http_port + i)
                 node = Node(hall_dir, _config(http_port + i))
                 await nursery.start(node.run)
                 nodes.append(node)
@@ -88,6 +100,10 @@ def _print_table(nodes: list[Node], base: Path, *, temporary: bool) -> None:
     print(f"  dữ liệu / data: {base}{' (tạm / temporary)' if temporary else ''}")
     for node in nodes:
         print(f"  {node.me.site:<10} {node.me.role:<5} {node.key.node_id}  mesh {LOOPBACK}:{node.mesh_port}  web {node.http_url}")
+    hq, hall = nodes[0], nodes[-1]
+    print(f"  chủ tọa / chair:   {hq.http_url}/chair   (đặt mã PIN / set the PIN: meshmeet chair-pin --data-dir {hq.data_dir})")
+    print(f"  trình chiếu / presenter: {hq.http_url}/present")
+    print(f"  TV hội trường / hall TV: {hall.http_url}/hall    máy tính bảng / tablet: {hall.http_url}/tablet")
     print(f"  trạng thái / status: meshmeet status --data-dir {nodes[0].data_dir}")
     print(f"  hoặc / or: curl {nodes[0].http_url}/api/status")
     print("  Ctrl-C để dừng / to stop")

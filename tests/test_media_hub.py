@@ -82,7 +82,7 @@ def test_replay_plays_a_recording_back(tmp_path: Path) -> None:
                 assert r.status == 404
                 r = await http.get(base + "/media/ws/replay/..%2Fx")
                 assert r.status == 404
-                page = await http.get(base + "/hall?replay=old")
+                page = await http.get(base + "/media/hall?replay=old")
                 assert page.status == 200 and "Chỉ âm thanh" in await page.text()
         asyncio.run(main())
 

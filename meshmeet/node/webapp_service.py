@@ -26,6 +26,7 @@ from ..config import parse_host_port
 from ..errors import MeshmeetError
 from ..web import tls
 from ..web.api import ApiError
+from ..wire import services
 from ..web.app import WebappOptions, WebappShared, make_setup
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CERT_SERVICE = 0x70  # to be named in meshmeet/wire/services.py (CERT)
+CERT_SERVICE = services.CERT
 CERT_RETRY_FIRST_S = 2.0  # the tree may not know its parent yet right after link-up
 CERT_RETRY_MAX_S = 60.0
 MAX_CERT_MESSAGE_BYTES = 8192

@@ -310,9 +310,10 @@ async def _page(request: web.Request) -> web.FileResponse:
 
 
 def add_media_routes(app: web.Application, hub: MediaHub) -> None:
-    """Mount /present, /hall, /media/static/, /media/ws/{present,hall,replay/ID}, /media/stats."""
+    """Mount /present, /media/hall (the player; the hall TV page at /hall embeds it), /media/static/,
+    /media/ws/{present,hall,replay/ID}, /media/stats."""
     app.router.add_get("/present", _page)
-    app.router.add_get("/hall", _page)
+    app.router.add_get("/media/hall", _page)
     app.router.add_get("/media/ws/present", hub._present_ws)
     app.router.add_get("/media/ws/hall", hub._hall_ws)
     app.router.add_get("/media/ws/replay/{meeting}", hub._replay_ws)

@@ -42,7 +42,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "frame-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'")
 PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin"}
-PAGES = {"/": "index.html", "/tv": "tv.html", "/tablet": "tablet.html", "/chair": "chair.html", "/ca": "ca.html"}
+PAGES = {"/": "index.html", "/tv": "tv.html", "/hall": "tv.html", "/tablet": "tablet.html", "/chair": "chair.html", "/ca": "ca.html"}
 
 
 @dataclass(frozen=True)

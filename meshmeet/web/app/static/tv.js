@@ -101,3 +101,15 @@
     MM.onLang(() => refresh().catch(() => {}));
   });
 })();
+
+// The live player runs in the iframe (/media/hall). Pass ?replay=ID through to it, and expose its
+// stats here so that window.meshmeet.stats() works on /hall as on the bare player.
+(function wirePlayer() {
+  const frame = document.querySelector('[data-testid="tv-player"]');
+  if (!frame) return;
+  const replay = new URLSearchParams(location.search).get("replay");
+  if (replay) frame.src = "/media/hall?embed=1&replay=" + encodeURIComponent(replay);
+  window.meshmeet = Object.assign(window.meshmeet || {}, {
+    stats: () => (frame.contentWindow && frame.contentWindow.meshmeet ? frame.contentWindow.meshmeet.stats() : null),
+  });
+})();
