@@ -3,7 +3,9 @@
 Plain records the node keeps in DIR/lora-alerts.json and shows in status["lora"]["alerts"]:
 for an alert this node sent, which members acked and which are still missing (or gave up); for
 one it received, when. Received alerts are deduplicated by (source, msg_id), so a retry or a
-replay after restart is shown once. This module is sans-IO and must never grow past MAX_ALERTS.
+replay after restart is shown once. An alert that mirrors a sync announcement carries its id
+(`announcement_id`), so the hall can tell that announcement, arriving later by sync, was already
+shown (`announcement_ids()`). This module is sans-IO and must never grow past MAX_ALERTS.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class AlertRecord:
     acked_by: tuple[int, ...] = ()
     missing: tuple[int, ...] = ()
     gave_up: bool = False
+    announcement_id: str = ""  # hex id of the sync announcement this alert mirrors, "" if none
 
     def as_json(self, site_of) -> dict:
         out = asdict(self)
@@ -52,17 +55,20 @@ class AlertLog:
         self.records.append(record)
         del self.records[:-MAX_ALERTS]
 
-    def sent(self, source: int, msg_id: int, text: str, issued_at: int, expect: frozenset[int], at: float) -> AlertRecord:
+    def sent(self, source: int, msg_id: int, text: str, issued_at: int, expect: frozenset[int], at: float,
+             announcement_id: str = "") -> AlertRecord:
         record = AlertRecord(self.alert_id(source, msg_id), source, msg_id, text, issued_at, "sent", at,
-                             missing=tuple(sorted(expect)))
+                             missing=tuple(sorted(expect)), announcement_id=announcement_id)
         self._append(record)
         return record
 
-    def received(self, source: int, msg_id: int, text: str, issued_at: int, at: float) -> AlertRecord | None:
+    def received(self, source: int, msg_id: int, text: str, issued_at: int, at: float,
+                 announcement_id: str = "") -> AlertRecord | None:
         """The new record, or None when this alert was already here."""
         if self._find(source, msg_id) is not None:
             return None
-        record = AlertRecord(self.alert_id(source, msg_id), source, msg_id, text, issued_at, "received", at)
+        record = AlertRecord(self.alert_id(source, msg_id), source, msg_id, text, issued_at, "received", at,
+                             announcement_id=announcement_id)
         self._append(record)
         return record
 
@@ -82,6 +88,10 @@ class AlertLog:
         self.records[i] = replace(self.records[i], gave_up=True, missing=tuple(sorted(missing)))
         return self.records[i]
 
+    def announcement_ids(self) -> list[str]:
+        """Ids of the sync announcements already shown here because their alert came over LoRa."""
+        return sorted({r.announcement_id for r in self.records if r.direction == "received" and r.announcement_id})
+
     def to_json(self) -> list[dict]:
         return [asdict(r) for r in self.records]
 
@@ -98,6 +108,7 @@ class AlertLog:
                     issued_at=int(item["issued_at"]), direction=str(item["direction"]), at=float(item["at"]),
                     acked_by=tuple(int(x) for x in item.get("acked_by", [])),
                     missing=tuple(int(x) for x in item.get("missing", [])), gave_up=bool(item.get("gave_up", False)),
+                    announcement_id=str(item.get("announcement_id", "")),
                 ))
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue

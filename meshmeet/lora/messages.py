@@ -26,6 +26,7 @@ BROADCAST = 0xFFFF
 SIGNATURE_BYTES = 64
 SIGN_LABEL = b"meshmeet-lora-msg-v1"
 MAX_TEXT_BYTES = 600
+MAX_REF_BYTES = 16  # an alert's announcement id (sync ids are 8 B)
 
 
 class MessageError(MeshmeetError):
@@ -83,6 +84,7 @@ class Alert:
 
     text: str
     issued_at: int  # unix seconds, from the caller's clock
+    ref: bytes = b""  # the sync announcement id this alert mirrors (8 B), or b"" for none
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def kind_of(message: Message) -> Kind:
 
 def _fields(m: Message) -> list:
     if isinstance(m, Alert):
-        return [m.issued_at, m.text]
+        return [m.issued_at, m.text, m.ref] if m.ref else [m.issued_at, m.text]
     if isinstance(m, Ack):
         return [m.of_source, m.of_id]
     if isinstance(m, Control):
@@ -173,6 +175,10 @@ def _uint(v: object, bits: int = 32) -> int:
 
 
 def _from_fields(kind: Kind, f: list) -> Message:
+    if kind is Kind.ALERT and len(f) == 3:  # with the announcement id it mirrors
+        if not isinstance(f[2], bytes) or not 0 < len(f[2]) <= MAX_REF_BYTES:
+            raise MessageError("bad alert reference")
+        return Alert(**vars(_from_fields(kind, f[:2])), ref=f[2])
     want = {Kind.ALERT: 2, Kind.ACK: 2, Kind.CONTROL: 3, Kind.TALLY: 5,
             Kind.ATTENDANCE: 3, Kind.BEACON: 2, Kind.DIGEST: 2}[kind]
     if len(f) != want:

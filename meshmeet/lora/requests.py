@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import MeshmeetError
 from .messages import (
-    ACKED_KINDS, BROADCAST, MAX_TEXT_BYTES, Alert, Attendance, Beacon, Control, ControlAction, Digest, Message, Tally,
+    ACKED_KINDS, BROADCAST, MAX_REF_BYTES, MAX_TEXT_BYTES, Alert, Attendance, Beacon, Control, ControlAction, Digest, Message, Tally,
     kind_of,
 )
 
@@ -95,6 +95,21 @@ def parse_alert_text(args: object) -> str:
     return text
 
 
+def parse_announcement_id(args: object) -> bytes:
+    """The optional 'announcement_id' of an alert (hex, as the sync store names rows) as bytes."""
+    value = args.get("announcement_id") if isinstance(args, dict) else None
+    if value is None:
+        return b""
+    try:
+        ref = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        ref = b""
+    if not 0 < len(ref) <= MAX_REF_BYTES:
+        raise RequestError(f"'announcement_id' phải là 1..{MAX_REF_BYTES} byte dạng hex",
+                           f"'announcement_id' must be 1..{MAX_REF_BYTES} bytes in hex")
+    return ref
+
+
 def message_json(message: Message) -> dict:
     """A LoRa message as JSON for status and the browsers' "lora" topic."""
     kind = kind_of(message).name.lower()
@@ -108,7 +123,10 @@ def message_json(message: Message) -> dict:
     if isinstance(message, Digest):
         return {"kind": kind, "seq": message.seq, "digest": message.digest.hex()}
     if isinstance(message, Alert):
-        return {"kind": kind, "text": message.text, "issued_at": message.issued_at}
+        out = {"kind": kind, "text": message.text, "issued_at": message.issued_at}
+        if message.ref:
+            out["announcement_id"] = message.ref.hex()
+        return out
     if isinstance(message, Beacon):
         return {"kind": kind, "role": message.role, "version": message.version}
     return {"kind": kind}

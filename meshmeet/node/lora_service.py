@@ -6,9 +6,13 @@ member that takes it) and is stored 0600 in DIR/lora.key. When [lora] is configu
 the modem through its driver, runs LoraLink, persists the frame-counter mark (before any frame
 that needs it leaves) and the replay window (DIR/lora-state.json), sends beacons, serves the
 `lora_alert` and `lora_send` APIs, keeps recent alerts with their acks (DIR/lora-alerts.json)
-and publishes received ones to browsers (topics "alerts" and "lora"). This module must never
-decide what the sans-IO core decides (priority, budget, retries, dedupe), and never let a frame
-leave whose counter mark is not on disk.
+and publishes received ones to browsers (topics "alerts" and "lora"). An alert may mirror a sync
+announcement (its id travels with it): the hall records the id (`received_alert_ids`) and does
+not show an alert whose announcement sync already brought. While no IP link is up it mirrors
+meeting state over LoRa: it reads the sync store (read-only, under the sync lock) every
+WATCH_S and sends what changed (`lora/statewatch.py` decides). This module must never write
+to the sync store, decide what the sans-IO core decides (priority, budget, retries, dedupe),
+or let a frame leave whose counter mark is not on disk.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer, KeyShareError, accept_offer, better, make_offer
 from ..lora.link import LoraLink
 from ..lora.messages import BROADCAST, Alert, Beacon, Kind, Message, kind_of
-from ..lora.requests import RequestError, message_json, parse_alert_text, parse_send
+from ..lora.requests import RequestError, message_json, parse_alert_text, parse_announcement_id, parse_send
+from ..lora.statewatch import RefIndex, StateRows, StateWatch, control_messages, hall_messages
 from ..lora.setup import StartedModem, radio_plan, start_modem
 from ..web.api import ApiError
 from ..wire import services
@@ -51,6 +56,8 @@ STATE_SAVE_S = 10.0  # how often the replay window is saved when it changed
 SHUTDOWN_SAVE_S = 2.0
 RECENT_MESSAGES = 50
 PUBLISH_QUEUE = 64
+WATCH_S = 3.0  # how often the sync store is read to mirror meeting state over LoRa
+ALERT_MATCH_S = 60.0  # an urgent announcement this recent with the alert's text is the one it mirrors
 ROLE_BYTE = {"hq": 0, "hall": 1, "relay": 2}
 
 
@@ -124,6 +131,9 @@ class LoraService:
         self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, dict]](PUBLISH_QUEUE)
         self._rng = random.Random()
         self._session_scope: trio.CancelScope | None = None
+        self.watch = StateWatch()
+        self.refs = RefIndex()
+        self.mirrored = 0  # state messages queued on LoRa because no IP link was up
         node.services[services.LORA] = self._on_service
         node.link_listeners.append(self._on_link_change)
         node.status_extras["lora"] = self.status
@@ -259,6 +269,7 @@ class LoraService:
             nursery.start_soon(self._saver)
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._beacons)
+            nursery.start_soon(self._watch_state)
             while True:
                 await self._key_ready.wait()
                 await self._session()
@@ -358,16 +369,22 @@ class LoraService:
             self._changed()
             message = event.message
             if isinstance(message, Alert):
-                record = self.alerts.received(event.source, event.msg_id, message.text, message.issued_at, time.time())
+                aid = message.ref.hex()
+                record = self.alerts.received(event.source, event.msg_id, message.text, message.issued_at, time.time(),
+                                              announcement_id=aid)
                 if record is not None:
-                    log.warning("lora: ALERT from %s: %s", self._site(event.source), message.text)
                     self._changed(alerts=True)
+                    if aid and self._synced("announcements", aid):
+                        log.info("lora: alert from %s already here by sync (announcement %s)",
+                                 self._site(event.source), aid)
+                        return
+                    log.warning("lora: ALERT from %s: %s", self._site(event.source), message.text)
                     self._publish("alerts", record.as_json(self._site))
                 return
             if isinstance(message, Beacon):
                 return
             entry = {"source": event.source, "site": self._site(event.source), "msg_id": event.msg_id,
-                     "at": time.time(), **message_json(message)}
+                     "at": time.time(), **message_json(message), **self.refs.resolve(message)}
             self.received.append(entry)
             self._publish("lora", entry)
             for listener in self.listeners:
@@ -383,6 +400,86 @@ class LoraService:
                 self._changed(alerts=True)
             log.warning("lora: message %d gave up waiting for %s", event.msg_id,
                         ", ".join(self._site(s) for s in sorted(event.missing)))
+
+    # ----- the sync store, read-only: alerts that mirror announcements, meeting state -----------
+
+    def _sync(self):
+        """The SyncService plugin, or None (its store is read here, never written)."""
+        return getattr(self.node, "plugins", {}).get("SyncService")
+
+    def _synced(self, table: str, row_id: str) -> bool:
+        """Whether sync already brought this row (False when the store is busy: better shown twice)."""
+        sync = self._sync()
+        if sync is None:
+            return False
+        try:
+            sync.lock.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        try:
+            return sync.store.get(table, row_id) is not None
+        finally:
+            sync.lock.release()
+
+    async def _announcement_for(self, text: str) -> bytes:
+        """The id of the urgent announcement just made with this text (state_api makes it, then
+        calls lora_alert with the text only), or b"" when there is none."""
+        sync = self._sync()
+        if sync is None:
+            return b""
+        async with sync.lock:
+            rows = sync.store.rows("announcements", "text = ? AND urgent = 1 AND at >= ?",
+                                   (text, time.time() - ALERT_MATCH_S))
+        if not rows:
+            return b""
+        newest = max(rows, key=lambda r: (r["at"] or 0.0, r["id"]))["id"]
+        try:
+            return bytes.fromhex(newest)
+        except ValueError:
+            return b""
+
+    @property
+    def received_alert_ids(self) -> list[str]:
+        """Announcement ids whose alert was shown here from LoRa: pages showing announcements
+        that arrive later by sync skip these (they were already on screen)."""
+        return self.alerts.announcement_ids()
+
+    def _read_rows(self, store) -> StateRows:
+        def rows(table: str) -> tuple:
+            return tuple(store.rows(table))
+        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"))
+
+    def _hq_short_ids(self) -> frozenset[int]:
+        me = self.node.me.short_id
+        return frozenset(m.short_id for m in self.node.roster.members() if m.role == "hq" and m.short_id != me)
+
+    async def _watch_state(self) -> None:
+        """Every WATCH_S: read the meeting state; while no IP link is up, send what changed."""
+        while True:
+            await trio.sleep(WATCH_S)
+            sync = self._sync()
+            if sync is None:
+                continue
+            async with sync.lock:
+                rows = self._read_rows(sync.store)
+            self.refs.learn([m["id"] for m in rows.meetings] + [m["id"] for m in rows.motions])
+            me = self.node.me
+            authority = me.role == "hq"
+            current = control_messages(rows) if authority else hall_messages(me.node_id, rows)
+            offline = not self.node.links.up_peers()
+            if offline and (self.core is None or self.link is None):
+                continue  # keep the changes until the modem is up
+            for message in self.watch.update(current, send=offline):
+                if authority:
+                    self.send(message, ack_from=self._others())
+                else:
+                    hq = self._hq_short_ids()
+                    if not hq:
+                        break
+                    dest = min(hq)
+                    self.send(message, dest=dest, ack_from=frozenset({dest}))
+                self.mirrored += 1
+                log.info("lora: no IP link: sent %s", message_json(message))
 
     # ----- sending -----------------------------------------------------------------------------
 
@@ -408,12 +505,13 @@ class LoraService:
                            "only HQ may send an urgent alert")
         try:
             text = parse_alert_text(args)
+            ref = parse_announcement_id(args) or await self._announcement_for(text)
         except RequestError as e:
             raise ApiError(400, "bad_request", e.vi, e.en) from None
         expect = self._others()
         issued_at = int(time.time())
-        msg_id = self.send(Alert(text, issued_at), ack_from=expect)
-        record = self.alerts.sent(me.short_id, msg_id, text, issued_at, expect, time.time())
+        msg_id = self.send(Alert(text, issued_at, ref), ack_from=expect)
+        record = self.alerts.sent(me.short_id, msg_id, text, issued_at, expect, time.time(), announcement_id=ref.hex())
         self._changed(alerts=True)
         return record.as_json(self._site)
 
@@ -449,6 +547,7 @@ class LoraService:
                 "site": member.site if member else "",
                 "short_id": short_id,
                 "transport": "lora",
+                "control_only": True,  # alerts, control, tallies; never the tree or media
                 "state": "up" if now - heard.at <= timeout_s else "down",
                 "rtt_ms": None,
                 "relays": heard.relays,
@@ -478,4 +577,6 @@ class LoraService:
         out["links"] = self._links()
         out["alerts"] = [r.as_json(self._site) for r in self.alerts.records]
         out["received"] = list(self.received)
+        out["received_alert_ids"] = self.received_alert_ids
+        out["mirrored"] = self.mirrored
         return out
