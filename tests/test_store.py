@@ -19,6 +19,7 @@ from meshmeet.identity import KeyPair
 from meshmeet.sync import meetings as m
 from meshmeet.sync.batch import ForgedBatchError, decode_batch, encode_batch
 from meshmeet.sync.errors import AuthorityError, ProtocolError, SyncError
+from meshmeet.sync.schema import LATEST_VERSION
 from meshmeet.sync.store import Store
 
 SEEDS = [bytes([i]) * 32 for i in range(1, 6)]
@@ -256,7 +257,7 @@ def test_migration_from_version_1(tmp_path: Path) -> None:
     assert report.rejected_changes == 1
     old.close()
     new = mk(HALL1, path)
-    assert new.version == 2
+    assert new.version == LATEST_VERSION
     assert new.get("meetings", mid)["title"] == "Họp" and new.get("meetings", mid)["location"] is None
     assert new.get("speaking_queue", (mid, HALL1.node_id))["state"] == "waiting"  # replayed from the log
     assert new.digest() == hq_v2.digest()
@@ -296,7 +297,9 @@ def test_kill_9_mid_write_leaves_a_sound_database(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parents[1])
     assert proc.stdout.readline().strip() == b"ready"
-    while not path.with_name("crash.db-wal").exists() or path.with_name("crash.db-wal").stat().st_size < 200_000:
+    wal = path.with_name("crash.db-wal")
+    start = wal.stat().st_size if wal.exists() else 0  # schema creation alone leaves ~190 kB
+    while not wal.exists() or wal.stat().st_size < start + 200_000:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

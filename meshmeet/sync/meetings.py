@@ -2,7 +2,8 @@
 
 Each function is one user action (create a meeting, add an agenda item or a document, check
 in, open/vote/close a motion, announce, feedback and reply, chat, ask for the floor) written
-through `Store.write`, which enforces authority. Functions check the ids they are given and
+through `Store.write`, which enforces authority; `record_holdings` and `readiness` keep and read
+the replicated table of which node holds which document whole. Functions check the ids they are given and
 raise SyncError (bilingual) for unknown ids or bad input. This module must never write SQL
 or bypass the store's change capture.
 """
@@ -13,7 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 from . import chunks as chunking
 from .errors import SyncError
@@ -97,6 +98,65 @@ def documents(store: Store, meeting_id: str) -> list[dict[str, Any]]:
         out.append({"id": doc["id"], "name": doc["name"], "size": doc["size"], "sha256": doc["sha256"],
                     "chunks_held": held, "chunks_total": total})
     return out
+
+
+def record_holdings(store: Store, candidates: Iterable[str] | None = None) -> tuple[list[str], set[str]]:
+    """Record, for this node only, each live document it now holds whole and has not recorded yet.
+
+    `candidates` limits the check to those document ids (None: every live document). Returns the
+    ids recorded now and the ids still incomplete here (the next call's candidates). A holding
+    names the document's SHA-256, so it counts only while the document row still says so.
+    """
+    mine = {r["doc_id"] for r in store.rows("doc_holdings", "node = ?", (store.node_id,))}
+    ids = [d["id"] for d in store.rows("documents")] if candidates is None else sorted(candidates)
+    recorded: list[str] = []
+    incomplete: set[str] = set()
+    with store.batch():
+        for doc_id in ids:
+            doc = store.get("documents", doc_id)
+            if doc is None or doc_id in mine:
+                continue
+            held, total = store.document_progress(doc_id)
+            if held < total:
+                incomplete.add(doc_id)
+                continue
+            store.write("doc_holdings", (doc_id, store.node_id), {"sha256": doc["sha256"], "at": store.clock()})
+            recorded.append(doc_id)
+    return recorded, incomplete
+
+
+def readiness(store: Store, meeting_id: str, nodes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Per node: {"ready": True | False | None, "held": documents held whole, "total": documents}.
+
+    This node counts its own chunks (exact). Another node is ready when it recorded a holding of
+    every live document of the meeting (with the document's current SHA-256); not ready when
+    some are missing and this store holds at least one change from it; None when nothing from
+    it has arrived here yet (not heard).
+    """
+    docs = store.rows("documents", "meeting_id = ?", (meeting_id,))
+    total = len(docs)
+    held: dict[str, int] = {}
+    for doc in docs:
+        for row in store.rows("doc_holdings", "doc_id = ?", (doc["id"],)):
+            if row["sha256"] == doc["sha256"]:
+                held[row["node"]] = held.get(row["node"], 0) + 1
+    mine = sum(1 for doc in docs if _whole(store, doc["id"]))
+    heard = set(store.version_vector())
+    out: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        if node == store.node_id:
+            out[node] = {"ready": mine == total, "held": mine, "total": total, "source": "self"}
+            continue
+        n = held.get(node, 0)
+        ready: bool | None = True if n == total else (False if node in heard else None)
+        out[node] = {"ready": ready, "held": n, "total": total,
+                     "source": "replicated" if ready is not None else "unknown"}
+    return out
+
+
+def _whole(store: Store, doc_id: str) -> bool:
+    got, total = store.document_progress(doc_id)
+    return got == total
 
 
 def checkin(store: Store, meeting_id: str, present: int, at: float | None = None) -> str:

@@ -51,6 +51,8 @@ BAD_RULE = _bad("Quy tắc biểu quyết phải là majority hoặc two-thirds"
 BAD_PRESENT = _bad("Số người có mặt phải >= 0", "present count must be >= 0")
 NOT_OWNER = _deny("Một điểm cầu chỉ được ghi dữ liệu của chính mình", "a node may only write its own rows here")
 HALL_QUEUE = _deny("Điểm cầu chỉ được xin phát biểu hoặc rút lại", "a hall may only ask for or withdraw its turn")
+BAD_HOLDING = _bad("Bản ghi tài liệu đã nhận phải có SHA-256 (64 chữ số hex)",
+                   "a document holding names the document's SHA-256 (64 hex digits)")
 ONLY_HQ_DELETES = _deny("Chỉ trung tâm (HQ) được xóa", "only HQ may delete")
 
 _ROLE_VI = {"hq": "trung tâm (HQ)", "hall": "điểm cầu", "relay": "trạm chuyển tiếp"}
@@ -58,7 +60,7 @@ _TABLE_VI = {
     "roster_entries": "danh sách thành viên", "meetings": "cuộc họp", "agenda_items": "chương trình họp",
     "documents": "tài liệu", "attendance": "điểm danh", "motions": "biểu quyết", "ballots": "phiếu",
     "announcements": "thông báo", "feedback": "ý kiến", "replies": "trả lời ý kiến", "chat": "trò chuyện",
-    "speaking_queue": "lượt phát biểu",
+    "speaking_queue": "lượt phát biểu", "doc_holdings": "tài liệu đã nhận đủ",
 }
 
 
@@ -71,7 +73,9 @@ _NONE = type(None)
 _ALLOWED = {str: frozenset({str, _NONE}), int: frozenset({int, _NONE}), float: frozenset({float, int, _NONE}),
             bytes: frozenset({bytes, _NONE})}
 _STR_ONLY = frozenset({str})
-_TABLE_CHECKED = frozenset({"ballots", "motions", "attendance", "speaking_queue"})
+_TABLE_CHECKED = frozenset({"ballots", "motions", "attendance", "speaking_queue", "doc_holdings"})
+_HEX = frozenset("0123456789abcdef")
+SHA256_HEX_CHARS = 64
 
 
 class Rules:
@@ -199,4 +203,8 @@ class Rules:
         elif spec.name == "speaking_queue" and role != "hq":
             if values.get(col["state"], "waiting") not in HALL_QUEUE_STATES:
                 return HALL_QUEUE
+        elif spec.name == "doc_holdings":
+            digest = values[col["sha256"]]
+            if type(digest) is not str or len(digest) != SHA256_HEX_CHARS or not set(digest) <= _HEX:
+                return BAD_HOLDING
         return None

@@ -16,7 +16,7 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 LWW = "lww"
 ADDONLY = "addonly"
 TEXT, INTEGER, REAL, BLOB = str, int, float, bytes
@@ -87,6 +87,10 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("speaking_queue", 12, LWW, ("meeting_id", "node"),
               _cols(("state", TEXT), ("requested_at", REAL)), HQ_HALL, owner="node",
               hq_may_write_for_others=True, since=2),
+    # One row per (document, node) once that node holds the document whole; only the node itself
+    # writes its rows (relays too: they hold documents for the halls behind them).
+    TableSpec("doc_holdings", 13, ADDONLY, ("doc_id", "node"), _cols(("sha256", TEXT), ("at", REAL)),
+              ALL, owner="node", since=3),
 )
 
 
@@ -126,7 +130,11 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["meetings"].add_column("location", str)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2}
+def _v3(db: sqlite_utils.Database) -> None:
+    _create_table(db, specs_for(3)["doc_holdings"])
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def current_version(conn: sqlite3.Connection) -> int:
