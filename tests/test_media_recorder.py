@@ -71,3 +71,15 @@ def test_hostile_recording_bytes(tail: bytes) -> None:
             assert isinstance(r.data, bytes)
     except RecordingError:
         pass
+
+
+def test_repeated_configs_are_recorded_once_changes_again(tmp_path: Path) -> None:
+    path = tmp_path / "m.mmrec"
+    rec = Recorder(open(path, "ab"), now=0.0)
+    cfg1 = C.encode(C.DecoderConfig(0, 0, 1, {"codec": "opus"}))
+    cfg2 = C.encode(C.DecoderConfig(0, 0, 2, {"codec": "opus", "sampleRate": 48000}))
+    vcfg = C.encode(C.DecoderConfig(1, 0, 1, {"codec": "vp8"}))
+    for data in (cfg1, vcfg, audio(0), cfg1, vcfg, cfg2, cfg2, cfg1):
+        rec.add(data, 1.0)
+    rec.close()
+    assert [r.data for r in read_records(path.read_bytes())] == [cfg1, vcfg, audio(0), cfg2, cfg1]

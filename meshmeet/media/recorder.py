@@ -43,12 +43,17 @@ class Recorder:
             f.write(MAGIC)
         self._t0 = now
         self._last_sync = now
+        self._configs: dict[int, bytes] = {}  # stream byte -> last config recorded
         self.records = 0
 
     def add(self, data: bytes, now: float) -> None:
-        """Record a chunk or config (other kinds are not recorded)."""
+        """Record a chunk or config (other kinds, and a config equal to the last one of its stream, are not)."""
         if not data or data[0] not in (C.KIND_CHUNK, C.KIND_CONFIG):
             return
+        if data[0] == C.KIND_CONFIG:
+            if len(data) < 2 or self._configs.get(data[1]) == data:
+                return  # the holder repeats its configs every few seconds: record a change only
+            self._configs[data[1]] = bytes(data)
         at_us = max(0, round((now - self._t0) * 1_000_000))
         self._f.write(_REC.pack(len(data), at_us) + data)
         self.records += 1

@@ -7,7 +7,9 @@ LINK_QUEUE_MAX_MESSAGES in the link layer so that congestion shows up as relay q
 hands every accepted chunk once to the web gateway (topic "media"), where MediaHub fans it out
 to hall pages and records it. Floor grants and source beacons (meshmeet.media.floor) decide
 which link is the source. Adds "media" to status, the `floor` API, and (only with
-MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`.
+MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`. Also drives recording sync (meshmeet.media.recsync
+and recstore): lists to each tree neighbour, pieces fetched and served only while no media flows
+through this node and the link's writer queue is short; files are hashed and verified in threads.
 
 This module must never decide quality or parse media bytes itself (the sans-IO cores do), never
 block the link handlers, and never take chunks from a link that does not lead to the holder.
@@ -27,6 +29,8 @@ import trio
 from ..media import chunk as C
 from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
                            FloorUpdate, SourceBeacon, parse as parse_floor)
+from ..media import recsync as R
+from ..media.recstore import RecordingStore
 from ..media.relay import MediaRelay, Outgoing
 from ..web.api import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
@@ -43,6 +47,10 @@ LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's write
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
+LIVE_QUIET_S = 3.0  # media flowed this recently: this node is live (no recording sync, its meeting file is growing)
+RECSYNC_QUEUE_MAX_MESSAGES = 4  # recording pieces go out only while fewer messages wait in the link's writer queue
+RECSYNC_POLL_S = 0.1
+RESCAN_S = 10.0  # the recordings directory is rescanned (hashes cached) this often
 
 
 class MediaService:
@@ -61,6 +69,11 @@ class MediaService:
         self._hub: dict = {}
         self._wake = trio.Event()
         self._next_tick = trio.current_time()
+        self._media_at = -math.inf  # when the last media chunk went through this node
+        self.recstore = RecordingStore(self.recordings_dir)
+        self.recsync = R.RecordingSync(partial=self.recstore.partials())
+        self._recsync_wake = trio.Event()
+        self._to_verify: list[R.Verify] = []
         self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
         node.services[services.MEDIA] = self._on_message
@@ -99,12 +112,18 @@ class MediaService:
     def _on_link_change(self, peer: str, up: bool) -> None:
         if not up:
             self._drop_link(peer)
+            self.recsync.peer_down(peer)
+        else:
+            self._recsync_do(self.recsync.peer_up(peer))  # exchange recording lists on link up
         self._kick()
 
     def _on_message(self, peer: str, body: bytes) -> None:
         now = trio.current_time()
         if body and body[0] in FLOOR_KINDS:
             self._on_floor(peer, body, now)
+            return
+        if body and body[0] in R.RECSYNC_KINDS:
+            self._on_recsync(peer, body)
             return
         try:
             kind = C.peek_kind(body)
@@ -115,6 +134,8 @@ class MediaService:
                     self.counters["not_from_source"] += 1
                     return
                 self.counters["chunks_in"] += 1
+                if kind == C.KIND_CHUNK:
+                    self._media_at = now
                 self._send_out(self.relay.receive(peer, body, now))
                 self._publish_accepted()
         except C.MediaFormatError as e:
@@ -159,6 +180,8 @@ class MediaService:
                 if self.floor.source_link != LOCAL:
                     self.counters["presenter_refused"] += 1  # this site does not hold the floor
                     return
+                if kind == C.KIND_CHUNK:
+                    self._media_at = now
                 self._send_out(self.relay.receive(LOCAL, data, now))
                 self._publish_accepted()
         except C.MediaFormatError:
@@ -331,11 +354,74 @@ class MediaService:
         return wake
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._recsync_loop)
+            while True:
+                self._wake = trio.Event()
+                wake = self.step(trio.current_time())
+                with trio.move_on_at(wake):
+                    await self._wake.wait()
+
+    # ----- recording sync --------------------------------------------------------------------
+    def live(self, now: float) -> bool:
+        return now - self._media_at < LIVE_QUIET_S
+
+    def _on_recsync(self, peer: str, body: bytes) -> None:
+        try:
+            self._recsync_do(self.recsync.receive(peer, body))
+        except R.RecSyncError as e:
+            self.counters["format_errors"] += 1
+            log.debug("recording sync from %s: %s", peer, e.en)
+        self._recsync_wake.set()
+
+    def _recsync_broadcast(self) -> None:
+        body = self.recsync.list_message()
+        for peer in self.recsync.peers():
+            self.node.send(peer, services.MEDIA, body)
+
+    def _recsync_do(self, actions: list[R.Action]) -> None:
+        for a in actions:
+            if isinstance(a, R.Send):
+                self.node.send(a.peer, services.MEDIA, a.body)
+            elif isinstance(a, R.Serve):
+                try:
+                    data = self.recstore.read(a.name, a.offset, a.length)  # one piece: a short blocking read
+                except OSError as e:
+                    log.warning("recording %s: %s", a.name, e)
+                    continue
+                if len(data) == a.length:
+                    self.node.send(a.peer, services.MEDIA, R.encode(R.RecPiece(a.name, a.offset, data)))
+            elif isinstance(a, R.Write):
+                try:
+                    self.recstore.append_part(a.name, a.offset, a.data)
+                except OSError as e:
+                    log.warning("recording %s: %s", a.name, e)
+                    self.recsync.abandon(a.name)
+            else:
+                self._to_verify.append(a)
+
+    async def _recsync_loop(self) -> None:
+        next_scan = trio.current_time()
         while True:
-            self._wake = trio.Event()
-            wake = self.step(trio.current_time())
-            with trio.move_on_at(wake):
-                await self._wake.wait()
+            self._recsync_wake = trio.Event()
+            now = trio.current_time()
+            live = self.live(now)
+            self.recsync.busy = frozenset({self.meeting_id}) if live else frozenset()
+            if now >= next_scan:
+                items = await trio.to_thread.run_sync(self.recstore.scan, self.recsync.busy)
+                if self.recsync.set_local(items):
+                    self._recsync_broadcast()
+                next_scan = trio.current_time() + RESCAN_S
+            ready = [] if live else [p for p in sorted(self._tree_neighbours())
+                                     if self.node.links.queue_depth(p) < RECSYNC_QUEUE_MAX_MESSAGES]
+            self._recsync_do(self.recsync.poll(now, ready))
+            while self._to_verify:
+                v = self._to_verify.pop(0)
+                ok = await trio.to_thread.run_sync(self.recstore.finish, v.name, v.size, v.sha256)
+                log.info("recording %s fetched: %s", v.name, "verified" if ok else "sha256 mismatch, discarded")
+                self._recsync_do(self.recsync.verified(v.name, ok))
+            with trio.move_on_after(RECSYNC_POLL_S):
+                await self._recsync_wake.wait()
 
     # ----- status ----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -353,5 +439,6 @@ class MediaService:
             "browsers": self._hub.get("links", []),
             "floor": self.floor_status(),
             "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
+            "recordings": self.recsync.status(),
             "counters": dict(self.counters),
         }

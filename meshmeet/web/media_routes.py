@@ -235,9 +235,13 @@ class MediaHub:
         await ws.prepare(request)
         data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
         start = self._clock()
+        base_us = prev_us = 0  # a node restarted mid-day appends a segment whose times start at 0 again
         try:
             for rec in read_records(data):
-                delay = start + rec.at_us / 1e6 - self._clock()
+                if rec.at_us < prev_us:
+                    base_us += prev_us - rec.at_us
+                prev_us = rec.at_us
+                delay = start + (base_us + rec.at_us) / 1e6 - self._clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if ws.closed:
