@@ -82,7 +82,7 @@ def arg_int(args: dict, name: str, *, required: bool = True, low: int = 0, high:
         if required:
             bad(name, "bắt buộc", "is required")
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):  # not str.isdigit: "²" is a digit
         value = int(value.strip())  # GET query arguments are strings
     if type(value) is not int:
         bad(name, "phải là số nguyên", "must be an integer")
