@@ -4,7 +4,9 @@ Opens DIR/state.sqlite with authority taken from the node's roster, runs a SyncS
 every link (service 0x20), feeds their timers, and moves their output to the links: live
 messages (vectors, batches) first, document chunks only while the link's writer queue is
 short, so chunks never sit in front of live traffic. New batches or chunks from one peer are
-offered to the others (on_local_change). Adds "sync" to status, registers the state API
+offered to the others (on_local_change). At start and whenever a document completes here it
+records, for this node only, which documents it holds whole (table doc_holdings, which
+doc_readiness reads for every site). Adds "sync" to status, registers the state API
 (state_api.py) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
 "state" whenever replicated state changes. With MESHMEET_TEST_HOOKS=1 it also offers
 `sync_test_pace` (cap the rate at which this node sends chunk pieces; tests use it to catch a
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
+from ..sync import meetings
+from ..sync.errors import SyncError
 from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
                             Outgoing, ProtocolViolation, SyncSession)
 from ..sync.store import Store
@@ -71,6 +75,8 @@ class SyncService:
         self.adding: dict[str, Any] | None = None  # a document import in progress
         self._inbox: deque[tuple[str, str, bytes]] = deque()  # (kind, peer, body)
         self._changed_tables: set[str] = set()
+        self._incomplete: set[str] | None = None  # documents not yet whole here; None: look at all
+        self._chunks_arrived = False
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._in_thread = False
@@ -116,6 +122,8 @@ class SyncService:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                async with self.lock:
+                    self.check_holdings(trio.current_time())
                 await self._loop()
         finally:
             with trio.CancelScope(shield=True):
@@ -128,6 +136,8 @@ class SyncService:
             async with self.lock:
                 now = trio.current_time()
                 self._drain_inbox(now)
+                if self._incomplete is None or (self._chunks_arrived and self._incomplete):
+                    self.check_holdings(now)
                 self._run_timers(now)
                 waiting = self._feed_links()
                 self._publish_changes()
@@ -177,9 +187,12 @@ class SyncService:
                 grew = True
                 self.counters["batches_applied"] += 1
                 self._changed_tables.update(e.tables)
+                if "documents" in e.tables:
+                    self._incomplete = None
             elif isinstance(e, ChunkStored):
                 grew = True
                 self.counters["chunks_fetched"] += 1
+                self._chunks_arrived = True
             elif isinstance(e, ChunkRefused):
                 self.counters["chunks_refused"] += 1
             elif isinstance(e, ChangeRejected):  # counted by the store (rejected_changes)
@@ -272,6 +285,25 @@ class SyncService:
             if peer != except_peer:
                 self._queue(peer, p.session.on_local_change(now))
         self._wake.set()
+
+    def check_holdings(self, now: float, all_documents: bool = False) -> list[str]:
+        """Record this node's holding of each document that is now whole here; call with the lock held.
+
+        Looks only at documents known to be incomplete, unless documents changed (or
+        `all_documents`). Never raises: a refusal (e.g. not on the roster yet) is logged and
+        tried again when documents next change."""
+        candidates = None if all_documents else self._incomplete
+        self._chunks_arrived = False
+        try:
+            recorded, self._incomplete = meetings.record_holdings(self.store, candidates)
+        except SyncError as e:
+            log.warning("sync: cannot record document holdings: %s", e.en)
+            self._incomplete = set()
+            return []
+        if recorded:
+            log.info("sync: documents now held whole here: %s", ", ".join(recorded))
+            self.local_changed(now, tables={"doc_holdings"})
+        return recorded
 
     def _publish_changes(self) -> None:
         if not self._changed_tables:
