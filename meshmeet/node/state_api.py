@@ -11,9 +11,10 @@ change capture, and never touch the store outside the service lock.
 
 from __future__ import annotations
 
+import re
+import base64
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
@@ -83,7 +84,7 @@ def arg_int(args: dict, name: str, *, required: bool = True, low: int = 0, high:
         if required:
             bad(name, "bắt buộc", "is required")
         return None
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):  # not str.isdigit: "²" is a digit
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
         value = int(value.strip())  # GET query arguments are strings
     if type(value) is not int:
         bad(name, "phải là số nguyên", "must be an integer")
@@ -113,6 +114,7 @@ class StateApi:
             "meetings": self.meetings, "meeting_create": self.meeting_create, "meeting_update": self.meeting_update,
             "meeting": self.meeting, "agenda_add": self.agenda_add, "agenda_update": self.agenda_update,
             "doc_add": self.doc_add, "docs": self.docs, "doc_readiness": self.doc_readiness,
+            "doc": self.doc, "doc_chunk": self.doc_chunk,
             "checkin": self.checkin, "motion_open": self.motion_open, "vote": self.vote,
             "motion_close": self.motion_close, "announce": self.announce, "announcements": self.announcements,
             "feedback": self.feedback, "feedback_list": self.feedback_list, "feedback_reply": self.feedback_reply,
@@ -288,6 +290,7 @@ class StateApi:
                 bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
             finally:
                 self.svc.adding = None
+            self.svc.check_holdings(trio.current_time(), all_documents=True)
             self.svc.local_changed(trio.current_time(), tables={"documents"})
             row = self.store.get("documents", doc)
         log.info("document %s (%s, %d bytes) added to meeting %s", doc, display, row["size"], mid)
@@ -301,22 +304,53 @@ class StateApi:
             return {"documents": m.documents(self.store, mid)}
 
     async def doc_readiness(self, args: dict) -> dict:
-        """This node's holdings exactly; other sites as far as this node can tell (see docs/api.md)."""
+        """Per roster site: ready true/false/null from the replicated holdings (see docs/api.md)."""
         mid = arg_id(args, "meeting_id")
+        members = self.node.roster.members()
         async with self.svc.lock:
             self._need_meeting(mid)
             docs = m.documents(self.store, mid)
-        mine = all(d["chunks_held"] == d["chunks_total"] for d in docs)
-        sites = []
+            per_node = m.readiness(self.store, mid, [x.node_id for x in members])
         up = set(self.node.links.up_peers())
-        for member in self.node.roster.members():
+        sites = []
+        for member in members:
             me = member.node_id == self.node.key.node_id
             sites.append({"node": member.node_id, "site": member.site, "role": member.role,
-                          "ready": mine if me else None, "linked": me or member.node_id in up,
-                          "source": "self" if me else "unknown"})
+                          "linked": me or member.node_id in up, **per_node[member.node_id]})
+        mine = all(d["chunks_held"] == d["chunks_total"] for d in docs)
         return {"meeting_id": mid, "documents": len(docs), "sites": sites,
                 "this_node": {"ready": mine, "held": sum(d["chunks_held"] for d in docs),
                               "total": sum(d["chunks_total"] for d in docs)}}
+
+    def _doc_json(self, doc_id: str) -> dict[str, Any]:
+        row = self._need("documents", doc_id, "tài liệu", "document")
+        held, total = self.store.document_progress(doc_id)
+        return {"id": doc_id, "meeting_id": row["meeting_id"], "name": row["name"], "size": row["size"],
+                "sha256": row["sha256"], "chunk_bytes": row["chunk_bytes"], "chunks_held": held,
+                "chunks_total": total, "complete": held == total}
+
+    async def doc(self, args: dict) -> dict:
+        """One document's description and how much of it this node holds."""
+        doc_id = arg_id(args, "id")
+        async with self.svc.lock:
+            return {"document": self._doc_json(doc_id)}
+
+    async def doc_chunk(self, args: dict) -> dict:
+        """One stored chunk of a document, base64; 409 while this node does not hold it yet."""
+        doc_id = arg_id(args, "id")
+        index = arg_int(args, "index", high=MAX_DOCUMENT_BYTES)
+        async with self.svc.lock:
+            row = self._need("documents", doc_id, "tài liệu", "document")
+            hashes = parse_hashes(row["chunks"])
+            if index >= len(hashes):
+                bad("index", f"tài liệu chỉ có {len(hashes)} phần (0..{len(hashes) - 1})",
+                    f"the document has {len(hashes)} chunks (0..{len(hashes) - 1})")
+            data = self.store.get_chunk(hashes[index])
+        if data is None:
+            raise ApiError(409, "chunk_missing", f"Điểm này chưa nhận phần {index} của tài liệu; hãy chờ tải xong",
+                           f"this node does not hold chunk {index} of the document yet; wait for the download")
+        return {"id": doc_id, "index": index, "count": len(hashes), "chunk_sha256": hashes[index].hex(),
+                "bytes": len(data), "data": base64.b64encode(data).decode("ascii")}
 
     # ----- attendance and motions ----------------------------------------------------------------
     async def checkin(self, args: dict) -> dict:
