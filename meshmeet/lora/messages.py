@@ -178,7 +178,9 @@ def _from_fields(kind: Kind, f: list) -> Message:
     if kind is Kind.ALERT and len(f) == 3:  # with the announcement id it mirrors
         if not isinstance(f[2], bytes) or not 0 < len(f[2]) <= MAX_REF_BYTES:
             raise MessageError("bad alert reference")
-        return Alert(**vars(_from_fields(kind, f[:2])), ref=f[2])
+        base = _from_fields(kind, f[:2])
+        assert isinstance(base, Alert)
+        return Alert(base.text, base.issued_at, f[2])
     want = {Kind.ALERT: 2, Kind.ACK: 2, Kind.CONTROL: 3, Kind.TALLY: 5,
             Kind.ATTENDANCE: 3, Kind.BEACON: 2, Kind.DIGEST: 2}[kind]
     if len(f) != want:
