@@ -1,5 +1,5 @@
-"""The hall web app's aiohttp side: pages, chair login/sessions, document upload, CA download,
-minutes, the API guard and the HTTPS listener, mounted on the gateway app by `make_setup`.
+"""The hall web app's aiohttp side: pages, chair login/sessions, document upload and download,
+CA download, minutes, the API guard and the HTTPS listener, mounted on the gateway app by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
 reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
@@ -9,12 +9,15 @@ must never import trio, never read the store, and never render user text as HTML
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
+import mimetypes
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,10 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "frame-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'")
 PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin"}
+# Documents shown inline as they are; anything else (HTML, SVG, scripts ...) is sandboxed.
+INLINE_SAFE_TYPES = ("application/pdf", "text/plain", "image/png", "image/jpeg", "image/gif", "image/webp",
+                     "audio/", "video/")
+DOC_CSP_SANDBOX = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 PAGES = {"/": "index.html", "/tv": "tv.html", "/hall": "tv.html", "/tablet": "tablet.html", "/chair": "chair.html", "/ca": "ca.html"}
 
 
@@ -73,6 +80,19 @@ class _Access:
 
 def _err(status: int, code: str, vi: str, en: str) -> ApiError:
     return ApiError(status, code, vi, en)
+
+
+def _doc_headers(doc: dict) -> dict[str, str]:
+    """Content-Type from the name, inline with the name (RFC 6266/5987), ETag from the content hash."""
+    name = str(doc.get("name") or "document")
+    ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    headers = {"Content-Type": ctype, "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache",
+               "Content-Disposition": f'inline; filename="{ascii_name}"; filename*=UTF-8\'\'{urllib.parse.quote(name)}',
+               "ETag": f'"{doc["sha256"]}"', "Referrer-Policy": "same-origin"}
+    if not ctype.startswith(INLINE_SAFE_TYPES):
+        headers["Content-Security-Policy"] = DOC_CSP_SANDBOX
+    return headers
 
 
 def make_setup(opts: WebappOptions, shared: WebappShared) -> Callable[[web.Application, GatewayContext], None]:
@@ -230,8 +250,38 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
         return web.json_response({"record": record, "sha256": record_hash(record), "site": info.get("site")},
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
+    async def document(request: web.Request) -> web.StreamResponse:
+        doc_id = request.match_info["id"]
+        if not ID_RE.match(doc_id):
+            raise _err(400, "bad_document", "Sai mã tài liệu", "invalid document id")
+        doc = (await ctx.api_call("doc", {"id": doc_id}))["document"]
+        if not doc["complete"]:
+            held, total = doc["chunks_held"], doc["chunks_total"]
+            raise _err(409, "doc_incomplete",
+                       f"Tài liệu chưa tải xong về điểm này ({held}/{total} phần); hãy thử lại sau",
+                       f"the document has not fully arrived here yet ({held}/{total} chunks); try again later")
+        resp = web.StreamResponse(headers=_doc_headers(doc))
+        resp.content_length = doc["size"]
+        if request.headers.get("If-None-Match") == resp.headers["ETag"]:
+            return web.Response(status=304, headers={"ETag": resp.headers["ETag"]})
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        for index in range(doc["chunks_total"]):
+            try:
+                piece = await ctx.api_call("doc_chunk", {"id": doc_id, "index": index})
+            except ApiError as e:  # headers are gone: all we can do is cut the download short
+                log.warning("document %s: chunk %d unavailable mid-download (%s)", doc_id, index, e.en)
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await resp.write(base64.b64decode(piece["data"]))
+        await resp.write_eof()
+        return resp
+
     for path in PAGES:
         app.router.add_get(path, page)
+    app.router.add_get("/app/doc/{id}", document)
     app.router.add_get("/minutes/{id}", minutes_page)
     app.router.add_get("/app/session", session)
     app.router.add_post("/app/login", login)
