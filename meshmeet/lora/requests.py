@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ..errors import MeshmeetError
 from .messages import (
-    ACKED_KINDS, BROADCAST, MAX_REF_BYTES, MAX_TEXT_BYTES, Alert, Attendance, Beacon, Control, ControlAction, Digest, Message, Tally,
-    kind_of,
+    ACKED_KINDS, BROADCAST, MAX_REF_BYTES, MAX_TEXT_BYTES, Alert, Attendance, Beacon, Control, ControlAction, Digest,
+    Message, Tally, kind_of,
 )
 
 MAX_U32 = (1 << 32) - 1
