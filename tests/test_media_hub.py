@@ -120,3 +120,24 @@ def test_rate_capped_hall_sheds_video_other_hall_does_not() -> None:
                 assert counts["weak"][0] >= 140 and counts["good"][0] >= 140  # audio kept flowing to both
                 assert counts["good"][1] > 3 * counts["weak"][1]
         asyncio.run(main())
+
+
+def test_recorder_waits_for_a_chunk_and_follows_a_replaced_file(tmp_path: Path) -> None:
+    from meshmeet.media.recorder import MAGIC, read_records
+
+    hub = MediaHub(recordings_dir=tmp_path, meeting_id="m3")
+    path = tmp_path / "m3.mmrec"
+    hub._record(CFG_A, 0.0)  # the holder's config repeats alone write no file
+    hub._record(CFG_A, 5.0)
+    assert not path.exists()
+    hub._record(chunk(0, 0), 6.0)
+    hub._recorder.sync(6.0)
+    assert [r.data for r in read_records(path.read_bytes())] == [CFG_A, chunk(0, 0)]
+    fetched = MAGIC + b"\0\0\0\x01" + bytes(8) + b"\x02"  # recording sync renames a fetched copy over it
+    (tmp_path / "m3.mmrec.part").write_bytes(fetched)
+    (tmp_path / "m3.mmrec.part").replace(path)
+    hub._record(chunk(0, 1), 6.5)  # checked at most once a second: still the old file
+    hub._record(chunk(0, 2), 7.5)
+    hub._recorder.sync(7.5)
+    data = path.read_bytes()
+    assert data.startswith(fetched) and [r.data for r in read_records(data)][-1] == chunk(0, 2)

@@ -83,3 +83,15 @@ def test_repeated_configs_are_recorded_once_changes_again(tmp_path: Path) -> Non
         rec.add(data, 1.0)
     rec.close()
     assert [r.data for r in read_records(path.read_bytes())] == [cfg1, vcfg, audio(0), cfg2, cfg1]
+
+
+def test_idle_sync_writes_the_tail_of_a_meeting(tmp_path: Path) -> None:
+    path = tmp_path / "m.mmrec"
+    rec = Recorder(open(path, "ab"), now=0.0)
+    rec.add(audio(0), 0.1)
+    rec.add(audio(1), 0.2)
+    rec.idle_sync(0.5)  # not yet a second since the last sync
+    assert audio(1) not in path.read_bytes()
+    rec.idle_sync(1.0)
+    assert [r.data for r in read_records(path.read_bytes())] == [audio(0), audio(1)]
+    rec.close()

@@ -44,6 +44,7 @@ class Recorder:
         self._t0 = now
         self._last_sync = now
         self._configs: dict[int, bytes] = {}  # stream byte -> last config recorded
+        self._dirty = False
         self.records = 0
 
     def add(self, data: bytes, now: float) -> None:
@@ -57,13 +58,23 @@ class Recorder:
         at_us = max(0, round((now - self._t0) * 1_000_000))
         self._f.write(_REC.pack(len(data), at_us) + data)
         self.records += 1
+        self._dirty = True
         if now - self._last_sync >= FSYNC_INTERVAL_S:
             self.sync(now)
+
+    def idle_sync(self, now: float) -> None:
+        """Call about once a second: syncs records that came after the last sync (the tail of a meeting)."""
+        if self._dirty and now - self._last_sync >= FSYNC_INTERVAL_S:
+            self.sync(now)
+
+    def fileno(self) -> int:
+        return self._f.fileno()
 
     def sync(self, now: float) -> None:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._last_sync = now
+        self._dirty = False
 
     def close(self) -> None:
         self._f.flush()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ MEDIA_TOPIC = "media"  # node -> gateway: whole chunks and configs, keyframe req
 UP_TOPIC = "media_up"  # gateway -> node: presenter chunks and configs, keyframe requests
 STATS_TOPIC = "media_stats"  # gateway -> node: this hub's stats (JSON text), every NODE_STATS_S
 NODE_STATS_S = 1.0
+RECORDING_CHECK_S = 1.0  # how often the recorder checks that its file is still the one on disk
 
 Upstream = Callable[[bytes], Awaitable[None]]
 
@@ -64,6 +66,8 @@ class MediaHub:
         self.recordings_dir = recordings_dir
         self.meeting_id = meeting_id
         self._recorder: Recorder | None = None
+        self._checked_at = -1e18
+        self._pending_configs: dict[int, tuple[bytes, float]] = {}  # stream byte -> (config, arrival)
         self.format_errors = 0
 
     # ---- input -------------------------------------------------------------------------
@@ -123,13 +127,43 @@ class MediaHub:
                 asyncio.get_running_loop().create_task(ws.send_bytes(data))
 
     def _record(self, data: bytes, now: float) -> None:
+        """Configs wait in memory until a chunk comes (a node that only hears the holder's config
+        repeats writes no file); the file is reopened if recording sync replaced it meanwhile."""
         if self.recordings_dir is None:
             return
-        if self._recorder is None:
-            self.recordings_dir.mkdir(parents=True, exist_ok=True)
-            f = open(self.recordings_dir / f"{self.meeting_id}.mmrec", "ab")  # noqa: SIM115 (kept open)
-            self._recorder = Recorder(f, now)
+        if data[:1] != bytes((C.KIND_CHUNK,)):
+            if self._recorder is not None:
+                self._recorder.add(data, now)
+            elif data[:1] == bytes((C.KIND_CONFIG,)) and len(data) > 1:
+                self._pending_configs[data[1]] = (data, now)
+            return
+        if self._recorder is None or now - self._checked_at >= RECORDING_CHECK_S:
+            self._open_recorder(now)
+            assert self._recorder is not None
+            for cfg, at in sorted(self._pending_configs.values(), key=lambda x: x[1]):
+                self._recorder.add(cfg, at)
+            self._pending_configs.clear()
         self._recorder.add(data, now)
+
+    def sync_recording(self) -> None:
+        """Call about once a second: the tail of a meeting reaches the disk (and recording sync)."""
+        if self._recorder is not None:
+            self._recorder.idle_sync(self._clock())
+
+    def _open_recorder(self, now: float) -> None:
+        path = self.recordings_dir / f"{self.meeting_id}.mmrec"
+        self._checked_at = now
+        if self._recorder is not None:
+            try:
+                if os.stat(path).st_ino == os.fstat(self._recorder.fileno()).st_ino:
+                    return
+            except OSError:
+                pass
+            log.info("recording %s was replaced (fetched from a neighbour): appending to the new file", path.name)
+            self._recorder.close()
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        f = open(path, "ab")  # noqa: SIM115 (kept open)
+        self._recorder = Recorder(f, now)
 
     # ---- subscribers -------------------------------------------------------------------
     def add_subscriber(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, *,
@@ -281,6 +315,7 @@ def node_media_setup(*, recordings_dir: Path, meeting_id: str) -> Callable[[web.
         async def report() -> None:
             while inbound is not None:
                 await asyncio.sleep(NODE_STATS_S)
+                hub.sync_recording()
                 stats = hub.stats()
                 try:
                     await inbound(STATS_TOPIC, json.dumps({"subscribers": stats["subscribers"],
