@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from meshmeet.sync import chunks as chunking
@@ -177,3 +178,32 @@ def test_a_chunk_vanishing_mid_download_cuts_the_response_short(tmp_path: Path) 
             await runner.cleanup()
 
     assert asyncio.run(main()) == "cut"
+
+
+@pytest.mark.slow
+def test_real_nodes_hall_serves_the_document_and_hq_sees_both_halls_ready(tmp_path: Path) -> None:
+    """Three real `meshmeet run` processes: HQ adds a real file; each hall's /app/doc gives it back."""
+    import urllib.request
+
+    from nodeproc import stop_all, wait_for
+    from test_node_sync import converged, ok, random_file, start_commune
+
+    hq, halls = start_commune(tmp_path, 2)
+    nodes = [hq, *halls]
+    try:
+        mid = ok(hq, "meeting_create", {"title": "Họp toàn xã"})["id"]
+        original = random_file(tmp_path / "Báo cáo quý.pdf", 3 << 20)
+        doc = ok(hq, "doc_add", {"meeting_id": mid, "path": str(original)})
+        wait_for(lambda: converged(nodes), "document and holdings at both halls")
+        want = hashlib.sha256(original.read_bytes()).hexdigest()
+        for hall in halls:
+            with urllib.request.urlopen(f"{hall.url}/app/doc/{doc['id']}", timeout=60) as resp:
+                assert resp.headers["Content-Type"] == "application/pdf"
+                assert hashlib.sha256(resp.read()).hexdigest() == want
+        wait_for(lambda: all(s["ready"] for s in ok(hq, "doc_readiness", {"meeting_id": mid})["sites"]),
+                 "every site ready at HQ")
+        sites = ok(hq, "doc_readiness", {"meeting_id": mid})["sites"]
+        assert sorted(s["source"] for s in sites) == ["replicated", "replicated", "self"]
+        assert ok(halls[0], "doc", {"id": doc["id"]})["document"]["complete"] is True
+    finally:
+        stop_all(nodes)

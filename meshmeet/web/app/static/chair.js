@@ -49,7 +49,8 @@
         el("button", { class: "secondary", "data-testid": "agenda-up", "aria-label": `${t("up")}: ${a.title}`, disabled: i === 0, onclick: () => move(agenda, i, -1) }, "↑"),
         el("button", { class: "secondary", "data-testid": "agenda-down", "aria-label": `${t("down")}: ${a.title}`, disabled: i === agenda.length - 1, onclick: () => move(agenda, i, 1) }, "↓"),
         el("button", { "data-testid": "agenda-current", onclick: () => act("[data-testid=agenda-msg]", () => MM.api("meeting_update", { id: selected, current_item: a.id })) }, t("make_current"))))));
-    fill("[data-testid=doc-list]", (d.documents || []).map((doc) => el("li", { "data-testid": "doc-row" }, `${doc.name} — ${doc.size || 0} ${t("bytes")}`)));
+    fill("[data-testid=doc-list]", (d.documents || []).map((doc) => el("li", { "data-testid": "doc-row" },
+      MM.docLink(doc, "chair-doc-open"), ` — ${doc.size || 0} ${t("bytes")}`)));
     const queue = (d.speaking_queue || []).filter((e) => e.state === "waiting");
     fill("[data-testid=speak-queue]", queue.map((e) => {
       const site = MM.siteName(info.sites, e);
@@ -77,7 +78,7 @@
       el("tbody", {}, rows.filter(([, v]) => v !== null && typeof v === "object" || typeof v === "boolean").map(([site, v]) => {
         const ready = typeof v === "boolean" ? v : (v.ready ?? v.all_held ?? v.complete ?? null);
         const extra = typeof v === "object" && v.held !== undefined ? ` (${v.held}/${v.total})` : "";
-        const pill = ready === null ? el("span", { class: "pill" }, "?") : el("span", { class: "pill " + (ready ? "ok" : "no") }, t(ready ? "ready" : "not_ready"));
+        const pill = ready === null ? el("span", { class: "pill", title: t("not_heard") }, "?", " ", t("not_heard")) : el("span", { class: "pill " + (ready ? "ok" : "no") }, t(ready ? "ready" : "not_ready"));
         return el("tr", { "data-testid": "readiness-row", "data-ready": String(ready) }, el("td", {}, site), el("td", {}, pill, extra));
       }))));
   }

@@ -101,6 +101,14 @@ window.MM = (() => {
     const upcoming = list.filter((m) => m.status !== "ended");
     return upcoming.length ? upcoming[upcoming.length - 1] : list[list.length - 1];
   }
+  // A document's name: a link to /app/doc/ID once this node holds it whole, else plain text
+  // with "(downloading)". data-complete says which, for tests and styling.
+  function docLink(doc, testid) {
+    const whole = (doc.chunks_held || 0) >= (doc.chunks_total || 0);
+    if (!whole) return el("span", { "data-testid": testid, "data-complete": "no" }, doc.name, " ", el("em", { class: "muted" }, `(${t("doc_downloading")})`));
+    return el("a", { href: "/app/doc/" + encodeURIComponent(doc.id), target: "_blank", rel: "noopener",
+      "data-testid": testid, "data-complete": "yes", "aria-label": `${t("doc_open")}: ${doc.name}` }, doc.name);
+  }
   function siteName(sites, entry) {
     if (!entry) return "";
     if (typeof entry === "string") return sites[entry] || entry;
@@ -131,5 +139,5 @@ window.MM = (() => {
 
   document.addEventListener("DOMContentLoaded", () => { applyI18n(); langButton(); });
   return { t, api, get, request, errText, watchState, el, fill, say, onLang, setLang, applyI18n, currentMeeting,
-           siteName, openMotion, lastClosed, tallyOf, quorumMet, passed, chime, get lang() { return lang; } };
+           siteName, docLink, openMotion, lastClosed, tallyOf, quorumMet, passed, chime, get lang() { return lang; } };
 })();

@@ -34,6 +34,7 @@ window.MM_TEXT = {
     status_planned: "Chưa bắt đầu", status_scheduled: "Chưa bắt đầu", status_started: "Đang họp", status_ended: "Đã kết thúc",
     per_hall: "Có mặt theo điểm", total: "Tổng", bytes: "byte", choose_file: "Chọn tệp", member: "Đại biểu (tuỳ chọn)", member_one: "Hoặc từng người (họ tên)", member_in: "Đã điểm danh:",
     you: "Nút này", hall_count: "số điểm", go_minutes: "Xem biên bản",
+    doc_open: "Mở tài liệu", doc_downloading: "đang tải về", not_heard: "Chưa có tin",
   },
   en: {
     lang_switch: "Tiếng Việt", app: "Village meeting", tv: "Hall screen", tablet: "Tablet", chair: "Chair console",
@@ -69,5 +70,6 @@ window.MM_TEXT = {
     status_planned: "Not started", status_scheduled: "Not started", status_started: "In session", status_ended: "Ended",
     per_hall: "Present per site", total: "Total", bytes: "bytes", choose_file: "Choose a file", member: "Member (optional)", member_one: "Or one by one (name)", member_in: "Checked in:",
     you: "This node", hall_count: "sites", go_minutes: "Minutes",
+    doc_open: "Open document", doc_downloading: "downloading", not_heard: "Not heard yet",
   },
 };

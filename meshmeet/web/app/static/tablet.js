@@ -19,7 +19,7 @@
     fill("[data-testid=tablet-agenda]", (d.agenda || []).map((a) =>
       el("li", { class: a.id === m.current_item ? "current" : "", "data-testid": "agenda-item" }, a.title)));
     fill("[data-testid=tablet-docs]", (d.documents || []).map((doc) => el("li", { "data-testid": "doc-item" },
-      el("div", {}, doc.name), el("div", { class: "row muted" },
+      el("div", {}, MM.docLink(doc, "doc-open")), el("div", { class: "row muted" },
         el("progress", { max: doc.chunks_total || 1, value: doc.chunks_held || 0, "aria-label": doc.name }),
         `${doc.chunks_held || 0}/${doc.chunks_total || 0} — ${human(doc.size || 0)}`))));
     const mine = (d.speaking_queue || []).find((q) => q.node === info.node_id || q.site === info.site);
