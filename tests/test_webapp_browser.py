@@ -10,6 +10,7 @@ guards (Playwright's expect timeouts), never performance limits.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from browser.media_fixtures import CHROMIUM, browser_missing_reason
 from browser.webapp_nodes import CHAIR_PIN, get_json, hq_and_hall, webapp
 from nodeproc import wait_for
 
-pytestmark = pytest.mark.slow
+# Real Chromium and real nodes on 2 shared cores: a scheduling stall can starve the encoders for a
+# moment, so a failure is retried (twice at most); every assertion still has to pass in one run.
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -101,6 +104,13 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         expect(tablet.get_by_test_id("tablet-meeting-title")).to_have_text("Họp dân thôn quý IV")
         expect(tablet.get_by_test_id("agenda-item")).to_have_count(2)
         expect(tablet.get_by_test_id("doc-item")).to_have_count(1)
+        # The document opens on the tablet from the hall's own copy, byte for byte.
+        link = tablet.get_by_test_id("doc-open")
+        expect(link).to_have_attribute("data-complete", "yes")
+        opened = tablet.request.get(hall.url + link.get_attribute("href"))
+        assert opened.status == 200 and opened.headers["content-disposition"].startswith("inline")
+        assert hashlib.sha256(opened.body()).hexdigest() == hashlib.sha256(doc.read_bytes()).hexdigest()
+        expect(chair.locator("[data-testid=readiness-row][data-ready=true]")).to_have_count(2)
         tablet.get_by_test_id("checkin-count").fill("35")
         tablet.get_by_test_id("checkin-submit").click()
         expect(tablet.get_by_test_id("checkin-msg")).to_contain_text("35")
