@@ -16,7 +16,9 @@ from browser.media_fixtures import (CHROMIUM, FPS, TONE_S, TONES_HZ, AppThread, 
 
 AUDIO_ONLY_WITHIN_FRAMES = 75  # 1.5 s of 20 ms audio frames (the goal is 1 s; see the assertion)
 
-pytestmark = pytest.mark.slow
+# Real Chromium and real nodes on 2 shared cores: a scheduling stall can starve the encoders for a
+# moment, so a failure is retried (twice at most); every assertion still has to pass in one run.
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
