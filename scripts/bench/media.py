@@ -7,7 +7,16 @@ as the baseline, measured in the same run with the same clients. Clients run in 
 presenter sending audio (50/s, 74 B) and low + high video (20/s) whose payload carries a send
 timestamp, and N hall subscribers (audio + low video). Loopback only; bounded in time.
 
+Capture -> decoded latency in headless Chromium (skipped with --no-browser or without Chromium):
+three real nodes in a chain (HQ -> relay hall -> end hall, tests/browser/node_chain.py), the
+presenter page at HQ, and two probing player pages in the same browser context (so that their
+clocks agree): one at the end hall (two mesh links) and, as the same-run baseline, one at HQ
+itself (the same capture, encoder, gateway and player, no mesh link). Latency of a frame =
+performance.timeOrigin + now() when the player's decoder output it, minus the presenter's
+capture instant of that chunk (its epoch + the chunk timestamp).
+
     python scripts/bench/media.py [--json] [--subs 50] [--seconds 4] [--max-subs 300]
+                                  [--browser-seconds 20] [--no-browser]
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -201,12 +211,86 @@ def with_server(kind: str, fn) -> dict:
         p.join(5)
 
 
+def _pct(v: list[float], p: float) -> float | None:
+    if not v:
+        return None
+    v = sorted(v)
+    return round(v[min(len(v) - 1, int(p * len(v)))], 1)
+
+
+def browser_latency(seconds: float) -> dict:
+    """Capture -> decoded latency per player page and track (see the module docstring)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from browser.media_fixtures import CHROMIUM, browser_missing_reason, chromium_args, write_wav, write_y4m
+
+    reason = browser_missing_reason()
+    if reason:
+        return {"skipped": reason}
+    from browser.node_chain import node_chain
+    from playwright.sync_api import sync_playwright
+
+    def local(url: str) -> str:
+        return url.replace("127.0.0.1", "localhost")  # a secure context for WebCodecs
+
+    def wait(page, expr: str, pred, guard_s: float = 60.0):  # a hang guard
+        end = time.monotonic() + guard_s
+        while True:
+            v = page.evaluate(expr)
+            if pred(v) or time.monotonic() > end:
+                return v
+            time.sleep(0.1)
+
+    with tempfile.TemporaryDirectory(prefix="mm-bench-media-") as tmp:
+        d = Path(tmp)
+        write_y4m(d / "cam.y4m", 200)
+        write_wav(d / "mic.wav", 10.0)
+        (d / "nodes").mkdir()
+        with node_chain(d / "nodes") as (hq, relay, end), sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=chromium_args(d / "cam.y4m", d / "mic.wav"))
+            try:
+                ctx = browser.new_context()
+                pres = ctx.new_page()
+                pres.goto(local(hq.url) + "/present")
+                pres.click("#start")
+                wait(pres, "window.meshmeetPresenter.stats().running", bool)
+                pages = {"hq_local": ctx.new_page(), "end_2_links": ctx.new_page()}
+                pages["hq_local"].goto(local(hq.url) + "/media/hall?probe=1")
+                pages["end_2_links"].goto(local(end.url) + "/media/hall?probe=1")
+                for pg in pages.values():
+                    wait(pg, "window.meshmeet.stats()", lambda s: s["videoFramesDecoded"] > 20)
+                    pg.evaluate("window.meshmeet.probe()")  # discard the start
+                epoch_ms = pres.evaluate("window.meshmeetPresenter.stats().epochMs")
+                lat: dict[str, dict[int, list[float]]] = {k: {0: [], 1: []} for k in pages}
+                t_end = time.monotonic() + seconds
+                while time.monotonic() < t_end:
+                    time.sleep(1.0)
+                    for k, pg in pages.items():
+                        for track, ts_us, at_ms in pg.evaluate("window.meshmeet.probe()")["decoded"]:
+                            lat[k][track].append(at_ms - (epoch_ms + ts_us / 1000))
+                stats = {k: pg.evaluate("window.meshmeet.details()") for k, pg in pages.items()}
+                pres.click("#stop")
+            finally:
+                browser.close()
+    out: dict = {"seconds": seconds, "goal_audio_p95_ms": 150.0}
+    for k in lat:
+        for track, name in ((0, "audio"), (1, "video")):
+            v = lat[k][track]
+            out[f"{k}_{name}"] = {"frames": len(v), "p50_ms": _pct(v, 0.5), "p95_ms": _pct(v, 0.95), "p99_ms": _pct(v, 0.99)}
+        out[f"{k}_player"] = {x: stats[k].get(x) for x in ("audioUnderruns", "bufferedMs", "targetMs", "videoLayer", "decoderErrors")}
+    a, b = out["end_2_links_audio"]["p95_ms"], out["hq_local_audio"]["p95_ms"]
+    out["added_by_2_links_audio_p95_ms"] = round(a - b, 1) if a is not None and b is not None else None
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--subs", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--max-subs", type=int, default=300)
+    ap.add_argument("--browser-seconds", type=float, default=20.0)
+    ap.add_argument("--no-browser", action="store_true")
     a = ap.parse_args()
 
     core = core_fanout(a.subs)
@@ -227,7 +311,7 @@ def main() -> None:
                         "added_p99_ms": round(hop["relay"]["p99_ms"] - hop["bare"]["p99_ms"], 3), "goal_p99_ms": 2.0},
         "core_fanout": core,
         "subscribers_per_core": {"points": scale, "max_under_one_core": max(ok) if ok else 0, "goal": 200},
-        "capture_to_decode": None,
+        "capture_to_decode": None if a.no_browser else browser_latency(a.browser_seconds),
     }
     if a.json:
         print(json.dumps(out, indent=1))
@@ -248,7 +332,24 @@ def main() -> None:
     for s in scale:
         print(f"{s['subscribers']:>6}{s['relay_cpu_cores']:>13.2f}{s['relay_delivered']:>13.3f}{s['bare_cpu_cores']:>12.2f}{s['bare_delivered']:>12.3f}")
     print(f"max subscribers under one core with >= 95 % delivered: {out['subscribers_per_core']['max_under_one_core']} (goal 200)")
-    print("capture -> decode latency in Chromium: not measured by this script yet")
+    print_browser(out["capture_to_decode"])
+
+
+def print_browser(b: dict | None) -> None:
+    print()
+    if b is None or "skipped" in b:
+        print(f"capture -> decoded latency in Chromium: skipped ({(b or {}).get('skipped', '--no-browser')})")
+        return
+    print(f"Capture -> decoded latency in Chromium, {b['seconds']:.0f} s, presenter at HQ (ms; goal audio p95 < 150)")
+    print(f"{'player page':40}{'frames':>8}{'p50':>8}{'p95':>8}{'p99':>8}")
+    for k, label in (("hq_local", "HQ itself (baseline, no mesh)"), ("end_2_links", "end hall (HQ->relay->end)")):
+        for name in ("audio", "video"):
+            r = b[f"{k}_{name}"]
+            cells = "".join(f"{'-' if r[x] is None else r[x]:>8}" for x in ("p50_ms", "p95_ms", "p99_ms"))
+            print(f"{label + ' ' + name:40}{r['frames']:>8}{cells}")
+        pl = b[f"{k}_player"]
+        print(f"{'':40}jitter buffer {pl['bufferedMs']} ms (target {pl['targetMs']}), underruns {pl['audioUnderruns']}")
+    print(f"audio p95 added by the two mesh links: {b['added_by_2_links_audio_p95_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ const s = {
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
     decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0 },
   barcodes: [], tones: [],
+  decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
 };
+const MAX_PROBE_DECODED = 5000;
+function probeDecoded(track, tsUs) {
+  if (s.decoded.length < MAX_PROBE_DECODED) s.decoded.push([track, tsUs, performance.timeOrigin + performance.now()]);
+}
 
 function b64(s64) { return C.b64decode(s64); }
 
@@ -40,6 +45,7 @@ function onAudio(ad) {
   const pcm = new Float32Array(ad.numberOfFrames);
   ad.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
   const ts = ad.timestamp;
+  if (s.probe) probeDecoded(0, ts);
   ad.close();
   s.stats.audioFramesDecoded++;
   s.lastAudioMs = performance.now();
@@ -73,6 +79,7 @@ function requestKeyframe(layer) {
 
 function onVideo(frame) {
   s.stats.videoFramesDecoded++;
+  if (s.probe) probeDecoded(1, frame.timestamp);
   s.lastVideoMs = performance.now();
   if (s.probe) s.barcodes.push(readBarcode(frame));
   s.frames.push(frame);
@@ -153,7 +160,8 @@ function publishStats() {
   const t = performance.now();
   const videoFresh = t - s.lastVideoMs < AUDIO_ONLY_AFTER_MS;
   s.stats.mode = videoFresh ? "video" : "audio-only";
-  postMessage({ type: "stats", stats: { ...s.stats }, barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [] });
+  postMessage({ type: "stats", stats: { ...s.stats }, barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
+    decoded: s.probe ? s.decoded.splice(0) : [] });
 }
 
 onmessage = (ev) => {

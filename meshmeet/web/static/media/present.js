@@ -20,7 +20,9 @@ const st = {
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
   keyframesOnRequest: st.keyframesOnRequest,
-  codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq) }) };
+  codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq),
+  // chunk timestamps are µs since this instant (ms since the epoch): capture time = epochMs + timestamp / 1000
+  epochMs: performance.timeOrigin + st.t0 }) };
 
 function status(vi, en) { $("status").textContent = `${vi} / ${en}`; }
 function nowUs() { return Math.round((performance.now() - st.t0) * 1000); }
