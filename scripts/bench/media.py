@@ -12,8 +12,10 @@ three real nodes in a chain (HQ -> relay hall -> end hall, tests/browser/node_ch
 presenter page at HQ, and two probing player pages in the same browser context (so that their
 clocks agree): one at the end hall (two mesh links) and, as the same-run baseline, one at HQ
 itself (the same capture, encoder, gateway and player, no mesh link). Latency of a frame =
-performance.timeOrigin + now() when the player's decoder output it, minus the presenter's
-capture instant of that chunk (its epoch + the chunk timestamp).
+performance.timeOrigin + now() when the player's decoder output it, minus when the presenter
+page handed that frame to its encoder (video: the page's epoch + the chunk timestamp; audio: the
+instant its PCM arrived from the capture worklet, as audio timestamps count frames). The bare
+in-browser loop (the presenter page decoding its own audio) is a second same-run baseline.
 
     python scripts/bench/media.py [--json] [--subs 50] [--seconds 4] [--max-subs 300]
                                   [--browser-seconds 20] [--no-browser]
@@ -218,6 +220,18 @@ def _pct(v: list[float], p: float) -> float | None:
     return round(v[min(len(v) - 1, int(p * len(v)))], 1)
 
 
+def audio_capture(captured: dict[int, float], keys: list[int], decoded_ts_us: float) -> float | None:
+    """When the chunk a decoded audio frame came from was captured (`keys`: sorted(captured)):
+    decoders give the chunk's timestamp less Opus's pre-skip (6.5 ms), so take the first chunk
+    within half a frame after it."""
+    import bisect
+
+    i = bisect.bisect_left(keys, int(decoded_ts_us))
+    if i < len(keys) and keys[i] - decoded_ts_us < 10_000:
+        return captured[keys[i]]
+    return None
+
+
 def browser_latency(seconds: float) -> dict:
     """Capture -> decoded latency per player page and track (see the module docstring)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
@@ -251,7 +265,7 @@ def browser_latency(seconds: float) -> dict:
             try:
                 ctx = browser.new_context()
                 pres = ctx.new_page()
-                pres.goto(local(hq.url) + "/present")
+                pres.goto(local(hq.url) + "/present?probe=1")
                 pres.click("#start")
                 wait(pres, "window.meshmeetPresenter.stats().running", bool)
                 pages = {"hq_local": ctx.new_page(), "end_2_links": ctx.new_page()}
@@ -260,19 +274,29 @@ def browser_latency(seconds: float) -> dict:
                 for pg in pages.values():
                     wait(pg, "window.meshmeet.stats()", lambda s: s["videoFramesDecoded"] > 20)
                     pg.evaluate("window.meshmeet.probe()")  # discard the start
+                pres.evaluate("window.meshmeetPresenter.takeLoop()")
                 epoch_ms = pres.evaluate("window.meshmeetPresenter.stats().epochMs")
                 lat: dict[str, dict[int, list[float]]] = {k: {0: [], 1: []} for k in pages}
+                loop: list[float] = []
+                captured: dict[int, float] = {}  # audio timestamp -> when its PCM reached the encoder
                 t_end = time.monotonic() + seconds
                 while time.monotonic() < t_end:
                     time.sleep(1.0)
+                    loop += pres.evaluate("window.meshmeetPresenter.takeLoop()")
+                    captured.update((int(ts), at) for ts, at in pres.evaluate("window.meshmeetPresenter.takeCaptures()"))
+                    keys = sorted(captured)
                     for k, pg in pages.items():
                         for track, ts_us, at_ms in pg.evaluate("window.meshmeet.probe()")["decoded"]:
-                            lat[k][track].append(at_ms - (epoch_ms + ts_us / 1000))
+                            cap = epoch_ms + ts_us / 1000 if track == 1 else audio_capture(captured, keys, ts_us)
+                            if cap is not None:
+                                lat[k][track].append(at_ms - cap)
                 stats = {k: pg.evaluate("window.meshmeet.details()") for k, pg in pages.items()}
                 pres.click("#stop")
             finally:
                 browser.close()
-    out: dict = {"seconds": seconds, "goal_audio_p95_ms": 150.0}
+    out: dict = {"seconds": seconds, "goal_audio_p95_ms": 150.0, "load_average_1min": round(os.getloadavg()[0], 1),
+                 "loop_audio": {"frames": len(loop), "p50_ms": _pct(loop, 0.5), "p95_ms": _pct(loop, 0.95),
+                                "p99_ms": _pct(loop, 0.99)}}
     for k in lat:
         for track, name in ((0, "audio"), (1, "video")):
             v = lat[k][track]
@@ -280,6 +304,8 @@ def browser_latency(seconds: float) -> dict:
         out[f"{k}_player"] = {x: stats[k].get(x) for x in ("audioUnderruns", "bufferedMs", "targetMs", "videoLayer", "decoderErrors")}
     a, b = out["end_2_links_audio"]["p95_ms"], out["hq_local_audio"]["p95_ms"]
     out["added_by_2_links_audio_p95_ms"] = round(a - b, 1) if a is not None and b is not None else None
+    c = out["loop_audio"]["p95_ms"]
+    out["added_by_nodes_audio_p95_ms"] = round(a - c, 1) if a is not None and c is not None else None
     return out
 
 
@@ -342,6 +368,9 @@ def print_browser(b: dict | None) -> None:
         return
     print(f"Capture -> decoded latency in Chromium, {b['seconds']:.0f} s, presenter at HQ (ms; goal audio p95 < 150)")
     print(f"{'player page':40}{'frames':>8}{'p50':>8}{'p95':>8}{'p99':>8}")
+    r = b["loop_audio"]
+    cells = "".join(f"{'-' if r[x] is None else r[x]:>8}" for x in ("p50_ms", "p95_ms", "p99_ms"))
+    print(f"{'bare in-browser loop audio (baseline)':40}{r['frames']:>8}{cells}")
     for k, label in (("hq_local", "HQ itself (baseline, no mesh)"), ("end_2_links", "end hall (HQ->relay->end)")):
         for name in ("audio", "video"):
             r = b[f"{k}_{name}"]
@@ -349,7 +378,8 @@ def print_browser(b: dict | None) -> None:
             print(f"{label + ' ' + name:40}{r['frames']:>8}{cells}")
         pl = b[f"{k}_player"]
         print(f"{'':40}jitter buffer {pl['bufferedMs']} ms (target {pl['targetMs']}), underruns {pl['audioUnderruns']}")
-    print(f"audio p95 added by the two mesh links: {b['added_by_2_links_audio_p95_ms']} ms")
+    print(f"audio p95 added by the two mesh links: {b['added_by_2_links_audio_p95_ms']} ms; by the nodes and links "
+          f"over the bare loop: {b['added_by_nodes_audio_p95_ms']} ms (load average {b['load_average_1min']})")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,40 @@ window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeEr
   keyframesOnRequest: st.keyframesOnRequest,
   codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq),
   // chunk timestamps are µs since this instant (ms since the epoch): capture time = epochMs + timestamp / 1000
-  epochMs: performance.timeOrigin + st.t0 }) };
+  epochMs: performance.timeOrigin + st.t0 }),
+  // probe=1 only, each call takes and clears: capture -> decoded latencies (ms) of the bare in-browser
+  // loop (this page decodes its own audio, no node; a benchmark's baseline), and [timestamp µs, epoch ms]
+  // of each audio chunk sent: when its PCM reached the encoder (Opus gives one chunk per 20 ms frame,
+  // in order; chunk timestamps are not exactly the input's, and count frames, not capture instants)
+  takeLoop: () => loop.lat.splice(0),
+  takeCaptures: () => loop.captures.splice(0) };
+const loop = { on: new URLSearchParams(location.search).get("probe") === "1", dec: null, lat: [], captures: [],
+  at: new Map(), inQ: [] };
+const MAX_PROBE_ENTRIES = 5000;
+
+function loopAudio(chunk, meta) {
+  const at = loop.inQ.shift();
+  if (at !== undefined) {
+    if (loop.captures.length < MAX_PROBE_ENTRIES) loop.captures.push([chunk.timestamp, at]);
+    loop.at.set(chunk.timestamp, at);
+    if (loop.at.size > 500) loop.at.delete(loop.at.keys().next().value);
+  }
+  if (meta && meta.decoderConfig) {
+    if (loop.dec) try { loop.dec.close(); } catch (e) { /* closed */ }
+    loop.dec = new AudioDecoder({
+      output: (ad) => {
+        // the decoder's timestamps are the chunk's less Opus's pre-skip (6.5 ms): match within half a frame
+        let at;
+        for (const [ts, t] of loop.at) if (ts >= ad.timestamp && ts - ad.timestamp < 10000) { at = t; loop.at.delete(ts); break; }
+        if (at !== undefined && loop.lat.length < MAX_PROBE_ENTRIES) loop.lat.push(performance.timeOrigin + performance.now() - at);
+        ad.close();
+      },
+      error: (e) => console.warn("loop AudioDecoder", e),
+    });
+    loop.dec.configure(meta.decoderConfig);
+  }
+  if (loop.dec && loop.dec.state === "configured") loop.dec.decode(chunk);
+}
 
 function status(vi, en) { $("status").textContent = `${vi} / ${en}`; }
 function nowUs() { return Math.round((performance.now() - st.t0) * 1000); }
@@ -82,6 +115,7 @@ async function startAudio(track, bitrate) {
   if (ctx.state === "suspended") await ctx.resume();
   const enc = new AudioEncoder({
     output: (chunk, meta) => {
+      if (loop.on) loopAudio(chunk, meta);
       if (meta && meta.decoderConfig) {
         st.audioGen = (st.audioGen + 1) & 0xff;
         const d = meta.decoderConfig;
@@ -102,6 +136,7 @@ async function startAudio(track, bitrate) {
     if (st.audioStartUs === null) st.audioStartUs = nowUs();
     const ad = new AudioData({ format: "f32-planar", sampleRate: 48000, numberOfFrames: 960, numberOfChannels: 1,
       timestamp: st.audioStartUs + ev.data.index * 20000, data: ev.data.pcm });
+    if (loop.on && loop.inQ.length < 500) loop.inQ.push(performance.timeOrigin + performance.now());
     enc.encode(ad); ad.close();
   };
 }
