@@ -10,8 +10,10 @@ timestamp, and N hall subscribers (audio + low video). Loopback only; bounded in
 Capture -> decoded latency in headless Chromium (skipped with --no-browser or without Chromium):
 three real nodes in a chain (HQ -> relay hall -> end hall, tests/browser/node_chain.py), the
 presenter page at HQ, and two probing player pages in the same browser context (so that their
-clocks agree): one at the end hall (two mesh links) and, as the same-run baseline, one at HQ
-itself (the same capture, encoder, gateway and player, no mesh link). Latency of a frame =
+clocks agree): one at the end hall (two mesh links) and, as a same-run baseline, one at HQ
+itself (the same capture, encoder, gateway and player, no mesh link). Before the chain, a single
+node alone (presenter and player at it, browser-seconds / 2): on this 2-core host three node
+processes and Chromium compete for CPU, which one site's node would not. Latency of a frame =
 performance.timeOrigin + now() when the player's decoder output it, minus when the presenter
 page handed that frame to its encoder (video: the page's epoch + the chunk timestamp; audio: the
 instant its PCM arrived from the capture worklet, as audio timestamps count frames). The bare
@@ -241,6 +243,7 @@ def browser_latency(seconds: float) -> dict:
     if reason:
         return {"skipped": reason}
     from browser.node_chain import node_chain
+    from nodeproc import NodeProcess, make_commune, stop_all
     from playwright.sync_api import sync_playwright
 
     def local(url: str) -> str:
@@ -254,47 +257,77 @@ def browser_latency(seconds: float) -> dict:
                 return v
             time.sleep(0.1)
 
+    def busy_cores_s() -> float:
+        return sum(float(x) for x in open("/proc/stat").readline().split()[1:4]) / CLK_TCK
+
+    def measure(browser, pres_url: str, player_urls: dict[str, str], secs: float, pids: dict[str, int]):
+        ctx = browser.new_context()
+        try:
+            pres = ctx.new_page()
+            pres.goto(pres_url)
+            pres.click("#start")
+            wait(pres, "window.meshmeetPresenter.stats().running", bool)
+            pages = {k: ctx.new_page() for k in player_urls}
+            for k, pg in pages.items():
+                pg.goto(player_urls[k])
+            for pg in pages.values():
+                wait(pg, "window.meshmeet.stats()", lambda s: s["videoFramesDecoded"] > 20)
+                pg.evaluate("window.meshmeet.probe()")  # discard the start
+            pres.evaluate("window.meshmeetPresenter.takeLoop()")
+            epoch_ms = pres.evaluate("window.meshmeetPresenter.stats().epochMs")
+            lat: dict[str, dict[int, list[float]]] = {k: {0: [], 1: []} for k in pages}
+            loop: list[float] = []
+            captured: dict[int, float] = {}  # audio timestamp -> when its PCM reached the encoder
+            cpu0, busy0, t0 = {k: cpu_s(v) for k, v in pids.items()}, busy_cores_s(), time.monotonic()
+            t_end = time.monotonic() + secs
+            while time.monotonic() < t_end:
+                time.sleep(1.0)
+                loop += pres.evaluate("window.meshmeetPresenter.takeLoop()")
+                captured.update((int(ts), at) for ts, at in pres.evaluate("window.meshmeetPresenter.takeCaptures()"))
+                keys = sorted(captured)
+                for k, pg in pages.items():
+                    for track, ts_us, at_ms in pg.evaluate("window.meshmeet.probe()")["decoded"]:
+                        cap = epoch_ms + ts_us / 1000 if track == 1 else audio_capture(captured, keys, ts_us)
+                        if cap is not None:
+                            lat[k][track].append(at_ms - cap)
+            dt = time.monotonic() - t0
+            stats = {k: pg.evaluate("window.meshmeet.details()") for k, pg in pages.items()}
+            stats["cpu_cores"] = {k: round((cpu_s(v) - cpu0[k]) / dt, 2) for k, v in pids.items()}
+            stats["cpu_cores"]["machine"] = round((busy_cores_s() - busy0) / dt, 2)
+            pres.click("#stop")
+            return loop, lat, stats
+        finally:
+            ctx.close()
+
     with tempfile.TemporaryDirectory(prefix="mm-bench-media-") as tmp:
         d = Path(tmp)
         write_y4m(d / "cam.y4m", 200)
         write_wav(d / "mic.wav", 10.0)
+        (d / "one").mkdir()
         (d / "nodes").mkdir()
-        with node_chain(d / "nodes") as (hq, relay, end), sync_playwright() as p:
+        with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                         args=chromium_args(d / "cam.y4m", d / "mic.wav"))
             try:
-                ctx = browser.new_context()
-                pres = ctx.new_page()
-                pres.goto(local(hq.url) + "/present?probe=1")
-                pres.click("#start")
-                wait(pres, "window.meshmeetPresenter.stats().running", bool)
-                pages = {"hq_local": ctx.new_page(), "end_2_links": ctx.new_page()}
-                pages["hq_local"].goto(local(hq.url) + "/media/hall?probe=1")
-                pages["end_2_links"].goto(local(end.url) + "/media/hall?probe=1")
-                for pg in pages.values():
-                    wait(pg, "window.meshmeet.stats()", lambda s: s["videoFramesDecoded"] > 20)
-                    pg.evaluate("window.meshmeet.probe()")  # discard the start
-                pres.evaluate("window.meshmeetPresenter.takeLoop()")
-                epoch_ms = pres.evaluate("window.meshmeetPresenter.stats().epochMs")
-                lat: dict[str, dict[int, list[float]]] = {k: {0: [], 1: []} for k in pages}
-                loop: list[float] = []
-                captured: dict[int, float] = {}  # audio timestamp -> when its PCM reached the encoder
-                t_end = time.monotonic() + seconds
-                while time.monotonic() < t_end:
-                    time.sleep(1.0)
-                    loop += pres.evaluate("window.meshmeetPresenter.takeLoop()")
-                    captured.update((int(ts), at) for ts, at in pres.evaluate("window.meshmeetPresenter.takeCaptures()"))
-                    keys = sorted(captured)
-                    for k, pg in pages.items():
-                        for track, ts_us, at_ms in pg.evaluate("window.meshmeet.probe()")["decoded"]:
-                            cap = epoch_ms + ts_us / 1000 if track == 1 else audio_capture(captured, keys, ts_us)
-                            if cap is not None:
-                                lat[k][track].append(at_ms - cap)
-                stats = {k: pg.evaluate("window.meshmeet.details()") for k, pg in pages.items()}
-                pres.click("#stop")
+                one_dir, _ = make_commune(d / "one", 0)  # one node alone: what one site's own hop costs
+                one = NodeProcess(one_dir, mdns=False)
+                try:
+                    _, lat1, stats1 = measure(browser, local(one.url) + "/present?probe=1",
+                                              {"one_node": local(one.url) + "/media/hall?probe=1"}, seconds / 2,
+                                              {"node": one.proc.pid})
+                finally:
+                    stop_all([one])
+                with node_chain(d / "nodes") as (hq, _relay, end):
+                    loop, lat, stats = measure(browser, local(hq.url) + "/present?probe=1",
+                                               {"hq_local": local(hq.url) + "/media/hall?probe=1",
+                                                "end_2_links": local(end.url) + "/media/hall?probe=1"}, seconds,
+                                               {"hq": hq.proc.pid, "relay": _relay.proc.pid, "end": end.proc.pid})
             finally:
                 browser.close()
-    out: dict = {"seconds": seconds, "goal_audio_p95_ms": 150.0, "load_average_1min": round(os.getloadavg()[0], 1),
+    lat.update(lat1)
+    cpu = {"one_node": stats1.pop("cpu_cores"), "chain": stats.pop("cpu_cores")}
+    stats.update(stats1)
+    out: dict = {"seconds": seconds, "one_node_seconds": seconds / 2, "goal_audio_p95_ms": 150.0, "load_average_1min": round(os.getloadavg()[0], 1),
                  "loop_audio": {"frames": len(loop), "p50_ms": _pct(loop, 0.5), "p95_ms": _pct(loop, 0.95),
                                 "p99_ms": _pct(loop, 0.99)}}
     for k in lat:
@@ -304,6 +337,7 @@ def browser_latency(seconds: float) -> dict:
         out[f"{k}_player"] = {x: stats[k].get(x) for x in ("audioUnderruns", "bufferedMs", "targetMs", "videoLayer", "decoderErrors")}
     a, b = out["end_2_links_audio"]["p95_ms"], out["hq_local_audio"]["p95_ms"]
     out["added_by_2_links_audio_p95_ms"] = round(a - b, 1) if a is not None and b is not None else None
+    out["cpu_cores"] = cpu  # node processes and the whole machine (all engineers) while measuring
     c = out["loop_audio"]["p95_ms"]
     out["added_by_nodes_audio_p95_ms"] = round(a - c, 1) if a is not None and c is not None else None
     return out
@@ -371,13 +405,15 @@ def print_browser(b: dict | None) -> None:
     r = b["loop_audio"]
     cells = "".join(f"{'-' if r[x] is None else r[x]:>8}" for x in ("p50_ms", "p95_ms", "p99_ms"))
     print(f"{'bare in-browser loop audio (baseline)':40}{r['frames']:>8}{cells}")
-    for k, label in (("hq_local", "HQ itself (baseline, no mesh)"), ("end_2_links", "end hall (HQ->relay->end)")):
+    for k, label in (("one_node", "one node alone (its own player)"), ("hq_local", "chain: player at HQ"),
+                     ("end_2_links", "chain: end hall (HQ->relay->end)")):
         for name in ("audio", "video"):
             r = b[f"{k}_{name}"]
             cells = "".join(f"{'-' if r[x] is None else r[x]:>8}" for x in ("p50_ms", "p95_ms", "p99_ms"))
             print(f"{label + ' ' + name:40}{r['frames']:>8}{cells}")
         pl = b[f"{k}_player"]
         print(f"{'':40}jitter buffer {pl['bufferedMs']} ms (target {pl['targetMs']}), underruns {pl['audioUnderruns']}")
+    print(f"CPU (cores) while measuring: {b['cpu_cores']}")
     print(f"audio p95 added by the two mesh links: {b['added_by_2_links_audio_p95_ms']} ms; by the nodes and links "
           f"over the bare loop: {b['added_by_nodes_audio_p95_ms']} ms (load average {b['load_average_1min']})")
 
