@@ -421,10 +421,10 @@ class StateApi:
         aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent))
         out: dict[str, Any] = {"id": aid, "urgent": urgent}
         if urgent:
-            out["lora"] = await self._lora_fallback(text)
+            out["lora"] = await self._lora_fallback(text, aid)
         return out
 
-    async def _lora_fallback(self, text: str) -> dict:
+    async def _lora_fallback(self, text: str, announcement_id: str) -> dict:
         """Urgent and no IP link up: ask LoRa too (best effort; the announcement is stored anyway)."""
         if self.node.links.up_peers():
             return {"sent": False, "reason": "ip links up"}
@@ -432,7 +432,8 @@ class StateApi:
         if "LoraService" not in self.node.plugins or handler is None:
             return {"sent": False, "reason": "no lora"}
         try:
-            return {"sent": True, "alert": await handler({"text": text})}
+            # The id lets halls show the alert once, even when sync later brings the announcement.
+            return {"sent": True, "alert": await handler({"text": text, "announcement_id": announcement_id})}
         except ApiError as e:
             return {"sent": False, "reason": e.en}
         except Exception as e:  # best effort: the announcement itself already succeeded
