@@ -58,8 +58,10 @@ def default_plugins() -> tuple[PluginFactory, ...]:
     for module, name in EXTRA_PLUGINS:
         try:
             mod = __import__(f"meshmeet.node.{module}", fromlist=[name])
-        except ImportError as e:  # a part under construction must not stop the node
-            log.debug("plugin %s not available: %s", module, e)
+        except ModuleNotFoundError as e:
+            if e.name != f"meshmeet.node.{module}":
+                raise  # the part exists but is broken: never run silently without it
+            log.debug("plugin %s is not installed", module)
             continue
         factories.append(getattr(mod, name))
     return tuple(factories)
