@@ -6,13 +6,16 @@ time (audio frames decoded at 50/s) rather than wall-clock, where the issue stat
 
 from __future__ import annotations
 
-import time
+import functools
 from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import (CHROMIUM, FPS, TONE_S, TONES_HZ, AppThread, browser_missing_reason,
-                                    chromium_args, write_wav, write_y4m)
+from browser.media_fixtures import CHROMIUM, FPS, TONE_S, AppThread, chromium_args, in_order, tone_runs
+from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
+from browser.media_fixtures import poll as poll_page
+
+poll = functools.partial(poll_page, timeout_s=20.0)  # this test's hang guard for one wait
 
 AUDIO_ONLY_WITHIN_FRAMES = 75  # 1.5 s of 20 ms audio frames (the goal is 1 s; see the assertion)
 
@@ -22,45 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-Y4M_FRAMES = 200
 UNDERRUNS_TOLERATED = 1
-
-
-@pytest.fixture(scope="module")
-def capture_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    reason = browser_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    d = tmp_path_factory.mktemp("capture")
-    write_y4m(d / "cam.y4m", Y4M_FRAMES)
-    write_wav(d / "mic.wav", 10.0)
-    return d / "cam.y4m", d / "mic.wav"
-
-
-def poll(page, expr: str, pred, timeout_s: float = 20.0, every_s: float = 0.05):
-    """Evaluate until pred(value); a generous safety net, not a timing assertion."""
-    end = time.monotonic() + timeout_s
-    while True:
-        v = page.evaluate(expr)
-        if pred(v) or time.monotonic() > end:
-            return v
-        time.sleep(every_s)
-
-
-def in_order(codes: list[int]) -> bool:
-    steps = [(b - a) % Y4M_FRAMES for a, b in zip(codes, codes[1:])]
-    return all(0 < s < Y4M_FRAMES // 2 for s in steps)
-
-
-def tone_runs(tones: list[int]) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    for hz in tones:
-        cls = min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
-        if runs and runs[-1][0] == cls:
-            runs[-1] = (cls, runs[-1][1] + 1)
-        else:
-            runs.append((cls, 1))
-    return runs
 
 
 def test_present_to_hall_ladder_late_joiner_and_replay(capture_files, tmp_path: Path) -> None:

@@ -8,13 +8,12 @@ seconds are counted in media time (audio frames decoded, 50/s), never wall-clock
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import (CHROMIUM, FPS, TONE_S, TONES_HZ, browser_missing_reason, chromium_args,
-                                    write_wav, write_y4m)
+from browser.media_fixtures import CHROMIUM, FPS, TONE_S, chromium_args, in_order, poll, tone_runs
+from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
 from browser.node_chain import api_post, media, node_chain
 
 # Goal: 1 s (50 frames). Three real nodes and Chromium share 2 cores here; measured 0.6-1.7 s of media
@@ -27,46 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-Y4M_FRAMES = 200
 UNDERRUNS_TOLERATED = 1  # the shared 2-core machine glitches headless audio now and then, throttle or not
 STATS = "window.meshmeet.stats()"
-
-
-def poll(page, expr: str, pred, timeout_s: float = 30.0, every_s: float = 0.05):
-    """Evaluate until pred(value); a hang guard, not a timing assertion."""
-    end = time.monotonic() + timeout_s
-    while True:
-        v = page.evaluate(expr)
-        if pred(v) or time.monotonic() > end:
-            return v
-        time.sleep(every_s)
-
-
-def in_order(codes: list[int]) -> bool:
-    steps = [(b - a) % Y4M_FRAMES for a, b in zip(codes, codes[1:])]
-    return all(0 < s < Y4M_FRAMES // 2 for s in steps)
-
-
-def tone_runs(tones: list[int]) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    for hz in tones:
-        cls = min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
-        if runs and runs[-1][0] == cls:
-            runs[-1] = (cls, runs[-1][1] + 1)
-        else:
-            runs.append((cls, 1))
-    return runs
-
-
-@pytest.fixture(scope="module")
-def capture_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    reason = browser_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    d = tmp_path_factory.mktemp("capture")
-    write_y4m(d / "cam.y4m", Y4M_FRAMES)
-    write_wav(d / "mic.wav", 10.0)
-    return d / "cam.y4m", d / "mic.wav"
 
 
 def layers(*nodes) -> list:

@@ -13,10 +13,13 @@ import random
 import shutil
 import struct
 import threading
+import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT, FPS = 640, 360, 20
@@ -134,3 +137,48 @@ class AppThread:
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(15)
+
+
+# ----- shared by the browser tests (helpers, not tests) ------------------------------------------
+
+Y4M_FRAMES = 200  # frames in the looping test video; barcodes count modulo this
+
+
+def poll(page: Any, expr: str, pred: Callable[[Any], bool], timeout_s: float = 30.0, every_s: float = 0.05) -> Any:
+    """Evaluate `expr` in the page until pred(value); a hang guard, not a timing assertion."""
+    end = time.monotonic() + timeout_s
+    while True:
+        v = page.evaluate(expr)
+        if pred(v) or time.monotonic() > end:
+            return v
+        time.sleep(every_s)
+
+
+def in_order(codes: list[int], frames: int = Y4M_FRAMES) -> bool:
+    """True when the decoded barcodes only ever move forward (modulo the looping video)."""
+    steps = [(b - a) % frames for a, b in zip(codes, codes[1:])]
+    return all(0 < s < frames // 2 for s in steps)
+
+
+def tone_runs(tones: list[int]) -> list[tuple[int, int]]:
+    """Detected tone frequencies as runs of (tone class, length)."""
+    runs: list[tuple[int, int]] = []
+    for hz in tones:
+        cls = min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
+        if runs and runs[-1][0] == cls:
+            runs[-1] = (cls, runs[-1][1] + 1)
+        else:
+            runs.append((cls, 1))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def capture_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The barcoded y4m and the two-tone wav, once per test module; skips without Chromium."""
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    d = tmp_path_factory.mktemp("capture")
+    write_y4m(d / "cam.y4m", Y4M_FRAMES)
+    write_wav(d / "mic.wav", 10.0)
+    return d / "cam.y4m", d / "mic.wav"
