@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import trio
 
@@ -105,7 +104,3 @@ async def _find_members(pending: PendingJoin, interfaces: tuple[str, ...]) -> li
                     break
         nursery.cancel_scope.cancel()
     return found
-
-
-def data_dir_path(text: str) -> Path:
-    return Path(text).expanduser()

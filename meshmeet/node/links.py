@@ -206,6 +206,11 @@ class LinkManager:
             return False
         return record.link.send_nowait(payload)
 
+    def rtt_ms(self, peer_node_id: str) -> float | None:
+        """The last measured round trip to a peer, if any."""
+        record = self.peers.get(peer_node_id)
+        return None if record is None else record.rtt_ms
+
     def queue_depth(self, peer_node_id: str) -> int:
         """Messages waiting in the link's writer queue (0 when no link is up)."""
         record = self.peers.get(peer_node_id)
@@ -388,9 +393,7 @@ class LinkManager:
                             log.warning("link %s: %s", address, event.reason)
                             await link.flush()
                             return came_up
-                        if isinstance(event, RttSample) and record is not None:
-                            record.rtt_ms = event.rtt_s * 1000.0
-                    await link.flush()
+                    await link.flush()  # a keepalive ping, if one was due
         finally:
             link.closed = True
             link.outgoing_send.close()

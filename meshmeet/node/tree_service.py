@@ -51,7 +51,7 @@ class TreeService:
     def _on_link_change(self, peer: str, up: bool) -> None:
         now = trio.current_time()
         if up:
-            rtt_ms = next((l["rtt_ms"] for l in self.node.links.snapshot() if l["peer"] == peer), None)
+            rtt_ms = self.node.links.rtt_ms(peer)
             rtt_s = DEFAULT_RTT_S if rtt_ms is None else max(rtt_ms / 1000.0, DEFAULT_RTT_S)
             self._apply(self.core.link_up(peer, LinkCostInputs(rtt_s=rtt_s), now))
         else:
