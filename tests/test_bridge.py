@@ -374,17 +374,20 @@ async def test_disconnect_policy_closes_the_slow_client(clients):
         slow = await WsClient(clients, ws_url(gw, "t")).connect()
         while await gw.subscriber_count("t") < 1:
             await trio.sleep(0.01)
-        blocked = threading.Event()
+        blocked, holding = threading.Event(), threading.Event()
 
         async def block_loop() -> None:
+            holding.set()
             blocked.wait()  # holds the gateway loop, so its pump cannot drain
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gw.run_in_loop, block_loop())
-            await trio.testing.wait_all_tasks_blocked()  # block_loop() is queued on the loop first
-            for i in range(5):
-                await gw.publish("t", f"m{i}")  # stays within pipe credits
-            blocked.set()
+            await trio.to_thread.run_sync(holding.wait)  # the loop is held from here on
+            try:
+                for i in range(5):
+                    await gw.publish("t", f"m{i}")  # stays within pipe credits
+            finally:
+                blocked.set()  # never leave the loop held, or a failure would hang the gateway's shutdown
         code = await slow.wait_closed()
     assert code == 1013
 
@@ -395,27 +398,30 @@ async def test_backpressure_publisher_waits_when_credits_are_exhausted(clients):
         sub = await WsClient(clients, ws_url(gw, "ev")).connect()
         while await gw.subscriber_count("ev") < 1:
             await trio.sleep(0.01)
-        release = threading.Event()
+        release, holding = threading.Event(), threading.Event()
 
         async def hold_loop() -> None:
+            holding.set()
             release.wait()  # the asyncio side takes nothing while this runs
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gw.run_in_loop, hold_loop())
-            await trio.testing.wait_all_tasks_blocked()  # hold_loop() is queued on the loop first
-            assert all(gw.try_publish("ev", f"{i}") for i in range(capacity))
-            assert gw.try_publish("ev", "dropped") is False
-            assert gw.outbound_stats.dropped == 1 and gw.outbound_stats.credits == 0
-            done = trio.Event()
+            await trio.to_thread.run_sync(holding.wait)  # the loop is held from here on
+            try:
+                assert all(gw.try_publish("ev", f"{i}") for i in range(capacity))
+                assert gw.try_publish("ev", "dropped") is False
+                assert gw.outbound_stats.dropped == 1 and gw.outbound_stats.credits == 0
+                done = trio.Event()
 
-            async def publisher() -> None:
-                await gw.publish("ev", "waited")
-                done.set()
+                async def publisher() -> None:
+                    await gw.publish("ev", "waited")
+                    done.set()
 
-            nursery.start_soon(publisher)
-            await trio.testing.wait_all_tasks_blocked()
-            assert not done.is_set()  # no credit: the publisher is parked
-            release.set()
+                nursery.start_soon(publisher)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not done.is_set()  # no credit: the publisher is parked
+            finally:
+                release.set()  # never leave the loop held, or a failure would hang the gateway's shutdown
             await done.wait()
         got = await sub.wait_count(capacity + 1)
     assert got == ["0", "1", "2", "3", "waited"]

@@ -59,14 +59,16 @@ async def test_outbound_delivers_in_order_and_returns_credits(capacity, plan):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(run_in_loop, lt.loop, hold())
                     await trio.testing.wait_all_tasks_blocked()  # hold() is queued on the loop first
-                    for _ in range(count):
-                        n += 1
-                        if pipe.try_send("t", str(n)):
-                            expected.append(("t", str(n)))
-                        else:
-                            dropped += 1
-                    assert pipe.stats.credits >= 0
-                    release.set()
+                    try:
+                        for _ in range(count):
+                            n += 1
+                            if pipe.try_send("t", str(n)):
+                                expected.append(("t", str(n)))
+                            else:
+                                dropped += 1
+                        assert pipe.stats.credits >= 0
+                    finally:
+                        release.set()  # a failure must fail, not hang the loop thread
                 continue
             for _ in range(count):
                 n += 1
@@ -145,16 +147,17 @@ async def test_inbound_close_ends_the_stream_after_draining_and_stops_senders():
 async def test_outbound_close_wakes_a_parked_sender():
     lt = LoopThread()
     token = trio.lowlevel.current_trio_token()
-    release = threading.Event()
+    release, holding = threading.Event(), threading.Event()
     pipe = Outbound(token, lt.loop, lambda t, p: None, 1)
     try:
         async with trio.open_nursery() as nursery:
 
             async def hold() -> None:
+                holding.set()
                 release.wait()
 
             nursery.start_soon(run_in_loop, lt.loop, hold())
-            await trio.testing.wait_all_tasks_blocked()  # hold() is queued on the loop first
+            await trio.to_thread.run_sync(holding.wait)  # the loop is held from here on
             await pipe.send("t", "1")
             errors: list[BaseException] = []
 
@@ -173,4 +176,5 @@ async def test_outbound_close_wakes_a_parked_sender():
         with pytest.raises(trio.ClosedResourceError):
             pipe.try_send("t", "3")
     finally:
+        release.set()  # never leave the loop held, or close() would wait for it forever
         lt.close()
