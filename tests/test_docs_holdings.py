@@ -148,16 +148,16 @@ def test_migration_from_version_2_keeps_data_and_replays_holdings(tmp_path: Path
     assert current_version(conn) == 2
     conn.close()
     new = mk(HALL1, path)
-    assert new.version == LATEST_VERSION == 3
+    assert new.version == LATEST_VERSION
     assert new.dump()["documents"] == old_digest_rows and new.pending_chunks() == 0
     assert new.get("doc_holdings", (doc, HQ.node_id))["sha256"] == hq.get("documents", doc)["sha256"]
     assert m.record_holdings(new) == ([doc], set())  # the upgraded node now records its own
     sync(hq, new)
     assert new.digest() == hq.digest() and new.integrity_ok()
     conn = sqlite3.connect(path)
-    assert current_version(conn) == 3
+    assert current_version(conn) == LATEST_VERSION
     assert [r[0] for r in conn.execute("SELECT name FROM pragma_table_info('doc_holdings')")] == \
-        ["doc_id", "node", "sha256", "at", "_clk"]
+        ["doc_id", "node", "sha256", "at", "_clk", "_org"]
 
 
 @settings(max_examples=150, deadline=None)

@@ -264,6 +264,46 @@ def test_migration_from_version_1(tmp_path: Path) -> None:
     assert new.integrity_ok()
 
 
+def test_v3_blob_clocks_merge_the_same_after_v4(tmp_path: Path) -> None:
+    """v4 stores a row's clock as INTEGER HLC + origin number; rows and log from v3 still merge."""
+    import sqlite3
+
+    path = tmp_path / "v3.db"
+    clock = FakeClock()
+    hq = mk(HQ, clock=clock)
+    mid = m.create_meeting(hq, "Cũ")
+    motion = m.open_motion(hq, mid, "x")
+    key = (motion, HALL1.node_id, "#yes")
+    early = encode_batch(HALL1, 1, [(100 << 16, 7, 0, key, {0: "yes", 1: 5, 2: 1.0})])
+    late = encode_batch(HALL1, 2, [(200 << 16, 7, 0, key, {0: "yes", 1: 500, 2: 2.0})])
+    old = mk(RELAY, path, schema_version=3)
+    old.apply(logged(hq))
+    old.apply([decode_batch(late.body, late.sig)])
+    mark = hq.version_vector()
+    old.close()
+    conn = sqlite3.connect(path)
+    assert {type(c) for (c,) in conn.execute("SELECT _clk FROM meetings UNION ALL SELECT _clk FROM ballots")} == {bytes}
+    conn.close()
+    clock.t += 1
+    hq.write("meetings", mid, {"title": "Mới"})  # newer than the v3 row: wins
+    new = mk(RELAY, path)
+    assert new.version == LATEST_VERSION == 4
+    new.apply(logged(hq, mark))
+    new.apply([decode_batch(early.body, early.sig)])  # earlier than the v3 ballot: wins (add-only)
+    reference = mk(RELAY)
+    reference.apply(logged(hq))
+    reference.apply([decode_batch(b.body, b.sig) for b in (early, late)])
+    assert new.get("meetings", mid)["title"] == "Mới" and new.get("ballots", key)["count"] == 5
+    assert new.digest() == reference.digest() and new.integrity_ok()
+    conn = sqlite3.connect(path)
+    clocks = dict(conn.execute("SELECT id, _clk FROM meetings"))
+    assert type(clocks[mid]) is bytes and len(clocks[mid]) > 16  # per-column clocks: a msgpack map
+    ballot = conn.execute("SELECT _clk, _org FROM ballots").fetchone()
+    assert ballot[0] == 100 << 16 and conn.execute("SELECT raw FROM origins WHERE num=?", (ballot[1],)).fetchone()[0] \
+        == bytes.fromhex(HALL1.node_id)
+    conn.close()
+
+
 def test_migration_steps_are_recorded(tmp_path: Path) -> None:
     import sqlite3
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 LWW = "lww"
 ADDONLY = "addonly"
 TEXT, INTEGER, REAL, BLOB = str, int, float, bytes
@@ -102,20 +102,23 @@ def specs_for(version: int) -> dict[str, TableSpec]:
 _SQL_TYPE = {str: "TEXT", int: "INTEGER", float: "REAL", bytes: "BLOB"}
 
 
-def _create_table(db: sqlite_utils.Database, spec: TableSpec) -> None:
+def _create_table(db: sqlite_utils.Database, spec: TableSpec, version: int) -> None:
+    """A replicated table with its merge metadata: `_clk` (the clock), from v4 `_org` (the
+    clock's origin as a number from `origins`) and, for LWW tables, `_del` (the tombstone)."""
     columns: dict[str, type] = {p: str for p in spec.pk}
     columns.update({c.name: c.type for c in spec.columns})
+    columns["_clk"] = bytes
+    if version >= 4:
+        columns["_org"] = int
     if spec.kind == LWW:
-        columns.update({"_clk": bytes, "_del": int})
-    else:
-        columns["_clk"] = bytes
+        columns["_del"] = int
     db[spec.name].create(columns, pk=spec.pk if len(spec.pk) > 1 else spec.pk[0],
                          not_null=set(spec.pk))
 
 
 def _v1(db: sqlite_utils.Database) -> None:
     for spec in specs_for(1).values():
-        _create_table(db, spec)
+        _create_table(db, spec, 1)
     db["changelog"].create({"origin": str, "first_seq": int, "last_seq": int, "max_hlc": int,
                             "body": bytes, "sig": bytes}, pk=("origin", "first_seq"))
     db["version_vector"].create({"origin": str, "seq": int}, pk="origin")
@@ -126,15 +129,25 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 def _v2(db: sqlite_utils.Database) -> None:
     v2 = specs_for(2)
-    _create_table(db, v2["speaking_queue"])
+    _create_table(db, v2["speaking_queue"], 2)
     db["meetings"].add_column("location", str)
 
 
 def _v3(db: sqlite_utils.Database) -> None:
-    _create_table(db, specs_for(3)["doc_holdings"])
+    _create_table(db, specs_for(3)["doc_holdings"], 3)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(db: sqlite_utils.Database) -> None:
+    """A row's uniform clock as an INTEGER HLC plus an origin number (was a 16-byte blob):
+    cheaper to store and to build when bulk transfers insert whole rows. Rows written before
+    keep their blobs, which stay readable (docs/state.md, "Clocks as stored")."""
+    db["origins"].create({"num": int, "raw": bytes}, pk="num", not_null={"raw"})
+    db["origins"].create_index(["raw"], unique=True)
+    for name in specs_for(3):
+        db[name].add_column("_org", int)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 def current_version(conn: sqlite3.Connection) -> int:

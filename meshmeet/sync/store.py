@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
+from itertools import repeat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,17 +109,9 @@ def _fold_lww(st: list, op: int, values: dict, ck: bytes, ncols: int) -> None:
             clk[idx] = ck
 
 
-def _pack_clock(clk: bytes | dict) -> bytes:
-    """16 bytes when every column has the same clock, else msgpack {column: clock}."""
-    return clk if type(clk) is bytes else msgpack.packb(clk)
-
-
-def _unpack_clock(blob: bytes | None, ncols: int) -> dict:
-    if not blob:
-        return {}
-    if len(blob) == 16:
-        return dict.fromkeys(range(ncols), blob)
-    return msgpack.unpackb(blob, strict_map_key=False)
+def _run_items(run: Any, origin_raw: bytes) -> Iterator[tuple]:
+    """A run's changes as merge items (table id, op, key, values, clock)."""
+    return ((e[1], e[2], e[3], e[4], e[0].to_bytes(8, "big") + origin_raw) for e in run.entries())
 
 
 class Store(ChunkStore):
@@ -144,6 +137,9 @@ class Store(ChunkStore):
         self._depth = 0
         self._pending: list[Entry] | None = None
         self._pending_bytes = 0
+        self._int_clocks = self.version >= 4  # clocks as (HLC, origin number); before v4 as blobs
+        self._clk_cols = ("_clk", "_org") if self._int_clocks else ("_clk",)
+        self._load_origins()
         row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
         self.hlc = HybridClock(row[0] or 0)
         self._next_seq = self._own_max_seq() + 1
@@ -173,6 +169,7 @@ class Store(ChunkStore):
         except BaseException:
             self._depth = 0
             self._conn.execute("ROLLBACK")
+            self._load_origins()  # origin numbers taken in the rolled-back transaction are gone
             raise
         self._depth = 0
         self._conn.execute("COMMIT")
@@ -275,12 +272,10 @@ class Store(ChunkStore):
                 self.hlc.observe(b.max_hlc, wall)
                 for run in b.runs:
                     if run_passes(role, origin, run.table_id, run.op, run.key_columns, run.columns):
-                        cks = [h.to_bytes(8, "big") + raw for h in run.hlcs]
-                        spec = self.rules.by_tid[run.table_id]
-                        if len(run.columns) == len(spec.columns):
-                            whole[run.table_id].append((run, cks))
+                        if len(run.columns) == len(self.rules.by_tid[run.table_id].columns):
+                            whole[run.table_id].append((run, raw))
                         else:
-                            items.extend((e[1], e[2], e[3], e[4], ck) for e, ck in zip(run.entries(), cks))
+                            items.extend(_run_items(run, raw))
                         continue
                     for i, (hlc, tid, op, pk, values) in enumerate(run.entries(), run.first_index):
                         rejection = check(role, origin, tid, op, pk, values)
@@ -296,7 +291,7 @@ class Store(ChunkStore):
                     touched.add(self.rules.by_tid[tid].name)
                     report.changes_applied += sum(len(r.hlcs) for r, _ in runs)
                 else:
-                    items.extend((e[1], e[2], e[3], e[4], ck) for r, cks in runs for e, ck in zip(r.entries(), cks))
+                    items.extend(item for r, raw in runs for item in _run_items(r, raw))
             report.tables_touched = self._merge(items) | touched
             if "documents" in touched:
                 self._rebuild_wanted()
@@ -428,17 +423,19 @@ class Store(ChunkStore):
                     continue
                 st = state[pk] = [[None] * ncols, {}, 0]
             _fold_lww(st, op, values, ck, ncols)
-        rows = [(*pk, *st[0], _pack_clock(st[1]), st[2]) for pk, st in state.items()]
-        if self._insert_new(spec, rows, ("_clk", "_del")):
+        meta = (*self._clk_cols, "_del")
+        nclk = len(self._clk_cols)
+        rows = [(*pk, *st[0], *self._stored_clock(st[1]), st[2]) for pk, st in state.items()]
+        if self._insert_new(spec, rows, meta):
             return
         # Some keys were already held: merge with the stored rows. Folding a change into a row
         # that already has it changes nothing, so the rows just inserted above are harmless.
-        old = self._existing(spec, list(state), "_clk, _del")
-        state = {pk: [row[:ncols], _unpack_clock(row[ncols], ncols), row[ncols + 1] or 0] for pk, row in old.items()}
+        old = self._existing(spec, list(state), ", ".join(meta))
+        state = {pk: [row[:ncols], self._column_clocks(row[ncols:ncols + nclk], ncols), row[ncols + nclk] or 0]
+                 for pk, row in old.items()}
         for _tid, op, pk, values, ck in group:
             _fold_lww(state[pk], op, values, ck, ncols)
-        self._upsert(spec, [(*pk, *st[0], _pack_clock(st[1]), st[2]) for pk, st in state.items()],
-                     ("_clk", "_del"))
+        self._upsert(spec, [(*pk, *st[0], *self._stored_clock(st[1]), st[2]) for pk, st in state.items()], meta)
 
     def _merge_addonly(self, spec: TableSpec, group: list) -> None:
         ncols = len(spec.columns)
@@ -447,13 +444,13 @@ class Store(ChunkStore):
             cur = best.get(pk)
             if cur is None or ck < cur[0]:
                 best[pk] = (ck, values)
-        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck) for pk, (ck, values) in best.items()]
-        if self._insert_new(spec, rows, ("_clk",)):
+        rows = [(*pk, *(values.get(i) for i in range(ncols)), *self._stored_clock(ck)) for pk, (ck, values) in best.items()]
+        if self._insert_new(spec, rows, self._clk_cols):
             return
-        old = self._existing(spec, list(best), "_clk")
-        rows = [(*pk, *(values.get(i) for i in range(ncols)), ck) for pk, (ck, values) in best.items()
-                if ck < old[pk][ncols]]
-        self._upsert(spec, rows, ("_clk",))
+        old = self._existing(spec, list(best), ", ".join(self._clk_cols))
+        rows = [(*pk, *(values.get(i) for i in range(ncols)), *self._stored_clock(ck)) for pk, (ck, values) in best.items()
+                if ck < self._uniform_clock(old[pk][ncols:])]
+        self._upsert(spec, rows, self._clk_cols)
 
     def _insert_runs(self, spec: TableSpec, runs: list) -> bool:
         """Fast path for bulk transfers: runs of whole rows whose keys are all new here.
@@ -464,13 +461,16 @@ class Store(ChunkStore):
         ncols = len(spec.columns)
         rows: list[tuple] = []
         keys: set = set()
-        for run, cks in runs:
-            rows.extend(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), cks))
+        for run, raw in runs:
+            if self._int_clocks:  # the clocks straight from the batch: no per-row work in Python
+                clocks: tuple = (run.hlcs, repeat(self._origin_num(raw)))
+            else:
+                clocks = ([h.to_bytes(8, "big") + raw for h in run.hlcs],)
+            rows.extend(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), *clocks))
             keys.update(run.key_columns[0] if len(spec.pk) == 1 else zip(*run.key_columns))
         if len(keys) != len(rows):
             return False  # a key written twice: the general merge decides
-        meta = "_clk"
-        names = (*spec.pk, *(c.name for c in spec.columns), meta)
+        names = (*spec.pk, *(c.name for c in spec.columns), *self._clk_cols)
         self._conn.execute("SAVEPOINT fast")
         sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
                f'VALUES ({",".join("?" * len(names))})')
@@ -499,6 +499,50 @@ class Store(ChunkStore):
         sql = (f'INSERT OR REPLACE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
                f'VALUES ({",".join("?" * len(names))})')
         self._conn.executemany(sql, rows)
+
+    # ----------------------------------------------------------------- clocks as stored
+    # In memory a clock is 16 bytes (8-byte big-endian HLC, then the origin's 8 bytes), so that
+    # clocks compare as bytes. From schema v4 a row whose columns share one clock stores it as
+    # `_clk` = the HLC (INTEGER) and `_org` = a number for the origin from the local `origins`
+    # table; per-column clocks stay a msgpack map {column: clock}. Rows from before v4 keep a
+    # 16-byte `_clk` blob, read as is.
+    def _load_origins(self) -> None:
+        self._origin_by_num: dict[int, bytes] = {}
+        if self._int_clocks:
+            self._origin_by_num = dict(self._conn.execute("SELECT num, raw FROM origins"))
+        self._num_by_origin = {raw: num for num, raw in self._origin_by_num.items()}
+
+    def _origin_num(self, raw: bytes) -> int:
+        """The local number of an origin, taken (inside the caller's transaction) when new."""
+        num = self._num_by_origin.get(raw)
+        if num is None:
+            num = self._conn.execute("INSERT INTO origins (raw) VALUES (?)", (raw,)).lastrowid
+            self._num_by_origin[raw] = num
+            self._origin_by_num[num] = raw
+        return num
+
+    def _stored_clock(self, clk: bytes | dict) -> tuple:
+        """A row's clock (uniform bytes, or a map per column) as the values of `_clk_cols`."""
+        if type(clk) is not bytes:
+            return (msgpack.packb(clk), None) if self._int_clocks else (msgpack.packb(clk),)
+        if self._int_clocks:
+            return int.from_bytes(clk[:8], "big"), self._origin_num(clk[8:])
+        return (clk,)
+
+    def _uniform_clock(self, stored: Sequence[Any]) -> bytes:
+        clk = stored[0]
+        if type(clk) is int:
+            return clk.to_bytes(8, "big") + self._origin_by_num[stored[1]]
+        return clk
+
+    def _column_clocks(self, stored: Sequence[Any], ncols: int) -> dict:
+        """A stored LWW clock as {column index (or _TOMB): clock}."""
+        clk = stored[0]
+        if clk is None:
+            return {}
+        if type(clk) is int or len(clk) == 16:
+            return dict.fromkeys(range(ncols), self._uniform_clock(stored))
+        return msgpack.unpackb(clk, strict_map_key=False)
 
     # ----------------------------------------------------------------- version vector and log
     def version_vector(self) -> dict[str, int]:
