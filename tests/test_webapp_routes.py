@@ -16,7 +16,7 @@ from meshmeet.web import tls
 from meshmeet.web.api import dispatch_table
 from meshmeet.web.app import WebappOptions, WebappShared, auth, make_setup
 from meshmeet.web.app import routes as routes_mod
-from meshmeet.web.gateway import Hub, build_app
+from meshmeet.web.gateway import CONTEXT_KEY, Hub, build_app
 
 PIN = "246810"
 
@@ -61,6 +61,8 @@ async def _serve(data_dir: Path, stub: Stub, https: bool):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    for serving in app[CONTEXT_KEY].on_serving:  # as the bridge does: the HTTPS site
+        await serving(runner)
     return runner, f"http://127.0.0.1:{port}", shared
 
 

@@ -42,7 +42,7 @@ from aiohttp import web
 
 from ..errors import MeshmeetError
 from .api import ApiCall, ApiError, internal_error, node_stopping
-from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
+from .gateway import CONTEXT_KEY, AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +482,8 @@ async def _serve(
             f"cannot open the web port {host}:{port}: {e.strerror}",
         ) from e
     bound_host, bound_port = runner.addresses[0][:2]
+    for serving in app[CONTEXT_KEY].on_serving:
+        await serving(runner)  # e.g. the HTTPS site; failures there are the setup's to report
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     return _Served(runner=runner, hub=hub, url=f"http://{shown}:{bound_port}", port=bound_port)
 

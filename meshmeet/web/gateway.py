@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -175,6 +175,9 @@ class GatewayContext:
     api_call: ApiCall
     hub: Hub
     inbound: InboundSend | None
+    # Called with the AppRunner once the gateway listens on HTTP: a setup adds more sites here
+    # (the HTTPS listener), through aiohttp's public runner/site API.
+    on_serving: list[Callable[[web.AppRunner], Awaitable[None]]] = field(default_factory=list)
 
 
 RoutesFactory = Callable[[GatewayContext], Iterable[web.AbstractRouteDef]]

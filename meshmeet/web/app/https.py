@@ -1,4 +1,4 @@
-"""The HTTPS listener on the LAN: a second server for the gateway's own aiohttp app, with TLS.
+"""The HTTPS listener on the LAN: a second site, with TLS, on the gateway's own aiohttp runner.
 
 The gateway serves HTTP on localhost (the TV); tablets need a secure context, so the same app is
 also served over TLS on the configured LAN address. The certificate is reloaded in place when a
@@ -8,7 +8,6 @@ touch the CA key: it only reads DIR/tls/node.{key,crt} through meshmeet.web.tls.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import ssl
@@ -20,11 +19,13 @@ from .. import tls
 
 log = logging.getLogger(__name__)
 
-HTTPS_SHUTDOWN_S = 2.0
-
 
 class HttpsListener:
-    """Serves `app` over TLS on host:port once a node certificate exists. Runs on the web loop."""
+    """Serves the gateway's app over TLS on host:port once a node certificate exists.
+
+    A second `web.TCPSite` on the gateway's own `AppRunner` (aiohttp's public API), added when
+    the gateway starts serving and stopped with the runner. Runs on the web loop.
+    """
 
     def __init__(self, data_dir: Path, host: str, port: int) -> None:
         self.data_dir = data_dir
@@ -32,19 +33,18 @@ class HttpsListener:
         self.port = port
         self.url: str | None = None
         self.error: str | None = None
-        self._app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
         self._ctx: ssl.SSLContext | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._handler = None
+        self._site: web.TCPSite | None = None
 
-    async def start(self, app: web.Application) -> None:
-        """on_startup hook: listen if we have a certificate (else wait for `reload`)."""
-        self._app = app
+    async def attach(self, runner: web.AppRunner) -> None:
+        """GatewayContext.on_serving hook: listen if we have a certificate (else wait for `reload`)."""
+        self._runner = runner
         await self.reload()
 
     async def reload(self) -> None:
         """Load (or re-load) the certificate; start listening the first time it is available."""
-        if self._app is None:
+        if self._runner is None:
             return
         if tls.load_node_cert(self.data_dir) is None:
             self.error = "no certificate yet"
@@ -59,32 +59,22 @@ class HttpsListener:
             self.error = f"certificate unusable: {e}"
             log.error("HTTPS: %s", self.error)
             return
-        if self._server is not None:
+        if self._site is not None:
             self.error = None
             return
-        loop = asyncio.get_running_loop()
-        self._handler = self._app._make_handler(loop=loop, access_log=None)  # same app, second listener
+        before = {tuple(a) for a in self._runner.addresses}
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ctx, reuse_address=True)
         try:
-            self._server = await loop.create_server(self._handler, self.host, self.port, ssl=self._ctx,
-                                                    reuse_address=True)
+            await site.start()
         except OSError as e:
             why = "port in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             self.error = f"cannot listen on {self.host}:{self.port}: {why}"
             log.warning("HTTPS: %s (the LAN tablets cannot connect; HTTP on localhost still works)", self.error)
-            self._handler = None
             return
-        bound = self._server.sockets[0].getsockname()
+        self._site = site
+        bound = next(a for a in self._runner.addresses if tuple(a) not in before)
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         self.port = bound[1]
         self.url = f"https://{shown}:{bound[1]}"
         self.error = None
         log.info("HTTPS listening on %s", self.url)
-
-    async def close(self, _app: web.Application | None = None) -> None:
-        """on_shutdown hook: stop accepting, let requests finish briefly."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._handler is not None:
-            await self._handler.shutdown(HTTPS_SHUTDOWN_S)
-            self._handler = None

@@ -298,7 +298,6 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
 
         async def start(_app: web.Application) -> None:
             shared.loop = asyncio.get_running_loop()
-            await listener.start(_app)
 
         app.on_startup.append(start)
-        app.on_shutdown.append(listener.close)
+        ctx.on_serving.append(listener.attach)
