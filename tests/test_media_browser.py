@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import CHROMIUM, FPS, TONE_S, AppThread, chromium_args, in_order, tone_runs
+from browser.media_fixtures import (AUDIO_FRAME_US, CHROMIUM, FPS, AppThread, audio_steps, audio_vs_capture,
+                                    chromium_args, in_order, tone_runs)
 from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
 from browser.media_fixtures import poll as poll_page
 
@@ -41,7 +42,7 @@ def test_present_to_hall_ladder_late_joiner_and_replay(capture_files, tmp_path: 
             ctx = browser.new_context()
             base = f"http://localhost:{app.port}"
             pres = ctx.new_page()
-            pres.goto(base + "/present")
+            pres.goto(base + "/present?probe=1")
             pres.click("#start")
             assert poll(pres, "window.meshmeetPresenter.stats().running", bool)
             hall = ctx.new_page()
@@ -59,10 +60,15 @@ def test_present_to_hall_ladder_late_joiner_and_replay(capture_files, tmp_path: 
             video_rate = (a1["videoFramesDecoded"] - a0["videoFramesDecoded"]) / media_s
             assert video_rate >= 0.9 * FPS, (video_rate, a0, a1)
             assert in_order(probe["barcodes"]), probe["barcodes"]
+            # every frame decoded in order with the tone the presenter fed its encoder (see
+            # audio_vs_capture: the fake capture device itself garbles a frame or two at its wav loop)
+            steps = audio_steps(probe["decoded"])
+            assert len(steps) >= 199 and all(abs(st - AUDIO_FRAME_US) <= 1 for st in steps), steps
+            assert probe["audioGaps"] == [], probe["audioGaps"]
+            cmp = audio_vs_capture(probe["decoded"], probe["tones"], pres.evaluate("window.meshmeetPresenter.takeTones()"))
             runs = tone_runs(probe["tones"])
-            full = runs[1:-1]
-            assert len(full) >= 6 and all(abs(n - TONE_S * 50) <= 2 for _, n in full), runs
-            assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))
+            assert cmp["unmatched"] == 0 and cmp["clean"] >= 0.8 * cmp["matched"] and not cmp["mismatched"], (cmp, runs)
+            assert len(runs) >= 8, runs
             assert a1["mode"] == "video"
             details = hall.evaluate("window.meshmeet.details()")
             assert details["decoderErrors"] == 0 and details["formatErrors"] == 0

@@ -3,7 +3,15 @@
 Headless Chromium with deterministic capture files (barcoded y4m, alternating-tone wav). The
 relay -> end link is throttled to 64 kbit/s for 10 s of audio with the node's own test-only rate
 cap (MESHMEET_TEST_HOOKS=1, applied in the relay core's link model). Bounds the issue states in
-seconds are counted in media time (audio frames decoded, 50/s), never wall-clock.
+seconds are counted in media time (the capture timestamps of decoded audio, the source's clock),
+never the test machine's wall clock.
+
+Audio is judged on what meshmeet controls: every audio chunk the presenter sent reaches the end
+hall's decoder (sequence numbers contiguous, capture timestamps 20 ms apart), and each decoded
+frame has the tone the presenter fed its encoder at that timestamp. It is not judged on tone runs
+being exactly 25 frames: Chromium's fake audio capture device garbles 1-2 frames where it loops the
+wav (every 10 s) and now and then under load (measured: the presenter's own input shows the same
+split runs, e.g. 8 + 2 + 15, and the hall matched it frame for frame with no sequence gap).
 """
 
 from __future__ import annotations
@@ -12,13 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import CHROMIUM, FPS, TONE_S, chromium_args, in_order, poll, tone_runs
+from browser.media_fixtures import (AUDIO_FRAME_US, CHROMIUM, FPS, chromium_args, in_order, poll, tone_runs,
+                                    audio_steps, audio_vs_capture)
 from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
 from browser.node_chain import api_post, media, node_chain
 
-# Goal: 1 s (50 frames). Three real nodes and Chromium share 2 cores here; measured 0.6-1.7 s of media
-# time, so the bound is 2.5 s: it still fails if the ladder does not shed video under the cap.
-AUDIO_ONLY_WITHIN_FRAMES = 125
+# The issue's goals, in media time: audio-only within 1 s of the cap, video back within 5 s of the lift.
+# Measured on the source's media clock (the timestamp of the presenter's latest audio chunk) from just
+# before the cap to just after the hall page shows the change; that over-counts by the poll and the
+# page's 100 ms stats interval. Not on the hall's clock (its latest decoded audio): right after the
+# late joiner its audio lagged the source by 0.25-0.75 s (86 ms in steady flow) and that backlog
+# arrived in a burst after the cap, so the hall's clock advanced 0.66-1.48 s while the source's
+# advanced 0.56-0.62 s. Measured on the source's clock, 9 runs at load 2.5-4.6: 0.44-0.80 s, so the
+# bound is the goal itself. Video came back after 0.2-3.0 s of the source's media.
+AUDIO_ONLY_WITHIN_US = 1_000_000
+VIDEO_BACK_WITHIN_US = 5_000_000
+THROTTLED_US = 10_000_000  # how long the cap holds, in media time
+CAUGHT_UP_LAG_US = 250_000  # hall's audio behind the source: 50-110 ms in steady flow, + 100 ms stats interval
 
 # Real Chromium and real nodes on 2 shared cores: a scheduling stall can starve the encoders for a
 # moment, so a failure is retried (twice at most); every assertion still has to pass in one run.
@@ -26,8 +44,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-UNDERRUNS_TOLERATED = 1  # the shared 2-core machine glitches headless audio now and then, throttle or not
+# Playout underruns from the cap to the end: 0 in 8 of 9 measured runs, 1 in one (load ~4); the
+# player's sequence numbers showed no lost chunk in any of them (asserted below), so an underrun is
+# the headless page starved of CPU on this shared 2-core machine, not audio missing.
+UNDERRUNS_TOLERATED = 1
 STATS = "window.meshmeet.stats()"
+DETAILS = "window.meshmeet.details()"
+SOURCE_CLOCK = "window.meshmeetPresenter.stats().audioTsUs"
 
 
 def layers(*nodes) -> list:
@@ -53,31 +76,46 @@ def test_three_nodes_presenter_to_end_hall(capture_files, tmp_path: Path, monkey
         try:
             ctx = browser.new_context()
             pres = ctx.new_page()
-            pres.goto(local(hq.url) + "/present")
+            pres.goto(local(hq.url) + "/present?probe=1")  # probe: the tones it feeds its encoder
             pres.click("#start")
             assert poll(pres, "window.meshmeetPresenter.stats().running", bool)
             hall = ctx.new_page()
             hall.goto(local(end.url) + "/media/hall?probe=1")
 
             # -- steady flow through two relays: barcodes in order at >= 90 % of the source rate,
-            #    audio at 50 frames/s with the tones in order, no decoder errors
+            #    every audio frame the presenter encoded decoded in order with its tone, no errors
             poll(hall, STATS, lambda s: s["videoFramesDecoded"] > 20)
             hall.evaluate("window.meshmeet.probe()")  # discard the start
             a0 = hall.evaluate(STATS)
+            v0 = pres.evaluate("window.meshmeetPresenter.stats().videoFrames[0]")
             poll(hall, STATS, lambda s: s["audioFramesDecoded"] - a0["audioFramesDecoded"] >= 200)  # 4 s of audio
             a1 = hall.evaluate(STATS)
+            v1 = pres.evaluate("window.meshmeetPresenter.stats().videoFrames[0]")
             probe = hall.evaluate("window.meshmeet.probe()")
-            media_s = (a1["audioFramesDecoded"] - a0["audioFramesDecoded"]) / 50
-            video_rate = (a1["videoFramesDecoded"] - a0["videoFramesDecoded"]) / media_s
+            captured = pres.evaluate("window.meshmeetPresenter.takeTones()")
+            steps = audio_steps(probe["decoded"])
+            # the player's timestamps come from 14-byte headers in 100 µs duration units: +-1 µs rounding
+            assert len(steps) >= 199 and all(abs(st - AUDIO_FRAME_US) <= 1 for st in steps), \
+                [st for st in steps if abs(st - AUDIO_FRAME_US) > 1]
+            assert probe["audioGaps"] == [], probe["audioGaps"]  # sequence numbers: no chunk lost on the way
+            span_us = sum(steps)
+            video_ts = [t for track, t, _ in probe["decoded"] if track == 1]
+            video_rate = len(video_ts) / (span_us / 1e6)
             assert video_rate >= 0.9 * FPS, (video_rate, a0, a1, layers(hq, relay, end))
             assert in_order(probe["barcodes"]), probe["barcodes"]
+            cmp = audio_vs_capture(probe["decoded"], probe["tones"], captured)
             runs = tone_runs(probe["tones"])
-            full = runs[1:-1]
-            assert len(full) >= 6 and all(abs(n - TONE_S * 50) <= 2 for _, n in full), runs
-            assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))
+            why = (cmp, runs, tone_runs([hz for _, hz in captured]))
+            # every decoded frame was captured; at least 80 % of them are clean tones (8 of 200 straddle a
+            # change, a capture glitch costs 1-2), and none of those decoded as the other tone
+            assert cmp["unmatched"] == 0 and cmp["clean"] >= 0.8 * cmp["matched"] and not cmp["mismatched"], why
+            assert len(runs) >= 8, why  # the tones really alternate (4 s: 8 changes)
+            print(f"steady: {len(steps) + 1} audio frames, {cmp['clean']} clean tones matched, "
+                  f"video {video_rate:.1f} fps, underruns {a0['audioUnderruns']} -> {a1['audioUnderruns']}")
             assert a1["mode"] == "video"
-            details = hall.evaluate("window.meshmeet.details()")
+            details = hall.evaluate(DETAILS)
             assert details["decoderErrors"] == 0 and details["formatErrors"] == 0
+            assert details["audioSeqMissing"] == 0, details
             m = media(end)
             assert m["source"] == hq.node_id and m["source_link"] == relay.node_id and m["subscribers"] >= 1
             ARTIFACTS.mkdir(exist_ok=True)
@@ -95,32 +133,43 @@ def test_three_nodes_presenter_to_end_hall(capture_files, tmp_path: Path, monkey
             assert frames1 - frames0 < 20, (frames0, frames1)  # < 1 s of capture; periodic keys are 2 s apart
             late.close()
 
-            # -- throttle relay -> end to 64 kbit/s for 10 s of audio
-            before = hall.evaluate(STATS)
+            # -- throttle relay -> end to 64 kbit/s for 10 s of audio, once the hall has caught up: right
+            #    after the late joiner its audio lagged the source by up to 1 s (50-110 ms in steady flow),
+            #    and a hall stalled that long flips to audio-only by itself, which is not the shed under test
+            d = poll(hall, DETAILS, lambda d: pres.evaluate(SOURCE_CLOCK) - d["audioTsUs"] <= CAUGHT_UP_LAG_US)
+            assert pres.evaluate(SOURCE_CLOCK) - d["audioTsUs"] <= CAUGHT_UP_LAG_US, d
+            before = hall.evaluate(DETAILS)
+            assert before["mode"] == "video"
+            src0 = pres.evaluate(SOURCE_CLOCK)
             api_post(relay, "media_test_rate_cap", {"peer": end.node_id, "bps": 64_000})
-            s = poll(hall, STATS, lambda s: s["mode"] == "audio-only")
+            s = poll(hall, DETAILS, lambda s: s["mode"] == "audio-only")
+            shed_us = pres.evaluate(SOURCE_CLOCK) - src0
             assert s["mode"] == "audio-only"
-            shed_after = s["audioFramesDecoded"] - before["audioFramesDecoded"]
-            print(f"audio-only after {shed_after} audio frames ({shed_after * 20} ms of media)")
-            # Goal 1 s (50 frames); the count also holds the page's poll interval and the decode queue,
-            # and a loaded 2-core CI machine adds scheduling noise, so the test allows 1.5 s.
-            assert shed_after <= AUDIO_ONLY_WITHIN_FRAMES
+            print(f"audio-only after {shed_us / 1000:.0f} ms of the source's media; hall lagged the source by "
+                  f"{(src0 - before['audioTsUs']) / 1000:.0f} ms at the cap, its own clock advanced "
+                  f"{(s['modeSinceAudioTsUs'] - before['audioTsUs']) / 1000:.0f} ms to the flip")
+            assert shed_us <= AUDIO_ONLY_WITHIN_US, (shed_us, before, s)
             links = {link["peer"]: link for link in media(relay)["links"]}
             assert links[end.node_id]["layer"] == "audio" and links[hq.node_id]["layer"] != "audio"
             hall.screenshot(path=str(ARTIFACTS / "nodes-hall-audio-only.png"))
             assert "Chỉ âm thanh" in hall.text_content("#audioonly") and hall.is_visible("#audioonly")
-            poll(hall, STATS, lambda x: x["audioFramesDecoded"] - before["audioFramesDecoded"] >= 500)
-            during = hall.evaluate(STATS)
+            during = poll(hall, DETAILS, lambda x: x["audioTsUs"] - before["audioTsUs"] >= THROTTLED_US)
+            assert during["audioTsUs"] - before["audioTsUs"] >= THROTTLED_US
+            assert during["audioSeqMissing"] == 0, during  # audio kept flowing: not one chunk lost
+            print(f"underruns: {before['audioUnderruns']} before the cap, {during['audioUnderruns']} after 10 s of it")
             assert during["audioUnderruns"] - before["audioUnderruns"] <= UNDERRUNS_TOLERATED, (before, during)
             assert during["mode"] == "audio-only"
 
+            src0 = pres.evaluate(SOURCE_CLOCK)
             api_post(relay, "media_test_rate_cap", {"peer": end.node_id, "bps": None})
-            lifted = hall.evaluate(STATS)
-            back = poll(hall, STATS, lambda x: x["mode"] == "video")
+            back = poll(hall, DETAILS, lambda x: x["mode"] == "video")
+            back_us = pres.evaluate(SOURCE_CLOCK) - src0
             assert back["mode"] == "video"
-            assert back["audioFramesDecoded"] - lifted["audioFramesDecoded"] <= 250  # within 5 s of media time
+            print(f"video back after {back_us / 1000:.0f} ms of the source's media")
+            assert back_us <= VIDEO_BACK_WITHIN_US, (back_us, back)
             assert back["audioUnderruns"] - before["audioUnderruns"] <= UNDERRUNS_TOLERATED
-            assert hall.evaluate("window.meshmeet.details()")["decoderErrors"] == 0
+            final = hall.evaluate(DETAILS)
+            assert final["decoderErrors"] == 0 and final["audioSeqMissing"] == 0, final
             pres.click("#stop")
         finally:
             browser.close()

@@ -8,6 +8,7 @@ reads it back); the wav alternates two tones every half second. Chromium is Debi
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import random
 import shutil
@@ -164,12 +165,60 @@ def tone_runs(tones: list[int]) -> list[tuple[int, int]]:
     """Detected tone frequencies as runs of (tone class, length)."""
     runs: list[tuple[int, int]] = []
     for hz in tones:
-        cls = min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
+        cls = tone_class(hz)
         if runs and runs[-1][0] == cls:
             runs[-1] = (cls, runs[-1][1] + 1)
         else:
             runs.append((cls, 1))
     return runs
+
+
+AUDIO_FRAME_US = 20_000  # one Opus frame as the presenter sends it
+CLEAN_TONE_HZ = 60  # a frame measured within this of a tone is all that tone; a frame straddling a change
+# reads ~650 Hz, and the fake capture device's glitches read 1000-3250 Hz (measured, see audio_vs_capture)
+
+
+def tone_class(hz: float) -> int:
+    return min(range(len(TONES_HZ)), key=lambda i: abs(TONES_HZ[i] - hz))
+
+
+def audio_steps(decoded: list) -> list[int]:
+    """Steps (µs) between the capture timestamps of consecutive decoded audio frames of a probe."""
+    ts = [t for track, t, _ in decoded if track == 0]
+    return [b - a for a, b in zip(ts, ts[1:])]
+
+
+def audio_vs_capture(decoded: list, tones: list[int], captured: list) -> dict:
+    """Compare, frame by frame, what a hall player decoded with what the presenter fed its encoder.
+
+    `decoded` and `tones` are a hall probe's (audio entries and their tones in the same order);
+    `captured` is the presenter's `takeTones()`: [timestamp µs, Hz] of each 20 ms frame it encoded.
+    The decoder's timestamps are the chunk's less Opus's pre-skip (6.5 ms), so a decoded frame is
+    matched to the captured frame nearest in time (within half a frame). Only captured frames that
+    are clean tones are compared: the capture device itself glitches now and then (Chromium's fake
+    audio file input: a click where it loops the wav every 10 s, and 1-2 garbled frames under
+    load), and those frames, like frames straddling a tone change, are not ours to judge.
+    Returns {"matched", "clean", "mismatched": [(ts, hall Hz, captured Hz)], "unmatched"}.
+    """
+    cap = sorted((int(t), hz) for t, hz in captured)
+    cap_ts = [t for t, _ in cap]
+    hall = [t for track, t, _ in decoded if track == 0]
+    out: dict = {"matched": 0, "clean": 0, "mismatched": [], "unmatched": 0}
+    for t, hz in zip(hall, tones):
+        i = bisect.bisect_left(cap_ts, t)
+        near = [j for j in (i - 1, i) if 0 <= j < len(cap)]
+        j = min(near, key=lambda j: abs(cap_ts[j] - t), default=None)
+        if j is None or abs(cap_ts[j] - t) >= AUDIO_FRAME_US // 2:
+            out["unmatched"] += 1
+            continue
+        out["matched"] += 1
+        chz = cap[j][1]
+        if min(abs(chz - x) for x in TONES_HZ) > CLEAN_TONE_HZ:
+            continue  # a straddle or a capture glitch
+        out["clean"] += 1
+        if tone_class(hz) != tone_class(chz):
+            out["mismatched"].append((t, hz, chz))
+    return out
 
 
 @pytest.fixture(scope="module")

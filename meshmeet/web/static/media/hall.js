@@ -8,15 +8,17 @@ const params = new URLSearchParams(location.search);
 const replay = params.get("replay");
 const probe = params.get("probe") === "1";
 let latest = { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only" };
-let probeLog = { barcodes: [], tones: [], decoded: [] };
+const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [] });
+let probeLog = emptyProbe();
 let ws = null, connected = false, lastMsgMs = 0, reconnectMs = 500;
 
 window.meshmeet = {
   stats: () => ({ audioFramesDecoded: latest.audioFramesDecoded, videoFramesDecoded: latest.videoFramesDecoded,
     audioUnderruns: latest.audioUnderruns, mode: latest.mode }),
   details: () => ({ ...latest, connected }),
-  // probe=1 only: barcodes and tones seen, and decoded frames as [track, capture timestamp µs, decoded at epoch ms]
-  probe: () => { const p = probeLog; probeLog = { barcodes: [], tones: [], decoded: [] }; return p; },
+  // probe=1 only: barcodes and tones seen, decoded frames as [track, capture timestamp µs, decoded at epoch ms],
+  // and audio sequence gaps as [previous seq, seq]
+  probe: () => { const p = probeLog; probeLog = emptyProbe(); return p; },
 };
 
 const worker = new Worker("/media/static/player-worker.js", { type: "module" });
@@ -41,7 +43,7 @@ worker.onmessage = (ev) => {
   const d = ev.data;
   if (d.type === "stats") {
     latest = d.stats;
-    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); }
+    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.audioGaps.push(...d.audioGaps); }
     $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
     showConnection();
   } else if (d.type === "send" && ws && ws.readyState === WebSocket.OPEN) {

@@ -12,8 +12,12 @@ const s = {
   videoDec: null, videoLayer: null, videoGen: null,
   frames: [], clockUs: null, lastVideoMs: -1e9, lastAudioMs: -1e9,
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
-    decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0 },
-  barcodes: [], tones: [],
+    decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0,
+    audioSeqMissing: 0,             // audio chunks never received: sum of sequence gaps (loss on the way here)
+    audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
+    modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
+  audioSeq: null,                   // sequence number of the latest audio chunk received
+  barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
 };
 const MAX_PROBE_DECODED = 5000;
@@ -48,6 +52,7 @@ function onAudio(ad) {
   if (s.probe) probeDecoded(0, ts);
   ad.close();
   s.stats.audioFramesDecoded++;
+  s.stats.audioTsUs = ts;
   s.lastAudioMs = performance.now();
   if (s.probe) s.tones.push(toneOf(pcm));
   if (s.audioPort) s.audioPort.postMessage({ ts, pcm }, [pcm.buffer]);
@@ -141,6 +146,7 @@ function handle(u8) {
   if (m.kind !== "chunk") return;
   try {
     if (m.track === C.TRACK_AUDIO) {
+      noteAudioSeq(m.seq);
       if (!ensureAudio()) return;
       s.audioDec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
       return;
@@ -156,12 +162,24 @@ function handle(u8) {
   }
 }
 
+const MAX_PROBE_GAPS = 1000;
+function noteAudioSeq(seq) {  // relays pass every audio frame in order: a gap is a loss upstream
+  const prev = s.audioSeq;
+  s.audioSeq = seq;
+  if (prev === null || seq === ((prev + 1) >>> 0)) return;
+  const missing = (seq - prev - 1) >>> 0;
+  if (missing < 0x80000000) s.stats.audioSeqMissing += missing;  // (a backwards step: a new presenter)
+  if (s.probe && s.audioGaps.length < MAX_PROBE_GAPS) s.audioGaps.push([prev, seq]);
+}
+
 function publishStats() {
   const t = performance.now();
   const videoFresh = t - s.lastVideoMs < AUDIO_ONLY_AFTER_MS;
-  s.stats.mode = videoFresh ? "video" : "audio-only";
+  const mode = videoFresh ? "video" : "audio-only";
+  if (mode !== s.stats.mode) s.stats.modeSinceAudioTsUs = s.stats.audioTsUs;
+  s.stats.mode = mode;
   postMessage({ type: "stats", stats: { ...s.stats }, barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
-    decoded: s.probe ? s.decoded.splice(0) : [] });
+    decoded: s.probe ? s.decoded.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [] });
 }
 
 onmessage = (ev) => {

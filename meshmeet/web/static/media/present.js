@@ -15,12 +15,13 @@ const CODECS = ["vp8", "avc1.42E01F"];
 const $ = (id) => document.getElementById(id);
 const st = {
   ws: null, running: false, t0: 0, audioCtx: null, audioEnc: null, audioSeq: 0, audioGen: 0,
-  audioStartUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0, keyframesOnRequest: 0,
+  audioStartUs: null, audioTsUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0, keyframesOnRequest: 0,
   codec: null,
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
   keyframesOnRequest: st.keyframesOnRequest,
   codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq),
+  audioTsUs: st.audioTsUs,  // timestamp of the latest audio chunk sent: the source's media clock
   // chunk timestamps are µs since this instant (ms since the epoch): capture time = epochMs + timestamp / 1000
   epochMs: performance.timeOrigin + st.t0 }),
   // probe=1 only, each call takes and clears: capture -> decoded latencies (ms) of the bare in-browser
@@ -28,9 +29,12 @@ window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeEr
   // of each audio chunk sent: when its PCM reached the encoder (Opus gives one chunk per 20 ms frame,
   // in order; chunk timestamps are not exactly the input's, and count frames, not capture instants)
   takeLoop: () => loop.lat.splice(0),
-  takeCaptures: () => loop.captures.splice(0) };
+  takeCaptures: () => loop.captures.splice(0),
+  // probe=1 only: [timestamp µs, Hz by zero crossings] of each 20 ms frame the capture worklet
+  // handed over, before encoding (what the capture device gave us; compare with the player's tones)
+  takeTones: () => loop.tones.splice(0) };
 const loop = { on: new URLSearchParams(location.search).get("probe") === "1", dec: null, lat: [], captures: [],
-  at: new Map(), inQ: [] };
+  at: new Map(), inQ: [], tones: [] };
 const MAX_PROBE_ENTRIES = 5000;
 
 function loopAudio(chunk, meta) {
@@ -55,6 +59,12 @@ function loopAudio(chunk, meta) {
     loop.dec.configure(meta.decoderConfig);
   }
   if (loop.dec && loop.dec.state === "configured") loop.dec.decode(chunk);
+}
+
+function toneOf(pcm) {  // zero crossings -> Hz, as the player's probe counts them
+  let z = 0;
+  for (let i = 1; i < pcm.length; i++) if ((pcm[i - 1] < 0) !== (pcm[i] < 0)) z++;
+  return Math.round(z / 2 / (pcm.length / 48000));
 }
 
 function status(vi, en) { $("status").textContent = `${vi} / ${en}`; }
@@ -126,6 +136,7 @@ async function startAudio(track, bitrate) {
       const payload = new Uint8Array(chunk.byteLength); chunk.copyTo(payload);
       send(C.encodeChunk({ track: C.TRACK_AUDIO, layer: 0, temporalId: 0, keyframe: true, generation: st.audioGen,
         seq: st.audioSeq++, timestampUs: chunk.timestamp, durationUs: chunk.duration || 20000, payload }));
+      st.audioTsUs = chunk.timestamp;
     },
     error: (e) => { st.encodeErrors++; console.error("AudioEncoder", e); },
   });
@@ -137,6 +148,7 @@ async function startAudio(track, bitrate) {
     const ad = new AudioData({ format: "f32-planar", sampleRate: 48000, numberOfFrames: 960, numberOfChannels: 1,
       timestamp: st.audioStartUs + ev.data.index * 20000, data: ev.data.pcm });
     if (loop.on && loop.inQ.length < 500) loop.inQ.push(performance.timeOrigin + performance.now());
+    if (loop.on && loop.tones.length < MAX_PROBE_ENTRIES) loop.tones.push([ad.timestamp, toneOf(ev.data.pcm)]);
     enc.encode(ad); ad.close();
   };
 }
