@@ -94,6 +94,9 @@ def test_no_ready_link_moves_no_bytes(tmp_path: Path) -> None:
     connect(a, b)
     assert run({"a": a, "b": b}, {frozenset("ab")}, ready=False) == 0
     assert not (tmp_path / "b" / "m1.mmrec").exists()
+    assert b.core.wanted() == b.core.status()["wanted"] == ["m1"] and a.core.wanted() == []  # known, held back
+    b.core.busy = frozenset({"m1"})
+    assert b.core.wanted() == []
 
 
 def test_resumes_from_partial_file_after_restart(tmp_path: Path) -> None:
@@ -136,6 +139,23 @@ def test_grown_file_refetched_and_busy_name_left_alone(tmp_path: Path) -> None:
     b.core.busy = frozenset()
     run({"a": a, "b": b}, {frozenset("ab")})
     assert (tmp_path / "b" / "m1.mmrec").read_bytes() == data
+
+
+def test_copy_replaced_at_the_source_mid_fetch_is_fetched_again_from_0(tmp_path: Path) -> None:
+    """A hall's own copy (what it relayed for part of a meeting) is no prefix of HQ's: when the
+    relay replaces it by HQ's longer copy while the end hall fetches it, the end hall's first
+    bytes are of the old copy. The mismatch starts the fetch over instead of barring HQ's copy."""
+    make(tmp_path / "relay", "m", 200_000, seed=2)
+    relay, end = Site("relay", tmp_path / "relay"), Site("end", tmp_path / "end")
+    connect(relay, end)
+    links = {frozenset(("relay", "end"))}
+    assert run({"relay": relay, "end": end}, links, stop_after_bytes=2 * R.PIECE_BYTES) == 2 * R.PIECE_BYTES
+    data = make(tmp_path / "relay", "m", 300_000, seed=5)  # the relay fetched HQ's copy meanwhile
+    relay.core.set_local(relay.store.scan())
+    relay.do([R.Send("end", relay.core.list_message())])
+    run({"relay": relay, "end": end}, links)
+    assert end.core.counters["verify_failed"] == 1 and end.core.counters["fetched"] == 1
+    assert (tmp_path / "end" / "m.mmrec").read_bytes() == data and not list((tmp_path / "end").glob("*.part"))
 
 
 def test_gets_beyond_a_listed_file_are_refused(tmp_path: Path) -> None:

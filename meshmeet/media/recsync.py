@@ -8,9 +8,10 @@ Three messages on the media service (0x40), next to the media kinds (chunk.py) a
 * 0x22 piece: `[name, offset, data]`, the answer
 
 `RecordingSync` keeps what each neighbour offers, fetches a recording this node lacks (or holds a
-shorter copy of) one piece at a time from one neighbour, appends it to a partial file (resumable
+shorter copy of: a hall's copy of a meeting it relayed in part is no prefix of HQ's, so the whole
+file is fetched) one piece at a time from one neighbour, appends it to a partial file (resumable
 across restarts: the driver reports partial sizes), and asks the driver to verify the whole file
-against the offered sha256 before it becomes the local copy. It answers gets with `Serve`
+against the offered sha256 before it replaces the local copy. It answers gets with `Serve`
 actions. The driver says which peers may carry recording bytes right now (`poll(now, ready)`:
 short writer queue, no live media), so all of this is low priority.
 
@@ -181,7 +182,8 @@ class _Fetch:
     target: RecordingInfo
     have: int  # bytes in the partial file
     asked_at: float | None = None  # a get for [have, ...) is outstanding since then
-    resumed: bool = False  # started from an earlier partial file (maybe of another copy)
+    resumed: bool = False  # its first bytes may be of another copy (an earlier partial file, or a copy
+    #                        the source replaced meanwhile): a mismatch then means "start over", not "bad copy"
 
 
 class RecordingSync:
@@ -306,8 +308,9 @@ class RecordingSync:
             offer = self._offers.get(f.peer, {}).get(name)
             if name in self.busy or offer is None or offer.size < f.target.size:
                 del self._fetches[name]  # gone, or being recorded here now: pick again below
-            elif offer != f.target:
-                f.target = offer  # the file grew there (append-only): keep what we have
+            elif offer != f.target:  # the file grew there (append-only: keep what we have), or a hall's
+                f.target = offer      # copy was replaced by a longer one it fetched (not a prefix of it)
+                f.resumed = f.resumed or f.have > 0
         sources = sorted(p for p in ready if p in self._offers)
         for peer in sources:
             for name, info in sorted(self._offers[peer].items()):
@@ -333,8 +336,14 @@ class RecordingSync:
         times = [f.asked_at + REQUEST_TIMEOUT_S for f in self._fetches.values() if f.asked_at is not None]
         return min(times, default=None)
 
+    def wanted(self) -> list[str]:
+        """Names a linked neighbour lists that this node would fetch (missing or shorter here),
+        whether or not a link is ready for it now."""
+        return sorted({n for offers in self._offers.values() for n, i in offers.items() if self._wanted(i)})
+
     def status(self) -> dict:
         return {"local": len(self.local),
+                "wanted": self.wanted(),
                 "fetching": [{"name": n, "peer": f.peer, "have": f.have, "size": f.target.size}
                              for n, f in sorted(self._fetches.items())],
                 "verifying": sorted(self._verifying),

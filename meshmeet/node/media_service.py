@@ -402,16 +402,23 @@ class MediaService:
 
     async def _recsync_loop(self) -> None:
         next_scan = trio.current_time()
+        live = False
         while True:
             self._recsync_wake = trio.Event()
             now = trio.current_time()
-            live = self.live(now)
-            self.recsync.busy = frozenset({self.meeting_id}) if live else frozenset()
+            if live and not self.live(now):
+                # the meeting file stopped growing: list it before anything is fetched, or the core,
+                # not knowing this node holds it, would replace it by a neighbour's shorter copy
+                next_scan = now
             if now >= next_scan:
-                items = await trio.to_thread.run_sync(self.recstore.scan, self.recsync.busy)
+                recording = frozenset({self.meeting_id}) if self.live(now) else frozenset()
+                items = await trio.to_thread.run_sync(self.recstore.scan, recording)
                 if self.recsync.set_local(items):
                     self._recsync_broadcast()
-                next_scan = trio.current_time() + RESCAN_S
+                now = trio.current_time()
+                next_scan = now + RESCAN_S
+            live = self.live(now)  # judged after the scan: hashing takes a while, media may have started
+            self.recsync.busy = frozenset({self.meeting_id}) if live else frozenset()
             ready = [] if live else [p for p in sorted(self._tree_neighbours())
                                      if self.node.links.queue_depth(p) < RECSYNC_QUEUE_MAX_MESSAGES]
             self._recsync_do(self.recsync.poll(now, ready))
@@ -439,6 +446,6 @@ class MediaService:
             "browsers": self._hub.get("links", []),
             "floor": self.floor_status(),
             "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
-            "recordings": self.recsync.status(),
+            "recordings": {**self.recsync.status(), "live": self.live(now)},
             "counters": dict(self.counters),
         }
