@@ -6,6 +6,8 @@ from meshmeet.media import chunk as C
 from meshmeet.media.relay import MediaRelay, Outgoing
 
 AUDIO_BYTES = 74  # 24 kbit/s Opus at 20 ms + 14 B header
+AUDIO_PRESET_KBPS = 24  # the presenter's chosen preset (the ceiling)
+AUDIO_HOLD_S = 6.0  # back to the preset after this long without an audio rate request
 HIGH_BYTES = (4000, 900)  # keyframe / delta at 640x360: ~166 kbit/s at 20 fps
 LOW_BYTES = (2200, 520)  # 320x180: ~93 kbit/s
 FPS = 20
@@ -21,6 +23,18 @@ class Source:
         self.vseq = 0
         self.force_key: set[int] = set()
         self.keyframes_sent = 0
+        self.audio_kbps = AUDIO_PRESET_KBPS  # what the Opus encoder runs at now
+        self.rate_requests: list[tuple[float, int]] = []  # (t, kbit/s) as they arrived
+        self.t = 0.0
+
+    def audio_rate_request(self, kbps: int) -> None:
+        """As the presenter page does: at most the request, never above the chosen preset."""
+        self.rate_requests.append((self.t, kbps))
+        self.audio_kbps = min(AUDIO_PRESET_KBPS, kbps)
+
+    def _hold(self) -> None:
+        if self.rate_requests and self.t - self.rate_requests[-1][0] >= AUDIO_HOLD_S:
+            self.audio_kbps = AUDIO_PRESET_KBPS
 
     def configs(self) -> list[bytes]:
         return [C.encode(C.DecoderConfig(C.TRACK_AUDIO, 0, 0, {"codec": "opus", "sampleRate": 48000, "numberOfChannels": 1})),
@@ -28,7 +42,9 @@ class Source:
                 C.encode(C.DecoderConfig(C.TRACK_VIDEO, 1, 0, {"codec": "vp8", "codedWidth": 320, "codedHeight": 180}))]
 
     def audio(self) -> bytes:
-        c = C.Chunk(C.TRACK_AUDIO, 0, 0, True, 0, self.aseq, self.aseq * 20000, 20000, bytes(AUDIO_BYTES - 14))
+        self._hold()
+        payload = bytes(self.audio_kbps * 1000 // 8 * 20 // 1000)  # one 20 ms frame at the current bitrate
+        c = C.Chunk(C.TRACK_AUDIO, 0, 0, True, 0, self.aseq, self.aseq * 20000, 20000, payload)
         self.aseq += 1
         return C.encode(c)
 
@@ -53,6 +69,7 @@ def run(relay: MediaRelay, src: Source, links: list[str], t0: float, t1: float, 
     n0 = round(t0 / step)
     for n in range(n0, round(t1 / step)):
         t = n * step
+        src.t = t
         msgs: list[bytes] = []
         if n % round(0.02 / step) == 0:
             msgs.append(src.audio())
@@ -75,5 +92,8 @@ def run(relay: MediaRelay, src: Source, links: list[str], t0: float, t1: float, 
 def _route(outs: list[Outgoing], src: Source) -> None:
     for o in outs:
         req = C.parse(o.data)
+        if isinstance(req, C.AudioRateRequest):
+            src.audio_rate_request(req.kbps)
+            continue
         assert isinstance(req, C.KeyframeRequest)
         src.force_key.add(req.layer)

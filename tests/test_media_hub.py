@@ -141,3 +141,56 @@ def test_recorder_waits_for_a_chunk_and_follows_a_replaced_file(tmp_path: Path) 
     hub._recorder.sync(7.5)
     data = path.read_bytes()
     assert data.startswith(fetched) and [r.data for r in read_records(data)][-1] == chunk(0, 2)
+
+
+def test_audio_rate_request_reaches_the_presenter() -> None:
+    """A hall link that cannot carry the audio at audio-only: the presenter is asked for a lower bitrate
+    (standalone hub); in node mode a request fed from the node goes to the presenter page as is."""
+    with AppThread(MediaHub) as app:
+        async def main() -> None:
+            base = f"http://127.0.0.1:{app.port}"
+            async with aiohttp.ClientSession() as http:
+                pres = await http.ws_connect(base + "/media/ws/present")
+                await pres.send_bytes(CFG_A)
+                await pres.send_bytes(CFG_V)
+                weak = await http.ws_connect(base + "/media/ws/hall")
+                asked: list[C.MediaMessage] = []
+
+                async def drain(ws: aiohttp.ClientWebSocketResponse, keep: list | None) -> None:
+                    async for m in ws:
+                        if keep is not None and m.type == aiohttp.WSMsgType.BINARY:
+                            keep.append(C.parse(m.data))
+
+                tasks = [asyncio.create_task(drain(pres, asked)), asyncio.create_task(drain(weak, None))]
+                app.call(lambda: app.hub.set_rate_cap("hall-1", 24_000))  # < 24 kbit/s Opus + headers
+                for i in range(150):
+                    await pres.send_bytes(chunk(0, i, size=60))  # 24 kbit/s Opus
+                    if i % 5 in (0, 2):
+                        await pres.send_bytes(chunk(1, i, key=i == 0, size=2500))
+                    await asyncio.sleep(0.02)
+                for t in tasks:
+                    t.cancel()
+                rates = [m.kbps for m in asked if isinstance(m, C.AudioRateRequest)]
+                assert rates and all(k <= 16 for k in rates), asked
+                st = app.call(app.hub.stats)
+                assert st["links"][0]["layer"] == "audio" and st["links"][0]["audio_request_kbps"] <= 16
+        asyncio.run(main())
+
+    sent: list[bytes] = []
+
+    async def upstream(data: bytes) -> None:
+        sent.append(data)
+
+    with AppThread(lambda: MediaHub(upstream=upstream)) as app:
+        async def node_mode() -> None:
+            async with aiohttp.ClientSession() as http:
+                pres = await http.ws_connect(f"http://127.0.0.1:{app.port}/media/ws/present")
+                await asyncio.sleep(0.1)
+                req = C.encode(C.AudioRateRequest(12))
+                app.call(lambda: app.hub.feed(req))
+                app.call(lambda: app.hub.feed(b"\x06\x00\x01"))  # below Opus's minimum: dropped, counted
+                got = await asyncio.wait_for(pres.receive(), 10)
+                assert got.data == req
+                await pres.close()
+        asyncio.run(node_mode())
+        assert app.call(lambda: app.hub.format_errors) == 1

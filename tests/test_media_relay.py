@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from media_sim import Source, run
 from meshmeet.media import chunk as C
-from meshmeet.media.keyframes import KeyframeRequester
+from meshmeet.media.keyframes import AUDIO_RATE_EXPIRE_S, AudioRateRequester, KeyframeRequester
+from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, RateCap
 from meshmeet.media.relay import MediaRelay
 
 
@@ -30,14 +31,14 @@ def kinds(msgs: list[tuple[float, bytes]]):
             yield t, C.parse(d)
 
 
-def check_decodable(msgs) -> None:
-    """Every video layer a link receives starts at a keyframe and resumes only at one."""
+def check_decodable(msgs, *, simulcast: bool = False) -> None:
+    """Every video layer a link receives starts at a keyframe and (one layer links) switches only at one."""
     started: dict[int, bool] = {}
     last_layer = None
     for _, c in kinds(msgs):
         if c.track != C.TRACK_VIDEO:
             continue
-        if last_layer is not None and c.layer != last_layer:
+        if last_layer is not None and c.layer != last_layer and not simulcast:
             assert c.keyframe, "layer switch not at a keyframe"
         if not started.get(c.layer):
             assert c.keyframe, "video started without a keyframe"
@@ -194,15 +195,123 @@ def test_stats_shape() -> None:
     assert (s.peer, s.layer, s.queue_ms, s.estimate_kbps) == ("a", "high", 0.0, 0.0)
 
 
+def test_rate_cap_counts_the_links_framing() -> None:
+    """At 24 kbit/s Opus a 20 ms frame is 60 B + 14 B header + 20 B of mesh link framing: 37.6 kbit/s."""
+    cap = RateCap(32_000, MESH_LINK_FRAMING_BYTES)
+    t, sent = 0.0, 0
+    while t < 10.0:
+        if cap.can_send(t):
+            cap.sent(74, t)
+            sent += 1
+        t += 0.001
+    assert abs(sent * (74 + 20) * 8 / 10.0 - 32_000) < 500  # 34 frames/s, not the 50 the encoder makes
+    r = MediaRelay(source="src")
+    r.add_link("tree", 0.0, simulcast=True)
+    r.add_link("browser", 0.0)
+    aud = C.encode(C.Chunk(0, 0, 0, True, 0, 0, 0, 20000, bytes(60)))
+    for link in ("tree", "browser"):
+        r.set_rate_cap(link, 8_000)
+        r.receive("src", aud, 0.0)
+        r.pop(link, 0.0)
+    assert r._links["tree"].cap.ready_at(0.0) > r._links["browser"].cap.ready_at(0.0)  # 20 B vs 2 B
+
+
+def test_32kbps_hall_link_asks_the_source_for_less_audio_and_keeps_every_frame() -> None:
+    """Issue 5: a 32 kbit/s link cannot carry 24 kbit/s Opus with its framing; the source drops to <= 16."""
+    r, src, got = MediaRelay(source="src"), Source(), {}
+    for m in src.configs():
+        r.receive("src", m, 0.0)
+    r.add_link("weak", 0.0, simulcast=True)  # a tree link into a hall: mesh link framing
+    r.add_link("good", 0.0, simulcast=True)
+    src.force_key.update({0, 1})
+    run(r, src, ["weak", "good"], 0.0, 3.0, received=got)
+    assert r.link_stats("weak", 3.0).layer == "high" and src.audio_kbps == 24
+    r.set_rate_cap("weak", 32_000)
+    layers: list[tuple[float, str]] = []
+    step = lambda t: layers.append((t, r.link_stats("weak", t).layer))  # noqa: E731
+    run(r, src, ["weak", "good"], 3.0, 15.0, received=got, on_step=step)
+    audio_only_at = next(t for t, layer in layers if layer == "audio")
+    asked_at, kbps = src.rate_requests[0]
+    assert audio_only_at - 3.0 <= 1.0 and kbps <= 16 and asked_at - 3.0 <= 1.0, (audio_only_at, src.rate_requests)
+    assert all(k <= 16 for _, k in src.rate_requests)
+    # soft state: refreshed every few seconds while needed, and never more than the rate limit allows
+    times = [t for t, _ in src.rate_requests]
+    assert len(times) >= 4 and all(0.5 <= b - a <= 2.5 for a, b in zip(times, times[1:])), times
+    assert all(layer == "audio" for t, layer in layers if t >= audio_only_at)
+    assert r.link_stats("weak", 15.0).audio_request_kbps == kbps
+    # every audio frame reached the weak hall, in order, none dropped; after the switch no gap above 100 ms
+    audio = [(t, c) for t, c in kinds(got["weak"]) if c.track == 0]
+    seqs = [c.seq for _, c in audio]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and r._links["weak"].dropped_audio == 0
+    after = [t for t, c in audio if t >= asked_at + 0.3]
+    gaps = [b - a for a, b in zip(after, after[1:])]
+    assert max(gaps) <= 0.1, max(gaps)
+    assert any(len(c.payload) == 40 for t, c in audio if t > asked_at)  # 16 kbit/s frames arrived
+    # the other hall keeps its video, and its audio is the same (smaller) stream
+    assert r.link_stats("good", 15.0).layer == "high"
+    assert any(c.track == 1 and t > 14.0 for t, c in kinds(got["good"]))
+    check_decodable(got["good"], simulcast=True)
+    # the cap lifts: video comes back, the requests stop, the source returns to its preset after its hold
+    r.set_rate_cap("weak", None)
+    run(r, src, ["weak", "good"], 15.0, 30.0, received=got, on_step=step)
+    back_at = next(t for t, layer in layers if t >= 15.0 and layer != "audio")
+    assert back_at - 15.0 <= 5.0
+    assert src.rate_requests[-1][0] < back_at and src.audio_kbps == 24
+    assert r.link_stats("weak", 30.0).audio_request_kbps is None
+    check_decodable(got["weak"], simulcast=True)
+
+
+def test_audio_rate_requests_merged_and_rate_limited() -> None:
+    r = MediaRelay(source="up")
+    for link in ("a", "b", "c"):
+        r.add_link(link, 0.0, simulcast=True)
+
+    def req(kbps: int) -> bytes:
+        return C.encode(C.AudioRateRequest(kbps))
+
+    def ticked(t: float) -> list:
+        return [m for o in r.tick(t) if isinstance(m := C.parse(o.data), C.AudioRateRequest)]
+
+    out = r.receive("a", req(16), 0.0)
+    assert [(o.link, C.parse(o.data)) for o in out] == [("up", C.AudioRateRequest(16))]
+    assert r.receive("b", req(12), 0.1) == []  # within the interval: merged, sent by the timer
+    assert r.receive("up", req(6), 0.1) == []  # never from the source's side
+    assert ticked(0.5) == [C.AudioRateRequest(12)]  # the minimum
+    assert ticked(0.6) == [] and r.receive("a", req(16), 1.0) == []  # unchanged: no repeat before the refresh
+    assert r.link_stats("a", 1.0).audio_request_kbps == 16 and r.link_stats("b", 1.0).audio_request_kbps == 12
+    assert ticked(2.5) == [C.AudioRateRequest(12)]  # soft state: refreshed
+    for t in (3.0, 5.0):
+        r.receive("a", req(16), t)  # a keeps asking, b went quiet
+    out = [m for t in (5.2, 5.4, 5.6, 5.8) for m in ticked(t)]
+    assert out == [C.AudioRateRequest(16)]  # b expired after AUDIO_RATE_EXPIRE_S: back up to a's
+    assert [m for t in (11.0, 11.5, 14.0) for m in ticked(t)] == []  # nobody asks: nothing goes up
+    assert r.link_stats("a", 14.0).audio_request_kbps is None
+
+
+def test_audio_rate_requester() -> None:
+    q = AudioRateRequester(interval_s=0.5, refresh_s=2.0, expire_s=AUDIO_RATE_EXPIRE_S)
+    assert q.due(0.0) is None and q.next_deadline(0.0) is None
+    q.want("x", 16, 0.0)
+    assert q.due(0.0) == 16 and q.due(0.1) is None
+    q.want("y", 12, 0.2)
+    assert q.due(0.3) is None and q.next_deadline(0.3) == 0.5 and q.due(0.5) == 12
+    q.want("y", None, 0.6)
+    assert q.due(1.0) == 16 and q.due(2.9) is None and q.due(3.0) == 16
+    assert q.merged(0.0 + AUDIO_RATE_EXPIRE_S + 0.1) is None  # x was set at 0.0 and never refreshed
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["up", "a", "b"]), st.binary(max_size=40), st.floats(0, 0.5)), max_size=40))
+@given(st.lists(st.tuples(st.sampled_from(["up", "a", "b"]),
+                          st.sampled_from([b"", b"\x01", b"\x06", b"\x06\x00"]), st.binary(max_size=40),
+                          st.floats(0, 0.5)), max_size=40))
 def test_hostile_input_only_raises_media_format_error(events) -> None:
     r = MediaRelay(source="up")
     r.add_link("a", 0.0)
     r.add_link("b", 0.0, simulcast=True)
     t = 0.0
-    for link, data, dt in events:
+    for link, kind, data, dt in events:
         t += dt
+        data = kind + data
         try:
             r.receive(link, bytes([C.KIND_CHUNK]) + data if data[:1] == b"\x00" else data, t)
         except C.MediaFormatError:

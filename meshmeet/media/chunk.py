@@ -1,4 +1,4 @@
-"""The media wire format: encoded chunks, decoder configs and keyframe requests.
+"""The media wire format: encoded chunks, decoder configs, keyframe and audio rate requests.
 
 Byte-exact description and test vectors: docs/protocol/media.md (a test checks both, and that
 static/media/chunk.js agrees). This module only encodes and parses; it must never do I/O, keep
@@ -10,6 +10,7 @@ Every media message starts with a kind byte:
   0x03 keyframe request 3 bytes
   0x04 padding          link-local probe filler (ignored)
   0x05 fragment         2-byte header + a piece of one video chunk (link-local, see relay.py)
+  0x06 audio rate request 3 bytes: asks the source for a lower Opus bitrate (kbit/s)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ KIND_CONFIG = 0x02
 KIND_KEYFRAME_REQUEST = 0x03
 KIND_PADDING = 0x04
 KIND_FRAGMENT = 0x05
+KIND_AUDIO_RATE_REQUEST = 0x06
+UPSTREAM_KINDS = (KIND_KEYFRAME_REQUEST, KIND_AUDIO_RATE_REQUEST)  # travel towards the source
 FRAGMENT_FIRST = 0x01
 FRAGMENT_LAST = 0x02
 FRAGMENT_HEADER_BYTES = 2
@@ -40,6 +43,8 @@ LAYER_LOW = 1  # 320x180
 CHUNK_HEADER_BYTES = 14
 CONFIG_HEADER_BYTES = 3
 KEYFRAME_REQUEST_BYTES = 3
+AUDIO_RATE_REQUEST_BYTES = 3
+AUDIO_RATE_MIN_KBPS = 6  # Opus's lowest bitrate; a request below it is malformed
 MAX_MESSAGE_BYTES = 1 << 20  # one encoded frame never comes near 1 MiB
 MAX_CONFIG_JSON_BYTES = 8192
 MAX_TIMESTAMP_US = (1 << 40) - 1  # ~12.7 days
@@ -104,7 +109,14 @@ class Fragment:
     piece: bytes
 
 
-MediaMessage = Chunk | DecoderConfig | KeyframeRequest | Padding | Fragment
+@dataclass(frozen=True)
+class AudioRateRequest:
+    """Asks the source (hop by hop, merged: the minimum) for an Opus bitrate of at most `kbps`."""
+
+    kbps: int  # AUDIO_RATE_MIN_KBPS..255
+
+
+MediaMessage = Chunk | DecoderConfig | KeyframeRequest | Padding | Fragment | AudioRateRequest
 
 
 def _stream_byte(track: int, layer: int, temporal_id: int, keyframe: bool) -> int:
@@ -158,6 +170,12 @@ def encode_keyframe_request(r: KeyframeRequest) -> bytes:
     return bytes((KIND_KEYFRAME_REQUEST, _stream_byte(TRACK_VIDEO, r.layer, 0, False), 0))
 
 
+def encode_audio_rate_request(r: AudioRateRequest) -> bytes:
+    if not AUDIO_RATE_MIN_KBPS <= r.kbps <= 0xFF:
+        raise ValueError(f"audio rate {r.kbps} kbit/s")
+    return bytes((KIND_AUDIO_RATE_REQUEST, _stream_byte(TRACK_AUDIO, LAYER_HIGH, 0, False), r.kbps))
+
+
 def encode_fragment(f: Fragment) -> bytes:
     flags = (FRAGMENT_FIRST if f.first else 0) | (FRAGMENT_LAST if f.last else 0)
     return bytes((KIND_FRAGMENT, flags)) + f.piece
@@ -172,6 +190,8 @@ def encode(m: MediaMessage) -> bytes:
         return bytes((KIND_PADDING,)) + bytes(max(0, m.size - 1))
     if isinstance(m, Fragment):
         return encode_fragment(m)
+    if isinstance(m, AudioRateRequest):
+        return encode_audio_rate_request(m)
     return encode_keyframe_request(m)
 
 
@@ -180,7 +200,8 @@ def peek_kind(data: bytes) -> int:
     if not data:
         raise MediaFormatError("empty message")
     k = data[0]
-    if k not in (KIND_CHUNK, KIND_CONFIG, KIND_KEYFRAME_REQUEST, KIND_PADDING, KIND_FRAGMENT):
+    if k not in (KIND_CHUNK, KIND_CONFIG, KIND_KEYFRAME_REQUEST, KIND_PADDING, KIND_FRAGMENT,
+                 KIND_AUDIO_RATE_REQUEST):
         raise MediaFormatError(f"unknown kind 0x{k:02x}")
     return k
 
@@ -227,12 +248,25 @@ def parse(data: bytes) -> MediaMessage:
         if data[1] & ~(FRAGMENT_FIRST | FRAGMENT_LAST):
             raise MediaFormatError("reserved fragment flag set")
         return Fragment(bool(data[1] & FRAGMENT_FIRST), bool(data[1] & FRAGMENT_LAST), bytes(data[2:]))
+    if kind == KIND_AUDIO_RATE_REQUEST:
+        return _parse_audio_rate_request(data)
     if len(data) != KEYFRAME_REQUEST_BYTES:
         raise MediaFormatError("keyframe request must be 3 bytes")
     track, layer, tid, key = _split_stream_byte(data[1])
     if track != TRACK_VIDEO or tid or key or data[2]:
         raise MediaFormatError("keyframe request for a non-video stream")
     return KeyframeRequest(layer)
+
+
+def _parse_audio_rate_request(data: bytes) -> AudioRateRequest:
+    if len(data) != AUDIO_RATE_REQUEST_BYTES:
+        raise MediaFormatError("audio rate request must be 3 bytes")
+    track, layer, tid, key = _split_stream_byte(data[1])
+    if track != TRACK_AUDIO or key:
+        raise MediaFormatError("audio rate request for a non-audio stream")
+    if data[2] < AUDIO_RATE_MIN_KBPS:
+        raise MediaFormatError(f"audio rate {data[2]} kbit/s below Opus's minimum")
+    return AudioRateRequest(data[2])
 
 
 @dataclass(frozen=True)

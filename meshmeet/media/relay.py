@@ -5,7 +5,13 @@ neighbours (simulcast: both video layers) and browsers (one layer). Per link: an
 served before a video queue, congestion read from queue delay, the quality ladder (ladder.py),
 video that (re)starts or switches layer only at a keyframe of the target layer, keyframe requests
 merged and rate-limited upstream (keyframes.py), padding probes before an upgrade, and an
-optional rate cap (linkmodel.py) for emulated weak links.
+optional rate cap (linkmodel.py) for emulated weak links. Link rates (estimates, probes, caps,
+what a level needs) count each message's framing on that link (mesh link or WebSocket).
+
+Audio is one stream for every link (it is tiny next to video, as in SFUs): a link at the
+audio-only level that still cannot carry it asks the source for a lower Opus bitrate (kind 0x06,
+one of AUDIO_PRESETS_KBPS), merged per hop as the minimum over downstream and repeated while
+needed; the source returns to its chosen preset when the requests stop.
 
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
 `tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given. This
@@ -19,11 +25,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from meshmeet.media import chunk as C
-from meshmeet.media.keyframes import KeyframeRequester
+from meshmeet.media.keyframes import AUDIO_PRESETS_KBPS, AudioRateRequester, KeyframeRequester
 from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, RateMeter, level_rate_bps
 
 LOW_LEVEL = next(i for i, lv in enumerate(LEVELS) if lv.layer == C.LAYER_LOW)
-from meshmeet.media.linkmodel import RateCap
+from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,9 @@ PADDING_SLICE_S = 0.01  # one padding message carries this much time at the prob
 FRAGMENT_BYTES = 700  # video chunks above this go out in pieces, audio slipping in between
 FRAGMENT_PIECE_BYTES = 500  # pieces are cut evenly to at most this (62 ms at 64 kbit/s)
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
+AUDIO_FIT_SHARE = 0.95  # at audio-only, audio (with framing) fits a link if it needs at most this share of the estimate
+AUDIO_FRAMES_PER_S = 50  # 20 ms Opus frames, until the meter has counted them
+AUDIO_SQUEEZE_SETTLE_S = 2.0  # after asking for less, the source has switched and the queue drained by then
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class LinkStats:
     layer: str  # "high" | "low" | "audio"
     queue_ms: float
     estimate_kbps: float
+    audio_request_kbps: int | None = None  # the lower Opus bitrate asked for because of this link
 
 
 @dataclass
@@ -70,6 +80,9 @@ class _Link:
     level: int
     best_level: int = 0  # never climbs above this (a tablet that wants the low layer only)
     cap: RateCap | None = None
+    framing_bytes: int = 0  # what the link adds to each message (counted in every rate)
+    audio_want_kbps: int | None = None  # Opus bitrate asked of the source for this link (at audio-only)
+    audio_want_at: float = 0.0
     audio: deque = field(default_factory=deque)  # (t_enqueued, bytes)
     video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid, piece size once cut, else 0)
     sending: dict = field(default_factory=dict)  # layer -> decoder continuity established
@@ -107,7 +120,9 @@ class MediaRelay:
         self._links: dict[str, _Link] = {}
         self._configs: dict[tuple[int, int], bytes] = {}
         self._meter = RateMeter()
+        self._msgs = RateMeter()  # messages, one "byte" each: rate_bps / 8 = messages per second
         self._kf = KeyframeRequester()
+        self._ar = AudioRateRequester()
         self._key_bytes: dict[int, int] = {}  # layer -> size of its latest keyframe
         self._reassembly: dict[str, bytearray] = {}  # link -> pieces of a fragmented chunk
         self.chunks_in = 0
@@ -115,10 +130,16 @@ class MediaRelay:
 
     # ---- links -------------------------------------------------------------------------
     def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
-                 best_level: int = 0) -> list[Outgoing]:
-        """A new downstream link (tree neighbour: simulcast=True; browser: False)."""
+                 best_level: int = 0, framing_bytes: int | None = None) -> list[Outgoing]:
+        """A new downstream link (tree neighbour: simulcast=True; browser: False).
+
+        `framing_bytes`: what the link adds per message; by default a mesh link's for a tree
+        neighbour (simulcast) and a WebSocket's for a browser."""
         start_level = max(start_level, best_level)
-        lk = _Link(link, simulcast, start_level, best_level, last_change=now, steady_since=now)
+        if framing_bytes is None:
+            framing_bytes = MESH_LINK_FRAMING_BYTES if simulcast else WS_FRAMING_BYTES
+        lk = _Link(link, simulcast, start_level, best_level, last_change=now, steady_since=now,
+                   framing_bytes=framing_bytes)
         self._links[link] = lk
         for key in sorted(self._configs):  # late joiner: decoder configs first
             lk.audio.append((now, self._configs[key]))
@@ -127,6 +148,8 @@ class MediaRelay:
     def remove_link(self, link: str) -> None:
         self._links.pop(link, None)
         self._reassembly.pop(link, None)
+        self._ar.want(("link", link), None, 0.0)
+        self._ar.want(("from", link), None, 0.0)
         if link == self.source:
             self.source = None
 
@@ -134,6 +157,7 @@ class MediaRelay:
         """The floor moved: forget the old source's configs; new chunks come from `link`."""
         self.source = link
         self._configs.clear()
+        self._ar.resend()
         for lk in self._links.values():
             lk.sending.clear()
             lk.video.clear()
@@ -142,6 +166,7 @@ class MediaRelay:
         """The same source is now reached over another link (the tree changed): keep configs."""
         self.source = link
         self._reassembly.clear()
+        self._ar.resend()
 
     def request_keyframes(self, now: float) -> list[Outgoing]:
         """Ask upstream for what every link is waiting for (e.g. after the source changed)."""
@@ -160,7 +185,7 @@ class MediaRelay:
     def set_rate_cap(self, link: str, rate_bps: float | None) -> None:
         """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
         lk = self._links[link]
-        lk.cap = None if rate_bps is None else RateCap(rate_bps)
+        lk.cap = None if rate_bps is None else RateCap(rate_bps, lk.framing_bytes)
 
     def links(self) -> list[str]:
         return list(self._links)
@@ -182,6 +207,8 @@ class MediaRelay:
             req = C.parse(data)
             assert isinstance(req, C.KeyframeRequest)
             return self._ask_upstream(req.layer, now)
+        if kind == C.KIND_AUDIO_RATE_REQUEST:
+            return self._audio_rate_from(link, data, now)
         if self.source is None:
             self.source = link
         elif link != self.source:
@@ -203,11 +230,14 @@ class MediaRelay:
             self._accepted.append(bytes(data))
         if info.track == C.TRACK_AUDIO:
             self._meter.add(("a",), n, now)
+            self._msgs.add(("a",), 1, now)
             for lk in self._links.values():
                 if lk.id != link:
                     lk.audio.append((now, data))
             return []
         self._meter.add(("v", info.layer, info.temporal_id), n, now)
+        pieces = 1 if n <= FRAGMENT_BYTES else -(-n // FRAGMENT_PIECE_BYTES)
+        self._msgs.add(("v", info.layer, info.temporal_id), pieces, now)
         self._layer_seen[info.layer] = now
         if info.keyframe:
             self._kf.keyframe_seen(info.layer, now)
@@ -280,6 +310,21 @@ class MediaRelay:
             return []
         return [Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer)))]
 
+    def _audio_rate_from(self, link: str, data: bytes, now: float) -> list[Outgoing]:
+        """A downstream hop wants a lower audio bitrate: merge it, pass it on if due."""
+        req = C.parse(data)
+        assert isinstance(req, C.AudioRateRequest)
+        if link == self.source:
+            return []  # requests travel away from the source only
+        self._ar.want(("from", link), req.kbps, now)
+        return self._audio_rate_due(now)
+
+    def _audio_rate_due(self, now: float) -> list[Outgoing]:
+        kbps = self._ar.due(now)
+        if kbps is None or self.source is None:
+            return []
+        return [Outgoing(self.source, C.encode_audio_rate_request(C.AudioRateRequest(kbps)))]
+
     def _request_for_level(self, lk: _Link, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
         for layer in self._wanted_layers(lk, now):
@@ -307,7 +352,7 @@ class MediaRelay:
             if data is None:
                 lk.last_pop = None  # idle: the next send does not measure capacity
                 return None
-        n = len(data)
+        n = len(data) + lk.framing_bytes  # what the link carries
         if lk.last_pop is not None and now > lk.last_pop:
             lk.backlog.append((now, lk.last_pop_size, now - lk.last_pop))
             lk.backlog_bytes += lk.last_pop_size
@@ -318,7 +363,7 @@ class MediaRelay:
         if lk.probe_t0 is not None:
             lk.probe_bytes += n
         if lk.cap is not None:
-            lk.cap.sent(n, now)
+            lk.cap.sent(len(data), now)
         return data
 
     def _next_video(self, lk: _Link) -> bytes:
@@ -354,7 +399,7 @@ class MediaRelay:
         owed = lk.probe_target_bps / 8 * (now - lk.probe_t0) - lk.probe_bytes
         if owed <= 0:
             return None
-        size = int(lk.probe_target_bps / 8 * PADDING_SLICE_S)
+        size = int(lk.probe_target_bps / 8 * PADDING_SLICE_S) - lk.framing_bytes
         size = max(PADDING_MIN_BYTES, min(PADDING_MAX_BYTES, size))
         return C.encode(C.Padding(size))
 
@@ -367,16 +412,21 @@ class MediaRelay:
     def tick(self, now: float) -> list[Outgoing]:
         """Run timers; call at `next_deadline()` (or every ~50 ms)."""
         self._meter.roll(now)
+        self._msgs.roll(now)
         out: list[Outgoing] = []
         for layer in self._kf.due(now):
             if self.source is not None:
                 out.append(Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer))))
         for lk in self._links.values():
             out += self._judge(lk, now)
-        return out
+            want = lk.audio_want_kbps if lk.level == AUDIO_LEVEL else None
+            self._ar.want(("link", lk.id), want, now)
+        return out + self._audio_rate_due(now)
 
     def next_deadline(self, now: float) -> float:
         t = self._kf.next_deadline()
+        a = self._ar.next_deadline(now)
+        t = a if t is None else (t if a is None else min(t, a))
         nxt = now + 0.05
         return nxt if t is None else min(nxt, max(t, now))
 
@@ -411,9 +461,16 @@ class MediaRelay:
         # a long message is still going out: what was handed to the link since is an upper bound
         return sum(b for t, b in lk.sent if t >= since) * 8 / (now - since)
 
-    def _fits(self, level: int, est: float, *, simulcast: bool) -> bool:
+    def _level_bps(self, lk: _Link, level: int) -> float:
+        """What `lk` carries at `level`: the measured media rate plus the link's framing."""
         lv = LEVELS[level]
-        if level_rate_bps(self._meter, lv, simulcast=simulcast) > UPGRADE_HEADROOM * est:
+        media = level_rate_bps(self._meter, lv, simulcast=lk.simulcast)
+        return media + level_rate_bps(self._msgs, lv, simulcast=lk.simulcast) * lk.framing_bytes
+
+    def _fits(self, lk: _Link, level: int, est: float) -> bool:
+        lv = LEVELS[level]
+        simulcast = lk.simulcast
+        if self._level_bps(lk, level) > UPGRADE_HEADROOM * est:
             return False
         layers = () if lv.layer is None else ((C.LAYER_HIGH, C.LAYER_LOW) if simulcast and lv.layer == C.LAYER_HIGH else (lv.layer,))
         if any(self._meter.rate_bps(("v", layer, 0)) <= 0 for layer in layers):
@@ -436,6 +493,7 @@ class MediaRelay:
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:
                 return self._downgrade(lk, self._congested_estimate(lk, now), now)
+            self._squeeze_audio(lk, self._congested_estimate(lk, now), now)
             return []
         if qms > STEADY_QUEUE_MS:
             lk.steady_since = now
@@ -448,16 +506,16 @@ class MediaRelay:
                 ok = achieved >= PROBE_SUCCESS_RATIO * lk.probe_target_bps
                 if ok:
                     lk.estimate_bps = max(lk.estimate_bps, achieved)
-                    ok = self._fits(lk.level - 1, lk.estimate_bps / UPGRADE_HEADROOM, simulcast=lk.simulcast)
+                    ok = self._fits(lk, lk.level - 1, lk.estimate_bps / UPGRADE_HEADROOM)
                 self._end_probe(lk, now, ok=ok)
                 if ok:
                     return self._set_level(lk, lk.level - 1, now)
             return []
         if lk.level > lk.best_level and now - lk.steady_since >= lk.backoff_s:
-            target = level_rate_bps(self._meter, LEVELS[lk.level - 1], simulcast=lk.simulcast)
-            if target <= 0 or (LEVELS[lk.level - 1].layer is not None and target <= level_rate_bps(self._meter, LEVELS[AUDIO_LEVEL], simulcast=False)):
+            target = self._level_bps(lk, lk.level - 1)
+            if target <= 0 or (LEVELS[lk.level - 1].layer is not None and target <= self._level_bps(lk, AUDIO_LEVEL)):
                 return []  # no video is flowing: nothing to climb to
-            if est > 0 and self._fits(lk.level - 1, est, simulcast=lk.simulcast):
+            if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
             lk.probe_t0, lk.probe_bytes = now, 0
             lk.probe_target_bps = target / UPGRADE_HEADROOM
@@ -474,7 +532,7 @@ class MediaRelay:
         if est > 0:
             new = AUDIO_LEVEL
             for i in range(lk.level + 1, AUDIO_LEVEL):
-                if self._fits(i, est, simulcast=lk.simulcast):
+                if self._fits(lk, i, est):
                     new = i
                     break
         if now - lk.last_change < 3 * UPGRADE_BACKOFF_MAX_S:
@@ -486,12 +544,42 @@ class MediaRelay:
         if est > 0:
             lk.estimate_bps = est
         log.debug("link %s: %s -> %s (queue, estimate %.0f bit/s)", lk.id, LEVELS[lk.level].name, LEVELS[new].name, est)
-        return self._set_level(lk, new, now)
+        out = self._set_level(lk, new, now)
+        if new == AUDIO_LEVEL:
+            self._squeeze_audio(lk, est, now)
+        return out
+
+    def _audio_bps(self, lk: _Link, kbps: int | None) -> float:
+        """Audio on `lk` with its framing: as measured (kbps None), or at that Opus bitrate."""
+        frames_per_s = self._msgs.rate_bps(("a",)) / 8 or AUDIO_FRAMES_PER_S
+        if kbps is None:
+            return self._meter.rate_bps(("a",)) + frames_per_s * lk.framing_bytes * 8
+        return kbps * 1000 + frames_per_s * (C.CHUNK_HEADER_BYTES + lk.framing_bytes) * 8
+
+    def _squeeze_audio(self, lk: _Link, est: float, now: float) -> None:
+        """At audio-only and congested: want the best preset that fits the drain rate `est`; if the
+        queue is still long once the source had time to switch, one preset lower."""
+        want = lk.audio_want_kbps
+        if want is not None and now - lk.audio_want_at >= AUDIO_SQUEEZE_SETTLE_S:
+            lower = [p for p in AUDIO_PRESETS_KBPS if p < want]
+            if lower:
+                lk.audio_want_kbps, lk.audio_want_at = lower[0], now
+            return
+        if est <= 0 or self._audio_bps(lk, None) <= AUDIO_FIT_SHARE * est:
+            return  # the audio fits: the queue is a leftover of the video that was shed
+        fit = next((p for p in AUDIO_PRESETS_KBPS if self._audio_bps(lk, p) <= AUDIO_FIT_SHARE * est),
+                   AUDIO_PRESETS_KBPS[-1])
+        if want is None or fit < want:
+            log.debug("link %s: audio needs %.0f bit/s of %.0f: asking for %d kbit/s", lk.id,
+                      self._audio_bps(lk, None), est, fit)
+            lk.audio_want_kbps, lk.audio_want_at = fit, now
 
     def _set_level(self, lk: _Link, level: int, now: float) -> list[Outgoing]:
         if level < lk.level and now - lk.last_change > 10 * UPGRADE_BACKOFF_MAX_S:
             lk.backoff_s = UPGRADE_STEADY_S  # it held for long: be quick to climb again
         lk.level = level
+        if level < AUDIO_LEVEL:
+            lk.audio_want_kbps = None  # video fits again: audio at the source's own preset
         lk.last_change = now
         lk.steady_since = now
         return self._request_for_level(lk, now)
@@ -506,7 +594,7 @@ class MediaRelay:
     def link_stats(self, link: str, now: float) -> LinkStats:
         lk = self._links[link]
         return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1),
-                         round(self._estimate(lk, now) / 1000, 1))
+                         round(self._estimate(lk, now) / 1000, 1), self._ar.wanted_for(link, now))
 
     def stats(self, now: float) -> list[LinkStats]:
         return [self.link_stats(link, now) for link in self._links]

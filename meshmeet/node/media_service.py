@@ -127,7 +127,7 @@ class MediaService:
             return
         try:
             kind = C.peek_kind(body)
-            if kind == C.KIND_KEYFRAME_REQUEST:
+            if kind in C.UPSTREAM_KINDS:  # keyframe / audio rate requests
                 self._send_out(self.relay.receive(peer, body, now))
             elif kind != C.KIND_PADDING:
                 if peer != self.floor.source_link:
@@ -170,7 +170,7 @@ class MediaService:
         now = trio.current_time()
         try:
             kind = C.peek_kind(data)
-            if kind == C.KIND_KEYFRAME_REQUEST:
+            if kind in C.UPSTREAM_KINDS:  # keyframe / audio rate requests
                 self._send_out(self.relay.receive(BROWSERS, data, now))
             elif kind in (C.KIND_CHUNK, C.KIND_CONFIG):
                 if kind == C.KIND_CONFIG:
@@ -440,7 +440,8 @@ class MediaService:
             "source_site": self._site(holder),
             "source_link": self.floor.source_link,
             "links": [{"peer": s.peer, "site": self._site(s.peer), "layer": s.layer, "queue_ms": s.queue_ms,
-                       "estimate_kbps": s.estimate_kbps} for s in self.relay.stats(now)],
+                       "estimate_kbps": s.estimate_kbps, "audio_request_kbps": s.audio_request_kbps}
+                      for s in self.relay.stats(now)],
             "subscribers": int(self._hub.get("subscribers", 0)),
             "presenters": int(self._hub.get("presenters", 0)),
             "browsers": self._hub.get("links", []),

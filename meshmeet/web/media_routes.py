@@ -4,8 +4,8 @@
 (meshmeet/media/relay.py) with what arrives from the node (`feed`, one bridge crossing per chunk)
 or, standalone, straight from the local presenter page; each hall page is one relay link with its
 own queues and quality level, drained right after each chunk and on a 20 ms timer, but only
-while that browser's socket buffer is small (so congestion shows up as relay queue delay). Keyframe requests go to `upstream`
-(towards the source) or to the local presenter. It records what it relayed (recorder.py) and
+while that browser's socket buffer is small (so congestion shows up as relay queue delay). Keyframe and
+audio rate requests go to `upstream` (towards the source) or to the local presenter. It records what it relayed (recorder.py) and
 replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts everything;
 `node_media_setup(...)` is the gateway hook a node uses (hub fed from the node's "media" topic,
 presenter chunks and keyframe requests sent to the node as inbound "media_up").
@@ -80,7 +80,8 @@ class MediaHub:
             self.relay.set_source(NODE_LINK)
             return
         try:
-            if C.peek_kind(data) == C.KIND_KEYFRAME_REQUEST:
+            if C.peek_kind(data) in C.UPSTREAM_KINDS:  # keyframe / audio rate requests: for the presenter
+                C.parse(data)
                 self._to_presenters(data)
                 return
             self._receive(NODE_LINK, data)
@@ -220,8 +221,8 @@ class MediaHub:
         """The "media" part of `meshmeet status --json`."""
         now = self._clock()
         return {"source": self.relay.source,
-                "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps}
-                          for s in self.relay.stats(now)],
+                "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps,
+                           "audio_request_kbps": s.audio_request_kbps} for s in self.relay.stats(now)],
                 "subscribers": len(self._subs)}
 
     async def close(self) -> None:

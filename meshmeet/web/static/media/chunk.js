@@ -7,6 +7,8 @@ export const KIND_CONFIG = 0x02;
 export const KIND_KEYFRAME_REQUEST = 0x03;
 export const KIND_PADDING = 0x04;
 export const KIND_FRAGMENT = 0x05;
+export const KIND_AUDIO_RATE_REQUEST = 0x06;
+export const AUDIO_RATE_MIN_KBPS = 6;  // Opus's lowest bitrate
 export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
 export const LAYER_HIGH = 0;
@@ -68,9 +70,15 @@ export function encodeKeyframeRequest(layer) {
   return new Uint8Array([KIND_KEYFRAME_REQUEST, streamByte(TRACK_VIDEO, layer, 0, false), 0]);
 }
 
+// Asks the source for an Opus bitrate of at most kbps (relays send it; a page only parses it).
+export function encodeAudioRateRequest(kbps) {
+  return new Uint8Array([KIND_AUDIO_RATE_REQUEST, streamByte(TRACK_AUDIO, LAYER_HIGH, 0, false), kbps & 0xff]);
+}
+
 // Returns {kind: "chunk", track, layer, temporalId, keyframe, generation, seq, timestampUs,
 // durationUs, payload} | {kind: "config", track, layer, generation, config}
-// | {kind: "keyframe-request", layer} | {kind: "padding"} | {kind: "fragment", first, last, piece}.
+// | {kind: "keyframe-request", layer} | {kind: "padding"} | {kind: "fragment", first, last, piece}
+// | {kind: "audio-rate-request", kbps}.
 export function parseMessage(u8) {
   if (!(u8 instanceof Uint8Array)) u8 = new Uint8Array(u8);
   if (u8.byteLength === 0) throw new MediaFormatError("empty message");
@@ -108,6 +116,13 @@ export function parseMessage(u8) {
     if (u8.byteLength < 3) throw new MediaFormatError("fragment without a piece");
     if (u8[1] & ~3) throw new MediaFormatError("reserved fragment flag set");
     return { kind: "fragment", first: !!(u8[1] & 1), last: !!(u8[1] & 2), piece: u8.subarray(2) };
+  }
+  if (kind === KIND_AUDIO_RATE_REQUEST) {
+    if (u8.byteLength !== 3) throw new MediaFormatError("audio rate request must be 3 bytes");
+    const s = splitStreamByte(u8[1]);
+    if (s.track !== TRACK_AUDIO || s.keyframe) throw new MediaFormatError("bad audio rate request");
+    if (u8[2] < AUDIO_RATE_MIN_KBPS) throw new MediaFormatError("audio rate below Opus's minimum");
+    return { kind: "audio-rate-request", kbps: u8[2] };
   }
   throw new MediaFormatError("unknown kind");
 }
