@@ -1,11 +1,15 @@
 // Presenter page: capture camera + microphone, encode with WebCodecs, send chunks to the node.
 // Audio: AudioWorklet at 48 kHz mono -> AudioEncoder (Opus, 20 ms). Video: two VideoEncoders
 // (640x360, 320x180), VP8 or H.264 by isConfigSupported, L1T3, keyframe every 2 s and on request.
+// Audio bitrate: the chosen preset is a ceiling; an audio rate request from the relays (a hall link
+// that cannot carry it) lowers it, and it returns to the preset AUDIO_RATE_HOLD_MS after the last one.
 // Never decodes or relays anything: the node does that.
 import * as C from "./chunk.js";
 
 const KEYFRAME_EVERY_US = 2_000_000;
 const KEYFRAME_REQUEST_MIN_MS = 250;
+const AUDIO_RATE_HOLD_MS = 6000;  // back to the chosen preset this long after the last audio rate request
+const AUDIO_RATE_CHECK_MS = 500;
 const LAYERS = [
   { layer: C.LAYER_HIGH, width: 640, height: 360, bitrate: 400_000 },
   { layer: C.LAYER_LOW, width: 320, height: 180, bitrate: 150_000 },
@@ -16,11 +20,13 @@ const $ = (id) => document.getElementById(id);
 const st = {
   ws: null, running: false, t0: 0, audioCtx: null, audioEnc: null, audioSeq: 0, audioGen: 0,
   audioStartUs: null, audioTsUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0, keyframesOnRequest: 0,
-  codec: null,
+  codec: null, audioPresetBps: 24000, audioBitrate: null, audioRequestBps: null, audioRequestAtMs: -Infinity,
+  audioRateRequests: 0, audioCfgText: null, audioTimer: null,
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
   keyframesOnRequest: st.keyframesOnRequest,
   codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq),
+  audioBitrate: st.audioBitrate, audioPresetBitrate: st.audioPresetBps, audioRateRequests: st.audioRateRequests,
   audioTsUs: st.audioTsUs,  // timestamp of the latest audio chunk sent: the source's media clock
   // chunk timestamps are µs since this instant (ms since the epoch): capture time = epochMs + timestamp / 1000
   epochMs: performance.timeOrigin + st.t0 }),
@@ -99,6 +105,7 @@ function openSocket() {
       try {
         const m = C.parseMessage(new Uint8Array(ev.data));
         if (m.kind === "keyframe-request") requestKeyframe(m.layer);
+        else if (m.kind === "audio-rate-request") requestAudioRate(m.kbps * 1000);
       } catch (e) { console.warn("bad message from node", e); }
     };
   });
@@ -110,6 +117,31 @@ function requestKeyframe(layer) {
   const t = performance.now();
   if (t - v.lastRequestMs < KEYFRAME_REQUEST_MIN_MS) { v.forceKey = true; return; }
   v.lastRequestMs = t; v.forceKey = true;
+}
+
+function audioEncoderConfig(bitrate) {
+  return { codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate, opus: { frameDuration: 20000 } };
+}
+
+// The bitrate the encoder should run at: the preset, or less while the relays ask for less.
+function wantedAudioBitrate() {
+  const held = performance.now() - st.audioRequestAtMs < AUDIO_RATE_HOLD_MS && st.audioRequestBps !== null;
+  return held ? Math.min(st.audioPresetBps, st.audioRequestBps) : st.audioPresetBps;
+}
+
+function applyAudioBitrate() {
+  const enc = st.audioEnc, want = wantedAudioBitrate();
+  if (!enc || enc.state !== "configured" || want === st.audioBitrate) return;
+  enc.configure(audioEncoderConfig(want));  // queued after the frames already given: none is lost
+  st.audioBitrate = want;
+  status(`Đang phát (${st.codec}), âm thanh ${want / 1000} kbit/s`, `Live (${st.codec}), audio ${want / 1000} kbit/s`);
+}
+
+function requestAudioRate(bps) {
+  st.audioRateRequests++;
+  st.audioRequestBps = bps;
+  st.audioRequestAtMs = performance.now();
+  applyAudioBitrate();
 }
 
 async function startAudio(track, bitrate) {
@@ -127,11 +159,15 @@ async function startAudio(track, bitrate) {
     output: (chunk, meta) => {
       if (loop.on) loopAudio(chunk, meta);
       if (meta && meta.decoderConfig) {
-        st.audioGen = (st.audioGen + 1) & 0xff;
         const d = meta.decoderConfig;
         const cfg = { codec: d.codec, sampleRate: d.sampleRate, numberOfChannels: d.numberOfChannels };
         if (d.description) cfg.description = C.b64encode(new Uint8Array(d.description.buffer || d.description));
-        send(C.encodeConfig(C.TRACK_AUDIO, 0, st.audioGen, cfg));
+        const text = JSON.stringify(cfg);
+        if (text !== st.audioCfgText) {  // a bitrate change gives the same config: players keep their decoder
+          st.audioCfgText = text;
+          st.audioGen = (st.audioGen + 1) & 0xff;
+          send(C.encodeConfig(C.TRACK_AUDIO, 0, st.audioGen, cfg));
+        }
       }
       const payload = new Uint8Array(chunk.byteLength); chunk.copyTo(payload);
       send(C.encodeChunk({ track: C.TRACK_AUDIO, layer: 0, temporalId: 0, keyframe: true, generation: st.audioGen,
@@ -140,8 +176,11 @@ async function startAudio(track, bitrate) {
     },
     error: (e) => { st.encodeErrors++; console.error("AudioEncoder", e); },
   });
-  enc.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate, opus: { frameDuration: 20000 } });
+  st.audioPresetBps = bitrate;
+  st.audioBitrate = bitrate;
+  enc.configure(audioEncoderConfig(bitrate));
   st.audioEnc = enc;
+  st.audioTimer = setInterval(applyAudioBitrate, AUDIO_RATE_CHECK_MS);
   node.port.onmessage = (ev) => {
     if (!st.running || enc.state !== "configured") return;
     if (st.audioStartUs === null) st.audioStartUs = nowUs();
@@ -248,6 +287,8 @@ function stop() {
   for (const v of st.video) try { v.enc.close(); } catch (e) { /* closed */ }
   st.video = [];
   try { st.audioEnc && st.audioEnc.close(); } catch (e) { /* closed */ }
+  clearInterval(st.audioTimer);
+  st.audioEnc = null; st.audioCfgText = null;
   if (st.audioCtx) st.audioCtx.close();
   if (st.stream) st.stream.getTracks().forEach((t) => t.stop());
   if (st.ws) st.ws.close();
@@ -262,5 +303,6 @@ if (!window.isSecureContext || !("VideoEncoder" in window)) {
 }
 $("start").onclick = start;
 $("stop").onclick = stop;
+$("preset").onchange = () => { st.audioPresetBps = Number($("preset").value); applyAudioBitrate(); };  // the user's ceiling
 listDevices();
 window.meshmeetPresenter.start = start;
