@@ -16,7 +16,7 @@ import pytest
 
 from meshmeet.media import chunk as C
 from meshmeet.media.recorder import read_records
-from browser.node_chain import media, node_chain
+from browser.node_chain import api_post, media, node_chain
 from nodeproc import NodeProcess, make_commune, meshmeet, wait_for
 
 pytestmark = pytest.mark.slow
@@ -152,6 +152,67 @@ def test_chain_floor_rate_cap_and_recording(chain) -> None:
         assert files, n.data_dir
         recs = list(read_records(files[0].read_bytes()))
         assert any(r.data[0] == C.KIND_CHUNK for r in recs)
+
+
+def _recorded(node: NodeProcess, name: str) -> list:
+    path = node.data_dir / "recordings" / f"{name}.mmrec"
+    return list(read_records(path.read_bytes())) if path.exists() else []
+
+
+def _tagged(records: list, tag: bytes) -> list[C.Chunk]:
+    out = []
+    for r in records:
+        if r.data[0] == C.KIND_CHUNK:
+            c = C.parse(r.data)
+            if c.payload.startswith(tag):
+                out.append(c)
+    return out
+
+
+async def _replay(node: NodeProcess, name: str, n: int) -> list[bytes]:
+    import aiohttp
+
+    got: list[bytes] = []
+    async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(node, f"/media/ws/replay/{name}")) as ws:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                got.append(msg.data)
+                if len(got) == n:
+                    break
+    return got
+
+
+def test_recording_is_named_after_the_started_meeting(chain) -> None:
+    """Every node records into MEETING_ID.mmrec for the meeting the chair started, so
+    /hall?replay=MEETING_ID works everywhere; the next started meeting gets its own file."""
+    hq, relay, end = chain
+    first = api_post(hq, "meeting_create", {"title": "Họp thôn lần 1"})["id"]
+    api_post(hq, "meeting_update", {"id": first, "status": "started"})
+    wait_for(lambda: all(media(n)["recording"].endswith(f"{first}.mmrec") for n in (hq, relay, end)),
+             "every node names its recording after the started meeting")
+    got = asyncio.run(present_and_listen(hq, end, b"M1"))
+    assert [c.seq for c in got if c.track == C.TRACK_AUDIO] == list(range(100))
+    for n in (hq, relay, end):  # the tail reaches the disk within a second (recorder.py)
+        wait_for(lambda n=n: [c.seq for c in _tagged(_recorded(n, first), b"M1") if c.track == C.TRACK_AUDIO]
+                 == list(range(100)), "the whole talk in the first meeting's file", proc=n)
+        assert _recorded(n, first)[0].data[0] == C.KIND_CONFIG  # decodable from its start
+    played = asyncio.run(_replay(end, first, 20))
+    assert len(played) == 20 and any(d[0] == C.KIND_CHUNK for d in played)
+
+    # the chair ends the first meeting and starts a second one: the next talk goes to a new file
+    second = api_post(hq, "meeting_create", {"title": "Họp thôn lần 2"})["id"]
+    api_post(hq, "meeting_update", {"id": first, "status": "ended"})
+    api_post(hq, "meeting_update", {"id": second, "status": "started"})
+    wait_for(lambda: all(media(n)["recording"].endswith(f"{second}.mmrec") for n in (hq, relay, end)),
+             "every node moves to the second meeting's recording")
+    got = asyncio.run(present_and_listen(hq, end, b"M2"))
+    assert [c.seq for c in got if c.track == C.TRACK_AUDIO] == list(range(100))
+    for n in (hq, relay, end):
+        wait_for(lambda n=n: [c.seq for c in _tagged(_recorded(n, second), b"M2") if c.track == C.TRACK_AUDIO]
+                 == list(range(100)), "the second talk in the second meeting's file", proc=n)
+        recs = _recorded(n, second)
+        assert recs[0].data[0] == C.KIND_CONFIG and not _tagged(recs, b"M1")
+        assert not _tagged(_recorded(n, first), b"M2")
 
 
 def test_rate_cap_hook_is_off_without_the_env(tmp_path: Path) -> None:

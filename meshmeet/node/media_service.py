@@ -51,6 +51,11 @@ LIVE_QUIET_S = 3.0  # media flowed this recently: this node is live (no recordin
 RECSYNC_QUEUE_MAX_MESSAGES = 4  # recording pieces go out only while fewer messages wait in the link's writer queue
 RECSYNC_POLL_S = 0.1
 RESCAN_S = 10.0  # the recordings directory is rescanned (hashes cached) this often
+RECORDING_NAME_CHECK_S = 1.0  # how often the started meeting (the recording's name) is looked up
+
+
+def _today() -> str:
+    return time.strftime("%Y%m%d", time.localtime())
 
 
 class MediaService:
@@ -61,7 +66,7 @@ class MediaService:
         self.relay = MediaRelay(source=None, keep_accepted=True)
         self.floor = Floor(node.key.node_id, node.roster.commune_id, self._may_grant)
         self.recordings_dir = node.data_dir / "recordings"
-        self.meeting_id = time.strftime("%Y%m%d", time.localtime())
+        self.meeting_id = _today()  # the recording's name: see _recording_name_loop
         self._tree_links: set[str] = set()
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
@@ -82,7 +87,7 @@ class MediaService:
         node.api_handlers["floor"] = self._api_floor
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             node.api_handlers["media_test_rate_cap"] = self._api_test_rate_cap
-        node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=self.meeting_id))
+        node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=lambda: self.meeting_id))
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
 
@@ -356,11 +361,40 @@ class MediaService:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._recsync_loop)
+            nursery.start_soon(self._recording_name_loop)
             while True:
                 self._wake = trio.Event()
                 wake = self.step(trio.current_time())
                 with trio.move_on_at(wake):
                     await self._wake.wait()
+
+    # ----- the recording's name --------------------------------------------------------------
+    async def _recording_name_loop(self) -> None:
+        """Name the recording after the meeting the chair has started (`meeting_update` status
+        "started"; the latest by `starts`, then id, if several), so /hall?replay=MEETING_ID
+        finds it on every node; with none started, after the date (kept while media flows, so a
+        meeting is not cut at midnight). The hub reads `meeting_id` before each write check."""
+        while True:
+            started = await self._started_meeting()
+            if started is not None:
+                name = started
+            elif self.live(trio.current_time()):
+                name = self.meeting_id  # media still flows: the file it goes to keeps its name
+            else:
+                name = _today()
+            if name != self.meeting_id:
+                log.info("recording name: %s", name)
+                self.meeting_id = name
+            await trio.sleep(RECORDING_NAME_CHECK_S)
+
+    async def _started_meeting(self) -> str | None:
+        sync = getattr(self.node, "plugins", {}).get("SyncService")
+        if sync is None:
+            return None
+        async with sync.lock:
+            rows = sync.store.rows("meetings", "status = 'started'")
+        ids = [r["id"] for r in sorted(rows, key=lambda r: (r["starts"] or "", r["id"]))]
+        return next((i for i in reversed(ids) if R.NAME_RE.match(i)), None)
 
     # ----- recording sync --------------------------------------------------------------------
     def live(self, now: float) -> bool:

@@ -55,7 +55,7 @@ class MediaHub:
     """Relay + browsers on the asyncio thread. `upstream=None`: standalone (presenter is the source)."""
 
     def __init__(self, *, upstream: Upstream | None = None, recordings_dir: Path | None = None,
-                 meeting_id: str = "live", clock: Callable[[], float] = time.monotonic) -> None:
+                 meeting_id: str | Callable[[], str] = "live", clock: Callable[[], float] = time.monotonic) -> None:
         self._upstream = upstream
         self._clock = clock
         self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK)
@@ -64,8 +64,11 @@ class MediaHub:
         self._next_id = 0
         self._ticker: asyncio.Task | None = None
         self.recordings_dir = recordings_dir
-        self.meeting_id = meeting_id
+        # The recording's name: fixed, or asked again at every check (the node's started meeting).
+        self._name = meeting_id if callable(meeting_id) else (lambda: meeting_id)
         self._recorder: Recorder | None = None
+        self._recording_name: str | None = None
+        self._last_configs: dict[int, tuple[bytes, float]] = {}  # stream byte -> latest (config, arrival)
         self._checked_at = -1e18
         self._pending_configs: dict[int, tuple[bytes, float]] = {}  # stream byte -> (config, arrival)
         self.format_errors = 0
@@ -133,6 +136,8 @@ class MediaHub:
         if self.recordings_dir is None:
             return
         if data[:1] != bytes((C.KIND_CHUNK,)):
+            if data[:1] == bytes((C.KIND_CONFIG,)) and len(data) > 1:
+                self._last_configs[data[1]] = (data, now)
             if self._recorder is not None:
                 self._recorder.add(data, now)
             elif data[:1] == bytes((C.KIND_CONFIG,)) and len(data) > 1:
@@ -151,20 +156,31 @@ class MediaHub:
         if self._recorder is not None:
             self._recorder.idle_sync(self._clock())
 
+    @property
+    def meeting_id(self) -> str:
+        """The name of the recording being written (or about to be)."""
+        return self._recording_name or self._name()
+
     def _open_recorder(self, now: float) -> None:
-        path = self.recordings_dir / f"{self.meeting_id}.mmrec"
+        name = self._name()
+        path = self.recordings_dir / f"{name}.mmrec"
         self._checked_at = now
         if self._recorder is not None:
-            try:
-                if os.stat(path).st_ino == os.fstat(self._recorder.fileno()).st_ino:
-                    return
-            except OSError:
-                pass
-            log.info("recording %s was replaced (fetched from a neighbour): appending to the new file", path.name)
+            if name == self._recording_name:
+                try:
+                    if os.stat(path).st_ino == os.fstat(self._recorder.fileno()).st_ino:
+                        return
+                except OSError:
+                    pass
+                log.info("recording %s was replaced (fetched from a neighbour): appending to the new file", path.name)
+            else:
+                log.info("recording now goes to %s (another meeting started)", path.name)
+                self._pending_configs = dict(self._last_configs)  # the new file starts decodable
             self._recorder.close()
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         f = open(path, "ab")  # noqa: SIM115 (kept open)
         self._recorder = Recorder(f, now)
+        self._recording_name = name
 
     # ---- subscribers -------------------------------------------------------------------
     def add_subscriber(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, *,
@@ -291,12 +307,13 @@ class MediaHub:
         return web.json_response(self.stats())
 
 
-def node_media_setup(*, recordings_dir: Path, meeting_id: str) -> Callable[[web.Application, Any], None]:
+def node_media_setup(*, recordings_dir: Path, meeting_id: Callable[[], str]) -> Callable[[web.Application, Any], None]:
     """The node's gateway hook (node.web_setups): a MediaHub fed by the node, mounted on the app.
 
     The hub takes whole chunks from the node's MEDIA_TOPIC (one bridge crossing per chunk, fanned
     out to the hall pages here), sends presenter chunks and keyframe requests back as UP_TOPIC,
-    records to `recordings_dir/meeting_id.mmrec`, and reports its stats as STATS_TOPIC.
+    records to `recordings_dir/NAME.mmrec` (NAME = `meeting_id()`, read from another thread: the
+    node keeps it in a plain attribute), and reports its stats as STATS_TOPIC.
     """
 
     def setup(app: web.Application, ctx: Any) -> None:
