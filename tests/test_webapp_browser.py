@@ -175,6 +175,8 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         expect(minutes.get_by_test_id("minutes-hash")).to_have_text(get_json(f"{hq.url}/app/minutes/{mid}.json")["sha256"])
         expect(minutes.get_by_test_id("minutes-total")).to_have_text("35")
         expect(minutes.get_by_test_id("minutes-motion")).to_contain_text("THÔNG QUA")
+        expect(minutes.get_by_test_id("minutes-replay")).to_have_attribute("href", f"/hall?replay={mid}")
+        expect(minutes.get_by_test_id("minutes-replay")).to_have_text("Xem lại ghi hình")
         minutes.screenshot(path=str(ARTIFACTS / "webapp-minutes.png"), full_page=True)
         ctx.close()
 

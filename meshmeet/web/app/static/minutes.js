@@ -7,6 +7,8 @@
     try { data = await MM.request(`/app/minutes/${encodeURIComponent(id)}.json`); }
     catch (e) { MM.say("[data-testid=minutes-msg]", MM.errText(e), true); return; }
     const r = data.record;
+    // every node records a started meeting under its id (docs/protocol/media.md): replay it on the TV page
+    document.querySelector("[data-testid=minutes-replay]").href = `/hall?replay=${encodeURIComponent(id)}`;
     fill("[data-testid=minutes-title]", `${t("minutes")}: ${r.meeting.title || ""}`);
     fill("[data-testid=minutes-meta]", [r.meeting.starts, t("status_" + (r.meeting.status || "planned")), data.site].filter(Boolean).join(" · "));
     fill("[data-testid=minutes-agenda]", r.agenda.map((a) => el("li", {}, a.title)));
