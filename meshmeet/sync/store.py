@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from itertools import repeat
+from itertools import chain, repeat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,24 +459,28 @@ class Store(ChunkStore):
         went in this way; False (and nothing written) when the general merge is needed.
         """
         ncols = len(spec.columns)
-        rows: list[tuple] = []
+        parts: list = []  # per run, an iterator of its rows: built one at a time while SQLite inserts
         keys: set = set()
+        count = 0
         for run, raw in runs:
             if self._int_clocks:  # the clocks straight from the batch: no per-row work in Python
                 clocks: tuple = (run.hlcs, repeat(self._origin_num(raw)))
             else:
                 clocks = ([h.to_bytes(8, "big") + raw for h in run.hlcs],)
-            rows.extend(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), *clocks))
+            parts.append(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), *clocks))
             keys.update(run.key_columns[0] if len(spec.pk) == 1 else zip(*run.key_columns))
-        if len(keys) != len(rows):
+            count += len(run.hlcs)
+        if len(keys) != count:
             return False  # a key written twice: the general merge decides
         names = (*spec.pk, *(c.name for c in spec.columns), *self._clk_cols)
         self._conn.execute("SAVEPOINT fast")
         sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
                f'VALUES ({",".join("?" * len(names))})')
         before = self._conn.total_changes
-        self._conn.executemany(sql, rows)
-        if self._conn.total_changes - before == len(rows):
+        # Streaming the rows (not a list of them) matters: each row tuple is freed as soon as it is
+        # bound, so a bulk transfer does not keep triggering the cyclic GC (~12 % of apply time).
+        self._conn.executemany(sql, chain.from_iterable(parts))
+        if self._conn.total_changes - before == count:
             self._conn.execute("RELEASE fast")
             return True
         self._conn.execute("ROLLBACK TO fast")
