@@ -169,7 +169,8 @@ def _tagged(records: list, tag: bytes) -> list[C.Chunk]:
     return out
 
 
-async def _replay(node: NodeProcess, name: str, n: int) -> list[bytes]:
+async def replay_messages(node: NodeProcess, name: str, n: int) -> list[bytes]:
+    """The first `n` media messages the node's replay WebSocket plays of recording `name`."""
     import aiohttp
 
     got: list[bytes] = []
@@ -196,7 +197,7 @@ def test_recording_is_named_after_the_started_meeting(chain) -> None:
         wait_for(lambda n=n: [c.seq for c in _tagged(_recorded(n, first), b"M1") if c.track == C.TRACK_AUDIO]
                  == list(range(100)), "the whole talk in the first meeting's file", proc=n)
         assert _recorded(n, first)[0].data[0] == C.KIND_CONFIG  # decodable from its start
-    played = asyncio.run(_replay(end, first, 20))
+    played = asyncio.run(replay_messages(end, first, 20))
     assert len(played) == 20 and any(d[0] == C.KIND_CHUNK for d in played)
 
     # the chair ends the first meeting and starts a second one: the next talk goes to a new file

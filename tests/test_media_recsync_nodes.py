@@ -16,7 +16,7 @@ import pytest
 from meshmeet.media import chunk as C
 from meshmeet.media.recorder import read_records
 from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
-from test_media_node import OPUS, VP8, audio, video, ws_url
+from test_media_node import OPUS, VP8, audio, replay_messages, video, ws_url
 
 pytestmark = pytest.mark.slow
 
@@ -61,17 +61,11 @@ class Presenter(threading.Thread):
 
 
 async def replay(node: NodeProcess, meeting: str, n: int) -> list[bytes]:
-    got: list[bytes] = []
+    """The player page for the recording exists, and its WebSocket plays the first `n` messages."""
     async with aiohttp.ClientSession() as s:
         async with s.get(node.url.rstrip("/") + f"/media/hall?replay={meeting}") as page:
             assert page.status == 200 and "<html" in (await page.text()).lower()
-        async with s.ws_connect(ws_url(node, f"/media/ws/replay/{meeting}")) as ws:
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    got.append(msg.data)
-                    if len(got) == n:
-                        break
-    return got
+    return await replay_messages(node, meeting, n)
 
 
 def recordings(node_dir: Path) -> dict[str, bytes]:
