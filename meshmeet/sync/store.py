@@ -18,9 +18,9 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from itertools import chain, repeat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -472,37 +472,36 @@ class Store(ChunkStore):
             count += len(run.hlcs)
         if len(keys) != count:
             return False  # a key written twice: the general merge decides
-        names = (*spec.pk, *(c.name for c in spec.columns), *self._clk_cols)
         self._conn.execute("SAVEPOINT fast")
-        sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-               f'VALUES ({",".join("?" * len(names))})')
-        before = self._conn.total_changes
         # Streaming the rows (not a list of them) matters: each row tuple is freed as soon as it is
         # bound, so a bulk transfer does not keep triggering the cyclic GC (~12 % of apply time).
-        self._conn.executemany(sql, chain.from_iterable(parts))
-        if self._conn.total_changes - before == count:
+        if self._insert_new(spec, chain.from_iterable(parts), self._clk_cols, count):
             self._conn.execute("RELEASE fast")
             return True
         self._conn.execute("ROLLBACK TO fast")
         self._conn.execute("RELEASE fast")
         return False
 
-    def _insert_new(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> bool:
-        """Insert rows whose keys are new; True when every key was new (the common case)."""
+    @staticmethod
+    def _insert_sql(spec: TableSpec, meta: tuple[str, ...], conflict: str) -> str:
+        """INSERT OR `conflict` of a whole row: key, value columns, then the `meta` columns."""
         names = (*spec.pk, *(c.name for c in spec.columns), *meta)
-        sql = (f'INSERT OR IGNORE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-               f'VALUES ({",".join("?" * len(names))})')
+        return (f'INSERT OR {conflict} INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+                f'VALUES ({",".join("?" * len(names))})')
+
+    def _insert_new(self, spec: TableSpec, rows: Iterable[tuple], meta: tuple[str, ...],
+                    count: int | None = None) -> bool:
+        """Insert rows whose keys are new; True when every key was new (the common case).
+        `count`: how many rows an iterator gives (a list's own length otherwise)."""
+        if count is None:
+            count = len(rows)  # type: ignore[arg-type]
         before = self._conn.total_changes
-        self._conn.executemany(sql, rows)
-        return self._conn.total_changes - before == len(rows)
+        self._conn.executemany(self._insert_sql(spec, meta, "IGNORE"), rows)
+        return self._conn.total_changes - before == count
 
     def _upsert(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> None:
-        if not rows:
-            return
-        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
-        sql = (f'INSERT OR REPLACE INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-               f'VALUES ({",".join("?" * len(names))})')
-        self._conn.executemany(sql, rows)
+        if rows:
+            self._conn.executemany(self._insert_sql(spec, meta, "REPLACE"), rows)
 
     # ----------------------------------------------------------------- clocks as stored
     # In memory a clock is 16 bytes (8-byte big-endian HLC, then the origin's 8 bytes), so that
