@@ -68,9 +68,9 @@ class MediaHub:
         self._name = meeting_id if callable(meeting_id) else (lambda: meeting_id)
         self._recorder: Recorder | None = None
         self._recording_name: str | None = None
-        self._last_configs: dict[int, tuple[bytes, float]] = {}  # stream byte -> latest (config, arrival)
+        # stream byte -> latest (config, arrival): a new recording file starts with these
+        self._last_configs: dict[int, tuple[bytes, float]] = {}
         self._checked_at = -1e18
-        self._pending_configs: dict[int, tuple[bytes, float]] = {}  # stream byte -> (config, arrival)
         self.format_errors = 0
 
     # ---- input -------------------------------------------------------------------------
@@ -140,15 +140,10 @@ class MediaHub:
                 self._last_configs[data[1]] = (data, now)
             if self._recorder is not None:
                 self._recorder.add(data, now)
-            elif data[:1] == bytes((C.KIND_CONFIG,)) and len(data) > 1:
-                self._pending_configs[data[1]] = (data, now)
             return
         if self._recorder is None or now - self._checked_at >= RECORDING_CHECK_S:
             self._open_recorder(now)
             assert self._recorder is not None
-            for cfg, at in sorted(self._pending_configs.values(), key=lambda x: x[1]):
-                self._recorder.add(cfg, at)
-            self._pending_configs.clear()
         self._recorder.add(data, now)
 
     def sync_recording(self) -> None:
@@ -175,11 +170,13 @@ class MediaHub:
                 log.info("recording %s was replaced (fetched from a neighbour): appending to the new file", path.name)
             else:
                 log.info("recording now goes to %s (another meeting started)", path.name)
-                self._pending_configs = dict(self._last_configs)  # the new file starts decodable
             self._recorder.close()
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         f = open(path, "ab")  # noqa: SIM115 (kept open)
         self._recorder = Recorder(f, now)
+        if name != self._recording_name:  # a new file (not one recording sync replaced): decodable from its start
+            for cfg, at in sorted(self._last_configs.values(), key=lambda x: x[1]):
+                self._recorder.add(cfg, at)
         self._recording_name = name
 
     # ---- subscribers -------------------------------------------------------------------
