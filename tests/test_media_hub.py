@@ -20,6 +20,14 @@ def chunk(track: int, seq: int, key: bool = True, size: int = 40) -> bytes:
     return C.encode(C.Chunk(track, 0, 0, key, 1, seq, seq * 20000, 20000, bytes(size)))
 
 
+async def presenter(http: aiohttp.ClientSession, base: str) -> aiohttp.ClientWebSocketResponse:
+    """A presenter page's WebSocket that has sent its audio and video decoder configs."""
+    pres = await http.ws_connect(base + "/media/ws/present")
+    await pres.send_bytes(CFG_A)
+    await pres.send_bytes(CFG_V)
+    return pres
+
+
 async def read_media(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[C.MediaMessage]:
     out: list[C.MediaMessage] = []
     while len(out) < n:
@@ -36,9 +44,7 @@ def test_fan_out_configs_first_and_keyframe_request_reaches_presenter(tmp_path: 
         async def main() -> None:
             base = f"http://127.0.0.1:{app.port}"
             async with aiohttp.ClientSession() as http:
-                pres = await http.ws_connect(base + "/media/ws/present")
-                await pres.send_bytes(CFG_A)
-                await pres.send_bytes(CFG_V)
+                pres = await presenter(http, base)
                 await pres.send_bytes(b"\x09garbage")  # counted, dropped
                 halls = [await http.ws_connect(base + "/media/ws/hall") for _ in range(3)]
                 # the joiners' keyframe request is merged into one for the presenter
@@ -92,9 +98,7 @@ def test_rate_capped_hall_sheds_video_other_hall_does_not() -> None:
         async def main() -> None:
             base = f"http://127.0.0.1:{app.port}"
             async with aiohttp.ClientSession() as http:
-                pres = await http.ws_connect(base + "/media/ws/present")
-                await pres.send_bytes(CFG_A)
-                await pres.send_bytes(CFG_V)
+                pres = await presenter(http, base)
                 weak = await http.ws_connect(base + "/media/ws/hall")
                 good = await http.ws_connect(base + "/media/ws/hall")
                 counts = {"weak": [0, 0], "good": [0, 0]}
@@ -150,9 +154,7 @@ def test_audio_rate_request_reaches_the_presenter() -> None:
         async def main() -> None:
             base = f"http://127.0.0.1:{app.port}"
             async with aiohttp.ClientSession() as http:
-                pres = await http.ws_connect(base + "/media/ws/present")
-                await pres.send_bytes(CFG_A)
-                await pres.send_bytes(CFG_V)
+                pres = await presenter(http, base)
                 weak = await http.ws_connect(base + "/media/ws/hall")
                 asked: list[C.MediaMessage] = []
 
