@@ -157,7 +157,7 @@ class Rules:
         if tid in self._needs_table_check or len(key_columns) != len(spec.pk):
             return False
         for column in key_columns:
-            if set(map(type, column)) != _STR_ONLY or min(map(len, column)) < 1 \
+            if set(map(type, column)) != _STR_ONLY or "" in column \
                     or max(map(len, column)) > MAX_KEY_CHARS:
                 return False
         allowed = self._allowed[tid]

@@ -44,6 +44,15 @@ CHANGE_HEADER_BYTES = 12     # worst case for the HLC delta and table/op integer
 SQL_VARS_PER_QUERY = 900
 _NO_CLOCK = b""
 _TOMB = -1  # key of the tombstone's clock in an LWW row's clock map
+# An origin's version vector entry after logging batches: walk from the entry held through the
+# logged batches that continue it with no gap (first_seq = previous last_seq + 1).
+_ADVANCE_VECTOR_SQL = """
+WITH RECURSIVE held(seq) AS (
+    SELECT coalesce((SELECT seq FROM version_vector WHERE origin = :origin), 0)
+    UNION ALL
+    SELECT c.last_seq FROM changelog AS c, held WHERE c.origin = :origin AND c.first_seq = held.seq + 1)
+INSERT INTO version_vector (origin, seq) SELECT :origin, max(seq) FROM held WHERE true
+ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq"""
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,7 @@ class Store(ChunkStore):
         self._pending_bytes = 0
         self._int_clocks = self.version >= 4  # clocks as (HLC, origin number); before v4 as blobs
         self._clk_cols = ("_clk", "_org") if self._int_clocks else ("_clk",)
+        self._insert_sqls: dict[tuple, str] = {}
         self._load_origins()
         row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
         self.hlc = HybridClock(row[0] or 0)
@@ -351,16 +361,7 @@ class Store(ChunkStore):
         self._conn.executemany("INSERT INTO changelog (origin, first_seq, last_seq, max_hlc, body, sig) "
                                "VALUES (?,?,?,?,?,?)", rows)
         for origin in {r[0] for r in rows}:
-            got = self._conn.execute("SELECT seq FROM version_vector WHERE origin=?", (origin,)).fetchone()
-            seq = got[0] if got else 0
-            while True:
-                nxt = self._conn.execute("SELECT last_seq FROM changelog WHERE origin=? AND first_seq=?",
-                                         (origin, seq + 1)).fetchone()
-                if nxt is None:
-                    break
-                seq = nxt[0]
-            self._conn.execute("INSERT INTO version_vector (origin, seq) VALUES (?, ?) "
-                               "ON CONFLICT(origin) DO UPDATE SET seq=excluded.seq", (origin, seq))
+            self._conn.execute(_ADVANCE_VECTOR_SQL, {"origin": origin})
 
     def _own_max_seq(self) -> int:
         row = self._conn.execute("SELECT max(last_seq) FROM changelog WHERE origin=?", (self.node_id,)).fetchone()
@@ -484,12 +485,15 @@ class Store(ChunkStore):
         self._conn.execute("RELEASE fast")
         return False
 
-    @staticmethod
-    def _insert_sql(spec: TableSpec, meta: tuple[str, ...], conflict: str) -> str:
+    def _insert_sql(self, spec: TableSpec, meta: tuple[str, ...], conflict: str) -> str:
         """INSERT OR `conflict` of a whole row: key, value columns, then the `meta` columns."""
-        names = (*spec.pk, *(c.name for c in spec.columns), *meta)
-        return (f'INSERT OR {conflict} INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-                f'VALUES ({",".join("?" * len(names))})')
+        sql = self._insert_sqls.get((spec.name, meta, conflict))
+        if sql is None:
+            names = (*spec.pk, *(c.name for c in spec.columns), *meta)
+            sql = (f'INSERT OR {conflict} INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+                   f'VALUES ({",".join("?" * len(names))})')
+            self._insert_sqls[(spec.name, meta, conflict)] = sql
+        return sql
 
     def _insert_new(self, spec: TableSpec, rows: Iterable[tuple], meta: tuple[str, ...],
                     count: int | None = None) -> bool:
