@@ -1,7 +1,8 @@
 """Benchmark of the replicated store and sync protocol (issue 3).
 
 Measures, in one run:
-- apply (best of 5, interleaved with the baseline): 100,000 changes (agenda items) received
+- apply (9 runs, each right after a baseline run; the pair with the median ratio is reported,
+  best-of-9 of each side and CPU-time ratios too): 100,000 changes (agenda items) received
   from a peer as signed batches, fed through SyncSession.receive (decode, Ed25519 verify,
   authority check, merge, change log) into a SQLite file in WAL mode; baseline: plain sqlite3 executemany inserting the same rows
   into a table of the same columns, same pragmas, same disk, same run.
@@ -37,7 +38,7 @@ from meshmeet.sync.store import Store  # noqa: E402
 APPLY_CHANGES = 100_000
 SIDE_CHANGES = 10_000
 REPLICAS = 20
-REPEATS = 5  # best of 5, interleaved: the machine is shared and noisy
+REPEATS = 9  # baseline/apply pairs: the machine is shared and noisy
 TITLE = "Mục {i}: Báo cáo tình hình thực hiện nhiệm vụ phát triển kinh tế - xã hội quý {q}"
 CHAT = "Điểm cầu thôn {i} đã sẵn sàng, âm thanh rõ, đề nghị trung tâm cho phát biểu"
 
@@ -76,9 +77,13 @@ def bench_apply(tmp: Path) -> dict:
     values = sum(value_bytes(c.values) for b in src.batches_after({})
                  for c in decode_batch(b.body, b.sig, check_signature=False).changes())
 
-    # Baseline: the physical limit, plain executemany into the same columns. Both sides run
-    # REPEATS times, interleaved, and the best run counts (the machine is shared and noisy).
-    plain_s = plain_cpu_s = apply_s = apply_cpu_s = float("inf")
+    # Baseline: the physical limit, plain executemany into the same columns. The two run
+    # back to back, REPEATS times. The headline is the pair with the median ratio: on this
+    # shared machine slow spells come and go, and the shorter baseline (0.25-0.45 s) fits in a
+    # quiet spell more often than the apply (0.45-0.85 s), so a best-of-N of each side alone
+    # mostly measures luck (0.47-0.62 over three runs of one commit; pairs: 0.52-0.56).
+    pairs: list[tuple[float, float]] = []  # (plain s, apply s)
+    cpu: list[tuple[float, float]] = []
     for rep in range(REPEATS):
         conn = sqlite3.connect(tmp / f"plain{rep}.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -89,8 +94,7 @@ def bench_apply(tmp: Path) -> dict:
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO agenda_items VALUES (?,?,?,?,?)", rows)
         conn.execute("COMMIT")
-        plain_s = min(plain_s, time.perf_counter() - t0)
-        plain_cpu_s = min(plain_cpu_s, time.process_time() - c0)
+        plain_s, plain_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         conn.close()
 
         dst = Store(tmp / f"hall{rep}.db", hall, roles.get)
@@ -98,20 +102,30 @@ def bench_apply(tmp: Path) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         for msg in messages:
             session.receive(msg, 0.0)
-        apply_s = min(apply_s, time.perf_counter() - t0)
-        apply_cpu_s = min(apply_cpu_s, time.process_time() - c0)
+        pairs.append((plain_s, time.perf_counter() - t0))
+        cpu.append((plain_cpu_s, time.process_time() - c0))
         assert len(dst.rows("agenda_items")) == APPLY_CHANGES and dst.digest() == src.digest()
         dst.close()
+
+    def rate(plain_s: float, apply_s: float) -> tuple[float, float]:
+        return (APPLY_CHANGES + 1) / apply_s, APPLY_CHANGES / plain_s
+
+    median_pair = sorted(pairs, key=lambda p: p[0] / p[1])[len(pairs) // 2]
+    apply_rate, plain_rate = rate(*median_pair)
+    best_apply, best_plain = rate(min(p for p, _ in pairs), min(a for _, a in pairs))
+    cpu_apply, cpu_plain = rate(min(p for p, _ in cpu), min(a for _, a in cpu))
     return {
-        "apply_rows_per_s": round((APPLY_CHANGES + 1) / apply_s),
-        "sqlite_insert_rows_per_s": round(APPLY_CHANGES / plain_s),
-        "apply_vs_insert": round((APPLY_CHANGES + 1) / apply_s / (APPLY_CHANGES / plain_s), 3),
+        "apply_rows_per_s": round(apply_rate),
+        "sqlite_insert_rows_per_s": round(plain_rate),
+        "apply_vs_insert": round(apply_rate / plain_rate, 3),
+        "pair_ratios": sorted(round(rate(*p)[0] / rate(*p)[1], 3) for p in pairs),
+        "best_apply_rows_per_s": round(best_apply),
+        "best_sqlite_insert_rows_per_s": round(best_plain),
+        "apply_vs_insert_best_of_each": round(best_apply / best_plain, 3),
+        "apply_vs_insert_cpu": round(cpu_apply / cpu_plain, 3),
         "wire_bytes_per_value_byte": round(wire / values, 3),
         "apply_batches": len(messages),
         "wire_bytes_per_change": round(wire / (APPLY_CHANGES + 1), 1),
-        "apply_cpu_s": round(apply_cpu_s, 3),
-        "sqlite_insert_cpu_s": round(plain_cpu_s, 3),
-        "apply_vs_insert_cpu": round(plain_cpu_s * (APPLY_CHANGES + 1) / APPLY_CHANGES / apply_cpu_s, 3),
     }
 
 
@@ -173,9 +187,10 @@ def main() -> None:
         return
     print(f"{'measure':<38}{'value':>14}  goal / baseline")
     print(f"{'apply 100k changes from a peer':<38}{result['apply_rows_per_s']:>12,} /s  "
-          f">= 50% of plain insert ({result['apply_vs_insert']:.0%} wall, "
-          f"{result['apply_vs_insert_cpu']:.0%} CPU time)")
-    print(f"{'plain SQLite executemany (baseline)':<38}{result['sqlite_insert_rows_per_s']:>12,} /s")
+          f">= 50% of plain insert: {result['apply_vs_insert']:.0%} (median of {REPEATS} pairs; "
+          f"best of each {result['apply_vs_insert_best_of_each']:.0%}, CPU time {result['apply_vs_insert_cpu']:.0%})")
+    print(f"{'plain SQLite executemany (baseline)':<38}{result['sqlite_insert_rows_per_s']:>12,} /s  "
+          f"pair ratios {' '.join(f'{r:.2f}' for r in result['pair_ratios'])}")
     print(f"{'wire bytes per value byte':<38}{result['wire_bytes_per_value_byte']:>14.3f}  < 1.3 "
           f"({result['wire_bytes_per_change']} B per change)")
     print(f"{'20 replicas converge after partition':<38}{result['converge_20_replicas_s']:>12.2f} s  "
