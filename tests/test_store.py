@@ -458,6 +458,7 @@ def test_errors_are_bilingual() -> None:
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> None:
+    import meshmeet.sync.merge as merge_module
     import meshmeet.sync.store as store_module
     clock = FakeClock()
     hq, hall = mk(HQ, clock=clock), mk(HALL1, clock=clock)
@@ -483,7 +484,7 @@ def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> Non
         fast.apply(batches[-1:])
     else:
         fast.apply(batches)
-    monkeypatch.setattr(store_module.Store, "_insert_runs", lambda self, spec, runs: False)
+    monkeypatch.setattr(merge_module.Merger, "insert_runs", lambda self, spec, runs: False)
     for b in batches:
         slow.apply([b])
     monkeypatch.setattr(store_module.Rules, "run_passes", lambda self, *args: False)

@@ -1,13 +1,14 @@
-"""The replicated store of one node: one SQLite file (WAL), its change log and merge.
+"""The replicated store of one node: one SQLite file (WAL), its transactions and change log.
 
 Every replicated write goes through `Store.write` (or the helpers in meetings.py built on
 it): the change is checked against the node's own role, merged into its table and appended
 to the change log as part of a signed batch, all in one transaction. Batches received from
 peers go through `Store.apply`, which checks each change's authority against the roster at
-this node and merges it by the rules in docs/state.md (LWW per column by HLC, add-only sets,
-tombstones), so that any arrival order gives the same state. The store also holds the
-content-addressed document chunks (methods in chunkstore.py). This module must never do network I/O, never apply a
-change whose origin lacks authority, and never leave a write half done (transactions).
+this node and hands the changes that pass to the merge (merge.py: LWW per column by HLC,
+add-only sets, tombstones, by the rules in docs/state.md), so that any arrival order gives
+the same state. The store also holds the content-addressed document chunks (methods in
+chunkstore.py). This module must never do network I/O, never apply a change whose origin
+lacks authority, and never leave a write half done (transactions).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -28,11 +28,11 @@ import msgpack
 import sqlite_utils
 
 from ..identity import KeyPair
-from .batch import (MAX_BATCH_CHANGES, OP_DELETE, OPS, Entry, SignedBatch, decode_batch,
-                    encode_batch)
+from .batch import MAX_BATCH_CHANGES, OPS, Entry, SignedBatch, decode_batch, encode_batch
 from .chunkstore import ChunkStore
 from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
+from .merge import Merger, MergeItem
 from .rules import Rejection, Rules
 from .schema import LATEST_VERSION, LWW, TableSpec, migrate, specs_for
 
@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 Authority = Callable[[str], "str | None"]
 LOCAL_BATCH_BYTES = 60_000  # changes per batch body, so a BATCH fits one link message (64 KiB)
 CHANGE_HEADER_BYTES = 12     # worst case for the HLC delta and table/op integers of one change
-SQL_VARS_PER_QUERY = 900
-_NO_CLOCK = b""
-_TOMB = -1  # key of the tombstone's clock in an LWW row's clock map
 # An origin's version vector entry after logging batches: walk from the entry held through the
 # logged batches that continue it with no gap (first_seq = previous last_seq + 1).
 _ADVANCE_VECTOR_SQL = """
@@ -101,23 +98,6 @@ def _origin_raw(origin: str) -> bytes:
         return origin.encode()
 
 
-def _fold_lww(st: list, op: int, values: dict, ck: bytes, ncols: int) -> None:
-    """Merge one change into [values, clocks, deleted]: per column, the greater clock wins."""
-    clk = st[1]
-    if type(clk) is bytes:  # a uniform clock: expand before columns diverge
-        clk = st[1] = dict.fromkeys(range(ncols), clk)
-    if op == OP_DELETE:
-        if ck > clk.get(_TOMB, _NO_CLOCK):
-            clk[_TOMB] = ck
-            st[2] = 1
-        return
-    vals = st[0]
-    for idx, value in values.items():
-        if ck > clk.get(idx, _NO_CLOCK):
-            vals[idx] = value
-            clk[idx] = ck
-
-
 def _run_items(run: Any, origin_raw: bytes) -> Iterator[tuple]:
     """A run's changes as merge items (table id, op, key, values, clock)."""
     return ((e[1], e[2], e[3], e[4], e[0].to_bytes(8, "big") + origin_raw) for e in run.entries())
@@ -146,10 +126,8 @@ class Store(ChunkStore):
         self._depth = 0
         self._pending: list[Entry] | None = None
         self._pending_bytes = 0
-        self._int_clocks = self.version >= 4  # clocks as (HLC, origin number); before v4 as blobs
-        self._clk_cols = ("_clk", "_org") if self._int_clocks else ("_clk",)
-        self._insert_sqls: dict[tuple, str] = {}
-        self._load_origins()
+        # how changes become rows; from schema v4 clocks are stored as (HLC, origin number)
+        self._merger = Merger(self._conn, self.rules, int_clocks=self.version >= 4)
         row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
         self.hlc = HybridClock(row[0] or 0)
         self._next_seq = self._own_max_seq() + 1
@@ -179,7 +157,7 @@ class Store(ChunkStore):
         except BaseException:
             self._depth = 0
             self._conn.execute("ROLLBACK")
-            self._load_origins()  # origin numbers taken in the rolled-back transaction are gone
+            self._merger.load_origins()  # origin numbers taken in the rolled-back transaction are gone
             raise
         self._depth = 0
         self._conn.execute("COMMIT")
@@ -297,7 +275,7 @@ class Store(ChunkStore):
                             log.warning("rejected change %s:%d (%s)", origin, b.first_seq + i, rejection.en)
             touched = set()
             for tid, runs in whole.items():
-                if self._insert_runs(self.rules.by_tid[tid], runs):
+                if self._merger.insert_runs(self.rules.by_tid[tid], runs):
                     touched.add(self.rules.by_tid[tid].name)
                     report.changes_applied += sum(len(r.hlcs) for r, _ in runs)
                 else:
@@ -381,177 +359,12 @@ class Store(ChunkStore):
                         items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
             self._merge(items)
 
-    # ----------------------------------------------------------------- merge
-    def _merge(self, items: list[tuple[int, int, tuple, dict, bytes]]) -> set[str]:
-        by_tid: dict[int, list] = defaultdict(list)
-        for item in items:
-            by_tid[item[0]].append(item)
-        touched = set()
-        for tid, group in by_tid.items():
-            spec = self.rules.by_tid[tid]
-            touched.add(spec.name)
-            if spec.kind == LWW:
-                self._merge_lww(spec, group)
-            else:
-                self._merge_addonly(spec, group)
+    def _merge(self, items: list[MergeItem]) -> set[str]:
+        """Merge changes into their tables (merge.py); names of the tables touched."""
+        touched = self._merger.merge(items)
         if "documents" in touched:
             self._rebuild_wanted()
         return touched
-
-    def _existing(self, spec: TableSpec, keys: list[tuple], extra: str) -> dict[tuple, list]:
-        cols = ", ".join(f'"{c}"' for c in (*spec.pk, *(c.name for c in spec.columns)))
-        npk = len(spec.pk)
-        found: dict[tuple, list] = {}
-        step = max(1, SQL_VARS_PER_QUERY // npk)
-        for start in range(0, len(keys), step):
-            part = keys[start:start + step]
-            if npk == 1:
-                where = f'"{spec.pk[0]}" IN ({",".join("?" * len(part))})'
-                params: list = [k[0] for k in part]
-            else:
-                tup = "(" + ",".join("?" * npk) + ")"
-                where = f'({",".join(spec.pk)}) IN (VALUES {",".join([tup] * len(part))})'
-                params = [v for k in part for v in k]
-            for row in self._conn.execute(f'SELECT {cols}, {extra} FROM "{spec.name}" WHERE {where}', params):
-                found[tuple(row[:npk])] = list(row[npk:])
-        return found
-
-    def _merge_lww(self, spec: TableSpec, group: list) -> None:
-        ncols = len(spec.columns)
-        full = range(ncols)
-        state: dict[tuple, list] = {}
-        for _tid, op, pk, values, ck in group:  # first fold this group on its own
-            st = state.get(pk)
-            if st is None:
-                if op != OP_DELETE and len(values) == ncols:
-                    state[pk] = [[values[i] for i in full], ck, 0]  # one clock for every column
-                    continue
-                st = state[pk] = [[None] * ncols, {}, 0]
-            _fold_lww(st, op, values, ck, ncols)
-        meta = (*self._clk_cols, "_del")
-        nclk = len(self._clk_cols)
-        rows = [(*pk, *st[0], *self._stored_clock(st[1]), st[2]) for pk, st in state.items()]
-        if self._insert_new(spec, rows, meta):
-            return
-        # Some keys were already held: merge with the stored rows. Folding a change into a row
-        # that already has it changes nothing, so the rows just inserted above are harmless.
-        old = self._existing(spec, list(state), ", ".join(meta))
-        state = {pk: [row[:ncols], self._column_clocks(row[ncols:ncols + nclk], ncols), row[ncols + nclk] or 0]
-                 for pk, row in old.items()}
-        for _tid, op, pk, values, ck in group:
-            _fold_lww(state[pk], op, values, ck, ncols)
-        self._upsert(spec, [(*pk, *st[0], *self._stored_clock(st[1]), st[2]) for pk, st in state.items()], meta)
-
-    def _merge_addonly(self, spec: TableSpec, group: list) -> None:
-        ncols = len(spec.columns)
-        best: dict[tuple, tuple[bytes, dict]] = {}
-        for _tid, _op, pk, values, ck in group:
-            cur = best.get(pk)
-            if cur is None or ck < cur[0]:
-                best[pk] = (ck, values)
-        rows = [(*pk, *(values.get(i) for i in range(ncols)), *self._stored_clock(ck)) for pk, (ck, values) in best.items()]
-        if self._insert_new(spec, rows, self._clk_cols):
-            return
-        old = self._existing(spec, list(best), ", ".join(self._clk_cols))
-        rows = [(*pk, *(values.get(i) for i in range(ncols)), *self._stored_clock(ck)) for pk, (ck, values) in best.items()
-                if ck < self._uniform_clock(old[pk][ncols:])]
-        self._upsert(spec, rows, self._clk_cols)
-
-    def _insert_runs(self, spec: TableSpec, runs: list) -> bool:
-        """Fast path for bulk transfers: runs of whole rows whose keys are all new here.
-
-        Such a row is exactly its change, with one clock for all columns. True when every row
-        went in this way; False (and nothing written) when the general merge is needed.
-        """
-        ncols = len(spec.columns)
-        parts: list = []  # per run, an iterator of its rows: built one at a time while SQLite inserts
-        count = 0
-        for run, raw in runs:
-            if self._int_clocks:  # the clocks straight from the batch: no per-row work in Python
-                clocks: tuple = (run.hlcs, repeat(self._origin_num(raw)))
-            else:
-                clocks = ([h.to_bytes(8, "big") + raw for h in run.hlcs],)
-            parts.append(zip(*run.key_columns, *(run.columns[i] for i in range(ncols)), *clocks))
-            count += len(run.hlcs)
-        # A key held already, or written twice in these runs, makes INSERT OR IGNORE skip a row;
-        # the count of rows inserted then falls short and the general merge decides instead.
-        self._conn.execute("SAVEPOINT fast")
-        # Streaming the rows (not a list of them) matters: each row tuple is freed as soon as it is
-        # bound, so a bulk transfer does not keep triggering the cyclic GC (~12 % of apply time).
-        if self._insert_new(spec, chain.from_iterable(parts), self._clk_cols, count):
-            self._conn.execute("RELEASE fast")
-            return True
-        self._conn.execute("ROLLBACK TO fast")
-        self._conn.execute("RELEASE fast")
-        return False
-
-    def _insert_sql(self, spec: TableSpec, meta: tuple[str, ...], conflict: str) -> str:
-        """INSERT OR `conflict` of a whole row: key, value columns, then the `meta` columns."""
-        sql = self._insert_sqls.get((spec.name, meta, conflict))
-        if sql is None:
-            names = (*spec.pk, *(c.name for c in spec.columns), *meta)
-            sql = (f'INSERT OR {conflict} INTO "{spec.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-                   f'VALUES ({",".join("?" * len(names))})')
-            self._insert_sqls[(spec.name, meta, conflict)] = sql
-        return sql
-
-    def _insert_new(self, spec: TableSpec, rows: Iterable[tuple], meta: tuple[str, ...],
-                    count: int | None = None) -> bool:
-        """Insert rows whose keys are new; True when every key was new (the common case).
-        `count`: how many rows an iterator gives (a list's own length otherwise)."""
-        if count is None:
-            count = len(rows)  # type: ignore[arg-type]
-        before = self._conn.total_changes
-        self._conn.executemany(self._insert_sql(spec, meta, "IGNORE"), rows)
-        return self._conn.total_changes - before == count
-
-    def _upsert(self, spec: TableSpec, rows: list[tuple], meta: tuple[str, ...]) -> None:
-        if rows:
-            self._conn.executemany(self._insert_sql(spec, meta, "REPLACE"), rows)
-
-    # ----------------------------------------------------------------- clocks as stored
-    # In memory a clock is 16 bytes (8-byte big-endian HLC, then the origin's 8 bytes), so that
-    # clocks compare as bytes. From schema v4 a row whose columns share one clock stores it as
-    # `_clk` = the HLC (INTEGER) and `_org` = a number for the origin from the local `origins`
-    # table; per-column clocks stay a msgpack map {column: clock}. Rows from before v4 keep a
-    # 16-byte `_clk` blob, read as is.
-    def _load_origins(self) -> None:
-        self._origin_by_num: dict[int, bytes] = {}
-        if self._int_clocks:
-            self._origin_by_num = dict(self._conn.execute("SELECT num, raw FROM origins"))
-        self._num_by_origin = {raw: num for num, raw in self._origin_by_num.items()}
-
-    def _origin_num(self, raw: bytes) -> int:
-        """The local number of an origin, taken (inside the caller's transaction) when new."""
-        num = self._num_by_origin.get(raw)
-        if num is None:
-            num = self._conn.execute("INSERT INTO origins (raw) VALUES (?)", (raw,)).lastrowid
-            self._num_by_origin[raw] = num
-            self._origin_by_num[num] = raw
-        return num
-
-    def _stored_clock(self, clk: bytes | dict) -> tuple:
-        """A row's clock (uniform bytes, or a map per column) as the values of `_clk_cols`."""
-        if type(clk) is not bytes:
-            return (msgpack.packb(clk), None) if self._int_clocks else (msgpack.packb(clk),)
-        if self._int_clocks:
-            return int.from_bytes(clk[:8], "big"), self._origin_num(clk[8:])
-        return (clk,)
-
-    def _uniform_clock(self, stored: Sequence[Any]) -> bytes:
-        clk = stored[0]
-        if type(clk) is int:
-            return clk.to_bytes(8, "big") + self._origin_by_num[stored[1]]
-        return clk
-
-    def _column_clocks(self, stored: Sequence[Any], ncols: int) -> dict:
-        """A stored LWW clock as {column index (or _TOMB): clock}."""
-        clk = stored[0]
-        if clk is None:
-            return {}
-        if type(clk) is int or len(clk) == 16:
-            return dict.fromkeys(range(ncols), self._uniform_clock(stored))
-        return msgpack.unpackb(clk, strict_map_key=False)
 
     # ----------------------------------------------------------------- version vector and log
     def version_vector(self) -> dict[str, int]:
