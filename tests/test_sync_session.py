@@ -459,3 +459,68 @@ def test_unasked_or_out_of_order_chunk_pieces_are_ignored() -> None:
     session.receive(encode(Chunk(h, 0, len(data), data[:60_000])), 0.0)
     _, events = session.receive(encode(Chunk(h, 60_000, len(data), data[60_000:])), 0.0)
     assert events == [ChunkStored(h, 0)] and b"".join(hall.read_document(doc)) == data
+
+
+def _mixed_messages() -> list[bytes]:
+    """Batches a hall may receive: HQ's (applied), a hall's motion (signed, rejected), a forged
+    one, a duplicate, one past a gap, and a VECTOR between them."""
+    hq = mk(HQ)
+    mid = m.create_meeting(hq, "Họp")
+    for i in range(4):
+        m.add_agenda_item(hq, mid, f"Mục {i}")
+    held = [encode(Batch(b.body, b.sig)) for b in hq.batches_after({})]
+    rogue = encode_batch(HALL1, 1, [(1 << 40, 6, 0, ("mo1",), {0: "m", 1: "rogue", 2: "majority",
+                                                               3: "open", 4: None})])
+    good = encode_batch(HQ, 9, [(1 << 41, 8, 0, ("a1",), {0: "thông báo", 1: 0, 2: 1.0})])  # past a gap
+    forged = Batch(good.body.replace("thông".encode(), "THÔNG".encode()), good.sig)
+    return [held[0], held[1], encode(Vector({HQ.node_id: 1})), held[2], held[2], encode(Batch(rogue.body, rogue.sig)),
+            encode(forged), held[3], encode(Batch(good.body, good.sig)), held[4]]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=10))
+def test_messages_received_together_end_as_one_by_one(monkeypatch, cuts) -> None:
+    messages = _mixed_messages()
+    one, grouped = mk(HALL2), mk(HALL2)
+    s_one, s_grouped = SyncSession(one, HQ.node_id, 0.0), SyncSession(grouped, HQ.node_id, 0.0)
+    events_one = [e for msg in messages for e in s_one.receive(msg, 0.0)[1]]
+    applies = []
+    real_apply = grouped.apply
+    monkeypatch.setattr(grouped, "apply", lambda batches: applies.append(len(batches)) or real_apply(batches))
+    groups, start = [], 0
+    for n in cuts:
+        groups.append(messages[start:start + n])
+        start += n
+    groups.append(messages[start:])
+    events_grouped = [e for g in groups if g for e in s_grouped.receive_many(g, 0.0)[1]]
+    assert grouped.digest() == one.digest() and grouped.version_vector() == one.version_vector()
+    assert grouped.counters == one.counters and one.counters.forged_batches == 1 and one.counters.rejected_changes == 1
+    key = lambda e: (type(e).__name__, getattr(e, "origin", ""), getattr(e, "first_seq", 0), getattr(e, "seq", 0))
+    assert sorted(map(key, events_grouped)) == sorted(map(key, events_one))
+    for e in events_grouped:  # the per-batch counts survive the grouping
+        if isinstance(e, Applied):
+            assert e.changes + e.rejected == e.last_seq - e.first_seq + 1
+    # One transaction per run of consecutive BATCH messages in a group (the VECTOR splits a run),
+    # unless all of the run was forged.
+    forged = messages[6]
+
+    def runs(group):
+        out, run = 0, []
+        for msg in group + [b""]:
+            if msg and isinstance(decode(msg), Batch):
+                run.append(msg)
+                continue
+            out += any(x is not forged for x in run)
+            run = []
+        return out
+    assert len(applies) == sum(runs(g) for g in groups if g)
+
+
+def test_bad_message_after_good_batches_in_one_group() -> None:
+    hall = mk(HALL2)
+    messages = _mixed_messages()[:2]
+    session = SyncSession(hall, HQ.node_id, 0.0)
+    out, events = session.receive_many(messages + [b"\xc1 not msgpack", messages[0]], 0.0)
+    assert [type(e) for e in events] == [Applied, Applied, ProtocolViolation] and session.closed
+    assert hall.version_vector() == {HQ.node_id: 2}  # the two before it were applied and kept
+    assert session.receive_many(messages, 0.0) == ([], [])

@@ -46,6 +46,7 @@ STATE_TOPIC = "state"
 LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's writer queue
 BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
 BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
+RECEIVE_GROUP_MAX_MESSAGES = 16  # messages from one peer handled (batches committed) together
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 
@@ -173,8 +174,12 @@ class SyncService:
                 p = self.peers.get(peer)
                 if p is None or p.session.closed:
                     continue
+                bodies = [body]  # what else this peer sent that is waiting: its batches commit together
+                while (self._inbox and len(bodies) < RECEIVE_GROUP_MAX_MESSAGES
+                       and self._inbox[0][0] == "msg" and self._inbox[0][1] == peer):
+                    bodies.append(self._inbox.popleft()[2])
                 claimed = len(self.claims)
-                out, events = p.session.receive(body, now)
+                out, events = p.session.receive_many(bodies, now)
                 self._queue(peer, out)
                 self._handle_events(peer, events, now)
                 if len(self.claims) < claimed:  # chunks given up on here may be asked of other peers

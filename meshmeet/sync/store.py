@@ -74,6 +74,7 @@ class ApplyReport:
     rejected_changes: int = 0
     rejections: list[tuple[str, int, Rejection]] = field(default_factory=list)
     tables_touched: set[str] = field(default_factory=set)
+    applied: list[tuple[str, int, int]] = field(default_factory=list)  # (origin, first, last) of each new batch
 
 
 @dataclass
@@ -285,6 +286,7 @@ class Store(ChunkStore):
                 self._rebuild_wanted()
             self._log_batches(fresh)
             report.batches_applied = len(fresh)
+            report.applied = [(b.origin, b.first_seq, b.last_seq) for b in fresh]
             report.changes_applied += len(items)
             if any(b.origin == self.node_id for b in fresh):
                 self._next_seq = max(self._next_seq, self._own_max_seq() + 1)
