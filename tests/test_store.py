@@ -524,3 +524,31 @@ def test_speaking_queue_hall_asks_hq_grants() -> None:
     hall.apply(logged(hq, {HQ.node_id: 1, HALL1.node_id: 1}))
     assert hall.get("speaking_queue", (mid, HALL1.node_id))["state"] == "speaking"
     assert hall.digest() == hq.digest()
+
+
+def test_failed_apply_leaves_no_trace_and_the_next_one_numbers_origins_afresh(tmp_path: Path, monkeypatch) -> None:
+    hq = mk(HQ)
+    mid = m.create_meeting(hq, "Họp")
+    m.add_agenda_item(hq, mid, "Một")
+    hall = mk(HALL1, tmp_path / "hall.db")
+    batches = logged(hq)
+
+    def full_disk(_batches) -> None:  # fails after the rows went in and HQ got an origin number
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patch:
+        patch.setattr(hall, "_log_batches", full_disk)
+        with pytest.raises(OSError):
+            hall.apply(batches)
+    assert hall.rows("meetings") == [] and hall.version_vector() == {}
+    assert hall._conn.execute("SELECT count(*) FROM origins").fetchone()[0] == 0
+    report = hall.apply(batches)
+    assert report.batches_applied == len(batches) and hall.digest() == hq.digest()
+    hall.close()
+    reopened = mk(HALL1, tmp_path / "hall.db")
+    assert reopened.digest() == hq.digest() and reopened.integrity_ok()
+    for table in ("meetings", "agenda_items"):  # every row's clock names an origin the file holds
+        assert reopened._conn.execute(f"SELECT count(*) FROM {table} WHERE _org NOT IN "
+                                      "(SELECT num FROM origins)").fetchone()[0] == 0
+    hq.write("meetings", mid, {"title": "Họp mới"})  # merging over a stored clock reads its origin
+    reopened.apply(logged(hq, reopened.version_vector()))
+    assert reopened.digest() == hq.digest() and reopened.get("meetings", mid)["title"] == "Họp mới"
