@@ -22,7 +22,7 @@ import segno
 
 from .errors import MeshmeetError
 from .identity import SEED_BYTES, KeyPair, commune_id_of, verify
-from .roster import (
+from .roster_entries import (
     KIND_SEAT,
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,

@@ -1,11 +1,13 @@
-"""The commune roster: signed entries (header, seats, claims, revocations) merged by union.
+"""The commune roster: the set of valid signed entries of one commune, merged by union.
 
 The roster says who belongs to the commune. It is a grow-only set of signed entries (a CRDT):
 any two nodes that hold the same entries compute the same members, whatever order the entries
 arrived in. Every rule that could differ between nodes is deterministic (the smallest signature
 wins a race). The byte format is written down in docs/protocol/membership.md.
 
-This module also holds the tiny sans-IO roster gossip carried over links (service ROSTER 0x10).
+The entries themselves and their codec live in roster_entries.py, the gossip over links in
+roster_gossip.py; their public names are re-exported here so `from meshmeet.roster import X`
+keeps working.
 
 It must never do I/O, read a clock, or accept an entry whose signature it has not checked.
 """
@@ -13,283 +15,68 @@ It must never do I/O, read a clock, or accept an entry whose signature it has no
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Iterable
 
 import msgpack
 
-from .errors import MeshmeetError
-from .identity import COMMUNE_ID_BYTES, KeyPair, commune_id_of, node_id_of, verify
+from .identity import commune_id_of, node_id_of, verify
+from .roster_entries import (
+    DEFAULT_PRIORITY,
+    DIGEST_BYTES,
+    KIND_CLAIM,
+    KIND_HEADER,
+    KIND_REVOCATION,
+    KIND_SEAT,
+    MAX_ENTRY_BYTES,
+    MAX_NAME_BYTES,
+    MAX_PRIORITY,
+    MAX_ROSTER_ENTRIES,
+    MAX_UNIX_S,
+    PUBLIC_KEY_BYTES,
+    ROLES,
+    SHORT_ID_MAX,
+    SHORT_ID_MIN,
+    SIGN_CONTEXT,
+    SIGNATURE_BYTES,
+    Claim,
+    Entry,
+    Header,
+    Member,
+    Revocation,
+    RosterError,
+    Seat,
+    body_of,
+    claim_signed_by,
+    decode_entry,
+    is_bytes_of_length,
+    kind_of,
+    make_claim,
+    make_header,
+    make_revocation,
+    make_seat,
+    pack,
+    parse_entry_list,
+    signed_message,
+    unpack_strict,
+)
+from .roster_gossip import (
+    GOSSIP_CHUNK_BYTES,
+    GOSSIP_ENTRIES,
+    GOSSIP_HAVE,
+    MAX_GOSSIP_BODY_BYTES,
+    GossipResult,
+    RosterGossip,
+)
 
-KIND_HEADER = 1
-KIND_SEAT = 2
-KIND_CLAIM = 3
-KIND_REVOCATION = 4
-
-ROLES = ("hq", "hall", "relay")
-DEFAULT_PRIORITY = {"hq": 100, "hall": 10, "relay": 1}
-
-SIGN_CONTEXT = b"meshmeet roster v1\x00"
-PUBLIC_KEY_BYTES = 32
-SIGNATURE_BYTES = 64
-MAX_NAME_BYTES = 128  # commune and site names, UTF-8
-MAX_ENTRY_BYTES = 512
-MAX_ROSTER_ENTRIES = 4096
 MAX_PENDING_CLAIMS = 256
-MAX_PRIORITY = 0xFFFF
-MAX_UNIX_S = 2**40
-SHORT_ID_MIN = 1  # 0 means "no short id"
-SHORT_ID_MAX = 0xFFFE  # 0xFFFF is broadcast on the wire
-DIGEST_BYTES = 32
-
-GOSSIP_HAVE = 1
-GOSSIP_ENTRIES = 2
-GOSSIP_CHUNK_BYTES = 32 * 1024
-MAX_GOSSIP_BODY_BYTES = GOSSIP_CHUNK_BYTES + 4 * MAX_ENTRY_BYTES
-
-
-class RosterError(MeshmeetError):
-    """An entry or roster message is malformed, foreign or wrongly signed."""
-
-
-def _bad(vi: str, en: str) -> RosterError:
-    return RosterError(vi, en)
-
-
-def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def unpack_strict(data: bytes, what_vi: str, what_en: str) -> object:
-    """Unpack msgpack that must be canonical (re-packs to the same bytes); RosterError otherwise."""
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-        canonical = _pack(obj) == data
-    except Exception:  # msgpack raises many types on junk; all mean "malformed"
-        canonical = False
-        obj = None
-    if not canonical:
-        raise _bad(f"{what_vi} bị hỏng", f"{what_en} is malformed")
-    return obj
-
-
-def signed_message(kind: int, body: bytes) -> bytes:
-    """The bytes an entry's signature covers: context, kind byte, canonical body."""
-    return SIGN_CONTEXT + bytes([kind]) + body
-
-
-def _is_int(x: object, lo: int, hi: int) -> bool:
-    return type(x) is int and lo <= x <= hi
-
-
-def _is_bytes(x: object, n: int) -> bool:
-    return type(x) is bytes and len(x) == n
-
-
-def _is_name(x: object) -> bool:
-    return type(x) is str and 0 < len(x.encode()) <= MAX_NAME_BYTES
-
-
-@dataclass(frozen=True)
-class Header:
-    """The commune's name, signed by the admin key."""
-
-    commune_id: bytes
-    commune_name: str
-    issued_at: int
-    signature: bytes
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class Seat:
-    """A place in the commune, signed by the admin key; claimed once with its enrolment key."""
-
-    commune_id: bytes
-    short_id: int
-    site: str
-    role: str
-    priority: int
-    backup: bool
-    enrolment_public_key: bytes
-    expires_at: int
-    issued_at: int
-    signature: bytes
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A node key taking a seat; signed by the seat's enrolment key and by the node key."""
-
-    commune_id: bytes
-    short_id: int
-    node_public_key: bytes
-    enrolment_signature: bytes
-    node_signature: bytes
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class Revocation:
-    """The admin withdrawing a seat (and whoever claimed it)."""
-
-    commune_id: bytes
-    short_id: int
-    issued_at: int
-    signature: bytes
-    raw: bytes
-
-
-Entry = Union[Header, Seat, Claim, Revocation]
-
-
-@dataclass(frozen=True)
-class Member:
-    """A seat with its winning claim: a node that belongs to the commune."""
-
-    short_id: int
-    node_id: str
-    public_key: bytes
-    site: str
-    role: str
-    priority: int
-    backup: bool
-
-
-# ---------------------------------------------------------------- building entries
-
-
-def _wrap(kind: int, body: bytes, *sigs: bytes) -> bytes:
-    return _pack([kind, body, *sigs])
-
-
-def make_header(admin_key: KeyPair, commune_name: str, issued_at: int) -> Header:
-    """Sign a header with the admin key."""
-    body = _pack([commune_id_of(admin_key.public_key), commune_name, int(issued_at)])
-    sig = admin_key.sign(signed_message(KIND_HEADER, body))
-    return decode_entry(_wrap(KIND_HEADER, body, sig))  # type: ignore[return-value]
-
-
-def make_seat(
-    admin_key: KeyPair,
-    *,
-    short_id: int,
-    site: str,
-    role: str,
-    enrolment_public_key: bytes,
-    expires_at: int,
-    issued_at: int,
-    priority: int | None = None,
-    backup: bool | None = None,
-) -> Seat:
-    """Sign a seat with the admin key (defaults: priority by role, backup only for hq)."""
-    if role not in ROLES:
-        raise _bad(f"Vai trò không hợp lệ: {role}", f"unknown role: {role} (use hq, hall or relay)")
-    prio = DEFAULT_PRIORITY[role] if priority is None else int(priority)
-    bkp = (role == "hq") if backup is None else bool(backup)
-    body = _pack(
-        [
-            commune_id_of(admin_key.public_key),
-            short_id,
-            site,
-            role,
-            prio,
-            bkp,
-            enrolment_public_key,
-            int(expires_at),
-            int(issued_at),
-        ]
-    )
-    sig = admin_key.sign(signed_message(KIND_SEAT, body))
-    return decode_entry(_wrap(KIND_SEAT, body, sig))  # type: ignore[return-value]
-
-
-def make_claim(enrolment_key: KeyPair, node_key: KeyPair, commune_id: bytes, short_id: int) -> Claim:
-    """Sign a claim on seat `short_id` for `node_key`, with the seat's enrolment key."""
-    body = _pack([commune_id, short_id, node_key.public_key])
-    msg = signed_message(KIND_CLAIM, body)
-    return decode_entry(_wrap(KIND_CLAIM, body, enrolment_key.sign(msg), node_key.sign(msg)))  # type: ignore[return-value]
-
-
-def make_revocation(admin_key: KeyPair, short_id: int, issued_at: int) -> Revocation:
-    """Sign a revocation of seat `short_id` with the admin key."""
-    body = _pack([commune_id_of(admin_key.public_key), short_id, int(issued_at)])
-    sig = admin_key.sign(signed_message(KIND_REVOCATION, body))
-    return decode_entry(_wrap(KIND_REVOCATION, body, sig))  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------- parsing entries
-
-
-def decode_entry(raw: bytes) -> Entry:
-    """Parse one entry's bytes (structure only; signatures are checked by Roster.add)."""
-    if type(raw) is not bytes or len(raw) > MAX_ENTRY_BYTES:
-        raise _bad("Mục danh sách quá lớn hoặc sai kiểu", "roster entry too large or not bytes")
-    outer = unpack_strict(raw, "Mục danh sách", "roster entry")
-    if not isinstance(outer, list) or len(outer) < 3 or type(outer[1]) is not bytes:
-        raise _bad("Mục danh sách bị hỏng", "roster entry is malformed")
-    kind, body, sigs = outer[0], outer[1], outer[2:]
-    want_sigs = 2 if kind == KIND_CLAIM else 1
-    if len(sigs) != want_sigs or not all(_is_bytes(s, SIGNATURE_BYTES) for s in sigs):
-        raise _bad("Chữ ký của mục danh sách bị hỏng", "roster entry signatures are malformed")
-    f = unpack_strict(body, "Nội dung mục danh sách", "roster entry body")
-    if not isinstance(f, list) or not f or not _is_bytes(f[0], COMMUNE_ID_BYTES):
-        raise _bad("Nội dung mục danh sách bị hỏng", "roster entry body is malformed")
-    ok = False
-    if kind == KIND_HEADER and len(f) == 3:
-        ok = _is_name(f[1]) and _is_int(f[2], 0, MAX_UNIX_S)
-        if ok:
-            return Header(f[0], f[1], f[2], sigs[0], raw)
-    elif kind == KIND_SEAT and len(f) == 9:
-        ok = (
-            _is_int(f[1], SHORT_ID_MIN, SHORT_ID_MAX)
-            and _is_name(f[2])
-            and f[3] in ROLES
-            and _is_int(f[4], 0, MAX_PRIORITY)
-            and type(f[5]) is bool
-            and _is_bytes(f[6], PUBLIC_KEY_BYTES)
-            and _is_int(f[7], 0, MAX_UNIX_S)
-            and _is_int(f[8], 0, MAX_UNIX_S)
-        )
-        if ok:
-            return Seat(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], sigs[0], raw)
-    elif kind == KIND_CLAIM and len(f) == 3:
-        ok = _is_int(f[1], SHORT_ID_MIN, SHORT_ID_MAX) and _is_bytes(f[2], PUBLIC_KEY_BYTES)
-        if ok:
-            return Claim(f[0], f[1], f[2], sigs[0], sigs[1], raw)
-    elif kind == KIND_REVOCATION and len(f) == 3:
-        ok = _is_int(f[1], SHORT_ID_MIN, SHORT_ID_MAX) and _is_int(f[2], 0, MAX_UNIX_S)
-        if ok:
-            return Revocation(f[0], f[1], f[2], sigs[0], raw)
-    raise _bad("Loại hoặc trường của mục danh sách không hợp lệ", "roster entry kind or fields are invalid")
-
-
-def _body_of(entry: Entry) -> bytes:
-    return msgpack.unpackb(entry.raw, raw=False)[1]
-
-
-def _kind_of(entry: Entry) -> int:
-    return {Header: KIND_HEADER, Seat: KIND_SEAT, Claim: KIND_CLAIM, Revocation: KIND_REVOCATION}[type(entry)]
-
-
-def claim_signed_by(claim: Claim, enrolment_public_key: bytes) -> bool:
-    """True when the claim carries valid signatures by this enrolment key and its node key."""
-    msg = signed_message(KIND_CLAIM, _body_of(claim))
-    return verify(enrolment_public_key, msg, claim.enrolment_signature) and verify(
-        claim.node_public_key, msg, claim.node_signature
-    )
-
-
-# ---------------------------------------------------------------- the roster
 
 
 class Roster:
     """The set of valid entries of one commune, and the members they define."""
 
     def __init__(self, admin_public_key: bytes) -> None:
-        if not _is_bytes(admin_public_key, PUBLIC_KEY_BYTES):
-            raise _bad("Khóa quản trị không hợp lệ", "admin public key must be 32 bytes")
+        if not is_bytes_of_length(admin_public_key, PUBLIC_KEY_BYTES):
+            raise RosterError("Khóa quản trị không hợp lệ", "admin public key must be 32 bytes")
         self.admin_public_key = admin_public_key
         self.commune_id = commune_id_of(admin_public_key)
         self._entries: dict[bytes, Entry] = {}
@@ -335,9 +122,9 @@ class Roster:
         if e.raw in self._entries:
             return []
         if e.commune_id != self.commune_id:
-            raise _bad("Mục danh sách thuộc xã khác", "roster entry belongs to another commune")
+            raise RosterError("Mục danh sách thuộc xã khác", "roster entry belongs to another commune")
         if len(self._entries) >= MAX_ROSTER_ENTRIES:
-            raise _bad("Danh sách thành viên đã đầy", "roster is full")
+            raise RosterError("Danh sách thành viên đã đầy", "roster is full")
         if isinstance(e, Claim):
             seat = self._seat_signing(e)
             if seat is None:
@@ -348,9 +135,9 @@ class Roster:
             self._entries[e.raw] = e
             self._pending.pop(e.raw, None)
             return [e]
-        kind = _kind_of(e)
-        if not verify(self.admin_public_key, signed_message(kind, _body_of(e)), e.signature):
-            raise _bad("Chữ ký quản trị không hợp lệ", "bad admin signature on roster entry")
+        kind = kind_of(e)
+        if not verify(self.admin_public_key, signed_message(kind, body_of(e)), e.signature):
+            raise RosterError("Chữ ký quản trị không hợp lệ", "bad admin signature on roster entry")
         self._entries[e.raw] = e
         new: list[Entry] = [e]
         if isinstance(e, Seat):
@@ -471,7 +258,7 @@ class Roster:
         while sid in used:
             sid += 1
         if sid > SHORT_ID_MAX:
-            raise _bad("Hết mã ngắn cho điểm mới", "no short id left for a new seat")
+            raise RosterError("Hết mã ngắn cho điểm mới", "no short id left for a new seat")
         return sid
 
     def digest(self) -> bytes:
@@ -487,7 +274,7 @@ class Roster:
 
     def entries_bytes(self) -> bytes:
         """The accepted entries as one msgpack array of bin (sorted)."""
-        return _pack(sorted(self._entries))
+        return pack(sorted(self._entries))
 
     @classmethod
     def from_entries_bytes(cls, admin_public_key: bytes, data: bytes) -> "Roster":
@@ -503,11 +290,11 @@ class Roster:
         for e in decoded:
             self.add(e)
         if self._pending:
-            raise _bad("Có yêu cầu nhận chỗ không khớp chỗ nào", "a claim matches no seat in the roster")
+            raise RosterError("Có yêu cầu nhận chỗ không khớp chỗ nào", "a claim matches no seat in the roster")
 
     def to_bytes(self) -> bytes:
         """Self-describing storage form: admin public key + entries."""
-        return _pack({"v": 1, "admin_pk": self.admin_public_key, "entries": sorted(self._entries)})
+        return pack({"v": 1, "admin_pk": self.admin_public_key, "entries": sorted(self._entries)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Roster":
@@ -517,84 +304,24 @@ class Roster:
         except Exception:
             obj = None
         if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("entries"), list):
-            raise _bad("Tệp danh sách thành viên bị hỏng", "roster data is corrupt")
+            raise RosterError("Tệp danh sách thành viên bị hỏng", "roster data is corrupt")
         roster = cls(obj.get("admin_pk"))  # type: ignore[arg-type]
         if not all(type(r) is bytes for r in obj["entries"]):
-            raise _bad("Tệp danh sách thành viên bị hỏng", "roster data is corrupt")
+            raise RosterError("Tệp danh sách thành viên bị hỏng", "roster data is corrupt")
         roster.add_all_strict(obj["entries"])
         return roster
 
 
-def parse_entry_list(data: bytes) -> list[bytes]:
-    """Parse a msgpack array of bin (entries_bytes form); RosterError on junk."""
-    try:
-        obj = msgpack.unpackb(data, raw=False)
-    except Exception:
-        obj = None
-    if not isinstance(obj, list) or len(obj) > MAX_ROSTER_ENTRIES or not all(type(r) is bytes for r in obj):
-        raise _bad("Danh sách mục bị hỏng", "roster entry list is malformed")
-    return obj
-
-
-# ---------------------------------------------------------------- gossip (service 0x10)
-
-
-@dataclass(frozen=True)
-class GossipResult:
-    """What one received gossip message did: bodies to send back, entries newly accepted."""
-
-    replies: tuple[bytes, ...]
-    new_entries: tuple[Entry, ...]
-
-
-class RosterGossip:
-    """Sans-IO roster replication over one link (bodies after the ROSTER service byte).
-
-    On link up each side sends HAVE(digest). A side receiving a HAVE with a different digest
-    sends all its entries in chunks (ENTRIES). ENTRIES never trigger a reply, so there is no
-    ping-pong. Pending claims travel too, since the peer may hold their seat. The node sends
-    every newly accepted entry (from a merge or a join) to all its links with announce();
-    duplicates are cheap and ignored.
-    """
-
-    def __init__(self, roster: Roster) -> None:
-        self.roster = roster
-
-    def link_up(self) -> bytes:
-        return _pack([GOSSIP_HAVE, self.roster.digest()])
-
-    def announce(self, entries: Iterable[Entry]) -> list[bytes]:
-        """ENTRIES bodies carrying `entries` (chunked to GOSSIP_CHUNK_BYTES)."""
-        bodies, chunk, size = [], [], 0
-        for e in entries:
-            if chunk and size + len(e.raw) > GOSSIP_CHUNK_BYTES:
-                bodies.append(_pack([GOSSIP_ENTRIES, chunk]))
-                chunk, size = [], 0
-            chunk.append(e.raw)
-            size += len(e.raw)
-        if chunk:
-            bodies.append(_pack([GOSSIP_ENTRIES, chunk]))
-        return bodies
-
-    def receive(self, body: bytes) -> GossipResult:
-        """Handle one body; RosterError on a malformed message (the link may then be closed)."""
-        if type(body) is not bytes or len(body) > MAX_GOSSIP_BODY_BYTES:
-            raise _bad("Tin danh sách quá lớn", "roster gossip message too large")
-        try:
-            msg = msgpack.unpackb(body, raw=False)
-        except Exception:
-            msg = None
-        if isinstance(msg, list) and len(msg) == 2 and msg[0] == GOSSIP_HAVE and _is_bytes(msg[1], DIGEST_BYTES):
-            if msg[1] == self.roster.digest():
-                return GossipResult((), ())
-            everything = [*self.roster.entries(), *self.roster.pending_claims()]  # the peer may hold their seat
-            return GossipResult(tuple(self.announce(everything)), ())
-        if (
-            isinstance(msg, list)
-            and len(msg) == 2
-            and msg[0] == GOSSIP_ENTRIES
-            and isinstance(msg[1], list)
-            and all(type(r) is bytes for r in msg[1])
-        ):
-            return GossipResult((), tuple(self.roster.merge(msg[1])))
-        raise _bad("Tin danh sách bị hỏng", "roster gossip message is malformed")
+__all__ = [
+    "Roster",
+    "MAX_PENDING_CLAIMS",
+    # re-exported from roster_entries
+    "DEFAULT_PRIORITY", "DIGEST_BYTES", "KIND_CLAIM", "KIND_HEADER", "KIND_REVOCATION", "KIND_SEAT",
+    "MAX_ENTRY_BYTES", "MAX_NAME_BYTES", "MAX_PRIORITY", "MAX_ROSTER_ENTRIES", "MAX_UNIX_S",
+    "PUBLIC_KEY_BYTES", "ROLES", "SHORT_ID_MAX", "SHORT_ID_MIN", "SIGN_CONTEXT", "SIGNATURE_BYTES",
+    "Claim", "Entry", "Header", "Member", "Revocation", "RosterError", "Seat",
+    "claim_signed_by", "decode_entry", "make_claim", "make_header", "make_revocation", "make_seat",
+    "parse_entry_list", "signed_message", "unpack_strict",
+    # re-exported from roster_gossip
+    "GOSSIP_CHUNK_BYTES", "GOSSIP_ENTRIES", "GOSSIP_HAVE", "MAX_GOSSIP_BODY_BYTES", "GossipResult", "RosterGossip",
+]

@@ -21,7 +21,7 @@ from meshmeet.invite import (
     make_invite,
     parse_address,
 )
-from meshmeet.roster import make_seat
+from meshmeet.roster_entries import make_seat
 
 NOW = 1_700_000_000
 ADMIN = KeyPair.generate()
