@@ -19,7 +19,8 @@ from meshmeet.datadir import init_commune
 from meshmeet.identity import KeyPair
 from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.lora.statewatch import short_ref
-from meshmeet.node.lora_service import WATCH_S, LoraService
+from meshmeet.node.lora_mirror import WATCH_S
+from meshmeet.node.lora_service import LoraService
 from meshmeet.sync import meetings as m
 from meshmeet.sync.batch import decode_batch
 from meshmeet.sync.store import Store
@@ -121,7 +122,7 @@ async def test_alert_ids_state_mirror_and_ip_return(dirs, pty_clock):
         n.start_soon(hall.run)
         await until(lambda: hq.state == "up" and hall.state == "up", "both modems up")
         await trio.sleep(3 * WATCH_S)  # IP is up: the state is only noted, nothing goes over LoRa
-        assert hq.mirrored == 0 and hall.mirrored == 0
+        assert hq.mirror.mirrored == 0 and hall.mirror.mirrored == 0
         assert all(link["control_only"] is True and link["transport"] == "lora" for link in hall.status()["links"])
         assert any(link["short_id"] == 1 for link in hall.status()["links"])
 
@@ -175,11 +176,11 @@ async def test_alert_ids_state_mirror_and_ip_return(dirs, pty_clock):
         # IP is back: further changes go by sync only.
         hq_node.links.peers.append("ip-peer")
         hall_node.links.peers.append("ip-peer")
-        before = (hq.mirrored, hall.mirrored)
+        before = (hq.mirror.mirrored, hall.mirror.mirrored)
         m.close_motion(hq_store, motion)
         m.checkin(hall_sync.store, mid, 43)
         await trio.sleep(4 * WATCH_S)
-        assert (hq.mirrored, hall.mirrored) == before
+        assert (hq.mirror.mirrored, hall.mirror.mirrored) == before
         n.cancel_scope.cancel()
     for sync in (hq_sync, hall_sync):
         sync.store.close()

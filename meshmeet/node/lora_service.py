@@ -1,18 +1,16 @@
-"""The LoRa part of the node: the commune LoRa key, the modem link, alerts, and status["lora"].
+"""The LoRa part of the node: the modem link, alerts, and status["lora"].
 
-Always: holds the commune LoRa key. HQ makes one at its first run; it travels to members as an
-HQ-signed offer over the encrypted links (service 0x50, on every link-up, forwarded once by each
-member that takes it) and is stored 0600 in DIR/lora.key. When [lora] is configured it also opens
-the modem through its driver, runs LoraLink, persists the frame-counter mark (before any frame
-that needs it leaves) and the replay window (DIR/lora-state.json), sends beacons, serves the
-`lora_alert` and `lora_send` APIs, keeps recent alerts with their acks (DIR/lora-alerts.json)
-and publishes received ones to browsers (topics "alerts" and "lora"). An alert may mirror a sync
-announcement (its id travels with it): the hall records the id (`received_alert_ids`) and does
-not show an alert whose announcement sync already brought. While no IP link is up it mirrors
-meeting state over LoRa: it reads the sync store (read-only, under the sync lock) every
-WATCH_S and sends what changed (`lora/statewatch.py` decides). This module must never write
-to the sync store, decide what the sans-IO core decides (priority, budget, retries, dedupe),
-or let a frame leave whose counter mark is not on disk.
+Holds the commune LoRa key (`node/lora_key.py`: made by HQ, shared over the encrypted links,
+DIR/lora.key) whether or not [lora] is configured. When it is, this module opens the modem
+through its driver, runs LoraLink, persists the frame-counter mark (before any frame that needs
+it leaves) and the replay window (DIR/lora-state.json), sends beacons, serves the `lora_alert`
+and `lora_send` APIs, keeps recent alerts with their acks (DIR/lora-alerts.json) and publishes
+received ones to browsers (topics "alerts" and "lora"). An alert may mirror a sync announcement
+(its id travels with it): the hall records the id (`received_alert_ids`) and does not show an
+alert whose announcement sync already brought. While no IP link is up, `node/lora_mirror.py`
+mirrors meeting state over LoRa through `send`. This module must never write to the sync store,
+decide what the sans-IO core decides (priority, budget, retries, dedupe), or let a frame leave
+whose counter mark is not on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -37,14 +34,15 @@ from ..lora.check import LoraConfig
 from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
 from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
-from ..lora.keyshare import KeyOffer, KeyShareError, accept_offer, better, make_offer
+from ..lora.keyshare import KeyOffer
 from ..lora.link import LoraLink
 from ..lora.messages import BROADCAST, Alert, Beacon, Kind, Message, kind_of
 from ..lora.requests import RequestError, message_json, parse_alert_text, parse_announcement_id, parse_send
-from ..lora.statewatch import RefIndex, StateRows, StateWatch, control_messages, hall_messages
 from ..lora.setup import StartedModem, radio_plan, start_modem
 from ..web.api import ApiError
 from ..wire import services
+from .lora_key import CommuneLoraKey
+from .lora_mirror import LoraStateMirror
 
 if TYPE_CHECKING:
     from .node import Node
@@ -56,8 +54,6 @@ STATE_SAVE_S = 10.0  # how often the replay window is saved when it changed
 SHUTDOWN_SAVE_S = 2.0
 RECENT_MESSAGES = 50
 PUBLISH_QUEUE = 64
-WATCH_S = 3.0  # how often the sync store is read to mirror meeting state over LoRa
-ALERT_MATCH_S = 60.0  # an urgent announcement this recent with the alert's text is the one it mirrors
 ROLE_BYTE = {"hq": 0, "hall": 1, "relay": 2}
 
 
@@ -91,13 +87,6 @@ class _Authorities:
         return member is not None and (member.role == "hq" or member.backup)
 
 
-@dataclass(frozen=True)
-class LoraStatusLink:
-    short_id: int
-    at: float
-    relays: int
-
-
 class LoraService:
     """Owns the commune LoRa key and, when configured, the modem, LoraCore and LoraLink."""
 
@@ -105,11 +94,7 @@ class LoraService:
         self.node = node
         self.settings: LoraSettings | None = getattr(node.cfg, "lora", None)
         self.dir = Path(node.data_dir)
-        self.offer: KeyOffer | None = self._load_offer()
-        if self.offer is None and node.me.role == "hq":
-            self.offer = make_offer(node.key, node.roster.commune_id, node.me.short_id, int(time.time()))
-            self._save_offer(self.offer)
-            log.info("lora: made the commune LoRa key")
+        self.lora_key = CommuneLoraKey(node, on_new_key=self._on_new_key)
         self.state = "off" if self.settings is None else ("starting" if self.offer else "waiting_key")
         self.error: MeshmeetError | None = None
         self.core: LoraCore | None = None
@@ -118,9 +103,6 @@ class LoraService:
         self.alerts = AlertLog.from_json(statefile.read_json(self.dir / statefile.ALERTS_FILE))
         self.received: deque[dict] = deque(maxlen=RECENT_MESSAGES)
         self.listeners: list[Callable[[int, Message], None]] = []  # (source short id, message) for other parts
-        self._key_ready = trio.Event()
-        if self.offer is not None:
-            self._key_ready.set()
         self._reservation: CounterReservation | None = None
         self._replay: dict[int, tuple[int, int]] = {}
         self._state_error: MeshmeetError | None = None
@@ -131,58 +113,24 @@ class LoraService:
         self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, dict]](PUBLISH_QUEUE)
         self._rng = random.Random()
         self._session_scope: trio.CancelScope | None = None
-        self.watch = StateWatch()
-        self.refs = RefIndex()
-        self.mirrored = 0  # state messages queued on LoRa because no IP link was up
-        node.services[services.LORA] = self._on_service
-        node.link_listeners.append(self._on_link_change)
+        self.mirror = LoraStateMirror(node, send=self.send, others=self._others,
+                                      modem_up=lambda: self.core is not None and self.link is not None)
+        node.services[services.LORA] = self.lora_key.on_offer
+        node.link_listeners.append(self.lora_key.on_link_change)
         node.status_extras["lora"] = self.status
         node.api_handlers["lora_alert"] = self._api_alert
         node.api_handlers["lora_send"] = self._api_send
 
-    # ----- the commune LoRa key ----------------------------------------------------------------
+    # ----- the commune LoRa key (node/lora_key.py) --------------------------------------------
 
-    def _check(self, body: bytes) -> KeyOffer:
-        return accept_offer(body, self.node.roster.commune_id, self.node.roster.member_by_short_id, verify)
+    @property
+    def offer(self) -> KeyOffer | None:
+        """The signed commune key offer held here, or None until HQ's reaches this node."""
+        return self.lora_key.offer
 
-    def _load_offer(self) -> KeyOffer | None:
-        body = statefile.read_bytes(self.dir / statefile.KEY_FILE)
-        if body is None:
-            return None
-        try:
-            return self._check(body)
-        except KeyShareError as e:
-            log.warning("lora: ignoring %s: %s", statefile.KEY_FILE, e.en)
-            return None
-
-    def _save_offer(self, offer: KeyOffer) -> None:
-        statefile.write_private(self.dir / statefile.KEY_FILE, offer.to_bytes())
-
-    def _on_link_change(self, peer: str, up: bool) -> None:
-        if up and self.offer is not None:
-            self.node.send(peer, services.LORA, self.offer.to_bytes())
-
-    def _on_service(self, peer: str, body: bytes) -> None:
-        try:
-            offer = self._check(body)
-        except KeyShareError as e:
-            log.warning("lora: key offer from %s refused: %s", peer, e.en)
-            return
-        if not better(offer, self.offer):
-            return
-        try:
-            self._save_offer(offer)
-        except OSError as e:
-            log.error("lora: could not save the LoRa key: %s", e)
-            return
-        log.info("lora: commune LoRa key from HQ #%d (issued %d) via %s", offer.signer, offer.issued_at, peer)
-        self.offer = offer
+    def _on_new_key(self, offer: KeyOffer) -> None:
         if self.core is not None:
             self.core.set_keys(FrameKeys.derive(offer.key))
-        self._key_ready.set()
-        for other in self.node.links.up_peers():
-            if other != peer:
-                self.node.send(other, services.LORA, offer.to_bytes())
 
     # ----- persisted counter mark and replay window --------------------------------------------
 
@@ -269,9 +217,9 @@ class LoraService:
             nursery.start_soon(self._saver)
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._beacons)
-            nursery.start_soon(self._watch_state)
+            nursery.start_soon(self.mirror.run)
             while True:
-                await self._key_ready.wait()
+                await self.lora_key.ready.wait()
                 await self._session()
                 await trio.sleep(REOPEN_S)
 
@@ -374,7 +322,7 @@ class LoraService:
                                               announcement_id=aid)
                 if record is not None:
                     self._changed(alerts=True)
-                    if aid and self._synced("announcements", aid):
+                    if aid and self.mirror.already_synced("announcements", aid):
                         log.info("lora: alert from %s already here by sync (announcement %s)",
                                  self._site(event.source), aid)
                         return
@@ -384,7 +332,7 @@ class LoraService:
             if isinstance(message, Beacon):
                 return
             entry = {"source": event.source, "site": self._site(event.source), "msg_id": event.msg_id,
-                     "at": time.time(), **message_json(message), **self.refs.resolve(message)}
+                     "at": time.time(), **message_json(message), **self.mirror.refs.resolve(message)}
             self.received.append(entry)
             self._publish("lora", entry)
             for listener in self.listeners:
@@ -401,85 +349,11 @@ class LoraService:
             log.warning("lora: message %d gave up waiting for %s", event.msg_id,
                         ", ".join(self._site(s) for s in sorted(event.missing)))
 
-    # ----- the sync store, read-only: alerts that mirror announcements, meeting state -----------
-
-    def _sync(self):
-        """The SyncService plugin, or None (its store is read here, never written)."""
-        return getattr(self.node, "plugins", {}).get("SyncService")
-
-    def _synced(self, table: str, row_id: str) -> bool:
-        """Whether sync already brought this row (False when the store is busy: better shown twice)."""
-        sync = self._sync()
-        if sync is None:
-            return False
-        try:
-            sync.lock.acquire_nowait()
-        except trio.WouldBlock:
-            return False
-        try:
-            return sync.store.get(table, row_id) is not None
-        finally:
-            sync.lock.release()
-
-    async def _announcement_for(self, text: str) -> bytes:
-        """The id of the urgent announcement just made with this text (state_api makes it, then
-        calls lora_alert with the text only), or b"" when there is none."""
-        sync = self._sync()
-        if sync is None:
-            return b""
-        async with sync.lock:
-            rows = sync.store.rows("announcements", "text = ? AND urgent = 1 AND at >= ?",
-                                   (text, time.time() - ALERT_MATCH_S))
-        if not rows:
-            return b""
-        newest = max(rows, key=lambda r: (r["at"] or 0.0, r["id"]))["id"]
-        try:
-            return bytes.fromhex(newest)
-        except ValueError:
-            return b""
-
     @property
     def received_alert_ids(self) -> list[str]:
         """Announcement ids whose alert was shown here from LoRa: pages showing announcements
         that arrive later by sync skip these (they were already on screen)."""
         return self.alerts.announcement_ids()
-
-    def _read_rows(self, store) -> StateRows:
-        def rows(table: str) -> tuple:
-            return tuple(store.rows(table))
-        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"))
-
-    def _hq_short_ids(self) -> frozenset[int]:
-        me = self.node.me.short_id
-        return frozenset(m.short_id for m in self.node.roster.members() if m.role == "hq" and m.short_id != me)
-
-    async def _watch_state(self) -> None:
-        """Every WATCH_S: read the meeting state; while no IP link is up, send what changed."""
-        while True:
-            await trio.sleep(WATCH_S)
-            sync = self._sync()
-            if sync is None:
-                continue
-            async with sync.lock:
-                rows = self._read_rows(sync.store)
-            self.refs.learn([m["id"] for m in rows.meetings] + [m["id"] for m in rows.motions])
-            me = self.node.me
-            authority = me.role == "hq"
-            current = control_messages(rows) if authority else hall_messages(me.node_id, rows)
-            offline = not self.node.links.up_peers()
-            if offline and (self.core is None or self.link is None):
-                continue  # keep the changes until the modem is up
-            for message in self.watch.update(current, send=offline):
-                if authority:
-                    self.send(message, ack_from=self._others())
-                else:
-                    hq = self._hq_short_ids()
-                    if not hq:
-                        break
-                    dest = min(hq)
-                    self.send(message, dest=dest, ack_from=frozenset({dest}))
-                self.mirrored += 1
-                log.info("lora: no IP link: sent %s", message_json(message))
 
     # ----- sending -----------------------------------------------------------------------------
 
@@ -505,7 +379,7 @@ class LoraService:
                            "only HQ may send an urgent alert")
         try:
             text = parse_alert_text(args)
-            ref = parse_announcement_id(args) or await self._announcement_for(text)
+            ref = parse_announcement_id(args) or await self.mirror.announcement_for(text)
         except RequestError as e:
             raise ApiError(400, "bad_request", e.vi, e.en) from None
         expect = self._others()
@@ -578,5 +452,5 @@ class LoraService:
         out["alerts"] = [r.as_json(self._site) for r in self.alerts.records]
         out["received"] = list(self.received)
         out["received_alert_ids"] = self.received_alert_ids
-        out["mirrored"] = self.mirrored
+        out["mirrored"] = self.mirror.mirrored
         return out
