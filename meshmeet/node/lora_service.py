@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 REOPEN_S = 10.0  # wait before reopening a modem that failed or vanished
 STATE_SAVE_S = 10.0  # how often the replay window is saved when it changed
-SHUTDOWN_SAVE_S = 2.0
 RECENT_MESSAGES = 50
 PUBLISH_QUEUE = 64
 ROLE_BYTE = {"hq": 0, "hall": 1, "relay": 2}
