@@ -26,7 +26,7 @@ from browser.media_fixtures import (AUDIO_FRAME_US, CHROMIUM, FPS, chromium_args
                                     audio_steps, audio_vs_capture)
 from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
 from browser.node_chain import api_post, media, node_chain
-from meshmeet.media.keyframes import AUDIO_RATE_EXPIRE_S, AUDIO_RATE_HOLD_S, AUDIO_RATE_REFRESH_S
+from meshmeet.media.audio_rate import AUDIO_RATE_EXPIRE_S, AUDIO_RATE_HOLD_S, AUDIO_RATE_REFRESH_S
 
 # The goals, in media time: audio-only within 1 s of the cap, video back within 5 s of the lift.
 # Measured on the source's media clock (the timestamp of the presenter's latest audio chunk) from just

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from media_sim import Source, run
 from meshmeet.media import chunk as C
-from meshmeet.media.keyframes import AUDIO_RATE_EXPIRE_S, AudioRateRequester, KeyframeRequester
+from meshmeet.media.audio_rate import AUDIO_RATE_EXPIRE_S, AudioRateRequester
+from meshmeet.media.keyframes import KeyframeRequester
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, RateCap
 from meshmeet.media.relay import MediaRelay
 

@@ -9,7 +9,7 @@ Every media message starts with a kind byte:
   0x02 decoder config   3-byte header + UTF-8 JSON object (WebCodecs decoder config)
   0x03 keyframe request 3 bytes
   0x04 padding          link-local probe filler (ignored)
-  0x05 fragment         2-byte header + a piece of one video chunk (link-local, see relay.py)
+  0x05 fragment         2-byte header + a piece of one video chunk (link-local, see fragments.py)
   0x06 audio rate request 3 bytes: asks the source for a lower Opus bitrate (kbit/s)
 """
 

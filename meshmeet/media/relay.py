@@ -1,17 +1,23 @@
 """The media relay core (sans-IO): what each outgoing link gets, in which order, at which quality.
 
 One source (the link chunks come from, or the local presenter) fans out to many links: tree
-neighbours (simulcast: both video layers) and browsers (one layer). Per link: an audio queue
-served before a video queue, congestion read from queue delay, the quality ladder (ladder.py),
-video that (re)starts or switches layer only at a keyframe of the target layer, keyframe requests
-merged and rate-limited upstream (keyframes.py), padding probes before an upgrade, and an
-optional rate cap (linkmodel.py) for emulated weak links. Link rates (estimates, probes, caps,
-what a level needs) count each message's framing on that link (mesh link or WebSocket).
+neighbours (simulcast: both video layers) and browsers (one layer). This module coordinates, per
+link: an audio queue served before a video queue, congestion read from queue delay, moves along
+the quality ladder, and video that (re)starts or switches layer only at a keyframe of the target
+layer. The parts it owns and calls, one idea each:
 
-Audio is one stream for every link (it is tiny next to video, as in SFUs): a link at the
-audio-only level that still cannot carry it asks the source for a lower Opus bitrate (kind 0x06,
-one of AUDIO_PRESETS_KBPS), merged per hop as the minimum over downstream and repeated while
-needed; the source returns to its chosen preset when the requests stop.
+  ladder.py      the levels, the incoming rates, and whether a level fits a link's estimate
+  keyframes.py   keyframe requests, merged and rate-limited upstream
+  audio_rate.py  audio rate requests (kind 0x06): a link at audio-only that still cannot carry the
+                 audio (it is one stream for every link, tiny next to video, as in SFUs) makes
+                 this hop ask the source for a lower Opus preset; this module sends what it says
+  drain.py       each link's drain estimate
+  probe.py       padding probes before an upgrade
+  fragments.py   big video chunks cut into pieces on a link (audio slips in between), joined on arrival
+  linkmodel.py   per-message framing, and an optional rate cap for emulated weak links
+
+Link rates (estimates, probes, caps, what a level needs) count each message's framing on that
+link (mesh link or WebSocket).
 
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
 `tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given. This
@@ -25,11 +31,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from meshmeet.media import chunk as C
-from meshmeet.media.keyframes import AUDIO_PRESETS_KBPS, AudioRateRequester, KeyframeRequester
-from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, RateMeter, level_rate_bps
-
-LOW_LEVEL = next(i for i, lv in enumerate(LEVELS) if lv.layer == C.LAYER_LOW)
+from meshmeet.media.audio_rate import AudioLoad, AudioRateControl
+from meshmeet.media.drain import DrainEstimate
+from meshmeet.media.fragments import Reassembly, next_piece, piece_count
+from meshmeet.media.keyframes import KeyframeRequester
+from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, LOW_LEVEL, UPGRADE_HEADROOM, StreamRates, level_layers
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
+from meshmeet.media.probe import PaddingProbe
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +48,7 @@ AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffe
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
 UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this
-PROBE_S = 0.6  # padding probe length
-PROBE_SUCCESS_RATIO = 0.9  # achieved / target rate for a probe to pass
-UPGRADE_HEADROOM = 0.85  # a level fits if its rate <= this share of the estimate
-KEYFRAME_HOL_MAX_S = 0.25  # ...and its keyframe holds audio back for at most this long
-ESTIMATE_WINDOW_S = 1.0
-PADDING_MIN_BYTES = 64
-PADDING_MAX_BYTES = 1200
-PADDING_SLICE_S = 0.01  # one padding message carries this much time at the probe rate
-FRAGMENT_BYTES = 700  # video chunks above this go out in pieces, audio slipping in between
-FRAGMENT_PIECE_BYTES = 500  # pieces are cut evenly to at most this (62 ms at 64 kbit/s)
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
-AUDIO_FIT_SHARE = 0.95  # at audio-only, audio (with framing) fits a link if it needs at most this share of the estimate
-AUDIO_FRAMES_PER_S = 50  # 20 ms Opus frames, until the meter has counted them
-AUDIO_SQUEEZE_SETTLE_S = 2.0  # after asking for less, the source has switched and the queue drained by then
 
 
 @dataclass(frozen=True)
@@ -81,8 +76,6 @@ class _Link:
     best_level: int = 0  # never climbs above this (a tablet that wants the low layer only)
     cap: RateCap | None = None
     framing_bytes: int = 0  # what the link adds to each message (counted in every rate)
-    audio_want_kbps: int | None = None  # Opus bitrate asked of the source for this link (at audio-only)
-    audio_want_at: float = 0.0
     audio: deque = field(default_factory=deque)  # (t_enqueued, bytes)
     video: deque = field(default_factory=deque)  # (t_enqueued, bytes, layer, tid, piece size once cut, else 0)
     sending: dict = field(default_factory=dict)  # layer -> decoder continuity established
@@ -91,17 +84,8 @@ class _Link:
     hold_until: float = 0.0
     backoff_s: float = UPGRADE_STEADY_S
     steady_since: float = 0.0
-    probe_t0: float | None = None
-    probe_target_bps: float = 0.0
-    probe_bytes: int = 0
-    last_pop: float | None = None
-    last_pop_size: int = 0
-    backlog: deque = field(default_factory=deque)  # (t, bytes, seconds) while backlogged
-    sent: deque = field(default_factory=deque)  # (t, bytes)
-    backlog_bytes: int = 0
-    backlog_secs: float = 0.0
-    sent_bytes: int = 0
-    estimate_bps: float = 0.0
+    probe: PaddingProbe | None = None  # running before an upgrade
+    drain: DrainEstimate = field(default_factory=DrainEstimate)
     congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
     over_since: float | None = None  # first judge that saw the queue above DOWNGRADE_QUEUE_MS
     dropped_audio: int = 0
@@ -119,12 +103,10 @@ class MediaRelay:
         self._layer_seen: dict[int, float] = {}  # video layer -> last time a frame of it arrived
         self._links: dict[str, _Link] = {}
         self._configs: dict[tuple[int, int], bytes] = {}
-        self._meter = RateMeter()
-        self._msgs = RateMeter()  # messages, one "byte" each: rate_bps / 8 = messages per second
+        self._rates = StreamRates()
         self._kf = KeyframeRequester()
-        self._ar = AudioRateRequester()
-        self._key_bytes: dict[int, int] = {}  # layer -> size of its latest keyframe
-        self._reassembly: dict[str, bytearray] = {}  # link -> pieces of a fragmented chunk
+        self._audio_rate = AudioRateControl()
+        self._reassembly = Reassembly()  # pieces of fragmented chunks, per link
         self.chunks_in = 0
         self.format_errors = 0
 
@@ -147,9 +129,8 @@ class MediaRelay:
 
     def remove_link(self, link: str) -> None:
         self._links.pop(link, None)
-        self._reassembly.pop(link, None)
-        self._ar.want(("link", link), None, 0.0)
-        self._ar.want(("from", link), None, 0.0)
+        self._reassembly.forget(link)
+        self._audio_rate.remove_link(link)
         if link == self.source:
             self.source = None
 
@@ -157,7 +138,7 @@ class MediaRelay:
         """The floor moved: forget the old source's configs; new chunks come from `link`."""
         self.source = link
         self._configs.clear()
-        self._ar.resend()
+        self._audio_rate.source_changed()
         for lk in self._links.values():
             lk.sending.clear()
             lk.video.clear()
@@ -166,7 +147,7 @@ class MediaRelay:
         """The same source is now reached over another link (the tree changed): keep configs."""
         self.source = link
         self._reassembly.clear()
-        self._ar.resend()
+        self._audio_rate.source_changed()
 
     def request_keyframes(self, now: float) -> list[Outgoing]:
         """Ask upstream for what every link is waiting for (e.g. after the source changed)."""
@@ -197,18 +178,21 @@ class MediaRelay:
         if kind == C.KIND_PADDING:
             return []
         if kind == C.KIND_FRAGMENT:
-            whole = self._reassemble(link, data)
+            whole = self._reassembly.join(link, data)
             if whole is None:
                 return []
-            data, kind = whole, C.peek_kind(whole)
-            if kind != C.KIND_CHUNK:
-                raise C.MediaFormatError("fragments must carry a chunk")
+            data, kind = whole, C.KIND_CHUNK
         if kind == C.KIND_KEYFRAME_REQUEST:
             req = C.parse(data)
             assert isinstance(req, C.KeyframeRequest)
             return self._ask_upstream(req.layer, now)
         if kind == C.KIND_AUDIO_RATE_REQUEST:
-            return self._audio_rate_from(link, data, now)
+            req = C.parse(data)
+            assert isinstance(req, C.AudioRateRequest)
+            if link == self.source:
+                return []  # requests travel away from the source only
+            self._audio_rate.requested(link, req.kbps, now)
+            return self._audio_rate_due(now)
         if self.source is None:
             self.source = link
         elif link != self.source:
@@ -229,56 +213,31 @@ class MediaRelay:
         if self._accepted is not None:
             self._accepted.append(bytes(data))
         if info.track == C.TRACK_AUDIO:
-            self._meter.add(("a",), n, now)
-            self._msgs.add(("a",), 1, now)
+            self._rates.add_audio(n, now)
             for lk in self._links.values():
                 if lk.id != link:
                     lk.audio.append((now, data))
             return []
-        self._meter.add(("v", info.layer, info.temporal_id), n, now)
-        pieces = 1 if n <= FRAGMENT_BYTES else -(-n // FRAGMENT_PIECE_BYTES)
-        self._msgs.add(("v", info.layer, info.temporal_id), pieces, now)
+        self._rates.add_video(info.layer, info.temporal_id, n, piece_count(n), info.keyframe, now)
         self._layer_seen[info.layer] = now
         if info.keyframe:
             self._kf.keyframe_seen(info.layer, now)
-            self._key_bytes[info.layer] = n
         out: list[Outgoing] = []
         for lk in self._links.values():
             if lk.id != link and self._offer_video(lk, info, data, now):
                 out += self._ask_upstream(info.layer, now)
         return out
 
-    def _reassemble(self, link: str, data: bytes) -> bytes | None:
-        frag = C.parse(data)
-        assert isinstance(frag, C.Fragment)
-        buf = self._reassembly.get(link)
-        if frag.first:
-            buf = self._reassembly[link] = bytearray()
-        elif buf is None:
-            return None  # the start was lost (link restarted): drop the rest quietly
-        buf += frag.piece
-        if len(buf) > C.MAX_MESSAGE_BYTES:
-            del self._reassembly[link]
-            raise C.MediaFormatError("fragmented chunk too large")
-        if not frag.last:
-            return None
-        del self._reassembly[link]
-        return bytes(buf)
-
     def _flowing(self, layer: int, now: float | None) -> bool:
         seen = self._layer_seen.get(layer)
         return now is None or (seen is not None and now - seen < LAYER_FLOWING_S)
 
     def _wanted_layers(self, lk: _Link, now: float | None = None) -> tuple[int, ...]:
-        lv = LEVELS[lk.level]
-        if lv.layer is None:
-            return ()
-        if lk.simulcast and lv.layer == C.LAYER_HIGH:
-            return (C.LAYER_HIGH, C.LAYER_LOW)
-        if (lv.layer == C.LAYER_HIGH and lk.best_level <= LOW_LEVEL and now is not None
+        layers = level_layers(LEVELS[lk.level], simulcast=lk.simulcast)
+        if (layers == (C.LAYER_HIGH,) and lk.best_level <= LOW_LEVEL and now is not None
                 and not self._flowing(C.LAYER_HIGH, now) and self._flowing(C.LAYER_LOW, now)):
-            return (C.LAYER_LOW,)  # upstream shed the high layer: a picture beats none
-        return (lv.layer,)
+            return (C.LAYER_LOW,)  # a browser's high layer was shed upstream: a picture beats none
+        return layers
 
     def _offer_video(self, lk: _Link, info: C.ChunkInfo, data: bytes, now: float) -> bool:
         """Queue the frame for `lk` if it gets it; True when `lk` waits for a keyframe of this layer."""
@@ -310,17 +269,8 @@ class MediaRelay:
             return []
         return [Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer)))]
 
-    def _audio_rate_from(self, link: str, data: bytes, now: float) -> list[Outgoing]:
-        """A downstream hop wants a lower audio bitrate: merge it, pass it on if due."""
-        req = C.parse(data)
-        assert isinstance(req, C.AudioRateRequest)
-        if link == self.source:
-            return []  # requests travel away from the source only
-        self._ar.want(("from", link), req.kbps, now)
-        return self._audio_rate_due(now)
-
     def _audio_rate_due(self, now: float) -> list[Outgoing]:
-        kbps = self._ar.due(now)
+        kbps = self._audio_rate.due(now)
         if kbps is None or self.source is None:
             return []
         return [Outgoing(self.source, C.encode_audio_rate_request(C.AudioRateRequest(kbps)))]
@@ -348,38 +298,25 @@ class MediaRelay:
         elif lk.video:
             data = self._next_video(lk)
         else:
-            data = self._padding(lk, now)
-            if data is None:
-                lk.last_pop = None  # idle: the next send does not measure capacity
+            size = lk.probe.padding_bytes(now, lk.framing_bytes) if lk.probe is not None else None
+            if size is None:
+                lk.drain.idle()
                 return None
+            data = C.encode(C.Padding(size))
         n = len(data) + lk.framing_bytes  # what the link carries
-        if lk.last_pop is not None and now > lk.last_pop:
-            lk.backlog.append((now, lk.last_pop_size, now - lk.last_pop))
-            lk.backlog_bytes += lk.last_pop_size
-            lk.backlog_secs += now - lk.last_pop
-        lk.last_pop, lk.last_pop_size = now, n
-        lk.sent.append((now, n))
-        lk.sent_bytes += n
-        if lk.probe_t0 is not None:
-            lk.probe_bytes += n
+        lk.drain.sent(n, now)
+        if lk.probe is not None:
+            lk.probe.sent(n)
         if lk.cap is not None:
             lk.cap.sent(len(data), now)
         return data
 
     def _next_video(self, lk: _Link) -> bytes:
         t, data, layer, tid, piece_bytes = lk.video.popleft()
-        if not piece_bytes:  # not started
-            if len(data) <= FRAGMENT_BYTES:
-                return data
-            n = -(-len(data) // FRAGMENT_PIECE_BYTES)
-            piece_bytes = -(-len(data) // n)
-            first = True
-        else:
-            first = False
-        piece, rest = data[:piece_bytes], data[piece_bytes:]
+        message, rest, piece_bytes = next_piece(data, piece_bytes)
         if rest:
             lk.video.appendleft((t, rest, layer, tid, piece_bytes))
-        return C.encode_fragment(C.Fragment(first, not rest, piece))
+        return message
 
     def wake_at(self, link: str, now: float) -> float | None:
         """When `pop` may give something without new input (rate cap refill, probe pacing)."""
@@ -388,20 +325,10 @@ class MediaRelay:
             return None
         if lk.audio or lk.video:
             return lk.cap.ready_at(now) if lk.cap is not None else now
-        if lk.probe_t0 is not None:
-            t = now + PADDING_SLICE_S
+        if lk.probe is not None:
+            t = lk.probe.next_padding_at(now)
             return max(t, lk.cap.ready_at(now)) if lk.cap is not None else t
         return None
-
-    def _padding(self, lk: _Link, now: float) -> bytes | None:
-        if lk.probe_t0 is None:
-            return None
-        owed = lk.probe_target_bps / 8 * (now - lk.probe_t0) - lk.probe_bytes
-        if owed <= 0:
-            return None
-        size = int(lk.probe_target_bps / 8 * PADDING_SLICE_S) - lk.framing_bytes
-        size = max(PADDING_MIN_BYTES, min(PADDING_MAX_BYTES, size))
-        return C.encode(C.Padding(size))
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
         while lk.audio and (now - lk.audio[0][0]) * 1000 > AUDIO_MAX_QUEUE_MS and C.peek_kind(lk.audio[0][1]) == C.KIND_CHUNK:
@@ -411,21 +338,19 @@ class MediaRelay:
     # ---- timers: congestion, upgrades, merged keyframe requests --------------------------
     def tick(self, now: float) -> list[Outgoing]:
         """Run timers; call at `next_deadline()` (or every ~50 ms)."""
-        self._meter.roll(now)
-        self._msgs.roll(now)
+        self._rates.roll(now)
         out: list[Outgoing] = []
         for layer in self._kf.due(now):
             if self.source is not None:
                 out.append(Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer))))
         for lk in self._links.values():
             out += self._judge(lk, now)
-            want = lk.audio_want_kbps if lk.level == AUDIO_LEVEL else None
-            self._ar.want(("link", lk.id), want, now)
+            self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now)
         return out + self._audio_rate_due(now)
 
     def next_deadline(self, now: float) -> float:
         t = self._kf.next_deadline()
-        a = self._ar.next_deadline(now)
+        a = self._audio_rate.next_deadline(now)
         t = a if t is None else (t if a is None else min(t, a))
         nxt = now + 0.05
         return nxt if t is None else min(nxt, max(t, now))
@@ -434,52 +359,15 @@ class MediaRelay:
         heads = [q[0][0] for q in (lk.audio, lk.video) if q]
         return (now - min(heads)) * 1000 if heads else 0.0
 
-    def _estimate(self, lk: _Link, now: float) -> float:
-        while lk.backlog and now - lk.backlog[0][0] > ESTIMATE_WINDOW_S:
-            _, b, sec = lk.backlog.popleft()
-            lk.backlog_bytes -= b
-            lk.backlog_secs -= sec
-        while lk.sent and now - lk.sent[0][0] > ESTIMATE_WINDOW_S:
-            lk.sent_bytes -= lk.sent.popleft()[1]
-        if lk.backlog_secs >= 0.1:
-            lk.estimate_bps = lk.backlog_bytes * 8 / lk.backlog_secs
-        else:
-            lk.estimate_bps = max(lk.estimate_bps, lk.sent_bytes * 8 / ESTIMATE_WINDOW_S)
-        return lk.estimate_bps
-
-    def _congested_estimate(self, lk: _Link, now: float) -> float:
-        """Drain rate since the queue began to grow (older samples describe another link)."""
-        since = lk.congested_since
-        if since is None:
-            return 0.0
-        samples = [(b, s) for t, b, s in lk.backlog if t - s >= since - 1e-9]
-        secs = sum(s for _, s in samples)
-        if secs >= 0.1:
-            return sum(b for b, _ in samples) * 8 / secs
-        if now - since < 0.05:
-            return 0.0
-        # a long message is still going out: what was handed to the link since is an upper bound
-        return sum(b for t, b in lk.sent if t >= since) * 8 / (now - since)
-
     def _level_bps(self, lk: _Link, level: int) -> float:
-        """What `lk` carries at `level`: the measured media rate plus the link's framing."""
-        lv = LEVELS[level]
-        media = level_rate_bps(self._meter, lv, simulcast=lk.simulcast)
-        return media + level_rate_bps(self._msgs, lv, simulcast=lk.simulcast) * lk.framing_bytes
+        return self._rates.link_bps(level, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
 
     def _fits(self, lk: _Link, level: int, est: float) -> bool:
-        lv = LEVELS[level]
-        simulcast = lk.simulcast
-        if self._level_bps(lk, level) > UPGRADE_HEADROOM * est:
-            return False
-        layers = () if lv.layer is None else ((C.LAYER_HIGH, C.LAYER_LOW) if simulcast and lv.layer == C.LAYER_HIGH else (lv.layer,))
-        if any(self._meter.rate_bps(("v", layer, 0)) <= 0 for layer in layers):
-            return False  # that layer is not flowing: it would only look like a level
-        return all(self._key_bytes.get(layer, 0) * 8 / est <= KEYFRAME_HOL_MAX_S for layer in layers)
+        return self._rates.fits(level, est, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
 
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
         qms = self._queue_ms(lk, now)
-        est = self._estimate(lk, now)
+        est = lk.drain.estimate(now)
         if qms <= STEADY_QUEUE_MS:
             lk.congested_since = None
         elif lk.congested_since is None:
@@ -489,24 +377,24 @@ class MediaRelay:
         elif lk.over_since is None:
             lk.over_since = now
         if qms > DOWNGRADE_QUEUE_MS and now >= lk.hold_until and now - lk.over_since >= DOWNGRADE_CONFIRM_S:
-            if lk.probe_t0 is not None:
+            if lk.probe is not None:
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:
-                return self._downgrade(lk, self._congested_estimate(lk, now), now)
-            self._squeeze_audio(lk, self._congested_estimate(lk, now), now)
+                return self._downgrade(lk, lk.drain.rate_since(lk.congested_since, now), now)
+            self._squeeze_audio(lk, lk.drain.rate_since(lk.congested_since, now), now)
             return []
         if qms > STEADY_QUEUE_MS:
             lk.steady_since = now
-            if lk.probe_t0 is not None:
+            if lk.probe is not None:
                 self._end_probe(lk, now, ok=False)
             return []
-        if lk.probe_t0 is not None:
-            if now - lk.probe_t0 >= PROBE_S:
-                achieved = lk.probe_bytes * 8 / (now - lk.probe_t0)
-                ok = achieved >= PROBE_SUCCESS_RATIO * lk.probe_target_bps
+        if lk.probe is not None:
+            achieved = lk.probe.achieved_bps(now)
+            if achieved is not None:
+                ok = lk.probe.passed(achieved)
                 if ok:
-                    lk.estimate_bps = max(lk.estimate_bps, achieved)
-                    ok = self._fits(lk, lk.level - 1, lk.estimate_bps / UPGRADE_HEADROOM)
+                    lk.drain.estimate_bps = max(lk.drain.estimate_bps, achieved)
+                    ok = self._fits(lk, lk.level - 1, lk.drain.estimate_bps / UPGRADE_HEADROOM)
                 self._end_probe(lk, now, ok=ok)
                 if ok:
                     return self._set_level(lk, lk.level - 1, now)
@@ -517,12 +405,11 @@ class MediaRelay:
                 return []  # no video is flowing: nothing to climb to
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
-            lk.probe_t0, lk.probe_bytes = now, 0
-            lk.probe_target_bps = target / UPGRADE_HEADROOM
+            lk.probe = PaddingProbe(target / UPGRADE_HEADROOM, now)
         return []
 
     def _end_probe(self, lk: _Link, now: float, *, ok: bool) -> None:
-        lk.probe_t0 = None
+        lk.probe = None
         lk.steady_since = now
         if not ok:
             lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)
@@ -542,44 +429,24 @@ class MediaRelay:
         lk.sending.clear()
         lk.hold_until = now + DOWNGRADE_HOLD_S
         if est > 0:
-            lk.estimate_bps = est
+            lk.drain.estimate_bps = est
         log.debug("link %s: %s -> %s (queue, estimate %.0f bit/s)", lk.id, LEVELS[lk.level].name, LEVELS[new].name, est)
         out = self._set_level(lk, new, now)
         if new == AUDIO_LEVEL:
             self._squeeze_audio(lk, est, now)
         return out
 
-    def _audio_bps(self, lk: _Link, kbps: int | None) -> float:
-        """Audio on `lk` with its framing: as measured (kbps None), or at that Opus bitrate."""
-        frames_per_s = self._msgs.rate_bps(("a",)) / 8 or AUDIO_FRAMES_PER_S
-        if kbps is None:
-            return self._meter.rate_bps(("a",)) + frames_per_s * lk.framing_bytes * 8
-        return kbps * 1000 + frames_per_s * (C.CHUNK_HEADER_BYTES + lk.framing_bytes) * 8
-
-    def _squeeze_audio(self, lk: _Link, est: float, now: float) -> None:
-        """At audio-only and congested: want the best preset that fits the drain rate `est`; if the
-        queue is still long once the source had time to switch, one preset lower."""
-        want = lk.audio_want_kbps
-        if want is not None and now - lk.audio_want_at >= AUDIO_SQUEEZE_SETTLE_S:
-            lower = [p for p in AUDIO_PRESETS_KBPS if p < want]
-            if lower:
-                lk.audio_want_kbps, lk.audio_want_at = lower[0], now
-            return
-        if est <= 0 or self._audio_bps(lk, None) <= AUDIO_FIT_SHARE * est:
-            return  # the audio fits: the queue is a leftover of the video that was shed
-        fit = next((p for p in AUDIO_PRESETS_KBPS if self._audio_bps(lk, p) <= AUDIO_FIT_SHARE * est),
-                   AUDIO_PRESETS_KBPS[-1])
-        if want is None or fit < want:
-            log.debug("link %s: audio needs %.0f bit/s of %.0f: asking for %d kbit/s", lk.id,
-                      self._audio_bps(lk, None), est, fit)
-            lk.audio_want_kbps, lk.audio_want_at = fit, now
+    def _squeeze_audio(self, lk: _Link, drain_bps: float, now: float) -> None:
+        """`lk` is at audio-only and congested: audio_rate.py decides whether to want less audio."""
+        load = AudioLoad(self._rates.audio_bps(), self._rates.audio_messages_per_s(), lk.framing_bytes)
+        self._audio_rate.squeeze(lk.id, drain_bps, load, now)
 
     def _set_level(self, lk: _Link, level: int, now: float) -> list[Outgoing]:
         if level < lk.level and now - lk.last_change > 10 * UPGRADE_BACKOFF_MAX_S:
             lk.backoff_s = UPGRADE_STEADY_S  # it held for long: be quick to climb again
         lk.level = level
         if level < AUDIO_LEVEL:
-            lk.audio_want_kbps = None  # video fits again: audio at the source's own preset
+            self._audio_rate.video_fits(lk.id)  # audio at the source's own preset again
         lk.last_change = now
         lk.steady_since = now
         return self._request_for_level(lk, now)
@@ -594,7 +461,7 @@ class MediaRelay:
     def link_stats(self, link: str, now: float) -> LinkStats:
         lk = self._links[link]
         return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1),
-                         round(self._estimate(lk, now) / 1000, 1), self._ar.wanted_for(link, now))
+                         round(lk.drain.estimate(now) / 1000, 1), self._audio_rate.wanted_for(link, now))
 
     def stats(self, now: float) -> list[LinkStats]:
         return [self.link_stats(link, now) for link in self._links]
