@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.identity import KeyPair
-from meshmeet.node import state_api
+from meshmeet.node import state_args
 from meshmeet.node.sync_service import BULK_QUEUE_MAX_MESSAGES, SyncService
 from meshmeet.web.api import ApiError
 from meshmeet.wire import services
@@ -346,9 +346,9 @@ async def test_hostile_argument_values_never_raise_anything_but_api_errors(commu
 @given(st.dictionaries(st.sampled_from(["a", "b"]), st.none() | st.booleans() | st.integers() | st.floats()
                        | st.text(max_size=20) | st.lists(st.integers(), max_size=2)))
 def test_argument_parsers_accept_or_raise_400(args):
-    for parse in (lambda: state_api.arg_str(args, "a"), lambda: state_api.arg_int(args, "a", required=False),
-                  lambda: state_api.arg_bool(args, "b"), lambda: state_api.arg_id(args, "a", required=False),
-                  lambda: state_api.arg_str(args, "b", required=False, choices=("x", "y"))):
+    for parse in (lambda: state_args.arg_str(args, "a"), lambda: state_args.arg_int(args, "a", required=False),
+                  lambda: state_args.arg_bool(args, "b"), lambda: state_args.arg_id(args, "a", required=False),
+                  lambda: state_args.arg_str(args, "b", required=False, choices=("x", "y"))):
         try:
             value = parse()
         except ApiError as e:

@@ -5,26 +5,26 @@ the matching meshmeet.sync.meetings operation inside the SyncService lock, and t
 service that the store changed so the change is pushed to peers and published on the "state"
 topic. Authority is the store's: a change this node's role may not make is refused with 403.
 GET query arguments arrive as strings, so integer and boolean arguments also accept their
-decimal/"true"/"false" spellings. This module must never write SQL, never bypass the store's
-change capture, and never touch the store outside the service lock.
+decimal/"true"/"false" spellings (the checks live in state_args.py; the document handlers in
+state_documents.py, registered here). This module must never write SQL, never bypass the
+store's change capture, and never touch the store outside the service lock.
 """
 
 from __future__ import annotations
 
-import re
-import base64
 import json
 import logging
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
 from ..sync import meetings as m
-from ..sync.chunks import MAX_DOCUMENT_BYTES, parse_hashes
 from ..sync.errors import AuthorityError, SyncError
 from ..web.api import ApiError
+from .state_args import (AGENDA_STATES, MAX_ID_CHARS, MAX_TEXT_CHARS, MEETING_STATES, SPEAK_STATES, arg_bool,
+                         arg_id, arg_int, arg_str, bad, forbidden, not_found)
+from .state_documents import DocumentApi
 
 if TYPE_CHECKING:
     from .node import Node
@@ -32,74 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_TITLE_CHARS = 500
-MAX_TEXT_CHARS = 4000
-MAX_ID_CHARS = 128
-MAX_COUNT = 1_000_000
-MEETING_STATES = ("scheduled", "started", "ended")
-AGENDA_STATES = ("pending", "current", "done", "skipped")
-SPEAK_STATES = ("waiting", "withdrawn")
-
 Handler = Callable[[dict], Awaitable[dict]]
-
-
-# ----- argument checks ---------------------------------------------------------------------------
-def bad(name: str, vi: str, en: str) -> NoReturn:
-    raise ApiError(400, "bad_request", f"Tham số “{name}”: {vi}", f"argument “{name}”: {en}")
-
-
-def not_found(what_vi: str, what_en: str, key: object) -> NoReturn:
-    raise ApiError(404, "not_found", f"Không tìm thấy {what_vi} {key}", f"no such {what_en}: {key}")
-
-
-def forbidden(vi: str, en: str) -> NoReturn:
-    raise ApiError(403, "not_authorised", vi, en)
-
-
-def arg_str(args: dict, name: str, *, required: bool = True, max_chars: int = MAX_TITLE_CHARS,
-            choices: tuple[str, ...] | None = None) -> str | None:
-    value = args.get(name)
-    if value is None:
-        if required:
-            bad(name, "bắt buộc", "is required")
-        return None
-    if not isinstance(value, str):
-        bad(name, "phải là chuỗi", "must be a string")
-    if required and not value.strip():
-        bad(name, "không được để trống", "must not be empty")
-    if len(value) > max_chars:
-        bad(name, f"dài quá {max_chars} ký tự", f"longer than {max_chars} characters")
-    if choices is not None and value not in choices:
-        bad(name, "phải là " + " | ".join(choices), "must be " + " | ".join(choices))
-    return value
-
-
-def arg_id(args: dict, name: str, *, required: bool = True) -> str | None:
-    return arg_str(args, name, required=required, max_chars=MAX_ID_CHARS)
-
-
-def arg_int(args: dict, name: str, *, required: bool = True, low: int = 0, high: int = MAX_COUNT) -> int | None:
-    value = args.get(name)
-    if value is None:
-        if required:
-            bad(name, "bắt buộc", "is required")
-        return None
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
-        value = int(value.strip())  # GET query arguments are strings
-    if type(value) is not int:
-        bad(name, "phải là số nguyên", "must be an integer")
-    if not low <= value <= high:
-        bad(name, f"phải trong khoảng {low}..{high}", f"must be within {low}..{high}")
-    return value
-
-
-def arg_bool(args: dict, name: str, default: bool = False) -> bool:
-    value = args.get(name, default)
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        value = value.lower() in ("true", "1")
-    if type(value) is not bool:
-        bad(name, "phải là true hoặc false", "must be true or false")
-    return value
 
 
 # ----- the API -----------------------------------------------------------------------------------
@@ -110,11 +43,13 @@ class StateApi:
         self.node = node
         self.svc = service
         self.store = service.store
+        self.document_api = DocumentApi(self)
         handlers: dict[str, Handler] = {
             "meetings": self.meetings, "meeting_create": self.meeting_create, "meeting_update": self.meeting_update,
             "meeting": self.meeting, "agenda_add": self.agenda_add, "agenda_update": self.agenda_update,
-            "doc_add": self.doc_add, "docs": self.docs, "doc_readiness": self.doc_readiness,
-            "doc": self.doc, "doc_chunk": self.doc_chunk,
+            "doc_add": self.document_api.doc_add, "docs": self.document_api.docs,
+            "doc_readiness": self.document_api.doc_readiness, "doc": self.document_api.doc,
+            "doc_chunk": self.document_api.doc_chunk,
             "checkin": self.checkin, "motion_open": self.motion_open, "vote": self.vote,
             "motion_close": self.motion_close, "announce": self.announce, "announcements": self.announcements,
             "feedback": self.feedback, "feedback_list": self.feedback_list, "feedback_reply": self.feedback_reply,
@@ -136,14 +71,16 @@ class StateApi:
             self.svc.local_changed(trio.current_time(), tables=tables)
             return result
 
-    def _need(self, table: str, key: Any, vi: str, en: str) -> dict[str, Any]:
+    def need(self, table: str, key: Any, vi: str, en: str) -> dict[str, Any]:
+        """The row, or ApiError 404 naming it (vi, en); call with the service lock held."""
         row = self.store.get(table, key)
         if row is None:
             not_found(vi, en, key if isinstance(key, str) else "/".join(key))
         return row
 
-    def _need_meeting(self, meeting_id: str) -> dict[str, Any]:
-        return self._need("meetings", meeting_id, "cuộc họp", "meeting")
+    def need_meeting(self, meeting_id: str) -> dict[str, Any]:
+        """The meeting row, or ApiError 404; call with the service lock held."""
+        return self.need("meetings", meeting_id, "cuộc họp", "meeting")
 
     def _site(self, node_id: str | None) -> str:
         member = self.node.roster.member_by_node_id(node_id or "")
@@ -152,9 +89,6 @@ class StateApi:
     def _require_hq(self, what_vi: str, what_en: str) -> None:
         if self.node.me.role != "hq":
             forbidden(f"Chỉ trung tâm (HQ) được {what_vi}", f"only HQ may {what_en}")
-
-    def _may_write(self, table: str) -> bool:
-        return self.node.me.role in self.store.specs[table].writers
 
     def _current_item(self, meeting_id: str) -> str | None:
         current = self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (meeting_id,))
@@ -185,13 +119,13 @@ class StateApi:
         self._require_hq("cập nhật cuộc họp", "update a meeting")
 
         def run() -> None:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             with self.store.batch():
                 values = {k: v for k, v in (("status", status), ("title", title)) if v is not None}
                 if values:
                     self.store.write("meetings", mid, values)
                 if item is not None:
-                    row = self._need("agenda_items", item, "mục chương trình", "agenda item")
+                    row = self.need("agenda_items", item, "mục chương trình", "agenda item")
                     if row["meeting_id"] != mid:
                         bad("current_item", "không thuộc cuộc họp này", "is not an item of this meeting")
                     for cur in self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (mid,)):
@@ -206,7 +140,7 @@ class StateApi:
     async def meeting(self, args: dict) -> dict:
         mid = arg_id(args, "id")
         async with self.svc.lock:
-            row = self._need_meeting(mid)
+            row = self.need_meeting(mid)
             agenda = sorted(self.store.rows("agenda_items", "meeting_id = ?", (mid,)),
                             key=lambda r: (r["position"] if r["position"] is not None else 0, r["id"]))
             per_hall = m.attendance(self.store, mid)
@@ -230,7 +164,7 @@ class StateApi:
         position = arg_int(args, "position", required=False, low=1)
 
         def run() -> str:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             return m.add_agenda_item(self.store, mid, title, position)
 
         return {"id": await self._write({"agenda_items"}, run)}
@@ -245,112 +179,11 @@ class StateApi:
             bad("title|position|status", "cần ít nhất một", "at least one is needed")
 
         def run() -> dict:
-            self._need("agenda_items", item, "mục chương trình", "agenda item")
+            self.need("agenda_items", item, "mục chương trình", "agenda item")
             self.store.write("agenda_items", item, values)
             return self.store.get("agenda_items", item)
 
         return {"item": await self._write({"agenda_items"}, run)}
-
-    # ----- documents ---------------------------------------------------------------------------
-    async def doc_add(self, args: dict) -> dict:
-        mid = arg_id(args, "meeting_id")
-        raw_path = arg_str(args, "path", max_chars=4096)
-        name = arg_str(args, "name", required=False)
-        path = Path(raw_path)
-        if not path.is_absolute():
-            bad("path", "phải là đường dẫn tuyệt đối", "must be an absolute path")
-        try:
-            st = path.stat()
-        except OSError as e:
-            bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
-        if not path.is_file():
-            bad("path", "không phải tệp thường", "is not a regular file")
-        if st.st_size > MAX_DOCUMENT_BYTES:
-            raise ApiError(413, "too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
-        if not self._may_write("documents"):
-            forbidden("Chỉ trung tâm (HQ) được thêm tài liệu", "only HQ may add documents")
-        display = name or path.name
-        async with self.svc.lock:
-            self._need_meeting(mid)
-            progress = {"meeting_id": mid, "name": display, "size": st.st_size, "bytes_done": 0,
-                        "started": time.time()}
-            self.svc.adding = progress
-
-            def run() -> str:
-                with open(path, "rb") as f:
-                    return m.add_document(self.store, mid, _Counting(f, progress), display)
-
-            try:
-                doc = await self.svc.in_thread(run)
-            except AuthorityError as e:
-                raise ApiError(403, "not_authorised", e.vi, e.en) from None
-            except SyncError as e:
-                raise ApiError(400, "bad_request", e.vi, e.en) from None
-            except OSError as e:
-                bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
-            finally:
-                self.svc.adding = None
-            self.svc.check_holdings(trio.current_time(), all_documents=True)
-            self.svc.local_changed(trio.current_time(), tables={"documents"})
-            row = self.store.get("documents", doc)
-        log.info("document %s (%s, %d bytes) added to meeting %s", doc, display, row["size"], mid)
-        return {"id": doc, "name": row["name"], "sha256": row["sha256"], "size": row["size"],
-                "chunks_total": len(parse_hashes(row["chunks"]))}
-
-    async def docs(self, args: dict) -> dict:
-        mid = arg_id(args, "meeting_id")
-        async with self.svc.lock:
-            self._need_meeting(mid)
-            return {"documents": m.documents(self.store, mid)}
-
-    async def doc_readiness(self, args: dict) -> dict:
-        """Per roster site: ready true/false/null from the replicated holdings (see docs/api.md)."""
-        mid = arg_id(args, "meeting_id")
-        members = self.node.roster.members()
-        async with self.svc.lock:
-            self._need_meeting(mid)
-            docs = m.documents(self.store, mid)
-            per_node = m.readiness(self.store, mid, [x.node_id for x in members])
-        up = set(self.node.links.up_peers())
-        sites = []
-        for member in members:
-            me = member.node_id == self.node.key.node_id
-            sites.append({"node": member.node_id, "site": member.site, "role": member.role,
-                          "linked": me or member.node_id in up, **per_node[member.node_id]})
-        mine = all(d["chunks_held"] == d["chunks_total"] for d in docs)
-        return {"meeting_id": mid, "documents": len(docs), "sites": sites,
-                "this_node": {"ready": mine, "held": sum(d["chunks_held"] for d in docs),
-                              "total": sum(d["chunks_total"] for d in docs)}}
-
-    def _doc_json(self, doc_id: str) -> dict[str, Any]:
-        row = self._need("documents", doc_id, "tài liệu", "document")
-        held, total = self.store.document_progress(doc_id)
-        return {"id": doc_id, "meeting_id": row["meeting_id"], "name": row["name"], "size": row["size"],
-                "sha256": row["sha256"], "chunk_bytes": row["chunk_bytes"], "chunks_held": held,
-                "chunks_total": total, "complete": held == total}
-
-    async def doc(self, args: dict) -> dict:
-        """One document's description and how much of it this node holds."""
-        doc_id = arg_id(args, "id")
-        async with self.svc.lock:
-            return {"document": self._doc_json(doc_id)}
-
-    async def doc_chunk(self, args: dict) -> dict:
-        """One stored chunk of a document, base64; 409 while this node does not hold it yet."""
-        doc_id = arg_id(args, "id")
-        index = arg_int(args, "index", high=MAX_DOCUMENT_BYTES)
-        async with self.svc.lock:
-            row = self._need("documents", doc_id, "tài liệu", "document")
-            hashes = parse_hashes(row["chunks"])
-            if index >= len(hashes):
-                bad("index", f"tài liệu chỉ có {len(hashes)} phần (0..{len(hashes) - 1})",
-                    f"the document has {len(hashes)} chunks (0..{len(hashes) - 1})")
-            data = self.store.get_chunk(hashes[index])
-        if data is None:
-            raise ApiError(409, "chunk_missing", f"Điểm này chưa nhận phần {index} của tài liệu; hãy chờ tải xong",
-                           f"this node does not hold chunk {index} of the document yet; wait for the download")
-        return {"id": doc_id, "index": index, "count": len(hashes), "chunk_sha256": hashes[index].hex(),
-                "bytes": len(data), "data": base64.b64encode(data).decode("ascii")}
 
     # ----- attendance and motions ----------------------------------------------------------------
     async def checkin(self, args: dict) -> dict:
@@ -359,7 +192,7 @@ class StateApi:
         present = arg_int(args, "present", required=member is None)
 
         def run() -> dict:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             count = present
             if count is None:  # one member at a time: this hall's count goes up by one
                 count = m.attendance(self.store, mid).get(self.store.node_id, 0) + 1
@@ -374,7 +207,7 @@ class StateApi:
         rule = arg_str(args, "rule", required=False, choices=m.RULES) or "majority"
 
         def run() -> str:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             return m.open_motion(self.store, mid, title, rule)
 
         return {"id": await self._write({"motions"}, run)}
@@ -388,7 +221,7 @@ class StateApi:
             bad("count", "một thành viên chỉ có một phiếu", "a member casts exactly one ballot")
 
         def run() -> dict:
-            row = self._need("motions", motion, "biểu quyết", "motion")
+            row = self.need("motions", motion, "biểu quyết", "motion")
             if row["status"] != "open":
                 raise ApiError(409, "motion_closed", "Biểu quyết đã đóng", "the motion is closed")
             voter = f"#{choice}" if member is None else f"@{member}"
@@ -404,7 +237,7 @@ class StateApi:
         motion = arg_id(args, "motion_id")
 
         def run() -> dict:
-            row = self._need("motions", motion, "biểu quyết", "motion")
+            row = self.need("motions", motion, "biểu quyết", "motion")
             if row["status"] != "open":
                 raise ApiError(409, "motion_closed", "Biểu quyết đã đóng", "the motion is already closed")
             t = m.close_motion(self.store, motion)
@@ -452,7 +285,7 @@ class StateApi:
 
         def run() -> str:
             if mid is not None:
-                self._need_meeting(mid)
+                self.need_meeting(mid)
             return m.feedback(self.store, text, mid)
 
         return {"id": await self._write({"feedback"}, run)}
@@ -472,7 +305,7 @@ class StateApi:
         text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
 
         def run() -> str:
-            self._need("feedback", fid, "ý kiến", "feedback")
+            self.need("feedback", fid, "ý kiến", "feedback")
             return m.reply(self.store, fid, text)
 
         return {"id": await self._write({"replies"}, run)}
@@ -488,7 +321,7 @@ class StateApi:
         state = arg_str(args, "state", required=False, choices=SPEAK_STATES) or "waiting"
 
         def run() -> list:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             m.request_floor(self.store, mid, state)
             return self._queue(mid)
 
@@ -497,7 +330,7 @@ class StateApi:
     async def speak_queue(self, args: dict) -> dict:
         mid = arg_id(args, "meeting_id")
         async with self.svc.lock:
-            self._need_meeting(mid)
+            self.need_meeting(mid)
             return {"speaking_queue": self._queue(mid)}
 
     # ----- whole state and roster -------------------------------------------------------------------
@@ -518,20 +351,6 @@ class StateApi:
         return {"commune": roster.commune_name, "members": members, "open_seats": seats}
 
 
-class _Counting:
-    """A read-only file wrapper that records how many bytes were read (import progress)."""
-
-    def __init__(self, f: Any, progress: dict[str, Any]) -> None:
-        self._f = f
-        self._progress = progress
-        self.name = f.name
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._progress["bytes_done"] += len(data)
-        return data
-
-
 def _json_or_none(text: str | None) -> Any:
     if not text:
         return None
@@ -541,4 +360,4 @@ def _json_or_none(text: str | None) -> Any:
         return None
 
 
-__all__ = ["StateApi", "arg_str", "arg_int", "arg_bool", "arg_id"]
+__all__ = ["StateApi"]
