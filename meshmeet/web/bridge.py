@@ -1,8 +1,8 @@
 """The seam between the trio node and the aiohttp gateway running on its own asyncio thread.
 
 trio owns the main thread, the signals and the shutdown order. ``open_web_gateway`` starts a
-stock asyncio loop in one dedicated thread, serves the gateway app there, and joins the two
-worlds with exactly three things:
+stock asyncio loop in one dedicated thread, serves the gateway app there (both in ``serving``),
+and joins the two worlds with exactly three things:
 
 * calls: trio awaits a coroutine on the loop (setup, cleanup), and an HTTP handler awaits
   ``api(name, args)``, which runs as a task in the trio nursery and returns its dict or raises
@@ -28,21 +28,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import errno
 import logging
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
-from aiohttp import web
 
-from ..errors import MeshmeetError
 from .api import ApiCall, ApiError, internal_error, node_stopping
-from .gateway import CONTEXT_KEY, AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, build_app, encode_payload
+from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, encode_payload
+from .serving import Served, serve_app, start_loop_thread
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,6 @@ T = TypeVar("T")
 OUTBOUND_CAPACITY = 1024
 INBOUND_CAPACITY = 256
 SHUTDOWN_S = 5.0
-AIOHTTP_SHUTDOWN_S = 2.0
 THREAD_JOIN_S = 3.0
 
 
@@ -438,73 +434,6 @@ class WebGateway:
         return await self.run_in_loop(count())
 
 
-def _port_in_use(host: str, port: int) -> MeshmeetError:
-    return MeshmeetError(
-        f"Cổng {port} trên {host} đang bận (một chương trình khác đang dùng), hãy chọn cổng khác",
-        f"port {port} on {host} is in use by another program, choose another port",
-    )
-
-
-@dataclass
-class _Served:
-    runner: web.AppRunner
-    hub: Hub
-    url: str
-    port: int
-
-
-async def _serve(
-    host: str,
-    port: int,
-    api_call: Callable[[str, dict], Awaitable[dict]],
-    inbound: Inbound,
-    routes_factory: RoutesFactory | None,
-    static_dirs: Mapping[str, Path] | None,
-    app_setup: AppSetup | Iterable[AppSetup] | None,
-    hub_kwargs: dict[str, Any],
-) -> _Served:
-    """asyncio thread: build the app and start listening."""
-    hub = Hub(**hub_kwargs)
-    app = build_app(
-        api_call, hub, inbound=inbound.send, routes_factory=routes_factory, static_dirs=static_dirs, app_setup=app_setup
-    )
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        if e.errno == errno.EADDRINUSE:
-            raise _port_in_use(host, port) from e
-        raise MeshmeetError(
-            f"Không mở được cổng web {host}:{port}: {e.strerror}",
-            f"cannot open the web port {host}:{port}: {e.strerror}",
-        ) from e
-    bound_host, bound_port = runner.addresses[0][:2]
-    for serving in app[CONTEXT_KEY].on_serving:
-        await serving(runner)  # e.g. the HTTPS site; failures there are the setup's to report
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return _Served(runner=runner, hub=hub, url=f"http://{shown}:{bound_port}", port=bound_port)
-
-
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """The gateway thread: run the loop until stopped, then tidy up and close it."""
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-
-
 @asynccontextmanager
 async def open_web_gateway(
     nursery: trio.Nursery | None,
@@ -532,21 +461,19 @@ async def open_web_gateway(
     ``SHUTDOWN_S`` and the gateway thread is joined. Raises MeshmeetError if the port is busy.
     """
     token = trio.lowlevel.current_trio_token()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=_run_loop, args=(loop,), name=f"meshmeet-web-{port}", daemon=True)
-    thread.start()
+    loop, thread = start_loop_thread(f"meshmeet-web-{port}")
     spawn = nursery.start_soon if nursery is not None else trio.lowlevel.spawn_system_task
     calls = _TrioCalls(token, loop, spawn, api)
     inbound = Inbound(token, loop, inbound_capacity)
-    hub_kwargs: dict[str, Any] = {"policy": slow_client_policy}
-    if client_queue_messages is not None:
-        hub_kwargs["client_queue_messages"] = client_queue_messages
-    served: _Served | None = None
+    served: Served | None = None
     outbound: Outbound | None = None
     try:
-        served = await run_in_loop(
-            loop, _serve(host, port, calls.call, inbound, routes_factory, static_dirs, app_setup, hub_kwargs)
+        serving = serve_app(
+            host, port, api_call=calls.call, inbound=inbound.send, routes_factory=routes_factory,
+            static_dirs=static_dirs, app_setup=app_setup, slow_client_policy=slow_client_policy,
+            client_queue_messages=client_queue_messages,
         )
+        served = await run_in_loop(loop, serving)
         outbound = Outbound(token, loop, served.hub.publish, outbound_capacity)
         log.info("web gateway listening on %s", served.url)
         yield WebGateway(served.url, host, served.port, outbound, inbound, loop, served.hub)
