@@ -29,6 +29,7 @@ SIGN_DOMAIN = b"meshmeet/sync/batch/v3\x00"  # signed: SIGN_DOMAIN + SHA-256(bod
 # Version 2 signed SIGN_DOMAIN_V2 + the whole body. Ed25519 hashes what it signs with SHA-512,
 # which libsodium computes at ~300 MB/s; SHA-256 first (CPU instructions on x86 and ARMv8)
 # makes checking a 53 KB batch 2.4x cheaper (235 -> 99 us here). Still accepted when received.
+BATCH_VERSION_V2 = 2
 SIGN_DOMAIN_V2 = b"meshmeet/sync/batch/v2\x00"
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
@@ -154,7 +155,7 @@ def encode_batch(key: KeyPair, first_seq: int, entries: Sequence[Entry]) -> Sign
 
 def signed_bytes(version: int, body: bytes) -> bytes:
     """What the origin's Ed25519 signature covers, for a body of batch format `version`."""
-    if version == 2:
+    if version == BATCH_VERSION_V2:
         return SIGN_DOMAIN_V2 + body
     return SIGN_DOMAIN + hashlib.sha256(body).digest()
 
@@ -176,7 +177,7 @@ def decode_batch(body: bytes, sig: bytes, *, check_signature: bool = True) -> Si
     if len(sig) != SIGNATURE_BYTES:
         raise ProtocolError("bad signature length")
     top = _unpack(body)
-    if not (type(top) is tuple and len(top) == 5 and top[0] in (2, BATCH_VERSION) and type(top[0]) is int):
+    if not (type(top) is tuple and len(top) == 5 and top[0] in (BATCH_VERSION_V2, BATCH_VERSION) and type(top[0]) is int):
         raise ProtocolError("bad batch header")
     _, pk, first_seq, base, runs = top
     if not (isinstance(pk, bytes) and len(pk) == PUBLIC_KEY_BYTES):

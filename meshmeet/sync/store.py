@@ -22,7 +22,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import AbstractSet, Any, Callable, Iterable, Iterator, Sequence
 
 import msgpack
 import sqlite_utils
@@ -67,7 +67,6 @@ class LoggedBatch:
 class ApplyReport:
     """What `Store.apply` did with the batches it was given."""
 
-    batches_applied: int = 0
     changes_applied: int = 0
     duplicate_batches: int = 0
     conflicting_batches: int = 0
@@ -75,6 +74,10 @@ class ApplyReport:
     rejections: list[tuple[str, int, Rejection]] = field(default_factory=list)
     tables_touched: set[str] = field(default_factory=set)
     applied: list[tuple[str, int, int]] = field(default_factory=list)  # (origin, first, last) of each new batch
+
+    @property
+    def batches_applied(self) -> int:
+        return len(self.applied)
 
 
 @dataclass
@@ -101,7 +104,7 @@ def _origin_raw(origin: str) -> bytes:
 
 def _run_items(run: Any, origin_raw: bytes) -> Iterator[tuple]:
     """A run's changes as merge items (table id, op, key, values, clock)."""
-    return ((e[1], e[2], e[3], e[4], e[0].to_bytes(8, "big") + origin_raw) for e in run.entries())
+    return ((e[1], e[2], e[3], e[4], _clock_bytes(e[0], origin_raw)) for e in run.entries())
 
 
 class Store(ChunkStore):
@@ -269,7 +272,7 @@ class Store(ChunkStore):
                     for i, (hlc, tid, op, pk, values) in enumerate(run.entries(), run.first_index):
                         rejection = check(role, origin, tid, op, pk, values)
                         if rejection is None:
-                            items.append((tid, op, pk, values, hlc.to_bytes(8, "big") + raw))
+                            items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
                         else:
                             report.rejected_changes += 1
                             report.rejections.append((origin, b.first_seq + i, rejection))
@@ -281,11 +284,8 @@ class Store(ChunkStore):
                     report.changes_applied += sum(len(r.hlcs) for r, _ in runs)
                 else:
                     items.extend(item for r, raw in runs for item in _run_items(r, raw))
-            report.tables_touched = self._merge(items) | touched
-            if "documents" in touched:
-                self._rebuild_wanted()
+            report.tables_touched = self._merge(items, also_touched=touched)
             self._log_batches(fresh)
-            report.batches_applied = len(fresh)
             report.applied = [(b.origin, b.first_seq, b.last_seq) for b in fresh]
             report.changes_applied += len(items)
             if any(b.origin == self.node_id for b in fresh):
@@ -361,9 +361,10 @@ class Store(ChunkStore):
                         items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
             self._merge(items)
 
-    def _merge(self, items: list[MergeItem]) -> set[str]:
-        """Merge changes into their tables (merge.py); names of the tables touched."""
-        touched = self._merger.merge(items)
+    def _merge(self, items: list[MergeItem], also_touched: AbstractSet[str] = frozenset()) -> set[str]:
+        """Merge changes into their tables (merge.py); names of the tables touched, with
+        `also_touched` (written by the bulk path). Wanted chunks are rebuilt once if needed."""
+        touched = self._merger.merge(items) | also_touched
         if "documents" in touched:
             self._rebuild_wanted()
         return touched
