@@ -1,7 +1,13 @@
 """The gateway's own asyncio thread: run a loop there and serve the gateway app on it.
 
-``start_loop_thread`` starts a stock asyncio loop in a daemon thread that, once the loop is
-stopped, cancels what is left on it and closes it. ``serve_app`` (run on that loop) builds the
+``start_loop_thread`` starts a ``GuardedLoop`` in a daemon thread that, once the loop is
+stopped, cancels what is left on it and closes it. Every server created on that loop (the HTTP
+site here, the HTTPS site web/app/https.py adds to the same runner) accepts through a
+``ListenerGuard`` (WebLimits): at most ``max_connections`` per listener and ``max_per_address``
+per source; a connection that has sent nothing yet costs only its socket (no TLS state: asyncio
+allocates a 256 KiB read buffer per TLS connection) and is closed after ``idle_s``, or sooner
+when the listener is full and a new one arrives; TLS handshakes end after ``tls_handshake_s``;
+after that aiohttp closes a connection idle for ``idle_s`` between requests. ``serve_app`` (run on that loop) builds the
 hub and the app, listens on ``host:port`` (0 picks a free port), runs the app's ``on_serving``
 hooks (e.g. the HTTPS site) and says where it listens; ``Served.runner.cleanup()`` undoes it.
 
@@ -13,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+import os
+import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +32,141 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import MeshmeetError
+from ..wire.admission import ConnectionCounter, source_key
 from .api import ApiCall
 from .gateway import CONTEXT_KEY, AppSetup, Hub, InboundSend, RoutesFactory, SlowClientPolicy, build_app
 
+log = logging.getLogger(__name__)
+
 AIOHTTP_SHUTDOWN_S = 2.0
+ACCEPT_POLL_S = 0.25  # how soon an accept loop notices its listener was closed
+ACCEPT_RETRY_S = 0.1  # after EMFILE and the like
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """Caps and timeouts for every web listener (each listener counts on its own)."""
+
+    max_connections: int = 128
+    max_per_address: int = 32
+    idle_s: float = 30.0
+    tls_handshake_s: float = 10.0
+
+
+class ListenerGuard:
+    """Accepts for one listening socket set: caps, the first-byte wait, then hands over to asyncio."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol_factory, ssl_context, limits: WebLimits) -> None:
+        self._loop = loop
+        self._factory = protocol_factory
+        self._ssl = ssl_context
+        self.limits = limits
+        self.counter = ConnectionCounter(limits.max_connections, limits.max_per_address)
+        self._waiting: OrderedDict[socket.socket, asyncio.Future[bool]] = OrderedDict()  # sent nothing yet
+        self._live: dict[socket.socket, str] = {}  # handed over to asyncio, with their source
+        self._sources: dict[socket.socket, str] = {}
+        self.evicted = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self, listening: Iterable, backlog: int) -> None:
+        """Listen and accept on (duplicates of) the server's sockets until the server closes them."""
+        for served in listening:
+            own = socket.socket(served.family, served.type, served.proto, fileno=os.dup(served.fileno()))
+            own.setblocking(False)
+            own.listen(backlog)
+            self._spawn(self._accept_loop(served, own))
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_loop(self, served, listening: socket.socket) -> None:
+        try:
+            while served.fileno() != -1:  # the server's own socket: -1 once aiohttp stopped the site
+                try:
+                    conn, addr = await asyncio.wait_for(self._loop.sock_accept(listening), ACCEPT_POLL_S)
+                except asyncio.TimeoutError:
+                    continue
+                except OSError as e:
+                    log.warning("web accept failed: %s", e)  # EMFILE and friends: wait a little
+                    await asyncio.sleep(ACCEPT_RETRY_S)
+                    continue
+                self._admit(conn, source_key(str(addr[0])))
+        finally:
+            listening.close()
+
+    def _admit(self, conn: socket.socket, source: str) -> None:
+        self._sweep()
+        if not self.counter.source_full(source) and not self.counter.can_open(source) and self._waiting:
+            silent, spoke = self._waiting.popitem(last=False)  # the listener is full: the longest-silent goes
+            if not spoke.done():
+                spoke.set_result(False)
+            self._release(silent)  # its slot is free now; its task closes the socket
+            self.evicted += 1
+        if not self.counter.open(source):
+            conn.close()
+            return
+        self._sources[conn] = source
+        self._spawn(self._serve(conn, source))
+
+    def _sweep(self) -> None:
+        """Forget handed-over connections asyncio has closed (their socket's fd is then -1)."""
+        for conn in [c for c in self._live if c.fileno() == -1]:
+            self._release(conn)
+
+    def _release(self, conn: socket.socket) -> None:
+        self._live.pop(conn, None)
+        source = self._sources.pop(conn, None)
+        if source is not None:
+            self.counter.close(source)
+
+    async def _serve(self, conn: socket.socket, source: str) -> None:
+        fd = conn.fileno()
+        spoke: asyncio.Future[bool] = self._loop.create_future()
+        self._waiting[conn] = spoke
+        self._loop.add_reader(fd, lambda: spoke.done() or spoke.set_result(True))
+        try:
+            readable = await asyncio.wait_for(spoke, self.limits.idle_s)
+        except asyncio.TimeoutError:
+            readable = False
+        finally:
+            self._loop.remove_reader(fd)
+            self._waiting.pop(conn, None)
+        if not readable:
+            conn.close()
+            self._release(conn)
+            return
+        self._live[conn] = source
+        try:
+            if self._ssl is None:
+                await self._loop.connect_accepted_socket(self._factory, conn)
+            else:
+                await self._loop.connect_accepted_socket(
+                    self._factory, conn, ssl=self._ssl, ssl_handshake_timeout=self.limits.tls_handshake_s
+                )
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            log.debug("web connection from %s dropped before it was served: %s", source, e)
+            conn.close()
+            self._release(conn)
+
+
+class GuardedLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose servers accept through a ListenerGuard each."""
+
+    def __init__(self, limits: WebLimits) -> None:
+        super().__init__()
+        self.limits = limits
+        self.guards: list[ListenerGuard] = []
+
+    async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kwargs):  # type: ignore[override]
+        kwargs["start_serving"] = False  # the guard accepts instead of asyncio's own accept loop
+        kwargs.pop("ssl_handshake_timeout", None)
+        server = await super().create_server(protocol_factory, host, port, ssl=ssl, **kwargs)
+        guard = ListenerGuard(self, protocol_factory, ssl, self.limits)
+        guard.start(server.sockets, kwargs.get("backlog", 100))
+        self.guards.append(guard)
+        return server
 
 
 @dataclass
@@ -57,6 +198,7 @@ async def serve_app(
     app_setup: AppSetup | Iterable[AppSetup] | None,
     slow_client_policy: SlowClientPolicy,
     client_queue_messages: int | None,
+    idle_s: float = WebLimits.idle_s,
 ) -> Served:
     """Gateway thread: build the hub and the app and start listening. MeshmeetError if the port fails."""
     hub_kwargs: dict[str, Any] = {"policy": slow_client_policy}
@@ -66,7 +208,9 @@ async def serve_app(
     app = build_app(
         api_call, hub, inbound=inbound, routes_factory=routes_factory, static_dirs=static_dirs, app_setup=app_setup
     )
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None, keepalive_timeout=idle_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -86,9 +230,11 @@ async def serve_app(
     return Served(runner=runner, hub=hub, url=f"http://{shown}:{bound_port}", port=bound_port)
 
 
-def start_loop_thread(thread_name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
-    """A new asyncio loop running in a new daemon thread; stop the loop to end the thread."""
-    loop = asyncio.new_event_loop()
+def start_loop_thread(
+    thread_name: str, limits: WebLimits | None = None
+) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """A new guarded asyncio loop running in a new daemon thread; stop the loop to end the thread."""
+    loop = GuardedLoop(limits or WebLimits())
     thread = threading.Thread(target=_run_loop, args=(loop,), name=thread_name, daemon=True)
     thread.start()
     return loop, thread
