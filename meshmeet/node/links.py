@@ -54,7 +54,7 @@ class MeshLimits:
 
     max_connections: int = 512  # accepted connections in all, links included
     max_per_address: int = 16  # accepted connections from one source
-    max_pending: int = 64  # accepted but not yet authenticated; the oldest makes room for a new one
+    max_pending: int = 64  # accepted, not yet authenticated; the oldest silent one (else oldest) makes room
     handshakes_per_s: float = 2.0  # per source: link handshakes answered (each costs a signature)
     handshake_burst: int = 10
     joins_per_s: float = 0.5  # per source: join requests checked
@@ -213,7 +213,9 @@ class LinkManager:
         self.listen_port: int | None = None
         self.limits = limits
         self._connections = ConnectionCounter(limits.max_connections, limits.max_per_address)
-        self._pending: OrderedDict[int, trio.CancelScope] = OrderedDict()  # oldest first
+        # Accepted, not yet authenticated, oldest first: silent (nothing received yet), then speaking.
+        self._silent: OrderedDict[int, trio.CancelScope] = OrderedDict()
+        self._pending: OrderedDict[int, trio.CancelScope] = OrderedDict()
         self._handshake_rate = SourceRateLimiter(limits.handshakes_per_s, limits.handshake_burst)
         self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
         self.dropped_pending = 0
@@ -310,7 +312,7 @@ class LinkManager:
         """What the listener refused, for status."""
         return {
             "connections": self._connections.total,
-            "pending": len(self._pending),
+            "pending": len(self._silent) + len(self._pending),
             "refused_connections": self._connections.refused,
             "dropped_pending": self.dropped_pending,
             "refused_handshakes": self._handshake_rate.refused,
@@ -328,25 +330,38 @@ class LinkManager:
             with trio.CancelScope() as scope:
                 key = id(scope)
                 self._admit_pending(key, scope)
-                await self._serve_accepted(stream, address, source, lambda: self._pending.pop(key, None))
+
+                def spoke() -> None:
+                    if self._silent.pop(key, None) is not None:
+                        self._pending[key] = scope
+
+                await self._serve_accepted(stream, address, source, spoke, lambda: self._pending.pop(key, None))
         finally:
+            self._silent.pop(id(scope), None)
             self._pending.pop(id(scope), None)
             self._connections.close(source)
             await trio.aclose_forcefully(stream)
 
     def _admit_pending(self, key: int, scope: trio.CancelScope) -> None:
-        """Count a not-yet-authenticated connection; at the cap, drop the oldest one to make room."""
-        while len(self._pending) >= self.limits.max_pending:
-            _, oldest = self._pending.popitem(last=False)
+        """Count a new unauthenticated connection; at the cap, drop the oldest silent one (else the
+        oldest one mid-handshake) to make room: an idle flood cannot crowd out a member's handshake."""
+        while len(self._silent) + len(self._pending) >= self.limits.max_pending:
+            _, oldest = (self._silent or self._pending).popitem(last=False)
             oldest.cancel()
             self.dropped_pending += 1
-        self._pending[key] = scope
+        self._silent[key] = scope
 
     async def _serve_accepted(
-        self, stream: trio.SocketStream, address: str, source: str, established: Callable[[], object]
+        self,
+        stream: trio.SocketStream,
+        address: str,
+        source: str,
+        spoke: Callable[[], None],
+        established: Callable[[], object],
     ) -> None:
         _limit_unsent(stream)
         try:
+            first = b""
             with trio.move_on_after(FIRST_BYTE_TIMEOUT_S):
                 first = await stream.receive_some(RECEIVE_BYTES)
             if not first:
@@ -354,6 +369,7 @@ class LinkManager:
             now = trio.current_time()
             if first[0] == JOIN_FIRST_BYTE and self._on_join is not None:
                 if self._join_rate.allow(source, now):
+                    spoke()
                     await self._on_join(stream, first)
                 else:
                     log.info("join from %s refused: over %.1f/s", address, self.limits.joins_per_s)
@@ -361,6 +377,7 @@ class LinkManager:
             if not self._handshake_rate.allow(source, now):
                 log.debug("handshake from %s refused: over %.1f/s", address, self.limits.handshakes_per_s)
                 return
+            spoke()
             conn = self._new_conn(Role.RESPONDER)
             await self._run_link(stream, conn, address, first, initiator=None, established=established)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:

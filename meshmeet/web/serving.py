@@ -6,8 +6,9 @@ site here, the HTTPS site web/app/https.py adds to the same runner) accepts thro
 ``ListenerGuard`` (WebLimits): at most ``max_connections`` per listener and ``max_per_address``
 per source; a connection that has sent nothing yet costs only its socket (no TLS state: asyncio
 allocates a 256 KiB read buffer per TLS connection) and is closed after ``idle_s``, or sooner
-when the listener is full and a new one arrives; TLS handshakes end after ``tls_handshake_s``;
-after that aiohttp closes a connection idle for ``idle_s`` between requests. ``serve_app`` (run on that loop) builds the
+when the listener is full and a new one arrives; at most ``max_tls_handshakes`` TLS handshakes
+run at once (the oldest makes room for a new one) and each ends after ``tls_handshake_s``; after
+that aiohttp closes a connection idle for ``idle_s`` between requests. ``serve_app`` (run on that loop) builds the
 hub and the app, listens on ``host:port`` (0 picks a free port), runs the app's ``on_serving``
 hooks (e.g. the HTTPS site) and says where it listens; ``Served.runner.cleanup()`` undoes it.
 
@@ -51,6 +52,7 @@ class WebLimits:
     max_per_address: int = 32
     idle_s: float = 30.0
     tls_handshake_s: float = 10.0
+    max_tls_handshakes: int = 16  # per listener; a LAN handshake takes milliseconds
 
 
 class ListenerGuard:
@@ -64,6 +66,7 @@ class ListenerGuard:
         self.counter = ConnectionCounter(limits.max_connections, limits.max_per_address)
         self._waiting: OrderedDict[socket.socket, asyncio.Future[bool]] = OrderedDict()  # sent nothing yet
         self._live: dict[socket.socket, str] = {}  # handed over to asyncio, with their source
+        self._handshaking: OrderedDict[socket.socket, asyncio.Task] = OrderedDict()  # TLS under way
         self._sources: dict[socket.socket, str] = {}
         self.evicted = 0
         self._tasks: set[asyncio.Task] = set()
@@ -138,6 +141,24 @@ class ListenerGuard:
             self._release(conn)
             return
         self._live[conn] = source
+        if self._ssl is None:
+            await self._hand_over(conn, source)
+            return
+        while len(self._handshaking) >= self.limits.max_tls_handshakes:
+            _, oldest = self._handshaking.popitem(last=False)
+            oldest.cancel()  # asyncio closes its transport
+            self.evicted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handshaking[conn] = task
+        try:
+            await self._hand_over(conn, source)
+        finally:
+            self._handshaking.pop(conn, None)
+
+    async def _hand_over(self, conn: socket.socket, source: str) -> None:
+        """Give the socket to asyncio (TLS handshake first, if any); on failure close and forget it."""
+        done = False
         try:
             if self._ssl is None:
                 await self._loop.connect_accepted_socket(self._factory, conn)
@@ -145,10 +166,13 @@ class ListenerGuard:
                 await self._loop.connect_accepted_socket(
                     self._factory, conn, ssl=self._ssl, ssl_handshake_timeout=self.limits.tls_handshake_s
                 )
+            done = True
         except (OSError, asyncio.TimeoutError, ConnectionError) as e:
             log.debug("web connection from %s dropped before it was served: %s", source, e)
-            conn.close()
-            self._release(conn)
+        finally:
+            if not done:
+                conn.close()
+                self._release(conn)
 
 
 class GuardedLoop(asyncio.SelectorEventLoop):
