@@ -7,8 +7,13 @@ site here, the HTTPS site web/app/https.py adds to the same runner) accepts thro
 per source; a connection that has sent nothing yet costs only its socket (no TLS state: asyncio
 allocates a 256 KiB read buffer per TLS connection) and is closed after ``idle_s``, or sooner
 when the listener is full and a new one arrives; at most ``max_tls_handshakes`` TLS handshakes
-run at once (the oldest makes room for a new one) and each ends after ``tls_handshake_s``; after
-that aiohttp closes a connection idle for ``idle_s`` between requests. ``serve_app`` (run on that loop) builds the
+run at once and at most ``tls_handshakes_per_s`` start per second (the others wait, still cheap
+and still evictable), each ending after ``tls_handshake_s``. A TLS handshake is never aborted
+from outside: on CPython 3.11 an aborted one keeps its SSLProtocol (and buffer) alive until its
+handshake timer fires, so aborting would not free memory, only make room for more. After that
+aiohttp closes a connection idle for ``idle_s`` between requests. After a burst of
+connections the loop asks glibc to return freed memory (``malloc_trim``): TLS connections leave
+the heap fragmented, and RSS would otherwise stay at its peak. ``serve_app`` (run on that loop) builds the
 hub and the app, listens on ``host:port`` (0 picks a free port), runs the app's ``on_serving``
 hooks (e.g. the HTTPS site) and says where it listens; ``Served.runner.cleanup()`` undoes it.
 
@@ -19,13 +24,15 @@ module must never touch trio or the node's state, and never block the loop.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import MeshmeetError
-from ..wire.admission import ConnectionCounter, source_key
+from ..wire.admission import ConnectionCounter, SourceRateLimiter, source_key
 from .api import ApiCall
 from .gateway import CONTEXT_KEY, AppSetup, Hub, InboundSend, RoutesFactory, SlowClientPolicy, build_app
 
@@ -42,6 +49,9 @@ log = logging.getLogger(__name__)
 AIOHTTP_SHUTDOWN_S = 2.0
 ACCEPT_POLL_S = 0.25  # how soon an accept loop notices its listener was closed
 ACCEPT_RETRY_S = 0.1  # after EMFILE and the like
+LISTENER = "*"  # the rate-limiter key for a whole listener
+TRIM_EVERY_S = 5.0
+TRIM_AFTER_ACCEPTS = 100  # connections accepted since the last trim
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,9 @@ class WebLimits:
     max_per_address: int = 32
     idle_s: float = 30.0
     tls_handshake_s: float = 10.0
-    max_tls_handshakes: int = 16  # per listener; a LAN handshake takes milliseconds
+    max_tls_handshakes: int = 16  # per listener, at once; a LAN handshake takes milliseconds
+    tls_handshakes_per_s: float = 10.0  # per listener; with tls_handshake_s bounds live TLS state
+    tls_handshake_burst: int = 30
 
 
 class ListenerGuard:
@@ -64,11 +76,14 @@ class ListenerGuard:
         self._ssl = ssl_context
         self.limits = limits
         self.counter = ConnectionCounter(limits.max_connections, limits.max_per_address)
-        self._waiting: OrderedDict[socket.socket, asyncio.Future[bool]] = OrderedDict()  # sent nothing yet
+        # Not yet costly (sent nothing, or waiting for a TLS handshake slot): how to drop each one.
+        self._waiting: OrderedDict[socket.socket, Callable[[], object]] = OrderedDict()
         self._live: dict[socket.socket, str] = {}  # handed over to asyncio, with their source
-        self._handshaking: OrderedDict[socket.socket, asyncio.Task] = OrderedDict()  # TLS under way
+        self._handshake_slots = asyncio.Semaphore(limits.max_tls_handshakes)
+        self._handshake_rate = SourceRateLimiter(limits.tls_handshakes_per_s, limits.tls_handshake_burst)
         self._sources: dict[socket.socket, str] = {}
         self.evicted = 0
+        self.accepted = 0
         self._tasks: set[asyncio.Task] = set()
 
     def start(self, listening: Iterable, backlog: int) -> None:
@@ -95,6 +110,7 @@ class ListenerGuard:
                     log.warning("web accept failed: %s", e)  # EMFILE and friends: wait a little
                     await asyncio.sleep(ACCEPT_RETRY_S)
                     continue
+                self.accepted += 1
                 self._admit(conn, source_key(str(addr[0])))
         finally:
             listening.close()
@@ -102,10 +118,9 @@ class ListenerGuard:
     def _admit(self, conn: socket.socket, source: str) -> None:
         self._sweep()
         if not self.counter.source_full(source) and not self.counter.can_open(source) and self._waiting:
-            silent, spoke = self._waiting.popitem(last=False)  # the listener is full: the longest-silent goes
-            if not spoke.done():
-                spoke.set_result(False)
-            self._release(silent)  # its slot is free now; its task closes the socket
+            waiting, drop = self._waiting.popitem(last=False)  # the listener is full: the longest waiting goes
+            drop()
+            self._release(waiting)  # its slot is free now; its task closes the socket
             self.evicted += 1
         if not self.counter.open(source):
             conn.close()
@@ -127,7 +142,7 @@ class ListenerGuard:
     async def _serve(self, conn: socket.socket, source: str) -> None:
         fd = conn.fileno()
         spoke: asyncio.Future[bool] = self._loop.create_future()
-        self._waiting[conn] = spoke
+        self._waiting[conn] = lambda: spoke.done() or spoke.set_result(False)
         self._loop.add_reader(fd, lambda: spoke.done() or spoke.set_result(True))
         try:
             readable = await asyncio.wait_for(spoke, self.limits.idle_s)
@@ -144,17 +159,20 @@ class ListenerGuard:
         if self._ssl is None:
             await self._hand_over(conn, source)
             return
-        while len(self._handshaking) >= self.limits.max_tls_handshakes:
-            _, oldest = self._handshaking.popitem(last=False)
-            oldest.cancel()  # asyncio closes its transport
-            self.evicted += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._handshaking[conn] = task
+        self._waiting[conn] = asyncio.current_task().cancel  # type: ignore[union-attr]
         try:
-            await self._hand_over(conn, source)
+            async with self._handshake_slots:
+                while (wait_s := self._handshake_rate.wait_s(LISTENER, self._loop.time())) > 0:
+                    await asyncio.sleep(wait_s)
+                self._handshake_rate.allow(LISTENER, self._loop.time())
+                self._waiting.pop(conn, None)
+                await self._hand_over(conn, source)
+        except asyncio.CancelledError:
+            conn.close()  # dropped while waiting: no TLS state was made
+            self._release(conn)
+            raise
         finally:
-            self._handshaking.pop(conn, None)
+            self._waiting.pop(conn, None)
 
     async def _hand_over(self, conn: socket.socket, source: str) -> None:
         """Give the socket to asyncio (TLS handshake first, if any); on failure close and forget it."""
@@ -169,10 +187,24 @@ class ListenerGuard:
             done = True
         except (OSError, asyncio.TimeoutError, ConnectionError) as e:
             log.debug("web connection from %s dropped before it was served: %s", source, e)
+            # CPython before gh-114074 (3.11.7 here): the failed handshake's traceback holds the
+            # frame that raised it, which holds the exception and the SSLProtocol with its 256 KiB
+            # buffer: a cycle only a full GC frees. Dropping the traceback lets refcounting free it.
+            e.__traceback__ = None
         finally:
             if not done:
                 conn.close()
                 self._release(conn)
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where there is none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 class GuardedLoop(asyncio.SelectorEventLoop):
@@ -182,6 +214,21 @@ class GuardedLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.limits = limits
         self.guards: list[ListenerGuard] = []
+        self.trims = 0
+        self._trimmer: asyncio.Task | None = None
+
+    async def _trim_after_bursts(self) -> None:
+        trim = _malloc_trim()
+        if trim is None:
+            return
+        seen = 0
+        while True:
+            await asyncio.sleep(TRIM_EVERY_S)
+            accepted = sum(g.accepted for g in self.guards)
+            if accepted - seen >= TRIM_AFTER_ACCEPTS:
+                seen = accepted
+                trim(0)
+                self.trims += 1
 
     async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kwargs):  # type: ignore[override]
         kwargs["start_serving"] = False  # the guard accepts instead of asyncio's own accept loop
@@ -190,6 +237,8 @@ class GuardedLoop(asyncio.SelectorEventLoop):
         guard = ListenerGuard(self, protocol_factory, ssl, self.limits)
         guard.start(server.sockets, kwargs.get("backlog", 100))
         self.guards.append(guard)
+        if self._trimmer is None:
+            self._trimmer = self.create_task(self._trim_after_bursts())
         return server
 
 

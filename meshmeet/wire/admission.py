@@ -68,6 +68,14 @@ class SourceRateLimiter:
         bucket.tokens -= 1.0
         return True
 
+    def wait_s(self, source: str, now: float) -> float:
+        """Seconds from `now` until `source` has a token (0.0 when it has one now); spends nothing."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            return 0.0
+        tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.at) * self.rate_per_s)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
+
     def tracked(self) -> int:
         return len(self._buckets)
 
