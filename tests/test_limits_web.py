@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 SILENT = 1700
 HALF_OPEN = 300
-PER_ADDRESS = 20  # below web_max_per_address: the per-listener cap has to do the work
+PER_ADDRESS = 20  # over max_silent_per_address (4), under web_max_per_address (32)
 RSS_GROWTH_LIMIT_MB = 50.0
 IDLE_S = 2.0
 RECV_GUARD_S = 40.0

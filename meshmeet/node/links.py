@@ -45,6 +45,7 @@ UNSENT_LOWAT_BYTES = 16384
 JOIN_FIRST_BYTE = 0x4A
 CLOSE_GRACE_S = 1.0
 FIRST_BYTE_TIMEOUT_S = 10.0
+ACCEPT_RETRY_S = 0.1
 WRITE_CHUNK_BYTES = UNSENT_LOWAT_BYTES  # each chunk must leave within the write deadline
 
 
@@ -55,6 +56,7 @@ class MeshLimits:
     max_connections: int = 512  # accepted connections in all, links included
     max_per_address: int = 16  # accepted connections from one source
     max_pending: int = 64  # accepted, not yet authenticated; the oldest silent one (else oldest) makes room
+    max_silent_per_address: int = 2  # accepted connections from one source that have sent nothing yet
     handshakes_per_s: float = 2.0  # per source: link handshakes answered (each costs a signature)
     handshake_burst: int = 10
     joins_per_s: float = 0.5  # per source: join requests checked
@@ -219,6 +221,8 @@ class LinkManager:
         self._handshake_rate = SourceRateLimiter(limits.handshakes_per_s, limits.handshake_burst)
         self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
         self.dropped_pending = 0
+        self.refused_connections = 0
+        self._silent_by_source: dict[str, int] = {}
 
     # ----- public API -------------------------------------------------------------------
 
@@ -236,7 +240,8 @@ class LinkManager:
                     f"cannot listen on mesh port {listen_host}:{listen_port}: {e.strerror}",
                 ) from None
             self.listen_port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
             task_status.started(self.listen_port)
 
     def add_target(self, host: str, port: int, node_id: str | None = None) -> None:
@@ -313,30 +318,54 @@ class LinkManager:
         return {
             "connections": self._connections.total,
             "pending": len(self._silent) + len(self._pending),
-            "refused_connections": self._connections.refused,
+            "refused_connections": self.refused_connections,
             "dropped_pending": self.dropped_pending,
             "refused_handshakes": self._handshake_rate.refused,
             "refused_joins": self._join_rate.refused,
         }
 
-    async def _accept(self, stream: trio.SocketStream) -> None:
-        address = _peer_address(stream)
-        source = source_key(address.rpartition(":")[0])
-        if not self._connections.open(source):
-            log.debug("link from %s refused: too many connections", address)
-            await trio.aclose_forcefully(stream)
-            return
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        """Accept forever; refuse over-cap connections here, before any task is spent on them."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:  # EMFILE and friends: wait a little, keep serving the rest
+                log.warning("mesh accept failed: %s", e)
+                await trio.sleep(ACCEPT_RETRY_S)
+                continue
+            address = _peer_address(stream)
+            source = source_key(address.rpartition(":")[0])
+            if self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address or not self._connections.open(source):
+                self.refused_connections += 1
+                stream.socket.close()
+                continue
+            self._silent_by_source[source] = self._silent_by_source.get(source, 0) + 1
+            self._nursery.start_soon(self._accept, stream, address, source)  # type: ignore[union-attr]
+
+    async def _accept(self, stream: trio.SocketStream, address: str, source: str) -> None:
+        silent = True
+
+        def no_longer_silent() -> None:
+            nonlocal silent
+            if silent:
+                silent = False
+                left = self._silent_by_source.pop(source) - 1
+                if left:
+                    self._silent_by_source[source] = left
+
         try:
             with trio.CancelScope() as scope:
                 key = id(scope)
                 self._admit_pending(key, scope)
 
                 def spoke() -> None:
+                    no_longer_silent()
                     if self._silent.pop(key, None) is not None:
                         self._pending[key] = scope
 
                 await self._serve_accepted(stream, address, source, spoke, lambda: self._pending.pop(key, None))
         finally:
+            no_longer_silent()
             self._silent.pop(id(scope), None)
             self._pending.pop(id(scope), None)
             self._connections.close(source)

@@ -60,6 +60,7 @@ class WebLimits:
 
     max_connections: int = 128
     max_per_address: int = 32
+    max_silent_per_address: int = 4  # connections from one source that have sent nothing yet
     idle_s: float = 30.0
     tls_handshake_s: float = 10.0
     max_tls_handshakes: int = 16  # per listener, at once; a LAN handshake takes milliseconds
@@ -82,6 +83,7 @@ class ListenerGuard:
         self._handshake_slots = asyncio.Semaphore(limits.max_tls_handshakes)
         self._handshake_rate = SourceRateLimiter(limits.tls_handshakes_per_s, limits.tls_handshake_burst)
         self._sources: dict[socket.socket, str] = {}
+        self._silent_by_source: dict[str, int] = {}
         self.evicted = 0
         self.accepted = 0
         self._tasks: set[asyncio.Task] = set()
@@ -116,6 +118,10 @@ class ListenerGuard:
             listening.close()
 
     def _admit(self, conn: socket.socket, source: str) -> None:
+        if self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address:
+            self.counter.refused += 1
+            conn.close()  # refused before any task or timer is spent on it
+            return
         self._sweep()
         if not self.counter.source_full(source) and not self.counter.can_open(source) and self._waiting:
             waiting, drop = self._waiting.popitem(last=False)  # the listener is full: the longest waiting goes
@@ -126,6 +132,7 @@ class ListenerGuard:
             conn.close()
             return
         self._sources[conn] = source
+        self._silent_by_source[source] = self._silent_by_source.get(source, 0) + 1
         self._spawn(self._serve(conn, source))
 
     def _sweep(self) -> None:
@@ -151,6 +158,9 @@ class ListenerGuard:
         finally:
             self._loop.remove_reader(fd)
             self._waiting.pop(conn, None)
+            left = self._silent_by_source.pop(source) - 1
+            if left:
+                self._silent_by_source[source] = left
         if not readable:
             conn.close()
             self._release(conn)

@@ -44,8 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
-STATUS_SAMPLES = 30
-RELINK_SAMPLES = 3
+STATUS_SAMPLES = 50
+RELINK_SAMPLES = 5
 POLL_S = 0.01
 HTTPS_IDLE = int(os.environ.get("ABUSE_HTTPS_IDLE", 2000))
 HTTPS_HALF_OPEN = int(os.environ.get("ABUSE_HTTPS_HALF_OPEN", 300))
@@ -120,6 +120,12 @@ class Node:
         self.log.close()
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -135,6 +141,7 @@ def link(hq: Node, hall_id: str) -> dict | None:
 
 
 def measure(hq: Node, hall_dir: Path, hall: Node) -> tuple[dict, Node]:
+    cpu0, wall0 = cpu_s(hq.proc.pid), time.monotonic()
     samples = []
     for _ in range(STATUS_SAMPLES):
         t = time.perf_counter()
@@ -154,6 +161,7 @@ def measure(hq: Node, hall_dir: Path, hall: Node) -> tuple[dict, Node]:
         "status_ms_p90": round(statistics.quantiles(samples, n=10)[-1], 2),
         "relink_s": round(statistics.median(relinks), 3),
         "rss_mb": round(rss_mb(hq.proc.pid), 1),
+        "hq_cpu_pct": round(100 * (cpu_s(hq.proc.pid) - cpu0) / (time.monotonic() - wall0), 1),
     }, hall
 
 
@@ -356,6 +364,7 @@ def print_table(result: dict) -> None:
     print(f"{'  its 90th percentile, ms':36} {q['status_ms_p90']:>10} {a['status_ms_p90']:>10}")
     print(f"{'hall re-link, s':36} {q['relink_s']:>10} {a['relink_s']:>10} {r['relink_s']:>8}")
     print(f"{'HQ resident memory, MB':36} {q['rss_mb']:>10} {a['rss_mb']:>10} {'+' + str(result['rss_growth_mb']):>8}")
+    print(f"{'HQ CPU while measuring, %':36} {q['hq_cpu_pct']:>10} {a['hq_cpu_pct']:>10}")
     load = result["attack_load"]
     print(f"\nattack: {load['https_idle']} HTTPS ({load['https_half_open']} half-open TLS), {load['mesh_idle']} mesh "
           f"idle connections, {load['handshakes_per_s']} stranger handshakes/s; sent {load.get('handshakes')}, "
