@@ -39,7 +39,8 @@ import trio
 
 from .api import ApiCall, ApiError, internal_error, node_stopping
 from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, encode_payload
-from .serving import Served, WebLimits, serve_app, start_loop_thread
+from .listen_guard import WebLimits
+from .serving import Served, serve_app, start_loop_thread
 
 log = logging.getLogger(__name__)
 
