@@ -83,3 +83,17 @@ def test_limits_table_is_checked(tmp_path):
         with pytest.raises(ConfigError) as e:
             load(tmp_path)
         assert "limits" in e.value.en
+
+
+@settings(max_examples=200, deadline=None)
+@given(times, st.floats(min_value=0.1, max_value=50), st.integers(min_value=1, max_value=20))
+def test_wait_s_says_exactly_when_the_next_token_comes(moments, rate, burst):
+    lim = SourceRateLimiter(rate, burst)
+    for t in moments:
+        wait = lim.wait_s("k", t)
+        assert wait >= 0.0
+        if wait == 0.0:
+            assert lim.allow("k", t)
+        else:
+            assert not lim.allow("k", t)
+            assert lim.wait_s("k", t + wait + 1e-6) == 0.0
