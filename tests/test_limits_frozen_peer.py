@@ -73,6 +73,7 @@ def test_frozen_hall_mid_transfer_is_marked_down_and_relinks(tmp_path):
             assert link["state"] in ("down", "connecting")
             assert link["last_error"], "status should say why the link went down"
             assert down_after_s < DOWN_BOUND_S
+            print(f"HQ marked the frozen hall down after {down_after_s:.1f} s (dead after {DEAD_AFTER_S:.0f} s)")
         finally:
             os.kill(hall.proc.pid, signal.SIGCONT)
 
