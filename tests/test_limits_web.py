@@ -3,7 +3,8 @@
 2,000 connections to the HTTPS port (the LAN listener) from 100 loopback addresses, 1,700 silent
 and 300 that send half a TLS ClientHello, must grow the node's resident memory by less than
 RSS_GROWTH_LIMIT_MB while a real client still gets its page; a connection that sends nothing, or
-nothing more after a request, is closed after `web_idle_s`. Waits are hang guards.
+nothing more after a request, over HTTP or HTTPS, is closed after `web_idle_s`, and a stalled TLS
+handshake after `tls_handshake_s`. Waits are hang guards.
 """
 
 from __future__ import annotations
@@ -115,28 +116,40 @@ def wait_closed_by_server(s: socket.socket) -> bytes:
     while True:
         try:
             data = s.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return got
         if not data:
             return got
         got += data
 
 
-def test_idle_http_connections_are_closed(tmp_path):
+def test_idle_http_and_https_connections_and_stalled_tls_handshakes_are_closed(tmp_path):
     hq_dir, _ = make_commune(tmp_path, 0)
     with open(hq_dir / "config.toml", "a", encoding="utf-8") as f:
-        f.write(f"\n[limits]\nweb_idle_s = {IDLE_S}\n")
+        f.write(f"\n[limits]\nweb_idle_s = {IDLE_S}\ntls_handshake_s = {IDLE_S}\n")
+    (hq_dir / "webapp.toml").write_text('https = "127.0.0.1:0"\n')
     hq = NodeProcess(hq_dir, mdns=False)
+    conns: list[socket.socket] = []
     try:
         port = int(hq.url.rsplit(":", 1)[1])
+        tls_port = https_port(hq)
         silent = socket.create_connection(("127.0.0.1", port))
         after_request = socket.create_connection(("127.0.0.1", port))
         after_request.sendall(b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        silent_tls = socket.create_connection(("127.0.0.1", tls_port))
+        stalled_tls = socket.create_connection(("127.0.0.1", tls_port))
+        stalled_tls.sendall(client_hello_prefix())
+        ca = ssl.create_default_context(cafile=str(hq_dir / "ca.crt"))
+        idle_tls = ca.wrap_socket(socket.create_connection(("127.0.0.1", tls_port)), server_hostname="localhost")
+        conns += [silent, after_request, silent_tls, stalled_tls, idle_tls]
         assert wait_closed_by_server(silent) == b""
         reply = wait_closed_by_server(after_request)
         assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
-        silent.close()
-        after_request.close()
+        assert wait_closed_by_server(silent_tls) == b""
+        assert not wait_closed_by_server(stalled_tls).startswith(b"HTTP")  # at most a TLS alert
+        assert wait_closed_by_server(idle_tls) == b""  # after a full handshake, no request
         assert hq.status()["node"]["pid"] == hq.proc.pid
     finally:
+        for s in conns:
+            s.close()
         stop_all([hq])
