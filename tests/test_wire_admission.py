@@ -97,3 +97,33 @@ def test_wait_s_says_exactly_when_the_next_token_comes(moments, rate, burst):
         else:
             assert not lim.allow("k", t)
             assert lim.wait_s("k", t + wait + 1e-6) == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=8),
+       st.lists(st.tuples(st.sampled_from(["add", "spoke", "remove"]), st.integers(min_value=0, max_value=30)),
+                max_size=200))
+def test_pending_set_drops_silent_before_speaking_and_stays_under_its_cap(cap, ops):
+    from meshmeet.wire.admission import PendingSet
+
+    pending = PendingSet(cap)
+    dropped: list[int] = []
+    state: dict[int, str] = {}  # key -> "silent" | "speaking", as a model
+    for op, key in ops:
+        if op == "add" and key not in state:
+            silent_before = [k for k, v in state.items() if v == "silent"]
+            n_dropped = len(dropped)
+            pending.add(key, lambda k=key: dropped.append(k))
+            for k in dropped[n_dropped:]:
+                assert silent_before == [] or state[k] == "silent"  # speaking ones only when no silent one is left
+                del state[k]
+            state[key] = "silent"
+        elif op == "spoke" and key in state:
+            pending.spoke(key)
+            state[key] = "speaking"
+        elif op == "remove":
+            pending.remove(key)
+            state.pop(key, None)
+        assert len(pending) == len(state) <= cap
+        assert pending.silent() == sum(v == "silent" for v in state.values())
+        assert pending.dropped == len(dropped)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -31,7 +30,7 @@ from ..wire import (
     Role,
     RttSample,
 )
-from ..wire.admission import ConnectionCounter, SourceRateLimiter, source_key
+from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +214,9 @@ class LinkManager:
         self.listen_port: int | None = None
         self.limits = limits
         self._connections = ConnectionCounter(limits.max_connections, limits.max_per_address)
-        # Accepted, not yet authenticated, oldest first: silent (nothing received yet), then speaking.
-        self._silent: OrderedDict[int, trio.CancelScope] = OrderedDict()
-        self._pending: OrderedDict[int, trio.CancelScope] = OrderedDict()
+        self._pending = PendingSet(limits.max_pending)  # accepted, not yet authenticated
         self._handshake_rate = SourceRateLimiter(limits.handshakes_per_s, limits.handshake_burst)
         self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
-        self.dropped_pending = 0
         self.refused_connections = 0
         self._silent_by_source: dict[str, int] = {}
 
@@ -317,9 +313,9 @@ class LinkManager:
         """What the listener refused, for status."""
         return {
             "connections": self._connections.total,
-            "pending": len(self._silent) + len(self._pending),
+            "pending": len(self._pending),
             "refused_connections": self.refused_connections,
-            "dropped_pending": self.dropped_pending,
+            "dropped_pending": self._pending.dropped,
             "refused_handshakes": self._handshake_rate.refused,
             "refused_joins": self._join_rate.refused,
         }
@@ -353,32 +349,20 @@ class LinkManager:
                 if left:
                     self._silent_by_source[source] = left
 
+        def spoke() -> None:
+            no_longer_silent()
+            self._pending.spoke(scope)
+
+        scope = trio.CancelScope()
         try:
-            with trio.CancelScope() as scope:
-                key = id(scope)
-                self._admit_pending(key, scope)
-
-                def spoke() -> None:
-                    no_longer_silent()
-                    if self._silent.pop(key, None) is not None:
-                        self._pending[key] = scope
-
-                await self._serve_accepted(stream, address, source, spoke, lambda: self._pending.pop(key, None))
+            with scope:
+                self._pending.add(scope, scope.cancel)  # may drop the oldest pending one
+                await self._serve_accepted(stream, address, source, spoke, lambda: self._pending.remove(scope))
         finally:
             no_longer_silent()
-            self._silent.pop(id(scope), None)
-            self._pending.pop(id(scope), None)
+            self._pending.remove(scope)
             self._connections.close(source)
             await trio.aclose_forcefully(stream)
-
-    def _admit_pending(self, key: int, scope: trio.CancelScope) -> None:
-        """Count a new unauthenticated connection; at the cap, drop the oldest silent one (else the
-        oldest one mid-handshake) to make room: an idle flood cannot crowd out a member's handshake."""
-        while len(self._silent) + len(self._pending) >= self.limits.max_pending:
-            _, oldest = (self._silent or self._pending).popitem(last=False)
-            oldest.cancel()
-            self.dropped_pending += 1
-        self._silent[key] = scope
 
     async def _serve_accepted(
         self,

@@ -1,5 +1,8 @@
 """Admission control for listeners, sans-IO: per-source token buckets and connection counts.
 
+``PendingSet`` keeps the connections not yet authenticated, oldest first, in two stages (silent,
+then speaking) and, at its cap, drops the oldest silent one (else the oldest speaking one) to make
+room, so an idle flood cannot crowd out a peer that is already handshaking.
 ``SourceRateLimiter`` answers "may this source start one more expensive thing now?" with a token
 bucket per source address (refill ``rate_per_s``, capacity ``burst``); the link listener asks it
 before a stranger can make the node sign a handshake reply or check a join request.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 MAX_SOURCES = 4096
@@ -130,3 +134,43 @@ class ConnectionCounter:
 
     def count(self, source: str) -> int:
         return self._by_source.get(source, 0)
+
+
+class PendingSet:
+    """Unauthenticated connections by key, each with the callable that drops it."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self.dropped = 0
+        self._silent: OrderedDict[Hashable, Callable[[], object]] = OrderedDict()
+        self._speaking: OrderedDict[Hashable, Callable[[], object]] = OrderedDict()
+
+    def add(self, key: Hashable, drop: Callable[[], object]) -> None:
+        """A new, silent connection; at the cap the oldest silent (else speaking) one is dropped first."""
+        while len(self) >= self.max_entries:
+            _, oldest = (self._silent or self._speaking).popitem(last=False)
+            self.dropped += 1
+            oldest()
+        self._silent[key] = drop
+
+    def spoke(self, key: Hashable) -> None:
+        """The connection sent something worth answering: drop it only after every silent one."""
+        drop = self._silent.pop(key, None)
+        if drop is not None:
+            self._speaking[key] = drop
+
+    def remove(self, key: Hashable) -> None:
+        """Authenticated or closed: no longer pending (unknown keys are ignored)."""
+        self._silent.pop(key, None)
+        self._speaking.pop(key, None)
+
+    def silent(self) -> int:
+        return len(self._silent)
+
+    def __len__(self) -> int:
+        return len(self._silent) + len(self._speaking)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._silent or key in self._speaking
