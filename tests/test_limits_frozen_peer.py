@@ -55,7 +55,8 @@ def test_frozen_hall_mid_transfer_is_marked_down_and_relinks(tmp_path):
         opened_before = {l["peer"]: l for l in hq.status()["links"]}[hall.node_id]["links_opened"]
 
         d = str(hq.data_dir)
-        mid = meshmeet("meeting", "create", "--data-dir", d, "--title", "Họp", "--starts", "2025-06-01T08:00").stdout.strip()
+        mid = meshmeet("meeting", "create", "--data-dir", d, "--title", "Họp",
+                       "--starts", "2025-06-01T08:00").stdout.strip()
         doc = tmp_path / "to-trinh.pdf"
         with open(doc, "wb") as f:
             for _ in range(DOC_BYTES >> 20):
@@ -81,7 +82,8 @@ def test_frozen_hall_mid_transfer_is_marked_down_and_relinks(tmp_path):
                  "the thawed hall to relink")
         after = {l["peer"]: l for l in hq.status()["links"]}[hall.node_id]
         assert after["links_opened"] > opened_before
-        wait_for(lambda: hall.status()["sync"]["pending_chunks"] == 0 and chunks_received(hall) >= DOC_BYTES // (256 * 1024),
+        all_chunks = DOC_BYTES // (256 * 1024)
+        wait_for(lambda: hall.status()["sync"]["pending_chunks"] == 0 and chunks_received(hall) >= all_chunks,
                  "the document to finish at the hall", timeout=180)
     finally:
         stop_all(nodes)

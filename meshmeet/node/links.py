@@ -331,7 +331,8 @@ class LinkManager:
                 continue
             address = _peer_address(stream)
             source = source_key(address.rpartition(":")[0])
-            if self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address or not self._connections.open(source):
+            too_many_silent = self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address
+            if too_many_silent or not self._connections.open(source):
                 self.refused_connections += 1
                 stream.socket.close()
                 continue

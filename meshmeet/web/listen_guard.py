@@ -228,7 +228,10 @@ class GuardedLoop(asyncio.SelectorEventLoop):
                 trim(0)
                 self.trims += 1
 
-    async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kwargs):  # type: ignore[override]
+    async def create_server(  # type: ignore[override]
+        self, protocol_factory, host=None, port=None, *, ssl=None, **kwargs
+    ) -> asyncio.Server:
+        """As asyncio's, but the returned server accepts through a ListenerGuard (it is not serving itself)."""
         kwargs["start_serving"] = False  # the guard accepts instead of asyncio's own accept loop
         kwargs.pop("ssl_handshake_timeout", None)
         server = await super().create_server(protocol_factory, host, port, ssl=ssl, **kwargs)

@@ -17,6 +17,8 @@ naming the hall's short id (HQ answers some with a signed msg2). Sources are spr
 per-listener caps must hold); connections the node closes are reopened every second.
 
 Goals (the issue's): attack latency and re-link within 2x of quiet, RSS growth under 50 MB.
+ABUSE_HTTPS_IDLE, ABUSE_HTTPS_HALF_OPEN, ABUSE_MESH_IDLE and ABUSE_HANDSHAKES_PER_S override the
+attack's size (to see which part costs what).
 Takes about a minute. Never run it in a loop on the shared machine; it only ever connects to
 127.0.0.1.
 
