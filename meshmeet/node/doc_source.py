@@ -61,12 +61,13 @@ def _open_checked(path: str, data_dir: Path, *, inside_ok: bool) -> tuple[Binary
             raise SourceRefused("là liên kết tượng trưng; hãy đưa đường dẫn tới chính tệp đó",
                                 "is a symbolic link; give the path of the file itself") from None
         raise SourceRefused(f"không mở được tệp ({e.strerror})", f"cannot open the file ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SourceRefused("không phải tệp thường (thiết bị, ống, thư mục...)",
+                            "is not a regular file (a device, pipe, socket or directory)")
     f = os.fdopen(fd, "rb")
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceRefused("không phải tệp thường (thiết bị, ống, thư mục...)",
-                                "is not a regular file (a device, pipe, socket or directory)")
         real = _real_path(fd, path)
         if _is_system(real, st):
             raise SourceRefused("là tệp hệ thống (/proc, /sys, /dev), không phải tài liệu",
