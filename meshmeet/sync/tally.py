@@ -7,10 +7,10 @@ same rows counts the same.
   ballots, taken in (at, voter) order, stay within that node's head count; the ballot that
   would pass it, and every later one of that node, is `over_checkin`.
 - When HQ closes the motion it writes the close record (the motion's `result`: the counts,
-  `present`, and `counted` = {node: [voter, ...]}, the ballots it counted). From then on
-  exactly the ballots listed count, everywhere, with the head count frozen in the record;
-  every other ballot is `late`: cast after the close, or still on its way (a partition) when
-  HQ closed. Late ballots stay stored and are listed in `uncounted` with their reason. A
+  `present`, `counted` = {node: [voter, ...]}, the ballots it counted, and `over`, those it held
+  beyond a check-in). From then on exactly the ballots listed in `counted` count, everywhere,
+  with the head count frozen in the record; those in `over` stay `over_checkin`, and every
+  other ballot is `late`: cast after the close, or still on its way (a partition) when HQ closed. Late ballots stay stored and are listed in `uncounted` with their reason. A
   close record without `counted` (written before this rule) is counted as if open.
 This module must never read the store, the roster or a clock.
 """
@@ -68,12 +68,14 @@ def _order(ballot: Row) -> tuple:
 def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]) -> dict[str, Any]:
     """The tally of one motion from its ballot rows and the head counts of its meeting.
 
-    Returns yes/no/abstain, turnout, present, quorum, passed, rule, `per_node` ({node: {choice:
-    count}} of counted ballots), `counted` ({node: [voter]}, what a close record lists) and
-    `uncounted` (every other ballot with its `reason`: late, over_checkin or invalid).
+    Returns yes/no/abstain, turnout, present, quorum, passed, rule, closed, `per_node` ({node:
+    {choice: count}} of counted ballots), `counted` and `over` ({node: [voter]}, what a close
+    record lists) and `uncounted` (every other ballot with its `reason`: late, over_checkin or
+    invalid).
     """
     record = close_record(motion)
     listed = {node: set(voters) for node, voters in record["counted"].items()} if record else None
+    over_listed = record.get("over") if record and isinstance(record.get("over"), dict) else {}
     if record is not None and type(record.get("present")) is int:
         total_present = record["present"]
     else:
@@ -94,7 +96,7 @@ def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]
                 reason = "invalid"
             elif listed is not None:
                 if b.get("voter") not in listed.get(node, ()):
-                    reason = "late"
+                    reason = "over_checkin" if b.get("voter") in (over_listed.get(node) or ()) else "late"
             elif full or b["count"] > room:
                 full, reason = True, "over_checkin"
             else:
@@ -106,6 +108,10 @@ def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]
             counts[b["choice"]] += b["count"]
             per_node.setdefault(node, dict.fromkeys(CHOICES, 0))[b["choice"]] += b["count"]
             counted.setdefault(node, []).append(str(b.get("voter")))
+    over: dict[str, list[str]] = {}
+    for u in uncounted:
+        if u["reason"] == "over_checkin":
+            over.setdefault(u["node"], []).append(str(u["voter"]))
     turnout = sum(counts.values())
     rule = motion.get("rule")
     base = max(total_present, turnout)
@@ -113,10 +119,11 @@ def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]
     passed = counts["yes"] * 2 > base if rule == "majority" else counts["yes"] * 3 >= base * 2 > 0
     return {**counts, "turnout": turnout, "present": total_present, "quorum": quorum,
             "passed": bool(passed) and quorum, "rule": rule, "closed": record is not None,
-            "per_node": per_node, "counted": {n: sorted(v) for n, v in counted.items()}, "uncounted": uncounted}
+            "per_node": per_node, "counted": {n: sorted(v) for n, v in counted.items()},
+            "over": {n: sorted(v) for n, v in over.items()}, "uncounted": uncounted}
 
 
 def record_of(result: Mapping[str, Any]) -> str:
     """The close record HQ writes into the motion's `result` (canonical JSON)."""
-    keep = ("yes", "no", "abstain", "turnout", "present", "quorum", "passed", "rule", "counted")
+    keep = ("yes", "no", "abstain", "turnout", "present", "quorum", "passed", "rule", "counted", "over")
     return json.dumps({k: result[k] for k in keep}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
