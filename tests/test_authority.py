@@ -52,7 +52,8 @@ def logged(store: Store, after: dict | None = None) -> list[SignedBatch]:
 
 def signed(key: KeyPair, seq: int, changes: list[tuple]) -> SignedBatch:
     """A batch as a protocol-aware attacker builds it: (table id, op, key, {column index: value})."""
-    b = encode_batch(key, seq, [((1 << 40) + i, tid, op, k, v) for i, (tid, op, k, v) in enumerate(changes)])
+    base = int((T0 + 60) * 1000) << 16  # a minute after the honest writes: newer, so it would win a merge
+    b = encode_batch(key, seq, [(base + i, tid, op, k, v) for i, (tid, op, k, v) in enumerate(changes)])
     return decode_batch(b.body, b.sig)
 
 
