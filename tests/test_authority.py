@@ -382,3 +382,21 @@ def test_a_signed_batch_applies_exactly_when_the_table_allows_and_replicas_agree
             else:  # HQ held it when it closed: counted, unless beyond the node's check-in
                 assert reasons.get((key.node_id, e[2][2])) in (None, "over_checkin")
     assert own and replicas[0].integrity_ok()
+
+
+def test_minutes_show_uncounted_ballots_and_keep_other_records_unchanged() -> None:
+    from meshmeet.web.app.minutes import minutes_record
+    hq, hall, mid, motion = commune()
+    m.close_motion(hq, motion)
+    late = signed(HALL1, hall.version_vector()[HALL1.node_id] + 1,
+                  [(7, OP_UPSERT, (motion, HALL1.node_id, "#no"), {0: "no", 1: 4, 2: T0})])
+    hq.apply([late])
+    motions = [{**mo, "tally": m.tally(hq, mo["id"])} for mo in hq.rows("motions")]
+    answer = {"meeting": hq.get("meetings", mid), "agenda": [], "attendance": {"per_hall": []}, "motions": motions}
+    record = minutes_record(answer, [], {HALL1.node_id: "Thôn 1"})
+    [shown] = record["motions"]
+    assert shown["result"]["no"] == 0 and shown["result"]["yes"] == 20
+    assert shown["uncounted"] == [{"site": "Thôn 1", "voter": "#no", "choice": "no", "count": 4, "reason": "late"}]
+    quiet = minutes_record({**answer, "motions": [{**motions[0], "tally": {**motions[0]["tally"], "uncounted": []}}]},
+                           [], {})
+    assert "uncounted" not in quiet["motions"][0]
