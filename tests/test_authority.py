@@ -123,13 +123,27 @@ def test_ballots_beyond_a_halls_check_in_are_not_counted() -> None:
         m.vote(hall, motion, "no", count=11)
     m.vote(hall, motion, "no", count=10)
     record = m.close_motion(hq, motion)
-    assert record["counted"] == {HALL1.node_id: ["#yes"]}  # the hall's 10 had not arrived
+    assert record["counted"] == {HALL1.node_id: {"#yes": ["yes", 20]}}  # the hall's 10 had not arrived
     assert record["over"] == {HALL2.node_id: ["#no"]}
     hq.apply(logged(hall))
     t = m.tally(hq, motion)
     assert (t["yes"], t["no"]) == (20, 0)
     assert sorted((u["node"], u["reason"]) for u in t["uncounted"]) == sorted(
         [(HALL2.node_id, "over_checkin"), (HALL1.node_id, "late")])
+
+
+def test_a_hall_cannot_rewrite_a_counted_ballot_after_the_close() -> None:
+    """Add-only keeps a key's earliest add, and a hall signs its own clocks: re-adding its counted
+    ballot with an earlier clock replaces the row everywhere, but HQ's close record still counts."""
+    hq, hall, mid, motion = commune()
+    m.close_motion(hq, motion)
+    early = encode_batch(HALL1, hall.version_vector()[HALL1.node_id] + 1,
+                         [(1 << 40, 7, OP_UPSERT, (motion, HALL1.node_id, "#yes"), {0: "yes", 1: 30, 2: T0})])
+    assert hq.apply([decode_batch(early.body, early.sig)]).changes_applied == 1
+    assert hq.get("ballots", (motion, HALL1.node_id, "#yes"))["count"] == 30  # the row did change
+    t = m.tally(hq, motion)
+    assert (t["yes"], t["turnout"], t["per_node"]) == (20, 20, {HALL1.node_id: {"yes": 20, "no": 0, "abstain": 0}})
+    assert [(u["count"], u["reason"]) for u in t["uncounted"]] == [(30, "changed")]
 
 
 def test_hq_close_record_decides_at_every_replica_whatever_the_order() -> None:

@@ -7,10 +7,11 @@ same rows counts the same.
   ballots, taken in (at, voter) order, stay within that node's head count; the ballot that
   would pass it, and every later one of that node, is `over_checkin`.
 - When HQ closes the motion it writes the close record (the motion's `result`: the counts,
-  `present`, `counted` = {node: [voter, ...]}, the ballots it counted, and `over`, those it held
-  beyond a check-in). From then on exactly the ballots listed in `counted` count, everywhere,
-  with the head count frozen in the record; those in `over` stay `over_checkin`, and every
-  other ballot is `late`: cast after the close, or still on its way (a partition) when HQ closed. Late ballots stay stored and are listed in `uncounted` with their reason. A
+  `present`, `counted` = {node: {voter: [choice, count]}}, the ballots it counted, and `over`,
+  those it held beyond a check-in). From then on exactly what `counted` lists counts,
+  everywhere, with the head count frozen in the record; ballots in `over` stay `over_checkin`,
+  a listed ballot whose row now says otherwise is `changed`, and every other ballot is `late`:
+  cast after the close, or still on its way (a partition) when HQ closed. Late ballots stay stored and are listed in `uncounted` with their reason. A
   close record without `counted` (written before this rule) is counted as if open.
 This module must never read the store, the roster or a clock.
 """
@@ -50,9 +51,17 @@ def close_record(motion: Row) -> dict[str, Any] | None:
     except ValueError:
         return None
     counted = record.get("counted") if isinstance(record, dict) else None
-    if not isinstance(counted, dict) or not all(isinstance(v, list) for v in counted.values()):
+    if not isinstance(counted, dict) or not all(isinstance(v, dict) for v in counted.values()):
         return None
     return record
+
+
+def _entry(value: Any) -> tuple[str, int] | None:
+    """A close record's [choice, count] for one ballot, if well formed."""
+    if isinstance(value, list) and len(value) == 2 and value[0] in BALLOT_CHOICES \
+            and type(value[1]) is int and 1 <= value[1] <= MAX_PEOPLE:
+        return value[0], value[1]
+    return None
 
 
 def _well_formed(ballot: Row) -> bool:
@@ -69,45 +78,60 @@ def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]
     """The tally of one motion from its ballot rows and the head counts of its meeting.
 
     Returns yes/no/abstain, turnout, present, quorum, passed, rule, closed, `per_node` ({node:
-    {choice: count}} of counted ballots), `counted` and `over` ({node: [voter]}, what a close
-    record lists) and `uncounted` (every other ballot with its `reason`: late, over_checkin or
-    invalid).
+    {choice: count}} of counted ballots), `counted` ({node: {voter: [choice, count]}}) and
+    `over` ({node: [voter]}), what a close record lists, and `uncounted`: every other ballot
+    row with its `reason`: late, over_checkin, invalid, or changed (a row that no longer says
+    what HQ counted at the close: only its own origin can make one, by re-adding the key with an
+    earlier clock; the close record's numbers still count).
     """
     record = close_record(motion)
-    listed = {node: set(voters) for node, voters in record["counted"].items()} if record else None
-    over_listed = record.get("over") if record and isinstance(record.get("over"), dict) else {}
-    if record is not None and type(record.get("present")) is int:
-        total_present = record["present"]
-    else:
-        total_present = sum(present.values())
+    counts = dict.fromkeys(CHOICES, 0)
+    per_node: dict[str, dict[str, int]] = {}
+    counted: dict[str, dict[str, list]] = {}
+    uncounted: list[dict[str, Any]] = []
+
+    def count(node: str, voter: str, choice: str, n: int) -> None:
+        counts[choice] += n
+        per_node.setdefault(node, dict.fromkeys(CHOICES, 0))[choice] += n
+        counted.setdefault(node, {})[voter] = [choice, n]
+
+    def skip(b: Row, reason: str) -> None:
+        uncounted.append({"node": str(b.get("node")), "voter": b.get("voter"), "choice": b.get("choice"),
+                          "count": b.get("count"), "at": b.get("at"), "reason": reason})
+
     by_node: dict[str, list[Row]] = {}
     for b in ballots:
         by_node.setdefault(str(b.get("node")), []).append(b)
-    counts = dict.fromkeys(CHOICES, 0)
-    per_node: dict[str, dict[str, int]] = {}
-    counted: dict[str, list[str]] = {}
-    uncounted: list[dict[str, Any]] = []
-    for node in sorted(by_node):
-        room = present.get(node, 0)
-        full = False
-        for b in sorted(by_node[node], key=_order):
-            reason = None
-            if not _well_formed(b):
-                reason = "invalid"
-            elif listed is not None:
-                if b.get("voter") not in listed.get(node, ()):
-                    reason = "over_checkin" if b.get("voter") in (over_listed.get(node) or ()) else "late"
-            elif full or b["count"] > room:
-                full, reason = True, "over_checkin"
-            else:
-                room -= b["count"]
-            if reason is not None:
-                uncounted.append({"node": node, "voter": b.get("voter"), "choice": b.get("choice"),
-                                  "count": b.get("count"), "at": b.get("at"), "reason": reason})
-                continue
-            counts[b["choice"]] += b["count"]
-            per_node.setdefault(node, dict.fromkeys(CHOICES, 0))[b["choice"]] += b["count"]
-            counted.setdefault(node, []).append(str(b.get("voter")))
+    if record is not None:  # closed: exactly what HQ counted, whatever arrived since
+        total_present = record["present"] if type(record.get("present")) is int else sum(present.values())
+        over_listed = record.get("over") if isinstance(record.get("over"), dict) else {}
+        for node in sorted(record["counted"]):
+            for voter, value in sorted(record["counted"][node].items()):
+                entry = _entry(value)
+                if entry is not None:
+                    count(str(node), str(voter), *entry)
+        for node in sorted(by_node):
+            listed = record["counted"].get(node) or {}
+            for b in sorted(by_node[node], key=_order):
+                entry = _entry(listed.get(b.get("voter")))
+                if entry is None:
+                    skip(b, "invalid" if not _well_formed(b) else
+                         "over_checkin" if b.get("voter") in (over_listed.get(node) or ()) else "late")
+                elif entry != (b.get("choice"), b.get("count")):
+                    skip(b, "changed")
+    else:  # open (or closed before v5): within each node's check-in, in (at, voter) order
+        total_present = sum(present.values())
+        for node in sorted(by_node):
+            room, full = present.get(node, 0), False
+            for b in sorted(by_node[node], key=_order):
+                if not _well_formed(b):
+                    skip(b, "invalid")
+                elif full or b["count"] > room:
+                    full = True
+                    skip(b, "over_checkin")
+                else:
+                    room -= b["count"]
+                    count(node, str(b.get("voter")), b["choice"], b["count"])
     over: dict[str, list[str]] = {}
     for u in uncounted:
         if u["reason"] == "over_checkin":
@@ -119,8 +143,8 @@ def count_motion(motion: Row, ballots: Iterable[Row], present: Mapping[str, int]
     passed = counts["yes"] * 2 > base if rule == "majority" else counts["yes"] * 3 >= base * 2 > 0
     return {**counts, "turnout": turnout, "present": total_present, "quorum": quorum,
             "passed": bool(passed) and quorum, "rule": rule, "closed": record is not None,
-            "per_node": per_node, "counted": {n: sorted(v) for n, v in counted.items()},
-            "over": {n: sorted(v) for n, v in over.items()}, "uncounted": uncounted}
+            "per_node": per_node, "counted": counted, "over": {n: sorted(v) for n, v in over.items()},
+            "uncounted": uncounted}
 
 
 def record_of(result: Mapping[str, Any]) -> str:
