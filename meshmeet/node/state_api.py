@@ -119,7 +119,8 @@ class StateApi:
         item = arg_id(args, "current_item", required=False)
         title = arg_str(args, "title", required=False)
         if status is not None or item is not None:  # the title: HQ or the meeting's creator (the store checks)
-            self._require_hq("đổi trạng thái hoặc mục hiện tại của cuộc họp", "change a meeting's status or current item")
+            self._require_hq("đổi trạng thái hoặc mục hiện tại của cuộc họp",
+                             "change a meeting's status or current item")
 
         def run() -> None:
             self.need_meeting(mid)

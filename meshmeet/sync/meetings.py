@@ -176,7 +176,8 @@ def checkin(store: Store, meeting_id: str, present: int, at: float | None = None
     """Record this hall's head count; the latest check-in of each hall counts."""
     _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
     if type(present) is not int or not 0 <= present <= MAX_PEOPLE:
-        raise SyncError(f"Số người có mặt phải là số nguyên 0..{MAX_PEOPLE}", f"present must be an integer 0..{MAX_PEOPLE}")
+        raise SyncError(f"Số người có mặt phải là số nguyên 0..{MAX_PEOPLE}",
+                        f"present must be an integer 0..{MAX_PEOPLE}")
     cid = new_id()
     store.write("attendance", cid, {"meeting_id": meeting_id, "node": store.node_id, "present": present,
                                     "at": store.clock() if at is None else at})

@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .authority import COLUMNS, MAX_MEMBER_CHARS, NAMESPACED, Col, namespace_of
 from .batch import OP_DELETE
-from .authority import (BALLOT_CHOICES, COLUMNS, HALL_SPEAK_STATES, MAX_MEMBER_CHARS, MOTION_RULES, NAMESPACED,
-                        Col, namespace_of)
 from .schema import ADDONLY, LWW, TableSpec
 
 MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 32 * 1024  # a document row of 200 MB lists 800 chunk names: 25,600 bytes
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-HALL_QUEUE_STATES = HALL_SPEAK_STATES
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,8 @@ BAD_VALUE = _bad("Giá trị sai kiểu hoặc quá lớn", "value of the wrong 
 DELETE_VALUES = _bad("Lệnh xóa không được kèm giá trị", "a delete carries no values")
 NO_DELETE_ADDONLY = _bad("Bảng chỉ-thêm không cho xóa", "rows of an add-only table cannot be deleted")
 BAD_CHOICE = _bad("Phiếu phải là yes/no/abstain với số lượng >= 1", "a ballot is yes/no/abstain with count >= 1")
-BAD_VOTER = _bad("Phiếu tổng của điểm cầu là #<lựa chọn> đúng lựa chọn đó; phiếu của một người là @<tên> với số lượng 1",
+BAD_VOTER = _bad("Phiếu tổng của điểm cầu là #<lựa chọn> đúng lựa chọn đó; "
+                 "phiếu của một người là @<tên> với số lượng 1",
                  "a hall's tally ballot is #<choice> for that choice; a member's is @<name> with count 1")
 BAD_RULE = _bad("Quy tắc biểu quyết phải là majority hoặc two-thirds", "motion rule must be majority or two-thirds")
 BAD_PRESENT = _bad("Số người có mặt phải >= 0", "present count must be >= 0")
@@ -120,10 +119,12 @@ def _compile(spec: TableSpec, index: int) -> _ColCheck:
     column = spec.columns[index].name
     c = COLUMNS[spec.name][column]
     where_vi, where_en = f"cột {column} của {_TABLE_VI.get(spec.name, spec.name)}", f"{spec.name}.{column}"
-    out = _bad(f"Giá trị {where_vi} phải trong khoảng {c.low}..{c.high}", f"{where_en} must be within {c.low}..{c.high}")
+    out = _bad(f"Giá trị {where_vi} phải trong khoảng {c.low}..{c.high}",
+               f"{where_en} must be within {c.low}..{c.high}")
     if spec.name == "ballots":
         choice = missing = BAD_CHOICE
-        out = _bad(f"Số phiếu phải trong khoảng {c.low}..{c.high}", f"a ballot's count must be within {c.low}..{c.high}")
+        out = _bad(f"Số phiếu phải trong khoảng {c.low}..{c.high}",
+                   f"a ballot's count must be within {c.low}..{c.high}")
     elif spec.name == "motions" and column == "rule":
         choice = missing = BAD_RULE
     elif spec.name == "attendance" and column == "present":

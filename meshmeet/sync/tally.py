@@ -11,8 +11,9 @@ same rows counts the same.
   those it held beyond a check-in). From then on exactly what `counted` lists counts,
   everywhere, with the head count frozen in the record; ballots in `over` stay `over_checkin`,
   a listed ballot whose row now says otherwise is `changed`, and every other ballot is `late`:
-  cast after the close, or still on its way (a partition) when HQ closed. Late ballots stay stored and are listed in `uncounted` with their reason. A
-  close record without `counted` (written before this rule) is counted as if open.
+  cast after the close, or still on its way (a partition) when HQ closed. Uncounted ballots
+  stay stored and are listed in `uncounted` with their reason. A close record without
+  `counted` (written before schema v5) is counted as if open.
 This module must never read the store, the roster or a clock.
 """
 
