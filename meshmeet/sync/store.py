@@ -34,7 +34,7 @@ from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
 from .merge import Merger, MergeItem
 from .rules import Rejection, Rules
-from .schema import LATEST_VERSION, LWW, TableSpec, migrate, specs_for
+from .schema import LATEST_VERSION, LWW, REPLAY_FLAG, TableSpec, migrate, specs_for
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class Store(ChunkStore):
         for name, value in self._conn.execute("SELECT name, value FROM local_state"):
             if name in Counters.__dataclass_fields__:
                 setattr(self.counters, name, value)
-        if 0 < before < self.version:
+        replay = self._conn.execute("SELECT value FROM local_state WHERE name=?", (REPLAY_FLAG,)).fetchone()
+        if 0 < before < self.version or replay:
             self._replay()
 
     # ----------------------------------------------------------------- transactions
@@ -360,6 +361,7 @@ class Store(ChunkStore):
                     if self.rules.check(role, origin, tid, op, pk, values) is None:
                         items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
             self._merge(items)
+            self._conn.execute("DELETE FROM local_state WHERE name=?", (REPLAY_FLAG,))
 
     def _merge(self, items: list[MergeItem], also_touched: AbstractSet[str] = frozenset()) -> set[str]:
         """Merge changes into their tables (merge.py); names of the tables touched, with
