@@ -243,13 +243,13 @@ def _boundary(context: GatewayContext) -> Callable:
     @web.middleware
     async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if not boundary.host_allowed(request.headers.get("Host"), context.allowed_hosts):
-            log.info("refused %s %s for Host %r", request.method, request.path, request.headers.get("Host", "")[:80])
+            log.debug("refused %s %s for Host %r", request.method, request.path, request.headers.get("Host", "")[:80])
             raise ApiError(421, "bad_host", "Nút này không phục vụ tên máy chủ đó (hãy dùng địa chỉ IP hoặc tên của nút)",
                            "this node does not answer to that host name (use its IP address or its own name)")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if (upgrade or request.method not in SAFE_METHODS) and not boundary.origin_allowed(
                 request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.host, request.scheme):
-            log.info("refused cross-origin %s %s from %r", request.method, request.path, request.headers.get("Origin", "")[:80])
+            log.debug("refused cross-origin %s %s from %r", request.method, request.path, request.headers.get("Origin", "")[:80])
             raise ApiError(403, "cross_origin", "Yêu cầu từ trang web khác bị từ chối", "request from another web site refused")
         return await handler(request)
 
