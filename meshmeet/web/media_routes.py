@@ -10,8 +10,12 @@ replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts ever
 `node_media_setup(...)` is the gateway hook a node uses (hub fed from the node's "media" topic,
 presenter chunks and keyframe requests sent to the node as inbound "media_up").
 
-This module must never import trio, touch node state, or decide quality itself (the relay core
-does); its only ways out are the WebSockets and the `upstream` callable it is given.
+What browsers send is checked before it goes anywhere: the presenter socket takes only well-formed
+media messages, a hall socket only keyframe / audio-rate requests; anything else (text, junk, a
+hall sending media) closes that one socket with 1008. Cross-origin upgrades never get here (the
+gateway's boundary refuses them). This module must never import trio, touch node state, or decide
+quality itself (the relay core does); its only ways out are the WebSockets and the `upstream`
+callable it is given.
 """
 
 from __future__ import annotations

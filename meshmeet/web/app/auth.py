@@ -1,4 +1,4 @@
-"""Chair access: the PIN file (scrypt hash), expiring sessions and the wrong-PIN rate limit.
+"""Chair access: the PIN file (scrypt hash), expiring sessions and the per-client wrong-PIN limit.
 
 Pure and clock-free: every method that needs time takes `now: float` (seconds). The PIN is never
 stored or logged, only its scrypt hash in DIR/chair-pin (0600). This module must never import

@@ -1,5 +1,7 @@
 """The hall web app's aiohttp side: pages, chair login/sessions, document upload and download,
-CA download, minutes, the API guard and the HTTPS listener, mounted on the gateway app by `make_setup`.
+CA download, minutes, the API guard (the node's local API token for the CLI, else the chair session
+for chair calls; loopback alone grants nothing) and the HTTPS listener, mounted on the gateway app
+by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
 reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
