@@ -22,7 +22,8 @@ from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
 from ..join import JoinAccepted, JoinServer
 from ..roster import Entry, RosterError, RosterGossip
-from ..web.api import ApiError, dispatch_table
+from ..diskfull import DiskFull
+from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
 from .discovery import Discovery, Sighting
@@ -135,7 +136,7 @@ class Node:
                 nursery,
                 host=cfg.http.host,
                 port=cfg.http.port,
-                api=dispatch_table(self.api_handlers),
+                api=_disk_full_is_507(dispatch_table(self.api_handlers)),
                 app_setup=list(self.web_setups),
             ) as gateway:
                 self.gateway = gateway
@@ -322,6 +323,18 @@ class Node:
             (DataDir(self.data_dir).run / RUN_FILE).unlink()
         except OSError:
             pass
+
+
+def _disk_full_is_507(api: ApiCall) -> ApiCall:
+    """Every API handler's DiskFull becomes HTTP 507 with the bilingual message (docs/api.md)."""
+
+    async def call(name: str, args: dict) -> dict:
+        try:
+            return await api(name, args)
+        except DiskFull as e:
+            raise ApiError(507, "disk_full", e.vi, e.en) from None
+
+    return call
 
 
 def read_run_file(data_dir: Path) -> dict | None:
