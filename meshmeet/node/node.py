@@ -26,7 +26,8 @@ from ..diskfull import DiskFull
 from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
-from .discovery import Discovery, Sighting
+from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
+from .sightings import Sightings
 from .links import RECEIVE_BYTES, LinkManager
 
 log = logging.getLogger(__name__)
@@ -175,19 +176,27 @@ class Node:
         return self.plugins.get("TreeService")
 
     async def _discover(self, nursery: trio.Nursery) -> None:
-        send, receive = trio.open_memory_channel[Sighting](256)
+        """Publish this node on mDNS and dial what it sees, within the bounds of node/sightings.py
+        (configured peers are dialled by the link manager, unaffected)."""
+        send, receive = trio.open_memory_channel[Sighting | Withdrawn](256)
         discovery = Discovery(
             commune_id=self.roster.commune_id,
             node_id=self.key.node_id,
             port=self.mesh_port or 0,
             interfaces=self.cfg.mdns_interfaces,
             sightings=send,
+            withdrawals=True,
         )
+        dialer = MdnsDialer(
+            Sightings(),
+            dial=self.links._dial_once,  # one dial and its link; the sightings table paces redials
+            is_member=lambda node_id: self.roster.member_by_node_id(node_id) is not None,
+            is_linked=lambda node_id: node_id in self.links.up_peers(),
+            resolve=discovery.resolve,
+        )
+        self.status_extras["mdns"] = dialer.table.status
         nursery.start_soon(discovery.run)
-        async for sighting in receive:
-            if self.roster.member_by_node_id(sighting.node_id) is None:
-                log.debug("mdns: %s is not (yet) on our roster; dialing anyway", sighting.node_id)
-            self.links.add_target(sighting.host, sighting.port, sighting.node_id)
+        await dialer.run(receive)
 
     # ----- messages ---------------------------------------------------------------------------
 
