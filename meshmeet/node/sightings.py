@@ -18,7 +18,7 @@ from dataclasses import dataclass
 MAX_TARGETS = 16              # sightings kept (and dialled) at once
 SIGHTING_TTL_S = 150.0        # not seen again for this long: forgotten (mDNS host records live 120 s)
 BACKOFF_START_S = 1.0         # after one failed dial; doubles per failure, up to
-BACKOFF_MAX_S = 300.0
+BACKOFF_MAX_S = 60.0
 REDIAL_AFTER_LINK_S = 1.0     # a link that came up and ended: dial again after this long
 DIAL_BURST = 8                # dials allowed back to back ...
 DIALS_PER_S = 1.0             # ... and on average, over all targets
