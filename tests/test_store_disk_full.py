@@ -42,11 +42,10 @@ def small_disk(tmp_path: Path):
 def fill(directory: Path) -> Path:
     """A filler file taking every free block."""
     filler = directory / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as e:
             assert is_disk_full(e)
     assert free_bytes(directory) == 0
@@ -130,3 +129,31 @@ def test_a_recording_piece_that_does_not_fit_is_fetched_again_not_restarted(smal
     step(3.0 + R.WRITE_RETRY_S)  # verifies the whole file
     assert (small_disk / "recordings" / "hop-1.mmrec").read_bytes() == data
     assert sync.status()["counters"]["fetched"] == 1
+
+
+def test_the_live_recording_drops_what_does_not_fit_and_goes_on(small_disk: Path) -> None:
+    from meshmeet.media import chunk as C
+    from meshmeet.media.recorder import DISK_RETRY_S, FSYNC_INTERVAL_S, Recorder, read_records
+
+    def audio(i: int) -> bytes:
+        return C.encode(C.Chunk(0, 0, 0, True, 1, i, i * 20000, 20000, bytes([i % 256]) * 4000))
+
+    path = small_disk / "hop.mmrec"
+    rec = Recorder(open(path, "ab"), now=0.0)
+    rec.add(audio(0), 0.0)
+    rec.sync(0.0)
+    filler = fill(small_disk)
+    now = 0.0
+    for i in range(1, 200):  # 4 s of records that cannot be written: never an exception
+        now = i * 0.02
+        rec.add(audio(i), now)
+    rec.sync(now)
+    assert rec.dropped > 0 and rec.disk_full_at is not None
+    assert [r.data for r in read_records(path.read_bytes())] == [audio(0)]  # whole records only
+    filler.unlink()
+    later = now + DISK_RETRY_S
+    rec.add(audio(500), later)
+    rec.sync(later + FSYNC_INTERVAL_S)
+    rec.close()
+    got = [r.data for r in read_records(path.read_bytes())]
+    assert got == [audio(0), audio(500)] and rec.disk_full_at is None
