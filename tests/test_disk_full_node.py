@@ -3,7 +3,7 @@
 The hall's data directory lives on its own 16 MiB tmpfs, a filler file leaves ~1.5 MiB free,
 and HQ adds a 5 MiB document. The hall must stay up, say `disk_full` and how many bytes are
 free in /api/status, answer API writes with 507 and a bilingual message; when the filler is
-deleted it resumes by itself, the document completes with the right SHA-256, what it could
+deleted it resumes by itself (also after a restart while the disk is full), the document completes with the right SHA-256, what it could
 not store earlier is not lost (its state digest meets HQ's), and its SQLite file passes
 `PRAGMA integrity_check`. Needs root (mount); skipped with the reason otherwise.
 """
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 TMPFS_BYTES = 16 * 1024 * 1024
 LEAVE_FREE_BYTES = 1536 * 1024
 DOC_BYTES = 5 * 1024 * 1024
+SPARE_BYTES = 64 * 1024
 
 
 def api(node: NodeProcess, name: str, args: dict | None = None) -> tuple[int, dict]:
@@ -86,6 +87,8 @@ def test_a_hall_whose_disk_fills_stays_up_and_resumes_by_itself(tmp_path: Path, 
         wait_for(lambda: hall.status()["sync"]["digest"] == hq.status()["sync"]["digest"], "meeting at the hall")
         filler = small_disk / "filler"
         filler.write_bytes(b"\0" * (free(small_disk) - LEAVE_FREE_BYTES))
+        spare = small_disk / "spare"
+        spare.write_bytes(b"\0" * SPARE_BYTES)
         data = random.Random(12).randbytes(DOC_BYTES)  # incompressible, bigger than what is free
         doc_path = tmp_path / "ho-so.pdf"
         doc_path.write_bytes(data)
@@ -102,6 +105,14 @@ def test_a_hall_whose_disk_fills_stays_up_and_resumes_by_itself(tmp_path: Path, 
             assert err["code"] == "disk_full" and "đầy" in err["vi"] and "disk is full" in err["en"]
         assert hall.proc.poll() is None  # still running: TV and tablets go on
         assert ok(hall, "meeting", {"id": mid})["meeting"]["title"] == "Họp"  # reads still answer
+
+        # A restart with the disk still full (a service manager restarting it) comes up too.
+        assert hall.stop() == 0
+        spare.unlink()  # room for its run file (which tells the test its address), not for sync
+        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False, log_path=tmp_path / "hall.log")
+        nodes.append(hall)
+        wait_for(lambda: hall.status()["disk"]["state"] == "disk_full", "the restarted hall says disk_full", proc=hall)
+        assert api(hall, "vote", {"motion_id": "m", "choice": "yes"})[0] == 507
 
         filler.unlink()
         wait_for(lambda: ok(hall, "doc", {"id": doc["id"]})["document"]["complete"], "document completes by itself",

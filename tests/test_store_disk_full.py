@@ -157,3 +157,21 @@ def test_the_live_recording_drops_what_does_not_fit_and_goes_on(small_disk: Path
     rec.close()
     got = [r.data for r in read_records(path.read_bytes())]
     assert got == [audio(0), audio(500)] and rec.disk_full_at is None
+
+
+def test_a_store_closed_cleanly_opens_again_on_a_full_disk_for_this_process_alone(small_disk: Path) -> None:
+    import sqlite3
+
+    hq = mk(HQ)
+    mid = m.create_meeting(hq, "Họp")
+    hall = mk(HALL1, small_disk / "state.sqlite")
+    hall.apply([decode_batch(b.body, b.sig) for b in hq.batches_after({})])
+    hall.close()  # a clean close removes state.sqlite-shm; making it again needs free space
+    fill(small_disk)
+    with pytest.raises(sqlite3.OperationalError):
+        mk(HALL1, small_disk / "state.sqlite")
+    again = mk(HALL1, small_disk / "state.sqlite", exclusive=True)  # what SyncService falls back to
+    assert again.get("meetings", mid)["title"] == "Họp" and again.integrity_ok()
+    with pytest.raises(DiskFull):
+        m.checkin(again, mid, 1)
+    again.close()

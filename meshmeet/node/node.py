@@ -22,7 +22,7 @@ from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
 from ..join import JoinAccepted, JoinServer
 from ..roster import Entry, RosterError, RosterGossip
-from ..diskfull import DiskFull
+from ..diskfull import DiskFull, is_disk_full
 from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
@@ -324,8 +324,14 @@ class Node:
         run_dir.mkdir(mode=0o700, exist_ok=True)
         info = {"pid": os.getpid(), "http": self.http_url, "mesh_port": self.mesh_port, "node_id": self.key.node_id}
         tmp = run_dir / (RUN_FILE + ".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, run_dir / RUN_FILE)
+        try:
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, run_dir / RUN_FILE)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            tmp.unlink(missing_ok=True)  # run on: links, media and the web work without it
+            log.error("disk full: %s not written, so `meshmeet` commands will not find this node", RUN_FILE)
 
     def _remove_run_file(self) -> None:
         try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ class SyncService:
 
     def __init__(self, node: "Node") -> None:
         self.node = node
-        self.store = Store(node.data_dir / STATE_FILE, node.key, self.authority)
+        self.disk_full_since: float | None = None  # wall time the disk was found full; None: writable
+        self._disk_retry_at = math.inf
+        self.store = self._open_store()
         self.claims = ChunkClaims()
         self.peers: dict[str, _Peer] = {}
         self.lock = trio.Lock()
@@ -95,8 +98,6 @@ class SyncService:
         self._nursery: trio.Nursery | None = None
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
-        self.disk_full_since: float | None = None  # wall time the disk was found full; None: writable
-        self._disk_retry_at = math.inf
         self._resync: set[str] = set()  # linked peers whose session was closed for a full disk
         self.pace_pieces_per_s: float | None = None  # test hook: cap on chunk pieces sent per second
         self._pace_next = 0.0
@@ -111,6 +112,20 @@ class SyncService:
             node.api_handlers["sync_test_pace"] = self._api_test_pace
 
     # ----- roster ------------------------------------------------------------------------------
+    def _open_store(self) -> Store:
+        """The store; on a disk too full for its shared-memory file, opened for this process
+        alone (sync starts paused) rather than not at all."""
+        path = self.node.data_dir / STATE_FILE
+        try:
+            return Store(path, self.node.key, self.authority)
+        except sqlite3.OperationalError as e:
+            if not 0 <= free_bytes(self.node.data_dir) < DISK_RESUME_FREE_BYTES:
+                raise
+            log.error("sync: the disk is full (%s): the store is opened for this process alone", e)
+            self.disk_full_since = time.time()
+            self._disk_retry_at = -math.inf  # look at the free space as soon as the loop runs
+            return Store(path, self.node.key, self.authority, exclusive=True)
+
     def authority(self, node_id: str) -> str | None:
         """The roster role of a node id ("hq", "hall", "relay"), None when it is not a member."""
         member = self.node.roster.member_by_node_id(node_id)

@@ -114,7 +114,10 @@ class Store(ChunkStore):
     """One node's replicated store."""
 
     def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *,
-                 clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION) -> None:
+                 clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION,
+                 exclusive: bool = False) -> None:
+        """`exclusive`: for this connection alone, with the WAL index in memory instead of in
+        PATH-shm (which cannot be made on a full disk)."""
         self.path = str(path)
         self.key = key
         self.node_id = key.node_id
@@ -122,8 +125,14 @@ class Store(ChunkStore):
         self.clock = clock
         self.counters = Counters()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            if exclusive:
+                self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error:
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(self._conn)
         before, self.version = migrate(self._conn, schema_version)
