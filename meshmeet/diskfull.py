@@ -27,18 +27,12 @@ class DiskFull(MeshmeetError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Is this exception (or one it was raised from) a full disk?"""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, DiskFull):
-            return True
-        if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            return True
-        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return False
+    """Is this exception a full disk (DiskFull, SQLITE_FULL, ENOSPC or EDQUOT)?"""
+    if isinstance(exc, DiskFull):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
 
 
 def free_bytes(path: str | Path) -> int:

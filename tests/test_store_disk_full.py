@@ -175,3 +175,16 @@ def test_a_store_closed_cleanly_opens_again_on_a_full_disk_for_this_process_alon
     with pytest.raises(DiskFull):
         m.checkin(again, mid, 1)
     again.close()
+
+
+def test_what_counts_as_a_full_disk() -> None:
+    import errno
+    import sqlite3
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert is_disk_full(full) and is_disk_full(OSError(errno.ENOSPC, "x")) and is_disk_full(OSError(errno.EDQUOT, "x"))
+    assert is_disk_full(DiskFull())
+    assert not is_disk_full(sqlite3.OperationalError("database is locked"))
+    assert not is_disk_full(OSError(errno.EACCES, "x")) and not is_disk_full(ValueError("full"))
+    assert free_bytes("/nonexistent/path") == -1 and free_bytes("/") >= 0
