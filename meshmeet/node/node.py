@@ -20,15 +20,15 @@ import trio
 from .. import config as config_mod
 from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
+from ..diskfull import DiskFull, is_disk_full
 from ..join import JoinAccepted, JoinServer
 from ..roster import Entry, RosterError, RosterGossip
-from ..diskfull import DiskFull, is_disk_full
 from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
-from .sightings import Sightings
 from .links import RECEIVE_BYTES, LinkManager
+from .sightings import Sightings
 
 log = logging.getLogger(__name__)
 

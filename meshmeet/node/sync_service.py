@@ -111,7 +111,7 @@ class SyncService:
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             node.api_handlers["sync_test_pace"] = self._api_test_pace
 
-    # ----- roster ------------------------------------------------------------------------------
+    # ----- store and roster --------------------------------------------------------------------
     def _open_store(self) -> Store:
         """The store; on a disk too full for its shared-memory file, opened for this process
         alone (sync starts paused) rather than not at all."""
