@@ -14,6 +14,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from meshmeet.diskfull import DiskFull
 from meshmeet.errors import MeshmeetError
 from meshmeet.identity import KeyPair
 from meshmeet.sync import meetings as m
@@ -537,7 +538,7 @@ def test_failed_apply_leaves_no_trace_and_the_next_one_numbers_origins_afresh(tm
         raise OSError(28, "No space left on device")
     with monkeypatch.context() as patch:
         patch.setattr(hall, "_log_batches", full_disk)
-        with pytest.raises(OSError):
+        with pytest.raises(DiskFull):  # the store names it (meshmeet/diskfull.py), after rolling back
             hall.apply(batches)
     assert hall.rows("meetings") == [] and hall.version_vector() == {}
     assert hall._conn.execute("SELECT count(*) FROM origins").fetchone()[0] == 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
+from ..diskfull import DiskFull
 from ..sync import meetings as m
 from ..sync.authority import MAX_PEOPLE
 from ..sync.errors import AuthorityError, SyncError
@@ -61,10 +62,16 @@ class StateApi:
 
     # ----- plumbing --------------------------------------------------------------------------
     async def _write(self, tables: set[str], fn: Callable[[], Any]) -> Any:
-        """Run a write under the lock; map store errors to 403/400; push and publish the change."""
+        """Run a write under the lock; map store errors to 403/400; push and publish the change.
+
+        While the disk is full this raises DiskFull (the node's API answers 507) without trying."""
         async with self.svc.lock:
+            self.svc.check_writable(trio.current_time())
             try:
                 result = fn()
+            except DiskFull:
+                self.svc.note_disk_full(trio.current_time())
+                raise
             except AuthorityError as e:
                 raise ApiError(403, "not_authorised", e.vi, e.en) from None
             except SyncError as e:
