@@ -112,6 +112,20 @@ def test_token_file_is_private_and_compared_exactly(tmp_path: Path) -> None:
     assert api_token.read_token(tmp_path / "none") is None
 
 
+def test_allowed_hosts_in_config_toml(tmp_path: Path) -> None:
+    from meshmeet import config
+    from meshmeet.errors import ConfigError
+
+    assert "allowed_hosts = []" in config.example()
+    (tmp_path / "config.toml").write_text(config.example().replace("allowed_hosts = []", 'allowed_hosts = ["HQ.xa.vn."]'))
+    assert config.load(tmp_path).allowed_hosts == ("hq.xa.vn",)
+    for bad in ('"http://hq.xa.vn"', '"hq.xa.vn:8080"', '"*.vn"', "1", '""'):
+        (tmp_path / "config.toml").write_text(f"[network]\nallowed_hosts = [{bad}]\n")
+        with pytest.raises(ConfigError) as e:
+            config.load(tmp_path)
+        assert "allowed_hosts" in e.value.en and "allowed_hosts" in e.value.vi
+
+
 # ---------------------------------------------------------------- pure: doc_add sources
 
 
@@ -406,6 +420,22 @@ def test_node_loopback_without_token_is_nobody(hq) -> None:
     status, body = _request(f"{hq.url}/api/doc_add", "POST", {"meeting_id": "m", "path": "/etc/hostname"})
     assert status == 403 and body["error"]["code"] == "local_only"
     assert _cli(hq, "meeting_create", {"title": "với token"})["id"]
+
+
+@pytest.mark.slow
+def test_cli_sends_the_token_and_refuses_an_unsafe_token_file(hq) -> None:
+    from nodeproc import meshmeet
+
+    d = ["--data-dir", str(hq.data_dir)]
+    assert meshmeet("announce", "Thông báo qua CLI", *d).stdout.strip()  # chair call: the token did it
+    path = api_token.token_path(hq.data_dir)
+    os.chmod(path, 0o644)
+    try:
+        out = meshmeet("announce", "x", *d, check=False)
+    finally:
+        os.chmod(path, 0o600)
+    assert out.returncode != 0 and "0600" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
