@@ -52,6 +52,13 @@ class NodeProcess:
     def node_id(self) -> str:
         return self.info["node_id"]
 
+    def token_header(self) -> dict[str, str]:
+        """The node's local API token header, as the meshmeet CLI sends it (chair calls need it)."""
+        from meshmeet.api_token import TOKEN_HEADER, read_token
+
+        token = read_token(self.data_dir)
+        return {} if token is None else {TOKEN_HEADER: token}
+
     def status(self) -> dict:
         with urllib.request.urlopen(self.url + "/api/status", timeout=10) as resp:
             return json.loads(resp.read())

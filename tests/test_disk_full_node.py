@@ -36,7 +36,8 @@ SPARE_BYTES = 64 * 1024
 def api(node: NodeProcess, name: str, args: dict | None = None) -> tuple[int, dict]:
     """POST /api/NAME; (HTTP status, JSON body), errors included."""
     req = urllib.request.Request(node.url.rstrip("/") + f"/api/{name}", method="POST",
-                                 data=json.dumps(args or {}).encode(), headers={"Content-Type": "application/json"})
+                                 data=json.dumps(args or {}).encode(),
+                                 headers={"Content-Type": "application/json", **node.token_header()})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
