@@ -135,7 +135,8 @@ def test_idle_http_and_https_connections_and_stalled_tls_handshakes_are_closed(t
         tls_port = https_port(hq)
         silent = socket.create_connection(("127.0.0.1", port))
         after_request = socket.create_connection(("127.0.0.1", port))
-        after_request.sendall(b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        request = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: keep-alive\r\n\r\n"
+        after_request.sendall(request.encode())
         silent_tls = socket.create_connection(("127.0.0.1", tls_port))
         stalled_tls = socket.create_connection(("127.0.0.1", tls_port))
         stalled_tls.sendall(client_hello_prefix())
