@@ -106,7 +106,11 @@ class Node:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "meshmeet", *args], stdout=self.log, stderr=self.log,
                                      env=env)
-        self.info = wait(lambda: run_info(data_dir, self.proc.pid), f"{data_dir.name} to start")
+        try:
+            self.info = wait(lambda: run_info(data_dir, self.proc.pid), f"{data_dir.name} to start")
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
         self.ready_at = time.monotonic()
 
     def status(self) -> dict:
@@ -161,7 +165,9 @@ def relink_from_log(hall: Node) -> float:
     return linked - started
 
 
-def measure(hq: Node, hall_dir: Path, hall: Node) -> tuple[dict, Node]:
+def measure(hq: Node, hall_dir: Path, nodes: list[Node]) -> dict:
+    """One phase's figures; restarts the hall RELINK_SAMPLES times (nodes[1] is always the live one)."""
+    hall = nodes[1]
     cpu0, wall0 = cpu_s(hq.proc.pid), time.monotonic()
     samples = []
     for _ in range(STATUS_SAMPLES):
@@ -173,7 +179,7 @@ def measure(hq: Node, hall_dir: Path, hall: Node) -> tuple[dict, Node]:
         opened = link(hq, hall.info["node_id"])["links_opened"]
         hall.stop(signal.SIGKILL)
         wait(lambda: link(hq, hall.info["node_id"])["state"] != "up", "HQ to see the hall go")
-        hall = Node(hall_dir, "--peer", f"{LOOPBACK}:{hq.info['mesh_port']}")
+        hall = nodes[1] = Node(hall_dir, "--peer", f"{LOOPBACK}:{hq.info['mesh_port']}")
         wait(lambda: (l := link(hq, hall.info["node_id"])) and l["state"] == "up" and l["links_opened"] > opened,
              "the hall to relink")
         relinks.append(relink_from_log(hall))
@@ -183,7 +189,7 @@ def measure(hq: Node, hall_dir: Path, hall: Node) -> tuple[dict, Node]:
         "relink_s": round(statistics.median(relinks), 3),
         "rss_mb": round(rss_mb(hq.proc.pid), 1),
         "hq_cpu_pct": round(100 * (cpu_s(hq.proc.pid) - cpu0) / (time.monotonic() - wall0), 1),
-    }, hall
+    }
 
 
 # ----------------------------------------------------------------------------- the attacker process
@@ -330,8 +336,7 @@ def run_all() -> dict:
         short_id = next(m["short_id"] for m in roster["members"] if m["role"] == "hall")
         time.sleep(1.0)
 
-        quiet, hall = measure(hq, hall_dir, hall)
-        nodes[1] = hall
+        quiet = measure(hq, hall_dir, nodes)
         attacker = subprocess.Popen(
             [sys.executable, __file__, "--attack", https_url.rsplit(":", 1)[1], str(hq.info["mesh_port"]),
              commune_id.hex(), str(short_id)],
@@ -341,8 +346,7 @@ def run_all() -> dict:
         if attacker.stdout.readline().strip() != "READY":
             raise SystemExit("the attacker process did not start")
         time.sleep(ATTACK_SETTLE_S)
-        under, hall = measure(hq, hall_dir, hall)
-        nodes[1] = hall
+        under = measure(hq, hall_dir, nodes)
         admission = hq.status().get("admission", {})
         attacker.send_signal(signal.SIGTERM)
         out, _ = attacker.communicate(timeout=HANG_GUARD_S)
