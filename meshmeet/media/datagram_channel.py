@@ -1,0 +1,301 @@
+"""One link's media datagram channel (sans-IO): what to send as datagrams, what arrived, which transport.
+
+Built once both sides of an established link have exchanged offers (meshmeet/media/datagram.py).
+Sending: audio chunks go one per datagram carrying up to `redundancy` earlier chunks; video chunks
+(the relay's link fragments joined back first) go in pieces of at most one MTU-safe datagram;
+decoder configs, and anything that does not fit 255 pieces, go over the TCP link (`send_media`
+returns None). Receiving: audio is deduplicated by (sequence, timestamp) and earlier chunks
+recovered from redundancy are delivered before the primary; a video chunk with a lost piece, or
+a skipped one, is a lost frame: its layer then waits for a keyframe (deltas are dropped) and a
+KeyframeWanted event asks the driver to request one upstream. Transport: probes go out until the
+peer acknowledges one, then the channel is in "datagram" mode; no acknowledgement or report for
+FALLBACK_S puts it back to "tcp" (probing goes on). The receiver reports every REPORT_S.
+
+This module must never do I/O, read a clock, decide media quality, or raise anything but
+DatagramError for bytes (the driver counts and drops them).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from . import chunk as C
+from . import datagram as D
+from . import datagram_bodies as B
+from .datagram_stats import Feedback, ReceiverStats, SenderView, us
+from .fragments import Reassembly
+
+TCP = "tcp"
+DATAGRAM = "datagram"
+PROBE_TCP_S = 0.5  # probe interval while datagrams are not (yet) known to pass
+PROBE_KEEPALIVE_S = 1.0  # in datagram mode: keeps acknowledgements coming when no media flows
+REPORT_S = 0.25  # receiver report interval (only when something arrived)
+FALLBACK_S = 3.0  # no acknowledgement or report for this long: back to the TCP link
+REDUNDANCY_DEFAULT = 1  # earlier audio chunks carried per audio datagram
+VIDEO_PIECE_BYTES = D.MAX_BODY_BYTES - B.VIDEO_HEADER_BYTES
+AUDIO_DEDUP_CHUNKS = 256
+_U16 = 0x10000
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """A media message from the peer, to be handled as if it came over the link."""
+
+    message: bytes
+
+
+@dataclass(frozen=True)
+class KeyframeWanted:
+    layer: int
+
+
+@dataclass(frozen=True)
+class ModeChanged:
+    mode: str
+
+
+@dataclass(frozen=True)
+class FeedbackArrived:
+    feedback: Feedback
+
+
+Event = Deliver | KeyframeWanted | ModeChanged | FeedbackArrived
+
+
+def _ahead(a: int, b: int) -> bool:
+    """u16 serial arithmetic: `a` comes after `b`."""
+    return 0 < (a - b) % _U16 < _U16 // 2
+
+
+@dataclass
+class _VideoIn:
+    next_frame: int | None = None
+    cur: int | None = None
+    count: int = 0
+    pieces: dict | None = None
+    need_key: bool = False
+
+
+class DatagramChannel:
+    """See the module docstring."""
+
+    def __init__(self, *, tx_key: bytes, tx_channel: int, rx_key: bytes, now: float,
+                 redundancy: int = REDUNDANCY_DEFAULT) -> None:
+        self._sealer = D.Sealer(tx_key, tx_channel)
+        self._opener = D.Opener(rx_key)
+        self.mode = TCP
+        self.exhausted = False
+        self.redundancy = max(0, min(redundancy, B.MAX_REDUNDANCY))
+        self._last_heard: float | None = None
+        self._next_probe = now
+        self._next_report = now + REPORT_S
+        self._rx = ReceiverStats()
+        self._view = SenderView()
+        self.rtt_s: float | None = None
+        self._audio_sent: deque[bytes] = deque(maxlen=B.MAX_REDUNDANCY)
+        self._vframe = {C.LAYER_HIGH: 0, C.LAYER_LOW: 0}
+        self._rejoin = Reassembly()
+        self._video_in = {C.LAYER_HIGH: _VideoIn(), C.LAYER_LOW: _VideoIn()}
+        self._audio_seen: deque[tuple[int, int]] = deque()
+        self._audio_seen_set: set[tuple[int, int]] = set()
+        self._outbox: list[bytes] = []
+        self.counters = {"sent": 0, "received": 0, "audio_recovered": 0, "audio_duplicates": 0,
+                         "video_frames_lost": 0, "video_dropped_for_key": 0, "late_pieces": 0}
+
+    # ----- sending ----------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _seal(self, type_: int, body: bytes, now: float) -> bool:
+        try:
+            self._outbox.append(self._sealer.seal(type_, us(now), body))
+        except D.DatagramError:
+            self.exhausted = True
+            self.mode = TCP
+            return False
+        self.counters["sent"] += 1
+        return True
+
+    def set_redundancy(self, depth: int) -> None:
+        self.redundancy = max(0, min(depth, B.MAX_REDUNDANCY))
+
+    def send_media(self, data: bytes, now: float) -> bool:
+        """Put a media message popped by the relay into datagrams (`datagrams_to_send`). False:
+        send it over the TCP link instead. A relay fragment is held until its chunk is whole
+        (True). MediaFormatError for bytes the relay would not have made."""
+        if self.mode != DATAGRAM or self.exhausted:
+            return False
+        kind = C.peek_kind(data)
+        if kind == C.KIND_FRAGMENT:
+            whole = self._rejoin.join("out", data)
+            if whole is None:
+                return True
+            data, kind = whole, C.KIND_CHUNK
+        if kind == C.KIND_PADDING:
+            return self._seal(D.T_MEDIA, data[:D.MAX_BODY_BYTES], now)
+        if kind != C.KIND_CHUNK:
+            return False  # configs and requests: reliable, over the link
+        info = C.peek_chunk(data)
+        if info.track == C.TRACK_AUDIO:
+            return self._send_audio(data, now)
+        return self._send_video(data, info.layer, now)
+
+    def _send_audio(self, data: bytes, now: float) -> bool:
+        if len(data) + 1 > D.MAX_BODY_BYTES:
+            return False
+        earlier = [e for e in list(self._audio_sent)[-self.redundancy:] if B.redundant_fits(data, e)] if self.redundancy else []
+        body = B.encode_audio(data, earlier)
+        while len(body) > D.MAX_BODY_BYTES and earlier:
+            earlier = earlier[1:]
+            body = B.encode_audio(data, earlier)
+        self._audio_sent.append(data)
+        return self._seal(D.T_AUDIO, body, now)
+
+    def _send_video(self, data: bytes, layer: int, now: float) -> bool:
+        count = -(-len(data) // VIDEO_PIECE_BYTES)
+        if count > B.MAX_PIECES:
+            return False
+        size = -(-len(data) // count)  # even pieces
+        frame = self._vframe[layer]
+        self._vframe[layer] = (frame + 1) % _U16
+        for i in range(count):
+            piece = B.VideoPiece(layer, frame, i, count, data[i * size:(i + 1) * size])
+            if not self._seal(D.T_VIDEO, B.encode_video(piece), now):
+                return False
+        return True
+
+    # ----- receiving --------------------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """An authentic datagram's events; DatagramError (counted by the caller) for anything else."""
+        opened = self._opener.open(data)
+        self._rx.arrived(opened.counter, opened.send_time_us, now)
+        self.counters["received"] += 1
+        t, body = opened.type, opened.body
+        if t == D.T_PROBE:
+            if body:
+                raise D.DatagramError("malformed", "probe with a body")
+            self._seal(D.T_PROBE_ACK, B.encode_ack(B.ProbeAck(opened.send_time_us, 0)), now)
+            return []
+        if t == D.T_PROBE_ACK:
+            ack = B.decode_ack(body)
+            rtt = (us(now) - ack.echo_us - ack.hold_us) % D.TIME_MODULUS
+            if rtt < 60_000_000:
+                self.rtt_s = rtt / 1e6
+            return self._heard(now)
+        if t == D.T_REPORT:
+            fb = self._view.report(B.decode_report(body), now)
+            if fb is None:
+                return []
+            if fb.rtt_s is not None:
+                self.rtt_s = fb.rtt_s
+            return self._heard(now) + [FeedbackArrived(fb)]
+        if t == D.T_AUDIO:
+            return [Deliver(c) for c in self._new_audio(B.decode_audio(body))]
+        if t == D.T_VIDEO:
+            return self._video_piece(B.decode_video(body))
+        try:  # T_MEDIA
+            kind = C.peek_kind(body)
+        except C.MediaFormatError:
+            raise D.DatagramError("malformed", "media datagram without a media message") from None
+        if kind == C.KIND_PADDING:
+            return []
+        if kind == C.KIND_CHUNK:
+            return [Deliver(c) for c in self._new_audio([body])] if body[1] >> 6 == C.TRACK_AUDIO else [Deliver(body)]
+        return [Deliver(body)]
+
+    def _heard(self, now: float) -> list[Event]:
+        self._last_heard = now
+        if self.mode == TCP and not self.exhausted:
+            self.mode = DATAGRAM
+            return [ModeChanged(DATAGRAM)]
+        return []
+
+    def _new_audio(self, chunks: list[bytes]) -> list[bytes]:
+        out = []
+        for i, c in enumerate(chunks):
+            key = (int.from_bytes(c[3:7], "big"), int.from_bytes(c[7:12], "big"))
+            if key in self._audio_seen_set:
+                if i == len(chunks) - 1:
+                    self.counters["audio_duplicates"] += 1
+                continue
+            if i < len(chunks) - 1:
+                self.counters["audio_recovered"] += 1
+            self._audio_seen.append(key)
+            self._audio_seen_set.add(key)
+            if len(self._audio_seen) > AUDIO_DEDUP_CHUNKS:
+                self._audio_seen_set.discard(self._audio_seen.popleft())
+            out.append(c)
+        return out
+
+    def _video_piece(self, p: B.VideoPiece) -> list[Event]:
+        st = self._video_in[p.layer]
+        events: list[Event] = []
+        if st.cur is not None and p.frame != st.cur:
+            if not _ahead(p.frame, st.cur):
+                self.counters["late_pieces"] += 1
+                return []
+            st.cur = None  # the frame being joined lost a piece
+            events += self._lost(p.layer, st)
+        if st.cur is None:
+            if st.next_frame is not None and p.frame != st.next_frame:
+                if not _ahead(p.frame, st.next_frame):
+                    self.counters["late_pieces"] += 1
+                    return events
+                if not events:
+                    events += self._lost(p.layer, st)  # whole frames never came
+            st.cur, st.count, st.pieces = p.frame, p.count, {}
+        if p.count != st.count:
+            raise D.DatagramError("malformed", "piece count changed within a frame")
+        assert st.pieces is not None
+        st.pieces[p.index] = p.piece
+        if len(st.pieces) < st.count:
+            return events
+        whole = b"".join(st.pieces[i] for i in range(st.count))
+        st.next_frame, st.cur, st.pieces = (st.cur + 1) % _U16, None, None
+        try:
+            info = C.peek_chunk(whole)
+        except C.MediaFormatError:
+            raise D.DatagramError("malformed", "video pieces do not make a chunk") from None
+        if info.track != C.TRACK_VIDEO or info.layer != p.layer:
+            raise D.DatagramError("malformed", "video pieces of another stream")
+        if st.need_key and not info.keyframe:
+            self.counters["video_dropped_for_key"] += 1
+            return events
+        st.need_key = False
+        return events + [Deliver(whole)]
+
+    def _lost(self, layer: int, st: _VideoIn) -> list[Event]:
+        self.counters["video_frames_lost"] += 1
+        st.need_key = True
+        return [KeyframeWanted(layer)]
+
+    # ----- timers -----------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        t = min(self._next_probe, self._next_report)
+        if self.mode == DATAGRAM and self._last_heard is not None:
+            t = min(t, self._last_heard + FALLBACK_S)
+        return t
+
+    def tick(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        if self.mode == DATAGRAM and self._last_heard is not None and now - self._last_heard >= FALLBACK_S:
+            self.mode = TCP
+            events.append(ModeChanged(TCP))
+        if now >= self._next_probe:
+            if not self.exhausted:
+                self._seal(D.T_PROBE, b"", now)
+            self._next_probe = now + (PROBE_KEEPALIVE_S if self.mode == DATAGRAM else PROBE_TCP_S)
+        if now >= self._next_report:
+            if self._rx.pending():
+                self._seal(D.T_REPORT, B.encode_report(self._rx.report(now)), now)
+            self._next_report = now + REPORT_S
+        return events
+
+    # ----- status -----------------------------------------------------------------------
+    def feedback(self) -> Feedback | None:
+        return self._view.last
+
+    def replay_window_top(self) -> int:
+        return self._opener.window.top
