@@ -7,7 +7,7 @@ handshake and roster. The socket is bound to the mesh port's number over UDP on 
 address (any free port if that one is taken). Datagrams go to the peer's link address at the
 port it offered, and then to wherever its authentic datagrams come from (a NAT's mapping).
 MediaService asks `mode(peer)`, hands popped media to `send_media`, and gets the peer's media,
-keyframe wishes, transport changes and receiver reports through the callbacks.
+keyframe wishes, transport changes and receiver reports as channel events through `on_event`.
 
 This module must only carry bytes: never decide media quality or parse media (the sans-IO cores
 do), never block (datagrams are sent without waiting; a full socket buffer is a loss), and never
@@ -43,10 +43,8 @@ PORT_WAIT_S = 0.05
 class DatagramService:
     """See the module docstring. Owned and run by MediaService."""
 
-    def __init__(self, node: "Node", *, deliver: Callable[[str, bytes], None],
-                 on_event: Callable[[str, Event], None]) -> None:
+    def __init__(self, node: "Node", *, on_event: Callable[[str, Event], None]) -> None:
         self.node = node
-        self._deliver = deliver
         self._on_event = on_event
         self.enabled = os.environ.get(DISABLE_ENV) != "1"
         self.port: int | None = None

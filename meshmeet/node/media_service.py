@@ -96,7 +96,7 @@ class MediaService:
         node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=lambda: self.meeting_id))
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
-        self.dgram = DatagramService(node, deliver=self._on_message, on_event=self._on_datagram_event)
+        self.dgram = DatagramService(node, on_event=self._on_datagram_event)
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
