@@ -4,7 +4,7 @@ Built once both sides of an established link have exchanged offers (meshmeet/med
 Sending: audio chunks go one per datagram carrying up to `redundancy` earlier chunks; video chunks
 (the relay's link fragments joined back first) go in pieces of at most one MTU-safe datagram;
 decoder configs, and anything that does not fit 255 pieces, go over the TCP link (`send_media`
-returns None). Receiving: audio is deduplicated by (sequence, timestamp) and earlier chunks
+returns None). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS chunks) and earlier chunks
 recovered from redundancy are delivered before the primary; a video chunk with a lost piece, or
 a skipped one, is a lost frame: its layer then waits for a keyframe (deltas are dropped) and a
 KeyframeWanted event asks the driver to request one upstream. Transport: probes go out until the
@@ -97,8 +97,8 @@ class DatagramChannel:
         self._vframe = {C.LAYER_HIGH: 0, C.LAYER_LOW: 0}
         self._rejoin = Reassembly()
         self._video_in = {C.LAYER_HIGH: _VideoIn(), C.LAYER_LOW: _VideoIn()}
-        self._audio_seen: deque[tuple[int, int]] = deque()
-        self._audio_seen_set: set[tuple[int, int]] = set()
+        self._audio_seen: deque[bytes] = deque()
+        self._audio_seen_set: set[bytes] = set()
         self._outbox: list[bytes] = []
         self.counters = {"sent": 0, "received": 0, "audio_recovered": 0, "audio_duplicates": 0,
                          "video_frames_lost": 0, "video_dropped_for_key": 0, "late_pieces": 0}
@@ -215,7 +215,7 @@ class DatagramChannel:
     def _new_audio(self, chunks: list[bytes]) -> list[bytes]:
         out = []
         for i, c in enumerate(chunks):
-            key = (int.from_bytes(c[3:7], "big"), int.from_bytes(c[7:12], "big"))
+            key = c  # the whole chunk: a presenter that starts over reuses sequences and timestamps
             if key in self._audio_seen_set:
                 if i == len(chunks) - 1:
                     self.counters["audio_duplicates"] += 1
