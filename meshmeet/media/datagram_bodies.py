@@ -26,6 +26,10 @@ _ACK = struct.Struct(">II")  # echoed send time, hold time (µs)
 _REPORT = struct.Struct(">IIIiII")
 
 
+def _u32(x: int) -> int:
+    return max(0, min(x, 0xFFFFFFFF))
+
+
 def _chunk_fields(data: bytes) -> tuple[int, int]:
     seq = int.from_bytes(data[3:7], "big")
     ts = (data[11] << 32) | int.from_bytes(data[7:11], "big")
@@ -117,7 +121,7 @@ class ProbeAck:
 
 
 def encode_ack(a: ProbeAck) -> bytes:
-    return _ACK.pack(a.echo_us & 0xFFFFFFFF, min(a.hold_us, 0xFFFFFFFF))
+    return _ACK.pack(a.echo_us & 0xFFFFFFFF, _u32(a.hold_us))
 
 
 def decode_ack(body: bytes) -> ProbeAck:
@@ -140,8 +144,8 @@ class Report:
 
 def encode_report(r: Report) -> bytes:
     clamp = max(-(1 << 31), min(r.delay_trend_us, (1 << 31) - 1))
-    return _REPORT.pack(r.highest, r.received & 0xFFFFFFFF, min(r.jitter_us, 0xFFFFFFFF), clamp,
-                        r.echo_us & 0xFFFFFFFF, min(r.hold_us, 0xFFFFFFFF))
+    return _REPORT.pack(r.highest, r.received & 0xFFFFFFFF, _u32(r.jitter_us), clamp,
+                        r.echo_us & 0xFFFFFFFF, _u32(r.hold_us))
 
 
 def decode_report(body: bytes) -> Report:

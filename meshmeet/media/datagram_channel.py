@@ -196,13 +196,13 @@ class DatagramChannel:
         if t == D.T_VIDEO:
             return self._video_piece(B.decode_video(body))
         try:  # T_MEDIA
-            kind = C.peek_kind(body)
+            msg = C.parse(body)
         except C.MediaFormatError:
             raise D.DatagramError("malformed", "media datagram without a media message") from None
-        if kind == C.KIND_PADDING:
+        if isinstance(msg, C.Padding):
             return []
-        if kind == C.KIND_CHUNK:
-            return [Deliver(c) for c in self._new_audio([body])] if body[1] >> 6 == C.TRACK_AUDIO else [Deliver(body)]
+        if isinstance(msg, C.Chunk) and msg.track == C.TRACK_AUDIO:
+            return [Deliver(c) for c in self._new_audio([body])]
         return [Deliver(body)]
 
     def _heard(self, now: float) -> list[Event]:
