@@ -231,12 +231,14 @@ def test_redundancy_is_not_carried_across_a_config_change_and_duplicates_are_dro
 
 
 def test_depth_zero_sends_bare_chunks_and_big_messages_take_the_link() -> None:
-    a, _ = connected(0)
+    a, b = connected(0)
     a.send_media(audio(0), 0.1)
     a.send_media(audio(1), 0.12)
     assert [len(d) for d in a.datagrams_to_send()] == [len(audio(1)) + 1 + D.OVERHEAD_BYTES] * 2
     cfg = C.encode_config(C.DecoderConfig(C.TRACK_AUDIO, 0, 1, {"codec": "opus"}))
-    assert not a.send_media(cfg, 0.2)  # configs stay on the reliable link
+    assert not a.send_media(cfg, 0.2)  # configs go on the reliable link...
+    (copy,) = a.datagrams_to_send()  # ...and as a datagram, to arrive before the chunks that need them
+    assert delivered(b.receive(copy, 0.2)) == [cfg]
     assert not a.send_media(video(1, True, 300_000), 0.2)  # more than 255 pieces
     assert a.datagrams_to_send() == []
 

@@ -3,8 +3,9 @@
 Built once both sides of an established link have exchanged offers (meshmeet/media/datagram.py).
 Sending: audio chunks go one per datagram carrying up to `redundancy` earlier chunks; video chunks
 (the relay's link fragments joined back first) go in pieces of at most one MTU-safe datagram;
-decoder configs, and anything that does not fit 255 pieces, go over the TCP link (`send_media`
-returns None). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS chunks) and earlier chunks
+decoder configs go over the TCP link and, when they fit one datagram, as a datagram too (so they
+arrive before the chunks that need them); anything that does not fit 255 pieces goes over the
+TCP link (`send_media` returns False). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS chunks) and earlier chunks
 recovered from redundancy are delivered before the primary; a video chunk with a lost piece, or
 a skipped one, is a lost frame: its layer then waits for a keyframe (deltas are dropped) and a
 KeyframeWanted event asks the driver to request one upstream. Transport: probes go out until the
@@ -135,8 +136,14 @@ class DatagramChannel:
             data, kind = whole, C.KIND_CHUNK
         if kind == C.KIND_PADDING:
             return self._seal(D.T_MEDIA, data[:D.MAX_BODY_BYTES], now)
+        if kind == C.KIND_CONFIG:
+            # reliable over the link; a copy as a datagram too, so that it arrives before the
+            # chunks that need it (receivers take a repeated config: holders repeat them anyway)
+            if len(data) <= D.MAX_BODY_BYTES:
+                self._seal(D.T_MEDIA, data, now)
+            return False
         if kind != C.KIND_CHUNK:
-            return False  # configs and requests: reliable, over the link
+            return False  # requests: reliable, over the link
         info = C.peek_chunk(data)
         if info.track == C.TRACK_AUDIO:
             return self._send_audio(data, now)

@@ -69,10 +69,11 @@ class DatagramService:
     def send_media(self, peer: str, data: bytes, now: float) -> bool:
         """Carry `data` (popped by the relay for `peer`) as datagrams; False: send it over the link."""
         ch = self._channels.get(peer)
-        if ch is None or not ch.send_media(data, now):
+        if ch is None:
             return False
-        self._flush(peer, ch)
-        return True
+        carried = ch.send_media(data, now)
+        self._flush(peer, ch)  # a config goes both ways: a datagram copy, and False for the link
+        return carried
 
     def set_redundancy(self, peer: str, depth: int) -> None:
         """Earlier audio chunks each audio datagram to `peer` carries (0 where it does not fit)."""
