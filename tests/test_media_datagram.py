@@ -322,6 +322,8 @@ def test_reports_give_loss_jitter_delay_and_rtt() -> None:
     assert late.delay_trend_s > 0.01  # the growing queue shows
     assert late.jitter_s > 0
     assert late.rtt_s is not None and late.rtt_s > 0
+    assert 0.15 < a.recent_loss(t + 0.2) < 0.35  # status: the loss of the last 5 s
+    assert a.recent_loss(t + 10) is None
 
 
 def test_receiver_stats_constant_delay_has_no_jitter_or_trend() -> None:

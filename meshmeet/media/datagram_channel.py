@@ -304,5 +304,8 @@ class DatagramChannel:
     def feedback(self) -> Feedback | None:
         return self._view.last
 
+    def recent_loss(self, now: float) -> float | None:
+        return self._view.recent_loss(now)
+
     def replay_window_top(self) -> int:
         return self._opener.window.top

@@ -17,6 +17,7 @@ from .datagram_bodies import Report
 
 DELAY_BASE_WINDOW_S = 10.0  # the delay trend is measured against the lowest delay seen this long
 DELAY_BASE_BUCKET_S = 1.0
+LOSS_WINDOW_S = 5.0  # status shows the loss over this long
 
 
 def _signed(x: int) -> int:
@@ -90,26 +91,34 @@ class Feedback:
 
 
 class SenderView:
-    """Turns successive reports from the peer into Feedback."""
+    """Turns successive reports from the peer into Feedback, and keeps the loss of the last
+    LOSS_WINDOW_S (status: one 250 ms interval holds a dozen datagrams, too few to show 5 %)."""
 
     def __init__(self) -> None:
         self._last: Report | None = None
         self.last: Feedback | None = None
+        self._window: deque[tuple[float, int, int]] = deque()  # (when, expected, received) per report
+
+    def recent_loss(self, now: float) -> float | None:
+        """Loss fraction over the reports of the last LOSS_WINDOW_S, None without any."""
+        while self._window and now - self._window[0][0] > LOSS_WINDOW_S:
+            self._window.popleft()
+        expected = sum(e for _, e, _ in self._window)
+        got = sum(g for _, _, g in self._window)
+        return min(1.0, max(0.0, 1.0 - got / expected)) if expected > 0 else None
 
     def report(self, r: Report, now: float) -> Feedback | None:
         """Feedback from `r`, or None when it is stale (older than one already read)."""
         prev = self._last
         if prev is not None and r.highest < prev.highest:
             return None
-        loss = 0.0
         if prev is not None:
-            expected = r.highest - prev.highest
-            got = r.received - prev.received
-            if expected > 0:
-                loss = min(1.0, max(0.0, 1.0 - got / expected))
+            expected, got = r.highest - prev.highest, r.received - prev.received
         else:
-            expected = r.highest + 1
-            loss = min(1.0, max(0.0, 1.0 - r.received / expected)) if expected > 0 else 0.0
+            expected, got = r.highest + 1, r.received
+        loss = min(1.0, max(0.0, 1.0 - got / expected)) if expected > 0 else 0.0
+        if expected > 0:
+            self._window.append((now, expected, min(max(got, 0), expected)))
         self._last = r
         rtt_us = _signed(us(now) - r.echo_us - r.hold_us)
         rtt = rtt_us / 1e6 if 0 <= rtt_us < 60_000_000 else None

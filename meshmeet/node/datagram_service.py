@@ -90,8 +90,9 @@ class DatagramService:
         def ms(x: float | None) -> float | None:
             return None if x is None else round(x * 1000, 1)
 
+        loss = ch.recent_loss(trio.current_time()) if ch is not None else None
         return {"transport": self.mode(peer),
-                "loss": None if fb is None else round(fb.loss_fraction, 4),
+                "loss": None if loss is None else round(loss, 4),
                 "jitter_ms": ms(fb.jitter_s if fb else None),
                 "rtt_ms": ms(rtt),
                 "delay_trend_ms": ms(fb.delay_trend_s if fb else None),

@@ -46,11 +46,12 @@ def _rules(hq_tcp: int, hq_udp: int | None, p: float) -> list[list[str]]:
     return out
 
 
-async def _talk(hq_url: str, hall_url: str, seconds: float, video: bool) -> tuple[dict[int, float], dict[int, float]]:
+async def _talk(hq_url: str, hall_url: str, seconds: float, video: bool) -> tuple[dict[int, float], dict[int, float], float]:
     import aiohttp
 
     sent: dict[int, float] = {}
     got: dict[int, float] = {}
+    video_got: set[int] = set()
     n = int(seconds / 0.02)
     ws = lambda u, p: u.replace("http://", "ws://").rstrip("/") + p  # noqa: E731
     async with aiohttp.ClientSession() as s, s.ws_connect(ws(hall_url, "/media/ws/hall")) as hall, \
@@ -62,6 +63,8 @@ async def _talk(hq_url: str, hall_url: str, seconds: float, video: bool) -> tupl
                     info = C.peek_chunk(m.data)
                     if info.track == C.TRACK_AUDIO and info.seq not in got:
                         got[info.seq] = time.monotonic()
+                    elif info.track == C.TRACK_VIDEO:
+                        video_got.add(info.seq)
 
         task = asyncio.create_task(listen())
         await pres.send_bytes(OPUS)
@@ -78,7 +81,7 @@ async def _talk(hq_url: str, hall_url: str, seconds: float, video: bool) -> tupl
                                                        bytes(4000 if k % 20 == 0 else 900))))
         await asyncio.sleep(3.0)
         task.cancel()
-    return sent, got
+    return sent, got, len(video_got) / max(1, (n + 4) // 5)
 
 
 def _pct(v: list[float], p: float) -> float | None:
@@ -110,7 +113,7 @@ def run_point(base: Path, mode: str, loss: float, seconds: float, video: bool) -
         rules = _rules(hq.mesh_port, udp, loss) if loss > 0 else []
         for r in rules:
             subprocess.run(["iptables", "-I", *r], check=True)
-        sent, got = asyncio.run(_talk(hq.url, hall.url, seconds, video))
+        sent, got, video_share = asyncio.run(_talk(hq.url, hall.url, seconds, video))
         link = media(hq)["links"][0]
     finally:
         for r in rules:
@@ -124,6 +127,7 @@ def run_point(base: Path, mode: str, loss: float, seconds: float, video: bool) -
     return {"mode": mode, "loss": loss, "chunks": len(sent), "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95),
             "p99_ms": _pct(lat, 0.99), "heard": len(lat) / len(sent),
             "heard_in_300ms": sum(1 for x in lat if x <= PLAYOUT_S * 1000) / len(sent),
+            "video_heard": video_share if video else None,
             "transport_at_end": link["transport"], "reported_loss": link.get("loss")}
 
 
@@ -150,11 +154,11 @@ def main() -> None:
         return
     f = lambda x, n=1: "-" if x is None else f"{x:.{n}f}"  # noqa: E731
     print(f"{'loss':>5} {'mode':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'heard':>7} {'in 300ms':>8} "
-          f"{'p95/tcp':>8} {'reported loss':>13}")
+          f"{'p95/tcp':>8} {'reported loss':>13} {'video':>7}")
     for r in rows:
         print(f"{r['loss']:>5} {r['mode']:>9} {f(r['p50_ms']):>8} {f(r['p95_ms']):>8} {f(r['p99_ms']):>8} "
               f"{r['heard'] * 100:>6.2f}% {r['heard_in_300ms'] * 100:>7.2f}% {f(r['p95_vs_tcp'], 2):>8} "
-              f"{f(r['reported_loss'], 3):>13}")
+              f"{f(r['reported_loss'], 3):>13} {f(None if r['video_heard'] is None else r['video_heard'] * 100):>6}%")
 
 
 if __name__ == "__main__":
