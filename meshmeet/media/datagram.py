@@ -43,7 +43,8 @@ T_VIDEO = 0x03  # a piece of one video chunk
 T_PROBE = 0x04  # reachability; answered with a probe ack
 T_PROBE_ACK = 0x05
 T_REPORT = 0x06  # receiver report (feedback)
-TYPES = frozenset({T_MEDIA, T_AUDIO, T_VIDEO, T_PROBE, T_PROBE_ACK, T_REPORT})
+T_NACK = 0x07  # video pieces to send again
+TYPES = frozenset({T_MEDIA, T_AUDIO, T_VIDEO, T_PROBE, T_PROBE_ACK, T_REPORT, T_NACK})
 
 _HEADER = struct.Struct(">HI")
 _INNER = struct.Struct(">BI")

@@ -6,9 +6,9 @@ Sending: audio chunks go one per datagram carrying up to `redundancy` earlier ch
 decoder configs go over the TCP link and, when they fit one datagram, as a datagram too (so they
 arrive before the chunks that need them); anything that does not fit 255 pieces goes over the
 TCP link (`send_media` returns False). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS chunks) and earlier chunks
-recovered from redundancy are delivered before the primary; a video chunk with a lost piece, or
-a skipped one, is a lost frame: its layer then waits for a keyframe (deltas are dropped) and a
-KeyframeWanted event asks the driver to request one upstream. Transport: probes go out until the
+recovered from redundancy are delivered before the primary; video goes through
+meshmeet/media/datagram_video.py (pieces, NACKs, frames in order; a frame not repaired in time is
+lost, its layer waits for a keyframe and a KeyframeWanted event asks the driver for one upstream). Transport: probes go out until the
 peer acknowledges one, then the channel is in "datagram" mode; no acknowledgement or report for
 FALLBACK_S puts it back to "tcp" (probing goes on). The receiver reports every REPORT_S.
 
@@ -25,6 +25,7 @@ from . import chunk as C
 from . import datagram as D
 from . import datagram_bodies as B
 from .datagram_stats import Feedback, ReceiverStats, SenderView, us
+from .datagram_video import Deliver, KeyframeWanted, Nack, VideoReceiver, VideoSender, decode_nacks, encode_nacks, split_nacks
 from .fragments import Reassembly
 
 TCP = "tcp"
@@ -36,19 +37,6 @@ FALLBACK_S = 3.0  # no acknowledgement or report for this long: back to the TCP 
 REDUNDANCY_DEFAULT = 1  # earlier audio chunks carried per audio datagram
 VIDEO_PIECE_BYTES = D.MAX_BODY_BYTES - B.VIDEO_HEADER_BYTES
 AUDIO_DEDUP_CHUNKS = 256
-_U16 = 0x10000
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """A media message from the peer, to be handled as if it came over the link."""
-
-    message: bytes
-
-
-@dataclass(frozen=True)
-class KeyframeWanted:
-    layer: int
 
 
 @dataclass(frozen=True)
@@ -62,20 +50,6 @@ class FeedbackArrived:
 
 
 Event = Deliver | KeyframeWanted | ModeChanged | FeedbackArrived
-
-
-def _ahead(a: int, b: int) -> bool:
-    """u16 serial arithmetic: `a` comes after `b`."""
-    return 0 < (a - b) % _U16 < _U16 // 2
-
-
-@dataclass
-class _VideoIn:
-    next_frame: int | None = None
-    cur: int | None = None
-    count: int = 0
-    pieces: dict | None = None
-    need_key: bool = False
 
 
 class DatagramChannel:
@@ -95,14 +69,13 @@ class DatagramChannel:
         self._view = SenderView()
         self.rtt_s: float | None = None
         self._audio_sent: deque[bytes] = deque(maxlen=B.MAX_REDUNDANCY)
-        self._vframe = {C.LAYER_HIGH: 0, C.LAYER_LOW: 0}
+        self._video_out = VideoSender(VIDEO_PIECE_BYTES)
         self._rejoin = Reassembly()
-        self._video_in = {C.LAYER_HIGH: _VideoIn(), C.LAYER_LOW: _VideoIn()}
+        self._video_in = VideoReceiver()
         self._audio_seen: deque[bytes] = deque()
         self._audio_seen_set: set[bytes] = set()
         self._outbox: list[bytes] = []
-        self.counters = {"sent": 0, "received": 0, "audio_recovered": 0, "audio_duplicates": 0,
-                         "video_frames_lost": 0, "video_dropped_for_key": 0, "late_pieces": 0}
+        self._counters = {"sent": 0, "received": 0, "audio_recovered": 0, "audio_duplicates": 0, "resent_pieces": 0}
 
     # ----- sending ----------------------------------------------------------------------
     def datagrams_to_send(self) -> list[bytes]:
@@ -116,7 +89,7 @@ class DatagramChannel:
             self.exhausted = True
             self.mode = TCP
             return False
-        self.counters["sent"] += 1
+        self._counters["sent"] += 1
         return True
 
     def set_redundancy(self, depth: int) -> None:
@@ -161,24 +134,21 @@ class DatagramChannel:
         return self._seal(D.T_AUDIO, body, now)
 
     def _send_video(self, data: bytes, layer: int, now: float) -> bool:
-        count = -(-len(data) // VIDEO_PIECE_BYTES)
-        if count > B.MAX_PIECES:
+        pieces = self._video_out.pieces(data, layer, now)
+        if pieces is None:
             return False
-        size = -(-len(data) // count)  # even pieces
-        frame = self._vframe[layer]
-        self._vframe[layer] = (frame + 1) % _U16
-        for i in range(count):
-            piece = B.VideoPiece(layer, frame, i, count, data[i * size:(i + 1) * size])
-            if not self._seal(D.T_VIDEO, B.encode_video(piece), now):
-                return False
-        return True
+        return all([self._seal(D.T_VIDEO, B.encode_video(p), now) for p in pieces])
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**self._counters, **self._video_in.counters}
 
     # ----- receiving --------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[Event]:
         """An authentic datagram's events; DatagramError (counted by the caller) for anything else."""
         opened = self._opener.open(data)
         self._rx.arrived(opened.counter, opened.send_time_us, now)
-        self.counters["received"] += 1
+        self._counters["received"] += 1
         t, body = opened.type, opened.body
         if t == D.T_PROBE:
             if body:
@@ -201,7 +171,13 @@ class DatagramChannel:
         if t == D.T_AUDIO:
             return [Deliver(c) for c in self._new_audio(B.decode_audio(body))]
         if t == D.T_VIDEO:
-            return self._video_piece(B.decode_video(body))
+            return self._video(self._video_in.piece(B.decode_video(body), now), now)
+        if t == D.T_NACK:
+            for nack in decode_nacks(body):
+                for p in self._video_out.resend(nack, now):
+                    self._counters["resent_pieces"] += 1
+                    self._seal(D.T_VIDEO, B.encode_video(p), now)
+            return []
         try:  # T_MEDIA
             msg = C.parse(body)
         except C.MediaFormatError:
@@ -225,10 +201,10 @@ class DatagramChannel:
             key = c  # the whole chunk: a presenter that starts over reuses sequences and timestamps
             if key in self._audio_seen_set:
                 if i == len(chunks) - 1:
-                    self.counters["audio_duplicates"] += 1
+                    self._counters["audio_duplicates"] += 1
                 continue
             if i < len(chunks) - 1:
-                self.counters["audio_recovered"] += 1
+                self._counters["audio_recovered"] += 1
             self._audio_seen.append(key)
             self._audio_seen_set.add(key)
             if len(self._audio_seen) > AUDIO_DEDUP_CHUNKS:
@@ -236,51 +212,19 @@ class DatagramChannel:
             out.append(c)
         return out
 
-    def _video_piece(self, p: B.VideoPiece) -> list[Event]:
-        st = self._video_in[p.layer]
-        events: list[Event] = []
-        if st.cur is not None and p.frame != st.cur:
-            if not _ahead(p.frame, st.cur):
-                self.counters["late_pieces"] += 1
-                return []
-            st.cur = None  # the frame being joined lost a piece
-            events += self._lost(p.layer, st)
-        if st.cur is None:
-            if st.next_frame is not None and p.frame != st.next_frame:
-                if not _ahead(p.frame, st.next_frame):
-                    self.counters["late_pieces"] += 1
-                    return events
-                if not events:
-                    events += self._lost(p.layer, st)  # whole frames never came
-            st.cur, st.count, st.pieces = p.frame, p.count, {}
-        if p.count != st.count:
-            raise D.DatagramError("malformed", "piece count changed within a frame")
-        assert st.pieces is not None
-        st.pieces[p.index] = p.piece
-        if len(st.pieces) < st.count:
-            return events
-        whole = b"".join(st.pieces[i] for i in range(st.count))
-        st.next_frame, st.cur, st.pieces = (st.cur + 1) % _U16, None, None
-        try:
-            info = C.peek_chunk(whole)
-        except C.MediaFormatError:
-            raise D.DatagramError("malformed", "video pieces do not make a chunk") from None
-        if info.track != C.TRACK_VIDEO or info.layer != p.layer:
-            raise D.DatagramError("malformed", "video pieces of another stream")
-        if st.need_key and not info.keyframe:
-            self.counters["video_dropped_for_key"] += 1
-            return events
-        st.need_key = False
-        return events + [Deliver(whole)]
-
-    def _lost(self, layer: int, st: _VideoIn) -> list[Event]:
-        self.counters["video_frames_lost"] += 1
-        st.need_key = True
-        return [KeyframeWanted(layer)]
+    def _video(self, out: list, now: float) -> list[Event]:
+        """Video receiver output: NACKs are sent, the rest are events."""
+        nacks = [x for x in out if isinstance(x, Nack)]
+        for group in split_nacks(nacks):
+            self._seal(D.T_NACK, encode_nacks(group), now)
+        return [x for x in out if not isinstance(x, Nack)]
 
     # ----- timers -----------------------------------------------------------------------
     def next_deadline(self) -> float:
         t = min(self._next_probe, self._next_report)
+        v = self._video_in.next_deadline()
+        if v is not None:
+            t = min(t, v)
         if self.mode == DATAGRAM and self._last_heard is not None:
             t = min(t, self._last_heard + FALLBACK_S)
         return t
@@ -294,6 +238,8 @@ class DatagramChannel:
             if not self.exhausted:
                 self._seal(D.T_PROBE, b"", now)
             self._next_probe = now + (PROBE_KEEPALIVE_S if self.mode == DATAGRAM else PROBE_TCP_S)
+        self._video_in.rtt_s = self.rtt_s
+        events += self._video(self._video_in.tick(now), now)
         if now >= self._next_report:
             if self._rx.pending():
                 self._seal(D.T_REPORT, B.encode_report(self._rx.report(now)), now)

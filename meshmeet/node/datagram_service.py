@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RECEIVE_BYTES = 2048  # larger than any datagram we send: a longer one arrives cut and fails its tag
 DISABLE_ENV = "MESHMEET_NO_DATAGRAMS"  # "1": send no offers, media stays on the TCP links
 PORT_WAIT_S = 0.05
+MIN_TIMER_S = 0.001  # a deadline in the past never makes the timer loop spin
 
 
 class DatagramService:
@@ -239,10 +240,16 @@ class DatagramService:
             wake = math.inf
             for peer, ch in list(self._channels.items()):
                 if ch.next_deadline() <= now:
-                    for ev in ch.tick(now):
+                    try:
+                        events = ch.tick(now)
+                    except Exception:  # a bug must cost this channel a beat, never the node
+                        self.counters["errors"] += 1
+                        log.exception("datagram channel to %s", peer)
+                        events = []
+                    for ev in events:
                         self._on_event(peer, ev)
                     self._flush(peer, ch)
-                wake = min(wake, ch.next_deadline())
+                wake = min(wake, max(ch.next_deadline(), now + MIN_TIMER_S))
             self._wake = trio.Event()
             with trio.move_on_at(wake):
                 await self._wake.wait()

@@ -58,9 +58,15 @@ async def _talk(hq_url: str, hall_url: str, seconds: float, video: bool) -> tupl
             s.ws_connect(ws(hq_url, "/media/ws/present")) as pres:
 
         async def listen() -> None:
+            from meshmeet.media.fragments import Reassembly
+
+            joiner = Reassembly()  # the hall link cuts big video chunks, as the player's worker joins them
             async for m in hall:
-                if m.type == aiohttp.WSMsgType.BINARY and m.data[0] == C.KIND_CHUNK:
-                    info = C.peek_chunk(m.data)
+                if m.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                data = joiner.join("hall", m.data) if m.data[0] == C.KIND_FRAGMENT else m.data
+                if data is not None and data[0] == C.KIND_CHUNK:
+                    info = C.peek_chunk(data)
                     if info.track == C.TRACK_AUDIO and info.seq not in got:
                         got[info.seq] = time.monotonic()
                     elif info.track == C.TRACK_VIDEO:
