@@ -286,6 +286,9 @@ def test_a_lost_piece_is_asked_for_again_and_frames_stay_in_order() -> None:
     (again,) = a.datagrams_to_send()
     assert delivered(b.receive(again, 0.13)) == [f1, f2]
     assert b.counters["video_repaired"] == 1 and a.counters["resent_pieces"] == 1
+    for _ in range(5):  # a peer repeating the NACK gets the piece at most 3 times in all
+        a.receive(D.Sealer(KB, 1, 1000 + _).seal(D.T_NACK, 0, D.Opener(KB).open(nack).body), 0.14)
+    assert len(a.datagrams_to_send()) == 2 and a.counters["resent_pieces"] == 3
 
 
 def test_an_unrepaired_loss_is_given_up_and_waits_for_a_keyframe() -> None:

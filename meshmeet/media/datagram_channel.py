@@ -4,13 +4,14 @@ Built once both sides of an established link have exchanged offers (meshmeet/med
 Sending: audio chunks go one per datagram carrying up to `redundancy` earlier chunks; video chunks
 (the relay's link fragments joined back first) go in pieces of at most one MTU-safe datagram;
 decoder configs go over the TCP link and, when they fit one datagram, as a datagram too (so they
-arrive before the chunks that need them); anything that does not fit 255 pieces goes over the
-TCP link (`send_media` returns False). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS chunks) and earlier chunks
-recovered from redundancy are delivered before the primary; video goes through
-meshmeet/media/datagram_video.py (pieces, NACKs, frames in order; a frame not repaired in time is
-lost, its layer waits for a keyframe and a KeyframeWanted event asks the driver for one upstream). Transport: probes go out until the
-peer acknowledges one, then the channel is in "datagram" mode; no acknowledgement or report for
-FALLBACK_S puts it back to "tcp" (probing goes on). The receiver reports every REPORT_S.
+arrive before the chunks that need them); anything that does not fit 255 pieces goes over the TCP
+link (`send_media` returns False). Receiving: audio is deduplicated (the last AUDIO_DEDUP_CHUNKS
+chunks) and earlier chunks recovered from redundancy are delivered before the primary; video goes
+through meshmeet/media/datagram_video.py (pieces, NACKs, frames in order; a frame not repaired in
+time is lost, its layer waits for a keyframe and a KeyframeWanted event asks the driver for one
+upstream). Transport: probes go out until the peer acknowledges one, then the channel is in
+"datagram" mode; no acknowledgement or report for FALLBACK_S puts it back to "tcp" (probing goes
+on). The receiver reports every REPORT_S.
 
 This module must never do I/O, read a clock, decide media quality, or raise anything but
 DatagramError for bytes (the driver counts and drops them).
@@ -25,7 +26,8 @@ from . import chunk as C
 from . import datagram as D
 from . import datagram_bodies as B
 from .datagram_stats import Feedback, ReceiverStats, SenderView, us
-from .datagram_video import Deliver, KeyframeWanted, Nack, VideoReceiver, VideoSender, decode_nacks, encode_nacks, split_nacks
+from .datagram_video import (Deliver, KeyframeWanted, Nack, VideoReceiver, VideoSender, decode_nacks, encode_nacks,
+                             split_nacks)
 from .fragments import Reassembly
 
 TCP = "tcp"
@@ -252,6 +254,3 @@ class DatagramChannel:
 
     def recent_loss(self, now: float) -> float | None:
         return self._view.recent_loss(now)
-
-    def replay_window_top(self) -> int:
-        return self._opener.window.top

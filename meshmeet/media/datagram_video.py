@@ -24,6 +24,7 @@ from .datagram_bodies import MAX_PIECES, VideoPiece
 
 NACK_CACHE_S = 1.0  # the sender keeps sent pieces this long
 NACK_CACHE_FRAMES = 64  # per layer, at most
+RESEND_MAX = 3  # times one piece is sent again, at most
 NACK_BUDGET_S = 0.3  # a frame not repaired this long after its gap was seen is lost
 NACK_RETRY_MIN_S = 0.05  # ask again after max(this, 1.5 RTT) if the piece still has not come
 FRAME_SPREAD_S = 0.05  # the pieces of one frame leave back to back: incomplete this long = a gap
@@ -102,7 +103,7 @@ class VideoSender:
     def __init__(self, piece_bytes: int) -> None:
         self.piece_bytes = piece_bytes
         self._frame = {C.LAYER_HIGH: 0, C.LAYER_LOW: 0}
-        self._sent: dict[int, OrderedDict[int, tuple[float, list[bytes]]]] = {
+        self._sent: dict[int, OrderedDict[int, tuple[float, list[bytes], list[int]]]] = {
             C.LAYER_HIGH: OrderedDict(), C.LAYER_LOW: OrderedDict()}
 
     def pieces(self, data: bytes, layer: int, now: float) -> list[VideoPiece] | None:
@@ -115,19 +116,24 @@ class VideoSender:
         self._frame[layer] = (frame + 1) % _U16
         out = [VideoPiece(layer, frame, i, count, data[i * size:(i + 1) * size]) for i in range(count)]
         cache = self._sent[layer]
-        cache[frame] = (now, [p.piece for p in out])
+        cache[frame] = (now, [p.piece for p in out], [0] * count)
         while len(cache) > NACK_CACHE_FRAMES or (cache and now - next(iter(cache.values()))[0] > NACK_CACHE_S):
             cache.popitem(last=False)
         return out
 
     def resend(self, nack: Nack, now: float) -> list[VideoPiece]:
-        """The pieces a NACK asks for that are still kept (unknown ones are ignored)."""
+        """The pieces a NACK asks for that are still kept (unknown ones are ignored), each at most
+        RESEND_MAX times: NACKs cannot make a link carry a frame over and over."""
         kept = self._sent[nack.layer].get(nack.frame)
         if kept is None or now - kept[0] > NACK_CACHE_S:
             return []
-        pieces = kept[1]
-        idx = nack.indices or tuple(range(len(pieces)))
-        return [VideoPiece(nack.layer, nack.frame, i, len(pieces), pieces[i]) for i in sorted(set(idx)) if i < len(pieces)]
+        pieces, resent = kept[1], kept[2]
+        out = []
+        for i in sorted(set(nack.indices or range(len(pieces)))):
+            if i < len(pieces) and resent[i] < RESEND_MAX:
+                resent[i] += 1
+                out.append(VideoPiece(nack.layer, nack.frame, i, len(pieces), pieces[i]))
+        return out
 
 
 @dataclass
