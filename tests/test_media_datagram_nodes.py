@@ -192,3 +192,27 @@ def test_strangers_and_replayed_datagrams_change_nothing(tmp_path: Path) -> None
         # and the link still works
         got = asyncio.run(present_and_listen(hq, hall, b"AF"))
         assert audio_seqs(got) == list(range(100))
+
+
+def test_hall_tv_shows_the_media_transport(tmp_path: Path) -> None:
+    """The hall TV's link badge names the transport media arrives over (and its loss)."""
+    from browser.media_fixtures import CHROMIUM, browser_missing_reason
+
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    with pair(tmp_path) as (hq, hall):
+        wait_for(lambda: link(hall, hq)["transport"] == "datagram", "datagram mode")
+        asyncio.run(present_and_listen(hq, hall, b"TV", n_audio=30))  # some reports: a loss figure
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                tv = b.new_page()
+                tv.goto(hall.url + "/tv")
+                badge = tv.get_by_test_id("tv-link-state")
+                expect(badge).to_have_attribute("data-transport", "datagram", timeout=30_000)
+                expect(badge).to_contain_text("UDP")
+            finally:
+                b.close()
