@@ -191,15 +191,16 @@ class DatagramService:
         log.info("media datagrams on UDP port %d%s", self.port, "" if self.enabled else " (disabled)")
         for peer in list(self._mine):
             self._send_offer(peer)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._timers)
-            while True:
-                try:
-                    data, addr = await tsock.recvfrom(RECEIVE_BYTES)
-                except OSError as e:  # e.g. ICMP port unreachable reported on the socket
-                    log.debug("datagram socket: %s", e)
-                    continue
-                self._on_datagram(data, addr)
+        with tsock:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._timers)
+                while True:
+                    try:
+                        data, addr = await tsock.recvfrom(RECEIVE_BYTES)
+                    except OSError as e:  # e.g. ICMP port unreachable reported on the socket
+                        log.debug("datagram socket: %s", e)
+                        continue
+                    self._on_datagram(data, addr)
 
     def _on_datagram(self, data: bytes, addr: tuple) -> None:
         self.counters["in"] += 1
