@@ -432,3 +432,19 @@ def test_receiver_stats_constant_delay_has_no_jitter_or_trend() -> None:
     fb = view.report(rx.report(6.0), 6.0)
     assert fb is not None and fb.loss_fraction == 0 and fb.jitter_s == 0 and fb.delay_trend_s == 0
     assert view.report(B.Report(10, 10, 0, 0, 0, 0), 6.1) is None  # older than the last: stale
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.floats(0, 30)), min_size=1, max_size=80))
+def test_delay_trend_is_never_negative_and_report_fields_fit(arrivals: list) -> None:
+    """Whatever the send times (wrapping u32 µs) and arrival times, a report encodes and its delay
+    trend is a queueing delay (never below zero: the adaptation refuses negative ones)."""
+    rx = ReceiverStats()
+    now = 0.0
+    for i, (send_us, gap) in enumerate(arrivals):
+        now += gap / 10
+        rx.arrived(i, send_us, now)
+        if i % 7 == 6:
+            r = rx.report(now)
+            assert r.delay_trend_us >= 0 and r.jitter_us >= 0
+            assert B.decode_report(B.encode_report(r)).highest == r.highest

@@ -20,7 +20,7 @@ DatagramError for bytes (the driver counts and drops them).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import chunk as C
 from . import datagram as D
@@ -169,6 +169,8 @@ class DatagramChannel:
                 return []
             if fb.rtt_s is not None:
                 self.rtt_s = fb.rtt_s
+            elif self.rtt_s is not None:
+                fb = replace(fb, rtt_s=self.rtt_s)  # the latest probe's round trip
             return self._heard(now) + [FeedbackArrived(fb)]
         if t == D.T_AUDIO:
             return [Deliver(c) for c in self._new_audio(B.decode_audio(body))]

@@ -168,7 +168,7 @@ class DatagramService:
         self._theirs.pop(peer, None)
         self._endpoints.pop(peer, None)
         if self._channels.pop(peer, None) is not None:
-            self._on_event(peer, ModeChanged(TCP))
+            self._emit(peer, [ModeChanged(TCP)])
 
     # ----- the socket --------------------------------------------------------------------
     def _bind(self) -> trio.socket.SocketType:
@@ -219,9 +219,16 @@ class DatagramService:
             log.exception("datagram from %s", addr)
             return
         self._endpoints[peer] = addr[:2]  # authentic and new: the peer is there now (roaming, NAT)
-        for ev in events:
-            self._on_event(peer, ev)
+        self._emit(peer, events)
         self._flush(peer, ch)
+
+    def _emit(self, peer: str, events: list[Event]) -> None:
+        for ev in events:
+            try:
+                self._on_event(peer, ev)
+            except Exception:  # a consumer's bug must not stop the socket or the timers
+                self.counters["errors"] += 1
+                log.exception("datagram event %s from %s", type(ev).__name__, peer)
 
     def _flush(self, peer: str, ch: DatagramChannel) -> None:
         endpoint = self._endpoints.get(peer)
@@ -247,8 +254,7 @@ class DatagramService:
                         self.counters["errors"] += 1
                         log.exception("datagram channel to %s", peer)
                         events = []
-                    for ev in events:
-                        self._on_event(peer, ev)
+                    self._emit(peer, events)
                     self._flush(peer, ch)
                 wake = min(wake, max(ch.next_deadline(), now + MIN_TIMER_S))
             self._wake = trio.Event()

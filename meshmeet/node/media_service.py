@@ -167,11 +167,9 @@ class MediaService:
             if callable(feedback) and peer in self._tree_links:
                 fb = ev.feedback
                 feedback(peer, now, fb.loss_fraction, fb.jitter_s, fb.delay_trend_s, fb.rtt_s)
-            depth = getattr(self.relay, "datagram_redundancy", None)  # the adaptation's audio redundancy
+            depth = getattr(self.relay, "audio_redundancy", None)  # the adaptation's redundancy depth
             if callable(depth) and peer in self._tree_links:
-                d = depth(peer)
-                if d is not None:
-                    self.dgram.set_redundancy(peer, int(d))
+                self.dgram.set_redundancy(peer, int(depth(peer, now)))
         elif isinstance(ev, ModeChanged):
             log.info("media to %s (%s) now over %s", peer, self._site(peer), ev.mode)
         self._kick()
