@@ -72,9 +72,9 @@ class ReceiverStats:
 
     def report(self, now: float) -> Report:
         trend = 0
-        if self._interval and self._base:
-            base = min(low for _, low in self._base)
-            trend = sum(self._interval) // len(self._interval) - base
+        if self._interval:
+            base = min([*self._interval, *(low for _, low in self._base)])
+            trend = sum(self._interval) // len(self._interval) - base  # >= 0: base <= every value here
         self._interval = []
         return Report(max(self.highest, 0), self.received, int(self.jitter_us), trend,
                       self._newest_send_us, int((now - self._newest_at) * 1_000_000))
