@@ -66,6 +66,56 @@ class LoraSettings:
     beacon_s: float = 300.0
 
 
+# ----- [limits]: what the node grants strangers (own block; see docs/protocol/link.md) -----
+
+LIMIT_KEYS = {  # key: (default, smallest, largest)
+    "mesh_max_per_address": (16, 1, 65536),
+    "mesh_max_pending": (64, 1, 65536),
+    "handshakes_per_s": (2.0, 0.01, 1000.0),
+    "joins_per_s": (0.5, 0.01, 1000.0),
+    "web_max_connections": (128, 1, 65536),
+    "web_max_per_address": (32, 1, 65536),
+    "web_idle_s": (30.0, 1.0, 86400.0),
+    "tls_handshake_s": (10.0, 1.0, 600.0),
+}
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """The [limits] table: caps and timeouts on what unauthenticated peers and browsers may use."""
+
+    mesh_max_per_address: int = 16  # mesh connections from one address
+    mesh_max_pending: int = 64  # mesh connections not yet authenticated (oldest dropped for a new one)
+    handshakes_per_s: float = 2.0  # link handshakes answered per address per second
+    joins_per_s: float = 0.5  # join requests checked per address per second
+    web_max_connections: int = 128  # per web listener (HTTP, HTTPS); ~300 kB each over TLS
+    web_max_per_address: int = 32  # per web listener and address
+    web_idle_s: float = 30.0  # a web connection that sends nothing (no request, no TLS hello) is closed
+    tls_handshake_s: float = 10.0
+
+
+def _limits(table: object, path: Path) -> LimitSettings:
+    """Parse [limits]; ConfigError naming the key for anything unknown or out of range."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[limits] trong {path} phải là một bảng", f"[limits] in {path} must be a table")
+    unknown = set(table) - set(LIMIT_KEYS)
+    if unknown:
+        raise ConfigError(f"Khóa lạ trong [limits] của {path}: {sorted(unknown)}",
+                          f"unknown key in [limits] of {path}: {sorted(unknown)}")
+    values = {}
+    for key, (default, lo, hi) in LIMIT_KEYS.items():
+        value = table.get(key, default)
+        ok = type(value) is int if isinstance(default, int) else type(value) in (int, float)
+        if not ok or not lo <= value <= hi:
+            raise ConfigError(f"Giá trị [limits] {key} không hợp lệ trong {path} (cần {lo}..{hi})",
+                              f"invalid [limits] {key} in {path} (expected {lo}..{hi})")
+        values[key] = type(default)(value)
+    return LimitSettings(**values)
+
+
+# ----- end of [limits] -----
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """What `meshmeet run` needs besides keys and roster."""
@@ -79,6 +129,7 @@ class NodeConfig:
     log_level: str = "info"
     lora: LoraSettings | None = None
     allowed_hosts: tuple[str, ...] = ()  # extra names the web app answers to (DNS-rebinding guard)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def with_overrides(
         self,
@@ -160,7 +211,16 @@ def render(cfg: NodeConfig) -> str:
         allowed_hosts=quote(cfg.allowed_hosts),
         log_level=cfg.log_level,
         lora=LORA_EXAMPLE if cfg.lora is None else _render_lora(cfg.lora),
-    )
+    ) + _render_limits(cfg.limits)
+
+
+def _render_limits(limits: LimitSettings) -> str:
+    """The [limits] table: commented out while every value is the default."""
+    lines = [f"{key} = {getattr(limits, key)}" for key in LIMIT_KEYS]
+    if limits == LimitSettings():
+        return ("\n# Caps and timeouts for strangers and browsers (optional; shown values are the defaults).\n"
+                "# Giới hạn cho máy lạ và trình duyệt (tùy chọn).\n# [limits]\n" + "".join(f"# {ln}\n" for ln in lines))
+    return "\n[limits]\n" + "".join(f"{ln}\n" for ln in lines)
 
 
 def _render_lora(lora: LoraSettings) -> str:
@@ -202,7 +262,7 @@ def load(data_dir: Path) -> NodeConfig:
     net = _table(doc, "network", path)
     log = _table(doc, "log", path)
     lora_table = doc.get("lora")
-    unknown = set(doc) - {"network", "log", "lora"}
+    unknown = set(doc) - {"network", "log", "lora", "limits"}
     if unknown:
         raise ConfigError(f"Mục lạ trong {path}: {sorted(unknown)}", f"unknown section in {path}: {sorted(unknown)}")
     try:
@@ -222,6 +282,7 @@ def load(data_dir: Path) -> NodeConfig:
             log_level=level,
             allowed_hosts=tuple(_host_name(h, path) for h in _list(net, "allowed_hosts", path)),
             lora=None if lora_table is None else _lora(lora_table, path),
+            limits=_limits(doc.get("limits", {}), path),
         )
     except (ValueError, TypeError):
         raise ConfigError(f"Giá trị không hợp lệ trong {path}", f"invalid value in {path}") from None

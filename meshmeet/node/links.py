@@ -2,8 +2,13 @@
 
 Feeds bytes and clock ticks into meshmeet.wire.LinkConnection and moves its output to the socket.
 Keeps link state and counters for status, reconnects with exponential backoff and jitter, and
-resolves simultaneous dials to a single link. This module must never parse handshake or frame
-bytes itself, and a misbehaving peer must only ever cost that peer its own connection.
+resolves simultaneous dials to a single link. Bounds what strangers can make it do (MeshLimits):
+connections per source address, connections not yet authenticated (the oldest is dropped to make
+room for a new one), handshakes and join attempts per source per second (token buckets, checked
+before any signature is made or checked). Only the writer task writes to a link's socket, each
+write with a deadline, so a peer that stops reading can never stall the reader's keepalive timer.
+This module must never parse handshake or frame bytes itself, and a misbehaving peer must only
+ever cost that peer its own connection.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..wire import (
     Role,
     RttSample,
 )
+from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,23 @@ TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
 UNSENT_LOWAT_BYTES = 16384
 JOIN_FIRST_BYTE = 0x4A
 CLOSE_GRACE_S = 1.0
+FIRST_BYTE_TIMEOUT_S = 10.0
+ACCEPT_RETRY_S = 0.1
+WRITE_CHUNK_BYTES = UNSENT_LOWAT_BYTES  # each chunk must leave within the write deadline
+
+
+@dataclass(frozen=True)
+class MeshLimits:
+    """What the mesh listener grants strangers (sources are IPv4 addresses or IPv6 /64s)."""
+
+    max_connections: int = 512  # accepted connections in all, links included
+    max_per_address: int = 16  # accepted connections from one source
+    max_pending: int = 64  # accepted, not yet authenticated; the oldest silent one (else oldest) makes room
+    max_silent_per_address: int = 2  # accepted connections from one source that have sent nothing yet
+    handshakes_per_s: float = 2.0  # per source: link handshakes answered (each costs a signature)
+    handshake_burst: int = 10
+    joins_per_s: float = 0.5  # per source: join requests checked
+    join_burst: int = 4
 
 
 @dataclass
@@ -69,14 +92,46 @@ class Link:
         self._send_lock = trio.Lock()
         self.closed = False
         self.peer_node_id: str | None = None
-        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes](OUTGOING_QUEUE_MESSAGES)
+        self.write_timeout_s = conn.dead_after_s
+        self.failure = ""  # why the writer gave up, for status
+        self._kicked = False
+        # bytes: an application message; None: "the connection has bytes to send" (a kick)
+        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes | None](OUTGOING_QUEUE_MESSAGES)
+
+    def kick(self) -> None:
+        """Tell the writer the connection queued bytes (handshake, pong, ping); never waits.
+
+        When the queue is full the writer is busy and sends them with its next message anyway."""
+        if self._kicked or not self.conn.has_data_to_send():
+            return
+        try:
+            self.outgoing_send.send_nowait(None)
+            self._kicked = True
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
 
     async def flush(self) -> None:
+        """Send what the connection has queued; each chunk must leave within write_timeout_s.
+
+        trio.TooSlowError when the peer has not taken a chunk in time (it stopped reading)."""
         data = self.conn.data_to_send()
         if not data:
             return
         async with self._send_lock:
-            await self.stream.send_all(data)
+            for start in range(0, len(data), WRITE_CHUNK_BYTES):
+                with trio.fail_after(self.write_timeout_s):
+                    await self.stream.send_all(data[start : start + WRITE_CHUNK_BYTES])
+
+    async def flush_final(self) -> None:
+        """Best effort, at most CLOSE_GRACE_S: send a close frame before the link is dropped."""
+        with trio.move_on_after(CLOSE_GRACE_S):
+            try:
+                data = self.conn.data_to_send()
+                if data:
+                    async with self._send_lock:
+                        await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
     async def send(self, payload: bytes) -> None:
         """Queue one message for the writer task (waits while the queue is full)."""
@@ -95,9 +150,11 @@ class Link:
             return False
 
     async def write_loop(self) -> None:
-        """Move queued messages through the connection to the socket, one writer per link."""
+        """Move queued messages through the connection to the socket: the link's only writer."""
         async for payload in self.outgoing_receive:
-            if not self.conn.send_message(payload, trio.current_time()):
+            if payload is None:
+                self._kicked = False
+            elif not self.conn.send_message(payload, trio.current_time()):
                 return
             await self.flush()
 
@@ -138,6 +195,7 @@ class LinkManager:
         on_join: JoinHandler | None = None,
         keepalive_s: float = 5.0,
         rng: random.Random | None = None,
+        limits: MeshLimits = MeshLimits(),
     ) -> None:
         self._me = me
         self._my_short_id = my_short_id
@@ -154,6 +212,13 @@ class LinkManager:
         self._nursery: trio.Nursery | None = None
         self.refused = 0
         self.listen_port: int | None = None
+        self.limits = limits
+        self._connections = ConnectionCounter(limits.max_connections, limits.max_per_address)
+        self._pending = PendingSet(limits.max_pending)  # accepted, not yet authenticated
+        self._handshake_rate = SourceRateLimiter(limits.handshakes_per_s, limits.handshake_burst)
+        self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
+        self.refused_connections = 0
+        self._silent_by_source: dict[str, int] = {}
 
     # ----- public API -------------------------------------------------------------------
 
@@ -171,7 +236,8 @@ class LinkManager:
                     f"cannot listen on mesh port {listen_host}:{listen_port}: {e.strerror}",
                 ) from None
             self.listen_port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
             task_status.started(self.listen_port)
 
     def add_target(self, host: str, port: int, node_id: str | None = None) -> None:
@@ -243,26 +309,95 @@ class LinkManager:
 
     # ----- accept / dial ----------------------------------------------------------------
 
-    async def _accept(self, stream: trio.SocketStream) -> None:
-        address = _peer_address(stream)
+    def admission(self) -> dict:
+        """What the listener refused, for status."""
+        return {
+            "connections": self._connections.total,
+            "pending": len(self._pending),
+            "refused_connections": self.refused_connections,
+            "dropped_pending": self._pending.dropped,
+            "refused_handshakes": self._handshake_rate.refused,
+            "refused_joins": self._join_rate.refused,
+        }
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        """Accept forever; refuse over-cap connections here, before any task is spent on them."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:  # EMFILE and friends: wait a little, keep serving the rest
+                log.warning("mesh accept failed: %s", e)
+                await trio.sleep(ACCEPT_RETRY_S)
+                continue
+            address = _peer_address(stream)
+            source = source_key(address.rpartition(":")[0])
+            too_many_silent = self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address
+            if too_many_silent or not self._connections.open(source):
+                self.refused_connections += 1
+                stream.socket.close()
+                continue
+            self._silent_by_source[source] = self._silent_by_source.get(source, 0) + 1
+            self._nursery.start_soon(self._accept, stream, address, source)  # type: ignore[union-attr]
+
+    async def _accept(self, stream: trio.SocketStream, address: str, source: str) -> None:
+        silent = True
+
+        def no_longer_silent() -> None:
+            nonlocal silent
+            if silent:
+                silent = False
+                left = self._silent_by_source.pop(source) - 1
+                if left:
+                    self._silent_by_source[source] = left
+
+        def spoke() -> None:
+            no_longer_silent()
+            self._pending.spoke(scope)
+
+        scope = trio.CancelScope()
+        try:
+            with scope:
+                self._pending.add(scope, scope.cancel)  # may drop the oldest pending one
+                await self._serve_accepted(stream, address, source, spoke, lambda: self._pending.remove(scope))
+        finally:
+            no_longer_silent()
+            self._pending.remove(scope)
+            self._connections.close(source)
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_accepted(
+        self,
+        stream: trio.SocketStream,
+        address: str,
+        source: str,
+        spoke: Callable[[], None],
+        established: Callable[[], object],
+    ) -> None:
         _limit_unsent(stream)
         try:
-            with trio.move_on_after(CONNECT_TIMEOUT_S * 2):
+            first = b""
+            with trio.move_on_after(FIRST_BYTE_TIMEOUT_S):
                 first = await stream.receive_some(RECEIVE_BYTES)
             if not first:
-                await trio.aclose_forcefully(stream)
                 return
+            now = trio.current_time()
             if first[0] == JOIN_FIRST_BYTE and self._on_join is not None:
-                await self._on_join(stream, first)
+                if self._join_rate.allow(source, now):
+                    spoke()
+                    await self._on_join(stream, first)
+                else:
+                    log.info("join from %s refused: over %.1f/s", address, self.limits.joins_per_s)
                 return
+            if not self._handshake_rate.allow(source, now):
+                log.debug("handshake from %s refused: over %.1f/s", address, self.limits.handshakes_per_s)
+                return
+            spoke()
             conn = self._new_conn(Role.RESPONDER)
-            await self._run_link(stream, conn, address, first, initiator=None)
+            await self._run_link(stream, conn, address, first, initiator=None, established=established)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.info("link from %s: transport error %s", address, e)
         except Exception:  # a bug in one link must never take the node down
             log.exception("link from %s failed", address)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def _dial_loop(self, host: str, port: int, node_id: str | None) -> None:
         key = (host, port)
@@ -328,20 +463,29 @@ class LinkManager:
     # ----- one link's life ----------------------------------------------------------------
 
     async def _run_link(
-        self, stream: trio.SocketStream, conn: LinkConnection, address: str, first: bytes, initiator: int | None
+        self,
+        stream: trio.SocketStream,
+        conn: LinkConnection,
+        address: str,
+        first: bytes,
+        initiator: int | None,
+        established: Callable[[], None] | None = None,
     ) -> str | None:
         link = Link(stream, conn, address, initiator if initiator is not None else -1)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_guard_writer, link)
+            link.kick()  # msg1, when we dialed
             try:
-                return await self._read_link(link, first, initiator)
+                return await self._read_link(link, first, initiator, established)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 log.info("link %s: transport error: %s", address, e)
                 return link.peer_node_id
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _read_link(self, link: Link, first: bytes, initiator: int | None) -> str | None:
+    async def _read_link(
+        self, link: Link, first: bytes, initiator: int | None, established: Callable[[], None] | None
+    ) -> str | None:
         conn, stream, address = link.conn, link.stream, link.address
         record: PeerRecord | None = None
         came_up: str | None = None
@@ -351,11 +495,13 @@ class LinkManager:
                 now = trio.current_time()
                 events = conn.receive_data(pending, now) if pending else []
                 pending = b""
-                await link.flush()
+                link.kick()
                 for event in events:
                     if isinstance(event, HandshakeComplete):
                         if initiator is None:
                             link.initiator_short_id = event.peer_short_id
+                        if established is not None:
+                            established()
                         record = self._link_up(link, event)
                         if record is None:
                             return None
@@ -374,6 +520,7 @@ class LinkManager:
                             log.info("link %s closed: %s", address, event.reason)
                         if record is not None:
                             record.last_error = event.reason
+                        await link.flush_final()
                         return came_up
                 if link.closed:
                     return came_up
@@ -391,12 +538,16 @@ class LinkManager:
                     for event in conn.handle_timer(trio.current_time()):
                         if isinstance(event, ConnectionClosed):
                             log.warning("link %s: %s", address, event.reason)
-                            await link.flush()
+                            if record is not None:
+                                record.last_error = event.reason
+                            await link.flush_final()
                             return came_up
-                    await link.flush()  # a keepalive ping, if one was due
+                    link.kick()  # a keepalive ping, if one was due
         finally:
             link.closed = True
             link.outgoing_send.close()
+            if record is not None and link.failure:
+                record.last_error = link.failure
             if record is not None and record.link is link:
                 record.link = None
                 record.state = "down"
@@ -435,8 +586,13 @@ class LinkManager:
 
 
 async def _guard_writer(link: Link) -> None:
+    """Run the writer; when a write fails or misses its deadline, drop the stream (the reader then ends)."""
     try:
         await link.write_loop()
+    except trio.TooSlowError:
+        link.failure = "peer not reading"
+        log.warning("link %s: the peer took nothing for %.1f s, closing", link.address, link.write_timeout_s)
+        await trio.aclose_forcefully(link.stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
         log.info("link %s: write failed: %s", link.address, e)
         await trio.aclose_forcefully(link.stream)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol
@@ -24,10 +25,10 @@ from ..diskfull import DiskFull, is_disk_full
 from ..join import JoinAccepted, JoinServer
 from ..roster import Entry, RosterError, RosterGossip
 from ..web.api import ApiCall, ApiError, dispatch_table
-from ..web.bridge import open_web_gateway
+from ..web.bridge import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
-from .links import RECEIVE_BYTES, LinkManager
+from .links import RECEIVE_BYTES, LinkManager, MeshLimits
 from .sightings import Sightings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Node:
             on_link_change=self._on_link_change,
             on_join=self._serve_join,
             keepalive_s=cfg.keepalive_s,
+            limits=mesh_limits(cfg),
         )
         self.services: dict[int, ServiceHandler] = {services.ROSTER: self._on_roster}
         self.api_handlers: dict[str, ApiHandler] = {"status": self._api_status}
@@ -127,6 +129,8 @@ class Node:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
+        soft, hard = raise_open_file_limit()
+        log.info("open-file limit %d (hard %d)", soft, hard)
         async with trio.open_nursery() as nursery:
             for factory in self.plugin_factories:
                 plugin = factory(self)
@@ -139,6 +143,7 @@ class Node:
                 port=cfg.http.port,
                 api=_disk_full_is_507(dispatch_table(self.api_handlers)),
                 app_setup=list(self.web_setups),
+                limits=web_limits(cfg),
             ) as gateway:
                 self.gateway = gateway
                 self.http_url = gateway.url
@@ -308,6 +313,7 @@ class Node:
             "links": self.links.snapshot(),
             "roster": {"members": len(self.roster.members()), "digest": self.roster.digest().hex()},
             "refused_links": self.links.refused,
+            "admission": self.links.admission(),
         }
         for key, fn in self.status_extras.items():
             out[key] = fn()
@@ -350,6 +356,46 @@ def _disk_full_is_507(api: ApiCall) -> ApiCall:
             raise ApiError(507, "disk_full", e.vi, e.en) from None
 
     return call
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit; the (soft, hard) in force after.
+
+    The default soft limit (1,024) is far below what the listeners' caps allow in sum."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY:
+        wanted = max(soft, 65536) if soft != resource.RLIM_INFINITY else soft
+    else:
+        wanted = hard
+    if wanted != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, e)
+    return soft, hard
+
+
+def mesh_limits(cfg: NodeConfig) -> MeshLimits:
+    """The mesh listener's limits from the [limits] table."""
+    lim = cfg.limits
+    return MeshLimits(
+        max_per_address=lim.mesh_max_per_address,
+        max_pending=lim.mesh_max_pending,
+        handshakes_per_s=lim.handshakes_per_s,
+        joins_per_s=lim.joins_per_s,
+    )
+
+
+def web_limits(cfg: NodeConfig) -> WebLimits:
+    """The web listeners' limits from the [limits] table."""
+    lim = cfg.limits
+    return WebLimits(
+        max_connections=lim.web_max_connections,
+        max_per_address=lim.web_max_per_address,
+        idle_s=lim.web_idle_s,
+        tls_handshake_s=lim.tls_handshake_s,
+    )
 
 
 def read_run_file(data_dir: Path) -> dict | None:

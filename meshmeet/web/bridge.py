@@ -39,6 +39,7 @@ import trio
 
 from .api import ApiCall, ApiError, internal_error, node_stopping
 from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, encode_payload
+from .listen_guard import WebLimits
 from .serving import Served, serve_app, start_loop_thread
 
 log = logging.getLogger(__name__)
@@ -448,6 +449,7 @@ async def open_web_gateway(
     inbound_capacity: int = INBOUND_CAPACITY,
     client_queue_messages: int | None = None,
     slow_client_policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
+    limits: WebLimits | None = None,
 ) -> AsyncIterator[WebGateway]:
     """Serve the web gateway on ``host:port`` (0 picks a free port) for the block's duration.
 
@@ -461,7 +463,8 @@ async def open_web_gateway(
     ``SHUTDOWN_S`` and the gateway thread is joined. Raises MeshmeetError if the port is busy.
     """
     token = trio.lowlevel.current_trio_token()
-    loop, thread = start_loop_thread(f"meshmeet-web-{port}")
+    limits = limits or WebLimits()
+    loop, thread = start_loop_thread(f"meshmeet-web-{port}", limits)
     spawn = nursery.start_soon if nursery is not None else trio.lowlevel.spawn_system_task
     calls = _TrioCalls(token, loop, spawn, api)
     inbound = Inbound(token, loop, inbound_capacity)
@@ -471,7 +474,7 @@ async def open_web_gateway(
         serving = serve_app(
             host, port, api_call=calls.call, inbound=inbound.send, routes_factory=routes_factory,
             static_dirs=static_dirs, app_setup=app_setup, slow_client_policy=slow_client_policy,
-            client_queue_messages=client_queue_messages,
+            client_queue_messages=client_queue_messages, idle_s=limits.idle_s,
         )
         served = await run_in_loop(loop, serving)
         outbound = Outbound(token, loop, served.hub.publish, outbound_capacity)

@@ -1,9 +1,12 @@
 """The gateway's own asyncio thread: run a loop there and serve the gateway app on it.
 
-``start_loop_thread`` starts a stock asyncio loop in a daemon thread that, once the loop is
-stopped, cancels what is left on it and closes it. ``serve_app`` (run on that loop) builds the
-hub and the app, listens on ``host:port`` (0 picks a free port), runs the app's ``on_serving``
-hooks (e.g. the HTTPS site) and says where it listens; ``Served.runner.cleanup()`` undoes it.
+``start_loop_thread`` starts a ``GuardedLoop`` (web/listen_guard.py: every server on it accepts
+through caps and timeouts) in a daemon thread that, once the loop is stopped, cancels what is
+left on it and closes it. ``serve_app`` (run on that loop) builds the hub and the app, listens on
+``host:port`` (0 picks a free port), runs the app's ``on_serving`` hooks (e.g. the HTTPS site,
+guarded alike since it is created on the same loop) and says where it listens;
+``Served.runner.cleanup()`` undoes it. aiohttp closes a connection idle for ``idle_s`` between
+requests.
 
 Everything here is asyncio and aiohttp only; the bridge drives it from the node's side. This
 module must never touch trio or the node's state, and never block the loop.
@@ -24,6 +27,7 @@ from aiohttp import web
 from ..errors import MeshmeetError
 from .api import ApiCall
 from .gateway import CONTEXT_KEY, AppSetup, Hub, InboundSend, RoutesFactory, SlowClientPolicy, build_app
+from .listen_guard import GuardedLoop, WebLimits
 
 AIOHTTP_SHUTDOWN_S = 2.0
 
@@ -57,6 +61,7 @@ async def serve_app(
     app_setup: AppSetup | Iterable[AppSetup] | None,
     slow_client_policy: SlowClientPolicy,
     client_queue_messages: int | None,
+    idle_s: float = WebLimits.idle_s,
 ) -> Served:
     """Gateway thread: build the hub and the app and start listening. MeshmeetError if the port fails."""
     hub_kwargs: dict[str, Any] = {"policy": slow_client_policy}
@@ -66,7 +71,9 @@ async def serve_app(
     app = build_app(
         api_call, hub, inbound=inbound, routes_factory=routes_factory, static_dirs=static_dirs, app_setup=app_setup
     )
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=AIOHTTP_SHUTDOWN_S, access_log=None, keepalive_timeout=idle_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -86,9 +93,11 @@ async def serve_app(
     return Served(runner=runner, hub=hub, url=f"http://{shown}:{bound_port}", port=bound_port)
 
 
-def start_loop_thread(thread_name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
-    """A new asyncio loop running in a new daemon thread; stop the loop to end the thread."""
-    loop = asyncio.new_event_loop()
+def start_loop_thread(
+    thread_name: str, limits: WebLimits | None = None
+) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """A new guarded asyncio loop running in a new daemon thread; stop the loop to end the thread."""
+    loop = GuardedLoop(limits or WebLimits())
     thread = threading.Thread(target=_run_loop, args=(loop,), name=thread_name, daemon=True)
     thread.start()
     return loop, thread

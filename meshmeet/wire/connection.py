@@ -198,6 +198,10 @@ class LinkConnection:
         self.state = State.CLOSED
         return [ConnectionClosed(reason=reason, code=code, by_peer=False, error=code not in CLEAN_CODES)]
 
+    def has_data_to_send(self) -> bool:
+        """Whether data_to_send() would return bytes."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
         out = bytes(self._outbox)
