@@ -410,7 +410,7 @@ class LinkManager:
                 continue
             if record is not None:
                 record.state = "connecting"
-            outcome = await self._dial_once(host, port)
+            outcome = await self.dial_once(host, port)
             if isinstance(outcome, str):
                 known_id = outcome
                 backoff = BACKOFF_START_S
@@ -426,7 +426,7 @@ class LinkManager:
                 self._targets[key] = trio.Event()
                 backoff = BACKOFF_START_S
 
-    async def _dial_once(self, host: str, port: int) -> str | None:
+    async def dial_once(self, host: str, port: int) -> str | None:
         """Connect, handshake and run one link; the peer's node id if it came up, else None."""
         address = f"{host}:{port}"
         try:

@@ -194,7 +194,7 @@ class Node:
         )
         dialer = MdnsDialer(
             Sightings(),
-            dial=self.links._dial_once,  # one dial and its link; the sightings table paces redials
+            dial=self.links.dial_once,  # one dial and its link; the sightings table paces redials
             is_member=lambda node_id: self.roster.member_by_node_id(node_id) is not None,
             is_linked=lambda node_id: node_id in self.links.up_peers(),
             resolve=discovery.resolve,
