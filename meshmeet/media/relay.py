@@ -38,6 +38,7 @@ MediaFormatError for bytes.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,6 +59,7 @@ DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is 
 DOWNGRADE_CONFIRM_S = 0.05  # ...when it still is this much later (a process stall drains at once)
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_DEADLINE_S = 0.25  # default playout budget: audio that waited longer in a queue is dropped
+FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its audio is dropped this long at most
 REDUNDANCY_LOSS = (0.01, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
@@ -112,6 +114,8 @@ class _Link:
     dropped_audio: int = 0  # late audio dropped (the audio deadline)
     feedback: LinkFeedback | None = None  # receiver reports (datagram links)
     player: PlayerLag = field(default_factory=PlayerLag)  # browser player reports
+    flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
+    flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
 
 
@@ -215,7 +219,8 @@ class MediaRelay:
             return
         if lk.feedback is None:
             lk.feedback = LinkFeedback()
-        if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s):
+        sent = lk.drain.sent_bps(now) if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
+        if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s, sent):
             self.feedback_refused += 1
 
     def audio_redundancy(self, link: str, now: float) -> int:
@@ -227,10 +232,10 @@ class MediaRelay:
         if fb is None or not fb.active(now):
             return 0
         depth = sum(fb.loss >= x for x in REDUNDANCY_LOSS)
-        if depth and fb.estimate_bps is not None:
-            audio = self._audio_load(lk).link_bps(None)
+        if depth and fb.estimate_bps is not None:  # a copy costs the chunk and a 2 B length
+            copy_bps = self._rates.audio_bps() + self._rates.audio_messages_per_s() * 2 * 8
             room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
-            depth = min(depth, max(0, int(room // audio)) if audio > 0 else depth)
+            depth = min(depth, max(0, int(room // copy_bps))) if copy_bps > 0 else depth
         return depth
 
     def player_report(self, link: str, now: float, audio_ts_us: int | None) -> None:
@@ -361,6 +366,8 @@ class MediaRelay:
         if lk.cap is not None and not lk.cap.can_send(now):
             return None
         self._trim_audio(lk, now)
+        if now < lk.flush_until:
+            self._flush(lk)
         if lk.audio:
             t_in, data = lk.audio.popleft()
             if data[0] == C.KIND_CHUNK:
@@ -376,8 +383,6 @@ class MediaRelay:
             data = C.encode(C.Padding(size))
         n = len(data) + lk.framing_bytes  # what the link carries
         lk.drain.sent(n, now)
-        if lk.feedback is not None:
-            lk.feedback.sent(n, now)
         if lk.probe is not None:
             lk.probe.sent(n)
         if lk.cap is not None:
@@ -402,6 +407,16 @@ class MediaRelay:
             t = lk.probe.next_padding_at(now)
             return max(t, lk.cap.ready_at(now)) if lk.cap is not None else t
         return None
+
+    def _flush(self, lk: _Link) -> None:
+        """Drop queued media for a link whose path holds a queue longer than the playout budget:
+        whatever goes in now comes out late, and sending nothing drains that queue (configs stay)."""
+        kept = [item for item in lk.audio if item[1][0] != C.KIND_CHUNK]
+        lk.dropped_audio += len(lk.audio) - len(kept)
+        lk.audio.clear()
+        lk.audio.extend(kept)
+        lk.video.clear()
+        lk.sending.clear()  # video restarts at a keyframe
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
         """The audio deadline: chunks older than the playout budget are dropped (configs stay)."""
@@ -453,6 +468,13 @@ class MediaRelay:
         audio; None to go on with the queue-delay rules."""
         if lk.level == AUDIO_LEVEL:
             self._audio_rate.plan(lk.id, plan_audio(est, self._audio_load(lk)))
+        if (fb.delay_s > self.audio_deadline_s and fb.last_report_at is not None
+                and fb.last_report_at >= lk.flush_blocked_until):
+            # the path's own queue (a modem's) is longer than the playout budget: stop feeding it
+            flush_s = min(FLUSH_MAX_S, fb.delay_s - self.audio_deadline_s / 2)
+            lk.flush_until = now + flush_s
+            lk.flush_blocked_until = now + flush_s + fb.delay_s + fb.rtt_s
+            log.debug("link %s: path queue %.0f ms: dropping its media for %.0f ms", lk.id, fb.delay_s * 1000, flush_s * 1000)
         if not fb.steady(now):
             lk.steady_since = now
         if lk.probe is not None and not fb.clean_since(lk.probe.started_at):
