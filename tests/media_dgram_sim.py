@@ -4,7 +4,7 @@
 relay pops goes out at once (UDP does not push back), through a bottleneck of `rate_bps` with a
 drop-tail queue of `queue_s`, then `base_s` ± `jitter_s` of delay and random `loss`. The receiver
 side reports every `report_s` like the datagram transport will: loss share, RFC 3550 interarrival
-jitter, queueing delay (one-way delay now minus its minimum over the last 10 s) and the RTT; the
+jitter, queueing delay (one-way delay of the latest 3 packets minus its minimum over the last 10 s) and the RTT; the
 report reaches the relay one base delay later. Audio redundancy (`relay.audio_redundancy`) is
 emulated RFC 2198-style: each audio packet also carries the previous `depth` audio chunks.
 
@@ -117,8 +117,8 @@ class Path:
             self._next_report = t + self.report_s
             if self._window and self._min_delays:
                 lowest = min(d for _, d in self._min_delays)
-                recent = sorted(a - s for a, s in self._window)
-                trend = recent[len(recent) // 2] - lowest
+                last = [a - s for a, s in sorted(self._window)[-3:]]  # "current": the latest few packets
+                trend = sum(last) / len(last) - lowest
                 expected = self._max_index - self._reported_index
                 lost = max(0.0, 1 - len(self._window) / max(1, expected))
                 self._reported_index = self._max_index

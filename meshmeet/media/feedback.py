@@ -10,8 +10,10 @@ of it:
   OVERUSE_SURE_DELAY_S above that in one report. The
   estimate drops to DECREASE_FACTOR x what was sent, less what the queue grew by: a queue whose
   delay rises by `slope` seconds per second while we send S drains at S / (1 + slope);
-- loss above LOSS_DECREASE_FRACTION, in the latest report and smoothed, with a high queueing
-  delay (a full modem queue drops), or smoothed loss above LOSS_SEVERE_FRACTION whatever the delay
+- after a decrease, reports still describe packets sent before it: overuse lowers the estimate
+  again only after the RTT plus the queueing delay then seen plus DECREASE_SETTLE_S;
+- loss above LOSS_DECREASE_FRACTION, in the latest report and smoothed, with overuse (a full
+  modem queue drops), or smoothed loss above LOSS_SEVERE_FRACTION whatever the delay
   (a policer): the estimate drops to what got through, S x (1 - loss), at once. Random loss
   without queueing (radio; a report on a narrow link counts few packets, so one loss reads as
   10-25 %) does not lower the rate: it is repaired by FEC and redundancy instead;
@@ -38,8 +40,9 @@ OVERUSE_DELAY_S = 0.05  # queueing delay above this (plus jitter, below) may be 
 OVERUSE_JITTER_FACTOR = 2.0  # ...jitter alone moves the delay by about this many jitters
 DELAY_FALLING_S = 0.005  # a report whose queueing delay fell by more than this is draining
 OVERUSE_CONFIRM_REPORTS = 2  # reports in a row that must show overuse (~0.4-1 s)...
-OVERUSE_SURE_DELAY_S = 0.2  # ...or one whose queueing delay is this much above the threshold (no jitter does that)
+OVERUSE_SURE_DELAY_S = 0.15  # ...or one whose queueing delay is this much above the threshold (no jitter does that)
 DECREASE_FACTOR = 0.85  # overuse: the estimate drops to this share of what the link drained
+DECREASE_SETTLE_S = 0.25  # after a decrease, overuse lowers it again only after the RTT, the queue seen and this
 LOSS_DECREASE_FRACTION = 0.10  # loss above this with a high queueing delay: a full queue drops
 LOSS_SEVERE_FRACTION = 0.25  # smoothed loss above this lowers the estimate whatever the delay (a policer)
 INCREASE_PER_S = 0.08  # steady: multiplicative growth per second
@@ -68,6 +71,7 @@ class LinkFeedback:
     last_high_at: float = -math.inf  # latest report with the delay above threshold or heavy loss
     reports: int = 0
     _over_count: int = 0
+    _settle_until: float = -math.inf
 
     # ---- reports -------------------------------------------------------------------------------
     def report(self, now: float, loss_fraction: float, jitter_s: float, delay_trend_s: float,
@@ -96,8 +100,10 @@ class LinkFeedback:
         self._over_count = self._over_count + 1 if high and not falling else 0
         sure = high and not falling and delay_trend_s > threshold + OVERUSE_SURE_DELAY_S
         self.overuse = self._over_count >= OVERUSE_CONFIRM_REPORTS or sure
+        settled = now >= self._settle_until  # reports now describe what was sent after the last decrease
+        over = self.overuse and settled
         heavy_loss = loss_fraction > LOSS_DECREASE_FRACTION and (
-            (high and self.loss > LOSS_DECREASE_FRACTION) or self.loss > LOSS_SEVERE_FRACTION)
+            (over and self.loss > LOSS_DECREASE_FRACTION) or self.loss > LOSS_SEVERE_FRACTION)
         if high or heavy_loss:
             self.last_high_at = now
 
@@ -105,7 +111,7 @@ class LinkFeedback:
         est = math.inf if known is None else known
         if heavy_loss:
             est = min(est * (1 - 0.5 * loss_fraction), max(sent * (1 - loss_fraction), MIN_ESTIMATE_BPS))
-        if self.overuse:
+        if over:
             slope = 0.0
             if gap is not None and 0 < gap <= MAX_SLOPE_GAP_S:
                 slope = max(0.0, (delay_trend_s - prev_delay) / gap)
@@ -115,6 +121,7 @@ class LinkFeedback:
             if math.isfinite(est):  # the first decrease makes the estimate known
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, est)
                 self.last_decrease_at = now
+                self._settle_until = now + rtt_s + delay_trend_s + DECREASE_SETTLE_S
         elif (not high and not heavy_loss and gap is not None
               and now - self.last_decrease_at >= INCREASE_AFTER_S):
             cap = INCREASE_CAP_FACTOR * sent

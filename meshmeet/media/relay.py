@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import AudioLoad, AudioRateControl, AudioWant, fec_percent, plan_audio
 from meshmeet.media.drain import DrainEstimate
-from meshmeet.media.feedback import INCREASE_CAP_FACTOR, LinkFeedback
+from meshmeet.media.feedback import LinkFeedback
 from meshmeet.media.fragments import Reassembly, next_piece, piece_count
 from meshmeet.media.keyframes import KeyframeRequester
-from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, LOW_LEVEL, UPGRADE_HEADROOM, StreamRates, level_layers
+from meshmeet.media.ladder import KEYFRAME_HOL_MAX_S, AUDIO_LEVEL, LEVELS, LOW_LEVEL, UPGRADE_HEADROOM, StreamRates, level_layers
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
 from meshmeet.media.player_report import PlayerLag
 from meshmeet.media.probe import PROBE_S, PaddingProbe
@@ -63,7 +63,9 @@ FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its aud
 REDUNDANCY_LOSS = (0.01, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
-UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this
+UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this...
+FEEDBACK_BACKOFF_MAX_S = 30.0  # ...on a datagram link up to this (a failed probe there fills the path's queue)
+FEEDBACK_PROBE_FACTOR = 1.25  # a datagram link probes at most this multiple of its estimate
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
 
 
@@ -114,6 +116,7 @@ class _Link:
     dropped_audio: int = 0  # late audio dropped (the audio deadline)
     feedback: LinkFeedback | None = None  # receiver reports (datagram links)
     player: PlayerLag = field(default_factory=PlayerLag)  # browser player reports
+    pacer: RateCap | None = None  # paces a datagram link at its feedback estimate
     flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
     flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
@@ -231,12 +234,20 @@ class MediaRelay:
         fb = lk.feedback if lk is not None else None
         if fb is None or not fb.active(now):
             return 0
-        depth = sum(fb.loss >= x for x in REDUNDANCY_LOSS)
-        if depth and fb.estimate_bps is not None:  # a copy costs the chunk and a 2 B length
-            copy_bps = self._rates.audio_bps() + self._rates.audio_messages_per_s() * 2 * 8
+        depth = self._wanted_redundancy(fb)
+        copy_bps = self._copy_bps()
+        if depth and fb.estimate_bps is not None and copy_bps > 0:
             room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
-            depth = min(depth, max(0, int(room // copy_bps))) if copy_bps > 0 else depth
+            depth = min(depth, max(0, int(room // copy_bps)))
         return depth
+
+    @staticmethod
+    def _wanted_redundancy(fb: LinkFeedback) -> int:
+        return sum(fb.loss >= x for x in REDUNDANCY_LOSS)
+
+    def _copy_bps(self) -> float:
+        """What one redundant copy of the audio stream costs: the chunks and a 2 B length each."""
+        return self._rates.audio_bps() + self._rates.audio_messages_per_s() * 2 * 8
 
     def player_report(self, link: str, now: float, audio_ts_us: int | None) -> None:
         """A browser player on `link` reports the capture timestamp of its latest decoded audio
@@ -365,6 +376,7 @@ class MediaRelay:
             return None
         if lk.cap is not None and not lk.cap.can_send(now):
             return None
+        pacer = self._pacer(lk, now)
         self._trim_audio(lk, now)
         if now < lk.flush_until:
             self._flush(lk)
@@ -373,6 +385,8 @@ class MediaRelay:
             if data[0] == C.KIND_CHUNK:
                 lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
                 lk.player.sent(data)
+        elif pacer is not None and not pacer.can_send(now):
+            return None  # audio is never paced (it is small, and late is lost); video and padding are
         elif lk.video:
             data = self._next_video(lk)
         else:
@@ -387,6 +401,8 @@ class MediaRelay:
             lk.probe.sent(n)
         if lk.cap is not None:
             lk.cap.sent(len(data), now)
+        if pacer is not None:
+            pacer.sent(len(data), now)
         return data
 
     def _next_video(self, lk: _Link) -> bytes:
@@ -401,12 +417,28 @@ class MediaRelay:
         lk = self._links.get(link)
         if lk is None:
             return None
-        if lk.audio or lk.video:
+        if lk.audio:
             return lk.cap.ready_at(now) if lk.cap is not None else now
+        ready = max([now] + [b.ready_at(now) for b in (lk.cap, self._pacer(lk, now)) if b is not None])
+        if lk.video:
+            return ready
         if lk.probe is not None:
-            t = lk.probe.next_padding_at(now)
-            return max(t, lk.cap.ready_at(now)) if lk.cap is not None else t
+            return max(lk.probe.next_padding_at(now), ready)
         return None
+
+    def _pacer(self, lk: _Link, now: float) -> RateCap | None:
+        """A datagram link whose reports gave an estimate is paced at it (at a probe's rate while
+        one runs), so that bursts (keyframes) wait in this relay, where audio goes first, and not
+        in the path's queue, where audio would wait behind them."""
+        fb = self._active_feedback(lk, now)
+        if fb is None or fb.estimate_bps is None:
+            lk.pacer = None
+            return None
+        rate = max(fb.estimate_bps, lk.probe.target_bps if lk.probe is not None else 0.0)
+        if lk.pacer is None:
+            lk.pacer = RateCap(rate, lk.framing_bytes)
+        lk.pacer.rate_bps, lk.pacer.framing_bytes = rate, lk.framing_bytes
+        return lk.pacer
 
     def _flush(self, lk: _Link) -> None:
         """Drop queued media for a link whose path holds a queue longer than the playout budget:
@@ -451,9 +483,13 @@ class MediaRelay:
         return nxt if t is None else min(nxt, max(t, now))
 
     def _queue_ms(self, lk: _Link, now: float) -> float:
-        """Queue delay: the oldest queued message's age, or a browser player's lag if longer."""
+        """Queue delay: the oldest queued message's age, or a browser player's lag if longer. A
+        paced datagram link allows its video a keyframe's wait (the pacer, not congestion)."""
         heads = [q[0][0] for q in (lk.audio, lk.video) if q]
-        queued = (now - min(heads)) * 1000 if heads else 0.0
+        if lk.pacer is not None and lk.video:
+            heads = [t for t in (lk.audio[0][0] if lk.audio else None,
+                                 lk.video[0][0] + KEYFRAME_HOL_MAX_S) if t is not None]
+        queued = max(0.0, (now - min(heads)) * 1000) if heads else 0.0
         return max(queued, lk.player.lag_s(now) * 1000)
 
     def _audio_load(self, lk: _Link) -> AudioLoad:
@@ -493,13 +529,13 @@ class MediaRelay:
         lk.probe = None
         lk.steady_since = now
         if not ok:
-            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)
+            lk.backoff_s = min(FEEDBACK_BACKOFF_MAX_S, lk.backoff_s * 2)
             return []
         fb.probe_passed(achieved)
         assert fb.estimate_bps is not None
         if self._fits(lk, lk.level - 1, fb.estimate_bps):
             return self._set_level(lk, lk.level - 1, now)
-        return []  # a step on the way (probes grow by INCREASE_CAP_FACTOR at most)
+        return []  # a step on the way (probes grow by FEEDBACK_PROBE_FACTOR at most)
 
     def _level_bps(self, lk: _Link, level: int) -> float:
         return self._rates.link_bps(level, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
@@ -512,6 +548,8 @@ class MediaRelay:
         self._audio_rate.set_fec(lk.id, fec_percent(fb.loss) if fb is not None else 0)
         fb_est = fb.estimate_bps if fb is not None else None
         if fb is not None and fb_est is not None:
+            # audio redundancy comes before video: what the copies need is not the video's
+            fb_est = max(0.0, fb_est - self._wanted_redundancy(fb) * self._copy_bps() / UPGRADE_HEADROOM)
             acted = self._judge_feedback(lk, fb, fb_est, now)
             if acted is not None:
                 return acted
@@ -540,7 +578,8 @@ class MediaRelay:
         if lk.probe is not None:
             achieved = lk.probe.achieved_bps(now)
             if achieved is not None and fb is not None and fb_est is not None:
-                if fb.last_report_at is not None and fb.last_report_at >= lk.probe.started_at + PROBE_S / 2:
+                # padding has stopped; a report about packets sent at the probe's end decides
+                if fb.last_report_at is not None and fb.last_report_at >= lk.probe.started_at + PROBE_S + fb.rtt_s:
                     return self._feedback_probe_done(lk, fb, achieved, now)
                 return []  # wait for a report that saw the probe
             if achieved is not None:
@@ -560,15 +599,18 @@ class MediaRelay:
                 return self._set_level(lk, lk.level - 1, now)
             probe_bps = target / UPGRADE_HEADROOM
             if fb_est is not None:  # a datagram link: probe in steps, a queue beyond it costs audio delay
-                probe_bps = min(probe_bps, INCREASE_CAP_FACTOR * fb_est)
+                probe_bps = min(probe_bps, FEEDBACK_PROBE_FACTOR * fb_est)
             lk.probe = PaddingProbe(probe_bps, now)
         return []
+
+    def _backoff_max(self, lk: _Link, now: float) -> float:
+        return FEEDBACK_BACKOFF_MAX_S if self._active_feedback(lk, now) is not None else UPGRADE_BACKOFF_MAX_S
 
     def _end_probe(self, lk: _Link, now: float, *, ok: bool) -> None:
         lk.probe = None
         lk.steady_since = now
         if not ok:
-            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)
+            lk.backoff_s = min(self._backoff_max(lk, now), lk.backoff_s * 2)
 
     def _downgrade(self, lk: _Link, est: float, now: float) -> list[Outgoing]:
         new = lk.level + 1
@@ -579,7 +621,7 @@ class MediaRelay:
                     new = i
                     break
         if now - lk.last_change < 3 * UPGRADE_BACKOFF_MAX_S:
-            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)  # the last upgrade failed
+            lk.backoff_s = min(self._backoff_max(lk, now), lk.backoff_s * 2)  # the last upgrade failed
         lk.video.clear()  # stale; the decoder restarts at a keyframe of the new layer
         # (a chunk cut mid-way is dropped by the receiver when the next first piece comes)
         lk.sending.clear()
