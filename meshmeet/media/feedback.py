@@ -135,6 +135,14 @@ class LinkFeedback:
         if self.estimate_bps is not None and math.isfinite(achieved_bps):
             self.estimate_bps = max(self.estimate_bps, achieved_bps)
 
+    def own_probe_failed(self, now: float, estimate_before_bps: float) -> None:
+        """Our padding probe made the queue: the estimate before it stands, and the reports about
+        packets sent while it ran (until the queue it made has drained) lower nothing."""
+        if self.estimate_bps is not None:
+            self.estimate_bps = max(self.estimate_bps, estimate_before_bps)
+        self._settle_until = max(self._settle_until, now + self.rtt_s + self.delay_s + DECREASE_SETTLE_S)
+        self._over_count = 0
+
     # ---- judgement ------------------------------------------------------------------------------
     def active(self, now: float) -> bool:
         """Reports are arriving (the link is judged by them)."""

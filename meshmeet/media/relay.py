@@ -65,7 +65,9 @@ DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging 
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
 UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this...
 FEEDBACK_BACKOFF_MAX_S = 30.0  # ...on a datagram link up to this (a failed probe there fills the path's queue)
-FEEDBACK_PROBE_FACTOR = 1.25  # a datagram link probes at most this multiple of its estimate
+FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
+FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
+# low end after a failed probe (a failed probe fills the path's queue), x1.5 after each clean one
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
 
 
@@ -116,6 +118,8 @@ class _Link:
     dropped_audio: int = 0  # late audio dropped (the audio deadline)
     feedback: LinkFeedback | None = None  # receiver reports (datagram links)
     player: PlayerLag = field(default_factory=PlayerLag)  # browser player reports
+    probe_factor: float = FEEDBACK_PROBE_FACTOR[0]  # datagram links: next probe's multiple of the estimate
+    probe_from_bps: float = 0.0  # datagram links: the estimate when the running probe started
     pacer: RateCap | None = None  # paces a datagram link at its feedback estimate
     flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
     flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
@@ -499,11 +503,17 @@ class MediaRelay:
         fb = lk.feedback
         return fb if fb is not None and fb.active(now) else None
 
-    def _judge_feedback(self, lk: _Link, fb: LinkFeedback, est: float, now: float) -> list[Outgoing] | None:
+    def _video_estimate(self, fb: LinkFeedback) -> float:
+        """The estimate the ladder's levels must fit: audio redundancy comes before video."""
+        assert fb.estimate_bps is not None
+        return max(0.0, fb.estimate_bps - self._wanted_redundancy(fb) * self._copy_bps() / UPGRADE_HEADROOM)
+
+    def _judge_feedback(self, lk: _Link, fb: LinkFeedback, now: float) -> list[Outgoing] | None:
         """A datagram link whose reports gave an estimate: shed what it cannot carry, plan its
         audio; None to go on with the queue-delay rules."""
+        assert fb.estimate_bps is not None
         if lk.level == AUDIO_LEVEL:
-            self._audio_rate.plan(lk.id, plan_audio(est, self._audio_load(lk)))
+            self._audio_rate.plan(lk.id, plan_audio(fb.estimate_bps, self._audio_load(lk)))
         if (fb.delay_s > self.audio_deadline_s and fb.last_report_at is not None
                 and fb.last_report_at >= lk.flush_blocked_until):
             # the path's own queue (a modem's) is longer than the playout budget: stop feeding it
@@ -514,7 +524,11 @@ class MediaRelay:
         if not fb.steady(now):
             lk.steady_since = now
         if lk.probe is not None and not fb.clean_since(lk.probe.started_at):
+            # our own probe filled the queue: back to the estimate before it, and let it drain
+            fb.own_probe_failed(now, lk.probe_from_bps)
             self._end_probe(lk, now, ok=False)
+            lk.probe_factor = FEEDBACK_PROBE_FACTOR[0]
+        est = self._video_estimate(fb)
         if lk.level < AUDIO_LEVEL and now >= lk.hold_until and self._level_bps(lk, lk.level) > est:
             if lk.probe is not None:
                 self._end_probe(lk, now, ok=False)
@@ -524,18 +538,24 @@ class MediaRelay:
 
     def _feedback_probe_done(self, lk: _Link, fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
         """A probe on a datagram link ended with a report that saw it: clean reports raise the estimate."""
-        assert lk.probe is not None
-        ok = lk.probe.passed(achieved) and fb.clean_since(lk.probe.started_at)
+        probe = lk.probe
+        assert probe is not None
+        ok = probe.passed(achieved) and fb.clean_since(probe.started_at)
         lk.probe = None
         lk.steady_since = now
         if not ok:
             lk.backoff_s = min(FEEDBACK_BACKOFF_MAX_S, lk.backoff_s * 2)
+            lk.probe_factor = FEEDBACK_PROBE_FACTOR[0]
             return []
         fb.probe_passed(achieved)
-        assert fb.estimate_bps is not None
-        if self._fits(lk, lk.level - 1, fb.estimate_bps):
+        lk.backoff_s = UPGRADE_STEADY_S  # the link carried more: try the next step soon
+        lk.probe_factor = min(FEEDBACK_PROBE_FACTOR[1], lk.probe_factor * 1.5)
+        # a clean probe at (about) the next level's full rate, its headroom included, carried it
+        redundancy_bps = self._wanted_redundancy(fb) * self._copy_bps()
+        full = probe.target_bps >= 0.95 * (self._level_bps(lk, lk.level - 1) + redundancy_bps) / UPGRADE_HEADROOM
+        if self._fits(lk, lk.level - 1, self._video_estimate(fb) / (UPGRADE_HEADROOM if full else 1.0)):
             return self._set_level(lk, lk.level - 1, now)
-        return []  # a step on the way (probes grow by FEEDBACK_PROBE_FACTOR at most)
+        return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
 
     def _level_bps(self, lk: _Link, level: int) -> float:
         return self._rates.link_bps(level, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
@@ -548,9 +568,8 @@ class MediaRelay:
         self._audio_rate.set_fec(lk.id, fec_percent(fb.loss) if fb is not None else 0)
         fb_est = fb.estimate_bps if fb is not None else None
         if fb is not None and fb_est is not None:
-            # audio redundancy comes before video: what the copies need is not the video's
-            fb_est = max(0.0, fb_est - self._wanted_redundancy(fb) * self._copy_bps() / UPGRADE_HEADROOM)
-            acted = self._judge_feedback(lk, fb, fb_est, now)
+            acted = self._judge_feedback(lk, fb, now)
+            fb_est = self._video_estimate(fb)
             if acted is not None:
                 return acted
         qms = self._queue_ms(lk, now)
@@ -598,8 +617,11 @@ class MediaRelay:
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
             probe_bps = target / UPGRADE_HEADROOM
-            if fb_est is not None:  # a datagram link: probe in steps, a queue beyond it costs audio delay
-                probe_bps = min(probe_bps, FEEDBACK_PROBE_FACTOR * fb_est)
+            if fb is not None and fb.estimate_bps is not None:
+                # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
+                probe_bps = min(probe_bps + fb.estimate_bps - fb_est, lk.probe_factor * fb.estimate_bps,
+                                FEEDBACK_PROBE_FACTOR[0] * fb.estimate_bps + FEEDBACK_PROBE_EXTRA_BPS)
+                lk.probe_from_bps = fb.estimate_bps if fb is not None and fb.estimate_bps else 0.0
             lk.probe = PaddingProbe(probe_bps, now)
         return []
 

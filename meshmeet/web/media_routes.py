@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 
 from meshmeet.media import chunk as C
 from meshmeet.media.floor import KIND_SOURCE_RESET
+from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.media.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
 
@@ -117,6 +118,17 @@ class MediaHub:
         outs = self.relay.receive(link, data, now)
         self._record(data, now)
         self._send_out(outs)
+
+    def player_report(self, sub: str, text: str) -> bool:
+        """A hall page's receiver report (JSON text); False if malformed (the caller closes it)."""
+        try:
+            rep = parse_player_report(text)
+        except PlayerReportError as e:
+            log.info("%s: bad player report: %s", sub, e.en)
+            self.format_errors += 1
+            return False
+        self.relay.player_report(sub, self._clock(), rep.audio_ts_us)
+        return True
 
     def _send_out(self, outs: list[Outgoing]) -> None:
         for o in outs:
@@ -268,6 +280,9 @@ class MediaHub:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
                     self.from_subscriber(sub, msg.data)
+                elif msg.type == WSMsgType.TEXT and not self.player_report(sub, msg.data):
+                    await ws.close(code=1008, message=b"bad player report")  # this page only
+                    break
         finally:
             self.remove_subscriber(sub)
         return ws
