@@ -14,6 +14,8 @@ const s = {
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
     decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0,
     audioSeqMissing: 0,             // audio chunks never received: sum of sequence gaps (loss on the way here)
+    audioSeq: null,                 // sequence number of the latest audio chunk received
+    jitterMs: 0, concealedMs: 0,    // playout: measured interarrival jitter, audio concealed (lost frames)
     audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
     modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
   audioSeq: null,                   // sequence number of the latest audio chunk received
@@ -165,7 +167,7 @@ function handle(u8) {
 const MAX_PROBE_GAPS = 1000;
 function noteAudioSeq(seq) {  // relays pass every audio frame in order: a gap is a loss upstream
   const prev = s.audioSeq;
-  s.audioSeq = seq;
+  s.audioSeq = seq; s.stats.audioSeq = seq;
   if (prev === null || seq === ((prev + 1) >>> 0)) return;
   const missing = (seq - prev - 1) >>> 0;
   if (missing < 0x80000000) s.stats.audioSeqMissing += missing;  // (a backwards step: a new presenter)
@@ -192,6 +194,7 @@ onmessage = (ev) => {
       const m = e.data;
       s.clockUs = m.clockUs; s.lastClockMs = performance.now();
       s.stats.audioUnderruns = m.underruns; s.stats.bufferedMs = Math.round(m.bufferedMs); s.stats.targetMs = Math.round(m.targetMs);
+      s.stats.jitterMs = Math.round(m.jitterMs * 10) / 10; s.stats.concealedMs = Math.round(m.concealedMs);
       draw();
     };
     setInterval(publishStats, 100);
