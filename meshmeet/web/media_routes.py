@@ -247,7 +247,9 @@ class MediaHub:
         now = self._clock()
         return {"source": self.relay.source,
                 "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps,
-                           "audio_request_kbps": s.audio_request_kbps} for s in self.relay.stats(now)],
+                           "audio_request_kbps": s.audio_request_kbps, "audio_frame_ms": s.audio_frame_ms,
+                           "audio_fec_percent": s.audio_fec_percent, "audio_late_dropped": s.audio_late_dropped,
+                           "player_lag_ms": s.player_lag_ms} for s in self.relay.stats(now)],
                 "subscribers": len(self._subs)}
 
     async def close(self) -> None:
