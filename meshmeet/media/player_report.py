@@ -9,7 +9,7 @@ text message (docs/protocol/media.md, "Player reports"):
 `parse_player_report` checks it strictly (only these keys, types and ranges; at most
 MAX_REPORT_BYTES); the gateway closes the socket of a page that sends anything else.
 `PlayerLag` turns reports into the player's lag: the capture timestamp of the newest audio chunk
-handed to its socket minus the newest one it decoded. A browser that stopped reading (a stalled
+handed to its socket minus the newest one it decoded, in two reports in a row. A browser that stopped reading (a stalled
 renderer: its data sits in kernel buffers the relay cannot see) shows a growing lag, and so does
 one that stops reporting; the relay counts that lag as queue delay, so the ladder sheds it.
 This module must never do I/O, read a clock, or raise anything but PlayerReportError.
@@ -27,7 +27,7 @@ from meshmeet.media.chunk import KIND_CHUNK, MAX_TIMESTAMP_US
 MAX_REPORT_BYTES = 512
 MAX_COUNT = 2**53 - 1  # JavaScript's largest exact integer
 MAX_MS = 60_000.0
-PLAYER_LAG_SLACK_S = 0.25  # normal lag (stats every 100 ms, decode, a frame or two) is not congestion
+PLAYER_LAG_SLACK_S = 0.5  # normal lag (stats every 100 ms, decode, a loaded host's scheduling) is not congestion
 PLAYER_REPORT_STALE_S = 3.0  # a player that reported and then fell silent this long: its silence is lag
 MAX_PLAUSIBLE_LAG_S = 30.0  # above this the timestamps are from two different streams (a new source)
 _KEYS = {"type", "audioSeq", "audioTsUs", "decoded", "underruns", "bufferMs", "targetMs", "jitterMs", "missing"}
@@ -99,7 +99,8 @@ class PlayerLag:
     def __init__(self) -> None:
         self.sent_ts_us: int | None = None  # capture timestamp of the newest audio chunk popped for it
         self.reported_at: float | None = None
-        self._lag_s = 0.0
+        self._lag_s = 0.0  # the smaller of the last two reports' lags: one late report decides nothing
+        self._last_lag_s = 0.0
 
     def sent(self, chunk: bytes) -> None:
         ts = chunk_timestamp_us(chunk)
@@ -108,11 +109,11 @@ class PlayerLag:
 
     def report(self, now: float, decoded_ts_us: int | None) -> None:
         self.reported_at = now
-        if decoded_ts_us is None or self.sent_ts_us is None:
-            self._lag_s = 0.0
-            return
-        lag = (self.sent_ts_us - decoded_ts_us) / 1e6
-        self._lag_s = lag if 0.0 <= lag <= MAX_PLAUSIBLE_LAG_S else 0.0
+        lag = 0.0
+        if decoded_ts_us is not None and self.sent_ts_us is not None:
+            lag = (self.sent_ts_us - decoded_ts_us) / 1e6
+            lag = lag if 0.0 <= lag <= MAX_PLAUSIBLE_LAG_S else 0.0
+        self._lag_s, self._last_lag_s = min(lag, self._last_lag_s), lag
 
     def lag_s(self, now: float) -> float:
         """The lag beyond PLAYER_LAG_SLACK_S (0 for a page that never reported: an older page or a
