@@ -319,3 +319,24 @@ def test_profile_e_32kbit_sheds_video_within_a_second_and_audio_recovers() -> No
     whole = audio_delays(src, path, cap_at, 44.0)
     assert sum(1 for _, x in whole if x is not None) >= 0.9 * len(whole)
     assert r._links["d"].dropped_audio > 0  # late audio was dropped at the relay during the transient
+
+
+def test_redundant_audio_copies_are_relayed_once_in_order() -> None:
+    """A datagram receiver feeds each packet's redundant copies (oldest first) and then its chunk:
+    a copy that repairs a loss is relayed in order, one already relayed is dropped."""
+    r = MediaRelay(source="up")
+    r.add_link("down", 0.0)
+
+    def a(seq: int) -> bytes:
+        return C.encode(C.Chunk(0, 0, 0, True, 0, seq, seq * 20_000, 20_000, bytes([seq])))
+    # packets carry [previous, current]; the packet with chunk 2 was lost, 3's copy of 2 repairs it
+    for packet in ([a(0)], [a(0), a(1)], [a(2), a(3)], [a(3), a(4)]):
+        for chunk in packet:
+            r.receive("up", chunk, 0.0)
+    got = []
+    while (d := r.pop("down", 0.0)) is not None:
+        got.append(C.parse(d).seq)
+    assert got == [0, 1, 2, 3, 4] and r.audio_repeats == 2
+    r.set_source("up")  # a new presenter starts again at seq 0: not a repeat
+    r.receive("up", C.encode(C.Chunk(0, 0, 0, True, 0, 0, 5_000_000, 20_000, b"n")), 1.0)
+    assert C.parse(r.pop("down", 1.0)).timestamp_us == 5_000_000

@@ -60,6 +60,7 @@ DOWNGRADE_CONFIRM_S = 0.05  # ...when it still is this much later (a process sta
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_DEADLINE_S = 0.25  # default playout budget: audio that waited longer in a queue is dropped
 FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its audio is dropped this long at most
+RECENT_AUDIO_CHUNKS = 64  # audio chunks remembered to drop repeats (redundant copies): > 2 copies x reordering
 REDUNDANCY_LOSS = (0.01, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
@@ -146,6 +147,8 @@ class MediaRelay:
         self._reassembly = Reassembly()  # pieces of fragmented chunks, per link
         self.chunks_in = 0
         self.format_errors = 0
+        self.audio_repeats = 0  # audio chunks that arrived again (redundancy copies) and were dropped
+        self._recent_audio: deque = deque(maxlen=RECENT_AUDIO_CHUNKS)  # (seq, timestamp) relayed lately
 
     # ---- links -------------------------------------------------------------------------
     def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
@@ -171,10 +174,19 @@ class MediaRelay:
         if link == self.source:
             self.source = None
 
+    def _repeated_audio(self, data: bytes) -> bool:
+        """Whether this audio chunk (sequence and timestamp) was relayed lately; remembers it if not."""
+        key = (data[3:7], data[7:12])
+        if key in self._recent_audio:
+            return True
+        self._recent_audio.append(key)
+        return False
+
     def set_source(self, link: str | None) -> None:
         """The floor moved: forget the old source's configs; new chunks come from `link`."""
         self.source = link
         self._configs.clear()
+        self._recent_audio.clear()
         self._audio_rate.source_changed()
         for lk in self._links.values():
             lk.sending.clear()
@@ -297,6 +309,9 @@ class MediaRelay:
                     lk.audio.append((now, data))
             return []
         info = C.peek_chunk(data)
+        if info.track == C.TRACK_AUDIO and self._repeated_audio(data):
+            self.audio_repeats += 1  # a redundant copy (datagram links) of a chunk already relayed
+            return []
         self.chunks_in += 1
         n = len(data)
         if self._accepted is not None:
