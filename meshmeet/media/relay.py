@@ -636,7 +636,7 @@ class MediaRelay:
                 # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
                 probe_bps = min(probe_bps + fb.estimate_bps - fb_est, lk.probe_factor * fb.estimate_bps,
                                 FEEDBACK_PROBE_FACTOR[0] * fb.estimate_bps + FEEDBACK_PROBE_EXTRA_BPS)
-                lk.probe_from_bps = fb.estimate_bps if fb is not None and fb.estimate_bps else 0.0
+                lk.probe_from_bps = fb.estimate_bps
             lk.probe = PaddingProbe(probe_bps, now)
         return []
 
