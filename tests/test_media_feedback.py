@@ -260,12 +260,12 @@ def test_reports_that_stop_leave_the_link_to_the_queue_rules() -> None:
 
 # ---- the issue's profiles on an emulated datagram path -------------------------------------------
 
-def profile(rate_bps, base_s, jitter_s, loss, queue_s, *, cap_at, t1, seed=1):
+def profile(rate_bps, base_s, jitter_s, loss, queue_s, *, cap_at, t1, seed=1, start_level=0):
     """Source -> relay -> datagram path with reports; the path is `rate_bps` from `cap_at` on."""
     r, src = MediaRelay(source="src"), SourceF()
     for m in src.configs():
         r.receive("src", m, 0.0)
-    r.add_link("d", 0.0, simulcast=True)
+    r.add_link("d", 0.0, simulcast=True, start_level=start_level)
     r.set_link_framing("d", DGRAM_FRAMING_BYTES)
     src.force_key.update({0, 1})
     path = Path(100e6 if cap_at > 0 else rate_bps, base_s, jitter_s, loss, queue_s, seed=seed)
@@ -340,3 +340,19 @@ def test_redundant_audio_copies_are_relayed_once_in_order() -> None:
     r.set_source("up")  # a new presenter starts again at seq 0: not a repeat
     r.receive("up", C.encode(C.Chunk(0, 0, 0, True, 0, 0, 5_000_000, 20_000, b"n")), 1.0)
     assert C.parse(r.pop("down", 1.0)).timestamp_us == 5_000_000
+
+
+def test_profile_e_from_the_start_a_datagram_link_added_at_audio_only() -> None:
+    """A datagram link added at the audio-only level (as docs/protocol/media.md advises) on a
+    32 kbit/s path: p95 <= 400 ms above the base delay, >= 97 % of audio delivered, the whole run."""
+    r, src, path, levels = profile(32e3, 0.1, 0.0, 0.0, 1.5, cap_at=0.0, t1=60.0, start_level=AUDIO_LEVEL)
+    d = audio_delays(src, path, 0.0, 59.0)
+    delays = sorted(x for _, x in d if x is not None)
+    assert len(delays) >= 0.97 * len(d)
+    assert sorted(99.0 if x is None else x for _, x in d)[int(0.95 * len(d))] <= 0.4
+    assert all(layer == "audio" for _, layer in levels)  # no video ever fitted
+
+
+def test_a_datagram_link_added_at_audio_only_climbs_fast_where_video_fits() -> None:
+    r, src, path, levels = profile(1e6, 0.08, 0.03, 0.03, 0.5, cap_at=0.0, t1=10.0, start_level=AUDIO_LEVEL)
+    assert next(t for t, layer in levels if layer != "audio") <= 3.0
