@@ -15,7 +15,7 @@ from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import AUDIO_PLANS, AudioLoad, AudioWant, fec_percent, plan_audio
 from meshmeet.media.feedback import (INCREASE_AFTER_S, MIN_ESTIMATE_BPS, OVERUSE_DELAY_S, LinkFeedback)
 from meshmeet.media.ladder import AUDIO_LEVEL
-from meshmeet.media.relay import MediaRelay
+from meshmeet.media.relay import DOWNGRADE_HOLD_S, MediaRelay
 
 OFFERED_BPS = 320_000.0  # what the source's simulcast (both layers + audio) takes on a mesh link
 
@@ -95,7 +95,8 @@ def test_sustained_overuse_sheds_video_within_a_second(gaps, jitter_s, growth_s_
             first_over = t
         if first_over is not None and t - first_over >= 1.0:
             break
-    advance(r, src, t, t + 0.06)
+    advance(r, src, t, t + DOWNGRADE_HOLD_S + 0.06)  # (a level left less than DOWNGRADE_HOLD_S ago waits)
+    t += DOWNGRADE_HOLD_S + 0.06
     fb = r._links["dg"].feedback
     assert first_over is not None
     assert fb.estimate_bps is not None and fb.estimate_bps < OFFERED_BPS
@@ -104,7 +105,7 @@ def test_sustained_overuse_sheds_video_within_a_second(gaps, jitter_s, growth_s_
     if lk.level < AUDIO_LEVEL:
         assert r._level_bps(lk, lk.level) <= fb.estimate_bps
     elif r._level_bps(lk, AUDIO_LEVEL) > fb.estimate_bps:  # even the audio does not fit: less is asked for
-        stats = r.link_stats("dg", t + 0.06)
+        stats = r.link_stats("dg", t)
         assert stats.audio_request_kbps is not None or stats.audio_frame_ms is not None
 
 
