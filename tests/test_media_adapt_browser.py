@@ -65,3 +65,40 @@ def test_presenter_takes_longer_frames_and_fec_and_the_player_reports(capture_fi
             assert all(ms == 0.0 for _, ms in app.call(lag))
         finally:
             browser.close()
+
+
+def test_late_audio_is_dropped_at_the_relay_and_the_player_conceals_it(capture_files) -> None:
+    """A hall link too narrow even for the lowest audio (16 kbit/s): audio that waited past the
+    playout budget is dropped at the relay (never sent late), and the player conceals the gaps."""
+    from playwright.sync_api import sync_playwright
+
+    from meshmeet.web.media_routes import MediaHub
+
+    y4m, wav = capture_files
+    with AppThread(lambda: MediaHub()) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(y4m, wav))
+        try:
+            ctx = browser.new_context()
+            base = f"http://localhost:{app.port}"
+            pres = ctx.new_page()
+            pres.goto(base + "/present")
+            pres.click("#start")
+            assert poll(pres, "window.meshmeetPresenter.stats().running", bool)
+            hall = ctx.new_page()
+            hall.goto(base + "/media/hall")
+            poll(hall, "window.meshmeet.stats()", lambda s: s["audioFramesDecoded"] > 50)
+            sub = next(iter(app.call(lambda: dict(app.hub._subs))))
+            d0 = hall.evaluate("window.meshmeet.details()")
+            app.call(lambda: app.hub.relay.take_max_audio_wait_ms(sub))
+            app.call(lambda: app.hub.set_rate_cap(sub, 16_000))
+            poll(hall, "window.meshmeet.details()", lambda d: d["audioTsUs"] - d0["audioTsUs"] >= 4_000_000
+                 and d["audioSeqMissing"] > d0["audioSeqMissing"])
+            d1 = hall.evaluate("window.meshmeet.details()")
+            dropped = app.call(lambda: app.hub.relay.link_stats(sub, app.hub._clock()).audio_late_dropped)
+            waited_ms = app.call(lambda: app.hub.relay.take_max_audio_wait_ms(sub))
+            assert dropped > 0 and waited_ms <= 250, (dropped, waited_ms)
+            assert 0 < d1["audioSeqMissing"] - d0["audioSeqMissing"] <= dropped
+            assert d1["concealedMs"] > d0["concealedMs"], (d0, d1)  # gaps were concealed, not just silent
+            assert d1["decoderErrors"] == 0
+        finally:
+            browser.close()

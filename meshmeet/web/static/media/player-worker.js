@@ -19,6 +19,7 @@ const s = {
     audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
     modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
   audioSeq: null,                   // sequence number of the latest audio chunk received
+  lostBefore: [],                   // per audio chunk in decode order: µs of audio lost just before it
   barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
 };
@@ -43,6 +44,7 @@ function ensureAudio(gen) {
     s.audioDec = new AudioDecoder({ output: onAudio, error: (e) => { s.stats.decoderErrors++; console.error("AudioDecoder", e); } });
   }
   s.audioDec.configure(decoderConfig(entry.config));
+  s.lostBefore = [];  // outputs pending before the reconfiguration are not matched any more
   s.audioGen = entry.generation;
   return true;
 }
@@ -57,7 +59,8 @@ function onAudio(ad) {
   s.stats.audioTsUs = ts;
   s.lastAudioMs = performance.now();
   if (s.probe) s.tones.push(toneOf(pcm));
-  if (s.audioPort) s.audioPort.postMessage({ ts, pcm }, [pcm.buffer]);
+  const lostUs = s.lostBefore.length ? s.lostBefore.shift() : 0;
+  if (s.audioPort) s.audioPort.postMessage({ ts, pcm, lostUs }, [pcm.buffer]);
 }
 
 function toneOf(pcm) {  // zero crossings -> Hz (diagnostics probe)
@@ -148,8 +151,10 @@ function handle(u8) {
   if (m.kind !== "chunk") return;
   try {
     if (m.track === C.TRACK_AUDIO) {
-      noteAudioSeq(m.seq);
+      const lostUs = noteAudioSeq(m.seq) * m.durationUs;
       if (!ensureAudio()) return;
+      // Opus gives one output per chunk, in order: the loss before this chunk travels with its PCM
+      if (s.lostBefore.length < 64) s.lostBefore.push(lostUs);
       s.audioDec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
       return;
     }
@@ -165,13 +170,17 @@ function handle(u8) {
 }
 
 const MAX_PROBE_GAPS = 1000;
-function noteAudioSeq(seq) {  // relays pass every audio frame in order: a gap is a loss upstream
+// Relays pass audio frames in order and drop only late ones (or a datagram link lost them): a
+// sequence gap is audio lost on the way. Returns how many frames are missing before `seq`.
+function noteAudioSeq(seq) {
   const prev = s.audioSeq;
   s.audioSeq = seq; s.stats.audioSeq = seq;
-  if (prev === null || seq === ((prev + 1) >>> 0)) return;
+  if (prev === null || seq === ((prev + 1) >>> 0)) return 0;
   const missing = (seq - prev - 1) >>> 0;
-  if (missing < 0x80000000) s.stats.audioSeqMissing += missing;  // (a backwards step: a new presenter)
   if (s.probe && s.audioGaps.length < MAX_PROBE_GAPS) s.audioGaps.push([prev, seq]);
+  if (missing >= 0x80000000) return 0;  // a backwards step: a new presenter
+  s.stats.audioSeqMissing += missing;
+  return missing;
 }
 
 function publishStats() {

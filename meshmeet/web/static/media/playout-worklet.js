@@ -38,9 +38,10 @@ class Playout extends AudioWorkletProcessor {
     this.jb.arrival(now, m.ts, m.pcm.length / RATE * 1000);
     this.targetMs = this.jb.targetMs(now);
     if (this.nextTs !== null) {
-      const gapUs = m.ts - this.nextTs;
-      if (gapUs < -5000) return;        // late duplicate
-      if (gapUs > 5000 && gapUs < MAX_CONCEAL_S * 1e6) this.conceal(Math.round(gapUs / 1e6 * RATE));  // lost frames
+      // lost frames (the worker counts sequence gaps; decoder timestamps need not show them)
+      const gapUs = m.lostUs > 0 ? m.lostUs : m.ts - this.nextTs;
+      if (!(m.lostUs > 0) && gapUs < -5000) return;  // late duplicate
+      if (gapUs > 5000 && gapUs < MAX_CONCEAL_S * 1e6) this.conceal(Math.round(gapUs / 1e6 * RATE));
     }
     if (this.buffered() + m.pcm.length > RING) { this.r = this.w - RING + m.pcm.length; this.headTs = null; }
     for (let i = 0; i < m.pcm.length; i++) this.ring[(this.w + i) % RING] = m.pcm[i];
