@@ -33,7 +33,8 @@ AUDIO_RATE_EXPIRE_S = 5.0  # a downstream request not refreshed for this long is
 AUDIO_RATE_HOLD_S = 6.0  # the source returns to its chosen preset after this long without one
 AUDIO_FIT_SHARE = 0.95  # at audio-only, audio (with framing) fits a link if it needs at most this share of the estimate
 AUDIO_FRAMES_PER_S = 50  # 20 ms Opus frames, until the meter has counted them
-AUDIO_SQUEEZE_SETTLE_S = 2.0  # after asking for less, the source has switched and the queue drained by then
+AUDIO_SQUEEZE_SETTLE_S = 2.0  # after asking for less, the source has switched and the queue drained by then...
+AUDIO_SQUEEZE_URGENT_S = 0.5  # ...unless its audio is about to miss the deadline (dropped late): then sooner
 NO_RATE_LIMIT_KBPS = 255  # a want for FEC or frames only: the source keeps its own bitrate
 # What a narrow datagram link asks for, best first (kbit/s, frame ms): a lower bitrate first, then
 # longer frames (fewer headers per second: a 60 ms frame carries a third of the 20 ms framing)
@@ -175,11 +176,13 @@ class AudioRateControl:
         self._plans: dict[str, tuple[int, int]] = {}  # datagram link at audio-only -> (kbit/s, frame ms)
         self._fec: dict[str, int] = {}  # lossy datagram link -> FEC packet loss %
 
-    def squeeze(self, link: str, drain_bps: float, load: AudioLoad, now: float) -> None:
+    def squeeze(self, link: str, drain_bps: float, load: AudioLoad, now: float, *, urgent: bool = False) -> None:
         """`link` is at audio-only and congested, draining `drain_bps`: want the best preset that
-        fits; if the queue is still long once the source had time to switch, one preset lower."""
+        fits; if the queue is still long once the source had time to switch, one preset lower
+        (`urgent`: its audio is close to the deadline, after AUDIO_SQUEEZE_URGENT_S only)."""
         want = self._link_wants.get(link)
-        if want is not None and now - want[1] >= AUDIO_SQUEEZE_SETTLE_S:
+        settle_s = AUDIO_SQUEEZE_URGENT_S if urgent else AUDIO_SQUEEZE_SETTLE_S
+        if want is not None and now - want[1] >= settle_s:
             lower = [p for p in AUDIO_PRESETS_KBPS if p < want[0]]
             if lower:
                 self._link_wants[link] = (lower[0], now)

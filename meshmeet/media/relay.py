@@ -60,6 +60,7 @@ DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is 
 DOWNGRADE_CONFIRM_S = 0.05  # ...when it still is this much later (a process stall drains at once)
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
 AUDIO_DEADLINE_S = 0.25  # default playout budget: audio that waited longer in a queue is dropped
+URGENT_QUEUE_SHARE = 0.6  # audio-only and queued this share of the budget: ask for less audio sooner
 RECENT_AUDIO_CHUNKS = 64  # audio chunks remembered to drop repeats (redundant copies): > 2 copies x reordering
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
@@ -477,7 +478,8 @@ class MediaRelay(FeedbackRules):
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:
                 return self._downgrade(lk, lk.drain.rate_since(lk.congested_since, now), now)
-            self._squeeze_audio(lk, lk.drain.rate_since(lk.congested_since, now), now)
+            self._squeeze_audio(lk, lk.drain.rate_since(lk.congested_since, now), now,
+                                urgent=qms > URGENT_QUEUE_SHARE * self.audio_deadline_s * 1000)
             return []
         if qms > STEADY_QUEUE_MS:
             lk.steady_since = now
@@ -547,9 +549,9 @@ class MediaRelay(FeedbackRules):
                 self._squeeze_audio(lk, est, now)
         return out
 
-    def _squeeze_audio(self, lk: _Link, drain_bps: float, now: float) -> None:
+    def _squeeze_audio(self, lk: _Link, drain_bps: float, now: float, *, urgent: bool = False) -> None:
         """`lk` is at audio-only and congested: audio_rate.py decides whether to want less audio."""
-        self._audio_rate.squeeze(lk.id, drain_bps, self._audio_load(lk), now)
+        self._audio_rate.squeeze(lk.id, drain_bps, self._audio_load(lk), now, urgent=urgent)
 
     def _set_level(self, lk: _Link, level: int, now: float) -> list[Outgoing]:
         if level < lk.level and now - lk.last_change > 10 * UPGRADE_BACKOFF_MAX_S:
