@@ -516,7 +516,9 @@ class MediaRelay(FeedbackRules):
         return []
 
     def _backoff_max(self, lk: _Link, now: float) -> float:
-        return FEEDBACK_BACKOFF_MAX_S if self._active_feedback(lk, now) is not None else UPGRADE_BACKOFF_MAX_S
+        """Datagram links whose reports gave an estimate back off longer (their probes fill the path)."""
+        fb = self._active_feedback(lk, now)
+        return FEEDBACK_BACKOFF_MAX_S if fb is not None and fb.estimate_bps is not None else UPGRADE_BACKOFF_MAX_S
 
     def _end_probe(self, lk: _Link, now: float, *, ok: bool) -> None:
         lk.probe = None
