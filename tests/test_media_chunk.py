@@ -36,7 +36,7 @@ def message_of(v: dict) -> C.MediaMessage:
     if v["kind"] == "fragment":
         return C.Fragment(v["first"], v["last"], bytes.fromhex(v["piece_hex"]))
     if v["kind"] == "audio-rate-request":
-        return C.AudioRateRequest(v["kbps"])
+        return C.AudioRateRequest(v["kbps"], v.get("frame_ms", 20), v.get("fec_loss_percent", 0))
     return C.KeyframeRequest(v["layer"])
 
 
@@ -136,18 +136,18 @@ def test_js_codec_agrees_with_vectors(tmp_path: Path) -> None:
         "      keyframe: v.keyframe, generation: v.generation, seq: v.seq, timestampUs: v.timestamp_us,\n"
         "      durationUs: v.duration_us, payload: new Uint8Array(Buffer.from(v.payload_hex, 'hex'))});\n"
         "  else if (v.kind === 'config') enc = C.encodeConfig(v.track, v.layer, v.generation, v.config);\n"
-        "  else if (v.kind === 'audio-rate-request') enc = C.encodeAudioRateRequest(v.kbps);\n"
+        "  else if (v.kind === 'audio-rate-request') enc = C.encodeAudioRateRequest(v.kbps, v.frame_ms, v.fec_loss_percent);\n"
         "  else if (v.kind === 'fragment') enc = C.encodeFragment(v.first, v.last, new Uint8Array(Buffer.from(v.piece_hex, 'hex')));\n"
         "  else enc = C.encodeKeyframeRequest(v.layer);\n"
         "  out.push({name: v.name, enc: hex(enc), parsed: {...m, payload: m.payload ? hex(m.payload) : undefined, piece: m.piece ? hex(m.piece) : undefined}});\n"
         "}\n"
-        "let bad = 0; for (const b of [[], [9], [1,2,3], [3,0x50], [1,0xff,0,0,0,0,0,0,0,0,0,0,0,0], [5,1], [5,4,1], [6,0], [6,0,5], [6,0x40,16], [6,2,16], [6,0,16,0]]) {\n"
+        "let bad = 0; for (const b of [[], [9], [1,2,3], [3,0x50], [1,0xff,0,0,0,0,0,0,0,0,0,0,0,0], [5,1], [5,4,1], [6,0], [6,0,5], [6,0x40,16], [6,2,16], [6,0,16,0], [6,0,16,30,0,0], [6,0,16,60,101,0], [6,0,16,60,5,1], [6,0,5,60,5,0]]) {\n"
         "  try { C.parseMessage(new Uint8Array(b)); } catch (e) { if (e instanceof C.MediaFormatError) bad++; }\n"
         "}\n"
         "console.log(JSON.stringify({out, bad}));\n")
     res = subprocess.run([node, str(script)], cwd=tmp_path, capture_output=True, text=True, check=True)
     got = json.loads(res.stdout)
-    assert got["bad"] == 12
+    assert got["bad"] == 16
     for v, o in zip(doc_vectors(), got["out"]):
         assert o["enc"] == v["hex"], v["name"]
         p = o["parsed"]
@@ -159,7 +159,8 @@ def test_js_codec_agrees_with_vectors(tmp_path: Path) -> None:
         elif v["kind"] == "fragment":
             assert (p["first"], p["last"], p["piece"]) == (v["first"], v["last"], v["piece_hex"])
         elif v["kind"] == "audio-rate-request":
-            assert p["kbps"] == v["kbps"], v["name"]
+            assert (p["kbps"], p["frameMs"], p["fecLossPercent"]) == (
+                v["kbps"], v.get("frame_ms", 20), v.get("fec_loss_percent", 0)), v["name"]
         elif v["kind"] == "config":
             assert (p["track"], p["layer"], p["generation"], p["config"]) == (v["track"], v["layer"], v["generation"], v["config"])
         else:

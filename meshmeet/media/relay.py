@@ -10,8 +10,15 @@ layer. The parts it owns and calls, one idea each:
   keyframes.py   keyframe requests, merged and rate-limited upstream
   audio_rate.py  audio rate requests (kind 0x06): a link at audio-only that still cannot carry the
                  audio (it is one stream for every link, tiny next to video, as in SFUs) makes
-                 this hop ask the source for a lower Opus preset; this module sends what it says
+                 this hop ask the source for a lower Opus preset (and, on datagram links, longer
+                 frames; in-band FEC where packets are lost); this module sends what it says
   drain.py       each link's drain estimate
+  feedback.py    a datagram link's rate estimate from its receiver reports (`link_feedback`)
+  relay_feedback.py  what those reports decide for their link (mixed into MediaRelay): the ladder
+                 (overuse or heavy loss sheds video within ~1 s), pacing, flushing a late path,
+                 the audio plan, FEC and the redundancy depth (`audio_redundancy`)
+  player_report.py  what a browser player reports back (`player_report`): its lag behind what
+                 was handed to its socket counts as queue delay (a stalled player is shed)
   probe.py       padding probes before an upgrade
   fragments.py   big video chunks cut into pieces on a link (audio slips in between), joined on arrival
   linkmodel.py   per-message framing, and an optional rate cap for emulated weak links
@@ -19,9 +26,14 @@ layer. The parts it owns and calls, one idea each:
 Link rates (estimates, probes, caps, what a level needs) count each message's framing on that
 link (mesh link or WebSocket).
 
+Audio deadline: an audio chunk that waited in a link's queue longer than `audio_deadline_s`
+(the playout budget) is dropped and counted, never sent late.
+
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
-`tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given. This
-module must never do I/O, sleep, read a clock, or raise anything but MediaFormatError for bytes.
+`tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given; a datagram
+driver also calls `link_feedback()` with each receiver report (decisions follow at the next
+`tick()`). This module must never do I/O, sleep, read a clock, or raise anything but
+MediaFormatError for bytes.
 """
 
 from __future__ import annotations
@@ -31,23 +43,28 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from meshmeet.media import chunk as C
-from meshmeet.media.audio_rate import AudioLoad, AudioRateControl
+from meshmeet.media.audio_rate import AudioLoad, AudioRateControl, AudioWant, fec_percent, plan_audio
 from meshmeet.media.drain import DrainEstimate
+from meshmeet.media.feedback import LinkFeedback
 from meshmeet.media.fragments import Reassembly, next_piece, piece_count
 from meshmeet.media.keyframes import KeyframeRequester
-from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, LOW_LEVEL, UPGRADE_HEADROOM, StreamRates, level_layers
+from meshmeet.media.ladder import KEYFRAME_HOL_MAX_S, AUDIO_LEVEL, LEVELS, LOW_LEVEL, UPGRADE_HEADROOM, StreamRates, level_layers
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
-from meshmeet.media.probe import PaddingProbe
+from meshmeet.media.player_report import PlayerLag
+from meshmeet.media.relay_feedback import FEEDBACK_BACKOFF_MAX_S, FEEDBACK_PROBE_FACTOR, FeedbackRules
+from meshmeet.media.probe import PROBE_S, PaddingProbe
 
 log = logging.getLogger(__name__)
 
 DOWNGRADE_QUEUE_MS = 150.0  # a head-of-queue older than this means the link is congested...
 DOWNGRADE_CONFIRM_S = 0.05  # ...when it still is this much later (a process stall drains at once)
 STEADY_QUEUE_MS = 60.0  # below this the link counts as steady
-AUDIO_MAX_QUEUE_MS = 500.0  # audio older than this is late for any jitter buffer: dropped
+AUDIO_DEADLINE_S = 0.25  # default playout budget: audio that waited longer in a queue is dropped
+URGENT_QUEUE_SHARE = 0.6  # audio-only and queued this share of the budget: ask for less audio sooner
+RECENT_AUDIO_CHUNKS = 64  # audio chunks remembered to drop repeats (redundant copies): > 2 copies x reordering
 DOWNGRADE_HOLD_S = 0.3  # after a downgrade, let the queue drain before judging again
 UPGRADE_STEADY_S = 1.0  # steady time before probing for the next level (first try)
-UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this
+UPGRADE_BACKOFF_MAX_S = 3.0  # failed probes double the wait up to this (datagram links: relay_feedback.py)
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
 
 
@@ -66,6 +83,13 @@ class LinkStats:
     queue_ms: float
     estimate_kbps: float
     audio_request_kbps: int | None = None  # the lower Opus bitrate asked for because of this link
+    audio_frame_ms: int | None = None  # the longer Opus frames asked for because of it (None: 20 ms)
+    audio_fec_percent: int = 0  # the in-band FEC asked for because of it (packet loss %, 0: none)
+    audio_late_dropped: int = 0  # audio chunks dropped here for waiting past the playout budget
+    feedback: bool = False  # receiver reports drive this link now (datagram link)
+    loss: float = 0.0  # smoothed loss those reports give
+    redundancy: int = 0  # earlier audio frames a datagram link repeats in each packet
+    player_lag_ms: float = 0.0  # a browser player's lag behind what it was sent (beyond the slack)
 
 
 @dataclass
@@ -88,15 +112,25 @@ class _Link:
     drain: DrainEstimate = field(default_factory=DrainEstimate)
     congested_since: float | None = None  # queue above STEADY_QUEUE_MS since then
     over_since: float | None = None  # first judge that saw the queue above DOWNGRADE_QUEUE_MS
-    dropped_audio: int = 0
+    dropped_audio: int = 0  # late audio dropped (the audio deadline)
+    feedback: LinkFeedback | None = None  # receiver reports (datagram links)
+    player: PlayerLag = field(default_factory=PlayerLag)  # browser player reports
+    probe_factor: float = FEEDBACK_PROBE_FACTOR[0]  # datagram links: next probe's multiple of the estimate
+    probe_from_bps: float = 0.0  # datagram links: the estimate when the running probe started
+    pacer: RateCap | None = None  # paces a datagram link at its feedback estimate
+    flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
+    flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
 
 
-class MediaRelay:
+class MediaRelay(FeedbackRules):
     """See the module docstring. `source` is the link chunks arrive on (None: taken from the first)."""
 
-    def __init__(self, *, source: str | None = None, keep_accepted: bool = False) -> None:
+    def __init__(self, *, source: str | None = None, keep_accepted: bool = False,
+                 audio_deadline_s: float = AUDIO_DEADLINE_S) -> None:
         self.source = source
+        self.audio_deadline_s = audio_deadline_s
+        self.feedback_refused = 0  # receiver reports with values out of range (not counted otherwise)
         # whole messages taken from the source, for a driver that also hands them on elsewhere
         # (the node's own browsers): drained by take_accepted(); None when not wanted
         self._accepted: list[bytes] | None = [] if keep_accepted else None
@@ -109,6 +143,8 @@ class MediaRelay:
         self._reassembly = Reassembly()  # pieces of fragmented chunks, per link
         self.chunks_in = 0
         self.format_errors = 0
+        self.audio_repeats = 0  # audio chunks that arrived again (redundancy copies) and were dropped
+        self._recent_audio: deque = deque(maxlen=RECENT_AUDIO_CHUNKS)  # (seq, timestamp) relayed lately
 
     # ---- links -------------------------------------------------------------------------
     def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
@@ -134,10 +170,19 @@ class MediaRelay:
         if link == self.source:
             self.source = None
 
+    def _repeated_audio(self, data: bytes) -> bool:
+        """Whether this audio chunk (sequence and timestamp) was relayed lately; remembers it if not."""
+        key = (data[3:7], data[7:12])
+        if key in self._recent_audio:
+            return True
+        self._recent_audio.append(key)
+        return False
+
     def set_source(self, link: str | None) -> None:
         """The floor moved: forget the old source's configs; new chunks come from `link`."""
         self.source = link
         self._configs.clear()
+        self._recent_audio.clear()
         self._audio_rate.source_changed()
         for lk in self._links.values():
             lk.sending.clear()
@@ -168,8 +213,22 @@ class MediaRelay:
         lk = self._links[link]
         lk.cap = None if rate_bps is None else RateCap(rate_bps, lk.framing_bytes)
 
+    def set_link_framing(self, link: str, framing_bytes: int) -> None:
+        """What `link` adds per message (a datagram link's headers): counted in all its rates."""
+        lk = self._links.get(link)
+        if lk is not None and 0 <= framing_bytes <= 1500:
+            lk.framing_bytes = framing_bytes
+
     def links(self) -> list[str]:
         return list(self._links)
+
+    # ---- receiver feedback ---------------------------------------------------------------
+    def player_report(self, link: str, now: float, audio_ts_us: int | None) -> None:
+        """A browser player on `link` reports the capture timestamp of its latest decoded audio
+        frame (player_report.py checked it)."""
+        lk = self._links.get(link)
+        if lk is not None:
+            lk.player.report(now, audio_ts_us)
 
     # ---- input ---------------------------------------------------------------------------
     def receive(self, link: str, data: bytes, now: float) -> list[Outgoing]:
@@ -191,7 +250,7 @@ class MediaRelay:
             assert isinstance(req, C.AudioRateRequest)
             if link == self.source:
                 return []  # requests travel away from the source only
-            self._audio_rate.requested(link, req.kbps, now)
+            self._audio_rate.requested(link, AudioWant(req.kbps, req.frame_ms, req.fec_loss_percent), now)
             return self._audio_rate_due(now)
         if self.source is None:
             self.source = link
@@ -208,6 +267,9 @@ class MediaRelay:
                     lk.audio.append((now, data))
             return []
         info = C.peek_chunk(data)
+        if info.track == C.TRACK_AUDIO and self._repeated_audio(data):
+            self.audio_repeats += 1  # a redundant copy (datagram links) of a chunk already relayed
+            return []
         self.chunks_in += 1
         n = len(data)
         if self._accepted is not None:
@@ -270,10 +332,11 @@ class MediaRelay:
         return [Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer)))]
 
     def _audio_rate_due(self, now: float) -> list[Outgoing]:
-        kbps = self._audio_rate.due(now)
-        if kbps is None or self.source is None:
+        want = self._audio_rate.due(now)
+        if want is None or self.source is None:
             return []
-        return [Outgoing(self.source, C.encode_audio_rate_request(C.AudioRateRequest(kbps)))]
+        req = C.AudioRateRequest(want.kbps, want.frame_ms, want.fec_loss_percent)
+        return [Outgoing(self.source, C.encode_audio_rate_request(req))]
 
     def _request_for_level(self, lk: _Link, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -290,11 +353,17 @@ class MediaRelay:
             return None
         if lk.cap is not None and not lk.cap.can_send(now):
             return None
+        pacer = self._pacer(lk, now)
         self._trim_audio(lk, now)
+        if now < lk.flush_until:
+            self._flush(lk)
         if lk.audio:
             t_in, data = lk.audio.popleft()
             if data[0] == C.KIND_CHUNK:
                 lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
+                lk.player.sent(data)
+        elif pacer is not None and not pacer.can_send(now):
+            return None  # audio is never paced (it is small, and late is lost); video and padding are
         elif lk.video:
             data = self._next_video(lk)
         else:
@@ -309,6 +378,8 @@ class MediaRelay:
             lk.probe.sent(n)
         if lk.cap is not None:
             lk.cap.sent(len(data), now)
+        if pacer is not None:
+            pacer.sent(len(data), now)
         return data
 
     def _next_video(self, lk: _Link) -> bytes:
@@ -323,17 +394,25 @@ class MediaRelay:
         lk = self._links.get(link)
         if lk is None:
             return None
-        if lk.audio or lk.video:
+        if lk.audio:
             return lk.cap.ready_at(now) if lk.cap is not None else now
+        ready = max([now] + [b.ready_at(now) for b in (lk.cap, self._pacer(lk, now)) if b is not None])
+        if lk.video:
+            return ready
         if lk.probe is not None:
-            t = lk.probe.next_padding_at(now)
-            return max(t, lk.cap.ready_at(now)) if lk.cap is not None else t
+            return max(lk.probe.next_padding_at(now), ready)
         return None
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
-        while lk.audio and (now - lk.audio[0][0]) * 1000 > AUDIO_MAX_QUEUE_MS and C.peek_kind(lk.audio[0][1]) == C.KIND_CHUNK:
-            lk.audio.popleft()
-            lk.dropped_audio += 1
+        """The audio deadline: chunks older than the playout budget are dropped (configs stay)."""
+        kept = []
+        while lk.audio and now - lk.audio[0][0] > self.audio_deadline_s:
+            item = lk.audio.popleft()
+            if item[1][0] == C.KIND_CHUNK:
+                lk.dropped_audio += 1
+            else:
+                kept.append(item)
+        lk.audio.extendleft(reversed(kept))
 
     # ---- timers: congestion, upgrades, merged keyframe requests --------------------------
     def tick(self, now: float) -> list[Outgoing]:
@@ -344,6 +423,7 @@ class MediaRelay:
             if self.source is not None:
                 out.append(Outgoing(self.source, C.encode_keyframe_request(C.KeyframeRequest(layer))))
         for lk in self._links.values():
+            self._trim_audio(lk, now)
             out += self._judge(lk, now)
             self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now)
         return out + self._audio_rate_due(now)
@@ -356,8 +436,17 @@ class MediaRelay:
         return nxt if t is None else min(nxt, max(t, now))
 
     def _queue_ms(self, lk: _Link, now: float) -> float:
+        """Queue delay: the oldest queued message's age, or a browser player's lag if longer. A
+        paced datagram link allows its video a keyframe's wait (the pacer, not congestion)."""
         heads = [q[0][0] for q in (lk.audio, lk.video) if q]
-        return (now - min(heads)) * 1000 if heads else 0.0
+        if lk.pacer is not None and lk.video:
+            heads = [t for t in (lk.audio[0][0] if lk.audio else None,
+                                 lk.video[0][0] + KEYFRAME_HOL_MAX_S) if t is not None]
+        queued = max(0.0, (now - min(heads)) * 1000) if heads else 0.0
+        return max(queued, lk.player.lag_s(now) * 1000)
+
+    def _audio_load(self, lk: _Link) -> AudioLoad:
+        return AudioLoad(self._rates.audio_bps(), self._rates.audio_messages_per_s(), lk.framing_bytes)
 
     def _level_bps(self, lk: _Link, level: int) -> float:
         return self._rates.link_bps(level, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
@@ -366,8 +455,16 @@ class MediaRelay:
         return self._rates.fits(level, est, simulcast=lk.simulcast, framing_bytes=lk.framing_bytes)
 
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
+        fb = self._active_feedback(lk, now)
+        self._audio_rate.set_fec(lk.id, fec_percent(fb.loss) if fb is not None else 0)
+        fb_est = fb.estimate_bps if fb is not None else None
+        if fb is not None and fb_est is not None:
+            acted = self._judge_feedback(lk, fb, now)
+            fb_est = self._video_estimate(fb)
+            if acted is not None:
+                return acted
         qms = self._queue_ms(lk, now)
-        est = lk.drain.estimate(now)
+        est = lk.drain.estimate(now) if fb_est is None else fb_est
         if qms <= STEADY_QUEUE_MS:
             lk.congested_since = None
         elif lk.congested_since is None:
@@ -381,7 +478,8 @@ class MediaRelay:
                 self._end_probe(lk, now, ok=False)
             if lk.level < AUDIO_LEVEL:
                 return self._downgrade(lk, lk.drain.rate_since(lk.congested_since, now), now)
-            self._squeeze_audio(lk, lk.drain.rate_since(lk.congested_since, now), now)
+            self._squeeze_audio(lk, lk.drain.rate_since(lk.congested_since, now), now,
+                                urgent=qms > URGENT_QUEUE_SHARE * self.audio_deadline_s * 1000)
             return []
         if qms > STEADY_QUEUE_MS:
             lk.steady_since = now
@@ -390,6 +488,11 @@ class MediaRelay:
             return []
         if lk.probe is not None:
             achieved = lk.probe.achieved_bps(now)
+            if achieved is not None and fb is not None and fb_est is not None:
+                # padding has stopped; a report about packets sent at the probe's end decides
+                if fb.last_report_at is not None and fb.last_report_at >= lk.probe.started_at + PROBE_S + fb.rtt_s:
+                    return self._feedback_probe_done(lk, fb, achieved, now)
+                return []  # wait for a report that saw the probe
             if achieved is not None:
                 ok = lk.probe.passed(achieved)
                 if ok:
@@ -405,14 +508,23 @@ class MediaRelay:
                 return []  # no video is flowing: nothing to climb to
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
-            lk.probe = PaddingProbe(target / UPGRADE_HEADROOM, now)
+            probe_bps = target / UPGRADE_HEADROOM
+            if fb is not None and fb.estimate_bps is not None:
+                # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
+                probe_bps = self._feedback_probe_bps(lk, fb, fb_est, probe_bps)
+            lk.probe = PaddingProbe(probe_bps, now)
         return []
+
+    def _backoff_max(self, lk: _Link, now: float) -> float:
+        """Datagram links whose reports gave an estimate back off longer (their probes fill the path)."""
+        fb = self._active_feedback(lk, now)
+        return FEEDBACK_BACKOFF_MAX_S if fb is not None and fb.estimate_bps is not None else UPGRADE_BACKOFF_MAX_S
 
     def _end_probe(self, lk: _Link, now: float, *, ok: bool) -> None:
         lk.probe = None
         lk.steady_since = now
         if not ok:
-            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)
+            lk.backoff_s = min(self._backoff_max(lk, now), lk.backoff_s * 2)
 
     def _downgrade(self, lk: _Link, est: float, now: float) -> list[Outgoing]:
         new = lk.level + 1
@@ -423,7 +535,7 @@ class MediaRelay:
                     new = i
                     break
         if now - lk.last_change < 3 * UPGRADE_BACKOFF_MAX_S:
-            lk.backoff_s = min(UPGRADE_BACKOFF_MAX_S, lk.backoff_s * 2)  # the last upgrade failed
+            lk.backoff_s = min(self._backoff_max(lk, now), lk.backoff_s * 2)  # the last upgrade failed
         lk.video.clear()  # stale; the decoder restarts at a keyframe of the new layer
         # (a chunk cut mid-way is dropped by the receiver when the next first piece comes)
         lk.sending.clear()
@@ -433,13 +545,15 @@ class MediaRelay:
         log.debug("link %s: %s -> %s (queue, estimate %.0f bit/s)", lk.id, LEVELS[lk.level].name, LEVELS[new].name, est)
         out = self._set_level(lk, new, now)
         if new == AUDIO_LEVEL:
-            self._squeeze_audio(lk, est, now)
+            if self._active_feedback(lk, now) is not None and est > 0:
+                self._audio_rate.plan(lk.id, plan_audio(est, self._audio_load(lk)))
+            else:
+                self._squeeze_audio(lk, est, now)
         return out
 
-    def _squeeze_audio(self, lk: _Link, drain_bps: float, now: float) -> None:
+    def _squeeze_audio(self, lk: _Link, drain_bps: float, now: float, *, urgent: bool = False) -> None:
         """`lk` is at audio-only and congested: audio_rate.py decides whether to want less audio."""
-        load = AudioLoad(self._rates.audio_bps(), self._rates.audio_messages_per_s(), lk.framing_bytes)
-        self._audio_rate.squeeze(lk.id, drain_bps, load, now)
+        self._audio_rate.squeeze(lk.id, drain_bps, self._audio_load(lk), now, urgent=urgent)
 
     def _set_level(self, lk: _Link, level: int, now: float) -> list[Outgoing]:
         if level < lk.level and now - lk.last_change > 10 * UPGRADE_BACKOFF_MAX_S:
@@ -460,8 +574,17 @@ class MediaRelay:
 
     def link_stats(self, link: str, now: float) -> LinkStats:
         lk = self._links[link]
-        return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1),
-                         round(lk.drain.estimate(now) / 1000, 1), self._audio_rate.wanted_for(link, now))
+        fb = self._active_feedback(lk, now)
+        est = lk.drain.estimate(now)
+        if fb is not None and fb.estimate_bps is not None:
+            est = fb.estimate_bps
+        want = self._audio_rate.wanted_for(link, now) or AudioWant()
+        return LinkStats(link, LEVELS[lk.level].name, round(self._queue_ms(lk, now), 1), round(est / 1000, 1),
+                         want.kbps if want.kbps < AudioWant().kbps else None,
+                         want.frame_ms if want.frame_ms != AudioWant().frame_ms else None,
+                         want.fec_loss_percent, lk.dropped_audio, fb is not None,
+                         round(fb.loss, 4) if fb is not None else 0.0, self.audio_redundancy(link, now),
+                         round(lk.player.lag_s(now) * 1000, 1))
 
     def stats(self, now: float) -> list[LinkStats]:
         return [self.link_stats(link, now) for link in self._links]

@@ -11,8 +11,9 @@ replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts ever
 presenter chunks and keyframe requests sent to the node as inbound "media_up").
 
 What browsers send is checked before it goes anywhere: the presenter socket takes only well-formed
-media messages, a hall socket only keyframe / audio-rate requests; anything else (text, junk, a
-hall sending media) closes that one socket with 1008. Cross-origin upgrades never get here (the
+media messages, a hall socket only keyframe / audio-rate requests and its player's receiver
+reports (JSON text, meshmeet/media/player_report.py); anything else (other text, junk, a hall
+sending media) closes that one socket with 1008. Cross-origin upgrades never get here (the
 gateway's boundary refuses them). This module must never import trio, touch node state, or decide
 quality itself (the relay core does); its only ways out are the WebSockets and the `upstream`
 callable it is given.
@@ -34,6 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from meshmeet.media import chunk as C
 from meshmeet.media.floor import KIND_SOURCE_RESET
+from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.media.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
 
@@ -129,6 +131,17 @@ class MediaHub:
         outs = self.relay.receive(link, data, now)
         self._record(data, now)
         self._send_out(outs)
+
+    def player_report(self, sub: str, text: str) -> bool:
+        """A hall page's receiver report (JSON text); False if malformed (the caller closes it)."""
+        try:
+            rep = parse_player_report(text)
+        except PlayerReportError as e:
+            log.info("%s: bad player report: %s", sub, e.en)
+            self.format_errors += 1
+            return False
+        self.relay.player_report(sub, self._clock(), rep.audio_ts_us)
+        return True
 
     def _send_out(self, outs: list[Outgoing]) -> None:
         for o in outs:
@@ -247,7 +260,9 @@ class MediaHub:
         now = self._clock()
         return {"source": self.relay.source,
                 "links": [{"peer": s.peer, "layer": s.layer, "queue_ms": s.queue_ms, "estimate_kbps": s.estimate_kbps,
-                           "audio_request_kbps": s.audio_request_kbps} for s in self.relay.stats(now)],
+                           "audio_request_kbps": s.audio_request_kbps, "audio_frame_ms": s.audio_frame_ms,
+                           "audio_fec_percent": s.audio_fec_percent, "audio_late_dropped": s.audio_late_dropped,
+                           "player_lag_ms": s.player_lag_ms} for s in self.relay.stats(now)],
                 "subscribers": len(self._subs)}
 
     async def close(self) -> None:
@@ -281,7 +296,9 @@ class MediaHub:
             await ws.send_str(f'{{"subscriber":"{sub}"}}')
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    if msg.type is WSMsgType.TEXT or not self.from_subscriber(sub, msg.data):
+                    ok = (self.player_report(sub, msg.data) if msg.type is WSMsgType.TEXT
+                          else self.from_subscriber(sub, msg.data))
+                    if not ok:
                         await _refuse(ws, sub)
                         break
         finally:

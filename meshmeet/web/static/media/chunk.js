@@ -9,6 +9,7 @@ export const KIND_PADDING = 0x04;
 export const KIND_FRAGMENT = 0x05;
 export const KIND_AUDIO_RATE_REQUEST = 0x06;
 export const AUDIO_RATE_MIN_KBPS = 6;  // Opus's lowest bitrate
+export const AUDIO_FRAME_MS = [20, 40, 60];  // frame durations a source may be asked for
 export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
 export const LAYER_HIGH = 0;
@@ -70,15 +71,18 @@ export function encodeKeyframeRequest(layer) {
   return new Uint8Array([KIND_KEYFRAME_REQUEST, streamByte(TRACK_VIDEO, layer, 0, false), 0]);
 }
 
-// Asks the source for an Opus bitrate of at most kbps (relays send it; a page only parses it).
-export function encodeAudioRateRequest(kbps) {
-  return new Uint8Array([KIND_AUDIO_RATE_REQUEST, streamByte(TRACK_AUDIO, LAYER_HIGH, 0, false), kbps & 0xff]);
+// Asks the source for an Opus bitrate of at most kbps, frames of frameMs and in-band FEC for
+// fecLossPercent % loss (relays send it; a page only parses it). 3 bytes when frame 20 and FEC 0.
+export function encodeAudioRateRequest(kbps, frameMs = 20, fecLossPercent = 0) {
+  const head = [KIND_AUDIO_RATE_REQUEST, streamByte(TRACK_AUDIO, LAYER_HIGH, 0, false), kbps & 0xff];
+  if (frameMs === 20 && !fecLossPercent) return new Uint8Array(head);
+  return new Uint8Array([...head, frameMs & 0xff, fecLossPercent & 0xff, 0]);
 }
 
 // Returns {kind: "chunk", track, layer, temporalId, keyframe, generation, seq, timestampUs,
 // durationUs, payload} | {kind: "config", track, layer, generation, config}
 // | {kind: "keyframe-request", layer} | {kind: "padding"} | {kind: "fragment", first, last, piece}
-// | {kind: "audio-rate-request", kbps}.
+// | {kind: "audio-rate-request", kbps, frameMs, fecLossPercent}.
 export function parseMessage(u8) {
   if (!(u8 instanceof Uint8Array)) u8 = new Uint8Array(u8);
   if (u8.byteLength === 0) throw new MediaFormatError("empty message");
@@ -118,11 +122,15 @@ export function parseMessage(u8) {
     return { kind: "fragment", first: !!(u8[1] & 1), last: !!(u8[1] & 2), piece: u8.subarray(2) };
   }
   if (kind === KIND_AUDIO_RATE_REQUEST) {
-    if (u8.byteLength !== 3) throw new MediaFormatError("audio rate request must be 3 bytes");
+    if (u8.byteLength !== 3 && u8.byteLength !== 6) throw new MediaFormatError("audio rate request must be 3 or 6 bytes");
     const s = splitStreamByte(u8[1]);
     if (s.track !== TRACK_AUDIO || s.keyframe) throw new MediaFormatError("bad audio rate request");
     if (u8[2] < AUDIO_RATE_MIN_KBPS) throw new MediaFormatError("audio rate below Opus's minimum");
-    return { kind: "audio-rate-request", kbps: u8[2] };
+    if (u8.byteLength === 3) return { kind: "audio-rate-request", kbps: u8[2], frameMs: 20, fecLossPercent: 0 };
+    if (!AUDIO_FRAME_MS.includes(u8[3])) throw new MediaFormatError("audio frame duration not 20, 40 or 60 ms");
+    if (u8[4] > 100) throw new MediaFormatError("FEC packet loss above 100 %");
+    if (u8[5]) throw new MediaFormatError("reserved byte of an audio rate request set");
+    return { kind: "audio-rate-request", kbps: u8[2], frameMs: u8[3], fecLossPercent: u8[4] };
   }
   throw new MediaFormatError("unknown kind");
 }

@@ -1,7 +1,9 @@
 // Hall TV page: receives media from the local node over a WebSocket, hands it to the decoder
 // worker, plays audio through the playout worklet, and shows the mode and the connection.
 // window.meshmeet.stats() -> {audioFramesDecoded, videoFramesDecoded, audioUnderruns, mode}.
-// Never decodes on the main thread and never sends anything but keyframe requests.
+// Once a second it reports what it decoded back to its node (a JSON text message, docs/protocol/media.md
+// "Player reports"): the node sees a stalled player. Never decodes on the main thread and never sends
+// anything but keyframe requests and those reports.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -77,5 +79,20 @@ function showConnection() {
   else { el.className = "ok"; el.textContent = replay ? "Phát lại / Replay" : "Trực tiếp / Live"; }
 }
 setInterval(showConnection, 250);
+
+const REPORT_MS = 1000;
+const count = (v) => (Number.isSafeInteger(v) && v >= 0 ? v : 0);
+const ms = (v) => (Number.isFinite(v) ? Math.min(60000, Math.max(0, Math.round(v * 10) / 10)) : 0);
+function sendReport() {  // the receiver report: its exact keys and ranges are checked by the node
+  if (replay || !ws || ws.readyState !== WebSocket.OPEN) return;
+  const seq = latest.audioSeq, ts = latest.audioTsUs;
+  ws.send(JSON.stringify({ type: "report",
+    audioSeq: Number.isSafeInteger(seq) && seq >= 0 && seq <= 0xffffffff ? seq : null,
+    audioTsUs: Number.isFinite(ts) ? Math.min(2 ** 40 - 1, Math.max(0, Math.round(ts))) : null,
+    decoded: count(latest.audioFramesDecoded), underruns: count(latest.audioUnderruns),
+    bufferMs: ms(latest.bufferedMs), targetMs: ms(latest.targetMs), jitterMs: ms(latest.jitterMs),
+    missing: count(latest.audioSeqMissing) }));
+}
+setInterval(sendReport, REPORT_MS);
 
 setup();

@@ -14,9 +14,12 @@ const s = {
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
     decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0,
     audioSeqMissing: 0,             // audio chunks never received: sum of sequence gaps (loss on the way here)
+    audioSeq: null,                 // sequence number of the latest audio chunk received
+    jitterMs: 0, concealedMs: 0,    // playout: measured interarrival jitter, audio concealed (lost frames)
     audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
     modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
   audioSeq: null,                   // sequence number of the latest audio chunk received
+  lostBefore: [],                   // per audio chunk in decode order: µs of audio lost just before it
   barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
 };
@@ -41,6 +44,7 @@ function ensureAudio(gen) {
     s.audioDec = new AudioDecoder({ output: onAudio, error: (e) => { s.stats.decoderErrors++; console.error("AudioDecoder", e); } });
   }
   s.audioDec.configure(decoderConfig(entry.config));
+  s.lostBefore = [];  // outputs pending before the reconfiguration are not matched any more
   s.audioGen = entry.generation;
   return true;
 }
@@ -55,7 +59,8 @@ function onAudio(ad) {
   s.stats.audioTsUs = ts;
   s.lastAudioMs = performance.now();
   if (s.probe) s.tones.push(toneOf(pcm));
-  if (s.audioPort) s.audioPort.postMessage({ ts, pcm }, [pcm.buffer]);
+  const lostUs = s.lostBefore.length ? s.lostBefore.shift() : 0;
+  if (s.audioPort) s.audioPort.postMessage({ ts, pcm, lostUs }, [pcm.buffer]);
 }
 
 function toneOf(pcm) {  // zero crossings -> Hz (diagnostics probe)
@@ -146,8 +151,10 @@ function handle(u8) {
   if (m.kind !== "chunk") return;
   try {
     if (m.track === C.TRACK_AUDIO) {
-      noteAudioSeq(m.seq);
+      const lostUs = noteAudioSeq(m.seq) * m.durationUs;
       if (!ensureAudio()) return;
+      // Opus gives one output per chunk, in order: the loss before this chunk travels with its PCM
+      if (s.lostBefore.length < 64) s.lostBefore.push(lostUs);
       s.audioDec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
       return;
     }
@@ -163,13 +170,17 @@ function handle(u8) {
 }
 
 const MAX_PROBE_GAPS = 1000;
-function noteAudioSeq(seq) {  // relays pass every audio frame in order: a gap is a loss upstream
+// Relays pass audio frames in order and drop only late ones (or a datagram link lost them): a
+// sequence gap is audio lost on the way. Returns how many frames are missing before `seq`.
+function noteAudioSeq(seq) {
   const prev = s.audioSeq;
-  s.audioSeq = seq;
-  if (prev === null || seq === ((prev + 1) >>> 0)) return;
+  s.audioSeq = seq; s.stats.audioSeq = seq;
+  if (prev === null || seq === ((prev + 1) >>> 0)) return 0;
   const missing = (seq - prev - 1) >>> 0;
-  if (missing < 0x80000000) s.stats.audioSeqMissing += missing;  // (a backwards step: a new presenter)
   if (s.probe && s.audioGaps.length < MAX_PROBE_GAPS) s.audioGaps.push([prev, seq]);
+  if (missing >= 0x80000000) return 0;  // a backwards step: a new presenter
+  s.stats.audioSeqMissing += missing;
+  return missing;
 }
 
 function publishStats() {
@@ -192,6 +203,7 @@ onmessage = (ev) => {
       const m = e.data;
       s.clockUs = m.clockUs; s.lastClockMs = performance.now();
       s.stats.audioUnderruns = m.underruns; s.stats.bufferedMs = Math.round(m.bufferedMs); s.stats.targetMs = Math.round(m.targetMs);
+      s.stats.jitterMs = Math.round(m.jitterMs * 10) / 10; s.stats.concealedMs = Math.round(m.concealedMs);
       draw();
     };
     setInterval(publishStats, 100);

@@ -1,41 +1,52 @@
-// AudioWorklet: plays decoded PCM from a ring buffer behind an adaptive jitter buffer (40-300 ms),
-// and reports the audio clock (timestamp now playing) back to the decoder worker.
+// AudioWorklet: plays decoded PCM from a ring buffer behind an adaptive jitter buffer (40-300 ms,
+// jitter.js: from measured interarrival jitter, bounded), conceals lost frames (the last frame
+// repeated with a fade to silence: WebCodecs' AudioDecoder cannot decode Opus FEC from the next
+// packet), and reports the audio clock (timestamp now playing) back to the decoder worker.
 // Runs on the audio thread: no allocation per quantum, no decoding, no network.
+import { JitterBuffer } from "./jitter.js";
+
 const RATE = 48000;
 const RING = RATE * 2;
-const MIN_MS = 40, MAX_MS = 300;
-const PEAK_DECAY = 0.9998;  // per 20 ms frame: ~1 %/s
+const CONCEAL_FADE_S = 0.04;  // a lost stretch: the last frame repeated, fading out over this, then silence
+const MAX_CONCEAL_S = 0.2;    // a longer gap is not concealed (the stream restarted or jumped)
 class Playout extends AudioWorkletProcessor {
   constructor() {
     super();
     this.ring = new Float32Array(RING);
+    this.last = new Float32Array(RATE / 10);  // the latest frame received (up to 100 ms), for concealment
+    this.lastLen = 0;
     this.w = 0; this.r = 0;            // absolute sample counters
     this.headTs = null;                // µs timestamp of sample index r
     this.nextTs = null;                // µs timestamp expected at write position
     this.playing = false; this.started = false;
-    this.targetMs = 120; this.peakGapMs = 90; this.lastArrival = null;
+    this.jb = new JitterBuffer();
+    this.targetMs = this.jb.targetMs(0);
     this.underruns = 0; this.quanta = 0; this.framesIn = 0; this.concealed = 0;
     this.port.onmessage = (ev) => { if (ev.data.port) { this.out = ev.data.port; this.out.onmessage = (e) => this.push(e.data); } };
   }
   buffered() { return this.w - this.r; }
+  conceal(n) {  // n samples of a gap: the last frame again, fading out, then silence
+    const fade = CONCEAL_FADE_S * RATE;
+    for (let i = 0; i < n; i++) {
+      const g = this.lastLen ? Math.max(0, 1 - i / fade) : 0;
+      this.ring[(this.w + i) % RING] = g ? this.last[i % this.lastLen] * g : 0;
+    }
+    this.w += n; this.concealed += n;
+  }
   push(m) {
     const now = currentTime * 1000;
-    // peak-hold of the arrival gaps: grows at once with a burst, decays slowly
-    this.peakGapMs *= PEAK_DECAY;
-    if (this.lastArrival !== null) this.peakGapMs = Math.max(this.peakGapMs, now - this.lastArrival);
-    this.lastArrival = now;
-    this.targetMs = Math.min(MAX_MS, Math.max(MIN_MS, this.peakGapMs + 30));
+    this.jb.arrival(now, m.ts, m.pcm.length / RATE * 1000);
+    this.targetMs = this.jb.targetMs(now);
     if (this.nextTs !== null) {
-      const gapUs = m.ts - this.nextTs;
-      if (gapUs < -5000) return;        // late duplicate
-      if (gapUs > 5000 && gapUs < 200000) {  // lost frames: conceal with silence, keep the clock
-        const n = Math.round(gapUs / 1e6 * RATE);
-        for (let i = 0; i < n; i++) this.ring[(this.w + i) % RING] = 0;
-        this.w += n; this.concealed += n;
-      }
+      // lost frames (the worker counts sequence gaps; decoder timestamps need not show them)
+      const gapUs = m.lostUs > 0 ? m.lostUs : m.ts - this.nextTs;
+      if (!(m.lostUs > 0) && gapUs < -5000) return;  // late duplicate
+      if (gapUs > 5000 && gapUs < MAX_CONCEAL_S * 1e6) this.conceal(Math.round(gapUs / 1e6 * RATE));
     }
     if (this.buffered() + m.pcm.length > RING) { this.r = this.w - RING + m.pcm.length; this.headTs = null; }
     for (let i = 0; i < m.pcm.length; i++) this.ring[(this.w + i) % RING] = m.pcm[i];
+    this.lastLen = Math.min(m.pcm.length, this.last.length);
+    this.last.set(m.pcm.subarray(m.pcm.length - this.lastLen));
     if (this.headTs === null || this.buffered() === 0) this.headTs = m.ts - (this.buffered() / RATE) * 1e6;
     this.w += m.pcm.length; this.framesIn++;
     this.nextTs = m.ts + m.pcm.length / RATE * 1e6;
@@ -49,8 +60,9 @@ class Playout extends AudioWorkletProcessor {
       const excess = this.buffered() - (targetSamples + 0.1 * RATE);
       if (excess > 0) { this.r += Math.floor(excess); this.headTs += excess / RATE * 1e6; }  // catch up
       if (this.buffered() < n) {
-        this.playing = false; this.underruns++; this.peakGapMs += 60;
-        this.targetMs = Math.min(MAX_MS, this.targetMs + 40);
+        this.playing = false; this.underruns++;
+        this.jb.underrun(currentTime * 1000);
+        this.targetMs = this.jb.targetMs(currentTime * 1000);
         out.fill(0);
       } else {
         for (let i = 0; i < n; i++) out[i] = this.ring[(this.r + i) % RING];
@@ -60,7 +72,8 @@ class Playout extends AudioWorkletProcessor {
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
     if (this.out && ++this.quanta % 4 === 0) {
       this.out.postMessage({ clockUs: this.playing ? this.headTs : null, underruns: this.underruns,
-        bufferedMs: this.buffered() / RATE * 1000, targetMs: this.targetMs, concealedMs: this.concealed / RATE * 1000 });
+        bufferedMs: this.buffered() / RATE * 1000, targetMs: this.targetMs, concealedMs: this.concealed / RATE * 1000,
+        jitterMs: this.jb.jitterMs });
     }
     return true;
   }

@@ -3,6 +3,8 @@
 // (640x360, 320x180), VP8 or H.264 by isConfigSupported, L1T3, keyframe every 2 s and on request.
 // Audio bitrate: the chosen preset is a ceiling; an audio rate request from the relays (a hall link
 // that cannot carry it) lowers it, and it returns to the preset AUDIO_RATE_HOLD_MS after the last one.
+// The request's long form also sets the Opus frame duration (40/60 ms on narrow links: fewer headers)
+// and in-band FEC (useinbandfec + packetlossperc, when a link loses packets), held the same way.
 // Never decodes or relays anything: the node does that.
 import * as C from "./chunk.js";
 
@@ -22,11 +24,15 @@ const st = {
   audioStartUs: null, audioTsUs: null, video: [], reader: null, stream: null, chunksSent: 0, encodeErrors: 0, keyframesOnRequest: 0,
   codec: null, audioPresetBps: 24000, audioBitrate: null, audioRequestBps: null, audioRequestAtMs: -Infinity,
   audioRateRequests: 0, audioCfgText: null, audioTimer: null,
+  audioRequestFrameMs: 20, audioRequestFec: 0,  // what the latest request asked for
+  audioEncoding: null,  // {bitrate, frameMs, fec} the encoder runs with now
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
   keyframesOnRequest: st.keyframesOnRequest,
   codec: st.codec, running: st.running, audioFrames: st.audioSeq, videoFrames: st.video.map((v) => v.seq),
   audioBitrate: st.audioBitrate, audioPresetBitrate: st.audioPresetBps, audioRateRequests: st.audioRateRequests,
+  audioFrameMs: st.audioEncoding ? st.audioEncoding.frameMs : null,
+  audioFecPercent: st.audioEncoding ? st.audioEncoding.fec : null,
   audioTsUs: st.audioTsUs,  // timestamp of the latest audio chunk sent: the source's media clock
   // chunk timestamps are µs since this instant (ms since the epoch): capture time = epochMs + timestamp / 1000
   epochMs: performance.timeOrigin + st.t0 }),
@@ -105,7 +111,7 @@ function openSocket() {
       try {
         const m = C.parseMessage(new Uint8Array(ev.data));
         if (m.kind === "keyframe-request") requestKeyframe(m.layer);
-        else if (m.kind === "audio-rate-request") requestAudioRate(m.kbps * 1000);
+        else if (m.kind === "audio-rate-request") requestAudioRate(m.kbps * 1000, m.frameMs, m.fecLossPercent);
       } catch (e) { console.warn("bad message from node", e); }
     };
   });
@@ -119,27 +125,43 @@ function requestKeyframe(layer) {
   v.lastRequestMs = t; v.forceKey = true;
 }
 
-function audioEncoderConfig(bitrate) {
-  return { codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate, opus: { frameDuration: 20000 } };
+function audioEncoderConfig(e) {
+  const opus = { frameDuration: e.frameMs * 1000 };
+  if (e.fec > 0) { opus.useinbandfec = true; opus.packetlossperc = e.fec; }
+  return { codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate: e.bitrate, opus };
 }
 
-// The bitrate the encoder should run at: the preset, or less while the relays ask for less.
-function wantedAudioBitrate() {
+// What the encoder should run with: the preset at 20 ms frames without FEC, or what the relays ask
+// for (a lower bitrate, longer frames, FEC) until AUDIO_RATE_HOLD_MS after their last request.
+function wantedAudioEncoding() {
   const held = performance.now() - st.audioRequestAtMs < AUDIO_RATE_HOLD_MS && st.audioRequestBps !== null;
-  return held ? Math.min(st.audioPresetBps, st.audioRequestBps) : st.audioPresetBps;
+  if (!held) return { bitrate: st.audioPresetBps, frameMs: 20, fec: 0 };
+  return { bitrate: Math.min(st.audioPresetBps, st.audioRequestBps), frameMs: st.audioRequestFrameMs, fec: st.audioRequestFec };
 }
 
 function applyAudioBitrate() {
-  const enc = st.audioEnc, want = wantedAudioBitrate();
-  if (!enc || enc.state !== "configured" || want === st.audioBitrate) return;
-  enc.configure(audioEncoderConfig(want));  // queued after the frames already given: none is lost
-  st.audioBitrate = want;
-  status(`Đang phát (${st.codec}), âm thanh ${want / 1000} kbit/s`, `Live (${st.codec}), audio ${want / 1000} kbit/s`);
+  const enc = st.audioEnc, want = wantedAudioEncoding(), cur = st.audioEncoding;
+  if (!enc || enc.state !== "configured") return;
+  if (cur && want.bitrate === cur.bitrate && want.frameMs === cur.frameMs && want.fec === cur.fec) return;
+  try {
+    enc.configure(audioEncoderConfig(want));  // queued after the frames already given: none is lost
+  } catch (e) {  // an encoder without these Opus options: keep the bitrate, 20 ms frames, no FEC
+    console.warn("AudioEncoder.configure", e);
+    want.frameMs = 20; want.fec = 0;
+    enc.configure(audioEncoderConfig(want));
+  }
+  st.audioEncoding = want;
+  st.audioBitrate = want.bitrate;
+  const fec = want.fec ? `, FEC ${want.fec} %` : "";
+  status(`Đang phát (${st.codec}), âm thanh ${want.bitrate / 1000} kbit/s, khung ${want.frameMs} ms${fec}`,
+    `Live (${st.codec}), audio ${want.bitrate / 1000} kbit/s, ${want.frameMs} ms frames${fec}`);
 }
 
-function requestAudioRate(bps) {
+function requestAudioRate(bps, frameMs = 20, fecLossPercent = 0) {
   st.audioRateRequests++;
   st.audioRequestBps = bps;
+  st.audioRequestFrameMs = [20, 40, 60].includes(frameMs) ? frameMs : 20;
+  st.audioRequestFec = Math.max(0, Math.min(100, fecLossPercent | 0));
   st.audioRequestAtMs = performance.now();
   applyAudioBitrate();
 }
@@ -171,14 +193,16 @@ async function startAudio(track, bitrate) {
       }
       const payload = new Uint8Array(chunk.byteLength); chunk.copyTo(payload);
       send(C.encodeChunk({ track: C.TRACK_AUDIO, layer: 0, temporalId: 0, keyframe: true, generation: st.audioGen,
-        seq: st.audioSeq++, timestampUs: chunk.timestamp, durationUs: chunk.duration || 20000, payload }));
+        seq: st.audioSeq++, timestampUs: chunk.timestamp,
+        durationUs: chunk.duration || (st.audioEncoding ? st.audioEncoding.frameMs * 1000 : 20000), payload }));
       st.audioTsUs = chunk.timestamp;
     },
     error: (e) => { st.encodeErrors++; console.error("AudioEncoder", e); },
   });
   st.audioPresetBps = bitrate;
   st.audioBitrate = bitrate;
-  enc.configure(audioEncoderConfig(bitrate));
+  st.audioEncoding = { bitrate, frameMs: 20, fec: 0 };
+  enc.configure(audioEncoderConfig(st.audioEncoding));
   st.audioEnc = enc;
   st.audioTimer = setInterval(applyAudioBitrate, AUDIO_RATE_CHECK_MS);
   node.port.onmessage = (ev) => {
@@ -288,7 +312,7 @@ function stop() {
   st.video = [];
   try { st.audioEnc && st.audioEnc.close(); } catch (e) { /* closed */ }
   clearInterval(st.audioTimer);
-  st.audioEnc = null; st.audioCfgText = null;
+  st.audioEnc = null; st.audioCfgText = null; st.audioEncoding = null;
   if (st.audioCtx) st.audioCtx.close();
   if (st.stream) st.stream.getTracks().forEach((t) => t.stop());
   if (st.ws) st.ws.close();

@@ -1,0 +1,178 @@
+"""How the relay treats a datagram link whose receiver reports arrive (sans-IO, part of relay.py).
+
+`FeedbackRules` is mixed into MediaRelay (relay.py owns the links, their queues and the ladder):
+it takes each report (`link_feedback`) into the link's LinkFeedback (feedback.py) and, while
+reports arrive, lets them judge the link instead of its relay queue: shed the levels the estimate
+cannot carry, plan the audio the source should send (audio_rate.py), pace the link at the
+estimate (bursts wait in the relay, where audio goes first), drop its media while the path holds a
+queue longer than the playout budget (flush), size padding probes in steps and decide them from
+reports that saw them, and tell the datagram driver how many earlier audio chunks to repeat
+(`audio_redundancy`). Rules and figures: docs/protocol/media.md, "Audio on weak links".
+
+It uses MediaRelay's state and helpers (`_links`, `_rates`, `_audio_rate`, `audio_deadline_s`,
+`_level_bps`, `_fits`, `_downgrade`, `_set_level`, `_end_probe`, `_audio_load`). It must never do
+I/O, read a clock, or change a link that gets no reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from meshmeet.media import chunk as C
+from meshmeet.media.audio_rate import plan_audio
+from meshmeet.media.feedback import LinkFeedback
+from meshmeet.media.ladder import AUDIO_LEVEL, UPGRADE_HEADROOM
+from meshmeet.media.linkmodel import RateCap
+
+if TYPE_CHECKING:
+    from meshmeet.media.relay import Outgoing, _Link
+
+log = logging.getLogger(__name__)
+
+FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its media is dropped this long at most
+REDUNDANCY_LOSS = (0.01, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
+FEEDBACK_BACKOFF_MAX_S = 30.0  # failed probes double the wait up to this (a failed probe fills the path's queue)
+FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
+# low end after a failed probe, x1.5 after each clean one...
+FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
+FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
+
+
+class FeedbackRules:
+    """Mixed into MediaRelay: see the module docstring."""
+
+    _links: dict[str, Any]
+    _rates: Any
+    _audio_rate: Any
+    audio_deadline_s: float
+    feedback_refused: int
+
+    def link_feedback(self, link: str, now: float, loss_fraction: float, jitter_s: float,
+                      delay_trend_s: float, rtt_s: float) -> None:
+        """A receiver report for datagram link `link` (every ~200-500 ms): loss share, interarrival
+        jitter, queueing delay (one-way delay minus its recent minimum), RTT, all in seconds.
+        Ladder moves and audio requests follow at the next tick(). Values out of range are
+        refused and counted (`feedback_refused`); an unknown link is ignored."""
+        lk = self._links.get(link)
+        if lk is None:
+            return
+        if lk.feedback is None:
+            lk.feedback = LinkFeedback()
+        sent = lk.drain.sent_bps(now) if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
+        if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s, sent):
+            self.feedback_refused += 1
+
+    def audio_redundancy(self, link: str, now: float) -> int:
+        """How many earlier audio frames a datagram driver should repeat with each audio frame on
+        `link` (RFC 2198-style; 0..2): as its reports show loss, and only while the link's
+        estimate has room for the copies on top of its level."""
+        lk = self._links.get(link)
+        fb = lk.feedback if lk is not None else None
+        if fb is None or not fb.active(now):
+            return 0
+        depth = self._wanted_redundancy(fb)
+        copy_bps = self._copy_bps()
+        if depth and fb.estimate_bps is not None and copy_bps > 0:
+            room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
+            depth = min(depth, max(0, int(room // copy_bps)))
+        return depth
+
+    @staticmethod
+    def _wanted_redundancy(fb: LinkFeedback) -> int:
+        return sum(fb.loss >= x for x in REDUNDANCY_LOSS)
+
+    def _copy_bps(self) -> float:
+        """What one redundant copy of the audio stream costs: the chunks and a 2 B length each."""
+        return self._rates.audio_bps() + self._rates.audio_messages_per_s() * 2 * 8
+
+    def _pacer(self, lk: _Link, now: float) -> RateCap | None:
+        """A datagram link whose reports gave an estimate is paced at it (at a probe's rate while
+        one runs), so that bursts (keyframes) wait in this relay, where audio goes first, and not
+        in the path's queue, where audio would wait behind them."""
+        fb = self._active_feedback(lk, now)
+        if fb is None or fb.estimate_bps is None:
+            lk.pacer = None
+            return None
+        rate = max(fb.estimate_bps, lk.probe.target_bps if lk.probe is not None else 0.0)
+        if lk.pacer is None:
+            lk.pacer = RateCap(rate, lk.framing_bytes)
+        lk.pacer.rate_bps, lk.pacer.framing_bytes = rate, lk.framing_bytes
+        return lk.pacer
+
+    def _flush(self, lk: _Link) -> None:
+        """Drop queued media for a link whose path holds a queue longer than the playout budget:
+        whatever goes in now comes out late, and sending nothing drains that queue (configs stay)."""
+        kept = [item for item in lk.audio if item[1][0] != C.KIND_CHUNK]
+        lk.dropped_audio += len(lk.audio) - len(kept)
+        lk.audio.clear()
+        lk.audio.extend(kept)
+        lk.video.clear()
+        lk.sending.clear()  # video restarts at a keyframe
+
+    def _active_feedback(self, lk: _Link, now: float) -> LinkFeedback | None:
+        fb = lk.feedback
+        return fb if fb is not None and fb.active(now) else None
+
+    def _video_estimate(self, fb: LinkFeedback) -> float:
+        """The estimate the ladder's levels must fit: audio redundancy comes before video."""
+        assert fb.estimate_bps is not None
+        return max(0.0, fb.estimate_bps - self._wanted_redundancy(fb) * self._copy_bps() / UPGRADE_HEADROOM)
+
+    def _judge_feedback(self, lk: _Link, fb: LinkFeedback, now: float) -> list[Outgoing] | None:
+        """A datagram link whose reports gave an estimate: shed what it cannot carry, plan its
+        audio; None to go on with the queue-delay rules."""
+        assert fb.estimate_bps is not None
+        if lk.level == AUDIO_LEVEL:
+            self._audio_rate.plan(lk.id, plan_audio(fb.estimate_bps, self._audio_load(lk)))
+        if (fb.delay_s > self.audio_deadline_s and fb.last_report_at is not None
+                and fb.last_report_at >= lk.flush_blocked_until):
+            # the path's own queue (a modem's) is longer than the playout budget: stop feeding it
+            flush_s = min(FLUSH_MAX_S, fb.delay_s - self.audio_deadline_s / 2)
+            lk.flush_until = now + flush_s
+            lk.flush_blocked_until = now + flush_s + fb.delay_s + fb.rtt_s
+            log.debug("link %s: path queue %.0f ms: dropping its media for %.0f ms", lk.id, fb.delay_s * 1000, flush_s * 1000)
+        if not fb.steady(now):
+            lk.steady_since = now
+        if lk.probe is not None and not fb.clean_since(lk.probe.started_at):
+            # our own probe filled the queue: back to the estimate before it, and let it drain
+            fb.own_probe_failed(now, lk.probe_from_bps)
+            self._end_probe(lk, now, ok=False)
+            lk.probe_factor = FEEDBACK_PROBE_FACTOR[0]
+        est = self._video_estimate(fb)
+        if lk.level < AUDIO_LEVEL and now >= lk.hold_until and self._level_bps(lk, lk.level) > est:
+            if lk.probe is not None:
+                self._end_probe(lk, now, ok=False)
+            log.debug("link %s: reports give %.0f bit/s, below its level", lk.id, est)
+            return self._downgrade(lk, est, now)
+        return None
+
+    def _feedback_probe_done(self, lk: _Link, fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
+        """A probe on a datagram link ended with a report that saw it: clean reports raise the estimate."""
+        probe = lk.probe
+        assert probe is not None
+        ok = probe.passed(achieved) and fb.clean_since(probe.started_at)
+        lk.probe = None
+        lk.steady_since = now
+        if not ok:
+            lk.backoff_s = min(FEEDBACK_BACKOFF_MAX_S, lk.backoff_s * 2)
+            lk.probe_factor = FEEDBACK_PROBE_FACTOR[0]
+            return []
+        fb.probe_passed(achieved)
+        lk.backoff_s = FEEDBACK_STEP_WAIT_S  # the link carried more: try the next step soon
+        lk.probe_factor = min(FEEDBACK_PROBE_FACTOR[1], lk.probe_factor * 1.5)
+        # a clean probe at (about) the next level's full rate, its headroom included, carried it
+        redundancy_bps = self._wanted_redundancy(fb) * self._copy_bps()
+        full = probe.target_bps >= 0.95 * (self._level_bps(lk, lk.level - 1) + redundancy_bps) / UPGRADE_HEADROOM
+        if self._fits(lk, lk.level - 1, self._video_estimate(fb) / (UPGRADE_HEADROOM if full else 1.0)):
+            return self._set_level(lk, lk.level - 1, now)
+        return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
+
+    def _feedback_probe_bps(self, lk: "_Link", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
+        """A datagram link's probe: the next level and its audio redundancy, in bounded steps."""
+        assert fb.estimate_bps is not None
+        lk.probe_from_bps = fb.estimate_bps
+        return min(level_probe_bps + fb.estimate_bps - video_est, lk.probe_factor * fb.estimate_bps,
+                   FEEDBACK_PROBE_FACTOR[0] * fb.estimate_bps + FEEDBACK_PROBE_EXTRA_BPS)
+
