@@ -36,6 +36,8 @@ from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, 
 from ..media import recsync as R
 from ..media.recstore import RecordingStore
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
+from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
+from ..media.linkmodel import MESH_LINK_FRAMING_BYTES
 from ..media.relay import MediaRelay, Outgoing
 from ..web.api import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
@@ -57,6 +59,8 @@ LIVE_QUIET_S = 3.0  # media flowed this recently: this node is live (no recordin
 RECSYNC_QUEUE_MAX_MESSAGES = 4  # recording pieces go out only while fewer messages wait in the link's writer queue
 RECSYNC_POLL_S = 0.1
 RESCAN_S = 10.0  # the recordings directory is rescanned (hashes cached) this often
+UDP_IP_HEADER_BYTES = 28  # IPv4 + UDP: every datagram pays them (TCP links amortise theirs over segments)
+DATAGRAM_FRAMING_BYTES = DATAGRAM_OVERHEAD_BYTES + UDP_IP_HEADER_BYTES
 RECORDING_NAME_CHECK_S = 1.0  # how often the started meeting (the recording's name) is looked up
 
 
@@ -172,6 +176,9 @@ class MediaService:
                 self.dgram.set_redundancy(peer, int(depth(peer, now)))
         elif isinstance(ev, ModeChanged):
             log.info("media to %s (%s) now over %s", peer, self._site(peer), ev.mode)
+            if peer in self._tree_links:  # rates on this link count what each message costs there
+                framing = DATAGRAM_FRAMING_BYTES if ev.mode == DATAGRAM else MESH_LINK_FRAMING_BYTES
+                self.relay.set_link_framing(peer, framing)
         self._kick()
 
     def _on_floor(self, peer: str, body: bytes, now: float) -> None:
@@ -512,6 +519,9 @@ class MediaService:
             "source_link": self.floor.source_link,
             "links": [{"peer": s.peer, "site": self._site(s.peer), "layer": s.layer, "queue_ms": s.queue_ms,
                        "estimate_kbps": s.estimate_kbps, "audio_request_kbps": s.audio_request_kbps,
+                       "audio_frame_ms": s.audio_frame_ms or 20, "audio_fec_percent": s.audio_fec_percent,
+                       "audio_late_dropped": s.audio_late_dropped, "feedback": s.feedback,
+                       "player_lag_ms": s.player_lag_ms,
                        **self.dgram.link_status(s.peer)}
                       for s in self.relay.stats(now)],
             "datagrams": self.dgram.status(),
