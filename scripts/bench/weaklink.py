@@ -20,7 +20,7 @@ duration the presenter was asked to use, and the relay's per-link media status f
 (with "transport" when the node reports one). Before the profiles, profile A's forwarder cost:
 UDP echo RTT through the forwarder vs a plain veth pair between the same namespaces.
 
-    python scripts/bench/weaklink.py [--json] [--profiles A,C,E] [--seconds 60]
+    python scripts/bench/weaklink.py [--json] [--profiles A,C,E] [--seconds 60] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -445,6 +445,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profiles", default="A,B,C,D,E")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--keep", default=None, metavar="DIR", help="keep the work dir (node and forwarder logs) in DIR")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -472,6 +473,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     report: dict = {"seconds": args.seconds, "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="mm-bench-weaklink-") as tmp:
+        tmp = args.keep or tmp
         bed = Testbed(make_plan(load_scenario(scenario), RUN, {("relay", "end"): profiles[0]}), Path(tmp))
         env = {**bed.env, "PYTHONPATH": str(REPO) + os.pathsep + bed.env.get("PYTHONPATH", "")}
         base_link = TunLinkPlan(mid=bed.plan.prefix + "_base", ns_a=bed.plan.host("relay").netns,
