@@ -16,8 +16,9 @@ Every frame carries its send time (CLOCK_MONOTONIC, shared by all namespaces) in
 Per row: frames delivered, one-way latency p50/p95/p99/max above the link's base one-way delay,
 gaps > 200 ms between audio arrivals, % heard at a 150 / 300 ms playout (arrived within X ms of the
 fastest frame), when video was shed and restored (no video frame for > 1 s), the Opus rate and frame
-duration the presenter was asked to use, and the relay's per-link media status for the end hall
-(with "transport" when the node reports one). Before the profiles, profile A's forwarder cost:
+duration the presenter was asked to use, how often the relay~end mesh link died (node logs), and
+the relay's per-link media status for the end hall (with "transport" when the node reports one).
+The nodes run with their default keepalive (5 s; dead after 3 missed), as deployed. Before the profiles, profile A's forwarder cost:
 UDP echo RTT through the forwarder vs a plain veth pair between the same namespaces.
 
     python scripts/bench/weaklink.py [--json] [--profiles A,C,E] [--seconds 60] [--keep DIR]
@@ -65,6 +66,8 @@ ECHO_PORT = 9798
 ECHO_PROBES = 400
 BASE_NET = "10.77.255."      # the baseline packet link (10.77.255.0/30) and the veth (10.77.255.4/30)
 GUARD_S = 120.0
+DETECT_S = 15.0
+LINK_DROP_MARKS = ("peer not responding", "transport error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,12 +328,17 @@ def audio_metrics(rx: dict, sent: int, base_ms: float) -> dict:
 
 
 def video_metrics(rx: dict, start_at: float, seconds: float) -> dict:
+    """Video off = no video frame for > VIDEO_SHED_S: [shed at s, restored at s (None: not before the end)]."""
     video = sorted(rx.get("video", []), key=lambda v: v[1])
-    times = [start_at] + [a / 1e9 for _, a, _ in video] + [start_at + seconds]
-    shed = [[round(x - start_at, 1), round(y - start_at, 1) if y < start_at + seconds else None]
-            for x, y in zip(times, times[1:]) if y - x > VIDEO_SHED_S]
+    end, prev, off = start_at + seconds, start_at, []
+    for t in (a / 1e9 for _, a, _ in video):
+        if t - prev > VIDEO_SHED_S and prev < end:
+            off.append([round(prev - start_at, 1), round(t - start_at, 1)])
+        prev = t
+    if prev < end - VIDEO_SHED_S:
+        off.append([round(prev - start_at, 1), None])
     lat = [(a - s) / 1e6 for s, a, _ in video]
-    return {"video_frames": len(video), "video_p50_ms": pct(lat, 0.5), "video_off": shed}
+    return {"video_frames": len(video), "video_p50_ms": pct(lat, 0.5), "video_off": off}
 
 
 class StatusPoller:
@@ -376,6 +384,18 @@ class StatusPoller:
                 "transport": transport or None}
 
 
+def link_drops(bed) -> int:
+    """How often the relay or end node has logged its mesh link dying so far."""
+    n = 0
+    for node in ("relay", "end"):
+        try:
+            text = bed.log_path(f"node-{node}").read_text(errors="replace")
+        except OSError:
+            continue
+        n += sum(text.count(mark) for mark in LINK_DROP_MARKS)
+    return n
+
+
 def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, base_ms: float) -> dict:
     hq, relay, end = (bed.plan.host(n).netns for n in ("hq", "relay", "end"))
     start_at = time.monotonic() + 2.0
@@ -391,13 +411,15 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
         udp_tx = Role(relay, "udp_send", env, seconds=seconds, start_at=start_at, dest=base_link.addr_b, red=red, kbps=kbps)
         udp = (udp_tx, udp_rx)
     end_id = next(i for i, n in bed.ids.items() if n == "end")
+    drops0 = link_drops(bed)
     with StatusPoller(bed, "relay", end_id) as poll:
         p = pres.result(seconds + GUARD_S)
         rx = hall.result(seconds + DRAIN_MAX_S + GUARD_S)
+    drops = link_drops(bed) - drops0
     row = {**audio_metrics(rx, p.get("sent", 0), base_ms), **(video_metrics(rx, start_at, seconds) if mode == "av" else {}),
            "opus_kbps_used": p.get("kbps_used"), "opus_rate_requests": p.get("rate_requests"),
            "frame_ms": p.get("frame_ms"), "keyframe_requests": p.get("keyframe_requests"),
-           "other_upstream": p.get("other_upstream"), **poll.summary()}
+           "other_upstream": p.get("other_upstream"), "mesh_link_drops": drops, **poll.summary()}
     if "error" in p:
         row["presenter_error"] = p["error"]
     out = {mode: row}
@@ -467,8 +489,10 @@ def main(argv: list[str]) -> int:
     if why:
         print(f"weaklink benchmark cannot run here: {why}", file=sys.stderr)
         return 2
+    # detect_s 15: the nodes keep their default keepalive (5 s, dead after 3 missed), as deployed
     scenario = {"name": "weaklink", "nodes": [{"id": "hq", "role": "hq"}, {"id": "relay"}, {"id": "end"}],
-                "links": [{"a": "hq", "b": "relay", "kind": "lan"}, {"a": "relay", "b": "end", "kind": "4g"}]}
+                "links": [{"a": "hq", "b": "relay", "kind": "lan", "detect_s": DETECT_S},
+                          {"a": "relay", "b": "end", "kind": "4g", "detect_s": DETECT_S}]}
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     started = time.monotonic()
     report: dict = {"seconds": args.seconds, "profiles": {}}
@@ -523,7 +547,7 @@ def print_table(report: dict) -> None:
           f"{_f(f.get('veth', {}).get('rtt_p50_ms'))} ms (added one way {_f(f.get('added_one_way_p50_ms'))} ms), "
           f"{_f(f.get('forwarder', {}).get('cpu_us_per_packet'))} µs CPU per packet")
     head = (f"{'prof':<4} {'mode':<8} {'deliv%':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'gaps':>5} "
-            f"{'h@150%':>7} {'h@300%':>7} {'p95/udp':>8}  opus kbit/s, frame ms; video off [s]; transport")
+            f"{'h@150%':>7} {'h@300%':>7} {'p95/udp':>8} {'drops':>5}  opus kbit/s, frame ms; video off [s]; transport")
     print(head)
     for prof, rows in report["profiles"].items():
         udp_p95 = (rows.get("udp_red") or {}).get("p95_ms")
@@ -542,8 +566,10 @@ def print_table(report: dict) -> None:
                 extra += f"; {r['transport']}"
             print(f"{prof:<4} {mode:<8} {_f(r['delivered_pct']):>7} {_f(r['p50_ms']):>7} {_f(r['p95_ms']):>7} "
                   f"{_f(r['p99_ms']):>7} {_f(r['max_ms']):>8} {r['gaps_over_200ms']:>5} {_f(r['heard_150ms_pct']):>7} "
-                  f"{_f(r['heard_300ms_pct']):>7} {_f(None if ratio is None else round(ratio, 2)):>8}  {extra}")
-    print(f"latency in ms above the link's base one-way delay; wall {report['wall_s']} s")
+                  f"{_f(r['heard_300ms_pct']):>7} {_f(None if ratio is None else round(ratio, 2)):>8} "
+                  f"{_f(r.get('mesh_link_drops')):>5}  {extra}")
+    print("latency in ms above the link's base one-way delay; drops: mesh link deaths the nodes logged during the row; "
+          f"wall {report['wall_s']} s")
 
 
 if __name__ == "__main__":
