@@ -202,3 +202,44 @@ def test_plan_puts_a_profiled_link_on_a_forwarder():
         make_plan(scenario, "pt", {("hq", "end"): "C"})       # no such link
     with pytest.raises(EmulatorError):
         make_plan(scenario, "pt", {("relay", "end"): "F"})    # no such profile
+
+
+def _forwarder():
+    import os
+
+    from meshmeet.testbed.packetlink import Forwarder
+
+    r, w = os.pipe()
+    return Forwarder(r, w, PRESETS["C"], seed=1), (r, w)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=200)
+def test_forwarder_control_refuses_bad_requests_and_changes_nothing(line):
+    import os
+
+    fwd, fds = _forwarder()
+    try:
+        answer = fwd.control(line)
+        assert isinstance(answer, dict) and "ok" in answer
+        if not answer["ok"]:
+            assert fwd.profile == PRESETS["C"] and fwd.core.dirs[AB].shape == PRESETS["C"].forward
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_forwarder_control_changes_the_profile():
+    import os
+
+    fwd, fds = _forwarder()
+    try:
+        for bad in (b"[1]", b'{"op":"profile","spec":"Z"}', b'{"op":"profile","spec":5}', b"[" * 5000, b'{"op":"x"}'):
+            assert fwd.control(bad)["ok"] is False
+        assert fwd.profile == PRESETS["C"]
+        answer = fwd.control(b'{"op":"profile","spec":"E"}')
+        assert answer["ok"] and answer["profile"] == "E" and fwd.core.dirs[BA].shape == PRESETS["E"].back
+        assert set(fwd.control(b'{"op":"stats"}')["dirs"]) == {AB, BA}
+    finally:
+        for fd in fds:
+            os.close(fd)

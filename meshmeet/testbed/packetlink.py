@@ -37,6 +37,7 @@ READ_BYTES = 65536
 MAX_READS_PER_WAKE = 256
 CONTROL_LINE_BYTES = 4096
 CONTROL_TIMEOUT_S = 5.0
+CONTROL_MODE = 0o600
 
 
 class Forwarder:
@@ -93,6 +94,7 @@ class Forwarder:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         path.unlink(missing_ok=True)
         await sock.bind(str(path))
+        os.chmod(path, CONTROL_MODE)   # only root may reshape the link
         sock.listen(8)
         async with trio.open_nursery() as nursery:
             while True:
@@ -119,8 +121,8 @@ class Forwarder:
             if req["op"] == "profile":
                 self.set_profile(parse_profile(req.get("spec")))
                 self._wake.set()
-        except (ValueError, MeshmeetError) as e:
-            return {"ok": False, "error": str(e)}
+        except (ValueError, RecursionError, MeshmeetError) as e:
+            return {"ok": False, "error": str(e)[:300]}
         return {"ok": True, **self.stats()}
 
     async def run(self, control: Path | None = None) -> None:

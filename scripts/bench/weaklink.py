@@ -117,7 +117,7 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
             await ws.send_bytes(vp8)
         while time.monotonic() < start_at:
             await asyncio.sleep(0.005)
-        n = 0
+        n = nv = 0
         kbps_frames: list[int] = []
         while True:
             due = start_at + n * FRAME_S
@@ -138,10 +138,11 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
                 tid = 0 if key else (0, 2, 1, 2)[v % 4]
                 await ws.send_bytes(C.encode(C.Chunk(C.TRACK_VIDEO, C.LAYER_LOW, tid, key, 1, v, v * 50_000, 50_000,
                                                      stamp() + bytes(size))))
+                nv += 1
             n += 1
         await asyncio.sleep(0.5)
         task.cancel()
-    return {"sent": n, "rate_requests": rates, "keyframe_requests": keyreqs, "other_upstream": other,
+    return {"sent": n, "video_sent": nv, "rate_requests": rates, "keyframe_requests": keyreqs, "other_upstream": other,
             "frame_ms": FRAME_S * 1000, "kbps_used": sorted(set(kbps_frames)),
             "kbps_last": kbps_frames[-1] if kbps_frames else None}
 
@@ -417,6 +418,7 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
         rx = hall.result(seconds + DRAIN_MAX_S + GUARD_S)
     drops = link_drops(bed) - drops0
     row = {**audio_metrics(rx, p.get("sent", 0), base_ms), **(video_metrics(rx, start_at, seconds) if mode == "av" else {}),
+           **({"video_sent": p.get("video_sent")} if mode == "av" else {}),
            "opus_kbps_used": p.get("kbps_used"), "opus_rate_requests": p.get("rate_requests"),
            "frame_ms": p.get("frame_ms"), "keyframe_requests": p.get("keyframe_requests"),
            "other_upstream": p.get("other_upstream"), "mesh_link_drops": drops, **poll.summary()}
