@@ -18,7 +18,8 @@ gaps > 200 ms between audio arrivals, % heard at a 150 / 300 ms playout (arrived
 fastest frame), when video was shed and restored (no video frame for > 1 s), the Opus rate and frame
 duration the presenter was asked to use, how often the relay~end mesh link died (node logs), and
 the relay's per-link media status for the end hall (with "transport" when the node reports one).
-The nodes run with their default keepalive (5 s; dead after 3 missed), as deployed. Before the profiles, profile A's forwarder cost:
+The nodes run with their default keepalive (5 s; dead after 3 missed), as deployed; the relay and
+end hall are restarted before every row, so that no row inherits the previous one's backlog. Before the profiles, profile A's forwarder cost:
 UDP echo RTT through the forwarder vs a plain veth pair between the same namespaces.
 
     python scripts/bench/weaklink.py [--json] [--profiles A,C,E] [--seconds 60] [--keep DIR]
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -366,23 +368,25 @@ class StatusPoller:
                 st = self.bed.status(self.relay)
             except (OSError, ValueError):
                 continue
+            t = round(time.monotonic() - self._t0, 1)
             for link in (st.get("media") or {}).get("links", []):
                 if link.get("peer") == self.end_id:
-                    self.rows.append({"t": round(time.monotonic() - self._t0, 1), **link})
-            transports = [l for l in st.get("links", []) if isinstance(l, dict) and "transport" in l]
-            if transports:
-                self.rows.append({"t": round(time.monotonic() - self._t0, 1), "mesh_links": transports})
+                    self.rows.append({"t": t, **link})
+            for link in st.get("links", []):
+                if isinstance(link, dict) and link.get("peer") == self.end_id:
+                    self.rows.append({"t": t, "mesh": link})
 
     def summary(self) -> dict:
         layers: list[list] = []
         for r in self.rows:
             if "layer" in r and (not layers or layers[-1][1] != r["layer"]):
                 layers.append([r["t"], r["layer"]])
-        transport = sorted({str(r["transport"]) for r in self.rows if "transport" in r}
-                           | {str(l["transport"]) for r in self.rows for l in r.get("mesh_links", [])})
+        transport = sorted({f"{k}={v}" for r in self.rows for src in (r, r.get("mesh") or {})
+                            for k, v in src.items() if "transport" in k})
         queue = [r["queue_ms"] for r in self.rows if isinstance(r.get("queue_ms"), (int, float))]
+        rtt = [r["mesh"]["rtt_ms"] for r in self.rows if isinstance((r.get("mesh") or {}).get("rtt_ms"), (int, float))]
         return {"relay_layers": layers, "relay_queue_ms_max": max(queue) if queue else None,
-                "transport": transport or None}
+                "mesh_rtt_ms_max": max(rtt) if rtt else None, "transport": transport or None}
 
 
 def link_drops(bed) -> int:
@@ -395,6 +399,25 @@ def link_drops(bed) -> int:
             continue
         n += sum(text.count(mark) for mark in LINK_DROP_MARKS)
     return n
+
+
+def fresh_nodes(bed, log) -> None:
+    """Restart the relay and end hall so that no backlog of the previous row is carried into the next."""
+    for node in ("end", "relay"):
+        bed.stop_node(node, signal.SIGTERM)
+    for node in ("relay", "end"):
+        bed.start_node(node)
+    m = bed.wait_whole("restart")
+    relay_id = next(i for i, n in bed.ids.items() if n == "relay")
+    deadline = time.monotonic() + GUARD_S
+    while time.monotonic() < deadline:
+        try:
+            if (bed.status("end").get("media") or {}).get("source_link") == relay_id:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    log(f"  nodes restarted, tree whole after {m.seconds} s")
 
 
 def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, base_ms: float) -> dict:
@@ -521,6 +544,7 @@ def main(argv: list[str]) -> int:
                 base_ms = PRESETS[prof].base_delay_s * 1000
                 rows: dict = {}
                 for mode in ("av", "audio"):
+                    fresh_nodes(bed, log)
                     time.sleep(SETTLE_S)
                     log(f"profile {prof} {mode}: {args.seconds:g} s...")
                     rows.update(measure(bed, env, prof, mode, args.seconds, base_link, base_ms))
