@@ -3,11 +3,12 @@
 `prepare()` creates every data dir through the real CLI (init, invite, and join over loopback
 to a temporary HQ process) and writes each config.toml (static peers = its emulator proxies,
 keepalive from the links' detect_s, no mDNS). `up()` builds the namespaces and links (plan.py),
-starts one link emulator (and one packet forwarder per profiled link) and one `meshmeet run` per
-namespace, and records their pids in
-WORK/state.json so a later command (or `down` after a crash) can find them. Faults: `set_link`,
-`stop_node`, `start_node`, `set_profile` (a packet link's profile, live). Observation: `trees()` polls every node's /api/status inside its
-namespace; `wait_whole()` times how long until the tree is whole and stays so.
+starts one link emulator per namespace, one packet forwarder per profiled link (tunlink.py) and one
+`meshmeet run` per namespace, and records their pids in WORK/state.json so a later command (or
+`down` after a crash) can find them. Faults: `set_link`, `stop_node`, `start_node`, `set_profile`
+(a packet link's profile, live; `link_stats` reads its counters). Observation: `trees()` polls every
+node's /api/status inside its namespace; `wait_whole()` times how long until the tree is whole and
+stays so.
 This module must never start or signal a process outside its namespaces (the temporary HQ of
 `prepare` is its own child on loopback) and never assert on timing: it measures and reports.
 """
