@@ -137,6 +137,7 @@ def _connect(addr: str) -> socket.socket:
 
 def test_tcp_is_held_to_the_cap_and_the_profile_changes_live(pair):
     link, _ = pair
+    assert os.stat(link.control).st_mode & 0o777 == 0o600     # only root may reshape the link
     # a bad request is refused and changes nothing
     with pytest.raises(TestbedError):
         control(link.control, {"op": "profile", "spec": "rate=1"})
