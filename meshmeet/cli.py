@@ -284,7 +284,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def api_call(
     data_dir: Path, name: str, args: dict | None = None, *, method: str | None = None, timeout: float = HTTP_TIMEOUT_S
 ) -> dict:
-    """Call the running node's JSON API; NotRunningError when there is none."""
+    """Call the running node's JSON API with its local token (DIR/run/api-token); NotRunningError
+    when there is none. Reads go as GET, everything with arguments as POST."""
+    from .api_token import TOKEN_HEADER, TokenError, read_token
     from .node.node import read_run_file
 
     info = read_run_file(data_dir)
@@ -297,6 +299,12 @@ def api_call(
     data = None if args is None else json.dumps(args).encode()
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
     req.add_header("Content-Type", "application/json")
+    try:
+        token = read_token(data_dir)
+    except TokenError as e:
+        raise MeshmeetError(e.vi, e.en) from None
+    if token is not None:
+        req.add_header(TOKEN_HEADER, token)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())

@@ -8,6 +8,7 @@ ConfigError naming the file and the key, never a traceback.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -77,6 +78,7 @@ class NodeConfig:
     keepalive_s: float = 5.0
     log_level: str = "info"
     lora: LoraSettings | None = None
+    allowed_hosts: tuple[str, ...] = ()  # extra names the web app answers to (DNS-rebinding guard)
 
     def with_overrides(
         self,
@@ -119,6 +121,10 @@ mdns = {mdns}
 mdns_interfaces = [{mdns_interfaces}]
 # Seconds between keepalives on an idle link; a link silent for 3x this is down.
 keepalive_s = {keepalive_s}
+# Extra host names the web app answers to (besides IP addresses, localhost, this machine's name
+# and NAME.local). A browser that reaches the node by any other name is refused (DNS rebinding).
+# Tên máy chủ khác mà ứng dụng web chấp nhận (ngoài địa chỉ IP, localhost, tên máy, TÊN.local).
+allowed_hosts = [{allowed_hosts}]
 
 [log]
 # debug, info, warning or error
@@ -151,6 +157,7 @@ def render(cfg: NodeConfig) -> str:
         mdns=str(cfg.mdns).lower(),
         mdns_interfaces=quote(cfg.mdns_interfaces),
         keepalive_s=cfg.keepalive_s,
+        allowed_hosts=quote(cfg.allowed_hosts),
         log_level=cfg.log_level,
         lora=LORA_EXAMPLE if cfg.lora is None else _render_lora(cfg.lora),
     )
@@ -213,6 +220,7 @@ def load(data_dir: Path) -> NodeConfig:
             mdns_interfaces=tuple(str(i) for i in _list(net, "mdns_interfaces", path)),
             keepalive_s=keepalive,
             log_level=level,
+            allowed_hosts=tuple(_host_name(h, path) for h in _list(net, "allowed_hosts", path)),
             lora=None if lora_table is None else _lora(lora_table, path),
         )
     except (ValueError, TypeError):
@@ -255,6 +263,18 @@ def _lora(table: object, path: Path) -> LoraSettings:
     if type(beacon) not in (int, float) or not 1.0 <= beacon <= 86_400.0:
         raise bad("beacon_s")
     return LoraSettings(port=port, beacon_s=float(beacon), **text, **numbers)
+
+
+HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                          r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+
+def _host_name(value: object, path: Path) -> str:
+    """One `allowed_hosts` entry: a DNS name (no port, no scheme, no wildcard)."""
+    if not isinstance(value, str) or not HOST_NAME_RE.match(value):
+        raise ConfigError(f"allowed_hosts trong {path}: “{value}” không phải tên máy chủ (vd. hq.local)",
+                          f"allowed_hosts in {path}: “{value}” is not a host name (e.g. hq.local)")
+    return value.lower().rstrip(".")
 
 
 def _table(doc: dict, name: str, path: Path) -> dict:

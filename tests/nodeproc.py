@@ -30,12 +30,12 @@ def meshmeet(*args: str, check: bool = True, timeout: float = HANG_GUARD_S) -> s
 class NodeProcess:
     """One `meshmeet run` child process."""
 
-    def __init__(self, data_dir: Path, *extra: str, mdns: bool = True) -> None:
+    def __init__(self, data_dir: Path, *extra: str, mdns: bool = True, log_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
         args = ["run", "--data-dir", str(data_dir), "--listen", f"{LOOPBACK}:0", "--http", f"{LOOPBACK}:0"]
         args += ["--mdns-interface", LOOPBACK] if mdns else ["--no-mdns"]
         args += list(extra)
-        self.log_path = self.data_dir / "test-node.log"
+        self.log_path = log_path or self.data_dir / "test-node.log"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "meshmeet", *args], stdout=self.log, stderr=self.log)
         self.info = wait_for(lambda: _run_info(self.data_dir, self.proc.pid), f"{data_dir} to start", proc=self)
@@ -51,6 +51,13 @@ class NodeProcess:
     @property
     def node_id(self) -> str:
         return self.info["node_id"]
+
+    def token_header(self) -> dict[str, str]:
+        """The node's local API token header, as the meshmeet CLI sends it (chair calls need it)."""
+        from meshmeet.api_token import TOKEN_HEADER, read_token
+
+        token = read_token(self.data_dir)
+        return {} if token is None else {TOKEN_HEADER: token}
 
     def status(self) -> dict:
         with urllib.request.urlopen(self.url + "/api/status", timeout=10) as resp:

@@ -171,7 +171,8 @@ def make_api(calls: list[tuple[str, dict]] | None = None):
         return {}
 
     table = dispatch_table(
-        {"status": status, "echo": echo, "refuse": refuse, "crash": crash, "not_a_dict": not_a_dict, "forever": forever}
+        {"status": status, "echo": echo, "meeting": echo, "refuse": refuse, "crash": crash, "not_a_dict": not_a_dict,
+         "forever": forever}
     )
 
     async def api(name: str, args: dict) -> dict:
@@ -196,7 +197,7 @@ async def test_status_returns_the_nodes_dict():
 async def test_get_query_and_post_json_reach_the_handler():
     async with trio.open_nursery() as nursery:
         async with open_web_gateway(nursery, host=HOST, port=0, api=make_api()) as gw:
-            s1, b1 = await http("GET", gw.url + "/api/echo?a=1&b=hai")
+            s1, b1 = await http("GET", gw.url + "/api/meeting?a=1&b=hai")  # a read: GET allowed
             s2, b2 = await http(
                 "POST", gw.url + "/api/echo", json.dumps({"x": [1, 2], "t": "tổ 3"}).encode(), {"Content-Type": "application/json"}
             )
@@ -216,7 +217,7 @@ async def test_api_error_becomes_json_error_with_its_status():
 async def test_unknown_and_invalid_names_are_404():
     calls: list[tuple[str, dict]] = []
     async with open_web_gateway(None, host=HOST, port=0, api=make_api(calls)) as gw:
-        s1, b1 = await http("GET", gw.url + "/api/no_such_thing")
+        s1, b1 = await http("POST", gw.url + "/api/no_such_thing", b"")
         s2, b2 = await http("GET", gw.url + "/api/Bad-Name")
         s3, b3 = await http("GET", gw.url + "/api/a/b")
     assert s1 == 404 and b1["error"]["code"] == "unknown_api" and "no_such_thing" in b1["error"]["en"]
@@ -257,8 +258,8 @@ async def test_oversized_body_is_413():
 
 async def test_handler_exception_is_500_and_the_gateway_keeps_serving(caplog):
     async with open_web_gateway(None, host=HOST, port=0, api=make_api()) as gw:
-        s1, b1 = await http("GET", gw.url + "/api/crash")
-        s2, b2 = await http("GET", gw.url + "/api/not_a_dict")
+        s1, b1 = await http("POST", gw.url + "/api/crash", b"")
+        s2, b2 = await http("POST", gw.url + "/api/not_a_dict", b"")
         s3, b3 = await http("GET", gw.url + "/api/status")
     assert s1 == 500 and b1["error"]["code"] == "internal"
     assert "handler bug" not in json.dumps(b1)  # details go to the log, not the browser
@@ -343,7 +344,7 @@ async def test_slow_client_does_not_block_others_or_the_publisher(clients):
         # the slow "browser": completes the WebSocket handshake, then never reads
         slow = await trio.open_tcp_stream(HOST, gw.port)
         await slow.send_all(
-            b"GET /ws/media HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"GET /ws/media HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         head = b""
@@ -428,7 +429,11 @@ async def test_backpressure_publisher_waits_when_credits_are_exhausted(clients):
 
 
 async def test_browser_messages_arrive_inbound_in_order(clients):
-    async with open_web_gateway(None, host=HOST, port=0, api=make_api(), inbound_capacity=3) as gw:
+    def accept_presenter(app, ctx) -> None:  # browsers may only send on topics with a check
+        ctx.inbound_checks["presenter"] = lambda data: True
+
+    async with open_web_gateway(None, host=HOST, port=0, api=make_api(), inbound_capacity=3,
+                                app_setup=[accept_presenter]) as gw:
         c = await WsClient(clients, ws_url(gw, "presenter")).connect()
         sent = [f"msg {i}" if i % 2 else bytes([i]) * 10 for i in range(40)]
         for item in sent:
@@ -465,7 +470,7 @@ async def test_shutdown_with_a_call_in_flight_does_not_hang():
             async def ask() -> None:
                 started.set()
                 try:
-                    results.append(await http("GET", gw.url + "/api/forever"))
+                    results.append(await http("POST", gw.url + "/api/forever", b""))
                 except Exception as e:  # connection dropped at shutdown is acceptable too
                     results.append((0, {"exc": repr(e)}))
 

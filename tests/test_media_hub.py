@@ -45,7 +45,10 @@ def test_fan_out_configs_first_and_keyframe_request_reaches_presenter(tmp_path: 
             base = f"http://127.0.0.1:{app.port}"
             async with aiohttp.ClientSession() as http:
                 pres = await presenter(http, base)
-                await pres.send_bytes(b"\x09garbage")  # counted, dropped
+                rogue = await http.ws_connect(base + "/media/ws/present")
+                await rogue.send_bytes(b"\x09garbage")  # counted; closes that socket only
+                closed = await asyncio.wait_for(rogue.receive(), 10)
+                assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1008
                 halls = [await http.ws_connect(base + "/media/ws/hall") for _ in range(3)]
                 # the joiners' keyframe request is merged into one for the presenter
                 req = await asyncio.wait_for(pres.receive(), 10)

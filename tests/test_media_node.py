@@ -123,7 +123,7 @@ def test_chain_floor_rate_cap_and_recording(chain) -> None:
     assert json.loads(with_cap.stdout)["media"]["links"]
     import urllib.request
 
-    req = urllib.request.Request(relay.url + "/api/media_test_rate_cap", method="POST",
+    req = urllib.request.Request(relay.url + "/api/media_test_rate_cap", method="POST", headers=relay.token_header(),
                                  data=json.dumps({"peer": end.node_id, "bps": 16000}).encode())
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert json.loads(resp.read())["peer"] == end.node_id
@@ -225,7 +225,8 @@ def test_rate_cap_hook_is_off_without_the_env(tmp_path: Path) -> None:
         import urllib.request
 
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(hq.url + "/api/media_test_rate_cap", timeout=10)
+            urllib.request.urlopen(urllib.request.Request(hq.url + "/api/media_test_rate_cap", data=b"{}",
+                                                          headers=hq.token_header()), timeout=10)
         assert e.value.code == 404
         assert hq.status()["media"]["source"] == hq.node_id
         out = meshmeet("floor", "status", "--data-dir", str(hq_dir))

@@ -50,7 +50,9 @@ def run(sites: dict[str, Site], links: set[frozenset[str]], steps: int = 200, re
         busy = False
         for s in sites.values():
             peers = [p for p in s.core.peers() if frozenset((s.name, p)) in links] if ready else []
-            s.do(s.core.poll(float(step), peers))
+            actions = s.core.poll(float(step), peers)
+            busy = busy or any(isinstance(a, R.Verify) for a in actions)  # a whole file is checked at a poll
+            s.do(actions)
         for s in sites.values():
             out, s.outbox = s.outbox, []
             for peer, body in out:

@@ -159,7 +159,7 @@ def meshmeet_api(node: NodeProcess, name: str, args: dict) -> dict:
     import urllib.request
 
     req = urllib.request.Request(f"{node.url}/api/{name}", data=json.dumps(args).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **node.token_header()})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 

@@ -29,7 +29,7 @@ CHUNK_BYTES = 256 * 1024
 def api(node: NodeProcess, name: str, args: dict | None = None) -> tuple[int, dict]:
     data = None if args is None else json.dumps(args).encode()
     req = urllib.request.Request(f"{node.url}/api/{name}", data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **node.token_header()})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read())

@@ -306,6 +306,10 @@ async def test_api_errors_are_4xx_with_clear_codes(commune, tmp_path):
         assert err.value.status == want, (name, args, err.value.en)
         assert err.value.code and err.value.vi and err.value.en
     # Conflicts: a second tally for the same choice, voting or closing after the close.
+    with pytest.raises(ApiError) as err:  # ballots count only within the hall's check-in
+        await hall1.api("vote", {"motion_id": motion, "choice": "yes", "count": 3})
+    assert err.value.status == 409 and err.value.code == "over_checkin"
+    await hall1.api("checkin", {"meeting_id": mid, "present": 3})
     await hall1.api("vote", {"motion_id": motion, "choice": "yes", "count": 3})
     for name, args in (("vote", {"motion_id": motion, "choice": "yes", "count": 1}),):
         with pytest.raises(ApiError) as err:

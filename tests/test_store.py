@@ -14,6 +14,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from meshmeet.diskfull import DiskFull
 from meshmeet.errors import MeshmeetError
 from meshmeet.identity import KeyPair
 from meshmeet.sync import meetings as m
@@ -114,8 +115,8 @@ def test_applying_same_batch_twice_changes_nothing() -> None:
 def test_lww_per_column_and_origin_tiebreak() -> None:
     clock = FakeClock()
     hq, hall = mk(HQ, clock=clock), mk(HALL1, clock=clock)
-    mid = m.create_meeting(hq, "Cũ")
-    hall.apply(logged(hq))
+    mid = m.create_meeting(hall, "Cũ")  # a hall's own meeting: it and HQ may change it
+    hq.apply(logged(hall))
     mark_hq, mark_hall = hq.version_vector(), hall.version_vector()
     clock.t += 1
     hq.write("meetings", mid, {"title": "Mới của HQ"})
@@ -287,7 +288,7 @@ def test_v3_blob_clocks_merge_the_same_after_v4(tmp_path: Path) -> None:
     clock.t += 1
     hq.write("meetings", mid, {"title": "Mới"})  # newer than the v3 row: wins
     new = mk(RELAY, path)
-    assert new.version == LATEST_VERSION == 4
+    assert new.version == LATEST_VERSION == 5
     new.apply(logged(hq, mark))
     new.apply([decode_batch(early.body, early.sig)])  # earlier than the v3 ballot: wins (add-only)
     reference = mk(RELAY)
@@ -474,7 +475,7 @@ def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> Non
     clock.t += 1
     with hq.batch():  # a second bulk batch touching keys the receiver may already hold
         for i in range(0, 200, 2):
-            hq.write("agenda_items", f"a{i:03d}", {"meeting_id": "m1", "position": -i, "title": f"sửa {i}",
+            hq.write("agenda_items", f"a{i:03d}", {"meeting_id": "m1", "position": 1000 + i, "title": f"sửa {i}",
                                                   "status": "done"})
     late = logged(hq, {HQ.node_id: early[-1].last_seq})
     batches = logged(hall) + (early + late if overlap else late)
@@ -537,7 +538,7 @@ def test_failed_apply_leaves_no_trace_and_the_next_one_numbers_origins_afresh(tm
         raise OSError(28, "No space left on device")
     with monkeypatch.context() as patch:
         patch.setattr(hall, "_log_batches", full_disk)
-        with pytest.raises(OSError):
+        with pytest.raises(DiskFull):  # the store names it (meshmeet/diskfull.py), after rolling back
             hall.apply(batches)
     assert hall.rows("meetings") == [] and hall.version_vector() == {}
     assert hall._conn.execute("SELECT count(*) FROM origins").fetchone()[0] == 0

@@ -1,6 +1,7 @@
 """The web app in real nodes: the hall's HTTPS certificate comes from HQ over the mesh (via the
 hall's link), both chain to the commune CA; `meshmeet chair-pin` refuses bad PINs in one line;
-browser-like requests need the chair login while the local CLI does not."""
+browser-like and token-less loopback requests need the chair login while the local CLI (with the
+node's token) does not."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def test_hall_certificate_over_mesh_and_access(tmp_path) -> None:
         origin = {"Origin": hq.url, "Content-Type": "application/json"}
         status, body = post(hq.url + "/api/meeting_create", {"title": "Họp"}, origin)
         assert status == 401 and body["error"]["code"] == "chair_login"
-        status, body = post(hq.url + "/api/meeting_create", {"title": "Họp qua CLI"})
+        status, body = post(hq.url + "/api/meeting_create", {"title": "Loopback, no token"})
+        assert status == 401 and body["error"]["code"] == "chair_login"  # loopback alone grants nothing
+        status, body = post(hq.url + "/api/meeting_create", {"title": "Họp qua CLI"}, hq.token_header())
         assert status == 200 and body["id"]
         status, body = post(hall.url + "/app/login", {"pin": "246810"}, origin | {"Origin": hall.url})
         assert status == 403 and body["error"]["code"] == "not_hq"

@@ -19,6 +19,7 @@ from meshmeet.web.app import routes as routes_mod
 from meshmeet.web.gateway import CONTEXT_KEY, Hub, build_app
 
 PIN = "246810"
+TOKEN = "local-token-for-tests"
 
 
 class Stub:
@@ -26,6 +27,8 @@ class Stub:
         self.calls: list[tuple[str, dict]] = []
         self.can_chair = can_chair
         self.upload_seen: bytes | None = None
+        self.upload_path: Path | None = None
+        self.data_dir = Path("/nonexistent")
 
     def table(self):
         async def info(args):
@@ -36,7 +39,8 @@ class Stub:
             async def h(args):
                 self.calls.append((name, args))
                 if name == "doc_add":
-                    self.upload_seen = Path(args["path"]).read_bytes()
+                    self.upload_path = self.data_dir / routes_mod.UPLOAD_DIR / args["upload"]
+                    self.upload_seen = self.upload_path.read_bytes()
                     return {"id": "d1", "size": len(self.upload_seen)}
                 if name == "meeting":
                     return {"meeting": {"id": args["id"], "title": "Họp", "status": "started"}, "agenda": [],
@@ -54,7 +58,8 @@ class Stub:
 
 async def _serve(data_dir: Path, stub: Stub, https: bool):
     shared = WebappShared()
-    opts = WebappOptions(data_dir=data_dir, https_host="127.0.0.1" if https else None, https_port=0)
+    stub.data_dir = data_dir
+    opts = WebappOptions(data_dir=data_dir, https_host="127.0.0.1" if https else None, https_port=0, local_token=TOKEN)
     app = build_app(stub.table(), Hub(), app_setup=make_setup(opts, shared))
     runner = web.AppRunner(app)
     await runner.setup()
@@ -158,14 +163,19 @@ def test_guard_cross_origin_forbidden_names_and_local_cli(hq: Path) -> None:
             out["floor_status"] = r.status
         async with http.post(url + "/api/floor", json={"action": "grant", "site": "x"}, headers=browser(url)) as r:
             out["floor_grant"] = r.status
-        async with http.post(url + "/api/meeting_create", json={"title": "cli"}) as r:
-            out["cli"] = r.status  # the local meshmeet CLI: no browser headers, loopback
+        async with http.post(url + "/api/meeting_create", json={"title": "no token"}) as r:
+            out["loopback"] = r.status  # loopback and no browser headers: grants nothing any more
+        async with http.post(url + "/api/meeting_create", json={"title": "x"}, headers={"X-Meshmeet-Token": "guess"}) as r:
+            out["bad_token"] = await _json(r)
+        async with http.post(url + "/api/meeting_create", json={"title": "cli"}, headers={"X-Meshmeet-Token": TOKEN}) as r:
+            out["cli"] = r.status  # the local meshmeet CLI sends the node's token
         return out, [c[0] for c in stub.calls]
 
     out, calls = run(hq, scenario)
     assert out["cross"][0] == 403 and out["cross"][1]["error"]["code"] == "cross_origin"
     assert out["doc_add"][0] == 403 and "trình duyệt" in out["doc_add"][1]["error"]["vi"]
     assert out["vote"] == 200 and out["floor_status"] == 200 and out["floor_grant"] == 401 and out["cli"] == 200
+    assert out["loopback"] == 401 and out["bad_token"][0] == 401 and out["bad_token"][1]["error"]["code"] == "bad_token"
     assert calls == ["vote", "floor", "meeting_create"]
 
 
@@ -223,7 +233,8 @@ def test_upload_stores_document_and_removes_temp_file(hq: Path, monkeypatch) -> 
     assert out["ok"][0] == 200 and seen == b"%PDF" * 100 and uploads == 1
     doc_calls = [a for n, a in calls if n == "doc_add"]
     assert len(doc_calls) == 1 and doc_calls[0]["name"] == "Biên bản.pdf" and doc_calls[0]["meeting_id"] == "m1"
-    assert not Path(doc_calls[0]["path"]).exists()
+    assert set(doc_calls[0]) == {"meeting_id", "upload", "name"} and "/" not in doc_calls[0]["upload"]
+    assert not (hq / routes_mod.UPLOAD_DIR / doc_calls[0]["upload"]).exists()
     assert out["big"][0] == 413 and "200 MB" in out["big"][1]["error"]["vi"]
     assert out["big_stream"] == 413 and out["noname"] == 400 and out["badid"] == 400 and out["empty"] == 400
     assert list((hq / "uploads").iterdir()) == []

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..sync.tally import count_motion, head_counts
 from .messages import Attendance, Control, ControlAction, Message, Tally
 
 REF_HEX_DIGITS = 8  # a sync id's first 32 bits name it on LoRa
@@ -83,15 +84,15 @@ def hall_messages(node_id: str, rows: StateRows) -> dict[Subject, Message]:
     for mid, mark in sorted(latest.items()):
         out[("attendance", mid)] = Attendance(short_ref(mid), min(mark[2], (1 << 32) - 1), 0)
     motions = {m["id"]: m for m in rows.motions if m.get("meeting_id") in started}
-    counts: dict[str, dict[str, int]] = {}
+    mine: dict[str, list[Row]] = {}
     for ballot in rows.ballots:
-        motion_id = ballot.get("motion_id")
-        if ballot.get("node") != node_id or motion_id not in motions or ballot.get("choice") not in CHOICES:
-            continue
-        per = counts.setdefault(motion_id, dict.fromkeys(CHOICES, 0))
-        per[ballot["choice"]] += ballot.get("count") or 0
-    for motion_id, per in sorted(counts.items()):
+        if ballot.get("node") == node_id and ballot.get("motion_id") in motions:
+            mine.setdefault(ballot["motion_id"], []).append(ballot)
+    for motion_id, ballots in sorted(mine.items()):
         mid = motions[motion_id]["meeting_id"]
+        # Counted as every reader counts (sync/tally.py): late or over-check-in ballots are not sent.
+        present = head_counts(r for r in rows.attendance if r.get("meeting_id") == mid)
+        per = count_motion(motions[motion_id], ballots, present)["per_node"].get(node_id, dict.fromkeys(CHOICES, 0))
         out[("tally", motion_id)] = Tally(short_ref(mid), short_ref(motion_id),
                                           *(min(per[c], (1 << 32) - 1) for c in CHOICES))
     return out

@@ -4,8 +4,8 @@
 mtime, so a rescan of unchanged files reads nothing), reads pieces of them, appends fetched
 pieces to DIR/NAME.mmrec.part, and on `finish` checks the partial file's sha256 and renames it
 over NAME.mmrec (atomic; a failed check deletes it). Plain blocking file I/O: drivers call the
-slow parts (`scan`, `finish`) in a worker thread. It never writes a complete recording in place
-and never touches a name that is not a meeting id.
+slow parts (`scan`, `finish`) in a worker thread. It never writes a complete recording in place,
+never touches a name that is not a meeting id, and never leaves half a piece in a partial file.
 """
 
 from __future__ import annotations
@@ -81,12 +81,19 @@ class RecordingStore:
             return f.read(length)
 
     def append_part(self, name: str, offset: int, data: bytes) -> None:
-        """Append at `offset`, which must be the partial file's length (OSError otherwise)."""
+        """Append at `offset`, which must be the partial file's length (OSError otherwise). A piece
+        that cannot be written whole (ENOSPC) is cut off again: the file stays `offset` bytes."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self._path(name, PART_SUFFIX), "ab") as f:
+        with open(self._path(name, PART_SUFFIX), "ab", buffering=0) as f:
             if f.tell() != offset:
                 raise OSError(f"partial {name} is {f.tell()} bytes, piece at {offset}")
-            f.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view):]
+            except OSError:
+                f.truncate(offset)
+                raise
 
     def finish(self, name: str, size: int, sha256: bytes) -> bool:
         """Verify the partial file; if it matches, fsync and rename it over NAME.mmrec."""

@@ -11,7 +11,8 @@ Three messages on the media service (0x40), next to the media kinds (chunk.py) a
 shorter copy of: a hall's copy of a meeting it relayed in part is no prefix of HQ's, so the whole
 file is fetched) one piece at a time from one neighbour, appends it to a partial file (resumable
 across restarts: the driver reports partial sizes), and asks the driver to verify the whole file
-against the offered sha256 before it replaces the local copy. It answers gets with `Serve`
+against the offered sha256 before it replaces the local copy. A piece the driver cannot write
+(a full disk) is asked for again after WRITE_RETRY_S, from where the partial file ends. It answers gets with `Serve`
 actions. The driver says which peers may carry recording bytes right now (`poll(now, ready)`:
 short writer queue, no live media), so all of this is low priority.
 
@@ -39,6 +40,7 @@ MAX_MESSAGE_BYTES = PIECE_BYTES + 256
 MAX_RECORDING_BYTES = 1 << 40
 SHA256_BYTES = 32
 REQUEST_TIMEOUT_S = 10.0  # a get unanswered this long is asked again (possibly of another neighbour)
+WRITE_RETRY_S = 10.0  # a piece the driver could not write (disk full) is asked for again after this long
 MAX_SERVE_QUEUE = 4  # gets a peer may have waiting here; more are dropped (it asks again)
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a meeting id: DIR/recordings/NAME.mmrec
 
@@ -184,6 +186,9 @@ class _Fetch:
     asked_at: float | None = None  # a get for [have, ...) is outstanding since then
     resumed: bool = False  # its first bytes may be of another copy (an earlier partial file, or a copy
     #                        the source replaced meanwhile): a mismatch then means "start over", not "bad copy"
+    written_from: int = 0  # where the last piece handed to the driver starts (undone if it cannot write it)
+    write_failed: bool = False  # the driver could not write that piece: wait WRITE_RETRY_S, then ask again
+    retry_at: float | None = None
 
 
 class RecordingSync:
@@ -253,17 +258,13 @@ class RecordingSync:
                 or msg.offset + len(msg.data) > f.target.size:
             self.counters["stale_pieces"] += 1
             return []
+        f.written_from = msg.offset
         f.have += len(msg.data)
         f.asked_at = None
         self.partial[msg.name] = f.have
         self.counters["pieces_in"] += 1
         self.counters["bytes_in"] += len(msg.data)
-        out: list[Action] = [Write(msg.name, msg.offset, msg.data)]
-        if f.have == f.target.size:
-            del self._fetches[msg.name]
-            self._verifying[msg.name] = f
-            out.append(Verify(msg.name, f.target.size, f.target.sha256))
-        return out
+        return [Write(msg.name, msg.offset, msg.data)]  # the next poll verifies a whole file
 
     def verified(self, name: str, ok: bool) -> list[Action]:
         """The driver checked the partial file (and, if ok, made it the local copy): if ok, the
@@ -284,9 +285,16 @@ class RecordingSync:
         return []
 
     def abandon(self, name: str) -> None:
-        """The driver could not write the partial file: start that recording over later."""
-        self._fetches.pop(name, None)
-        self.partial.pop(name, None)
+        """The driver could not write the last piece of `name` (e.g. the disk is full; it left the
+        partial file as it was): ask for that piece again after WRITE_RETRY_S."""
+        f = self._fetches.get(name)
+        if f is None:
+            self.partial.pop(name, None)
+            return
+        f.have = f.written_from
+        f.asked_at = None
+        f.write_failed = True
+        self.partial[name] = f.have
 
     # ---- timers ------------------------------------------------------------------------
     def _wanted(self, info: RecordingInfo) -> bool:
@@ -319,8 +327,14 @@ class RecordingSync:
                                 if name in self._offers[p] and self._wanted(self._offers[p][name])), key=lambda i: i.size)
                     src = next(p for p in sources if self._offers[p].get(name) == best)
                     have = min(self.partial.get(name, 0), best.size)
-                    self._fetches[name] = _Fetch(src, best, have, resumed=have > 0)
+                    self._fetches[name] = _Fetch(src, best, have, resumed=have > 0, written_from=have)
         for name, f in sorted(self._fetches.items()):
+            if f.write_failed:
+                f.write_failed, f.retry_at = False, now + WRITE_RETRY_S
+            if f.retry_at is not None:
+                if now < f.retry_at:
+                    continue
+                f.retry_at = None
             due = f.asked_at is None or now - f.asked_at >= REQUEST_TIMEOUT_S
             if due and f.peer in ready and f.have < f.target.size:
                 f.asked_at = now
@@ -334,6 +348,7 @@ class RecordingSync:
     def wake_at(self, now: float) -> float | None:
         """When a get times out (None: nothing outstanding)."""
         times = [f.asked_at + REQUEST_TIMEOUT_S for f in self._fetches.values() if f.asked_at is not None]
+        times += [f.retry_at for f in self._fetches.values() if f.retry_at is not None]
         return min(times, default=None)
 
     def wanted(self) -> list[str]:

@@ -10,6 +10,10 @@ which link is the source. Adds "media" to status, the `floor` API, and (only wit
 MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`. Also drives recording sync (meshmeet.media.recsync
 and recstore): lists to each tree neighbour, pieces fetched and served only while no media flows
 through this node and the link's writer queue is short; files are hashed and verified in threads.
+Live media for a tree link whose datagram channel (meshmeet/node/datagram_service.py) is in
+datagram mode goes out as datagrams, at once, instead of into the link's writer queue; media from
+datagrams is handled exactly like media from the link; receiver reports reach the relay's
+`link_feedback` (when it has one) and status.
 
 This module must never decide quality or parse media bytes itself (the sans-IO cores do), never
 block the link handlers, and never take chunks from a link that does not lead to the holder.
@@ -31,10 +35,12 @@ from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, 
                            FloorUpdate, SourceBeacon, parse as parse_floor)
 from ..media import recsync as R
 from ..media.recstore import RecordingStore
+from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.relay import MediaRelay, Outgoing
 from ..web.api import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
+from .datagram_service import DatagramService
 
 if TYPE_CHECKING:
     from .node import Node
@@ -90,6 +96,7 @@ class MediaService:
         node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=lambda: self.meeting_id))
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
+        self.dgram = DatagramService(node, on_event=self._on_datagram_event)
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -146,6 +153,25 @@ class MediaService:
         except C.MediaFormatError as e:
             self.counters["format_errors"] += 1
             log.debug("media from %s: %s", peer, e.en)
+        self._kick()
+
+    def _on_datagram_event(self, peer: str, ev: object) -> None:
+        now = trio.current_time()
+        if isinstance(ev, Deliver):
+            self._on_message(peer, ev.message)
+        elif isinstance(ev, KeyframeWanted):  # a video frame was lost on the way: ask upstream
+            if peer in self._tree_links:
+                self._send_out(self.relay.receive(peer, C.encode_keyframe_request(C.KeyframeRequest(ev.layer)), now))
+        elif isinstance(ev, FeedbackArrived):
+            feedback = getattr(self.relay, "link_feedback", None)
+            if callable(feedback) and peer in self._tree_links:
+                fb = ev.feedback
+                feedback(peer, now, fb.loss_fraction, fb.jitter_s, fb.delay_trend_s, fb.rtt_s)
+            depth = getattr(self.relay, "audio_redundancy", None)  # the adaptation's redundancy depth
+            if callable(depth) and peer in self._tree_links:
+                self.dgram.set_redundancy(peer, int(depth(peer, now)))
+        elif isinstance(ev, ModeChanged):
+            log.info("media to %s (%s) now over %s", peer, self._site(peer), ev.mode)
         self._kick()
 
     def _on_floor(self, peer: str, body: bytes, now: float) -> None:
@@ -330,14 +356,24 @@ class MediaService:
         return link.outgoing_send.statistics().current_buffer_used
 
     def _drain(self, peer: str, now: float) -> float | None:
-        """Hand the link what the relay allows; when to come back (None: on new input)."""
+        """Hand the link what the relay allows; when to come back (None: on new input).
+        In datagram mode messages leave at once (no writer queue: congestion shows up as loss and
+        delay in receiver reports); configs, and what does not fit datagrams, still take the link."""
         while True:
-            if self._link_backlog(peer) >= LINK_QUEUE_MAX_MESSAGES:
+            dgram = self.dgram.mode(peer) == DATAGRAM
+            if not dgram and self._link_backlog(peer) >= LINK_QUEUE_MAX_MESSAGES:
                 return now + LINK_BUSY_POLL_S
             data = self.relay.pop(peer, now)
             if data is None:
                 return self.relay.wake_at(peer, now)
-            self.node.send(peer, services.MEDIA, data)
+            if not (dgram and self._send_datagram(peer, data, now)):
+                self.node.send(peer, services.MEDIA, data)
+
+    def _send_datagram(self, peer: str, data: bytes, now: float) -> bool:
+        try:
+            return self.dgram.send_media(peer, data, now)
+        except C.MediaFormatError:  # the relay made it, so it cannot be; let the link carry it
+            return False
 
     def step(self, now: float) -> float:
         """One pass: tree, beacons, timers, drains. Returns when to run again."""
@@ -360,6 +396,7 @@ class MediaService:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.dgram.run)
             nursery.start_soon(self._recsync_loop)
             nursery.start_soon(self._recording_name_loop)
             while True:
@@ -474,8 +511,10 @@ class MediaService:
             "source_site": self._site(holder),
             "source_link": self.floor.source_link,
             "links": [{"peer": s.peer, "site": self._site(s.peer), "layer": s.layer, "queue_ms": s.queue_ms,
-                       "estimate_kbps": s.estimate_kbps, "audio_request_kbps": s.audio_request_kbps}
+                       "estimate_kbps": s.estimate_kbps, "audio_request_kbps": s.audio_request_kbps,
+                       **self.dgram.link_status(s.peer)}
                       for s in self.relay.stats(now)],
+            "datagrams": self.dgram.status(),
             "subscribers": int(self._hub.get("subscribers", 0)),
             "presenters": int(self._hub.get("presenters", 0)),
             "browsers": self._hub.get("links", []),

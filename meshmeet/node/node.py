@@ -20,13 +20,15 @@ import trio
 from .. import config as config_mod
 from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
+from ..diskfull import DiskFull, is_disk_full
 from ..join import JoinAccepted, JoinServer
 from ..roster import Entry, RosterError, RosterGossip
-from ..web.api import ApiError, dispatch_table
+from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import open_web_gateway
 from ..wire import services
-from .discovery import Discovery, Sighting
+from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
 from .links import RECEIVE_BYTES, LinkManager
+from .sightings import Sightings
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class Node:
                 nursery,
                 host=cfg.http.host,
                 port=cfg.http.port,
-                api=dispatch_table(self.api_handlers),
+                api=_disk_full_is_507(dispatch_table(self.api_handlers)),
                 app_setup=list(self.web_setups),
             ) as gateway:
                 self.gateway = gateway
@@ -174,19 +176,27 @@ class Node:
         return self.plugins.get("TreeService")
 
     async def _discover(self, nursery: trio.Nursery) -> None:
-        send, receive = trio.open_memory_channel[Sighting](256)
+        """Publish this node on mDNS and dial what it sees, within the bounds of node/sightings.py
+        (configured peers are dialled by the link manager, unaffected)."""
+        send, receive = trio.open_memory_channel[Sighting | Withdrawn](256)
         discovery = Discovery(
             commune_id=self.roster.commune_id,
             node_id=self.key.node_id,
             port=self.mesh_port or 0,
             interfaces=self.cfg.mdns_interfaces,
             sightings=send,
+            withdrawals=True,
         )
+        dialer = MdnsDialer(
+            Sightings(),
+            dial=self.links._dial_once,  # one dial and its link; the sightings table paces redials
+            is_member=lambda node_id: self.roster.member_by_node_id(node_id) is not None,
+            is_linked=lambda node_id: node_id in self.links.up_peers(),
+            resolve=discovery.resolve,
+        )
+        self.status_extras["mdns"] = dialer.table.status
         nursery.start_soon(discovery.run)
-        async for sighting in receive:
-            if self.roster.member_by_node_id(sighting.node_id) is None:
-                log.debug("mdns: %s is not (yet) on our roster; dialing anyway", sighting.node_id)
-            self.links.add_target(sighting.host, sighting.port, sighting.node_id)
+        await dialer.run(receive)
 
     # ----- messages ---------------------------------------------------------------------------
 
@@ -314,14 +324,32 @@ class Node:
         run_dir.mkdir(mode=0o700, exist_ok=True)
         info = {"pid": os.getpid(), "http": self.http_url, "mesh_port": self.mesh_port, "node_id": self.key.node_id}
         tmp = run_dir / (RUN_FILE + ".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, run_dir / RUN_FILE)
+        try:
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, run_dir / RUN_FILE)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            tmp.unlink(missing_ok=True)  # run on: links, media and the web work without it
+            log.error("disk full: %s not written, so `meshmeet` commands will not find this node", RUN_FILE)
 
     def _remove_run_file(self) -> None:
         try:
             (DataDir(self.data_dir).run / RUN_FILE).unlink()
         except OSError:
             pass
+
+
+def _disk_full_is_507(api: ApiCall) -> ApiCall:
+    """Every API handler's DiskFull becomes HTTP 507 with the bilingual message (docs/api.md)."""
+
+    async def call(name: str, args: dict) -> dict:
+        try:
+            return await api(name, args)
+        except DiskFull as e:
+            raise ApiError(507, "disk_full", e.vi, e.en) from None
+
+    return call
 
 
 def read_run_file(data_dir: Path) -> dict | None:

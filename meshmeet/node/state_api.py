@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
+from ..diskfull import DiskFull
 from ..sync import meetings as m
+from ..sync.authority import MAX_PEOPLE
 from ..sync.errors import AuthorityError, SyncError
 from ..web.api import ApiError
 from .state_args import (AGENDA_STATES, MAX_ID_CHARS, MAX_TEXT_CHARS, MEETING_STATES, SPEAK_STATES, arg_bool,
@@ -60,10 +62,16 @@ class StateApi:
 
     # ----- plumbing --------------------------------------------------------------------------
     async def _write(self, tables: set[str], fn: Callable[[], Any]) -> Any:
-        """Run a write under the lock; map store errors to 403/400; push and publish the change."""
+        """Run a write under the lock; map store errors to 403/400; push and publish the change.
+
+        While the disk is full this raises DiskFull (the node's API answers 507) without trying."""
         async with self.svc.lock:
+            self.svc.check_writable(trio.current_time())
             try:
                 result = fn()
+            except DiskFull:
+                self.svc.note_disk_full(trio.current_time())
+                raise
             except AuthorityError as e:
                 raise ApiError(403, "not_authorised", e.vi, e.en) from None
             except SyncError as e:
@@ -95,7 +103,8 @@ class StateApi:
         return current[0]["id"] if current else None
 
     def _meeting_json(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "current_item": self._current_item(row["id"]), "created_by_site": self._site(row["created_by"])}
+        return {**row, "status": m.meeting_status(row), "current_item": self._current_item(row["id"]),
+                "created_by_site": self._site(row["created_by"])}
 
     # ----- meetings ----------------------------------------------------------------------------
     async def meetings(self, args: dict) -> dict:
@@ -116,7 +125,9 @@ class StateApi:
         status = arg_str(args, "status", required=False, choices=MEETING_STATES)
         item = arg_id(args, "current_item", required=False)
         title = arg_str(args, "title", required=False)
-        self._require_hq("cập nhật cuộc họp", "update a meeting")
+        if status is not None or item is not None:  # the title: HQ or the meeting's creator (the store checks)
+            self._require_hq("đổi trạng thái hoặc mục hiện tại của cuộc họp",
+                             "change a meeting's status or current item")
 
         def run() -> None:
             self.need_meeting(mid)
@@ -189,7 +200,7 @@ class StateApi:
     async def checkin(self, args: dict) -> dict:
         mid = arg_id(args, "meeting_id")
         member = arg_str(args, "member", required=False, max_chars=MAX_ID_CHARS)
-        present = arg_int(args, "present", required=member is None)
+        present = arg_int(args, "present", required=member is None, high=MAX_PEOPLE)
 
         def run() -> dict:
             self.need_meeting(mid)
@@ -216,7 +227,7 @@ class StateApi:
         motion = arg_id(args, "motion_id")
         choice = arg_str(args, "choice", choices=m.CHOICES)
         member = arg_str(args, "member", required=False, max_chars=64)
-        count = arg_int(args, "count", required=False, low=1)
+        count = arg_int(args, "count", required=False, low=1, high=MAX_PEOPLE)
         if member is not None and count not in (None, 1):
             bad("count", "một thành viên chỉ có một phiếu", "a member casts exactly one ballot")
 
@@ -228,6 +239,8 @@ class StateApi:
             if self.store.get("ballots", (motion, self.store.node_id, voter)) is not None:
                 raise ApiError(409, "already_voted", "Đã bỏ phiếu cho biểu quyết này",
                                "a ballot was already cast for this motion")
+            if (count or 1) > m.ballots_left(self.store, motion):
+                raise ApiError(409, "over_checkin", m.OVER_CHECKIN_VI, m.OVER_CHECKIN_EN)
             m.vote(self.store, motion, choice, count or 1, member)
             return {"motion_id": motion, "choice": choice, "count": count or 1, "tally": m.tally(self.store, motion)}
 

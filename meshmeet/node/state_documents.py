@@ -1,12 +1,14 @@
 """The document part of the node's state API: doc_add, docs, doc_readiness, doc, doc_chunk.
 
-doc_add imports a file from this node's disk into the replicated store (chunked and hashed by
-meshmeet.sync.meetings.add_document, in a worker thread, with progress in SyncService.adding);
+doc_add imports a file the operator hands over (a web upload, or a path outside the data dir:
+doc_source.py opens it and refuses keys, devices, /proc and links) into the replicated store
+(chunked and hashed by meshmeet.sync.meetings.add_document, in a worker thread, with progress in
+SyncService.adding);
 the other handlers describe documents, report per-site readiness from the replicated holdings,
 and hand out one stored chunk at a time as base64. Routes and answers are in docs/api.md; the
 handlers are registered by StateApi (state_api.py), whose lock-and-publish plumbing they share.
 This module must never write SQL, never bypass the store's change capture, never touch the
-store outside the service lock, and never read a path that is not absolute.
+store outside the service lock, and never open a path except through doc_source.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..sync import meetings as m
 from ..sync.chunks import MAX_DOCUMENT_BYTES, parse_hashes
 from ..sync.errors import AuthorityError, SyncError
 from ..web.api import ApiError
+from .doc_source import SourceRefused, open_operator_file, open_upload
 from .state_args import arg_id, arg_int, arg_str, bad, forbidden
 
 if TYPE_CHECKING:
@@ -45,31 +48,37 @@ class DocumentApi:
 
     async def doc_add(self, args: dict) -> dict:
         mid = arg_id(args, "meeting_id")
-        raw_path = arg_str(args, "path", max_chars=4096)
+        upload = arg_str(args, "upload", required=False, max_chars=64)
+        raw_path = arg_str(args, "path", required=upload is None, max_chars=4096)
         name = arg_str(args, "name", required=False)
-        path = Path(raw_path)
-        if not path.is_absolute():
-            bad("path", "phải là đường dẫn tuyệt đối", "must be an absolute path")
+        if upload is not None and raw_path is not None:
+            bad("path", "không dùng cùng lúc với “upload”", "cannot be given together with “upload”")
         try:
-            st = path.stat()
-        except OSError as e:
-            bad("path", f"không đọc được tệp ({e.strerror})", f"cannot read the file ({e.strerror})")
-        if not path.is_file():
-            bad("path", "không phải tệp thường", "is not a regular file")
-        if st.st_size > MAX_DOCUMENT_BYTES:
+            if upload is not None:
+                f, size = open_upload(self.node.data_dir, upload)
+            else:
+                assert raw_path is not None
+                f, size = open_operator_file(self.node.data_dir, raw_path)
+        except SourceRefused as e:
+            bad("upload" if upload is not None else "path", e.vi, e.en)
+        try:
+            return await self._import(mid, f, size, name or (upload or Path(raw_path or "").name))
+        finally:
+            f.close()
+
+    async def _import(self, mid: str, f: Any, size: int, display: str) -> dict:
+        if size > MAX_DOCUMENT_BYTES:
             raise ApiError(413, "too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
         if not self._may_write("documents"):
             forbidden("Chỉ trung tâm (HQ) được thêm tài liệu", "only HQ may add documents")
-        display = name or path.name
         async with self.svc.lock:
             self.state.need_meeting(mid)
-            progress = {"meeting_id": mid, "name": display, "size": st.st_size, "bytes_done": 0,
+            progress = {"meeting_id": mid, "name": display, "size": size, "bytes_done": 0,
                         "started": time.time()}
             self.svc.adding = progress
 
             def run() -> str:
-                with open(path, "rb") as f:
-                    return m.add_document(self.store, mid, _Counting(f, progress), display)
+                return m.add_document(self.store, mid, _Counting(f, progress), display)
 
             try:
                 doc = await self.svc.in_thread(run)

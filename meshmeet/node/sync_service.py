@@ -12,6 +12,14 @@ doc_readiness reads for every site). Adds "sync" to status, registers the state 
 `sync_test_pace` (cap the rate at which this node sends chunk pieces; tests use it to catch a
 transfer in the middle).
 
+A full disk never stops it: when the store refuses a write with DiskFull (the transaction is
+rolled back whole), every sync session is closed and sync pauses, status says
+{"disk": {"state": "disk_full", "free_bytes": ...}} and the state API refuses writes (507).
+Every DISK_RETRY_S it looks at the free space; once DISK_RESUME_FREE_BYTES are free it closes
+the links whose session it closed (once; they are redialled at once), so that both ends start
+fresh sessions whose vector exchange brings back every batch and chunk that could not be
+stored (nothing is lost: what was not committed is simply not held here).
+
 All store access happens on the trio thread inside `self.lock`, except a document import,
 which runs in a worker thread while holding the lock (messages arriving meanwhile wait in the
 inbox). This module must never decide sync protocol behaviour (the sans-IO SyncSession does),
@@ -23,13 +31,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
+from ..diskfull import DiskFull, free_bytes
 from ..sync import meetings
+from ..sync.chunks import CHUNK_BYTES
 from ..sync.errors import SyncError
 from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
                             Outgoing, ProtocolViolation, SyncSession)
@@ -47,6 +59,8 @@ LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's 
 BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
 BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
 RECEIVE_GROUP_MAX_MESSAGES = 16  # messages from one peer handled (batches committed) together
+DISK_RETRY_S = 2.0             # while the disk is full, look at the free space this often
+DISK_RESUME_FREE_BYTES = 4 * CHUNK_BYTES  # sync resumes once this much is free again
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 
@@ -67,7 +81,9 @@ class SyncService:
 
     def __init__(self, node: "Node") -> None:
         self.node = node
-        self.store = Store(node.data_dir / STATE_FILE, node.key, self.authority)
+        self.disk_full_since: float | None = None  # wall time the disk was found full; None: writable
+        self._disk_retry_at = math.inf
+        self.store = self._open_store()
         self.claims = ChunkClaims()
         self.peers: dict[str, _Peer] = {}
         self.lock = trio.Lock()
@@ -82,18 +98,34 @@ class SyncService:
         self._nursery: trio.Nursery | None = None
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
+        self._resync: set[str] = set()  # linked peers whose session was closed for a full disk
         self.pace_pieces_per_s: float | None = None  # test hook: cap on chunk pieces sent per second
         self._pace_next = 0.0
         node.services[services.SYNC] = self._on_message
         node.link_listeners.append(self._on_link_change)
         node.status_extras["sync"] = self.status
+        node.status_extras["disk"] = self.disk_status
         from .state_api import StateApi
 
         self.api = StateApi(node, self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             node.api_handlers["sync_test_pace"] = self._api_test_pace
 
-    # ----- roster ------------------------------------------------------------------------------
+    # ----- store and roster --------------------------------------------------------------------
+    def _open_store(self) -> Store:
+        """The store; on a disk too full for its shared-memory file, opened for this process
+        alone (sync starts paused) rather than not at all."""
+        path = self.node.data_dir / STATE_FILE
+        try:
+            return Store(path, self.node.key, self.authority)
+        except sqlite3.OperationalError as e:
+            if not 0 <= free_bytes(self.node.data_dir) < DISK_RESUME_FREE_BYTES:
+                raise
+            log.error("sync: the disk is full (%s): the store is opened for this process alone", e)
+            self.disk_full_since = time.time()
+            self._disk_retry_at = -math.inf  # look at the free space as soon as the loop runs
+            return Store(path, self.node.key, self.authority, exclusive=True)
+
     def authority(self, node_id: str) -> str | None:
         """The roster role of a node id ("hq", "hall", "relay"), None when it is not a member."""
         member = self.node.roster.member_by_node_id(node_id)
@@ -137,12 +169,15 @@ class SyncService:
             async with self.lock:
                 now = trio.current_time()
                 self._drain_inbox(now)
-                if self._incomplete is None or (self._chunks_arrived and self._incomplete):
+                if self.disk_full_since is not None and now >= self._disk_retry_at:
+                    self._try_resume(now)
+                if self.disk_full_since is None and (
+                        self._incomplete is None or (self._chunks_arrived and self._incomplete)):
                     self.check_holdings(now)
                 self._run_timers(now)
                 waiting = self._feed_links()
                 self._publish_changes()
-                deadline = self._next_deadline()
+                deadline = min(self._next_deadline(), self._disk_retry_at)
             if self._inbox:
                 continue
             if waiting:
@@ -163,12 +198,13 @@ class SyncService:
             kind, peer, body = self._inbox.popleft()
             if kind == "up":
                 self._drop(peer)
-                session = SyncSession(self.store, peer, now, self.claims, self._may_owe)
-                self.peers[peer] = _Peer(session)
-                self.counters["sessions"] += 1
-                self._queue(peer, session.on_connect())
+                if self.disk_full_since is None:
+                    self._open_session(peer, now)
+                else:
+                    self._resync.add(peer)
             elif kind == "down":
                 self._drop(peer)
+                self._resync.discard(peer)
                 self.local_changed(now)  # chunks this link was fetching may now be asked elsewhere
             else:
                 p = self.peers.get(peer)
@@ -179,11 +215,67 @@ class SyncService:
                        and self._inbox[0][0] == "msg" and self._inbox[0][1] == peer):
                     bodies.append(self._inbox.popleft()[2])
                 claimed = len(self.claims)
-                out, events = p.session.receive_many(bodies, now)
+                try:
+                    out, events = p.session.receive_many(bodies, now)
+                except DiskFull:
+                    self._pause_for_full_disk(now)
+                    continue
                 self._queue(peer, out)
                 self._handle_events(peer, events, now)
                 if len(self.claims) < claimed:  # chunks given up on here may be asked of other peers
                     self.local_changed(now, except_peer=peer)
+
+    def _open_session(self, peer: str, now: float) -> None:
+        session = SyncSession(self.store, peer, now, self.claims, self._may_owe)
+        self.peers[peer] = _Peer(session)
+        self.counters["sessions"] += 1
+        self._queue(peer, session.on_connect())
+
+    # ----- a full disk -------------------------------------------------------------------------
+    def _pause_for_full_disk(self, now: float) -> None:
+        """The store could not write (rolled back): close every session until space returns."""
+        if self.disk_full_since is None:
+            self.disk_full_since = time.time()
+            log.error("sync: the disk is full (%d bytes free): sync paused until %d bytes are free",
+                      free_bytes(self.node.data_dir), DISK_RESUME_FREE_BYTES)
+        self._disk_retry_at = now + DISK_RETRY_S
+        for peer in list(self.peers):
+            self._drop(peer)
+            self._resync.add(peer)
+
+    def _try_resume(self, now: float) -> None:
+        free = free_bytes(self.node.data_dir)
+        if 0 <= free < DISK_RESUME_FREE_BYTES:
+            self._disk_retry_at = now + DISK_RETRY_S
+            return
+        log.info("sync: %d bytes free again: sync resumes", free)
+        self.disk_full_since = None
+        self._disk_retry_at = math.inf
+        up = set(self.node.links.up_peers())
+        for peer in sorted(self._resync & up):
+            # Both ends need a fresh session (the peer's still counts on batches it sent us that
+            # were rolled back): the link is closed and redialled, and the new sessions' vector
+            # exchange brings back every batch and chunk that could not be stored.
+            self._close_link(peer, "sync resumes after a full disk")
+        self._resync.clear()
+        self._incomplete = None  # look at every document's holding again
+
+    def note_disk_full(self, now: float) -> None:
+        """A write through the API hit a full disk; call with the lock held."""
+        self._pause_for_full_disk(now)
+
+    def check_writable(self, now: float) -> None:
+        """Raise DiskFull while the disk is known to be full (looked at afresh); call with the lock held."""
+        if self.disk_full_since is not None:
+            self._try_resume(now)
+        if self.disk_full_since is not None:
+            raise DiskFull()
+
+    def disk_status(self) -> dict[str, Any]:
+        """The "disk" part of status (docs/api.md)."""
+        return {"state": "ok" if self.disk_full_since is None else "disk_full",
+                "free_bytes": free_bytes(self.node.data_dir), "full_since": self.disk_full_since,
+                "resume_free_bytes": DISK_RESUME_FREE_BYTES}
 
     def _handle_events(self, peer: str, events: list, now: float) -> None:
         grew = False
@@ -304,6 +396,9 @@ class SyncService:
         except SyncError as e:
             log.warning("sync: cannot record document holdings: %s", e.en)
             self._incomplete = set()
+            return []
+        except DiskFull:
+            self._pause_for_full_disk(now)
             return []
         if recorded:
             log.info("sync: documents now held whole here: %s", ", ".join(recorded))

@@ -5,8 +5,11 @@ certificate for its mDNS name and LAN addresses. A hall without a current certif
 certificate request (CSR) to HQ over the mesh (service CERT_SERVICE, msgpack), directly when
 linked to HQ, else to its tree parent which forwards it up and the answer back down; HQ signs
 it with the site name from the roster. The HTTPS listener (DIR/webapp.toml `https`) reloads
-when the certificate arrives. This module must never import aiohttp, never send the CA key
-anywhere, and never sign for a node that is not on the roster.
+when the certificate arrives. At start it also writes a fresh local API token (DIR/run/api-token,
+0600: meshmeet/api_token.py) that the CLI sends and the web app checks, and tells the gateway
+which host names are the node's own (its certificate names and `[network] allowed_hosts`). This
+module must never import aiohttp, never send the CA key or the token anywhere, and never sign for
+a node that is not on the roster.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 import msgpack
 import trio
 
+from ..api_token import create_token
 from ..config import parse_host_port
 from ..errors import MeshmeetError
 from ..web import tls
@@ -135,8 +139,10 @@ class WebappService:
         self.names = tls.node_names(hostname, tls.lan_addresses() + self._configured_ips())
         if node.me.role == "hq":
             self._ensure_hq_certs()
+        hosts = tuple(dict.fromkeys(list(self.names.dns) + [hostname] + list(node.cfg.allowed_hosts)))
         opts = WebappOptions(data_dir=node.data_dir, https_host=None if self.https is None else self.https[0],
-                             https_port=0 if self.https is None else self.https[1])
+                             https_port=0 if self.https is None else self.https[1],
+                             local_token=create_token(node.data_dir), allowed_hosts=hosts)
         node.web_setups.append(make_setup(opts, self.shared))
         node.api_handlers["webapp_info"] = self._api_info
         node.status_extras["webapp"] = self.status

@@ -4,24 +4,28 @@ Each function is one user action (create a meeting, add an agenda item or a docu
 in, open/vote/close a motion, announce, feedback and reply, chat, ask for the floor) written
 through `Store.write`, which enforces authority; `record_holdings` and `readiness` keep and read
 the replicated table of which node holds which document whole. Functions check the ids they are given and
-raise SyncError (bilingual) for unknown ids or bad input. This module must never write SQL
-or bypass the store's change capture.
+raise SyncError (bilingual) for unknown ids or bad input. Counting a motion is tally.py's (the
+one function every reader uses); a meeting made by a hall gets an id in the hall's namespace
+(authority.py), the only meetings a hall may change. This module must never write SQL or
+bypass the store's change capture.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 from . import chunks as chunking
+from . import tally as counting
+from .authority import MAX_PEOPLE, namespaced_id
 from .errors import SyncError
 from .store import Store
 
-CHOICES = ("yes", "no", "abstain")
+CHOICES = counting.CHOICES
 RULES = ("majority", "two-thirds")
+DEFAULT_MEETING_STATUS = "scheduled"  # a meeting whose status HQ has not set (a hall's new meeting)
 
 
 def new_id() -> str:
@@ -39,8 +43,12 @@ def _need(store: Store, table: str, key: str, vi: str, en: str) -> dict[str, Any
 def create_meeting(store: Store, title: str, starts: str | None = None, location: str | None = None) -> str:
     if not title.strip():
         raise SyncError("Tiêu đề cuộc họp không được để trống", "meeting title must not be empty")
-    mid = new_id()
-    values = {"title": title, "starts": starts, "status": "scheduled", "created_by": store.node_id}
+    hq = store.authority(store.node_id) == "hq"
+    # Only HQ sets a meeting's status; a hall's meeting carries the hall's id in its own.
+    mid = new_id() if hq else namespaced_id(new_id(), store.node_id)
+    values: dict[str, Any] = {"title": title, "starts": starts, "created_by": store.node_id}
+    if hq:
+        values["status"] = DEFAULT_MEETING_STATUS
     if location is not None:
         values["location"] = location
     store.write("meetings", mid, values)
@@ -159,11 +167,17 @@ def _whole(store: Store, doc_id: str) -> bool:
     return got == total
 
 
+def meeting_status(row: dict[str, Any]) -> str:
+    """A meeting row's status; one HQ has not set yet (a hall's new meeting) is scheduled."""
+    return row.get("status") or DEFAULT_MEETING_STATUS
+
+
 def checkin(store: Store, meeting_id: str, present: int, at: float | None = None) -> str:
     """Record this hall's head count; the latest check-in of each hall counts."""
     _need(store, "meetings", meeting_id, "cuộc họp", "meeting")
-    if type(present) is not int or present < 0:
-        raise SyncError("Số người có mặt phải là số nguyên >= 0", "present must be an integer >= 0")
+    if type(present) is not int or not 0 <= present <= MAX_PEOPLE:
+        raise SyncError(f"Số người có mặt phải là số nguyên 0..{MAX_PEOPLE}",
+                        f"present must be an integer 0..{MAX_PEOPLE}")
     cid = new_id()
     store.write("attendance", cid, {"meeting_id": meeting_id, "node": store.node_id, "present": present,
                                     "at": store.clock() if at is None else at})
@@ -172,12 +186,7 @@ def checkin(store: Store, meeting_id: str, present: int, at: float | None = None
 
 def attendance(store: Store, meeting_id: str) -> dict[str, int]:
     """Present per hall: its latest check-in (by time, then id)."""
-    latest: dict[str, tuple[float, str, int]] = {}
-    for row in store.rows("attendance", "meeting_id = ?", (meeting_id,)):
-        mark = (row["at"] or 0.0, row["id"], row["present"])
-        if row["node"] not in latest or mark > latest[row["node"]]:
-            latest[row["node"]] = mark
-    return {node: mark[2] for node, mark in latest.items()}
+    return counting.head_counts(store.rows("attendance", "meeting_id = ?", (meeting_id,)))
 
 
 def open_motion(store: Store, meeting_id: str, title: str, rule: str = "majority") -> str:
@@ -196,38 +205,48 @@ def vote(store: Store, motion_id: str, choice: str, count: int = 1, member: str 
         raise SyncError("Biểu quyết đã đóng", "the motion is closed")
     if choice not in CHOICES:
         raise SyncError("Lựa chọn phải là yes, no hoặc abstain", "choice must be yes, no or abstain")
-    if type(count) is not int or count < 1 or (member is not None and count != 1):
+    if type(count) is not int or not 1 <= count <= MAX_PEOPLE or (member is not None and count != 1):
         raise SyncError("Số phiếu không hợp lệ", "invalid ballot count")
     voter = f"#{choice}" if member is None else f"@{member}"
     key = (motion_id, store.node_id, voter)
     with store.batch():
         if store.get("ballots", key) is not None:
             raise SyncError("Đã bỏ phiếu cho biểu quyết này", "a ballot was already cast for this motion")
+        if count > ballots_left(store, motion_id):
+            raise SyncError(OVER_CHECKIN_VI, OVER_CHECKIN_EN)
         store.write("ballots", key, {"choice": choice, "count": count, "at": store.clock()})
 
 
-def tally(store: Store, motion_id: str) -> dict[str, Any]:
-    """Counts, turnout against attendance (quorum) and the outcome under the motion's rule."""
+OVER_CHECKIN_VI = "Số phiếu vượt quá số người điểm danh của điểm cầu"
+OVER_CHECKIN_EN = "more ballots than this hall's check-in"
+
+
+def ballots_left(store: Store, motion_id: str) -> int:
+    """How many more ballots of this node would count on the motion: its latest check-in for the
+    meeting minus its ballots counted so far (a ballot beyond it is stored but not counted)."""
     motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
-    counts = {c: 0 for c in CHOICES}
-    for b in store.rows("ballots", "motion_id = ?", (motion_id,)):
-        counts[b["choice"]] += b["count"]
-    turnout = sum(counts.values())
-    present = sum(attendance(store, motion["meeting_id"]).values())
-    base = max(present, turnout)
-    passed = counts["yes"] * 2 > base if motion["rule"] == "majority" else counts["yes"] * 3 >= base * 2 > 0
-    return {**counts, "turnout": turnout, "present": present, "quorum": turnout * 2 > present,
-            "passed": bool(passed) and turnout * 2 > present, "rule": motion["rule"]}
+    present = attendance(store, motion["meeting_id"]).get(store.node_id, 0)
+    counted = tally(store, motion_id)["per_node"].get(store.node_id, {})
+    return max(0, present - sum(counted.values()))
+
+
+def tally(store: Store, motion_id: str) -> dict[str, Any]:
+    """Counts, turnout against attendance (quorum), the outcome under the motion's rule, and the
+    ballots not counted (late, over a hall's check-in): tally.count_motion over this store's rows."""
+    motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
+    return counting.count_motion(motion, store.rows("ballots", "motion_id = ?", (motion_id,)),
+                                 attendance(store, motion["meeting_id"]))
 
 
 def close_motion(store: Store, motion_id: str) -> dict[str, Any]:
-    """Close (HQ only) and record the result as counted here."""
+    """Close (HQ only) and record the result as counted here, with the ballots it counted: from
+    then on exactly those count at every replica (tally.py)."""
     motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
     if motion["status"] != "open":
         raise SyncError("Biểu quyết đã đóng", "the motion is already closed")
     result = tally(store, motion_id)
-    store.write("motions", motion_id, {"status": "closed", "result": json.dumps(result, sort_keys=True)})
-    return result
+    store.write("motions", motion_id, {"status": "closed", "result": counting.record_of(result)})
+    return {**result, "closed": True}
 
 
 def announce(store: Store, text: str, urgent: bool = False) -> str:

@@ -2,22 +2,23 @@
 
 Every node runs the same checks on every change, local or received, using only the change
 and the origin's roster role, so that all nodes accept exactly the same changes whatever
-order they arrive in. This module must never read the database or the clock.
+order they arrive in. The rules are data: table level in schema.TableSpec (writers, owner
+column), column level and namespaced row ids in authority.py; this module compiles them per
+table id. This module must never read the database or the clock.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from .authority import COLUMNS, MAX_MEMBER_CHARS, NAMESPACED, Col, namespace_of
 from .batch import OP_DELETE
 from .schema import ADDONLY, LWW, TableSpec
 
 MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 32 * 1024  # a document row of 200 MB lists 800 chunk names: 25,600 bytes
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-BALLOT_CHOICES = frozenset({"yes", "no", "abstain"})
-HALL_QUEUE_STATES = frozenset({"waiting", "withdrawn"})
-MOTION_RULES = frozenset({"majority", "two-thirds"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ BAD_VALUE = _bad("Giá trị sai kiểu hoặc quá lớn", "value of the wrong 
 DELETE_VALUES = _bad("Lệnh xóa không được kèm giá trị", "a delete carries no values")
 NO_DELETE_ADDONLY = _bad("Bảng chỉ-thêm không cho xóa", "rows of an add-only table cannot be deleted")
 BAD_CHOICE = _bad("Phiếu phải là yes/no/abstain với số lượng >= 1", "a ballot is yes/no/abstain with count >= 1")
+BAD_VOTER = _bad("Phiếu tổng của điểm cầu là #<lựa chọn> đúng lựa chọn đó; "
+                 "phiếu của một người là @<tên> với số lượng 1",
+                 "a hall's tally ballot is #<choice> for that choice; a member's is @<name> with count 1")
 BAD_RULE = _bad("Quy tắc biểu quyết phải là majority hoặc two-thirds", "motion rule must be majority or two-thirds")
 BAD_PRESENT = _bad("Số người có mặt phải >= 0", "present count must be >= 0")
 NOT_OWNER = _deny("Một điểm cầu chỉ được ghi dữ liệu của chính mình", "a node may only write its own rows here")
@@ -54,6 +58,7 @@ HALL_QUEUE = _deny("Điểm cầu chỉ được xin phát biểu hoặc rút l�
 BAD_HOLDING = _bad("Bản ghi tài liệu đã nhận phải có SHA-256 (64 chữ số hex)",
                    "a document holding names the document's SHA-256 (64 hex digits)")
 ONLY_HQ_DELETES = _deny("Chỉ trung tâm (HQ) được xóa", "only HQ may delete")
+NOT_YOUR_ROW = _deny("Điểm cầu chỉ được sửa cuộc họp do chính mình tạo", "a hall may only change rows it created")
 
 _ROLE_VI = {"hq": "trung tâm (HQ)", "hall": "điểm cầu", "relay": "trạm chuyển tiếp"}
 _TABLE_VI = {
@@ -69,13 +74,94 @@ def _role_denied(role: str, table: str) -> Rejection:
                  f"role {role!r} may not change {table}")
 
 
+def _column_denied(role: str, table: str, column: str) -> Rejection:
+    return _deny(f"Vai trò {_ROLE_VI.get(role, role)} không được thay đổi cột {column} của "
+                 f"{_TABLE_VI.get(table, table)}", f"role {role!r} may not change {table}.{column}")
+
+
 _NONE = type(None)
 _ALLOWED = {str: frozenset({str, _NONE}), int: frozenset({int, _NONE}), float: frozenset({float, int, _NONE}),
             bytes: frozenset({bytes, _NONE})}
 _STR_ONLY = frozenset({str})
-_TABLE_CHECKED = frozenset({"ballots", "motions", "attendance", "speaking_queue", "doc_holdings"})
 _HEX = frozenset("0123456789abcdef")
 SHA256_HEX_CHARS = 64
+
+
+@dataclass(frozen=True)
+class _ColCheck:
+    """One column's rule compiled, with its ready-made rejections."""
+
+    name: str
+    col: Col
+    out_of_range: Rejection
+    not_a_choice: Rejection
+    missing: Rejection
+
+    def value_rejection(self, role: str, origin: str, value: object) -> Rejection | None:
+        """None when `value` (of an allowed type) may be written here by `role`/`origin`."""
+        c = self.col
+        if value is None:
+            return self.missing if c.required else None
+        if c.choices is not None:
+            allowed = c.hall_choices if role != "hq" and c.hall_choices is not None else c.choices
+            if value not in allowed:
+                return self.not_a_choice
+        if c.low is not None and not c.low <= value <= c.high:  # type: ignore[operator]  # NaN fails too
+            return self.out_of_range
+        if c.self_only and value != origin:
+            return NOT_OWNER
+        if c.hex_chars is not None and (len(value) != c.hex_chars or not set(value) <= _HEX):  # type: ignore[arg-type]
+            return self.not_a_choice
+        return None
+
+
+def _compile(spec: TableSpec, index: int) -> _ColCheck:
+    column = spec.columns[index].name
+    c = COLUMNS[spec.name][column]
+    where_vi, where_en = f"cột {column} của {_TABLE_VI.get(spec.name, spec.name)}", f"{spec.name}.{column}"
+    out = _bad(f"Giá trị {where_vi} phải trong khoảng {c.low}..{c.high}",
+               f"{where_en} must be within {c.low}..{c.high}")
+    if spec.name == "ballots":
+        choice = missing = BAD_CHOICE
+        out = _bad(f"Số phiếu phải trong khoảng {c.low}..{c.high}",
+                   f"a ballot's count must be within {c.low}..{c.high}")
+    elif spec.name == "motions" and column == "rule":
+        choice = missing = BAD_RULE
+    elif spec.name == "attendance" and column == "present":
+        missing = BAD_PRESENT
+        out = _bad(f"Số người có mặt phải trong khoảng {c.low}..{c.high}",
+                   f"present count must be within {c.low}..{c.high}")
+        choice = BAD_PRESENT
+    elif spec.name == "speaking_queue" and column == "state":
+        choice = missing = HALL_QUEUE
+    elif spec.name == "doc_holdings" and column == "sha256":
+        choice = missing = BAD_HOLDING
+    else:
+        allowed = "|".join(sorted(c.choices)) if c.choices else f"{c.hex_chars} chữ số hex / hex digits"
+        choice = _bad(f"Giá trị {where_vi} phải là {allowed}", f"{where_en} must be {allowed}")
+        missing = _bad(f"Thiếu giá trị {where_vi}", f"{where_en} is required")
+    return _ColCheck(column, c, out, choice, missing)
+
+
+def _fits(c: Col, role: str, origin: str, column: list) -> bool:
+    """Column-wise: True only when every value of `column` passes `_ColCheck.value_rejection`."""
+    values = column if None not in column else [v for v in column if v is not None]
+    if len(values) != len(column) and c.required:
+        return False
+    if not values:
+        return True
+    if c.choices is not None:
+        allowed = c.hall_choices if role != "hq" and c.hall_choices is not None else c.choices
+        if not set(values) <= allowed:
+            return False
+    if c.low is not None:
+        # sum() is finite only when no value is NaN or infinite; then min/max give the range.
+        if (float in set(map(type, values)) and not math.isfinite(sum(values))) \
+                or min(values) < c.low or max(values) > c.high:
+            return False
+    if c.self_only and set(values) != {origin}:
+        return False
+    return c.hex_chars is None
 
 
 class Rules:
@@ -87,7 +173,12 @@ class Rules:
         self._col = {s.tid: {c.name: i for i, c in enumerate(s.columns)} for s in specs.values()}
         # Per table: column index -> the Python types a value may have there.
         self._allowed = {s.tid: {i: _ALLOWED[c.type] for i, c in enumerate(s.columns)} for s in specs.values()}
-        self._needs_table_check = {s.tid for s in specs.values() if s.name in _TABLE_CHECKED}
+        # Per table: column index -> its authority rule (authority.COLUMNS).
+        self._checks = {s.tid: [_compile(s, i) for i in range(len(s.columns))] for s in specs.values()}
+        # Per namespaced table: the index of the key part that names the owning node.
+        self._namespaced = {s.tid: s.pk.index(NAMESPACED[s.name]) for s in specs.values() if s.name in NAMESPACED}
+        self._ballots = next((s.tid for s in specs.values() if s.name == "ballots"), None)
+        self._needs_table_check = {self._ballots, *(s.tid for s in specs.values() if s.name == "doc_holdings")}
 
     def check(self, role: str | None, origin: str, tid: int, op: int, key: tuple, values: dict) -> Rejection | None:
         """None when the change may be applied, else why not."""
@@ -119,6 +210,7 @@ class Rules:
         if spec.kind == ADDONLY and len(values) != len(types):
             return WHOLE_ROW
         allowed = self._allowed[tid]
+        checks = self._checks[tid]
         for idx, value in values.items():
             if type(idx) is not int:
                 return UNKNOWN_COLUMN
@@ -133,6 +225,12 @@ class Rules:
                     return BAD_VALUE
             elif t is int and not INT64_MIN <= value <= INT64_MAX:
                 return BAD_VALUE
+            rule = checks[idx]
+            if role not in rule.col.roles:
+                return _column_denied(role, spec.name, rule.name)
+            rejection = rule.value_rejection(role, origin, value)
+            if rejection is not None:
+                return rejection
         if spec.owner is not None:
             if spec.owner in spec.pk:
                 owner = key[spec.pk.index(spec.owner)]
@@ -140,8 +238,11 @@ class Rules:
                 owner = values.get(self._col[tid][spec.owner])
             if owner != origin and not (role == "hq" and spec.hq_may_write_for_others):
                 return NOT_OWNER
-        if tid in self._needs_table_check:
-            return self._table_check(spec, role, values)
+        part = self._namespaced.get(tid)
+        if part is not None and role != "hq" and namespace_of(key[part]) != origin:
+            return NOT_YOUR_ROW
+        if tid == self._ballots:
+            return _ballot_check(key, values)
         return None
 
     def run_passes(self, role: str | None, origin: str, tid: int, op: int, key_columns: tuple,
@@ -163,6 +264,7 @@ class Rules:
         allowed = self._allowed[tid]
         if spec.kind == ADDONLY and len(columns) != len(allowed):
             return False
+        checks = self._checks[tid]
         for idx, column in columns.items():
             ok = allowed.get(idx) if type(idx) is int else None
             if ok is None:
@@ -178,6 +280,9 @@ class Rules:
                 ints = column if _NONE not in types and float not in types else [v for v in column if type(v) is int]
                 if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
                     return False
+            rule = checks[idx].col
+            if role not in rule.roles or not _fits(rule, role, origin, column):
+                return False
         if spec.owner is not None and not (role == "hq" and spec.hq_may_write_for_others):
             if spec.owner in spec.pk:
                 owners = key_columns[spec.pk.index(spec.owner)]
@@ -185,26 +290,18 @@ class Rules:
                 owners = columns.get(self._col[tid][spec.owner], ())
             if not owners or set(owners) != {origin}:
                 return False
+        part = self._namespaced.get(tid)
+        if part is not None and role != "hq" and any(namespace_of(k) != origin for k in key_columns[part]):
+            return False
         return True
 
-    def _table_check(self, spec: TableSpec, role: str, values: dict) -> Rejection | None:
-        col = self._col[spec.tid]
-        if spec.name == "ballots":
-            count = values[col["count"]]
-            if values[col["choice"]] not in BALLOT_CHOICES or type(count) is not int or count < 1:
-                return BAD_CHOICE
-        elif spec.name == "motions" and col["rule"] in values:
-            if values[col["rule"]] not in MOTION_RULES:
-                return BAD_RULE
-        elif spec.name == "attendance":
-            present = values[col["present"]]
-            if type(present) is not int or present < 0:
-                return BAD_PRESENT
-        elif spec.name == "speaking_queue" and role != "hq":
-            if values.get(col["state"], "waiting") not in HALL_QUEUE_STATES:
-                return HALL_QUEUE
-        elif spec.name == "doc_holdings":
-            digest = values[col["sha256"]]
-            if type(digest) is not str or len(digest) != SHA256_HEX_CHARS or not set(digest) <= _HEX:
-                return BAD_HOLDING
-        return None
+
+def _ballot_check(key: tuple, values: dict) -> Rejection | None:
+    """A ballot's voter key agrees with its values: "#<choice>" for that choice (a hall's tally
+    for one choice) or "@<member name>" with count 1 (ballots: choice 0, count 1)."""
+    voter = key[2]
+    if voter[:1] == "#":
+        return None if voter[1:] == values[0] else BAD_VOTER
+    if voter[:1] == "@" and 1 < len(voter) <= 1 + MAX_MEMBER_CHARS:
+        return None if values[1] == 1 else BAD_VOTER
+    return BAD_VOTER

@@ -16,7 +16,8 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 4
+LATEST_VERSION = 5
+REPLAY_FLAG = "replay_log"  # local_state row: merge the whole change log again (set by migrations)
 LWW = "lww"
 ADDONLY = "addonly"
 TEXT, INTEGER, REAL, BLOB = str, int, float, bytes
@@ -147,7 +148,19 @@ def _v4(db: sqlite_utils.Database) -> None:
         db[name].add_column("_org", int)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(db: sqlite_utils.Database) -> None:
+    """Authority at merge for every column (authority.py) refuses changes that v4 applied (a hall
+    renaming HQ's meeting, a ballot count of a million...). The rows are emptied here and the
+    store merges its whole change log again under the new rules (Store._replay), so an upgraded
+    node holds exactly what a new one does; the log itself, and so every batch, is kept."""
+    for name in specs_for(4):
+        db.execute(f'DELETE FROM "{name}"')
+    # Committed with the emptied rows: the store replays the log while this flag is set, so a
+    # crash between this step and the replay cannot leave the tables empty.
+    db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 def current_version(conn: sqlite3.Connection) -> int:

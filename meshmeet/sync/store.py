@@ -7,8 +7,10 @@ peers go through `Store.apply`, which checks each change's authority against the
 this node and hands the changes that pass to the merge (merge.py: LWW per column by HLC,
 add-only sets, tombstones, by the rules in docs/state.md), so that any arrival order gives
 the same state. The store also holds the content-addressed document chunks (methods in
-chunkstore.py). This module must never do network I/O, never apply a change whose origin
-lacks authority, and never leave a write half done (transactions).
+chunkstore.py). A full disk rolls the whole transaction back and raises DiskFull
+(meshmeet/diskfull.py): a received batch is then not held, so it is asked for again. This
+module must never do network I/O, never apply a change whose origin lacks authority, and
+never leave a write half done (transactions).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import AbstractSet, Any, Callable, Iterable, Iterator, Sequence
 import msgpack
 import sqlite_utils
 
+from ..diskfull import DiskFull, is_disk_full
 from ..identity import KeyPair
 from .batch import MAX_BATCH_CHANGES, OPS, Entry, SignedBatch, decode_batch, encode_batch
 from .chunkstore import ChunkStore
@@ -34,7 +37,7 @@ from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
 from .merge import Merger, MergeItem
 from .rules import Rejection, Rules
-from .schema import LATEST_VERSION, LWW, TableSpec, migrate, specs_for
+from .schema import LATEST_VERSION, LWW, REPLAY_FLAG, TableSpec, migrate, specs_for
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,10 @@ class Store(ChunkStore):
     """One node's replicated store."""
 
     def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *,
-                 clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION) -> None:
+                 clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION,
+                 exclusive: bool = False) -> None:
+        """`exclusive`: for this connection alone, with the WAL index in memory instead of in
+        PATH-shm (which cannot be made on a full disk)."""
         self.path = str(path)
         self.key = key
         self.node_id = key.node_id
@@ -119,8 +125,14 @@ class Store(ChunkStore):
         self.clock = clock
         self.counters = Counters()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            if exclusive:
+                self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error:
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(self._conn)
         before, self.version = migrate(self._conn, schema_version)
@@ -135,11 +147,15 @@ class Store(ChunkStore):
         row = self._conn.execute("SELECT max(max_hlc) FROM changelog").fetchone()
         self.hlc = HybridClock(row[0] or 0)
         self._next_seq = self._own_max_seq() + 1
+        self._load_counters()
+        replay = self._conn.execute("SELECT value FROM local_state WHERE name=?", (REPLAY_FLAG,)).fetchone()
+        if 0 < before < self.version or replay:
+            self._replay()
+
+    def _load_counters(self) -> None:
         for name, value in self._conn.execute("SELECT name, value FROM local_state"):
             if name in Counters.__dataclass_fields__:
                 setattr(self.counters, name, value)
-        if 0 < before < self.version:
-            self._replay()
 
     # ----------------------------------------------------------------- transactions
     def close(self) -> None:
@@ -154,17 +170,30 @@ class Store(ChunkStore):
             finally:
                 self._depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        committed = False
         try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._conn.execute("ROLLBACK")
-            self._merger.load_origins()  # origin numbers taken in the rolled-back transaction are gone
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self._conn.execute("COMMIT")
+                committed = True
+            finally:
+                self._depth = 0
+                if not committed:
+                    self._rolled_back()
+        except Exception as exc:
+            if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                raise DiskFull() from exc
             raise
-        self._depth = 0
-        self._conn.execute("COMMIT")
+
+    def _rolled_back(self) -> None:
+        """Undo a failed transaction whole, and what this object derived from it."""
+        if self._conn.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR)
+            self._conn.execute("ROLLBACK")
+        self._merger.load_origins()  # origin numbers taken in the rolled-back transaction are gone
+        self._next_seq = self._own_max_seq() + 1  # local batches of that transaction were not logged
+        self._load_counters()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -360,6 +389,7 @@ class Store(ChunkStore):
                     if self.rules.check(role, origin, tid, op, pk, values) is None:
                         items.append((tid, op, pk, values, _clock_bytes(hlc, raw)))
             self._merge(items)
+            self._conn.execute("DELETE FROM local_state WHERE name=?", (REPLAY_FLAG,))
 
     def _merge(self, items: list[MergeItem], also_touched: AbstractSet[str] = frozenset()) -> set[str]:
         """Merge changes into their tables (merge.py); names of the tables touched, with

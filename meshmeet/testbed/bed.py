@@ -334,8 +334,12 @@ class Testbed:
         return {frozenset((l.a, l.b)) for l in self.plan.links} - self.cut
 
     def api(self, node: str, name: str, body: dict | None = None) -> dict:
-        """Call a node's JSON API (/api/NAME) from inside its namespace."""
-        return netns.http_json(self.plan.host(node).netns, f"http://{HTTP_HOST}:{HTTP_PORT}/api/{name}", body)
+        """Call a node's JSON API (/api/NAME) from inside its namespace, with its local API token."""
+        from ..api_token import TOKEN_HEADER, read_token
+
+        token = read_token(self.data_dir(node))
+        return netns.http_json(self.plan.host(node).netns, f"http://{HTTP_HOST}:{HTTP_PORT}/api/{name}", body,
+                               {TOKEN_HEADER: token} if token else None)
 
     def status(self, node: str) -> dict:
         return self.api(node, "status")

@@ -138,13 +138,13 @@ def in_netns(netns: str, fn, *args):
     return result["value"]
 
 
-def _get_json(url: str, body: dict | None) -> dict:
+def _get_json(url: str, body: dict | None, headers: dict[str, str] | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
         return json.loads(resp.read())
 
 
-def http_json(netns: str, url: str, body: dict | None = None) -> dict:
+def http_json(netns: str, url: str, body: dict | None = None, headers: dict[str, str] | None = None) -> dict:
     """GET (or POST `body` to) a JSON URL as seen from inside `netns`."""
-    return in_netns(netns, _get_json, url, body)
+    return in_netns(netns, _get_json, url, body, headers)

@@ -26,6 +26,20 @@ ApiHandler = Callable[[dict], Awaitable[dict]]
 API_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """Names the gateway will route to ``api``; anything else is 404 without asking the node."""
 
+READ_APIS = frozenset({
+    "status", "meetings", "meeting", "docs", "doc_readiness", "doc", "doc_chunk", "announcements",
+    "feedback_list", "speak_queue", "state", "roster", "webapp_info",
+})
+"""Calls that only read: the only ones a ``GET`` may make. Every other name changes something and
+must come as ``POST`` (a GET is what an ``<img src=>`` on any web page can send)."""
+
+
+def is_read_call(name: str, args: dict) -> bool:
+    """True for a call that changes nothing: READ_APIS, and ``floor`` asking only for the status."""
+    if name == "floor":
+        return args.get("action", "status") == "status"
+    return name in READ_APIS
+
 
 class ApiError(MeshmeetError):
     """An API failure the browser should see: HTTP status, short code, Vietnamese and English."""
@@ -54,6 +68,16 @@ def unknown_api(name: str) -> ApiError:
         "unknown_api",
         f"Không có chức năng API tên “{name}”",
         f"no API function named “{name}”",
+    )
+
+
+def method_not_allowed(name: str) -> ApiError:
+    """The 405 for a GET of a call that changes state."""
+    return ApiError(
+        405,
+        "use_post",
+        f"“{name}” thay đổi dữ liệu nên phải gửi bằng POST (không dùng GET)",
+        f"“{name}” changes state, so it must be sent with POST (not GET)",
     )
 
 

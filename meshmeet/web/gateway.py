@@ -1,9 +1,12 @@
 """The aiohttp side of the web gateway: the HTTP/WebSocket app and the topic fan-out hub.
 
 ``build_app`` makes the aiohttp Application: ``GET /api/status``, a JSON dispatcher
-``GET|POST /api/{name}`` that asks the node through an ``api_call`` coroutine, WebSocket
-``/ws/{topic}`` that subscribes a browser to a hub topic and forwards what the browser sends,
-plus whatever routes and static directories other parts pass in. ``Hub`` fans one published
+``GET|POST /api/{name}`` that asks the node through an ``api_call`` coroutine (GET only for the
+calls that just read: a state change by GET is 405), WebSocket ``/ws/{topic}`` that subscribes a
+browser to a hub topic and forwards what the browser sends when that topic has a check that
+accepts it (anything else closes that one socket), plus whatever routes and static directories
+other parts pass in. Every request passes the boundary first (boundary.py): a Host the node does
+not answer to is 421, a cross-origin WebSocket upgrade or state change is 403. ``Hub`` fans one published
 message out to every subscriber of its topic; a slow browser only loses its own oldest
 messages (policy ``drop_oldest``, the default) or is disconnected (policy ``disconnect``),
 and never slows the publisher or other browsers.
@@ -27,7 +30,8 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .api import API_NAME_RE, ApiCall, ApiError, error_body, internal_error, unknown_api
+from . import boundary
+from .api import API_NAME_RE, ApiCall, ApiError, error_body, internal_error, is_read_call, method_not_allowed, unknown_api
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,16 @@ WS_MAX_MSG_BYTES = 1024 * 1024
 WS_HEARTBEAT_S = 20.0
 CLIENT_QUEUE_MESSAGES = 256
 TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Payload = bytes | str
 """An encoded hub message: bytes go out as binary frames, str as text frames."""
 
 InboundSend = Callable[[str, Payload], Awaitable[None]]
 """Forwards one browser message ``(topic, payload)`` towards the node; waits for credit."""
+
+InboundCheck = Callable[[Payload], bool]
+"""Says whether one browser message on a topic is well-formed (types, sizes, ranges)."""
 
 
 class SlowClientPolicy(enum.Enum):
@@ -178,6 +186,10 @@ class GatewayContext:
     # Called with the AppRunner once the gateway listens on HTTP: a setup adds more sites here
     # (the HTTPS listener), through aiohttp's public runner/site API.
     on_serving: list[Callable[[web.AppRunner], Awaitable[None]]] = field(default_factory=list)
+    # Host names (besides IP literals and localhost) the gateway answers to: setups add the node's names.
+    allowed_hosts: set[str] = field(default_factory=set)
+    # Topics browsers may send on over /ws/{topic}, each with its message check; others are refused.
+    inbound_checks: dict[str, InboundCheck] = field(default_factory=dict)
 
 
 RoutesFactory = Callable[[GatewayContext], Iterable[web.AbstractRouteDef]]
@@ -223,6 +235,25 @@ async def _errors_middleware(request: web.Request, handler: Callable[[web.Reques
         log.exception("unhandled error serving %s %s", request.method, request.path)
         err = internal_error()
         return web.json_response(err.to_json(), status=err.status, dumps=_dumps)
+
+
+def _boundary(context: GatewayContext) -> Callable:
+    """The first check on every request: Host allow-list, then Origin for upgrades and changes."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if not boundary.host_allowed(request.headers.get("Host"), context.allowed_hosts):
+            log.debug("refused %s %s for Host %r", request.method, request.path, request.headers.get("Host", "")[:80])
+            raise ApiError(421, "bad_host", "Nút này không phục vụ tên máy chủ đó (hãy dùng địa chỉ IP hoặc tên của nút)",
+                           "this node does not answer to that host name (use its IP address or its own name)")
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if (upgrade or request.method not in SAFE_METHODS) and not boundary.origin_allowed(
+                request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.host, request.scheme):
+            log.debug("refused cross-origin %s %s from %r", request.method, request.path, request.headers.get("Origin", "")[:80])
+            raise ApiError(403, "cross_origin", "Yêu cầu từ trang web khác bị từ chối", "request from another web site refused")
+        return await handler(request)
+
+    return check
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -279,6 +310,9 @@ def _api_handler(api_call: ApiCall) -> Callable[[web.Request], Awaitable[web.Res
         name = request.match_info.get("name", "status")
         if not API_NAME_RE.match(name):
             raise unknown_api(name)
+        if request.method == "GET" and not is_read_call(name, dict(request.query)):
+            err = method_not_allowed(name)
+            return web.json_response(err.to_json(), status=err.status, dumps=_dumps, headers={"Allow": "POST"})
         args = await _api_args(request)
         result = await api_call(name, args)
         if not isinstance(result, dict):
@@ -289,7 +323,9 @@ def _api_handler(api_call: ApiCall) -> Callable[[web.Request], Awaitable[web.Res
     return handle
 
 
-def _ws_handler(hub: Hub, inbound: InboundSend | None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _ws_handler(context: GatewayContext) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    hub, inbound = context.hub, context.inbound
+
     async def handle(request: web.Request) -> web.StreamResponse:
         topic = request.match_info["topic"]
         if not TOPIC_RE.match(topic):
@@ -300,11 +336,14 @@ def _ws_handler(hub: Hub, inbound: InboundSend | None) -> Callable[[web.Request]
         pump = asyncio.get_running_loop().create_task(sub.pump())
         try:
             async for msg in ws:
-                if inbound is None:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
-                if msg.type is WSMsgType.TEXT:
-                    await inbound(topic, msg.data)
-                elif msg.type is WSMsgType.BINARY:
+                check = context.inbound_checks.get(topic)
+                if check is None or not _accepts(check, msg.data):
+                    log.info("closing a browser socket on %s: message refused", topic)
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message refused")
+                    break
+                if inbound is not None:
                     await inbound(topic, msg.data)
         except ConnectionError:
             log.debug("inbound closed while a browser on %s was sending", topic)
@@ -317,6 +356,14 @@ def _ws_handler(hub: Hub, inbound: InboundSend | None) -> Callable[[web.Request]
         return ws
 
     return handle
+
+
+def _accepts(check: InboundCheck, data: Payload) -> bool:
+    try:
+        return check(data) is True
+    except Exception:  # noqa: BLE001 - a check that trips on hostile input refuses it
+        log.exception("inbound check failed")
+        return False
 
 
 def build_app(
@@ -334,15 +381,15 @@ def build_app(
     ``static_dirs`` maps URL prefixes to directories, and ``app_setup`` (one or several) may
     mount anything on the app, on the gateway thread, after the core routes.
     """
-    app = web.Application(middlewares=[_errors_middleware])
     context = GatewayContext(api_call=api_call, hub=hub, inbound=inbound)
+    app = web.Application(middlewares=[_errors_middleware, _boundary(context)])
     app[HUB_KEY] = hub
     app[CONTEXT_KEY] = context
     api = _api_handler(api_call)
     app.router.add_get("/api/status", api)
     app.router.add_route("GET", "/api/{name}", api)
     app.router.add_route("POST", "/api/{name}", api)
-    app.router.add_get("/ws/{topic}", _ws_handler(hub, inbound))
+    app.router.add_get("/ws/{topic}", _ws_handler(context))
     if routes_factory is not None:
         app.router.add_routes(list(routes_factory(context)))
     for prefix, directory in (static_dirs or {}).items():

@@ -10,8 +10,12 @@ replays recordings for /hall?replay=ID. `add_media_routes(app, hub)` mounts ever
 `node_media_setup(...)` is the gateway hook a node uses (hub fed from the node's "media" topic,
 presenter chunks and keyframe requests sent to the node as inbound "media_up").
 
-This module must never import trio, touch node state, or decide quality itself (the relay core
-does); its only ways out are the WebSockets and the `upstream` callable it is given.
+What browsers send is checked before it goes anywhere: the presenter socket takes only well-formed
+media messages, a hall socket only keyframe / audio-rate requests; anything else (text, junk, a
+hall sending media) closes that one socket with 1008. Cross-origin upgrades never get here (the
+gateway's boundary refuses them). This module must never import trio, touch node state, or decide
+quality itself (the relay core does); its only ways out are the WebSockets and the `upstream`
+callable it is given.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from meshmeet.media import chunk as C
 from meshmeet.media.floor import KIND_SOURCE_RESET
@@ -93,24 +97,32 @@ class MediaHub:
             return
         asyncio.get_running_loop().create_task(self._drain_all())  # one task per chunk, not per browser
 
-    async def from_presenter(self, data: bytes) -> None:
+    async def from_presenter(self, data: bytes) -> bool:
+        """A message from the presenter page; False (and nothing done) when it is malformed."""
         try:
             kind = C.peek_kind(data)
             C.parse(data) if kind != C.KIND_CHUNK else C.peek_chunk(data)
         except C.MediaFormatError:
             self.format_errors += 1
-            return
+            return False
         if self._upstream is not None:
             await self._upstream(data)  # the node relays it, and feeds it back to us
         else:
             self._receive(PRESENTER_LINK, data)
             await self._drain_all()
+        return True
 
-    def from_subscriber(self, sub: str, data: bytes) -> None:
+    def from_subscriber(self, sub: str, data: bytes) -> bool:
+        """A hall page may only ask (keyframe, audio rate); False for anything else or malformed."""
         try:
+            if C.peek_kind(data) not in C.UPSTREAM_KINDS:
+                raise C.MediaFormatError("a hall page may only send requests")
+            C.parse(data)
             self._send_out(self.relay.receive(sub, data, self._clock()))
         except C.MediaFormatError:
             self.format_errors += 1
+            return False
+        return True
 
     def _receive(self, link: str, data: bytes) -> None:
         now = self._clock()
@@ -252,8 +264,10 @@ class MediaHub:
         self._presenters.add(ws)
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    await self.from_presenter(msg.data)
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if msg.type is WSMsgType.TEXT or not await self.from_presenter(msg.data):
+                        await _refuse(ws, "presenter")
+                        break
         finally:
             self._presenters.discard(ws)
         return ws
@@ -266,8 +280,10 @@ class MediaHub:
         try:
             await ws.send_str(f'{{"subscriber":"{sub}"}}')
             async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    self.from_subscriber(sub, msg.data)
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if msg.type is WSMsgType.TEXT or not self.from_subscriber(sub, msg.data):
+                        await _refuse(ws, sub)
+                        break
         finally:
             self.remove_subscriber(sub)
         return ws
@@ -353,6 +369,12 @@ def node_media_setup(*, recordings_dir: Path, meeting_id: Callable[[], str]) -> 
         app.on_cleanup.append(stop)
 
     return setup
+
+
+async def _refuse(ws: web.WebSocketResponse, who: str) -> None:
+    """A malformed browser message closes that browser's socket only (1008), nothing else."""
+    log.info("media: closing the %s socket after a malformed message", who)
+    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"malformed media message")
 
 
 _REPORT_KEY = web.AppKey("meshmeet_media_report", asyncio.Task)

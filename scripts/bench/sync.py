@@ -62,7 +62,7 @@ def make_source(key: KeyPair, roles, n: int) -> tuple[Store, list[tuple]]:
     src = Store(":memory:", key, roles.get)
     rows = []
     with src.batch():
-        src.write("meetings", "m0000000000000001", {"title": "Hội nghị", "status": "planned"})
+        src.write("meetings", "m0000000000000001", {"title": "Hội nghị", "status": "scheduled"})
         for i in range(n):
             row = (f"{i:016x}", "m0000000000000001", i, TITLE.format(i=i, q=i % 4 + 1), "pending")
             src.write("agenda_items", row[0], {"meeting_id": row[1], "position": row[2], "title": row[3],
@@ -147,7 +147,7 @@ def bench_converge() -> dict:
         for i in side[1:]:
             net.connect(first + (i - first - 1) // 2, i)  # a binary tree per side
     with stores[0].batch():
-        stores[0].write("meetings", "m0000000000000001", {"title": "Hội nghị", "status": "planned"})
+        stores[0].write("meetings", "m0000000000000001", {"title": "Hội nghị", "status": "scheduled"})
         for i in range(SIDE_CHANGES - 1):
             stores[0].write("agenda_items", f"{i:016x}", {"meeting_id": "m0000000000000001", "position": i,
                                                           "title": TITLE.format(i=i, q=1), "status": "pending"})

@@ -19,7 +19,8 @@ def media(node: NodeProcess) -> dict:
 
 
 def api_post(node: NodeProcess, name: str, args: dict) -> dict:
-    req = urllib.request.Request(f"{node.url}/api/{name}", method="POST", data=json.dumps(args).encode())
+    req = urllib.request.Request(f"{node.url}/api/{name}", method="POST", data=json.dumps(args).encode(),
+                                 headers=node.token_header())
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 

@@ -1,4 +1,4 @@
-"""Chair access: the PIN file (scrypt hash), expiring sessions and the wrong-PIN rate limit.
+"""Chair access: the PIN file (scrypt hash), expiring sessions and the per-client wrong-PIN limit.
 
 Pure and clock-free: every method that needs time takes `now: float` (seconds). The PIN is never
 stored or logged, only its scrypt hash in DIR/chair-pin (0600). This module must never import
@@ -28,7 +28,8 @@ MAX_SESSIONS = 64
 FREE_ATTEMPTS = 3
 LOCKOUT_BASE_S = 5.0
 LOCKOUT_MAX_S = 300.0
-GLOBAL_FAILS_PER_MIN = 20
+FORGET_S = 3600.0
+MAX_CLIENTS = 4096
 
 
 class PinError(MeshmeetError):
@@ -127,29 +128,40 @@ class Sessions:
 
 @dataclass
 class RateLimit:
-    """Wrong-PIN limiter: after FREE_ATTEMPTS failures from one client, it waits LOCKOUT_BASE_S,
-    doubling per further failure up to LOCKOUT_MAX_S; all clients together get GLOBAL_FAILS_PER_MIN."""
+    """Wrong-PIN limiter, per client only: after FREE_ATTEMPTS failures from one client it waits
+    LOCKOUT_BASE_S, doubling per further failure up to LOCKOUT_MAX_S; a client's failures are
+    forgotten FORGET_S after its last one, or when it logs in. A client with no failures of its
+    own is never refused, whatever others do (a shared limit let anyone keep the chair out).
+    At most MAX_CLIENTS are remembered; past that the longest-quiet ones are forgotten first."""
 
-    _fails: dict[str, tuple[int, float]] = field(default_factory=dict)  # client -> (failures, locked until)
-    _recent: list[float] = field(default_factory=list)
+    max_clients: int = MAX_CLIENTS
+    _fails: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # client -> (failures, locked until, last)
+
+    def _entry(self, client: str, now: float) -> tuple[int, float, float] | None:
+        entry = self._fails.get(client)
+        if entry is not None and now - entry[2] >= FORGET_S:
+            del self._fails[client]
+            return None
+        return entry
 
     def wait_s(self, client: str, now: float) -> float:
         """Seconds before `client` may try again (0 = now)."""
-        self._recent = [t for t in self._recent if t > now - 60.0]
-        if len(self._recent) >= GLOBAL_FAILS_PER_MIN:
-            return max(0.0, self._recent[0] + 60.0 - now)
-        _, until = self._fails.get(client, (0, 0.0))
-        return max(0.0, until - now)
+        entry = self._entry(client, now)
+        return 0.0 if entry is None else max(0.0, entry[1] - now)
 
     def failed(self, client: str, now: float) -> None:
-        count, _ = self._fails.get(client, (0, 0.0))
-        count += 1
-        lock = 0.0 if count < FREE_ATTEMPTS else min(LOCKOUT_MAX_S, LOCKOUT_BASE_S * 2 ** (count - FREE_ATTEMPTS))
-        self._fails[client] = (count, now + lock)
-        self._recent.append(now)
-        if len(self._fails) > 4096:  # forget the oldest clients rather than grow without bound
-            for key in list(self._fails)[:1024]:
-                del self._fails[key]
+        """Count one failure of `client` (call it before checking the PIN; `succeeded` undoes it)."""
+        entry = self._entry(client, now)
+        count = (entry[0] if entry else 0) + 1
+        lock = 0.0 if count < FREE_ATTEMPTS else min(LOCKOUT_MAX_S, LOCKOUT_BASE_S * 2 ** min(count - FREE_ATTEMPTS, 32))
+        self._fails.pop(client, None)  # re-inserted last: the dict stays ordered by last failure
+        self._fails[client] = (count, now + lock, now)
+        while len(self._fails) > self.max_clients:
+            del self._fails[next(iter(self._fails))]
 
     def succeeded(self, client: str) -> None:
         self._fails.pop(client, None)
+
+    def clients(self) -> int:
+        """How many clients are remembered (bounded by max_clients)."""
+        return len(self._fails)

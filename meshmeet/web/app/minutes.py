@@ -26,6 +26,24 @@ def _result(motion: Mapping[str, Any]) -> dict[str, Any]:
     return {k: source[k] for k in MOTION_RESULT_KEYS if k in source}
 
 
+def _uncounted(motion: Mapping[str, Any], site_of: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Ballots kept but not counted (late, beyond a check-in: sync/tally.py), by site."""
+    tally = motion.get("tally")
+    rows = tally.get("uncounted") if isinstance(tally, Mapping) else None
+    out = [{"site": site_of.get(str(u.get("node"))) or str(u.get("node")), "voter": u.get("voter"),
+            "choice": u.get("choice"), "count": u.get("count"), "reason": u.get("reason")}
+           for u in rows or () if isinstance(u, Mapping)]
+    return sorted(out, key=lambda u: json.dumps(u, sort_keys=True, default=str))
+
+
+def _motion(x: Mapping[str, Any], site_of: Mapping[str, str]) -> dict[str, Any]:
+    out = {"title": x.get("title"), "rule": x.get("rule"), "status": x.get("status"), "result": _result(x)}
+    uncounted = _uncounted(x, site_of)
+    if uncounted:  # only then, so minutes without such ballots keep their record (and hash)
+        out["uncounted"] = uncounted
+    return out
+
+
 def minutes_record(meeting: Mapping[str, Any], announcements: list[Mapping[str, Any]],
                    site_of: Mapping[str, str]) -> dict[str, Any]:
     """The record from a `meeting` API answer, the `announcements` list and node id -> site names."""
@@ -45,8 +63,7 @@ def minutes_record(meeting: Mapping[str, Any], announcements: list[Mapping[str, 
         "meeting": {k: m.get(k) for k in ("id", "title", "starts", "status")},
         "agenda": [{"title": a.get("title"), "status": a.get("status")} for a in agenda],
         "attendance": {"per_hall": attendance, "total": sum(attendance.values())},
-        "motions": [{"title": x.get("title"), "rule": x.get("rule"), "status": x.get("status"), "result": _result(x)}
-                    for x in motions],
+        "motions": [_motion(x, site_of) for x in motions],
         "announcements": [{"text": a.get("text"), "urgent": bool(a.get("urgent"))}
                           for a in sorted(announcements, key=lambda a: (a.get("at") or 0, str(a.get("id"))))],
     }

@@ -1,37 +1,23 @@
-"""Which node API calls a browser may make: chair-only names, and how a local CLI call is told apart.
+"""Which node API calls a browser may make: chair-only names, and the calls only the local CLI may make.
 
-The store enforces authority by the node's role; this adds the chair PIN on top for requests that
-come from browsers or from the LAN. Pure functions over plain values; this module must never import
-aiohttp and never decide anything from request bodies beyond the API name and action.
+The store enforces authority by the node's role; this adds the chair PIN on top for every request
+that does not carry the node's local API token (meshmeet/api_token.py): being on loopback, or
+sending no browser headers, grants nothing. Pure functions over plain values; this module must
+never import aiohttp and never decide anything from request bodies beyond the API name and action.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 
 CHAIR_APIS = frozenset({
     "meeting_create", "meeting_update", "agenda_add", "agenda_update", "doc_add", "motion_open",
     "motion_close", "announce", "feedback_reply", "briefing", "lora_alert", "lora_send",
 })
-"""Calls that change the meeting for everyone: a browser needs a chair session for them."""
+"""Calls that change the meeting for everyone: without the local token they need a chair session."""
 
-BROWSER_FORBIDDEN_APIS = frozenset({"doc_add", "media_test_rate_cap"})
-"""Never from a browser: doc_add names a file on the node (the upload route calls it instead)."""
-
-BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode", "cookie", "referer")
-
-
-def is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def is_local_tool(remote: str | None, headers: Mapping[str, str], tls: bool) -> bool:
-    """A request from a program on this machine (the meshmeet CLI), not from a browser."""
-    return not tls and is_loopback(remote) and not any(h in headers for h in BROWSER_HEADERS)
+LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace"})
+"""Only with the local token: doc_add names a file on the node (browsers use the upload route)."""
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
@@ -39,10 +25,3 @@ def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
     if name == "floor":
         return method != "GET" or query.get("action", "status") != "status"
     return name in CHAIR_APIS
-
-
-def same_origin(origin: str | None, host: str | None) -> bool:
-    """A browser's Origin header names the host it sent the request to (no cross-site posts)."""
-    if origin is None:
-        return True
-    return host is not None and origin.split("://", 1)[-1].rstrip("/").lower() == host.lower()

@@ -1,5 +1,7 @@
 """The hall web app's aiohttp side: pages, chair login/sessions, document upload and download,
-CA download, minutes, the API guard and the HTTPS listener, mounted on the gateway app by `make_setup`.
+CA download, minutes, the API guard (the node's local API token for the CLI, else the chair session
+for chair calls; loopback alone grants nothing) and the HTTPS listener, mounted on the gateway app
+by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
 reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
@@ -25,6 +27,7 @@ from pathlib import Path
 import segno
 from aiohttp import web
 
+from ... import api_token
 from .. import tls
 from ..api import ApiError
 from ..gateway import GatewayContext
@@ -59,6 +62,8 @@ class WebappOptions:
     data_dir: Path
     https_host: str | None  # None: no HTTPS listener
     https_port: int
+    local_token: str | None = None  # DIR/run/api-token: the CLI's authority; None: nobody has it
+    allowed_hosts: tuple[str, ...] = ()  # the node's own names, for the gateway's Host check
 
 
 @dataclass
@@ -107,6 +112,7 @@ def make_setup(opts: WebappOptions, shared: WebappShared) -> Callable[[web.Appli
 def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, shared: WebappShared) -> None:
     access = _Access()
     clock = time.monotonic
+    ctx.allowed_hosts.update(opts.allowed_hosts)
 
     def is_chair(request: web.Request) -> bool:
         try:
@@ -118,15 +124,26 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
             access.pin_seen = current
         return current is not None and access.sessions.valid(request.cookies.get(COOKIE), clock())
 
+    def local_tool(request: web.Request) -> bool:
+        """The request carries the node's local API token (the meshmeet CLI); a wrong one is 401."""
+        given = request.headers.get(api_token.TOKEN_HEADER)
+        if given is None:
+            return False
+        if not api_token.token_matches(opts.local_token, given):
+            raise _err(401, "bad_token", "Mã khoá cục bộ của nút không đúng (nút đã khởi động lại? hãy chạy lại lệnh)",
+                       "wrong local API token (did the node restart? run the command again)")
+        return True
+
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.method == "POST" and not policy.same_origin(request.headers.get("Origin"), request.host):
-            raise _err(403, "cross_origin", "Yêu cầu từ trang web khác bị từ chối", "request from another web site refused")
-        if request.path.startswith("/api/") and not policy.is_local_tool(request.remote, request.headers, request.secure):
+        if request.path.startswith("/api/") and not local_tool(request):
             name = request.path[len("/api/"):]
-            if name in policy.BROWSER_FORBIDDEN_APIS:
-                raise _err(403, "not_from_browser", f"Không gọi “{name}” trực tiếp từ trình duyệt được; hãy dùng trang chủ toạ",
-                           f"“{name}” cannot be called from a browser directly; use the chair console")
+            if name in policy.LOCAL_ONLY_APIS:
+                raise _err(403, "local_only",
+                           f"Chỉ lệnh meshmeet trên máy của nút (người dùng chạy nút) mới gọi được “{name}”; "
+                           "từ trình duyệt hãy dùng trang chủ toạ",
+                           f"only the meshmeet command on the node's computer (as the node's user) may call “{name}”; "
+                           "from a browser use the chair console")
             if policy.needs_chair(name, request.method, request.query) and not is_chair(request):
                 raise _err(401, "chair_login", "Cần đăng nhập chủ toạ (mã PIN) cho thao tác này",
                            "this action needs the chair login (PIN)")
@@ -160,12 +177,6 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
         if stored is None:
             raise _err(409, "no_pin", f"Chưa đặt mã PIN chủ toạ. Trên máy trụ sở chạy: meshmeet chair-pin --data-dir {opts.data_dir}",
                        f"no chair PIN is set. On the HQ computer run: meshmeet chair-pin --data-dir {opts.data_dir}")
-        client = request.remote or "?"
-        wait = access.limit.wait_s(client, clock())
-        if wait > 0:
-            shared.logins_refused += 1
-            raise _err(429, "too_many_tries", f"Nhập sai quá nhiều lần; thử lại sau {int(wait) + 1} giây",
-                       f"too many wrong PINs; try again in {int(wait) + 1} s")
         if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
             raise _err(413, "body_too_large", "Nội dung gửi lên quá lớn", "request body too large")
         raw = await request.content.read(MAX_LOGIN_BYTES + 1)
@@ -175,9 +186,15 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
             pin = None
         if not isinstance(pin, str) or len(raw) > MAX_LOGIN_BYTES:
             raise _err(400, "bad_pin", "Hãy nhập mã PIN (chỉ gồm chữ số)", "enter the PIN (digits only)")
+        client = request.remote or "?"  # per client only: others' failures never lock this one out
+        wait = access.limit.wait_s(client, clock())
+        if wait > 0:
+            shared.logins_refused += 1
+            raise _err(429, "too_many_tries", f"Nhập sai quá nhiều lần; thử lại sau {int(wait) + 1} giây",
+                       f"too many wrong PINs; try again in {int(wait) + 1} s")
+        access.limit.failed(client, clock())  # counted before checking: parallel guesses queue behind it
         ok = await asyncio.get_running_loop().run_in_executor(None, auth.verify_pin, pin, stored)
         if not ok:
-            access.limit.failed(client, clock())
             shared.logins_refused += 1
             raise _err(401, "wrong_pin", "Mã PIN không đúng", "wrong PIN")
         access.limit.succeeded(client)
@@ -219,7 +236,7 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
                     f.write(chunk)
             if total == 0:
                 raise _err(400, "empty_file", "Tài liệu rỗng", "the document is empty")
-            result = await ctx.api_call("doc_add", {"meeting_id": meeting_id, "path": str(path), "name": name})
+            result = await ctx.api_call("doc_add", {"meeting_id": meeting_id, "upload": path.name, "name": name})
         finally:
             path.unlink(missing_ok=True)
         shared.uploads += 1

@@ -20,7 +20,9 @@
       const verdict = m.status === "closed" ? t(MM.passed(x) ? "passed" : "failed") : t("open");
       return el("div", { class: "motion", "data-testid": "minutes-motion" }, el("strong", {}, m.title), ` (${t(m.rule === "two-thirds" ? "two_thirds" : "majority")}): `,
         `${t("yes")} ${x.yes || 0}, ${t("no")} ${x.no || 0}, ${t("abstain")} ${x.abstain || 0}; ${t("present")} ${x.present || 0}; `,
-        `${MM.quorumMet(x) ? t("quorum_ok") : t("quorum_no")} — `, el("strong", {}, verdict));
+        `${MM.quorumMet(x) ? t("quorum_ok") : t("quorum_no")} — `, el("strong", {}, verdict),
+        (m.uncounted || []).length ? el("div", { class: "muted", "data-testid": "minutes-uncounted" }, `${t("uncounted")}: ` +
+          m.uncounted.map((u) => `${u.site} ${t(u.choice) || u.choice} ${u.count} (${t("uncounted_" + u.reason)})`).join("; ")) : null);
     }));
     fill("[data-testid=minutes-announcements]", r.announcements.map((a) => el("li", { class: "user-text" }, (a.urgent ? `[${t("urgent")}] ` : "") + a.text)));
     fill("[data-testid=minutes-hash]", data.sha256);

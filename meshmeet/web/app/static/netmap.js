@@ -1,5 +1,5 @@
 // The network map on /chair: this node in the middle, every roster site around it, a line per
-// link coloured by quality (RTT), with layer and last seen. Built as SVG DOM (text nodes only).
+// link coloured by quality (RTT), with layer, media transport (UDP datagrams or TCP), loss and jitter, and last seen. Built as SVG DOM (text nodes only).
 window.MMNetmap = (() => {
   const NS = "http://www.w3.org/2000/svg";
   const W = 640, H = 420, R = 150;
@@ -65,7 +65,9 @@ window.MMNetmap = (() => {
       const [x, y] = pos[p];
       const lines = [];
       if (l) lines.push(`${l.state === "up" ? t("link_up") : t("link_down")}${l.rtt_ms != null ? " · " + t("rtt") + " " + Math.round(l.rtt_ms) + " ms" : ""}`);
-      if (m) lines.push(`${t("layer")} ${m.layer}`);
+      if (m) lines.push(`${t("layer")} ${m.layer}${m.transport ? " · " + t("transport_" + m.transport) : ""}${
+        m.transport === "datagram" && m.loss != null ? " · " + t("loss") + " " + (m.loss * 100).toFixed(1) + " %" : ""}${
+        m.transport === "datagram" && m.jitter_ms != null ? " · " + t("jitter") + " " + Math.round(m.jitter_ms) + " ms" : ""}`);
       lines.push(`${t("last_seen")}: ${l && l.state === "up" ? t("link_up") : ago(seen[p], t)}`);
       svg.appendChild(node(x, y, (info.sites || {})[p] || (l && l.site) || p, lines, false, p));
     }

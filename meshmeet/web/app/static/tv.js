@@ -17,11 +17,23 @@
     return lora.enabled && lora.state && lora.state !== "error" ? "lora" : "none";
   }
 
+  // How media reaches this hall: over datagrams or the TCP link (fallback), with the loss measured
+  // on the link from the source's side of the tree (the link media arrives on).
+  function mediaTransport(status, lsEl) {
+    const media = status.media || {};
+    const src = (media.links || []).find((l) => l.peer === media.source_link);
+    lsEl.dataset.transport = src && src.transport ? src.transport : "";
+    if (!src || !src.transport) return "";
+    const loss = src.loss != null ? ` · ${t("loss")} ${(src.loss * 100).toFixed(1)} %` : "";
+    return ` · ${t("transport_" + src.transport)}${src.transport === "datagram" ? loss : ""}`;
+  }
+
   async function refresh() {
     const [status, list, anns] = await Promise.all([MM.get("status"), MM.get("meetings"), MM.get("announcements").catch(() => ({ announcements: [] }))]);
     const ls = linkState(status);
     const lsEl = document.querySelector("[data-testid=tv-link-state]");
-    lsEl.className = "linkstate " + ls; lsEl.dataset.state = ls; lsEl.textContent = t("link_" + ls);
+    lsEl.className = "linkstate " + ls; lsEl.dataset.state = ls;
+    lsEl.textContent = t("link_" + ls) + (ls === "video" || ls === "audio" ? mediaTransport(status, lsEl) : "");
     const m = MM.currentMeeting(list.meetings || []);
     lastState = { m, anns: anns.announcements || [] };
     if (!m) {
