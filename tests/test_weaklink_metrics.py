@@ -66,3 +66,20 @@ def test_bench_refuses_bad_options():
         out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench" / "weaklink.py"), *args],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "Traceback" not in out.stderr and "--profiles" in out.stderr
+
+
+def test_status_summary_reads_transport_fields_when_present():
+    poll = wl.StatusPoller(None, "relay", "END")
+    poll.rows = [
+        {"t": 1.0, "peer": "END", "layer": "high", "queue_ms": 0.0},
+        {"t": 1.0, "mesh": {"peer": "END", "transport": "tcp", "rtt_ms": 160.0}},
+        {"t": 2.0, "peer": "END", "layer": "audio", "queue_ms": 900.0, "transport": "datagram", "loss": 0.03},
+        {"t": 3.0, "peer": "END", "layer": "audio", "queue_ms": 10.0, "transport": "datagram", "loss": 0.02},
+    ]
+    s = poll.summary()
+    assert s["relay_layers"] == [[1.0, "high"], [2.0, "audio"]]
+    assert s["transport"] == ["datagram"] and s["mesh_transport"] == ["tcp"]
+    assert s["relay_queue_ms_max"] == 900.0 and s["mesh_rtt_ms_max"] == 160.0
+    assert s["relay_media_link_last"]["loss"] == 0.02
+    empty = wl.StatusPoller(None, "relay", "END").summary()
+    assert empty["transport"] is None and empty["relay_media_link_last"] is None

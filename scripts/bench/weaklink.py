@@ -380,24 +380,16 @@ class StatusPoller:
         for r in self.rows:
             if "layer" in r and (not layers or layers[-1][1] != r["layer"]):
                 layers.append([r["t"], r["layer"]])
-        transport = sorted({f"{k}={v}" for r in self.rows for src in (r, r.get("mesh") or {})
-                            for k, v in src.items() if "transport" in k})
-        queue = [r["queue_ms"] for r in self.rows if isinstance(r.get("queue_ms"), (int, float))]
-        rtt = [r["mesh"]["rtt_ms"] for r in self.rows if isinstance((r.get("mesh") or {}).get("rtt_ms"), (int, float))]
+        media = [r for r in self.rows if "mesh" not in r]
+        mesh = [r["mesh"] for r in self.rows if "mesh" in r]
+        transport = sorted({str(v) for r in media for k, v in r.items() if "transport" in k})
+        mesh_transport = sorted({str(v) for r in mesh for k, v in r.items() if "transport" in k})
+        queue = [r["queue_ms"] for r in media if isinstance(r.get("queue_ms"), (int, float))]
+        rtt = [r["rtt_ms"] for r in mesh if isinstance(r.get("rtt_ms"), (int, float))]
+        last = {k: v for k, v in (media[-1] if media else {}).items() if k not in ("t", "peer", "site")}
         return {"relay_layers": layers, "relay_queue_ms_max": max(queue) if queue else None,
-                "mesh_rtt_ms_max": max(rtt) if rtt else None, "transport": transport or None}
-
-
-def link_drops(bed) -> int:
-    """How often the relay or end node has logged its mesh link dying so far."""
-    n = 0
-    for node in ("relay", "end"):
-        try:
-            text = bed.log_path(f"node-{node}").read_text(errors="replace")
-        except OSError:
-            continue
-        n += sum(text.count(mark) for mark in LINK_DROP_MARKS)
-    return n
+                "mesh_rtt_ms_max": max(rtt) if rtt else None, "transport": transport or None,
+                "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None}
 
 
 def fresh_nodes(bed, log) -> None:
