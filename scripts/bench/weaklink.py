@@ -392,6 +392,18 @@ class StatusPoller:
                 "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None}
 
 
+def link_drops(bed) -> int:
+    """How often the relay or end node has logged its mesh link dying so far."""
+    n = 0
+    for node in ("relay", "end"):
+        try:
+            text = bed.log_path(f"node-{node}").read_text(errors="replace")
+        except OSError:
+            continue
+        n += sum(text.count(mark) for mark in LINK_DROP_MARKS)
+    return n
+
+
 def fresh_nodes(bed, log) -> None:
     """Restart the relay and end hall so that no backlog of the previous row is carried into the next."""
     for node in ("end", "relay"):
