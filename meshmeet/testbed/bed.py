@@ -3,10 +3,12 @@
 `prepare()` creates every data dir through the real CLI (init, invite, and join over loopback
 to a temporary HQ process) and writes each config.toml (static peers = its emulator proxies,
 keepalive from the links' detect_s, no mDNS). `up()` builds the namespaces and links (plan.py),
-starts one link emulator and one `meshmeet run` per namespace, and records their pids in
-WORK/state.json so a later command (or `down` after a crash) can find them. Faults: `set_link`,
-`stop_node`, `start_node`. Observation: `trees()` polls every node's /api/status inside its
-namespace; `wait_whole()` times how long until the tree is whole and stays so.
+starts one link emulator per namespace, one packet forwarder per profiled link (tunlink.py) and one
+`meshmeet run` per namespace, and records their pids in WORK/state.json so a later command (or
+`down` after a crash) can find them. Faults: `set_link`, `stop_node`, `start_node`, `set_profile`
+(a packet link's profile, live; `link_stats` reads its counters). Observation: `trees()` polls every
+node's /api/status inside its namespace; `wait_whole()` times how long until the tree is whole and
+stays so.
 This module must never start or signal a process outside its namespaces (the temporary HQ of
 `prepare` is its own child on loopback) and never assert on timing: it measures and reports.
 """
@@ -32,6 +34,8 @@ from . import netns
 from .converge import Verdict, check_tree, components
 from .netns import TestbedError
 from .plan import HTTP_HOST, HTTP_PORT, MESH_PORT, Plan, link_commands, setup_commands
+from .profiles import LinkProfile, parse_profile, profile_spec
+from .tunlink import control, start_tun_link
 
 STATE_FILE = "state.json"
 POLL_S = 0.1
@@ -66,6 +70,7 @@ class Testbed:
         self.env = {**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.procs: dict[str, subprocess.Popen] = {}     # node -> its `meshmeet run` (this process's children)
         self.emulators: dict[str, subprocess.Popen] = {}
+        self.forwarders: dict[int, subprocess.Popen] = {}   # link index -> its packet forwarder
         self.pids: dict[str, int] = {}                   # what state.json records (also from earlier commands)
         self.stopped: set[str] = set()
         self.cut: set[frozenset[str]] = set()
@@ -219,6 +224,11 @@ class Testbed:
         try:
             for argv in setup_commands(self.plan):
                 netns.run(argv)
+            for link in self.plan.links:
+                if link.packet is not None:
+                    proc = start_tun_link(link.packet, self.python, self.env, self.log_path(f"packetlink-{link.index}"))
+                    self.forwarders[link.index] = proc
+                    self.pids[f"packetlink:{link.index}"] = proc.pid
             for host in self.plan.hosts:
                 if host.routes:
                     self._start_emulator(host.node)
@@ -283,16 +293,35 @@ class Testbed:
         (self.cut.discard if up else self.cut.add)(pair)
         self._save_state()
 
+    def set_profile(self, a: str, b: str, spec: str) -> dict:
+        """Change a packet link's profile live (`forward` then shapes a -> b); its forwarder's stats."""
+        link = self.plan.link(a, b)
+        if link.packet is None:
+            raise TestbedError(f"liên kết {a}~{b} không có hồ sơ gói tin (dùng --profile khi up)",
+                               f"link {a}~{b} is not a packet link (give it --profile at up)")
+        if (self.plan.host(a).netns, self.plan.host(b).netns) != (link.packet.ns_a, link.packet.ns_b):
+            p = parse_profile(spec)
+            spec = profile_spec(LinkProfile(p.name + "'", p.back, p.forward))   # the forwarder's a is b here
+        return control(link.packet.control, {"op": "profile", "spec": spec})
+
+    def link_stats(self, a: str, b: str) -> dict:
+        """A packet link's forwarder counters (per direction) and CPU seconds."""
+        link = self.plan.link(a, b)
+        if link.packet is None:
+            raise TestbedError(f"liên kết {a}~{b} không có hồ sơ gói tin", f"link {a}~{b} is not a packet link")
+        return control(link.packet.control, {"op": "stats"})
+
     def down(self) -> list[str]:
         """Kill everything inside this run's namespaces and delete them (works after any crash)."""
         removed = netns.cleanup(self.plan.prefix)
-        for proc in [*self.procs.values(), *self.emulators.values()]:
+        for proc in [*self.procs.values(), *self.emulators.values(), *self.forwarders.values()]:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
         self.emulators.clear()
+        self.forwarders.clear()
         (self.work / STATE_FILE).unlink(missing_ok=True)
         return removed
 

@@ -1,6 +1,10 @@
 """`scripts/testbed`: build a scenario as real hosts in network namespaces, poke it, measure it, remove it.
 
   scripts/testbed up SCENARIO.toml [--run tb]     build and start; waits until the tree is whole
+        [--profile A~B=C ...]                     put link A~B on a packet forwarder with profile C
+                                                  (preset A-E or key=value,...; forward = A -> B)
+  scripts/testbed shape A B PROFILE               change a packet link's profile live
+  scripts/testbed profiles                        list the presets A-E
   scripts/testbed status [--run tb] [--json]      every node's tree, and whether it is whole
   scripts/testbed link A B down|up [--run tb]     cut / restore a cable (both veth ends)
   scripts/testbed node NODE kill|stop|start       crash (SIGKILL), stop (SIGTERM) or start a node
@@ -26,31 +30,47 @@ from ..errors import MeshmeetError
 from ..sim.scenario import load_scenario
 from . import netns
 from .bed import Testbed
+from .delayline import EmulatorError
 from .plan import NETNS_PREFIX, check_run_name, make_plan, run_prefix
+from .profiles import PRESETS, describe
 
 DEFAULT_RUN = "tb"
 WORK_ROOT = Path("/tmp/meshmeet-testbed")
 SCENARIO_COPY = "scenario.toml"
+PROFILES_FILE = "profiles.json"
 
 
 def _work(args: argparse.Namespace) -> Path:
     return Path(args.work) if args.work else WORK_ROOT / check_run_name(args.run)
 
 
+def parse_link_profile(text: str) -> tuple[tuple[str, str], str]:
+    """"A~B=SPEC" -> ((A, B), SPEC); the spec itself is checked by make_plan."""
+    link, eq, spec = text.partition("=")
+    a, tilde, b = link.partition("~")
+    if not eq or not tilde or not a or not b or not spec:
+        raise EmulatorError(f"cần dạng A~B=HỒ_SƠ, không phải {text!r}", f"expected A~B=PROFILE, got {text!r}")
+    return (a, b), spec
+
+
 def _bed(args: argparse.Namespace, scenario_path: Path | None = None) -> Testbed:
     work = _work(args)
     copy = work / SCENARIO_COPY
+    saved = work / PROFILES_FILE
     if scenario_path is not None:
         scenario = load_scenario(scenario_path)
+        profiles = dict(parse_link_profile(t) for t in getattr(args, "profile", None) or [])
+        plan = make_plan(scenario, args.run, profiles)   # checks the profiles before anything is written
         work.mkdir(parents=True, exist_ok=True)
         if scenario_path.resolve() != copy.resolve():
             shutil.copyfile(scenario_path, copy)
-    elif copy.exists():
-        scenario = load_scenario(copy)
-    else:
+        saved.write_text(json.dumps([[a, b, spec] for (a, b), spec in profiles.items()]))
+        return Testbed(plan, work)
+    if not copy.exists():
         raise netns.TestbedError(f"chưa có testbed '{args.run}' (chạy: scripts/testbed up KỊCH_BẢN)",
                                  f"no testbed '{args.run}' is up (run: scripts/testbed up SCENARIO)")
-    return Testbed(make_plan(scenario, args.run), work)
+    profiles = {(a, b): spec for a, b, spec in json.loads(saved.read_text())} if saved.exists() else {}
+    return Testbed(make_plan(load_scenario(copy), args.run, profiles), work)
 
 
 def _print_trees(bed: Testbed) -> bool:
@@ -96,6 +116,19 @@ def cmd_link(args: argparse.Namespace) -> int:
     bed = _bed(args)
     bed.set_link(args.a, args.b, args.state == "up")
     print(f"link {args.a}~{args.b} {args.state}")
+    return 0
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    bed = _bed(args)
+    answer = bed.set_profile(args.a, args.b, args.profile)
+    print(f"link {args.a}~{args.b} profile {args.profile}: {json.dumps(answer['dirs'])}")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    for name, p in PRESETS.items():
+        print(f"  {name}  {p.note:<48} {describe(p.forward)}")
     return 0
 
 
@@ -192,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         c.set_defaults(fn=fn)
         return c
 
-    add("up", cmd_up, "build and start a scenario").add_argument("scenario")
+    c = add("up", cmd_up, "build and start a scenario")
+    c.add_argument("scenario")
+    c.add_argument("--profile", action="append", default=[], metavar="A~B=PROFILE",
+                   help="put link A~B on a packet forwarder (preset A-E or key=value,...; repeatable)")
+    c = add("shape", cmd_shape, "change a packet link's profile live")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("profile")
+    add("profiles", cmd_profiles, "list the link profile presets")
     add("status", cmd_status, "every node's tree").add_argument("--json", action="store_true")
     c = add("link", cmd_link, "cut or restore a link")
     c.add_argument("a")
@@ -203,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("action", choices=["kill", "stop", "start"])
     c = add("run", cmd_run, "up, play the scenario's events, measure, down")
     c.add_argument("scenario")
+    c.add_argument("--profile", action="append", default=[], metavar="A~B=PROFILE",
+                   help="put link A~B on a packet forwarder (repeatable)")
     c.add_argument("--json", action="store_true")
     c.add_argument("--keep", action="store_true", help="leave the testbed up afterwards")
     add("down", cmd_down, "remove a run's namespaces and processes").add_argument(
@@ -210,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if args.fn is cmd_profiles:
+            return cmd_profiles(args)
         why = netns.missing_requirements()
         if why:
             raise netns.TestbedError(f"không chạy được ở đây: {why}", f"cannot run here: {why}")

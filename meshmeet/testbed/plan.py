@@ -5,6 +5,9 @@ Pure: `make_plan` turns a Scenario into frozen records, and `setup_commands` int
 link, and exists only inside the namespaces it creates; each node's HTTP API stays on its own
 namespace's 127.0.0.1. Both ends of a link dial each other through their own emulator proxy (the
 node's link layer keeps one of the two connections), so a restarted node re-links at once.
+A link given a packet profile (profiles.py) is instead a TUN pair through a packet forwarder
+(tunlink.py, its own namespace PREFIX_linkN): no veth, tbf, iptables or proxy; both ends dial
+the other's address on it directly, so the nodes' own TCP meets the loss, queue and delay.
 This module must never run a command, read the clock or touch the network.
 """
 
@@ -12,12 +15,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..sim.scenario import Scenario
 from ..wire import DEAD_AFTER_KEEPALIVES
 from .delayline import EmulatorError, LinkShape
 from .emulator import Route
+from .profiles import parse_profile
 
 NETNS_PREFIX = "mm-"
 SUBNET = ipaddress.IPv4Network("10.77.0.0/16")
@@ -36,6 +42,32 @@ RUN_NAME_RE = re.compile(r"^[a-z0-9]{1,8}$")
 
 
 @dataclass(frozen=True)
+class TunLinkPlan:
+    """A packet-level emulated link between two namespaces: built by tunlink.start_tun_link."""
+
+    mid: str            # the forwarder's namespace
+    ns_a: str
+    ns_b: str
+    dev: str            # the TUN device's name in both namespaces
+    addr_a: str
+    addr_b: str
+    profile: str        # preset letter or key=value spec (profiles.parse_profile)
+    control: Path       # the forwarder's control socket
+    seed: str = "0"
+
+    def forwarder_argv(self) -> list[str]:
+        return ["-m", "meshmeet.testbed.packetlink", f"{self.ns_a}:{self.dev}", f"{self.ns_b}:{self.dev}",
+                "--profile", self.profile, "--seed", self.seed, "--control", str(self.control)]
+
+    def address_commands(self) -> list[list[str]]:
+        cmds = []
+        for ns, addr in ((self.ns_a, self.addr_a), (self.ns_b, self.addr_b)):
+            cmds.append(["ip", "-n", ns, "addr", "add", f"{addr}/{LINK_PREFIX_LEN}", "dev", self.dev])
+            cmds.append(["ip", "-n", ns, "link", "set", self.dev, "up"])
+        return cmds
+
+
+@dataclass(frozen=True)
 class LinkPlan:
     index: int
     a: str
@@ -47,6 +79,7 @@ class LinkPlan:
     rate_bps: float          # tbf on both ends
     loss: float              # iptables statistic DROP on input at both ends
     proxy_port: int          # 127.0.0.1:proxy_port in each end's namespace forwards to the other end
+    packet: TunLinkPlan | None = None   # a packet-level emulated link (then no veth/proxy)
 
     def other(self, node: str) -> str:
         return self.b if node == self.a else self.a
@@ -110,9 +143,24 @@ def keepalive_for(detect_s: float) -> float:
     return round(min(MAX_KEEPALIVE_S, max(MIN_KEEPALIVE_S, detect_s / DEAD_AFTER_KEEPALIVES)), 3)
 
 
-def make_plan(scenario: Scenario, run: str) -> Plan:
-    """Lay the scenario out: one namespace per node, one veth pair and /30 per link."""
+CONTROL_DIR = "/tmp/meshmeet-testbed"
+
+
+def control_path(run: str, index: int) -> Path:
+    """Where the forwarder of link `index` of run `run` listens for control requests."""
+    return Path(CONTROL_DIR) / check_run_name(run) / f"link{index}.sock"
+
+
+def make_plan(scenario: Scenario, run: str, profiles: Mapping[tuple[str, str], str] | None = None) -> Plan:
+    """Lay the scenario out: one namespace per node, one veth pair and /30 per link.
+
+    `profiles`: (a, b) -> profile spec puts that link on a packet forwarder, `forward` shaping a -> b."""
     prefix = run_prefix(run)
+    profiles = dict(profiles or {})
+    for (pa, pb), spec in profiles.items():
+        parse_profile(spec)
+        if not any({pa, pb} == {l.a, l.b} for l in scenario.links):
+            raise EmulatorError(f"không có liên kết {pa}~{pb}", f"no link {pa}~{pb} in the scenario")
     if len(scenario.links) > MAX_LINKS:
         raise EmulatorError(f"quá nhiều liên kết (tối đa {MAX_LINKS})", f"too many links (at most {MAX_LINKS})")
     names: dict[str, str] = {}
@@ -126,21 +174,30 @@ def make_plan(scenario: Scenario, run: str) -> Plan:
     links = []
     for i, spec in enumerate(scenario.links):
         base = SUBNET.network_address + 4 * i
+        addr = {spec.a: str(base + 1), spec.b: str(base + 2)}
+        packet = None
+        for (pa, pb), pspec in profiles.items():
+            if {pa, pb} == {spec.a, spec.b}:
+                packet = TunLinkPlan(mid=f"{prefix}_link{i}", ns_a=names[pa], ns_b=names[pb], dev=f"mm{i}",
+                                     addr_a=addr[pa], addr_b=addr[pb], profile=pspec, control=control_path(run, i),
+                                     seed=f"{run}-{i}")
         links.append(LinkPlan(
-            index=i, a=spec.a, b=spec.b, dev=f"mm{i}", addr_a=str(base + 1), addr_b=str(base + 2),
+            index=i, a=spec.a, b=spec.b, dev=f"mm{i}", addr_a=addr[spec.a], addr_b=addr[spec.b],
             delay_s=spec.delay_s, rate_bps=spec.bandwidth_bps, loss=spec.loss, proxy_port=PROXY_BASE_PORT + i,
+            packet=packet,
         ))
     hosts = []
     for spec in scenario.nodes:
         mine = [(link, scenario.links[link.index]) for link in links if spec.id in (link.a, link.b)]
         routes = tuple(
             Route(HTTP_HOST, link.proxy_port, link.addr_of(link.other(spec.id)), MESH_PORT, LinkShape(delay_s=link.delay_s))
-            for link, _ in mine
+            for link, _ in mine if link.packet is None
         )
+        direct = tuple(f"{link.addr_of(link.other(spec.id))}:{MESH_PORT}" for link, _ in mine if link.packet is not None)
         detect = min((s.detect_s for _, s in mine), default=3 * DEAD_AFTER_KEEPALIVES)
         hosts.append(HostPlan(
             node=spec.id, netns=names[spec.id], role=spec.role, priority=spec.priority,
-            keepalive_s=keepalive_for(detect), peers=tuple(f"{HTTP_HOST}:{r.listen_port}" for r in routes), routes=routes,
+            keepalive_s=keepalive_for(detect), peers=tuple(f"{HTTP_HOST}:{r.listen_port}" for r in routes) + direct, routes=routes,
         ))
     return Plan(run=run, hosts=tuple(hosts), links=tuple(links))
 
@@ -160,6 +217,8 @@ def setup_commands(plan: Plan) -> list[list[str]]:
         cmds.append(["ip", "netns", "add", host.netns])
         cmds.append(["ip", "-n", host.netns, "link", "set", "lo", "up"])
     for link in plan.links:
+        if link.packet is not None:
+            continue   # built by tunlink.start_tun_link once its forwarder runs
         ns_a, ns_b = plan.host(link.a).netns, plan.host(link.b).netns
         cmds.append(["ip", "link", "add", link.dev, "netns", ns_a, "type", "veth", "peer", "name", link.dev, "netns", ns_b])
         for ns, addr in ((ns_a, link.addr_a), (ns_b, link.addr_b)):
