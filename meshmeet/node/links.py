@@ -125,13 +125,17 @@ class Link:
     async def flush_final(self) -> None:
         """Best effort, at most CLOSE_GRACE_S: send a close frame before the link is dropped."""
         with trio.move_on_after(CLOSE_GRACE_S):
-            try:
-                data = self.conn.data_to_send()
-                if data:
-                    async with self._send_lock:
-                        await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+            await self._send_pending_quietly()
+
+    async def _send_pending_quietly(self) -> None:
+        """Whatever the connection has to send, ignoring a socket that is already gone."""
+        try:
+            data = self.conn.data_to_send()
+            if data:
+                async with self._send_lock:
+                    await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
     async def send(self, payload: bytes) -> None:
         """Queue one message for the writer task (waits while the queue is full)."""
@@ -164,14 +168,8 @@ class Link:
         self.closed = True
         with trio.move_on_after(CLOSE_GRACE_S) as scope:
             scope.shield = True
-            try:
-                self.conn.close(reason, trio.current_time())
-                data = self.conn.data_to_send()
-                if data:
-                    async with self._send_lock:
-                        await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+            self.conn.close(reason, trio.current_time())
+            await self._send_pending_quietly()
             await trio.aclose_forcefully(self.stream)
 
 
