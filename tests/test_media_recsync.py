@@ -151,11 +151,11 @@ def test_copy_replaced_at_the_source_mid_fetch_is_fetched_again_from_0(tmp_path:
     relay, end = Site("relay", tmp_path / "relay"), Site("end", tmp_path / "end")
     connect(relay, end)
     links = {frozenset(("relay", "end"))}
-    assert run({"relay": relay, "end": end}, links, stop_after_bytes=2 * R.PIECE_BYTES) == 2 * R.PIECE_BYTES
+    assert run({"relay": relay, "end": end}, links, stop_after_bytes=2 * R.PIECE_START_BYTES) == 2 * R.PIECE_START_BYTES
     data = make(tmp_path / "relay", "m", 300_000, seed=5)  # the relay fetched HQ's copy meanwhile
     relay.core.set_local(relay.store.scan())
     relay.do([R.Send("end", relay.core.list_message())])
-    run({"relay": relay, "end": end}, links)
+    run({"relay": relay, "end": end}, links, steps=1000)  # the harness gives no clock: 4 KiB pieces
     assert end.core.counters["verify_failed"] == 1 and end.core.counters["fetched"] == 1
     assert (tmp_path / "end" / "m.mmrec").read_bytes() == data and not list((tmp_path / "end").glob("*.part"))
 
@@ -208,3 +208,31 @@ def test_core_survives_hostile_messages(msgs: list[tuple[str, bytes]]) -> None:
             pass
         for a in core.poll(float(i), ["p", "q"]):
             assert not isinstance(a, R.Serve) or a.offset + a.length <= 10
+
+
+def _gets(actions: list[R.Action]) -> list[R.RecGet]:
+    return [R.parse(a.body) for a in actions if isinstance(a, R.Send) and isinstance(R.parse(a.body), R.RecGet)]
+
+
+@pytest.mark.parametrize("link_bytes_per_s, rtt_s", [(4_000.0, 0.2), (125_000.0, 0.05), (50e6, 0.0005)])
+def test_piece_size_follows_how_fast_pieces_come(link_bytes_per_s: float, rtt_s: float) -> None:
+    """A piece holds the link about PIECE_TARGET_S: on a 32 kbit/s hall link the gets shrink to a
+    few KiB at most (a 32 KiB piece there would queue 8 s in front of live audio); on a LAN they
+    grow to PIECE_BYTES."""
+    core = R.RecordingSync()
+    core.peer_up("p")
+    size = 10_000_000
+    core.receive("p", R.encode(R.RecList((R.RecordingInfo("m", size, bytes(32)),))), 0.0)
+    now, asked = 0.0, []
+    for _ in range(12):
+        (get,) = _gets(core.poll(now, ["p"]))
+        asked.append(get.length)
+        now += rtt_s + get.length / link_bytes_per_s
+        core.receive("p", R.encode(R.RecPiece("m", get.offset, bytes(get.length))), now)
+    assert asked[0] == R.PIECE_START_BYTES
+    assert all(R.PIECE_MIN_BYTES <= n <= R.PIECE_BYTES for n in asked)
+    held_s = [n / link_bytes_per_s for n in asked[6:]]
+    if link_bytes_per_s * R.PIECE_TARGET_S >= R.PIECE_BYTES:
+        assert asked[-1] == R.PIECE_BYTES
+    else:  # never much more than the target once settled (the round trip counts too)
+        assert max(held_s) <= 2 * R.PIECE_TARGET_S or asked[-1] == R.PIECE_MIN_BYTES, (asked, held_s)

@@ -34,7 +34,10 @@ KIND_REC_LIST = 0x20
 KIND_REC_GET = 0x21
 KIND_REC_PIECE = 0x22
 RECSYNC_KINDS = frozenset({KIND_REC_LIST, KIND_REC_GET, KIND_REC_PIECE})
-PIECE_BYTES = 32 * 1024  # one get/piece; at 1 Mbit/s a piece holds the link for ~0.26 s
+PIECE_BYTES = 32 * 1024  # the largest get/piece; at 1 Mbit/s a piece holds the link for ~0.26 s
+PIECE_START_BYTES = 4 * 1024  # a fetch's first get: pieces then grow or shrink to take PIECE_TARGET_S
+PIECE_MIN_BYTES = 1024
+PIECE_TARGET_S = 0.25  # how long one piece may hold a link (a 32 kbit/s hall link: ~1 KiB, not 8 s of 32 KiB)
 MAX_LIST_ITEMS = 1000
 MAX_MESSAGE_BYTES = PIECE_BYTES + 256
 MAX_RECORDING_BYTES = 1 << 40
@@ -189,6 +192,7 @@ class _Fetch:
     written_from: int = 0  # where the last piece handed to the driver starts (undone if it cannot write it)
     write_failed: bool = False  # the driver could not write that piece: wait WRITE_RETRY_S, then ask again
     retry_at: float | None = None
+    piece_bytes: int = PIECE_START_BYTES  # what the next get asks for (sized by how fast pieces came)
 
 
 class RecordingSync:
@@ -234,8 +238,9 @@ class RecordingSync:
         return list(self._offers)
 
     # ---- input -------------------------------------------------------------------------
-    def receive(self, peer: str, body: bytes) -> list[Action]:
-        """A message from a linked peer. RecSyncError if malformed."""
+    def receive(self, peer: str, body: bytes, now: float | None = None) -> list[Action]:
+        """A message from a linked peer. RecSyncError if malformed. With `now`, a piece's round
+        trip sizes the next get so that a piece holds the link about PIECE_TARGET_S."""
         msg = parse(body)
         if peer not in self._offers:
             return []  # its link is not up (a message that overtook the link-up hook)
@@ -258,6 +263,10 @@ class RecordingSync:
                 or msg.offset + len(msg.data) > f.target.size:
             self.counters["stale_pieces"] += 1
             return []
+        if now is not None and msg.data:
+            elapsed_s = max(now - f.asked_at, 1e-3)
+            grown = int(len(msg.data) * PIECE_TARGET_S / elapsed_s)
+            f.piece_bytes = max(PIECE_MIN_BYTES, min(grown, 2 * f.piece_bytes, PIECE_BYTES))
         f.written_from = msg.offset
         f.have += len(msg.data)
         f.asked_at = None
@@ -338,7 +347,7 @@ class RecordingSync:
             due = f.asked_at is None or now - f.asked_at >= REQUEST_TIMEOUT_S
             if due and f.peer in ready and f.have < f.target.size:
                 f.asked_at = now
-                out.append(Send(f.peer, encode(RecGet(name, f.have, min(PIECE_BYTES, f.target.size - f.have)))))
+                out.append(Send(f.peer, encode(RecGet(name, f.have, min(f.piece_bytes, f.target.size - f.have)))))
             elif f.have >= f.target.size and name not in self._verifying:
                 del self._fetches[name]  # a partial file as long as the target already: verify it
                 self._verifying[name] = f

@@ -446,7 +446,7 @@ class MediaService:
 
     def _on_recsync(self, peer: str, body: bytes) -> None:
         try:
-            self._recsync_do(self.recsync.receive(peer, body))
+            self._recsync_do(self.recsync.receive(peer, body, trio.current_time()))
         except R.RecSyncError as e:
             self.counters["format_errors"] += 1
             log.debug("recording sync from %s: %s", peer, e.en)

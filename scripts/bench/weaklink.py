@@ -4,8 +4,8 @@
 Three real nodes in network namespaces (scripts/testbed; needs root): HQ -> relay hall on a clean
 link -> end hall on a packet link (meshmeet/testbed/packetlink.py) with profile A-E. For each
 profile (default: all, 60 s each):
-  av      a Python presenter on HQ's /media/ws/present sends 20 ms audio frames (Opus-sized, 16 kbit/s,
-          following the node's audio rate requests) and ~150 kbit/s of low-layer video (20 fps, a
+  av      a Python presenter on HQ's /media/ws/present sends audio frames (Opus-sized, 16 kbit/s in 20 ms frames,
+          following the node's audio rate requests for bitrate and frame duration, as present.js does) and ~150 kbit/s of low-layer video (20 fps, a
           keyframe every 2 s or on request); a Python subscriber on the end hall's /media/ws/hall?layer=low
   audio   the same, audio only
   udp_red the baseline, measured during `audio` on a second packet link between the same two
@@ -78,8 +78,8 @@ def stamp() -> bytes:
     return time.monotonic_ns().to_bytes(STAMP, "big")
 
 
-def audio_bytes(kbps: float) -> int:
-    return max(STAMP + 2, int(kbps * 1000 / 8 * FRAME_S))
+def audio_bytes(kbps: float, frame_s: float = FRAME_S) -> int:
+    return max(STAMP + 2, int(kbps * 1000 / 8 * frame_s))
 
 
 async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
@@ -87,7 +87,7 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
 
     opus = C.encode(C.DecoderConfig(C.TRACK_AUDIO, 0, 1, {"codec": "opus", "numberOfChannels": 1, "sampleRate": 48000}))
     vp8 = C.encode(C.DecoderConfig(C.TRACK_VIDEO, C.LAYER_LOW, 1, {"codec": "vp8", "codedWidth": 320, "codedHeight": 180}))
-    state = {"kbps": AUDIO_KBPS, "key": True}
+    state = {"kbps": AUDIO_KBPS, "frame_ms": int(FRAME_S * 1000), "key": True}
     rates: list[tuple[float, int]] = []
     other: dict[str, int] = {}
     keyreqs = 0
@@ -105,6 +105,7 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
                     continue
                 if isinstance(msg, C.AudioRateRequest):
                     state["kbps"] = min(AUDIO_KBPS, msg.kbps)
+                    state["frame_ms"] = msg.frame_ms  # as present.js does: longer Opus frames when asked
                     rates.append((round(time.monotonic() - start_at, 2), msg.kbps))
                 elif isinstance(msg, C.KeyframeRequest):
                     keyreqs += 1
@@ -118,20 +119,25 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
             await ws.send_bytes(vp8)
         while time.monotonic() < start_at:
             await asyncio.sleep(0.005)
-        n = nv = 0
+        n = nv = v = 0
+        t_us = 0  # the audio's media time; frames last state["frame_ms"] each
         kbps_frames: list[int] = []
+        frame_ms_used: set[int] = set()
         while True:
-            due = start_at + n * FRAME_S
+            due = start_at + t_us / 1e6
             if due >= start_at + seconds:
                 break
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            frame_ms = state["frame_ms"]
             kbps_frames.append(state["kbps"])
-            await ws.send_bytes(C.encode(C.Chunk(C.TRACK_AUDIO, 0, 0, True, 1, n, n * 20_000, 20_000,
-                                                 stamp() + bytes(audio_bytes(state["kbps"]) - STAMP))))
-            if video and n % (50 // VIDEO_FPS) == 0:
-                v = n // (50 // VIDEO_FPS)
+            frame_ms_used.add(frame_ms)
+            await ws.send_bytes(C.encode(C.Chunk(C.TRACK_AUDIO, 0, 0, True, 1, n, t_us, frame_ms * 1000,
+                                                 stamp() + bytes(audio_bytes(state["kbps"], frame_ms / 1000) - STAMP))))
+            n += 1
+            t_us += frame_ms * 1000
+            while video and v * 1e6 / VIDEO_FPS < t_us:  # the video frames due by the end of this audio frame
                 key = state["key"] or v % KEYFRAME_EVERY == 0
                 state["key"] = False
                 avg = VIDEO_BPS / 8 / VIDEO_FPS
@@ -140,11 +146,11 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
                 await ws.send_bytes(C.encode(C.Chunk(C.TRACK_VIDEO, C.LAYER_LOW, tid, key, 1, v, v * 50_000, 50_000,
                                                      stamp() + bytes(size))))
                 nv += 1
-            n += 1
+                v += 1
         await asyncio.sleep(0.5)
         task.cancel()
     return {"sent": n, "video_sent": nv, "rate_requests": rates, "keyframe_requests": keyreqs, "other_upstream": other,
-            "frame_ms": FRAME_S * 1000, "kbps_used": sorted(set(kbps_frames)),
+            "frame_ms": sorted(frame_ms_used), "kbps_used": sorted(set(kbps_frames)),
             "kbps_last": kbps_frames[-1] if kbps_frames else None}
 
 
@@ -455,7 +461,7 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
         sent = udp[0].result(seconds + GUARD_S)
         got = udp[1].result(seconds + GUARD_S)
         out["udp_red"] = {**audio_metrics(got, sent.get("sent", 0), base_ms), "red": sent.get("red"),
-                          "opus_kbps_used": [sent.get("kbps")], "frame_ms": FRAME_S * 1000}
+                          "opus_kbps_used": [sent.get("kbps")], "frame_ms": [int(FRAME_S * 1000)]}
     return out
 
 
@@ -588,7 +594,7 @@ def print_table(report: dict) -> None:
                 print(f"{prof:<4} {mode:<8} error: {r['error']}")
                 continue
             ratio = (r["p95_ms"] / udp_p95) if r.get("p95_ms") is not None and udp_p95 and udp_p95 > 0 else None
-            extra = f"{r.get('opus_kbps_used')}, {_f(r.get('frame_ms'))}"
+            extra = f"{r.get('opus_kbps_used')}, {r.get('frame_ms')}"
             if mode == "av":
                 extra += f"; {r.get('video_off')}"
             if r.get("transport"):
