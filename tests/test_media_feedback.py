@@ -357,3 +357,27 @@ def test_profile_e_from_the_start_a_datagram_link_added_at_audio_only() -> None:
 def test_a_datagram_link_added_at_audio_only_climbs_fast_where_video_fits() -> None:
     r, src, path, levels = profile(1e6, 0.08, 0.03, 0.03, 0.5, cap_at=0.0, t1=10.0, start_level=AUDIO_LEVEL)
     assert next(t for t, layer in levels if layer != "audio") <= 3.0
+
+
+def test_an_estimate_pinned_by_an_app_limited_sender_is_not_taken_for_the_path() -> None:
+    """Audio alone never shows a path's room: after one false overuse the estimate grows only to
+    1.5x what the audio sends. Pinned there, clean for APP_LIMITED_CLEAN_S, it is app-limited (the
+    redundancy rule then lets copies probe the path); a new overuse makes it binding again."""
+    from meshmeet.media.feedback import APP_LIMITED_CLEAN_S, LinkFeedback
+
+    fb, now, sent = LinkFeedback(), 0.0, 22_000.0
+    for _ in range(3):  # queueing delay high and rising: confirmed overuse, the estimate becomes known
+        now += 0.25
+        assert fb.report(now, 0.0, 0.005, 0.1 + now / 10, 0.1, sent)
+    assert fb.estimate_bps is not None and not fb.app_limited(now)
+    clean_from = now
+    while now - clean_from < APP_LIMITED_CLEAN_S + 5:
+        now += 0.25
+        fb.report(now, 0.0, 0.005, 0.001, 0.1, sent)
+        if now - clean_from < APP_LIMITED_CLEAN_S - 0.5:
+            assert not fb.app_limited(now)
+    assert fb.app_limited(now) and fb.estimate_bps <= 1.5 * sent
+    for _ in range(3):
+        now += 0.25
+        fb.report(now, 0.0, 0.005, 0.3 + now / 10, 0.1, sent)
+    assert not fb.app_limited(now)

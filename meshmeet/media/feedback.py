@@ -51,6 +51,8 @@ INCREASE_CAP_FACTOR = 1.5  # never grow past this multiple of what the link real
 LOSS_EWMA_WEIGHT = 0.2  # smoothing of the reported loss (a report counts few packets on a narrow link)
 MAX_SLOPE_GAP_S = 2.0  # the delay slope is read only between reports at most this far apart
 MIN_ESTIMATE_BPS = 8_000.0  # below anything useful: the floor of the estimate
+APP_LIMITED_CLEAN_S = 10.0  # pinned at its cap this long with nothing high: the sender, not the path, limits it
+APP_LIMITED_SHARE = 0.9  # ...pinned = at least this share of the cap
 MAX_RTT_S = 60.0
 MAX_DELAY_S = 60.0
 
@@ -69,6 +71,7 @@ class LinkFeedback:
     last_report_at: float | None = None
     last_decrease_at: float = -math.inf
     last_high_at: float = -math.inf  # latest report with the delay above threshold or heavy loss
+    last_sent_bps: float = 0.0  # what the link sent, as of the latest report
     reports: int = 0
     _over_count: int = 0
     _settle_until: float = -math.inf
@@ -87,6 +90,7 @@ class LinkFeedback:
         if self.last_report_at is not None and now < self.last_report_at or sent_bps < 0:
             return False  # out of order
         sent = sent_bps
+        self.last_sent_bps = sent
         prev_at, prev_delay = self.last_report_at, self.delay_s
         gap = None if prev_at is None else now - prev_at
         self.loss = (1 - LOSS_EWMA_WEIGHT) * self.loss + LOSS_EWMA_WEIGHT * loss_fraction
@@ -151,6 +155,17 @@ class LinkFeedback:
     def clean_since(self, t: float) -> bool:
         """No report since `t` showed a high delay or heavy loss."""
         return self.last_high_at < t
+
+    def app_limited(self, now: float) -> bool:
+        """The estimate is only what the sender offered: pinned near its cap (a multiple of what was
+        sent) with nothing high and no decrease for APP_LIMITED_CLEAN_S. One false overuse (jitter)
+        on an audio-only link would otherwise keep a 1 Mbit/s path looking like 30 kbit/s for good,
+        since the estimate never grows past what the audio sends."""
+        if self.estimate_bps is None or not self.active(now):
+            return False
+        pinned = self.estimate_bps >= APP_LIMITED_SHARE * INCREASE_CAP_FACTOR * self.last_sent_bps
+        return (pinned and now - self.last_high_at >= APP_LIMITED_CLEAN_S
+                and now - self.last_decrease_at >= APP_LIMITED_CLEAN_S)
 
     def steady(self, now: float) -> bool:
         """Good for climbing: active, nothing high in the latest report, no decrease for a while."""

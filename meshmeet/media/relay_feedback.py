@@ -67,14 +67,17 @@ class FeedbackRules:
     def audio_redundancy(self, link: str, now: float) -> int:
         """How many earlier audio frames a datagram driver should repeat with each audio frame on
         `link` (RFC 2198-style; 0..2): as its reports show loss, and only while the link's
-        estimate has room for the copies on top of its level."""
+        estimate has room for the copies on top of its level (or the estimate is only what the sender
+        offered: `LinkFeedback.app_limited`)."""
         lk = self._links.get(link)
         fb = lk.feedback if lk is not None else None
         if fb is None or not fb.active(now):
             return 0
         depth = self._wanted_redundancy(fb)
         copy_bps = self._copy_bps()
-        if depth and fb.estimate_bps is not None and copy_bps > 0:
+        if depth and fb.estimate_bps is not None and copy_bps > 0 and not fb.app_limited(now):
+            # (an app-limited estimate says nothing of the room: the copies probe it, and a path
+            # that cannot carry them shows overuse, which makes the estimate binding again)
             room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
             depth = min(depth, max(0, int(room // copy_bps)))
         return depth
