@@ -1,0 +1,251 @@
+"""Three real nodes for the weak-link tests (issue 13): HQ -> relay hall (clean) -> end hall on a packet link.
+
+The presenter, subscriber, metrics and status poller are scripts/bench/weaklink.py's own (loaded
+here by path, never copied): a Python presenter on HQ's /media/ws/present sends 20 ms audio frames
+(and ~150 kbit/s of low video), a subscriber on the end hall's /media/ws/hall records each frame's
+send and arrival time (CLOCK_MONOTONIC, shared by all namespaces). This module builds and tears down
+the testbed and runs one stretch of media through it; it asserts nothing and never leaves a
+namespace behind (the context manager removes the run's namespaces on every exit). Needs root.
+
+One role is its own: `presenter`, the bench's presenter made to honour the frame duration of the
+node's audio encoding requests too (kind 0x06 long form: 20/40/60 ms frames), as the browser's
+presenter does; the bench's sends 20 ms frames whatever it is asked, which cannot fit profile E
+(32 kbit/s: 50 datagrams/s x 55 B of headers alone is 22 kbit/s). Run as
+`ip netns exec NS python tests/weaklink_live.py --role presenter --params JSON`; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "scripts" / "bench" / "weaklink.py"
+DETECT_S = 15.0          # the nodes' default keepalive (5 s, dead after 3 missed), as the bench and as deployed
+GUARD_S = 120.0          # hang guards only
+LEAD_S = 2.0             # the subscriber connects this long before the presenter's first frame
+
+
+def load_bench() -> ModuleType:
+    """scripts/bench/weaklink.py as a module (its roles run as `python weaklink.py --role ...`)."""
+    spec = importlib.util.spec_from_file_location("weaklink_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+WL = load_bench()
+
+
+async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
+    """The bench's presenter (same configs, sizes, stamps and video), with the requested frame duration."""
+    import aiohttp
+
+    from meshmeet.media import chunk as C
+
+    opus = C.encode(C.DecoderConfig(C.TRACK_AUDIO, 0, 1, {"codec": "opus", "numberOfChannels": 1, "sampleRate": 48000}))
+    vp8 = C.encode(C.DecoderConfig(C.TRACK_VIDEO, C.LAYER_LOW, 1, {"codec": "vp8", "codedWidth": 320, "codedHeight": 180}))
+    state = {"kbps": WL.AUDIO_KBPS, "frame_ms": 20, "key": True}
+    requests: list[list] = []
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{WL.HTTP}/media/ws/present", max_msg_size=0) as ws:
+
+        async def listen() -> None:
+            async for m in ws:
+                if m.type != aiohttp.WSMsgType.BINARY or not m.data:
+                    continue
+                try:
+                    msg = C.parse(m.data)
+                except C.MediaFormatError:
+                    continue
+                if isinstance(msg, C.AudioRateRequest):
+                    state["kbps"], state["frame_ms"] = min(WL.AUDIO_KBPS, msg.kbps), msg.frame_ms
+                    requests.append([round(time.monotonic() - start_at, 2), msg.kbps, msg.frame_ms])
+                elif isinstance(msg, C.KeyframeRequest):
+                    state["key"] = True
+
+        task = asyncio.create_task(listen())
+        await ws.send_bytes(opus)
+        if video:
+            await ws.send_bytes(vp8)
+        n = nv = 0
+        t_us = 0                       # media time of the next audio frame
+        used: set[tuple[int, int]] = set()
+        video_every_us = 1_000_000 // WL.VIDEO_FPS
+        while t_us < seconds * 1e6:
+            delay = start_at + t_us / 1e6 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            kbps, frame_ms = state["kbps"], state["frame_ms"]
+            used.add((kbps, frame_ms))
+            size = max(WL.STAMP + 2, int(kbps * 1000 / 8 * frame_ms / 1000))
+            await ws.send_bytes(C.encode(C.Chunk(C.TRACK_AUDIO, 0, 0, True, 1, n, t_us, frame_ms * 1000,
+                                                 WL.stamp() + bytes(size - WL.STAMP))))
+            n += 1
+            t_us += frame_ms * 1000
+            while video and nv * video_every_us < t_us:
+                key = state["key"] or nv % WL.KEYFRAME_EVERY == 0
+                state["key"] = False
+                avg = WL.VIDEO_BPS / 8 / WL.VIDEO_FPS
+                vsize = int(avg * WL.KEYFRAME_FACTOR) if key else int(avg * (WL.KEYFRAME_EVERY - WL.KEYFRAME_FACTOR)
+                                                                      / (WL.KEYFRAME_EVERY - 1))
+                tid = 0 if key else (0, 2, 1, 2)[nv % 4]
+                await ws.send_bytes(C.encode(C.Chunk(C.TRACK_VIDEO, C.LAYER_LOW, tid, key, 1, nv, nv * video_every_us,
+                                                     video_every_us, WL.stamp() + bytes(vsize))))
+                nv += 1
+        await asyncio.sleep(0.5)
+        task.cancel()
+    return {"sent": n, "video_sent": nv, "requests": requests, "kbps_used": sorted(k for k, _ in used),
+            "frame_ms_used": sorted({f for _, f in used})}
+
+
+class PresenterRole(WL.Role):
+    """This module's presenter inside a namespace; `result()` (the bench's) waits for its JSON line."""
+
+    def __init__(self, netns_name: str, env: dict, **params) -> None:
+        self.name = "presenter"
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns_name, sys.executable, __file__, "--role", "presenter",
+                                      "--params", json.dumps(params)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+
+
+def why_not() -> str | None:
+    """Why the namespace testbed cannot run here (None: it can)."""
+    from meshmeet.testbed import netns
+
+    return netns.missing_requirements() or (None if os.path.exists("/dev/net/tun") else "no /dev/net/tun")
+
+
+def run_name(tag: str) -> str:
+    """A run name unique to this process (the bench uses "wlbench"): 1-8 lowercase letters/digits."""
+    return f"{tag}{os.getpid() % 0xFFFFF:x}"[:8]
+
+
+SCENARIO = {"name": "weaklink-test", "nodes": [{"id": "hq", "role": "hq"}, {"id": "relay"}, {"id": "end"}],
+            "links": [{"a": "hq", "b": "relay", "kind": "lan", "detect_s": DETECT_S},
+                      {"a": "relay", "b": "end", "kind": "4g", "detect_s": DETECT_S}]}
+
+
+def node_id(bed, node: str) -> str:
+    return next(i for i, n in bed.ids.items() if n == node)
+
+
+def relay_link(bed) -> dict | None:
+    """The relay's media status for its link to the end hall (None until there is one)."""
+    try:
+        links = (bed.status("relay").get("media") or {}).get("links", [])
+    except (OSError, ValueError):
+        return None
+    return next((lk for lk in links if lk.get("peer") == node_id(bed, "end")), None)
+
+
+def wait_until(pred, what: str, guard_s: float = GUARD_S):
+    """Poll pred() until truthy (a hang guard, not a timing assertion); AssertionError naming `what`."""
+    end = time.monotonic() + guard_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"never happened within the {guard_s:g} s hang guard: {what}")
+        time.sleep(0.2)
+
+
+def wait_end_hears_relay(bed) -> None:
+    relay = node_id(bed, "relay")
+
+    def ok() -> bool:
+        try:
+            return (bed.status("end").get("media") or {}).get("source_link") == relay
+        except (OSError, ValueError):
+            return False
+    wait_until(ok, "the end hall takes its media from the relay")
+
+
+@contextmanager
+def weak_bed(work: Path, run: str, profile: str, node_env: dict[str, str] | None = None) -> Iterator:
+    """The three nodes up, the tree whole, relay~end on a packet link with `profile`; always torn down."""
+    from meshmeet.sim.scenario import load_scenario
+    from meshmeet.testbed import netns
+    from meshmeet.testbed.bed import Testbed
+    from meshmeet.testbed.plan import make_plan
+
+    plan = make_plan(load_scenario(SCENARIO), run, {("relay", "end"): profile})
+    netns.cleanup(plan.prefix)
+    bed = Testbed(plan, work)
+    bed.env.update(node_env or {})
+    try:
+        bed.prepare()
+        bed.up()
+        m = bed.wait_whole("start")
+        assert m.seconds is not None, f"the tree never became whole: {m.verdict}"
+        wait_end_hears_relay(bed)
+        yield bed
+    finally:
+        bed.down()
+
+
+def restart_with(bed, profile: str) -> None:
+    """Shape relay~end as `profile` and restart the relay and end hall (no backlog carried over)."""
+    bed.set_profile("relay", "end", profile)
+    WL.fresh_nodes(bed, lambda *a: None)
+    wait_end_hears_relay(bed)
+
+
+def in_netns(bed, node: str, *argv: str) -> None:
+    subprocess.run(["ip", "netns", "exec", bed.plan.host(node).netns, *argv], check=True, capture_output=True,
+                   timeout=30)
+
+
+def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
+    """One stretch of live media HQ -> end hall: the bench's audio (and video) figures, plus the
+    relay's media status rows for the end hall's link (`status`: [{t, layer, transport, ...}])."""
+    from meshmeet.testbed.profiles import PRESETS
+
+    hq, end = bed.plan.host("hq").netns, bed.plan.host("end").netns
+    start_at = time.monotonic() + LEAD_S
+    hall = WL.Role(end, "hall", bed.env, seconds=seconds, start_at=start_at)
+    time.sleep(0.5)
+    pres = PresenterRole(hq, bed.env, seconds=seconds, video=video, start_at=start_at)
+    with WL.StatusPoller(bed, "relay", node_id(bed, "end")) as poll:
+        p = pres.result(seconds + GUARD_S)
+        rx = hall.result(seconds + WL.DRAIN_MAX_S + GUARD_S)
+    assert "error" not in p, p["error"]
+    assert "error" not in rx, rx["error"]
+    out = WL.audio_metrics(rx, p["sent"], PRESETS[profile].base_delay_s * 1000)
+    arrivals = sorted(a for k, (_, a) in rx["audio"].items() if int(k) < p["sent"])
+    out["max_gap_ms"] = round(max(((y - x) / 1e6 for x, y in zip(arrivals, arrivals[1:])), default=0.0), 1)
+    if video:
+        out.update(WL.video_metrics(rx, start_at, seconds), video_sent=p["video_sent"])
+        out["video_arrivals_s"] = sorted(round(a / 1e9 - start_at, 2) for _, a, _ in rx["video"])
+    out["status"] = [r for r in poll.rows if "mesh" not in r]
+    out["summary"] = poll.summary()
+    out["opus_kbps_used"], out["frame_ms_used"], out["audio_requests"] = p["kbps_used"], p["frame_ms_used"], p["requests"]
+    return out
+
+
+def figures(m: dict) -> dict:
+    """What an assertion message shows: the measured figures, without the raw rows."""
+    keep = ("sent", "delivered", "delivered_pct", "p50_ms", "p95_ms", "p99_ms", "max_ms", "gaps_over_200ms",
+            "max_gap_ms", "heard_150ms_pct", "heard_300ms_pct", "video_frames", "video_sent", "video_off",
+            "opus_kbps_used", "frame_ms_used")
+    return {**{k: m[k] for k in keep if k in m}, "layers": m["summary"]["relay_layers"],
+            "transport": m["summary"]["transport"]}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", choices=["presenter"], required=True)
+    parser.add_argument("--params", required=True)
+    p = json.loads(parser.parse_args().params)
+    print(json.dumps(asyncio.run(role_presenter(p["seconds"], p["video"], p["start_at"]))))
