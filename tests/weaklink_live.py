@@ -149,16 +149,29 @@ def relay_link(bed) -> dict | None:
     return next((lk for lk in links if lk.get("peer") == node_id(bed, "end")), None)
 
 
-def wait_until(pred, what: str, guard_s: float = GUARD_S):
-    """Poll pred() until truthy (a hang guard, not a timing assertion); AssertionError naming `what`."""
+def wait_until(pred, what: str, guard_s: float = GUARD_S, must: bool = True):
+    """Poll pred() until truthy (a hang guard, not a timing assertion); AssertionError naming `what`
+    (or, with must=False, the last value: the caller's own assertions judge it)."""
     end = time.monotonic() + guard_s
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > end:
+            if not must:
+                return v
             raise AssertionError(f"never happened within the {guard_s:g} s hang guard: {what}")
         time.sleep(0.2)
+
+
+SETTLE_S = 20.0   # how long a run waits for the relay's link to go on datagrams before its media anyway
+
+
+def settle_on_datagrams(bed) -> None:
+    """Wait (at most SETTLE_S) for relay -> end on datagrams; the media then runs whatever the link
+    is on, so that a node without datagrams (MESHMEET_NO_DATAGRAMS=1) is judged by its audio first."""
+    wait_until(lambda: relay_link(bed) is not None, "the relay has a media link to the end hall")
+    wait_until(lambda: (relay_link(bed) or {}).get("transport") == "datagram", "datagrams", SETTLE_S, must=False)
 
 
 def wait_end_hears_relay(bed) -> None:
