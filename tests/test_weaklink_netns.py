@@ -37,24 +37,13 @@ TCP_DELIVERED_PCT = 95.0
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    with weak_bed(tmp_path_factory.mktemp("wlnetns"), run_name("wlt"), "C") as b:
+    # E first: on a bed that has carried no media yet (see restart_with)
+    with weak_bed(tmp_path_factory.mktemp("wlnetns"), run_name("wlt"), "E") as b:
         yield b
 
 
 def transports(m: dict) -> list[str]:
     return [r.get("transport") for r in m["status"] if "transport" in r]
-
-
-def test_profile_c_audio_and_video_continuous_over_datagrams(bed):
-    settle_on_datagrams(bed)
-    m = run_media(bed, "C", SECONDS, video=True)
-    f = figures(m)
-    print("profile C av:", f)
-    assert m["heard_150ms_pct"] >= C_HEARD_150_PCT, f"C: heard within 150 ms {m['heard_150ms_pct']} % < {C_HEARD_150_PCT} %: {f}"
-    assert m["max_gap_ms"] <= C_MAX_GAP_MS, f"C: longest gap between audio arrivals {m['max_gap_ms']} ms: {f}"
-    t = transports(m)
-    assert t and all(x == "datagram" for x in t), f"C: the relay's link to the end hall was not on datagrams: {t}"
-    assert m["video_frames"] > 0, f"C: no video reached the end hall at 1 Mbit/s: {f}"
 
 
 def test_profile_e_audio_within_bounds_and_video_shed(bed):
@@ -72,6 +61,19 @@ def test_profile_e_audio_within_bounds_and_video_shed(bed):
     assert not late, f"E: video still reached the end hall {len(late)} times after {E_VIDEO_SHED_S} s: {late[:10]}: {f}"
     t = transports(m)
     assert t and all(x == "datagram" for x in t), f"E: the relay's link to the end hall was not on datagrams: {t}"
+
+
+def test_profile_c_audio_and_video_continuous_over_datagrams(bed):
+    restart_with(bed, "C")
+    settle_on_datagrams(bed)
+    m = run_media(bed, "C", SECONDS, video=True)
+    f = figures(m)
+    print("profile C av:", f)
+    assert m["heard_150ms_pct"] >= C_HEARD_150_PCT, f"C: heard within 150 ms {m['heard_150ms_pct']} % < {C_HEARD_150_PCT} %: {f}"
+    assert m["max_gap_ms"] <= C_MAX_GAP_MS, f"C: longest gap between audio arrivals {m['max_gap_ms']} ms: {f}"
+    t = transports(m)
+    assert t and all(x == "datagram" for x in t), f"C: the relay's link to the end hall was not on datagrams: {t}"
+    assert m["video_frames"] > 0, f"C: no video reached the end hall at 1 Mbit/s: {f}"
 
 
 def test_all_udp_dropped_audio_arrives_over_tcp(bed):
