@@ -12,19 +12,21 @@ to its AudioContext's destination with a small AudioWorklet (its samples also go
 so nothing changes what is played) that counts the longest run of silent samples once sound began.
 The source is a continuous tone, so a silent run is audio the hall did not play: an underrun (or a
 gap concealed into silence). Over ~20 s of audio: no silent run longer than 200 ms (the issue's
-bound), and the relay's link to the end hall on datagrams. Needs root and Chromium (skips otherwise).
+bound), and the relay's link to the end hall on datagrams. The control: after that, every packet
+into the end hall is dropped for 1.5 s, and the same tap must report a silent run > 200 ms.
+Needs root and Chromium (skips otherwise).
 """
 
 from __future__ import annotations
 
-import os
 import stat
+import time
 
 import pytest
 
 from browser.media_fixtures import CHROMIUM, chromium_args, poll
 from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
-from weaklink_live import GUARD_S, relay_link, run_name, wait_until, weak_bed, why_not
+from weaklink_live import GUARD_S, in_netns, relay_link, run_name, wait_until, weak_bed, why_not
 
 WHY_NOT = why_not()
 # real Chromium and real nodes on 2 shared cores: a stall of the presenter's own capture can starve it
@@ -34,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1),
 PAGE = "http://localhost:8080"
 AUDIO_S = 20.0
 MAX_SILENT_MS = 200.0       # the issue's bound for an underrun
+CUT_S = 1.5                 # the control: a cut this long must show as silence
 SILENT_LEVEL = 1e-3         # |sample| below this is silence (the tone's peak is ~0.37; a zero crossing is 1 sample)
 STATS = "window.meshmeet.stats()"
 DETAILS = "window.meshmeet.details()"
@@ -134,6 +137,20 @@ def test_hall_page_plays_audio_over_profile_c_without_long_underruns(capture_fil
                 f"the hall page went silent for {tap['longestSilentMs']:.0f} ms (> {MAX_SILENT_MS:g}): {played}"
             assert played["decoded"] >= 0.9 * AUDIO_S * 50, f"the hall decoded too few 20 ms frames: {played}"
             assert link.get("transport") == "datagram", f"the relay's link to the end hall: {played['relay_link']}"
+
+            # the control: the same tap hears a cut (every packet into the end hall dropped for CUT_S)
+            hall.evaluate("window.__mmTapReset()")
+            poll(hall, TAP, lambda t: t is not None and t["heardMs"] > 1000)
+            rule = ["INPUT", "-j", "DROP"]
+            in_netns(bed, "end", "iptables", "-I", *rule)
+            try:
+                time.sleep(CUT_S)
+            finally:
+                in_netns(bed, "end", "iptables", "-D", *rule)
+            cut = poll(hall, TAP, lambda t: t is not None and t["silentNowMs"] == 0 and t["longestSilentMs"] > MAX_SILENT_MS,
+                       timeout_s=GUARD_S)
+            print("profile C, hall page, after a cut of", CUT_S, "s:", cut)
+            assert cut["longestSilentMs"] > MAX_SILENT_MS, f"the tap did not hear a {CUT_S} s cut: {cut}"
         finally:
             at_hq.close()
             at_end.close()
