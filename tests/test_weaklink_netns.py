@@ -9,6 +9,12 @@ The issue's goals (C: >= 99 % heard within 150 ms, no gap > 200 ms; E: p95 <= 40
 delivered) are asserted with a margin for a loaded 2-core machine, and the measured figures are in
 every assertion message. With the nodes' TCP links only (MESHMEET_NO_DATAGRAMS=1 in the environment,
 which the nodes inherit) the C and E bounds fail. Needs root (skips otherwise); waits are hang guards.
+
+Measured 2026-12-06 (load 1-3, 2 cores), datagrams vs MESHMEET_NO_DATAGRAMS=1: E 99.4 % delivered,
+p95 232-243 ms vs 13.6-23.1 %, p95 14-17 s; C 99.6-100 % heard within 150 ms, longest gap 72-86 ms vs
+79-81 %, 418-443 ms; no UDP: 100 % delivered over tcp, p95 198 ms. Every run first waits until the
+end hall holds every recording (tests/weaklink_live.py restart_with): a recording fetch over E's link
+during the media is a bulk TCP transfer that fills the modem queue (45-67 % delivered, p50 ~1.2 s).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ pytestmark = [pytest.mark.slow,
 SECONDS = 20.0
 # profile C (goal: >= 99 % heard within 150 ms of the fastest frame, 0 gaps > 200 ms)
 C_HEARD_150_PCT = 97.0
-C_MAX_GAP_MS = 400.0
+C_MAX_GAP_MS = 300.0       # measured 72-86 ms on datagrams, 418-443 ms on the TCP link
 # profile E (goal: p95 <= 400 ms above the base delay, >= 97 % delivered, video shed within 1 s)
 E_P95_MS = 800.0
 E_DELIVERED_PCT = 90.0

@@ -4,8 +4,8 @@ The presenter, subscriber, metrics and status poller are scripts/bench/weaklink.
 here by path, never copied): a Python presenter on HQ's /media/ws/present sends 20 ms audio frames
 (and ~150 kbit/s of low video), a subscriber on the end hall's /media/ws/hall records each frame's
 send and arrival time (CLOCK_MONOTONIC, shared by all namespaces). This module builds and tears down
-the testbed and runs one stretch of media through it; it asserts nothing and never leaves a
-namespace behind (the context manager removes the run's namespaces on every exit). Needs root.
+the testbed and runs one stretch of media through it; it asserts only that its roles ran (the
+tests judge the figures) and never leaves a namespace behind (the context manager removes the run's namespaces on every exit). Needs root.
 
 One role is its own: `presenter`, the bench's presenter made to honour the frame duration of the
 node's audio encoding requests too (kind 0x06 long form: 20/40/60 ms frames), as the browser's
