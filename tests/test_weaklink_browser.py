@@ -14,6 +14,8 @@ The source is a continuous tone, so a silent run is audio the hall did not play:
 gap concealed into silence). Over ~20 s of audio: no silent run longer than 200 ms (the issue's
 bound), and the relay's link to the end hall on datagrams. The control: after that, every packet
 into the end hall is dropped for 1.5 s, and the same tap must report a silent run > 200 ms.
+Measured 2026-12-06: 0 underruns, longest silence 0.1 ms on datagrams; with MESHMEET_NO_DATAGRAMS=1
+(the TCP link) 2 underruns, 344 ms, the jitter buffer at its 300 ms maximum: the test fails there.
 Needs root and Chromium (skips otherwise).
 """
 
@@ -26,7 +28,7 @@ import pytest
 
 from browser.media_fixtures import CHROMIUM, chromium_args, poll
 from browser.media_fixtures import capture_files  # noqa: F401 - a pytest fixture
-from weaklink_live import GUARD_S, in_netns, relay_link, run_name, wait_until, weak_bed, why_not
+from weaklink_live import GUARD_S, in_netns, relay_link, run_name, settle_on_datagrams, weak_bed, why_not
 
 WHY_NOT = why_not()
 # real Chromium and real nodes on 2 shared cores: a stall of the presenter's own capture can starve it
@@ -102,7 +104,7 @@ def test_hall_page_plays_audio_over_profile_c_without_long_underruns(capture_fil
 
     y4m, wav = capture_files
     with weak_bed(tmp_path / "bed", run_name("wlb"), "C") as bed, sync_playwright() as p:
-        wait_until(lambda: (relay_link(bed) or {}).get("transport") == "datagram", "relay -> end on datagrams")
+        settle_on_datagrams(bed)
         args = chromium_args(y4m, wav)
         at_hq = p.chromium.launch(executable_path=wrapper(tmp_path, bed.plan.host("hq").netns), headless=True, args=args)
         at_end = p.chromium.launch(executable_path=wrapper(tmp_path, bed.plan.host("end").netns), headless=True, args=args)
