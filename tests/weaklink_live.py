@@ -6,23 +6,16 @@ here by path, never copied): a Python presenter on HQ's /media/ws/present sends 
 send and arrival time (CLOCK_MONOTONIC, shared by all namespaces). This module builds and tears down
 the testbed and runs one stretch of media through it; it asserts only that its roles ran (the
 tests judge the figures) and never leaves a namespace behind (the context manager removes the run's namespaces on every exit). Needs root.
-
-One role is its own: `presenter`, the bench's presenter made to honour the frame duration of the
-node's audio encoding requests too (kind 0x06 long form: 20/40/60 ms frames), as the browser's
-presenter does; the bench's sends 20 ms frames whatever it is asked, which cannot fit profile E
-(32 kbit/s: 50 datagrams/s x 55 B of headers alone is 22 kbit/s). Run as
-`ip netns exec NS python tests/weaklink_live.py --role presenter --params JSON`; prints one JSON line.
+The presenter honours the frame duration of the node's audio encoding requests (20/40/60 ms), as
+the browser's does: on profile E 20 ms frames cannot fit (50 datagrams/s x 55 B of headers alone
+is 22 kbit/s of the link's 32).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import importlib.util
-import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,77 +39,6 @@ def load_bench() -> ModuleType:
 
 
 WL = load_bench()
-
-
-async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
-    """The bench's presenter (same configs, sizes, stamps and video), with the requested frame duration."""
-    import aiohttp
-
-    from meshmeet.media import chunk as C
-
-    opus = C.encode(C.DecoderConfig(C.TRACK_AUDIO, 0, 1, {"codec": "opus", "numberOfChannels": 1, "sampleRate": 48000}))
-    vp8 = C.encode(C.DecoderConfig(C.TRACK_VIDEO, C.LAYER_LOW, 1, {"codec": "vp8", "codedWidth": 320, "codedHeight": 180}))
-    state = {"kbps": WL.AUDIO_KBPS, "frame_ms": 20, "key": True}
-    requests: list[list] = []
-    async with aiohttp.ClientSession() as s, s.ws_connect(f"{WL.HTTP}/media/ws/present", max_msg_size=0) as ws:
-
-        async def listen() -> None:
-            async for m in ws:
-                if m.type != aiohttp.WSMsgType.BINARY or not m.data:
-                    continue
-                try:
-                    msg = C.parse(m.data)
-                except C.MediaFormatError:
-                    continue
-                if isinstance(msg, C.AudioRateRequest):
-                    state["kbps"], state["frame_ms"] = min(WL.AUDIO_KBPS, msg.kbps), msg.frame_ms
-                    requests.append([round(time.monotonic() - start_at, 2), msg.kbps, msg.frame_ms])
-                elif isinstance(msg, C.KeyframeRequest):
-                    state["key"] = True
-
-        task = asyncio.create_task(listen())
-        await ws.send_bytes(opus)
-        if video:
-            await ws.send_bytes(vp8)
-        n = nv = 0
-        t_us = 0                       # media time of the next audio frame
-        used: set[tuple[int, int]] = set()
-        video_every_us = 1_000_000 // WL.VIDEO_FPS
-        while t_us < seconds * 1e6:
-            delay = start_at + t_us / 1e6 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            kbps, frame_ms = state["kbps"], state["frame_ms"]
-            used.add((kbps, frame_ms))
-            size = max(WL.STAMP + 2, int(kbps * 1000 / 8 * frame_ms / 1000))
-            await ws.send_bytes(C.encode(C.Chunk(C.TRACK_AUDIO, 0, 0, True, 1, n, t_us, frame_ms * 1000,
-                                                 WL.stamp() + bytes(size - WL.STAMP))))
-            n += 1
-            t_us += frame_ms * 1000
-            while video and nv * video_every_us < t_us:
-                key = state["key"] or nv % WL.KEYFRAME_EVERY == 0
-                state["key"] = False
-                avg = WL.VIDEO_BPS / 8 / WL.VIDEO_FPS
-                vsize = int(avg * WL.KEYFRAME_FACTOR) if key else int(avg * (WL.KEYFRAME_EVERY - WL.KEYFRAME_FACTOR)
-                                                                      / (WL.KEYFRAME_EVERY - 1))
-                tid = 0 if key else (0, 2, 1, 2)[nv % 4]
-                await ws.send_bytes(C.encode(C.Chunk(C.TRACK_VIDEO, C.LAYER_LOW, tid, key, 1, nv, nv * video_every_us,
-                                                     video_every_us, WL.stamp() + bytes(vsize))))
-                nv += 1
-        await asyncio.sleep(0.5)
-        task.cancel()
-    return {"sent": n, "video_sent": nv, "requests": requests, "kbps_used": sorted(k for k, _ in used),
-            "frame_ms_used": sorted({f for _, f in used})}
-
-
-class PresenterRole(WL.Role):
-    """This module's presenter inside a namespace; `result()` (the bench's) waits for its JSON line."""
-
-    def __init__(self, netns_name: str, env: dict, **params) -> None:
-        self.name = "presenter"
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns_name, sys.executable, __file__, "--role", "presenter",
-                                      "--params", json.dumps(params)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
 
 
 def why_not() -> str | None:
@@ -248,7 +170,7 @@ def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
     start_at = time.monotonic() + LEAD_S
     hall = WL.Role(end, "hall", bed.env, seconds=seconds, start_at=start_at)
     time.sleep(0.5)
-    pres = PresenterRole(hq, bed.env, seconds=seconds, video=video, start_at=start_at)
+    pres = WL.Role(hq, "presenter", bed.env, seconds=seconds, video=video, start_at=start_at)
     with WL.StatusPoller(bed, "relay", node_id(bed, "end")) as poll:
         p = pres.result(seconds + GUARD_S)
         rx = hall.result(seconds + WL.DRAIN_MAX_S + GUARD_S)
@@ -262,7 +184,7 @@ def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
         out["video_arrivals_s"] = sorted(round(a / 1e9 - start_at, 2) for _, a, _ in rx["video"])
     out["status"] = [r for r in poll.rows if "mesh" not in r]
     out["summary"] = poll.summary()
-    out["opus_kbps_used"], out["frame_ms_used"], out["audio_requests"] = p["kbps_used"], p["frame_ms_used"], p["requests"]
+    out["opus_kbps_used"], out["frame_ms_used"] = p["kbps_used"], p["frame_ms"]
     return out
 
 
@@ -274,10 +196,3 @@ def figures(m: dict) -> dict:
     return {**{k: m[k] for k in keep if k in m}, "layers": m["summary"]["relay_layers"],
             "transport": m["summary"]["transport"]}
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--role", choices=["presenter"], required=True)
-    parser.add_argument("--params", required=True)
-    p = json.loads(parser.parse_args().params)
-    print(json.dumps(asyncio.run(role_presenter(p["seconds"], p["video"], p["start_at"]))))
