@@ -1,11 +1,13 @@
 """Three real nodes for the weak-link tests (issue 13): HQ -> relay hall (clean) -> end hall on a packet link.
 
 The presenter, subscriber, metrics and status poller are scripts/bench/weaklink.py's own (loaded
-here by path, never copied): a Python presenter on HQ's /media/ws/present sends 20 ms audio frames
+here by path, never copied): a Python presenter on HQ's /media/ws/present sends audio frames
 (and ~150 kbit/s of low video), a subscriber on the end hall's /media/ws/hall records each frame's
 send and arrival time (CLOCK_MONOTONIC, shared by all namespaces). This module builds and tears down
 the testbed and runs one stretch of media through it; it asserts only that its roles ran (the
-tests judge the figures) and never leaves a namespace behind (the context manager removes the run's namespaces on every exit). Needs root.
+tests judge the figures) and never leaves a namespace behind (the context manager removes the
+run's namespaces on every exit). Needs root.
+
 The presenter honours the frame duration of the node's audio encoding requests (20/40/60 ms), as
 the browser's does: on profile E 20 ms frames cannot fit (50 datagrams/s x 55 B of headers alone
 is 22 kbit/s of the link's 32).
