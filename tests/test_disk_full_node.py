@@ -16,7 +16,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from nodeproc import NodeProcess, meshmeet, stop_all, wait_for
+from smalldisk import mounted_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +53,8 @@ def ok(node: NodeProcess, name: str, args: dict | None = None) -> dict:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (run as root to test a full disk)")
-    mnt = tmp_path / "hallfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path, "hallfs", TMPFS_BYTES) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def free(path: Path) -> int:
