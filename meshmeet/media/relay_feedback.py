@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its media is dropped this long at most
-REDUNDANCY_LOSS = (0.01, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
+REDUNDANCY_LOSS = (0.0, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
+# (one copy always, where it fits: random 4G loss comes before any report can show it, as the
+# UDP + redundancy baseline of scripts/bench/weaklink.py does; a copy costs ~17 kbit/s)...
+REDUNDANCY_YOUNG_LOSS = (0.01, 0.08)  # ...but on a link whose room is not known yet, only as loss shows
+REDUNDANCY_KNOWN_AFTER_REPORTS = 12  # ~3 s of reports without congestion: room enough for a copy
 FEEDBACK_BACKOFF_MAX_S = 30.0  # failed probes double the wait up to this (a failed probe fills the path's queue)
 FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
 # low end after a failed probe, x1.5 after each clean one...
@@ -74,6 +78,8 @@ class FeedbackRules:
         if fb is None or not fb.active(now):
             return 0
         depth = self._wanted_redundancy(fb)
+        if fb.estimate_bps is None and fb.reports < REDUNDANCY_KNOWN_AFTER_REPORTS:
+            depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link: it may be narrow
         copy_bps = self._copy_bps()
         if depth and fb.estimate_bps is not None and copy_bps > 0 and not fb.app_limited(now):
             # (an app-limited estimate says nothing of the room: the copies probe it, and a path
