@@ -285,6 +285,15 @@ class LinkManager:
             return 0
         return record.link.outgoing_send.statistics().current_buffer_used
 
+    def close_peer(self, peer_node_id: str, reason: str) -> bool:
+        """Close the link to this peer now (a revoked member); True if one was up. Redials then fail
+        the handshake, since the lookup no longer knows the peer."""
+        record = self.peers.get(peer_node_id)
+        if record is None or record.link is None or record.link.closed or self._nursery is None:
+            return False
+        self._nursery.start_soon(record.link.close, reason)
+        return True
+
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
 

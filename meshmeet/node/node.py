@@ -23,6 +23,7 @@ from ..config import NodeConfig
 from ..datadir import DataDir, load_membership, load_roster, save_roster
 from ..diskfull import DiskFull, is_disk_full
 from ..join import JoinAccepted, JoinServer
+from ..revocation import revocations_in, revoked_node_ids
 from ..roster import Entry, RosterError, RosterGossip
 from ..web.api import ApiCall, ApiError, dispatch_table
 from ..web.bridge import WebLimits, open_web_gateway
@@ -114,6 +115,7 @@ class Node:
         self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
         self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
         self.tree_listeners: list[Callable[[object], None]] = []  # fn(TreeChanged) after every tree change
+        self.roster_listeners: list[Callable[[list[Entry]], None]] = []  # fn(new entries) after the roster grew
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Node:
 
     def _roster_grew(self, entries: list[Entry], source: str | None) -> None:
         log.info("roster: %d new entries (now %d members)", len(entries), len(self.roster.members()))
+        self._close_revoked(entries)
         try:
             save_roster(self.data_dir, self.roster)
             self._roster_mtime = self._roster_file_mtime()
@@ -248,6 +251,15 @@ class Node:
             for peer in self.links.up_peers():
                 if peer != source:
                     self.send(peer, services.ROSTER, body)
+        for listener in self.roster_listeners:
+            listener(entries)
+
+    def _close_revoked(self, entries: list[Entry]) -> None:
+        """A revocation closes the link to the node on that seat at once (after the entry is passed on)."""
+        sids = [r.short_id for r in revocations_in(entries)]
+        for node_id in revoked_node_ids(self.roster, sids):
+            if self.links.close_peer(node_id, "revoked"):
+                log.warning("roster: seat revoked, closed the link to %s", node_id)
 
     def _roster_file_mtime(self) -> float:
         try:
