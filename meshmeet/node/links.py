@@ -206,6 +206,9 @@ class LinkManager:
         self._on_message = on_message
         self._on_link_change = on_link_change
         self._on_join = on_join
+        # Pre-membership exchanges on the mesh port, by first byte (join "J"; HQ recovery "R"):
+        # each shares the join rate limit and runs on the raw stream.
+        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}
         self._keepalive_s = keepalive_s
         self._rng = rng or random.Random()
         self.peers: dict[str, PeerRecord] = {}
@@ -391,12 +394,13 @@ class LinkManager:
             if not first:
                 return
             now = trio.current_time()
-            if first[0] == JOIN_FIRST_BYTE and self._on_join is not None:
+            special = self.first_byte_handlers.get(first[0])
+            if special is not None:
                 if self._join_rate.allow(source, now):
                     spoke()
-                    await self._on_join(stream, first)
+                    await special(stream, first)
                 else:
-                    log.info("join from %s refused: over %.1f/s", address, self.limits.joins_per_s)
+                    log.info("join/recovery from %s refused: over %.1f/s", address, self.limits.joins_per_s)
                 return
             if not self._handshake_rate.allow(source, now):
                 log.debug("handshake from %s refused: over %.1f/s", address, self.limits.handshakes_per_s)

@@ -77,6 +77,7 @@ EXTRA_PLUGINS = (
     ("media_service", "MediaService"),
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
+    ("recovery_service", "RecoveryService"),
 )
 
 

@@ -16,7 +16,8 @@ CHAIR_APIS = frozenset({
 })
 """Calls that change the meeting for everyone: without the local token they need a chair session."""
 
-LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace"})
+LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace",
+                             "recovery_deliver", "recovery_release", "recovery_status"})
 """Only with the local token: doc_add names a file on the node (browsers use the upload route)."""
 
 
