@@ -150,7 +150,7 @@ class RecoveryService:
     def _answer(self, commune: bytes, one_time: bytes, now: float) -> bytes:
         self._expire(now)
         record = self.held()
-        if record is None or commune != self.node.roster.commune_id:
+        if record is None or commune not in (self.node.roster.commune_id, sh.ANY_COMMUNE):
             return sh.encode_answer(sh.STATE_NONE)
         if one_time in self.released:
             log.warning("recovery: share released to the restoring machine %s", sh.code_of(one_time))

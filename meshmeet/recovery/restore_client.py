@@ -22,7 +22,7 @@ from .shamir import ShamirError, combine
 POLL_S = 2.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 64 * 1024
-ANY_COMMUNE = bytes(16)
+ANY_COMMUNE = sh.ANY_COMMUNE
 
 
 class RestoreError(MeshmeetError):

@@ -36,6 +36,7 @@ REP_ANSWER = 2
 STATE_WAIT, STATE_NONE, STATE_RELEASED = "wait", "none", "released"
 MSG_ID_BYTES = 16
 MAX_MESSAGE_BYTES = 60_000
+ANY_COMMUNE = bytes(16)  # in an ask: "the commune you hold a share of" (the machine may not know its id)
 CODE_BYTES = 5  # 40 bits shown as 8 base32 letters: what the hall operator compares
 
 
