@@ -130,6 +130,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         addresses = [_via(v) for v in args.via]
         secrets = trio.run(collect, addresses, one_time, bytes(16), lambda t: print(f"... {t}", file=sys.stderr, flush=True))
     roster = install(args.data_dir, secrets)
+    from . import config as config_mod
+
+    if not (Path(args.data_dir) / config_mod.CONFIG_FILE).exists():
+        config_mod.save(args.data_dir, config_mod.NodeConfig())
     print(f"Đã khôi phục trụ sở / HQ restored: {roster.commune_name} ({roster.commune_id.hex()}), "
           f"{len(roster.members())} thành viên / members in the backup.\n"
           f"Tiếp theo / next: meshmeet run --data-dir {args.data_dir} --peer HALL:PORT ; các điểm gửi lại dữ liệu / the halls sync everything back.")
