@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from meshmeet.errors import MeshmeetError
-from meshmeet.web.api import ApiError, dispatch_table
+from meshmeet.api.contract import ApiError, dispatch_table
 from meshmeet.web.bridge import open_web_gateway
 from meshmeet.web.gateway import MAX_JSON_BODY_BYTES, SlowClientPolicy
 

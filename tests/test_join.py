@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair, commune_id_of
-from meshmeet.invite import Invite, make_invite
-from meshmeet.join import (
+from meshmeet.membership.identity import KeyPair, commune_id_of
+from meshmeet.membership.invite import Invite, make_invite
+from meshmeet.membership.join import (
     JOIN_TIMEOUT_S,
     JoinAccepted,
     JoinClient,
@@ -20,7 +20,7 @@ from meshmeet.join import (
     JoinServer,
     is_join_start,
 )
-from meshmeet.roster import Roster, RosterGossip, make_claim, make_header, make_revocation, make_seat
+from meshmeet.membership.roster import Roster, RosterGossip, make_claim, make_header, make_revocation, make_seat
 
 NOW = 1_700_000_000.0
 

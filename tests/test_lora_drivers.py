@@ -8,13 +8,13 @@ from trio.testing import MockClock
 from hypothesis import given, settings, strategies as st
 
 from meshmeet.lora.at import AtParser, P2PSettings
-from meshmeet.lora.check import LoraConfig, check_modem
-from meshmeet.lora.e22 import E22
+from meshmeet.lora_io.check import LoraConfig, check_modem
+from meshmeet.lora_io.e22 import E22
 from meshmeet.lora.e22proto import E22Error, E22Settings, TransparentDeframer, parse_reply
-from meshmeet.lora.emulator import EmulatedE22, EmulatedRak3172, RadioChannel, Topology
-from meshmeet.lora.modem import ModemError
-from meshmeet.lora.rak3172 import Rak3172
-from meshmeet.lora.serial_io import open_serial
+from meshmeet.lora_io.emulator import EmulatedE22, EmulatedRak3172, RadioChannel, Topology
+from meshmeet.lora_io.modem import ModemError
+from meshmeet.lora_io.rak3172 import Rak3172
+from meshmeet.lora_io.serial_io import open_serial
 
 @pytest.fixture
 def pty_clock():

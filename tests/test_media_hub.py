@@ -73,7 +73,7 @@ def test_fan_out_configs_first_and_keyframe_request_reaches_presenter(tmp_path: 
 
 
 def test_replay_plays_a_recording_back(tmp_path: Path) -> None:
-    from meshmeet.media.recorder import Recorder
+    from meshmeet.recording.recorder import Recorder
 
     rec = Recorder(open(tmp_path / "old.mmrec", "ab"), now=0.0)
     msgs = [CFG_A] + [chunk(0, i) for i in range(10)]
@@ -130,7 +130,7 @@ def test_rate_capped_hall_sheds_video_other_hall_does_not() -> None:
 
 
 def test_recorder_waits_for_a_chunk_and_follows_a_replaced_file(tmp_path: Path) -> None:
-    from meshmeet.media.recorder import MAGIC, read_records
+    from meshmeet.recording.recorder import MAGIC, read_records
 
     hub = MediaHub(recordings_dir=tmp_path, meeting_id="m3")
     path = tmp_path / "m3.mmrec"

@@ -15,15 +15,15 @@ import trio
 from trio.testing import MockClock
 
 from meshmeet.config import LoraSettings
-from meshmeet.datadir import init_commune
-from meshmeet.identity import KeyPair
-from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
+from meshmeet.membership.datadir import init_commune
+from meshmeet.membership.identity import KeyPair
+from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.lora.statewatch import short_ref
 from meshmeet.node.lora_mirror import WATCH_S
 from meshmeet.node.lora_service import LoraService
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import decode_batch
-from meshmeet.sync.store import Store
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import decode_batch
+from meshmeet.store.db import Store
 from meshmeet.wire import services
 
 from test_node_lora_service import Gateway, StubNode

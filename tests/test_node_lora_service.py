@@ -17,11 +17,11 @@ import trio
 from trio.testing import MockClock
 
 from meshmeet.config import LoraSettings, NodeConfig
-from meshmeet.datadir import init_commune, load_membership
-from meshmeet.identity import KeyPair
-from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
+from meshmeet.membership.datadir import init_commune, load_membership
+from meshmeet.membership.identity import KeyPair
+from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.node.lora_service import LoraService
-from meshmeet.web.api import ApiError
+from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
 

@@ -22,10 +22,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.node import state_args
+from meshmeet.membership.identity import KeyPair
+from meshmeet.api import state_args
 from meshmeet.node.sync_service import BULK_QUEUE_MAX_MESSAGES, SyncService
-from meshmeet.web.api import ApiError
+from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
 HANG_GUARD_S = 30.0

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair, commune_id_of
-from meshmeet.roster import (
+from meshmeet.membership.identity import KeyPair, commune_id_of
+from meshmeet.membership.roster import (
     GOSSIP_CHUNK_BYTES,
     Claim,
     Roster,
@@ -273,7 +273,7 @@ def test_vectors_in_the_protocol_doc_are_true() -> None:
     """docs/protocol/membership.md section 6: the entry bytes, digest and invite code."""
     from pathlib import Path
 
-    from meshmeet.invite import decode_invite, encode_invite, make_invite
+    from meshmeet.membership.invite import decode_invite, encode_invite, make_invite
 
     doc = "".join((Path(__file__).parent.parent / "docs/protocol/membership.md").read_text().split())
     admin, enrol, node = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3))

@@ -11,16 +11,16 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import ForgedBatchError, decode_batch, encode_batch
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import ForgedBatchError, decode_batch, encode_batch
 from meshmeet.sync.messages import (Batch, Chunk, Hello, NoChunk, Vector, Want, decode, encode,
                                     vector_hash)
-from meshmeet.sync.errors import ProtocolError
+from meshmeet.store.errors import ProtocolError
 from meshmeet.sync.session import (CHUNK_RETRY_S, Applied, BatchForged, ChangeRejected, ChunkRefused,
                                    ChunkStored, InSync, ProtocolViolation, SyncSession)
 from meshmeet.sync.sim import SimNet
-from meshmeet.sync.store import Store
+from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(11, 17)]
 HQ, HALL1, HALL2, RELAY, STRANGER, HALL3 = KEYS
@@ -246,7 +246,7 @@ def test_transfer_resumes_after_restart_without_refetching(tmp_path: Path) -> No
 
 
 def _doc_hashes(store: Store, doc: str) -> list[bytes]:
-    from meshmeet.sync.chunks import parse_hashes
+    from meshmeet.store.chunks import parse_hashes
     return parse_hashes(store.get("documents", doc)["chunks"])
 
 
@@ -284,7 +284,7 @@ steps = st.one_of(
 
 
 def _write(store: Store, what: int, text: str, mids: list[str]) -> None:
-    from meshmeet.sync.errors import AuthorityError, SyncError
+    from meshmeet.store.errors import AuthorityError, SyncError
     try:
         if what == 0 or not mids:
             mids.append(m.create_meeting(store, text or "họp"))
@@ -435,7 +435,7 @@ def test_every_message_fits_one_link_message() -> None:
 
 
 def test_change_too_large_for_a_batch_is_refused() -> None:
-    from meshmeet.sync.errors import SyncError
+    from meshmeet.store.errors import SyncError
     hq = mk(HQ)
     with pytest.raises(SyncError):
         hq.write("announcements", "a", {"text": "x" * 40_000})

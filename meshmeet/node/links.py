@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 import trio
 
-from ..identity import KeyPair
+from ..membership.identity import KeyPair
 from ..wire import (
     ConnectionClosed,
     HandshakeComplete,

@@ -27,19 +27,19 @@ import trio
 
 from ..config import LoraSettings
 from ..errors import MeshmeetError
-from ..identity import verify
-from ..lora import statefile
+from ..membership.identity import verify
+from ..lora_io import statefile
 from ..lora.alertlog import AlertLog
-from ..lora.check import LoraConfig
+from ..lora_io.check import LoraConfig
 from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
 from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer
-from ..lora.link import LoraLink
+from ..lora_io.link import LoraLink
 from ..lora.messages import BROADCAST, Alert, Beacon, Kind, Message, kind_of
 from ..lora.requests import RequestError, message_json, parse_alert_text, parse_announcement_id, parse_send
-from ..lora.setup import StartedModem, radio_plan, start_modem
-from ..web.api import ApiError
+from ..lora_io.setup import StartedModem, radio_plan, start_modem
+from ..api.contract import ApiError
 from ..wire import services
 from .lora_key import CommuneLoraKey
 from .lora_mirror import LoraStateMirror

@@ -34,12 +34,12 @@ from ..media import chunk as C
 from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
                            FloorUpdate, SourceBeacon, parse as parse_floor)
 from ..media import recsync as R
-from ..media.recstore import RecordingStore
+from ..recording.recstore import RecordingStore
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
 from ..media.linkmodel import MESH_LINK_FRAMING_BYTES
 from ..media.relay import MediaRelay, Outgoing
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService

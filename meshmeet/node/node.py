@@ -20,11 +20,11 @@ import trio
 
 from .. import config as config_mod
 from ..config import NodeConfig
-from ..datadir import DataDir, load_membership, load_roster, save_roster
-from ..diskfull import DiskFull, is_disk_full
-from ..join import JoinAccepted, JoinServer
-from ..roster import Entry, RosterError, RosterGossip
-from ..web.api import ApiCall, ApiError, dispatch_table
+from ..membership.datadir import DataDir, load_membership, load_roster, save_roster
+from ..store.diskfull import DiskFull, is_disk_full
+from ..membership.join import JoinAccepted, JoinServer
+from ..membership.roster import Entry, RosterError, RosterGossip
+from ..api.contract import ApiCall, ApiError, dispatch_table
 from ..web.bridge import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn

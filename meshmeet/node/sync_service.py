@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
-from ..diskfull import DiskFull, free_bytes
-from ..sync import meetings
-from ..sync.chunks import CHUNK_BYTES
-from ..sync.errors import SyncError
+from ..store.diskfull import DiskFull, free_bytes
+from ..meeting import meetings
+from ..store.chunks import CHUNK_BYTES
+from ..store.errors import SyncError
 from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
                             Outgoing, ProtocolViolation, SyncSession)
-from ..sync.store import Store
+from ..store.db import Store
 from ..wire import services
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class SyncService:
         node.link_listeners.append(self._on_link_change)
         node.status_extras["sync"] = self.status
         node.status_extras["disk"] = self.disk_status
-        from .state_api import StateApi
+        from ..api.state_api import StateApi
 
         self.api = StateApi(node, self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
@@ -365,7 +365,7 @@ class SyncService:
     async def _api_test_pace(self, args: dict) -> dict:
         rate = args.get("pieces_per_s")
         if rate is not None and (type(rate) not in (int, float) or rate <= 0):
-            from ..web.api import ApiError
+            from ..api.contract import ApiError
 
             raise ApiError(400, "bad_request", "pieces_per_s phải > 0 hoặc null", "pieces_per_s must be > 0 or null")
         self.pace_pieces_per_s = None if rate is None else float(rate)

@@ -17,7 +17,7 @@ import trio
 from ..tree import TreeNode
 from ..tree.core import Output, TreeChanged
 from ..tree.cost import LinkCostInputs
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..wire import services
 
 if TYPE_CHECKING:

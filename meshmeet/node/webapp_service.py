@@ -29,7 +29,7 @@ from ..api_token import create_token
 from ..config import parse_host_port
 from ..errors import MeshmeetError
 from ..web import tls
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..wire import services
 from ..web.app import WebappOptions, WebappShared, make_setup
 

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from ... import api_token
 from .. import tls
-from ..api import ApiError
+from ...api.contract import ApiError
 from ..gateway import GatewayContext
 from . import auth, policy
 from .https import HttpsListener

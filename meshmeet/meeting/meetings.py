@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
-from . import chunks as chunking
+from ..store import chunks as chunking
 from . import tally as counting
 from .authority import MAX_PEOPLE, namespaced_id
-from .errors import SyncError
-from .store import Store
+from ..store.errors import SyncError
+from ..store.db import Store
 
 CHOICES = counting.CHOICES
 RULES = ("majority", "two-thirds")

@@ -1,7 +1,7 @@
 """The node's state API: /api/meetings, /api/vote, ... (docs/api.md), over the replicated store.
 
 Each handler validates its arguments (wrong or missing types -> 400, unknown ids -> 404), runs
-the matching meshmeet.sync.meetings operation inside the SyncService lock, and tells the
+the matching meshmeet.meeting.meetings operation inside the SyncService lock, and tells the
 service that the store changed so the change is pushed to peers and published on the "state"
 topic. Authority is the store's: a change this node's role may not make is refused with 403.
 GET query arguments arrive as strings, so integer and boolean arguments also accept their
@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
-from ..diskfull import DiskFull
-from ..sync import meetings as m
-from ..sync.authority import MAX_PEOPLE
-from ..sync.errors import AuthorityError, SyncError
-from ..web.api import ApiError
+from ..store.diskfull import DiskFull
+from ..meeting import meetings as m
+from ..meeting.authority import MAX_PEOPLE
+from ..store.errors import AuthorityError, SyncError
+from .contract import ApiError
 from .state_args import (AGENDA_STATES, MAX_ID_CHARS, MAX_TEXT_CHARS, MEETING_STATES, SPEAK_STATES, arg_bool,
                          arg_id, arg_int, arg_str, bad, forbidden, not_found)
 from .state_documents import DocumentApi
 
 if TYPE_CHECKING:
-    from .node import Node
-    from .sync_service import SyncService
+    from ..node.node import Node
+    from ..node.sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
