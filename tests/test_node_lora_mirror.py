@@ -30,11 +30,26 @@ from test_node_lora_service import Gateway, StubNode
 
 
 class StubSync:
-    """What LoraService uses of the SyncService plugin: a real store and its lock."""
+    """What LoraService is given of the SyncService (node/ports.py StateReader): reads of a real
+    store under its lock."""
 
     def __init__(self, path: Path, key: KeyPair, roles: dict[str, str]) -> None:
         self.store = Store(path, key, roles.get)
         self.lock = trio.Lock()
+
+    async def read(self, query):
+        async with self.lock:
+            return query(self.store)
+
+    def read_nowait(self, query):
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        try:
+            return query(self.store)
+        finally:
+            self.lock.release()
 
 
 class RosterWithHall:
@@ -104,10 +119,8 @@ async def test_alert_ids_state_mirror_and_ip_return(dirs, pty_clock):
         roles = {hq_node.key.node_id: "hq", hall_key.node_id: "hall"}
         hq_sync = StubSync(hq_dir / "state.db", hq_node.key, roles)
         hall_sync = StubSync(hall_dir / "state.db", hall_key, roles)
-        hq_node.plugins = {"SyncService": hq_sync}
-        hall_node.plugins = {"SyncService": hall_sync}
         hq_node.gateway, hall_node.gateway = Gateway(), Gateway()
-        hq, hall = LoraService(hq_node), LoraService(hall_node)
+        hq, hall = LoraService(hq_node, state=hq_sync), LoraService(hall_node, state=hall_sync)
         hall_node.services[services.LORA]("ip-peer", hq.offer.to_bytes())
 
         # Before the outage: a started meeting with a current agenda item reaches the hall by sync.

@@ -288,6 +288,21 @@ class LinkManager:
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
 
+    async def close_link(self, peer_node_id: str, reason: str) -> None:
+        """Close the link to a peer (it is redialled as usual); nothing when none is open."""
+        record = self.peers.get(peer_node_id)
+        if record is not None and record.link is not None:
+            await record.link.close(reason)
+
+    def peer_host(self, peer_node_id: str) -> str | None:
+        """The IP address the link to a peer is connected to, None when no link is open."""
+        record = self.peers.get(peer_node_id)
+        link = None if record is None else record.link
+        try:
+            return link.stream.socket.getpeername()[0] if link is not None else None
+        except OSError:
+            return None
+
     def snapshot(self) -> list[dict]:
         """Links for `status --json`."""
         out = []

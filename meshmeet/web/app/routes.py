@@ -4,7 +4,7 @@ for chair calls; loopback alone grants nothing) and the HTTPS listener, mounted 
 by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
-reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
+reached only through the gateway's `api_call` (including the web app service's `webapp_info`); this module
 must never import trio, never read the store, and never render user text as HTML.
 """
 
@@ -68,7 +68,7 @@ class WebappOptions:
 
 @dataclass
 class WebappShared:
-    """Written on the web thread, read by the node plugin (plain attributes only)."""
+    """Written on the web thread, read by the node's WebappService (plain attributes only)."""
 
     https: HttpsListener | None = None
     loop: asyncio.AbstractEventLoop | None = None
