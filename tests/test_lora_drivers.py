@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-from trio.testing import MockClock
 from hypothesis import given, settings, strategies as st
 
 from meshmeet.lora.at import AtParser, P2PSettings
@@ -15,13 +14,6 @@ from meshmeet.lora_io.emulator import EmulatedE22, EmulatedRak3172, RadioChannel
 from meshmeet.lora_io.modem import ModemError
 from meshmeet.lora_io.rak3172 import Rak3172
 from meshmeet.lora_io.serial_io import open_serial
-
-@pytest.fixture
-def pty_clock():
-    """MockClock that jumps only after 50 ms of real idleness: pty bytes are in flight in the
-    kernel while trio looks idle, and a zero threshold would fire command timeouts early."""
-    return MockClock(autojump_threshold=0.05)
-
 
 VN = P2PSettings(921_500_000, 9, 250, 0, 16, 14)
 

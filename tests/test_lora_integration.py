@@ -6,7 +6,6 @@ import random
 
 import pytest
 import trio
-from trio.testing import MockClock
 
 from meshmeet.lora.airtime import WINDOW_S
 from meshmeet.lora.at import P2PSettings
@@ -20,11 +19,6 @@ from meshmeet.lora_io.serial_io import open_serial
 from test_lora_helpers import make_cores
 
 FAST = P2PSettings(921_500_000, 7, 250, 0, 16, 14)
-
-
-@pytest.fixture
-def pty_clock():
-    return MockClock(autojump_threshold=0.05)
 
 
 async def start_chain(nursery, n: int, loss: float, seed: int = 5):

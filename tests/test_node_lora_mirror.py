@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio.testing import MockClock
 
 from meshmeet.config import LoraSettings
 from meshmeet.membership.datadir import init_commune
@@ -75,11 +74,6 @@ class RosterWithHall:
 def sync_ip(src: Store, dst: Store) -> None:
     """What ordinary sync does when IP returns: dst takes every batch it lacks from src."""
     dst.apply([decode_batch(b.body, b.sig) for b in src.batches_after(dst.version_vector())])
-
-
-@pytest.fixture
-def pty_clock():
-    return MockClock(autojump_threshold=0.05)
 
 
 @pytest.fixture

@@ -23,18 +23,12 @@ from meshmeet.store.errors import AuthorityError, ProtocolError, SyncError
 from meshmeet.store.schema import LATEST_VERSION
 from meshmeet.store.db import Store
 
+from conftest import FakeClock
+
 SEEDS = [bytes([i]) * 32 for i in range(1, 6)]
 KEYS = [KeyPair.from_seed(s) for s in SEEDS]
 HQ, HALL1, HALL2, RELAY, STRANGER = KEYS
 ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.node_id: "relay"}
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None, **kw) -> Store:

@@ -22,18 +22,12 @@ from meshmeet.sync.session import (CHUNK_RETRY_S, Applied, BatchForged, ChangeRe
 from meshmeet.sync.sim import SimNet
 from meshmeet.store.db import Store
 
+from conftest import FakeClock
+
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(11, 17)]
 HQ, HALL1, HALL2, RELAY, STRANGER, HALL3 = KEYS
 ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.node_id: "relay",
          HALL3.node_id: "hall"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None) -> Store:

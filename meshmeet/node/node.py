@@ -30,7 +30,8 @@ from ..web.bridge import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
 from .compose import Service, assemble
-from .links import RECEIVE_BYTES, LinkManager, MeshLimits
+from .link import RECEIVE_BYTES
+from .links import LinkManager, MeshLimits
 from .sightings import Sightings
 
 log = logging.getLogger(__name__)
