@@ -3,10 +3,14 @@
 - `pty_clock`: trio's MockClock for tests that talk to emulated modems on real ptys.
 - `FakeClock`: a wall clock the test moves by hand (`clock.t += 1`), for stores and sessions.
 - `Commune`: a commune's membership made in memory (admin, header, seats, claims, invites).
-Import the classes with `from conftest import FakeClock, Commune`; fixtures need no import.
+- `doc_vectors`: the ```vectors block of a protocol document, parsed (tests check the code by it).
+Import them with `from conftest import FakeClock, Commune, doc_vectors`; fixtures need no import.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 from trio.testing import MockClock
@@ -79,3 +83,20 @@ class Commune:
                          issued_at=MEMBERSHIP_NOW)
         self.next_sid += 1
         return make_invite(self.admin.public_key, seat, enrol, ["127.0.0.1:7400"])
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def doc_vectors(relative_path: str) -> dict[str, bytes]:
+    """The ```vectors block of a document under docs/: `name = hex` lines, as bytes by name."""
+    text = (DOCS / relative_path).read_text(encoding="utf-8")
+    block = re.search(r"```vectors\n(.*?)```", text, re.S)
+    assert block, f"no ```vectors block in docs/{relative_path}"
+    vectors = {}
+    for line in block.group(1).splitlines():
+        match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9a-f]*)\s*", line)
+        assert match, f"unparsable vector line in docs/{relative_path}: {line!r}"
+        assert match.group(1) not in vectors, f"vector {match.group(1)} given twice"
+        vectors[match.group(1)] = bytes.fromhex(match.group(2))
+    return vectors

@@ -4,6 +4,7 @@ requests to the presenter, per-hall rate caps, recording and replay."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -182,15 +183,21 @@ def test_audio_rate_request_reaches_the_presenter() -> None:
         asyncio.run(main())
 
     sent: list[bytes] = []
+    upstream_got = threading.Event()
 
     async def upstream(data: bytes) -> None:
         sent.append(data)
+        upstream_got.set()
 
     with AppThread(lambda: MediaHub(upstream=upstream)) as app:
         async def node_mode() -> None:
             async with aiohttp.ClientSession() as http:
                 pres = await http.ws_connect(f"http://127.0.0.1:{app.port}/media/ws/present")
-                await asyncio.sleep(0.1)
+                # The hub reads a presenter's messages only after it has registered the socket, so the
+                # config arriving upstream is the event that says requests can now reach this page.
+                await pres.send_bytes(CFG_A)
+                await asyncio.get_running_loop().run_in_executor(None, upstream_got.wait)
+                assert sent == [CFG_A]
                 req = C.encode(C.AudioRateRequest(12))
                 app.call(lambda: app.hub.feed(req))
                 app.call(lambda: app.hub.feed(b"\x06\x00\x01"))  # below Opus's minimum: dropped, counted
