@@ -40,10 +40,10 @@ def _parse_shares(text: str) -> tuple[int, int]:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .datadir import load_roster
+    from .membership.datadir import load_roster
     from .recovery import backup_file, shares as sh
     from .recovery.hqsecrets import gather
-    from .revocation import find_seat
+    from .membership.revocation import find_seat
 
     if not args.out and not args.shares:
         raise ConfigError("Cần --out TỆP và/hoặc --shares K-of-N --holders ...", "give --out FILE and/or --shares K-of-N --holders ...")

@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Callable
 
-from .datadir import load_roster, revoke_seat
+from .membership.datadir import load_roster, revoke_seat
 from .errors import MeshmeetError
-from .revocation import find_seat
+from .membership.revocation import find_seat
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:

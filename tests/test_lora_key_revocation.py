@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 from meshmeet.lora.keyshare import accept_offer, make_offer
 from meshmeet.node.lora_key import CommuneLoraKey
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.datadir import create_invite, init_commune, load_roster
+from meshmeet.membership.datadir import create_invite, init_commune, load_roster
 from meshmeet.errors import ConfigError
-from meshmeet.identity import KeyPair
+from meshmeet.membership.identity import KeyPair
 from meshmeet.recovery import backup_file as bf
 from meshmeet.recovery import shares as sh
 from meshmeet.recovery.hqsecrets import HqSecrets, gather, install

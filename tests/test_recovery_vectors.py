@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from nacl.public import PrivateKey
 
-from meshmeet.identity import KeyPair
+from meshmeet.membership.identity import KeyPair
 from meshmeet.recovery import backup_file as bf
 from meshmeet.recovery import shares as sh
 from meshmeet.recovery.hqsecrets import HqSecrets

@@ -23,7 +23,7 @@ import trio
 
 from ..recovery import shares as sh
 from ..web import tls
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..wire import services
 
 if TYPE_CHECKING:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import msgpack
 
-from ..datadir import DataDir, _write_atomic, load_roster
+from ..membership.datadir import DataDir, _write_atomic, load_roster
 from ..errors import ConfigError
-from ..identity import KeyPair, commune_id_of, load_key, save_key
-from ..roster import Roster, RosterError
+from ..membership.identity import KeyPair, commune_id_of, load_key, save_key
+from ..membership.roster import Roster, RosterError
 from ..web import crl as crl_mod
 from ..web import tls
 

@@ -24,7 +24,7 @@ from nacl.bindings import (
 )
 
 from ..errors import MeshmeetError
-from ..identity import KeyPair
+from ..membership.identity import KeyPair
 from .hqsecrets import CHECK_BYTES, HqSecrets
 from .shamir import Share, split
 
