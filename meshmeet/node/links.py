@@ -82,10 +82,7 @@ class LinkManager:
         self._site_of = site_of
         self._on_message = on_message
         self._on_link_change = on_link_change
-        self._on_join = on_join
-        # Pre-membership exchanges on the mesh port, by first byte (join "J"; HQ recovery "R"):
-        # each shares the join rate limit and runs on the raw stream.
-        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}
+        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}  # + "R"
         self._keepalive_s = keepalive_s
         self._rng = rng or random.Random()
         self.peers: dict[str, PeerRecord] = {}
@@ -168,13 +165,10 @@ class LinkManager:
         return record.link.outgoing_send.statistics().current_buffer_used
 
     def close_peer(self, peer_node_id: str, reason: str) -> bool:
-        """Close the link to this peer now (a revoked member); True if one was up. Redials then fail
-        the handshake, since the lookup no longer knows the peer."""
-        record = self.peers.get(peer_node_id)
-        if record is None or record.link is None or record.link.closed or self._nursery is None:
-            return False
-        self._nursery.start_soon(record.link.close, reason)
-        return True
+        """close_link without waiting (a revoked member: its redials then fail the handshake)."""
+        if up := (peer_node_id in self.up_peers() and self._nursery is not None):
+            self._nursery.start_soon(self.close_link, peer_node_id, reason)  # type: ignore[union-attr]
+        return up
 
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
@@ -288,8 +282,7 @@ class LinkManager:
             if not first:
                 return
             now = trio.current_time()
-            special = self.first_byte_handlers.get(first[0])
-            if special is not None:
+            if (special := self.first_byte_handlers.get(first[0])) is not None:  # join, HQ recovery
                 if self._join_rate.allow(source, now):
                     spoke()
                     await special(stream, first)
