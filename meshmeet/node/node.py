@@ -74,6 +74,7 @@ def default_plugins() -> tuple[PluginFactory, ...]:
 EXTRA_PLUGINS = (
     ("sync_service", "SyncService"),
     ("media_service", "MediaService"),
+    ("ingest_service", "IngestService"),  # after MediaService: it takes the presenter's way in
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
 )
