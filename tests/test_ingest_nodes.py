@@ -114,6 +114,9 @@ def test_rtmp_push_reaches_the_hall_and_restarts_after_a_drop(pair) -> None:
     # the ingest is HQ's presenter: the hub's source, the same floor path as /present
     assert media(hq)["source_link"] == "presenter"
     assert media(hall)["counters"]["chunks_in"] > 0
+    # while the ingest is live, a /present page at HQ is held back (two sources would garble players)
+    asyncio.run(_present_a_little(hq))
+    assert ingest(hq)["counters"]["presenter_held"] >= 6
     src.wait(timeout=60)
 
     # the upstream dropped: the ingest says so, listens again, and a new push is relayed
@@ -176,6 +179,19 @@ def test_hls_pull_and_rtsp_push(pair, tmp_path: Path) -> None:
         src.wait()
 
 
+async def _present_a_little(node: NodeProcess) -> None:
+    import aiohttp
+
+    from test_media_node import OPUS, audio
+
+    async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(node, "/media/ws/present")) as ws:
+        await ws.send_bytes(OPUS)
+        for i in range(5):
+            await ws.send_bytes(audio(i, b"CHAIR"))
+        await ws.send_bytes(audio(5, b"CHAIR"))
+        await asyncio.sleep(0.5)
+
+
 def _rtsp_push(port: int) -> subprocess.Popen | None:
     p = push(f"rtsp://127.0.0.1:{port}/live", "rtsp", 10, "rtsp_transport=tcp")
     try:
@@ -200,7 +216,7 @@ def test_dead_or_wrong_url_is_a_bilingual_error_and_present_still_works(pair) ->
 
     dead = free_port()
     meshmeet("ingest", f"rtmp://127.0.0.1:{dead}/live/key", "--data-dir", str(hq.data_dir))
-    st = wait_for(lambda: (s := ingest(hq))["error"] and s, "the error")
+    st = wait_for(lambda: (s := ingest(hq))["error"] and s["state"] == "retrying" and s, "the error")
     assert st["error"]["code"] == "refused" and st["error"]["vi"] and st["error"]["en"], st
     assert st["state"] == "retrying" and st["source"] == f"rtmp://127.0.0.1:{dead}/live/…"  # no stream key shown
     text = meshmeet("ingest", "status", "--data-dir", str(hq.data_dir)).stdout

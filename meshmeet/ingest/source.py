@@ -19,7 +19,7 @@ from ..errors import MeshmeetError
 
 MAX_URL_CHARS = 2000
 OPEN_TIMEOUT_US = 10_000_000  # FFmpeg's socket timeouts: a dead host fails within ~10 s
-LISTEN_TIMEOUT_S = 0  # a listening ingest waits for its encoder as long as it takes (restarted by the supervisor)
+LISTEN_TIMEOUT_S = "2000000"  # rtsp listen: wait for the encoder ~23 days (FFmpeg turns -1 into -1000 ms for tcp and fails)
 PULL_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https")
 LISTEN_PROTOCOLS = ("rtmp", "rtsp")
 DEFAULT_LISTEN_PORT = {"rtmp": 1935, "rtsp": 8554}
@@ -134,7 +134,7 @@ def _listen_source(port: object, protocol: str, bind: str, protocols: Collection
         opts = {"listen": "1", "protocol_whitelist": WHITELIST["rtmp"]}
         fmt = "flv"
     else:
-        opts = {"rtsp_flags": "listen", "protocol_whitelist": WHITELIST["rtsp"], "timeout": str(LISTEN_TIMEOUT_S)}
+        opts = {"rtsp_flags": "listen", "protocol_whitelist": WHITELIST["rtsp"], "listen_timeout": LISTEN_TIMEOUT_S}
         fmt = "rtsp"
     return IngestSource(url=url, format=fmt, options=opts, shown=f"{protocol} listen {host}:{port}", listen=True)
 
