@@ -102,7 +102,10 @@ class HallSubscriber:
         for whole in self._reasm.take_accepted():
             m = C.parse(whole)
             if isinstance(m, C.DecoderConfig):
+                prev = self.configs.get((m.track, m.layer))
                 self.configs[(m.track, m.layer)] = m
+                if prev is not None and prev.generation == m.generation:
+                    continue  # a repeat (every 5 s, for late joiners): keep the decoder, as the player does
                 if m.track == C.TRACK_AUDIO:
                     self._adec = av.CodecContext.create("libopus", "r")
                     self._adec.sample_rate, self._adec.layout = 48000, "mono"

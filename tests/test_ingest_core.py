@@ -170,3 +170,23 @@ def test_configs_from_the_worker_are_the_presenters_shape() -> None:
     assert cfgs[0].config == {"codec": "opus", "numberOfChannels": 1, "sampleRate": 48000}
     assert cfgs[1].config == {"codec": "vp8", "codedHeight": 360, "codedWidth": 640}
     assert cfgs[2].config == {"codec": "vp8", "codedHeight": 180, "codedWidth": 320}
+
+
+def test_pipe_vectors_in_the_doc() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol" / "ingest.md").read_text()
+    vectors = json.loads(re.search(r"```json ingest-pipe-vectors\n(.*?)```", text, re.S).group(1))
+    assert len(vectors) == 3
+    for v in vectors:
+        frames = pipe.FrameReader().feed(bytes.fromhex(v["hex"]))
+        assert len(frames) == 1 and frames[0].type == v["type"].encode()
+        if "status" in v:
+            assert frames[0].status() == v["status"]
+            assert pipe.encode_status(v["status"]).hex() == v["hex"]
+        else:
+            assert frames[0].body.hex() == v["body_hex"]
+            assert pipe.encode(pipe.MEDIA, bytes.fromhex(v["body_hex"])).hex() == v["hex"]
+            C.parse(frames[0].body)  # a valid media message
