@@ -3,7 +3,7 @@ subscriber that decodes what a node's /media/ws/hall sends.
 
 `python tests/ingest_tools.py URL FORMAT SECONDS [WxH] [key=value ...]` pushes (or writes) a test
 pattern with a 440 Hz tone, H.264 + AAC, paced in real time; its first stdout line is
-`{"t0": wall time of source time 0}`. `HallSubscriber` joins fragments like the player does,
+`{"t0": wall time of source time 0}`; with INGEST_TOOLS_LOG=1 a line per muxed packet follows. `HallSubscriber` joins fragments like the player does,
 decodes Opus and VP8/H.264 with PyAV, and keeps what the checks need (PCM, decoded frames per
 generation, decode wall times by chunk timestamp). `tone_hz` finds the strongest tone by FFT.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,11 @@ TONE_HZ = 440.0
 FPS = 25
 
 
-def push_stream(url: str, fmt: str, seconds: float, size: str = "640x360", options: dict | None = None) -> int:
+def push_stream(url: str, fmt: str, seconds: float, size: str = "640x360", options: dict | None = None,
+                log_packets: bool = False) -> int:
+    """Frames and tone are made before the clock starts (only encoding runs in the paced loop), so
+    a loaded host delays the stream as little as possible; with `log_packets` each muxed packet's
+    `v|a source_seconds wall_time` goes to stdout (a benchmark's source timestamps)."""
     import av
     import numpy as np
 
@@ -35,32 +40,42 @@ def push_stream(url: str, fmt: str, seconds: float, size: str = "640x360", optio
     a.layout = "stereo"
     base = np.zeros((h, w, 3), np.uint8)
     base[:, :, 0] = (np.arange(w) * 255 // w)[None, :]
+    pictures = []
+    for i in range(FPS * 2):  # a bar moving down, 2 s, repeated
+        img = base.copy()
+        y = (i * (h - 20)) // (FPS * 2)
+        img[y:y + 20, :, 1] = 255
+        pictures.append(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray())
+    t = np.arange(48000) / 48000  # one second of tone: 440 Hz repeats exactly
+    tone = (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+
+    def mux(packets, kind: str) -> None:
+        for p in packets:
+            out.mux(p)
+            if log_packets and p.pts is not None:
+                print(f"{kind} {float(p.pts * p.time_base):.6f} {time.time():.6f}")
+
     t0 = time.time()
     print(json.dumps({"t0": t0}), flush=True)
     n = asamp = 0
     while n / FPS < seconds:
-        img = base.copy()
-        y = (n * 4) % (h - 20)
-        img[y:y + 20, :, 1] = 255
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f = av.VideoFrame.from_ndarray(pictures[n % len(pictures)], format="yuv420p")
         f.pts, f.time_base = n, fractions.Fraction(1, FPS)
-        for p in v.encode(f):
-            out.mux(p)
+        mux(v.encode(f), "v")
         while asamp < (n + 1) * 48000 // FPS:
-            t = (asamp + np.arange(1024)) / 48000
-            s = (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-            af = av.AudioFrame.from_ndarray(np.stack([s, s]), format="fltp", layout="stereo")
+            idx = (asamp + np.arange(1024)) % 48000
+            af = av.AudioFrame.from_ndarray(np.stack([tone[idx], tone[idx]]), format="fltp", layout="stereo")
             af.sample_rate, af.pts = 48000, asamp
-            for p in a.encode(af):
-                out.mux(p)
+            mux(a.encode(af), "a")
             asamp += 1024
         n += 1
         delay = t0 + n / FPS - time.time()
         if delay > 0:
             time.sleep(delay)
-    for st in (v, a):
-        for p in st.encode(None):
-            out.mux(p)
+        if log_packets:
+            sys.stdout.flush()
+    for st, kind in ((v, "v"), (a, "a")):
+        mux(st.encode(None), kind)
     out.close()
     return n
 
@@ -149,4 +164,5 @@ if __name__ == "__main__":
     url, fmt, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
     size = sys.argv[4] if len(sys.argv) > 4 else "640x360"
     opts = dict(kv.split("=", 1) for kv in sys.argv[5:])
-    sys.exit(0 if push_stream(url, fmt, secs, size, opts) else 1)
+    log = os.environ.get("INGEST_TOOLS_LOG") == "1"
+    sys.exit(0 if push_stream(url, fmt, secs, size, opts, log_packets=log) else 1)

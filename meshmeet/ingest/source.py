@@ -20,6 +20,9 @@ from ..errors import MeshmeetError
 MAX_URL_CHARS = 2000
 OPEN_TIMEOUT_US = 10_000_000  # FFmpeg's socket timeouts: a dead host fails within ~10 s
 LISTEN_TIMEOUT_S = "2000000"  # rtsp listen: wait for the encoder ~23 days (FFmpeg turns -1 into -1000 ms for tcp and fails)
+# live sources: FFmpeg probes 5 s by default and hands over that backlog afterwards; the stream
+# headers (flv, RTSP SDP, MPEG-TS PAT/PMT) say what is in it well before that
+LIVE_PROBE = {"analyzeduration": "500000", "probesize": "500000", "fflags": "nobuffer"}
 PULL_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https")
 LISTEN_PROTOCOLS = ("rtmp", "rtsp")
 DEFAULT_LISTEN_PORT = {"rtmp": 1935, "rtsp": 8554}
@@ -109,13 +112,13 @@ def _pull_source(url: str, protocols: Collection[str] | None) -> IngestSource:
         opts.update({"rw_timeout": str(OPEN_TIMEOUT_US), "live_start_index": "-1", "http_persistent": "1"})
     elif scheme in ("rtmp", "rtmps"):
         fmt = "flv"
-        opts.update({"rw_timeout": str(OPEN_TIMEOUT_US)})
+        opts.update({"rw_timeout": str(OPEN_TIMEOUT_US), **LIVE_PROBE})
     elif scheme in ("rtsp", "rtsps"):
         fmt = "rtsp"
-        opts.update({"rtsp_transport": "tcp", "timeout": str(OPEN_TIMEOUT_US)})
+        opts.update({"rtsp_transport": "tcp", "timeout": str(OPEN_TIMEOUT_US), **LIVE_PROBE})
     else:  # srt: libsrt's own timeouts, in µs
         fmt = "mpegts"
-        opts.update({"connect_timeout": str(OPEN_TIMEOUT_US // 1000), "rw_timeout": str(OPEN_TIMEOUT_US)})
+        opts.update({"connect_timeout": str(OPEN_TIMEOUT_US // 1000), "rw_timeout": str(OPEN_TIMEOUT_US), **LIVE_PROBE})
     return IngestSource(url=url, format=fmt, options=opts, shown=_redact(parts, scheme))
 
 
@@ -131,10 +134,11 @@ def _listen_source(port: object, protocol: str, bind: str, protocols: Collection
     url = f"{protocol}://{host}:{port}{LISTEN_PATH}"
     if protocol == "rtmp":
         url += "/stream"
-        opts = {"listen": "1", "protocol_whitelist": WHITELIST["rtmp"]}
+        opts = {"listen": "1", "protocol_whitelist": WHITELIST["rtmp"], **LIVE_PROBE}
         fmt = "flv"
     else:
-        opts = {"rtsp_flags": "listen", "protocol_whitelist": WHITELIST["rtsp"], "listen_timeout": LISTEN_TIMEOUT_S}
+        opts = {"rtsp_flags": "listen", "protocol_whitelist": WHITELIST["rtsp"], "listen_timeout": LISTEN_TIMEOUT_S,
+                **LIVE_PROBE}
         fmt = "rtsp"
     return IngestSource(url=url, format=fmt, options=opts, shown=f"{protocol} listen {host}:{port}", listen=True)
 

@@ -40,6 +40,9 @@ STATS_S = 1.0
 OPEN_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 10.0  # no packet for this long: the upstream is gone (exit, the node restarts us)
 EXIT_ERROR = 2
+LATE_SKIP_S = 0.5  # video this far behind the live edge is not encoded (audio is) until it is back
+LATE_RESUME_S = 0.2  # within this of the live edge
+EDGE_RELAX = 0.001  # the live-edge estimate may rise 1 ms per second (clock drift between source and us)
 
 ERRORS = {  # code -> (vi, en)
     "refused": ("Nguồn từ chối kết nối (sai địa chỉ hoặc cổng, hoặc máy phát chưa chạy)",
@@ -158,6 +161,10 @@ def run(spec: dict[str, Any], out: Out) -> int:
             "audio": (f"{astreams[0].codec_context.name} {astreams[0].codec_context.sample_rate} Hz" if astreams else None),
             "ts_base_us": ts_base_us}
     opened_sent = False
+    edge: float | None = None  # smallest (wall − source time) seen: where the live edge is
+    edge_at = 0.0
+    late = False
+    late_skipped = 0
     try:
         for packet in container.demux(*(vstreams + astreams)):
             while not requests.empty():
@@ -176,14 +183,29 @@ def run(spec: dict[str, Any], out: Out) -> int:
                     ahead = wall0 + (t - first_s) - time.monotonic()
                     if ahead > 0:
                         time.sleep(min(ahead, 1.0))
-                msgs = enc.video(frame, ts_us) if packet.stream.type == "video" else enc.audio(frame, ts_us)
+                now = time.monotonic()
+                behind = now - t
+                if edge is None or behind < edge:
+                    edge, edge_at = behind, now
+                elif now - edge_at > 1.0:  # let the estimate follow a source clock slower than ours
+                    edge, edge_at = edge + EDGE_RELAX * (now - edge_at), now
+                lag = behind - edge
+                late = lag > LATE_SKIP_S or (late and lag > LATE_RESUME_S)
+                if packet.stream.type == "video":
+                    if late and not pace:  # a loaded host: catch up by not encoding video
+                        late_skipped += 1
+                        continue
+                    msgs = enc.video(frame, ts_us)
+                else:
+                    msgs = enc.audio(frame, ts_us)
                 for m in msgs:
                     out.media(m)
             now = time.monotonic()
             if now - last_stats >= STATS_S:
                 last_stats = now
                 out.status({"event": "stats", "cpu_s": round(time.process_time() - cpu0, 3),
-                            "audio_kbps": enc.audio_encoding[0], **enc.counters})
+                            "audio_kbps": enc.audio_encoding[0], "video_late_skipped": late_skipped,
+                            "lag_s": round(lag, 3) if edge is not None else None, **enc.counters})
     except (av.error.EOFError, EOFError):
         pass
     except Exception as e:  # noqa: BLE001

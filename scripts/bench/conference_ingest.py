@@ -3,9 +3,9 @@
 Two real `meshmeet run` processes (HQ, one hall) on loopback. HQ runs `meshmeet ingest --listen`;
 tests/ingest_tools.py pushes a test pattern + 440 Hz tone (H.264/AAC, 25 fps, paced in real time)
 over RTMP, first at 640x360, then at 1280x720. A Python subscriber on the hall's /media/ws/hall
-decodes every chunk with PyAV. Latency: source time → decoded at the hall (source time t was handed
-to the muxer at the generator's t0 + t; the ingest's status maps chunk timestamps back to source
-time). CPU: the ingest worker's own CPU seconds (its stats) over wall seconds, steady part only.
+decodes every chunk with PyAV. Latency: from when the generator handed the source packet holding a
+chunk's last sample or frame to FFmpeg's muxer (it logs each packet's source time and wall time;
+the ingest's status maps chunk timestamps back to source time) to when the hall decoded it. CPU: the ingest worker's own CPU seconds (its stats) over wall seconds, steady part only.
 Baseline, same run, same process model (a child process, RTMP listen, stdout pipe):
 scripts/bench/_ingest_baseline.py decodes the same stream and encodes one VP8 layer + Opus;
 its latency is source time → encoded packet read by the parent.
@@ -15,9 +15,9 @@ Goals (issue 15): p95 added latency ≤ 1 s, ingest ≤ 1 core at 720p.
 from __future__ import annotations
 
 import asyncio
-import json
+import bisect
+import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +31,7 @@ BASELINE = Path(__file__).with_name("_ingest_baseline.py")
 GOAL_ADDED_P95_S = 1.0
 GOAL_CORES_720P = 1.0
 WARMUP_S = 3.0  # the first seconds carry FFmpeg's probing backlog: left out
+WINDOW_S = 3.0  # latency p95 per this much source time: shows whether the tail is a start-up burst
 SIZES = (("360p", "640x360"), ("720p", "1280x720"))
 
 
@@ -47,23 +48,47 @@ def _pct(xs: list[float], p: float) -> float | None:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))], 3)
 
 
-def _push(port: int, size: str, seconds: float) -> tuple[subprocess.Popen, float]:
-    gen = subprocess.Popen([sys.executable, str(TOOLS), f"rtmp://127.0.0.1:{port}/live/stream", "flv", str(seconds), size],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+class SentTimes:
+    """When each source packet was handed to the muxer, per track ("v", "a"): (source s, wall)."""
+
+    def __init__(self) -> None:
+        self.v: list[tuple[float, float]] = []
+        self.a: list[tuple[float, float]] = []
+
+    def read(self, stream) -> None:
+        for line in stream:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("v", "a"):
+                getattr(self, parts[0]).append((float(parts[1]), float(parts[2])))
+
+    def sent_at(self, track: str, src_end: float) -> float | None:
+        """Wall time the last source packet needed for media up to `src_end` was muxed."""
+        xs = getattr(self, track)
+        i = bisect.bisect_right(xs, (src_end - 1e-4, float("inf"))) - 1
+        return xs[i][1] if i >= 0 else None
+
+
+def _spawn(port: int, size: str, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TOOLS), f"rtmp://127.0.0.1:{port}/live/stream", "flv", str(seconds), size],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "INGEST_TOOLS_LOG": "1"})
+
+
+def _push(port: int, size: str, seconds: float) -> tuple[subprocess.Popen, SentTimes]:
+    """Push until the listener takes it; a thread keeps reading the generator's packet times."""
+    gen = _spawn(port, size, seconds)
     deadline = time.time() + 30
     while True:  # the listener may not be up yet: the push is refused at once, try again
         line = gen.stdout.readline()
         if line.startswith("{"):
-            t0 = json.loads(line)["t0"]
-            time.sleep(0.3)
-            if gen.poll() is None or gen.returncode == 0:
-                return gen, t0
+            sent = SentTimes()
+            threading.Thread(target=sent.read, args=(gen.stdout,), daemon=True).start()
+            return gen, sent
         gen.wait()
         if time.time() > deadline:
             raise RuntimeError("the RTMP listener never accepted the push")
         time.sleep(0.3)
-        gen = subprocess.Popen([sys.executable, str(TOOLS), f"rtmp://127.0.0.1:{port}/live/stream", "flv", str(seconds), size],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        gen = _spawn(port, size, seconds)
 
 
 def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
@@ -87,10 +112,11 @@ def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
             time.sleep(1.0)
 
     def stream() -> None:
-        gen, t0 = _push(port, size, seconds)
-        holder["t0"] = t0
-        holder["gen"] = gen
+        gen, sent = _push(port, size, seconds)
+        holder["sent"] = sent
+        holder["t0"] = time.time()
         gen.wait()
+        time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
     pusher = threading.Thread(target=stream, daemon=True)
@@ -100,21 +126,26 @@ def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
     done.set()
     st = hq.status()["ingest"]
     first_s, ts_base = st["first_source_s"], st["ts_base_us"]
-    t0 = holder["t0"]
+    t0, sent = holder["t0"], holder["sent"]
     lat = {0: [], 1: []}
+    windows: dict[int, list[float]] = {}
     for track, ts, wall in sub.decoded_at:
         if ts < ts_base:
             continue  # an earlier run's
         src = first_s + (ts - ts_base) / 1e6
         if src < WARMUP_S:
             continue
-        lat[track].append(wall - (t0 + src))
+        at = sent.sent_at("a", src + 0.02) if track == 0 else sent.sent_at("v", src)
+        if at is not None:
+            lat[track].append(wall - at)
+            windows.setdefault(int(src // WINDOW_S), []).append(wall - at)
     steady = [c for c in cpu if c[0] - t0 >= WARMUP_S]
     cores = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) if len(steady) >= 3 else None
     return {"audio_p50_s": _pct(lat[0], 0.5), "audio_p95_s": _pct(lat[0], 0.95),
             "video_p50_s": _pct(lat[1], 0.5), "video_p95_s": _pct(lat[1], 0.95),
             "audio_decoded": len(lat[0]), "video_decoded": len(lat[1]), "decode_errors": sub.errors,
-            "cores": None if cores is None else round(cores, 3)}
+            "cores": None if cores is None else round(cores, 3),
+            "p95_by_window_s": {f"{k * WINDOW_S:g}-{(k + 1) * WINDOW_S:g}": _pct(v, 0.95) for k, v in sorted(windows.items())}}
 
 
 def _baseline_run(size: str, seconds: float) -> dict:
@@ -123,7 +154,7 @@ def _baseline_run(size: str, seconds: float) -> dict:
                             stderr=subprocess.DEVNULL, text=True)
     time.sleep(1.0)
     w0 = time.time()
-    gen, t0 = _push(port, size, seconds)
+    gen, sent = _push(port, size, seconds)
     out, _ = proc.communicate(timeout=seconds + 60)
     wall = time.time() - w0
     gen.wait()
@@ -134,7 +165,10 @@ def _baseline_run(size: str, seconds: float) -> dict:
         if parts[0] == "cpu":
             cpu = float(parts[1])
         elif float(parts[1]) >= WARMUP_S:
-            lat[parts[0]].append(float(parts[2]) - (t0 + float(parts[1])))
+            src = float(parts[1])
+            at = sent.sent_at("a", src + 0.02) if parts[0] == "a" else sent.sent_at("v", src)
+            if at is not None:
+                lat[parts[0]].append(float(parts[2]) - at)
     return {"audio_p50_s": _pct(lat["a"], 0.5), "audio_p95_s": _pct(lat["a"], 0.95),
             "video_p50_s": _pct(lat["v"], 0.5), "video_p95_s": _pct(lat["v"], 0.95),
             "cores": None if cpu is None else round(cpu / wall, 3)}
