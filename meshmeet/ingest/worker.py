@@ -7,7 +7,9 @@ Status events (pipe STATUS frames): `opened` (what the source carries, and the c
 timestamp = ts_base_us + (source time − first_source_s) × 10^6), `stats` every second, `error`
 (code + Vietnamese and English text) before exiting 2, `ended` before exiting 0 (the upstream
 stopped). stdin carries keyframe and audio rate requests; stdin closing (the node died) ends the
-worker at once.
+worker at once. Live sources: when the worker falls behind the live edge by more than 0.5 s (a packet
+it did not have to wait for, on a loaded host), video frames are decoded but not encoded until it is
+within 0.2 s again; audio is always encoded. HLS is paced to real time instead.
 
 Why a process and not a thread: FFmpeg parses bytes from a server we do not control, and a crash
 in it (or in libvpx) must not take the node down; a blocking FFmpeg call (a listen socket, a dead
@@ -42,7 +44,7 @@ READ_TIMEOUT_S = 10.0  # no packet for this long: the upstream is gone (exit, th
 EXIT_ERROR = 2
 LATE_SKIP_S = 0.5  # video this far behind the live edge is not encoded (audio is) until it is back
 LATE_RESUME_S = 0.2  # within this of the live edge
-EDGE_RELAX = 0.001  # the live-edge estimate may rise 1 ms per second (clock drift between source and us)
+WAITED_S = 0.003  # a packet we had to wait this long for was read at the live edge (not from a backlog)
 
 ERRORS = {  # code -> (vi, en)
     "refused": ("Nguồn từ chối kết nối (sai địa chỉ hoặc cổng, hoặc máy phát chưa chạy)",
@@ -161,12 +163,17 @@ def run(spec: dict[str, Any], out: Out) -> int:
             "audio": (f"{astreams[0].codec_context.name} {astreams[0].codec_context.sample_rate} Hz" if astreams else None),
             "ts_base_us": ts_base_us}
     opened_sent = False
-    edge: float | None = None  # smallest (wall − source time) seen: where the live edge is
-    edge_at = 0.0
+    edge: float | None = None  # (wall − source time) of the last frame read at the live edge
     late = False
     late_skipped = 0
     try:
-        for packet in container.demux(*(vstreams + astreams)):
+        packets = container.demux(*(vstreams + astreams))
+        while True:
+            before = time.monotonic()
+            packet = next(packets, None)
+            if packet is None:
+                break
+            at_edge = time.monotonic() - before >= WAITED_S  # it was not waiting in a buffer
             while not requests.empty():
                 enc.request(requests.get())
             for frame in packet.decode():
@@ -183,12 +190,9 @@ def run(spec: dict[str, Any], out: Out) -> int:
                     ahead = wall0 + (t - first_s) - time.monotonic()
                     if ahead > 0:
                         time.sleep(min(ahead, 1.0))
-                now = time.monotonic()
-                behind = now - t
-                if edge is None or behind < edge:
-                    edge, edge_at = behind, now
-                elif now - edge_at > 1.0:  # let the estimate follow a source clock slower than ours
-                    edge, edge_at = edge + EDGE_RELAX * (now - edge_at), now
+                behind = time.monotonic() - t
+                if edge is None or at_edge or behind < edge:  # a slow source moves the edge, a backlog does not
+                    edge = behind
                 lag = behind - edge
                 late = lag > LATE_SKIP_S or (late and lag > LATE_RESUME_S)
                 if packet.stream.type == "video":

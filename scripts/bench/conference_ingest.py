@@ -178,7 +178,8 @@ def ingest(args) -> dict:
     from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
 
     seconds = float(getattr(args, "ingest_seconds", 20))
-    out: dict = {"seconds_per_run": seconds, "source": "H.264 + AAC, 25 fps, RTMP push",
+    out: dict = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+                 "seconds_per_run": seconds, "source": "H.264 + AAC, 25 fps, RTMP push",
                  "mesh": "VP8 640x360 + 320x180 L1T3, Opus 24 kbit/s", "runs": {}, "baseline": {}}
     with tempfile.TemporaryDirectory() as tmp:
         hq_dir, invites = make_commune(Path(tmp), 1)
@@ -209,6 +210,7 @@ def ingest(args) -> dict:
     r720 = out["runs"]["720p"]
     worst = max((r[k] for r in out["runs"].values() for k in ("audio_p95_s", "video_p95_s") if r[k] is not None),
                 default=None)
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out["goals"] = {"added_latency_p95_s": GOAL_ADDED_P95_S, "cores_720p": GOAL_CORES_720P}
     out["goals_met"] = {"latency": worst is not None and worst <= GOAL_ADDED_P95_S,
                         "cpu_720p": r720["cores"] is not None and r720["cores"] <= GOAL_CORES_720P}
@@ -222,5 +224,6 @@ def ingest_table(r: dict) -> str:
         for label, x in ((f"ingest {name}", r["runs"][name]), (f"baseline {name}", r["baseline"][name])):
             lines.append(f"{label:<14}{x['audio_p50_s']!s:>10}{x['audio_p95_s']!s:>8}{x['video_p50_s']!s:>10}"
                          f"{x['video_p95_s']!s:>8}{x['cores']!s:>8}")
+    lines.append(f"load average {r['load_average_at_start']} -> {r['load_average_at_end']} on {r['cpus']} CPUs")
     lines.append(f"goals: p95 <= {GOAL_ADDED_P95_S} s, <= {GOAL_CORES_720P} core at 720p; met: {r['goals_met']}")
     return "\n".join(lines)
