@@ -26,7 +26,7 @@ pytest.importorskip("av")
 pytest.importorskip("numpy")
 
 from meshmeet.media import chunk as C  # noqa: E402
-from meshmeet.media.recorder import read_records  # noqa: E402
+from meshmeet.recording.recorder import read_records  # noqa: E402
 from browser.node_chain import api_post, media  # noqa: E402
 from ingest_tools import TONE_HZ, HallSubscriber, tone_hz  # noqa: E402
 from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for  # noqa: E402

@@ -8,7 +8,8 @@ local presenter to the worker's stdin (MediaService.local_taps). While the inges
 this site's presenter: chunks from a /present page are held back (counted) and that page's last
 decoder configs are handed on when the ingest stops, so the chair's camera takes over cleanly.
 meshmeet/ingest/supervisor.py decides restarts and what status says. Adds the `ingest` API
-(start, stop, status; HQ or a backup site only) and "ingest" to status.
+(start, stop, status; HQ or a backup site only) and "ingest" to status. Needs: the MediaService
+(constructed before it in node/compose.py) for its presenter handler and `local_taps`.
 
 This module must never parse media itself beyond peeking at a chunk's timestamp, decode
 anything, or let a worker's failure reach the node (a bad pipe frame kills that worker only).
@@ -28,10 +29,11 @@ from ..ingest import pipe
 from ..ingest.source import SourceError, parse_source
 from ..ingest.supervisor import Spawn, Supervisor
 from ..media import chunk as C
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..web.media_routes import UP_TOPIC
 
 if TYPE_CHECKING:
+    from .media_service import MediaService
     from .node import Node
 
 log = logging.getLogger(__name__)
@@ -44,17 +46,13 @@ KILL_WAIT_S = 2.0
 class IngestService:
     """Owns at most one ingest worker; see the module docstring."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", *, media: "MediaService") -> None:
         self.node = node
         self.sup = Supervisor()
-        self._up = node.inbound_handlers.get(UP_TOPIC)  # MediaService's presenter way in
-        self.sup = Supervisor()
-        if self._up is None:  # a node without media: nothing to relay into
-            return
+        # the presenter's way in, as MediaService registered it (so it must be constructed first)
+        self._up = node.inbound_handlers[UP_TOPIC]
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
-        media = node.plugins.get("MediaService")
-        if media is not None and hasattr(media, "local_taps"):
-            media.local_taps.append(self._to_worker)
+        media.local_taps.append(self._to_worker)
         node.api_handlers["ingest"] = self._api
         node.status_extras["ingest"] = self.status
         self._wake = trio.Event()
@@ -124,8 +122,6 @@ class IngestService:
             await trio.sleep(0.01)
 
     async def run(self) -> None:
-        if self._up is None:
-            return
         while True:
             now = trio.current_time()
             spawn = self.sup.poll(now)
