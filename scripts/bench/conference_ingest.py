@@ -106,7 +106,10 @@ def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
 
     def sample() -> None:
         while not done.is_set():
-            st = hq.status()["ingest"]
+            try:
+                st = hq.status()["ingest"]
+            except OSError:  # a node slow to answer on a loaded host: try again
+                continue
             if st.get("worker", {}).get("cpu_s") is not None and st.get("state") == "live":
                 cpu.append((time.time(), float(st["worker"]["cpu_s"])))
             time.sleep(1.0)
