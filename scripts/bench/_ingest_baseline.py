@@ -47,7 +47,7 @@ def main() -> int:
                 for _ in pkts:
                     sys.stdout.write(f"{packet.stream.type[0]} {t:.6f} {time.time():.6f}\n")
             sys.stdout.flush()
-    except (av.error.EOFError, av.error.OSError):
+    except av.error.FFmpegError:  # the push ended (EOF, I/O error or read timeout)
         pass
     sys.stdout.write(f"cpu {time.process_time() - cpu0:.3f}\n")
     return 0
