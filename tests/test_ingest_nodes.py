@@ -123,12 +123,20 @@ def test_rtmp_push_reaches_the_hall_and_restarts_after_a_drop(pair) -> None:
     wait_for(lambda: ingest(hq)["state"] == "retrying" and ingest(hq)["error"]["code"] == "ended", "the drop noticed")
     wait_for(lambda: ingest(hq)["generation"] != gen0, "the ingest restarted by itself")
     gen1 = ingest(hq)["generation"]
+    # the floor decides for the ingest as for /present: with the floor at the hall, HQ's ingest is
+    # refused; taken back, it is heard again
+    refused0 = media(hq)["counters"]["presenter_refused"]
+    meshmeet("floor", "grant", "Thôn 1", "--data-dir", str(hq.data_dir))
+    wait_for(lambda: media(hall)["source_link"] == "presenter", "the hall holds the floor")
+    src = push(f"rtmp://127.0.0.1:{port}/live/stream", "flv", 40)  # cut below, once heard
+    wait_for(lambda: media(hq)["counters"]["presenter_refused"] > refused0 + 20, "the ingest refused without the floor")
+    meshmeet("floor", "release", "--data-dir", str(hq.data_dir))
     sub2 = HallSubscriber()
-    src = push(f"rtmp://127.0.0.1:{port}/live/stream", "flv", 8)
     asyncio.run(sub2.listen(ws_url(hall, "/media/ws/hall"), lambda s: heard(s, gen1, 10, 50)))
     assert heard(sub2, gen1, 10, 50), (sub2.frames, sub2.audio_chunks, ingest(hq))
     check_tone(sub2)
     assert ingest(hq)["restarts"] >= 1
+    src.kill()
     src.wait(timeout=60)
 
     # both runs are in the hall's and HQ's recordings
