@@ -31,7 +31,8 @@ from ..membership.identity import verify
 from ..lora_io import statefile
 from ..lora.alertlog import AlertLog
 from ..lora_io.check import LoraConfig
-from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
+from ..lora.core import CoreConfig, LoraCore, LoraPeers
+from ..lora.events import Acked, Delivered, Event, GaveUp
 from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer

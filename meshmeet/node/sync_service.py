@@ -44,8 +44,8 @@ from ..store.diskfull import DiskFull, free_bytes
 from ..meeting import meetings
 from ..store.chunks import CHUNK_BYTES
 from ..store.errors import SyncError
-from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
-                            Outgoing, ProtocolViolation, SyncSession)
+from ..sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Outgoing, ProtocolViolation
+from ..sync.session import ChunkClaims, SyncSession
 from ..store.db import Store
 from ..wire import services
 
