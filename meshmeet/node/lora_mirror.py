@@ -82,7 +82,8 @@ class LoraStateMirror:
     def _read_rows(self, store: Any) -> StateRows:
         def rows(table: str) -> tuple:
             return tuple(store.rows(table))
-        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"))
+        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"),
+                         rows("slides"))
 
     def _hq_short_ids(self) -> frozenset[int]:
         me = self._node.me.short_id

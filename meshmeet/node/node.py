@@ -59,10 +59,11 @@ def default_plugins() -> tuple[PluginFactory, ...]:
 
     factories: list[PluginFactory] = [TreeService]
     for module, name in EXTRA_PLUGINS:
+        full = module if module.startswith("meshmeet.") else f"meshmeet.node.{module}"
         try:
-            mod = __import__(f"meshmeet.node.{module}", fromlist=[name])
+            mod = __import__(full, fromlist=[name])
         except ModuleNotFoundError as e:
-            if e.name != f"meshmeet.node.{module}":
+            if e.name != full:
                 raise  # the part exists but is broken: never run silently without it
             log.debug("plugin %s is not installed", module)
             continue
@@ -76,6 +77,7 @@ EXTRA_PLUGINS = (
     ("media_service", "MediaService"),
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
+    ("meshmeet.slides.service", "SlidesService"),
 )
 
 
