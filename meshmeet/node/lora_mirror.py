@@ -43,6 +43,11 @@ class LoraStateMirror:
         self.watch = StateWatch()
         self.refs = RefIndex()  # maps refs received over LoRa back to local sync ids
         self.mirrored = 0  # state messages queued on LoRa because no IP link was up
+        self._poke = trio.Event()
+
+    def poke(self) -> None:
+        """Read the store now rather than at the next WATCH_S tick (a page turn should not wait)."""
+        self._poke.set()
 
     def _sync(self) -> Any:
         """The SyncService plugin, or None (its store is read here, never written)."""
@@ -92,7 +97,9 @@ class LoraStateMirror:
     async def run(self) -> None:
         """Every WATCH_S: read the meeting state; while no IP link is up, send what changed."""
         while True:
-            await trio.sleep(WATCH_S)
+            with trio.move_on_after(WATCH_S):
+                await self._poke.wait()
+            self._poke = trio.Event()
             sync = self._sync()
             if sync is None:
                 continue

@@ -202,6 +202,9 @@ class SlidesService:
                                e.vi, e.en) from None
             sync.local_changed(trio.current_time(), tables={"slides"})
         self._dirty.set()
+        lora = self.node.plugins.get("LoraService")
+        if lora is not None:
+            lora.mirror.poke()  # with no IP link up, the turn goes over LoRa now, not at the next tick
         return {"id": row_id, "doc_id": doc_id, "page": page}
 
     async def api_state(self, args: dict) -> dict:

@@ -34,9 +34,9 @@
       const resp = await fetch(s.image).catch(() => null);
       if (resp && resp.ok) {
         pages = Number(resp.headers.get("X-Slide-Pages")) || null;
-        const u = URL.createObjectURL(await resp.blob());
-        if (prev.src.startsWith("blob:")) URL.revokeObjectURL(prev.src);
-        prev.src = u; prev.classList.remove("hidden");
+        await resp.arrayBuffer();
+        if (prev.getAttribute("src") !== s.image) prev.src = s.image;
+        prev.classList.remove("hidden");
         prev.dataset.page = String(current.page);
         fill("[data-testid=slide-page]", `${t("slide_page")} ${current.page}${pages ? " / " + pages : ""}`);
       } else if (resp) {

@@ -20,8 +20,9 @@
     box.dataset.doc = docId; box.dataset.page = String(page);
     box.classList.remove("hidden"); document.body.classList.add("showing-slide");
     if (key === shownKey) return;
+    const url = `/app/slides/${encodeURIComponent(docId)}/${page}.png`;
     let resp;
-    try { resp = await fetch(`/app/slides/${encodeURIComponent(docId)}/${page}.png`); } catch (e) { return; }
+    try { resp = await fetch(url); } catch (e) { return; }
     if (box.dataset.doc !== docId || box.dataset.page !== String(page)) return;  // a newer turn came meanwhile
     if (!resp.ok) {
       let err = null;
@@ -30,11 +31,8 @@
       else say(t("slide_error") + (err ? ": " + (MM.lang === "vi" ? err.vi : err.en) : ""), "error");
       return;
     }
-    const blob = await resp.blob();
-    const url = URL.createObjectURL(blob);
-    const old = img.src;
+    await resp.arrayBuffer();  // now in the HTTP cache: the <img> below takes it from there (CSP: no blob: images)
     img.onload = () => {
-      if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
       box.dataset.shownDoc = docId; box.dataset.shownPage = String(page);
       box.dataset.sha256 = resp.headers.get("X-Slide-Sha256") || "";
       const pages = resp.headers.get("X-Slide-Pages");
