@@ -33,7 +33,7 @@
     }
     await resp.arrayBuffer();  // now in the HTTP cache: the <img> below takes it from there (CSP: no blob: images)
     img.onload = () => {
-      box.dataset.shownDoc = docId; box.dataset.shownPage = String(page);
+      box.dataset.shownDoc = docId; box.dataset.shownPage = String(page); box.dataset.shownAt = String(Date.now());
       box.dataset.sha256 = resp.headers.get("X-Slide-Sha256") || "";
       const pages = resp.headers.get("X-Slide-Pages");
       say("", "shown");
