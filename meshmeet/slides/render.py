@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 WIDTH_PX = 1280  # a hall TV is 1280x720 or 1920x1080: sharp enough, ~5 ms per page here
 PREFETCH_PAGES = 2
+FILL_BATCH_PAGES = 24  # background rendering of a whole deck: pages per child run (an on-demand page waits <= one run)
+MAX_FILL_PAGES = 300   # decks longer than this are rendered on demand only (plus PREFETCH_PAGES)
 RENDER_DEADLINE_S = 30.0  # the child is killed after this long (a PDF made to hang pdfium)
 MAX_PDF_BYTES = 64 << 20  # larger documents are not shown as slides (the store allows 200 MiB)
 MAX_PAGES = 2000
@@ -129,6 +131,26 @@ class Renderer:
         if meta.get("error"):
             raise RenderFailed(meta.get("vi") or "Không hiển thị được tài liệu này", meta["error"])
         raise RenderFailed(f"Tài liệu chỉ có {meta.get('pages')} trang", f"the document has {meta.get('pages')} pages")
+
+    async def fill(self, sha256: str, write_pdf: WritePdf) -> int:
+        """Render every page not cached yet, FILL_BATCH_PAGES per child run (call after `page`
+        succeeded once, so the page count is known); the chair's turns then never wait for a
+        render. Returns how many pages were rendered."""
+        pages = self.known_pages(sha256)
+        if pages is None or pages > MAX_FILL_PAGES:
+            return 0
+        done = 0
+        missing = [p for p in range(1, pages + 1) if self.cached(sha256, p) is None]
+        for start in range(0, len(missing), FILL_BATCH_PAGES):
+            batch = [p for p in missing[start:start + FILL_BATCH_PAGES] if self.cached(sha256, p) is None]
+            if not batch:
+                continue
+            async with self._lock:
+                meta = await self._run(sha256, self._dir(sha256) / PDF_FILE, batch)
+            if meta.get("error") and not meta.get("done"):
+                break
+            done += len(batch)
+        return done
 
     async def _run(self, sha256: str, pdf: Path, pages: list[int]) -> dict:
         spec = {"pdf": str(pdf), "out": str(pdf.parent), "pages": pages, "width": self.width, "max_pages": MAX_PAGES}

@@ -137,6 +137,7 @@ class SlidesService:
         async for doc_id, sha, size, page in recv:
             try:
                 await self.renderer.page(sha, size, self._pdf_writer(doc_id), page)
+                await self.renderer.fill(sha, self._pdf_writer(doc_id))  # the whole deck, in the background
             except (RenderFailed, SyncError, OSError) as e:
                 log.info("slides: page %d of %s not rendered: %s", page, doc_id, e)
 

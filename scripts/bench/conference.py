@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -54,8 +55,8 @@ LORA_BUDGET_S_PER_HOUR = 36.0
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(q / 100 * len(xs) + 0.5) - 1))]
+    xs = sorted(xs)  # nearest rank
+    return xs[min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))]
 
 
 def _api(node, name: str, args: dict | None = None) -> dict:
@@ -152,7 +153,7 @@ def slides(args: argparse.Namespace) -> dict:
             per_hall = [(sync_after[p] - sync_before.get(p, 0)) / args.turns for p in sync_after]
             out["bytes"]["sync_out_per_turn_per_hall_measured"] = round(statistics.mean(per_hall), 1)
             out["ip"] = {"turns": len(ip), "p50_s": round(_pct(ip, 50), 3), "p95_s": round(_pct(ip, 95), 3),
-                         "max_s": round(max(ip), 3)}
+                         "max_s": round(max(ip), 3), "all_s": [round(x, 3) for x in ip]}
             # Baseline over IP: the rendered page as a document on the same replicated path.
             png_path = base / "page.png"
             png_path.write_bytes(urllib.request.urlopen(f"{hq.url}/app/slides/{doc}/1.png", timeout=60).read())
@@ -192,7 +193,7 @@ def slides(args: argparse.Namespace) -> dict:
             lora = _turns(tvs, hq, doc, pages, args.lora_turns, 2.0)
             air = hq.status()["lora"]["airtime"]
             out["lora"] = {"turns": len(lora), "p50_s": round(_pct(lora, 50), 3), "p95_s": round(_pct(lora, 95), 3),
-                           "max_s": round(max(lora), 3), "preset": "fast (SF7, 250 kHz)", "hq_airtime_used_s": air["used_s"],
+                           "max_s": round(max(lora), 3), "all_s": [round(x, 3) for x in lora], "preset": "fast (SF7, 250 kHz)", "hq_airtime_used_s": air["used_s"],
                            "budget_s_per_hour": air["budget_s_per_hour"]}
             params = LoraParams(sf=7, bw_hz=250_000)
             frames = -(-png // (LORA_MTU_BYTES - MAX_OVERHEAD_BYTES))
