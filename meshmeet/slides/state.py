@@ -23,12 +23,12 @@ from typing import Any, Iterable, Mapping
 import msgpack
 
 from ..errors import MeshmeetError
+from ..media.recorder import KIND_SLIDE_RECORD
 from ..sync.authority import MAX_SLIDE_PAGE
 from ..sync.errors import SyncError
 from ..sync.meetings import new_id
 from ..sync.store import Store
 
-KIND_SLIDE_RECORD = 0x13
 MAX_RECORD_BYTES = 96
 DOC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
