@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import sys
 import zlib
@@ -234,3 +235,27 @@ def test_too_large_a_document_is_refused_before_any_render(tmp_path: Path) -> No
             await renderer.page("ab" * 32, 65 << 20, write, 1)
     trio.run(main)
     assert renderer.runs == 0
+
+
+# ------------------------------------------------------------------ test vectors in the docs
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _hex_after(text: str, marker: str) -> bytes:
+    found = re.search(re.escape(marker) + r"\s*`([0-9a-f ]+)`", text)
+    assert found, marker
+    return bytes.fromhex(found.group(1))
+
+
+def test_lora_slide_vector_in_protocol_doc() -> None:
+    text = (DOCS / "protocol" / "lora.md").read_text().replace("\n", " ")
+    plain = _hex_after(text, "as plaintext")
+    env = decode_message(int(Kind.SLIDE), plain, source=1, first_counter=5, public_key_of={}.get, verify=verify)
+    assert env.message == LoraSlide(0x1A2B3C4D, 3, 7) and env.dest == 0xFFFF and env.ref is None
+    assert encode_message(env.message, source=1, msg_id=5, dest=0xFFFF, ref=None, sign=None) == plain
+
+
+def test_slide_record_vector_in_slides_doc() -> None:
+    text = (DOCS / "slides.md").read_text().replace("\n", " ")
+    record = _hex_after(text, "page 2 =")
+    assert state.parse_record(record) == ("deck01", 2) and state.encode_record("deck01", 2) == record
