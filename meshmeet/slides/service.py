@@ -117,21 +117,25 @@ class SlidesService:
 
     def _publish(self, shown: dict[str, Any]) -> None:
         before = (self._shown or {}).get("slide") or {}
+        was_whole = bool(((self._shown or {}).get("document") or {}).get("complete"))
         self._shown = shown
         gw = self.node.gateway
         if gw is None:
             return
         gw.try_publish(TOPIC, {"type": "slide", **shown})
         slide = shown.get("slide")
-        if slide and (slide["doc_id"], slide["page"]) != (before.get("doc_id"), before.get("page")):
+        if not slide:
+            return
+        turned = (slide["doc_id"], slide["page"]) != (before.get("doc_id"), before.get("page"))
+        if turned:
             from ..web.media_routes import MEDIA_TOPIC  # the hub records it with the meeting's media
             gw.try_publish(MEDIA_TOPIC, state.encode_record(slide["doc_id"], slide["page"]))
-            doc = shown.get("document")
-            if doc and doc["complete"] and slide["page"] > 0 and self._prerender is not None:
-                try:
-                    self._prerender.send_nowait((slide["doc_id"], doc["sha256"], doc["size"], slide["page"]))
-                except trio.WouldBlock:
-                    pass
+        doc = shown.get("document")
+        if (turned or not was_whole) and doc and doc["complete"] and slide["page"] > 0 and self._prerender is not None:
+            try:  # the page (and the rest of the deck) ready before the TV asks
+                self._prerender.send_nowait((slide["doc_id"], doc["sha256"], doc["size"], slide["page"]))
+            except trio.WouldBlock:
+                pass
 
     async def _prerenderer(self, recv: trio.MemoryReceiveChannel) -> None:
         async for doc_id, sha, size, page in recv:
