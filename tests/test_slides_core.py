@@ -259,3 +259,20 @@ def test_slide_record_vector_in_slides_doc() -> None:
     text = (DOCS / "slides.md").read_text().replace("\n", " ")
     record = _hex_after(text, "page 2 =")
     assert state.parse_record(record) == ("deck01", 2) and state.encode_record("deck01", 2) == record
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=200),
+                 st.dictionaries(st.sampled_from(["pages", "done", "error", "x"]),
+                                 st.one_of(st.integers(-5, 1 << 40), st.text(max_size=5), st.lists(st.integers(), max_size=3),
+                                           st.none(), st.floats()), max_size=4).map(lambda d: __import__("json").dumps(d).encode())))
+def test_whatever_the_child_prints_the_parent_reads_a_checked_result(out) -> None:
+    from meshmeet.slides.render import _parse_child
+
+    got = _parse_child(out)
+    assert set(got) <= {"pages", "done", "error", "vi"}
+    if "pages" in got:
+        assert type(got["pages"]) is int and 0 <= got["pages"] <= 1 << 20
+        assert all(type(p) is int for p in got["done"])
+    else:
+        assert got["error"] and got["vi"]
