@@ -29,7 +29,7 @@ from test_lora_helpers import make_cores  # noqa: E402
 from meshmeet.identity import verify
 from meshmeet.lora.messages import Kind, MessageError, Slide as LoraSlide, decode_message, encode_message
 from meshmeet.lora.statewatch import StateRows, StateWatch, control_messages, short_ref, slide_message
-from meshmeet.slides import state
+from meshmeet.slides import record, state
 from meshmeet.slides.render import RenderFailed, Renderer
 from meshmeet.sync import meetings as m
 from meshmeet.sync.batch import OP_UPSERT
@@ -128,21 +128,21 @@ def test_hostile_slide_fields_give_message_error_or_a_valid_slide(fields) -> Non
 
 
 # ------------------------------------------------------------------ the slide record (recordings)
-@given(st.from_regex(state.DOC_ID_RE, fullmatch=True), st.integers(0, 10_000))
+@given(st.from_regex(record.DOC_ID_RE, fullmatch=True), st.integers(0, 10_000))
 def test_slide_record_round_trips(doc_id, page) -> None:
-    data = state.encode_record(doc_id, page)
-    assert len(data) <= state.MAX_RECORD_BYTES
-    assert state.parse_record(data) == (doc_id, page)
+    data = record.encode_record(doc_id, page)
+    assert len(data) <= record.MAX_RECORD_BYTES
+    assert record.parse_record(data) == (doc_id, page)
 
 
 @settings(max_examples=500)
 @given(st.binary(max_size=120))
 def test_hostile_slide_records_give_slide_error(data) -> None:
     try:
-        doc_id, page = state.parse_record(bytes([state.KIND_SLIDE_RECORD]) + data)
-    except state.SlideError:
+        doc_id, page = record.parse_record(bytes([record.KIND_SLIDE_RECORD]) + data)
+    except record.SlideError:
         return
-    assert state.DOC_ID_RE.match(doc_id) and 0 <= page <= 10_000
+    assert record.DOC_ID_RE.match(doc_id) and 0 <= page <= 10_000
 
 
 # ------------------------------------------------------------------ the renderer (real child processes)
@@ -257,8 +257,8 @@ def test_lora_slide_vector_in_protocol_doc() -> None:
 
 def test_slide_record_vector_in_slides_doc() -> None:
     text = (DOCS / "slides.md").read_text().replace("\n", " ")
-    record = _hex_after(text, "page 2 =")
-    assert state.parse_record(record) == ("deck01", 2) and state.encode_record("deck01", 2) == record
+    data = _hex_after(text, "page 2 =")
+    assert record.parse_record(data) == ("deck01", 2) and record.encode_record("deck01", 2) == data
 
 
 @settings(max_examples=300)

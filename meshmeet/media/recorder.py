@@ -26,7 +26,7 @@ MAGIC = b"MMREC1\n\0"
 FSYNC_INTERVAL_S = 1.0
 DISK_RETRY_S = 5.0  # after records were dropped on a full disk, collect and write again after this long
 _REC = struct.Struct(">IQ")
-KIND_SLIDE_RECORD = 0x13  # the page on the hall TVs (meshmeet/slides/state.py): recorded with the media
+KIND_SLIDE_RECORD = 0x13  # the page on the hall TVs (meshmeet/slides/record.py): recorded with the media
 
 
 class RecordingError(MeshmeetError):

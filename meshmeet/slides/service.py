@@ -32,7 +32,7 @@ from ..sync.authority import MAX_SLIDE_PAGE
 from ..sync.errors import AuthorityError, SyncError
 from ..web.api import ApiError
 from ..node.state_args import arg_id, arg_int
-from . import state
+from . import record, state
 from .render import RenderFailed, Renderer
 from .web import slides_web_setup
 
@@ -129,7 +129,7 @@ class SlidesService:
         turned = (slide["doc_id"], slide["page"]) != (before.get("doc_id"), before.get("page"))
         if turned:
             from ..web.media_routes import MEDIA_TOPIC  # the hub records it with the meeting's media
-            gw.try_publish(MEDIA_TOPIC, state.encode_record(slide["doc_id"], slide["page"]))
+            gw.try_publish(MEDIA_TOPIC, record.encode_record(slide["doc_id"], slide["page"]))
         doc = shown.get("document")
         if (turned or not was_whole) and doc and doc["complete"] and slide["page"] > 0 and self._prerender is not None:
             try:  # the page (and the rest of the deck) ready before the TV asks

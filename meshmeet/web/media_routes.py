@@ -38,8 +38,8 @@ from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.media.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
-from meshmeet.slides.state import KIND_SLIDE_RECORD
-from meshmeet.slides.state import record_json as slide_record_json
+from meshmeet.slides.record import KIND_SLIDE_RECORD
+from meshmeet.slides.record import record_json as slide_record_json
 
 log = logging.getLogger(__name__)
 
