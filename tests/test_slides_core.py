@@ -26,15 +26,15 @@ from pdfmake import broken_pdfs, make_pdf, page_colour  # noqa: E402
 from test_authority import HALL1, HALL2, HQ, T0, logged, mk, signed  # noqa: E402
 from test_lora_helpers import make_cores  # noqa: E402
 
-from meshmeet.identity import verify
+from meshmeet.membership.identity import verify
 from meshmeet.lora.messages import Kind, MessageError, Slide as LoraSlide, decode_message, encode_message
 from meshmeet.lora.statewatch import StateRows, StateWatch, control_messages, short_ref, slide_message
 from meshmeet.slides import record, state
 from meshmeet.slides.render import RenderFailed, Renderer
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import OP_UPSERT
-from meshmeet.sync.errors import AuthorityError
-from meshmeet.sync.schema import specs_for
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import OP_UPSERT
+from meshmeet.store.errors import AuthorityError
+from meshmeet.store.schema import specs_for
 
 SLIDES_TID = specs_for(6)["slides"].tid
 

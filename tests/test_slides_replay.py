@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from browser.media_fixtures import AppThread
-from meshmeet.media.recorder import read_records
+from meshmeet.recording.recorder import read_records
 from meshmeet.slides.record import encode_record
 from meshmeet.web.media_routes import MediaHub
 from test_media_hub import CFG_A, chunk

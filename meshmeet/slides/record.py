@@ -14,7 +14,7 @@ import re
 import msgpack
 
 from ..errors import MeshmeetError
-from ..media.recorder import KIND_SLIDE_RECORD
+from ..recording.recorder import KIND_SLIDE_RECORD
 
 MAX_RECORD_BYTES = 96
 MAX_PAGE = 10_000  # = sync.authority.MAX_SLIDE_PAGE

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..diskfull import DiskFull
+from ..store.diskfull import DiskFull
 from ..lora.messages import Message
 from ..lora.messages import Slide as LoraSlide
 from ..lora.statewatch import short_ref
-from ..sync.authority import MAX_SLIDE_PAGE
-from ..sync.errors import AuthorityError, SyncError
-from ..web.api import ApiError
-from ..node.state_args import arg_id, arg_int
+from ..meeting.authority import MAX_SLIDE_PAGE
+from ..store.errors import AuthorityError, SyncError
+from ..api.contract import ApiError
+from ..api.state_args import arg_id, arg_int
 from . import record, state
 from .render import RenderFailed, Renderer
 from .web import slides_web_setup

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..sync.authority import MAX_SLIDE_PAGE
-from ..sync.errors import SyncError
-from ..sync.meetings import new_id
-from ..sync.store import Store
+from ..meeting.authority import MAX_SLIDE_PAGE
+from ..store.errors import SyncError
+from ..meeting.meetings import new_id
+from ..store.db import Store
 
 Row = Mapping[str, Any]
 

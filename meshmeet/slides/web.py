@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from ..web.api import ApiError
+from ..api.contract import ApiError
 
 DOC_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PAGE_RE = re.compile(r"^[1-9][0-9]{0,4}$")

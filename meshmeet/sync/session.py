@@ -19,14 +19,15 @@ input (hostile bytes become a ProtocolViolation event).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .batch import ForgedBatchError, SignedBatch, decode_batch
-from .errors import ProtocolError
+from ..store.batch import ForgedBatchError, SignedBatch, decode_batch
+from ..store.errors import ProtocolError
+from .events import (Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Event, InSync, Outgoing,
+                     ProtocolViolation)
 from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode,
                        encode, vector_hash)
-from .store import Store
+from ..store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -67,68 +68,6 @@ class ChunkClaims:
         return len(self._owner)
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """Bytes for the peer; `bulk` ones (documents) go behind everything live."""
-
-    data: bytes
-    bulk: bool = False
-
-
-@dataclass(frozen=True)
-class InSync:
-    """The peer's version vector hash equals ours."""
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A batch from the peer was merged into the store."""
-
-    origin: str
-    first_seq: int
-    last_seq: int
-    changes: int
-    rejected: int
-    tables: frozenset[str]
-
-
-@dataclass(frozen=True)
-class ChangeRejected:
-    """A signed change whose origin lacked authority (or that was malformed): not applied."""
-
-    origin: str
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class BatchForged:
-    """A batch whose signature does not verify: dropped."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ChunkStored:
-    sha256: bytes
-    pending_chunks: int
-
-
-@dataclass(frozen=True)
-class ChunkRefused:
-    """A chunk whose bytes do not hash to its name (it will be asked for again)."""
-
-    sha256: bytes
-
-
-@dataclass(frozen=True)
-class ProtocolViolation:
-    """The peer sent bytes that are not this protocol; the driver should close the link."""
-
-    reason: str
-
-
-Event = InSync | Applied | ChangeRejected | BatchForged | ChunkStored | ChunkRefused | ProtocolViolation
 
 
 def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .session import Applied, ChunkStored, Event, Outgoing, SyncSession
-from .store import Store
+from .events import Applied, ChunkStored, Event, Outgoing
+from .session import SyncSession
+from ..store.db import Store
 
 
 @dataclass

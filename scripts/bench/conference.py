@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from meshmeet.identity import KeyPair  # noqa: E402
+from meshmeet.membership.identity import KeyPair  # noqa: E402
 from meshmeet.lora.airtime import LoraParams, time_on_air_s  # noqa: E402
 from meshmeet.lora.frames import MAX_OVERHEAD_BYTES  # noqa: E402
 from meshmeet.lora.messages import Slide as LoraSlide, encode_message  # noqa: E402
 from meshmeet.slides import state as slide_state  # noqa: E402
-from meshmeet.sync import meetings  # noqa: E402
-from meshmeet.sync.store import Store  # noqa: E402
+from meshmeet.meeting import meetings  # noqa: E402
+from meshmeet.store.db import Store  # noqa: E402
 
 GOAL_IP_P95_S = 1.0
 GOAL_LORA_P95_S = 5.0
