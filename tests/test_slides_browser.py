@@ -5,7 +5,7 @@ own copy. Three real nodes, real Chromium.
    turns pages; the TV at HQ and at hall 1 show each page, and the pixels each TV shows are
    pdfium's render of that page made here in the test (the image's identity, per hall). Hall 2
    joins late while HQ sends chunks slowly (test hook): its TV says "Đang tải tài liệu N %",
-   then shows the page once its copy is whole.
+   then shows the page once its copy is whole. A recording's page turns replay on the TV at their time.
 2. Over LoRa with IP down: the nodes got the deck and the LoRa key over IP, then run with no IP
    peer at all and emulated modems (a `meshmeet lora emulate` process on ptys); the chair's turns
    reach both halls' TVs by LoRa SLIDE messages.
@@ -180,6 +180,21 @@ def test_chair_turns_pages_and_every_tv_shows_its_own_copy(browser, tmp_path: Pa
         assert e.value.code == 403
         for node in nodes:
             assert node.status()["slides"]["slide"]["page"] == 2
+
+        # Replay: a recording holding two page turns 1.5 s apart; the TV shows each at its time.
+        from meshmeet.media.recorder import Recorder
+        from meshmeet.slides.record import encode_record
+
+        (hall1.data_dir / "recordings").mkdir(exist_ok=True)
+        with open(hall1.data_dir / "recordings" / "replaytest.mmrec", "ab") as f:
+            rec = Recorder(f, now=0.0)
+            rec.add(encode_record(doc, 5), 0.0)
+            rec.add(encode_record(doc, 4), 1.5)
+            rec.close()
+        replay = ctx.new_page()
+        replay.goto(hall1.url + "/hall?replay=replaytest")
+        assert_tv_shows(replay, pdf, 5)
+        assert_tv_shows(replay, pdf, 4)
         ctx.close()
     finally:
         stop_all(nodes)

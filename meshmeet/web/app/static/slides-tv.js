@@ -77,13 +77,19 @@
     setTimeout(tick, LOADING_POLL_MS);
   }
 
-  function replayed() {
-    // The player frame forwards the recording's slide records at their time.
+  // Replay: the player frame forwards the recording's slide records at their time. Listening starts
+  // at once (the frame may play before this page's DOM is ready); the newest waits for the DOM.
+  let pendingReplay = null;
+  const onReplay = (d) => { if (!d.page) hide(); else load(d.doc_id, d.page); };
+  if (replay) {
     window.addEventListener("message", (ev) => {
       if (ev.origin !== location.origin || !ev.data || ev.data.type !== "slide") return;
-      if (!ev.data.page) { hide(); return; }
-      load(ev.data.doc_id, ev.data.page);
+      if (box) onReplay(ev.data); else pendingReplay = ev.data;
     });
+  }
+
+  function replayed() {
+    if (pendingReplay) onReplay(pendingReplay);
     setInterval(() => { if (loading && box.dataset.doc) { shownKey = null; load(box.dataset.doc, Number(box.dataset.page)); } }, LOADING_POLL_MS);
   }
 
