@@ -182,7 +182,7 @@ def test_chair_turns_pages_and_every_tv_shows_its_own_copy(browser, tmp_path: Pa
             assert node.status()["slides"]["slide"]["page"] == 2
 
         # Replay: a recording holding two page turns 1.5 s apart; the TV shows each at its time.
-        from meshmeet.media.recorder import Recorder
+        from meshmeet.recording.recorder import Recorder
         from meshmeet.slides.record import encode_record
 
         (hall1.data_dir / "recordings").mkdir(exist_ok=True)

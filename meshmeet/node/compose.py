@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
+from ..slides.service import SlidesService
 from .lora_service import LoraService
 from .media_service import MediaService
 from .sync_service import SyncService
@@ -38,4 +39,5 @@ def assemble(node: "Node") -> list[Service]:
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
-    return [tree, sync, media, lora, webapp]
+    slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
+    return [tree, sync, media, lora, webapp, slides]

@@ -37,7 +37,9 @@ from .render import RenderFailed, Renderer
 from .web import slides_web_setup
 
 if TYPE_CHECKING:
+    from ..node.lora_service import LoraService
     from ..node.node import Node
+    from ..node.sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,10 @@ IDLE_POLL_S = 5.0
 class SlidesService:
     """See the module docstring."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", *, sync: "SyncService", lora: "LoraService | None" = None) -> None:
         self.node = node
+        self.sync = sync
+        self.lora = lora
         self.renderer = Renderer(Path(node.data_dir) / CACHE_DIR)
         self._dirty = trio.Event()
         self._lora: state.Slide | None = None  # a turn that came by LoRa, newer than the store's
@@ -67,7 +71,7 @@ class SlidesService:
         node.web_setups.append(slides_web_setup())
 
     def _sync(self) -> Any:
-        return self.node.plugins.get("SyncService")
+        return self.sync
 
     # ----- inputs ----------------------------------------------------------------------------
     def _on_tables(self, tables: list[str]) -> None:
@@ -99,9 +103,8 @@ class SlidesService:
             log.info("slides: no sync service, slide show off")
             return
         sync.change_listeners.append(self._on_tables)
-        lora = self.node.plugins.get("LoraService")
-        if lora is not None:
-            lora.listeners.append(self._on_lora)
+        if self.lora is not None:
+            self.lora.listeners.append(self._on_lora)
         send, recv = trio.open_memory_channel[tuple[str, str, int, int]](8)
         self._prerender = send
         async with trio.open_nursery() as nursery:
@@ -207,9 +210,8 @@ class SlidesService:
                                e.vi, e.en) from None
             sync.local_changed(trio.current_time(), tables={"slides"})
         self._dirty.set()
-        lora = self.node.plugins.get("LoraService")
-        if lora is not None:
-            lora.mirror.poke()  # with no IP link up, the turn goes over LoRa now, not at the next tick
+        if self.lora is not None:
+            self.lora.mirror.poke()  # with no IP link up, the turn goes over LoRa now, not at the next tick
         return {"id": row_id, "doc_id": doc_id, "page": page}
 
     async def api_state(self, args: dict) -> dict:
