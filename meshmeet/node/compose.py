@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
 from .ingest_service import IngestService
+from ..slides.service import SlidesService
 from .lora_service import LoraService
 from .media_service import MediaService
 from .recovery_service import RecoveryService
@@ -42,4 +43,5 @@ def assemble(node: "Node") -> list[Service]:
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
     recovery = RecoveryService(node)                        # needs: links, roster, node key
-    return [tree, sync, media, ingest, lora, webapp, recovery]
+    slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
+    return [tree, sync, media, ingest, lora, webapp, recovery, slides]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 CHAIR_APIS = frozenset({
     "meeting_create", "meeting_update", "agenda_add", "agenda_update", "doc_add", "motion_open",
-    "motion_close", "announce", "feedback_reply", "briefing", "lora_alert", "lora_send",
+    "motion_close", "announce", "feedback_reply", "briefing", "lora_alert", "lora_send", "slide_show",
 })
 """Calls that change the meeting for everyone: without the local token they need a chair session."""
 
