@@ -260,7 +260,7 @@ def feedback(store: Store, text: str, meeting_id: str | None = None) -> str:
         raise SyncError("Ý kiến không được để trống", "feedback must not be empty")
     fid = new_id()
     store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,
-                                  "at": store.clock()})
+                                  "at": store.clock(), "source": "node", "code": None, "contact": None})
     return fid
 
 
