@@ -311,7 +311,9 @@ class StateApi:
         for r in sorted(replies, key=lambda r: (r["at"] or 0.0, r["id"])):
             by_fb.setdefault(r["feedback_id"], []).append({**r, "site": self._site(r["node"])})
         items.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
-        return {"feedback": [{**f, "site": self._site(f["node"]), "replies": by_fb.get(f["id"], [])} for f in items]}
+        # A resident's sealed contact and short code never leave through this list (issue 17).
+        return {"feedback": [{**{k: v for k, v in f.items() if k not in ("contact", "code")},
+                              "site": self._site(f["node"]), "replies": by_fb.get(f["id"], [])} for f in items]}
 
     async def feedback_reply(self, args: dict) -> dict:
         fid = arg_id(args, "feedback_id")

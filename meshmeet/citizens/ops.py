@@ -1,0 +1,98 @@
+"""Residents' feedback on the replicated store: submit, look a reply up by short code, the page's
+board (today's announcements and the agenda), the TV wall, hide/show, and HQ's inbox rows.
+
+Every write goes through `Store.write`, so the law (sync/authority.py) decides; ids of feedback
+from a hall page are in the hall's namespace (`<random>-<node id>`), the only ones its secretary
+may hide. What leaves here for a page or a TV never holds a contact or another resident's code.
+This module must never write SQL and never return a `contact` column.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..sync.authority import namespaced_id
+from ..sync.errors import SyncError
+from ..sync.store import Store
+from . import codes
+
+DAY_S = 86_400.0
+WALL_ITEMS = 12
+MAX_CODE_TRIES = 8
+
+
+def _codes_in_use(store: Store) -> set[str]:
+    return {r["code"] for r in store.rows("feedback", "code IS NOT NULL")}
+
+
+def submit(store: Store, text: str, source: str, contact: bytes | None, *,
+           meeting_id: str | None = None, random=os.urandom) -> tuple[str, str]:
+    """Write one resident's feedback; (feedback id, short code)."""
+    used = _codes_in_use(store)
+    for _ in range(MAX_CODE_TRIES):
+        code = codes.make_code(random(codes.RANDOM_BYTES))
+        if code not in used:
+            break
+    else:  # 2^40 codes: only a broken random source gets here
+        raise SyncError("Không tạo được mã tra cứu", "could not make a short code")
+    fid = namespaced_id(random(8).hex(), store.node_id)
+    store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,
+                                  "at": store.clock(), "source": source, "code": code, "contact": contact})
+    return fid, code
+
+
+def _replies(store: Store, fid: str) -> list[dict[str, Any]]:
+    rows = sorted(store.rows("replies", "feedback_id = ?", (fid,)), key=lambda r: (r["at"] or 0.0, r["id"]))
+    return [{"text": r["text"], "at": r["at"]} for r in rows]
+
+
+def lookup(store: Store, code: str) -> dict[str, Any] | None:
+    """The feedback with this code, its replies (text and time only); None when unknown here."""
+    rows = store.rows("feedback", "code = ?", (code,))
+    if not rows:
+        return None
+    f = min(rows, key=lambda r: r["id"])
+    return {"text": f["text"], "at": f["at"], "replies": _replies(store, f["id"])}
+
+
+def hidden_ids(store: Store) -> set[str]:
+    return {r["feedback_id"] for r in store.rows("feedback_moderation", "hidden = 1")}
+
+
+def wall(store: Store, limit: int = WALL_ITEMS) -> list[dict[str, Any]]:
+    """Residents' feedback for a TV: newest first, hidden ones left out, text and time only."""
+    hidden = hidden_ids(store)
+    rows = [r for r in store.rows("feedback", "source IN ('hall_page', 'zalo')") if r["id"] not in hidden]
+    rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
+    return [{"id": r["id"], "text": r["text"], "at": r["at"], "source": r["source"],
+             "answered": bool(store.rows("replies", "feedback_id = ?", (r["id"],)))} for r in rows[:limit]]
+
+
+def set_hidden(store: Store, feedback_id: str, hidden: bool) -> None:
+    if store.get("feedback", feedback_id) is None:
+        raise SyncError(f"Không tìm thấy ý kiến {feedback_id}", f"no such feedback: {feedback_id}")
+    store.write("feedback_moderation", feedback_id, {"hidden": int(hidden)})
+
+
+def board(store: Store, now: float) -> dict[str, Any]:
+    """What the resident page shows: announcements of the last day, the agenda of started meetings."""
+    anns = [a for a in store.rows("announcements") if (a["at"] or 0.0) >= now - DAY_S]
+    anns.sort(key=lambda a: (-(a["at"] or 0.0), a["id"]))
+    meetings = []
+    for mt in store.rows("meetings", "status = 'started'"):
+        items = sorted(store.rows("agenda_items", "meeting_id = ?", (mt["id"],)),
+                       key=lambda i: (i["position"] or 0, i["id"]))
+        meetings.append({"title": mt["title"], "starts": mt["starts"],
+                         "agenda": [{"title": i["title"], "status": i["status"]} for i in items]})
+    meetings.sort(key=lambda x: (x["starts"] or "", x["title"] or ""))
+    return {"announcements": [{"text": a["text"], "urgent": bool(a["urgent"]), "at": a["at"]} for a in anns],
+            "meetings": meetings}
+
+
+def inbox_rows(store: Store) -> list[dict[str, Any]]:
+    """Residents' feedback for HQ's inbox with the sealed contact (HQ opens it: citizens/sealed.py)."""
+    hidden = hidden_ids(store)
+    rows = store.rows("feedback", "source IN ('hall_page', 'zalo')")
+    rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
+    return [{**r, "hidden": r["id"] in hidden, "replies": _replies(store, r["id"])} for r in rows]
