@@ -62,10 +62,14 @@ class Resident:
 
 
 @contextmanager
-def hq_and_hall(base: Path):
+def hq_and_hall(base: Path, pin: bool = False):
     hq_dir, invites = make_commune(base, 1)
     hall_dir, code = invites[0]
     nodes: list[NodeProcess] = []
+    if pin:
+        from browser.webapp_nodes import set_pin
+
+        assert set_pin(hq_dir).returncode == 0
     try:
         (hq_dir / "webapp.toml").write_text('https = "off"\n')
         hq = NodeProcess(hq_dir, mdns=False)
