@@ -77,6 +77,7 @@ EXTRA_PLUGINS = (
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
     ("citizens_service", "CitizensService"),
+    ("zalo_service", "ZaloService"),
 )
 
 

@@ -264,8 +264,9 @@ class StateApi:
     async def announce(self, args: dict) -> dict:
         text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
         urgent = arg_bool(args, "urgent")
-        aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent))
-        out: dict[str, Any] = {"id": aid, "urgent": urgent}
+        zalo = arg_bool(args, "zalo")
+        aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent, zalo))
+        out: dict[str, Any] = {"id": aid, "urgent": urgent, "zalo": zalo}
         if urgent:
             out["lora"] = await self._lora_fallback(text, aid)
         return out
@@ -290,7 +291,7 @@ class StateApi:
         async with self.svc.lock:
             rows = self.store.rows("announcements")
         rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
-        return {"announcements": [{**r, "urgent": bool(r["urgent"])} for r in rows]}
+        return {"announcements": [{**r, "urgent": bool(r["urgent"]), "zalo": bool(r.get("zalo"))} for r in rows]}
 
     async def feedback(self, args: dict) -> dict:
         text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
