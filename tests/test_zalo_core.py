@@ -136,3 +136,21 @@ def test_credentials_are_0600_and_refused_when_readable(tmp_path: Path) -> None:
         read_creds(tmp_path)
     with pytest.raises(MeshmeetError):
         write_creds(tmp_path, ZaloCreds(app_id="1", app_secret="", oa_secret_key="k", refresh_token="r"))
+
+
+def test_doc_vectors() -> None:
+    import re
+
+    from meshmeet.citizens import codes
+    from meshmeet.node.zalo_service import mark_of
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "citizens.md").read_text(encoding="utf-8")
+    v = json.loads(re.findall(r"```json citizens-vectors\n(.*?)```", doc, re.S)[0])
+    for raw, code in v["short_codes"]:
+        assert codes.make_code(bytes.fromhex(raw)) == code
+    w = v["webhook"]
+    assert mac_of(w["app_id"], w["body"].encode(), w["timestamp"], w["oa_secret_key"]) == w["mac"]
+    got = verify(w["app_id"], w["oa_secret_key"], w["body"].encode(), "mac=" + w["mac"], int(w["timestamp"]) / 1000)
+    assert got is not None and got.text == "Xin chào"
+    for key, mark in v["marks"]:
+        assert mark_of(key) == mark

@@ -1,9 +1,10 @@
 """The node's contact book: residents' personal data, kept only here (never replicated).
 
-One SQLite file, DIR/contacts.sqlite (0600, `secure_delete` on so deleted rows are overwritten),
-one row per feedback that came with a contact: at the hall that received it, and at HQ once HQ has
-opened the sealed copy. `purge(before)` deletes every row received before the retention limit; the
-node's driver calls it hourly. Blocking sqlite3 calls, quick; this module must never send a row
+One SQLite file, DIR/contacts.sqlite (0600, `secure_delete` on so deleted rows are overwritten;
+WAL, truncated after every purge so no old page of a deleted row stays in it), one row per
+feedback that came with a contact: at the hall that received it, and at HQ once HQ has opened the
+sealed copy. `purge(before)` deletes every row received before the retention limit; the node's
+driver calls it hourly. Blocking sqlite3 calls, quick; this module must never send a row
 anywhere, and never be opened by a page that a TV shows.
 """
 
@@ -28,13 +29,20 @@ class ContactBook:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA secure_delete = ON")
-        self.db.execute("PRAGMA journal_mode = DELETE")  # no WAL copy of deleted rows lingers
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS contacts (feedback_id TEXT PRIMARY KEY, name TEXT, phone TEXT, "
                         "zalo_user_id TEXT, received_at REAL NOT NULL)")
 
     def put(self, feedback_id: str, contact: Contact, received_at: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?, ?)",
-                        (feedback_id, contact.name, contact.phone, contact.zalo_user_id, received_at))
+        self.put_many([(feedback_id, contact, received_at)])
+
+    def put_many(self, rows: list[tuple[str, Contact, float]]) -> None:
+        """Several contacts in one transaction (one commit)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?, ?)",
+                                [(f, c.name, c.phone, c.zalo_user_id, at) for f, c, at in rows])
 
     def get(self, feedback_id: str) -> Contact | None:
         row = self.db.execute("SELECT name, phone, zalo_user_id FROM contacts WHERE feedback_id = ?",
@@ -47,6 +55,8 @@ class ContactBook:
     def purge(self, before: float) -> int:
         """Delete every contact received before `before` (Unix seconds); how many."""
         cur = self.db.execute("DELETE FROM contacts WHERE received_at < ?", (before,))
+        if cur.rowcount:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return cur.rowcount
 
     def close(self) -> None:

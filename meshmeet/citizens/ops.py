@@ -22,24 +22,20 @@ WALL_ITEMS = 12
 MAX_CODE_TRIES = 8
 
 
-def _codes_in_use(store: Store) -> set[str]:
-    return {r["code"] for r in store.rows("feedback", "code IS NOT NULL")}
-
-
 def submit(store: Store, text: str, source: str, contact: bytes | None, *,
            meeting_id: str | None = None, random=os.urandom, row_random: str | None = None) -> tuple[str, str]:
     """Write one resident's feedback; (feedback id, short code). `row_random` (16 hex digits) makes
     the id a function of its origin (a Zalo message id), so taking it in twice writes it once."""
-    used = _codes_in_use(store)
     for _ in range(MAX_CODE_TRIES):
         code = codes.make_code(random(codes.RANDOM_BYTES))
-        if code not in used:
+        if not store.rows("feedback", "code = ?", (code,)):
             break
     else:  # 2^40 codes: only a broken random source gets here
         raise SyncError("Không tạo được mã tra cứu", "could not make a short code")
     fid = namespaced_id(row_random or random(8).hex(), store.node_id)
-    if store.get("feedback", fid) is not None:
-        return fid, store.get("feedback", fid)["code"]
+    held = store.get("feedback", fid)
+    if held is not None:
+        return fid, held["code"]
     store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,
                                   "at": store.clock(), "source": source, "code": code, "contact": contact})
     return fid, code
