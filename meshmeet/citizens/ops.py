@@ -33,7 +33,7 @@ def submit(store: Store, text: str, source: str, contact: bytes | None, *,
     else:  # 2^40 codes: only a broken random source gets here
         raise SyncError("Không tạo được mã tra cứu", "could not make a short code")
     fid = namespaced_id(row_random or random(8).hex(), store.node_id)
-    held = store.get("feedback", fid)
+    held = store.get("feedback", fid) if row_random else None  # a fresh random id is new
     if held is not None:
         return fid, held["code"]
     store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,

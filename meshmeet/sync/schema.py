@@ -173,6 +173,8 @@ def _v6(db: sqlite_utils.Database) -> None:
         db["feedback"].add_column(column, kind)
     db["announcements"].add_column("zalo", int)
     _create_table(db, specs_for(6)["feedback_moderation"], 6)
+    # A local index (not replicated, not in the digest): the page finds a reply by its code.
+    db["feedback"].create_index(["code"], index_name="feedback_code")
 
 
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
