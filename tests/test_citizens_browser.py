@@ -14,7 +14,7 @@ import pytest
 
 from browser.media_fixtures import CHROMIUM, browser_missing_reason
 from browser.webapp_nodes import CHAIR_PIN
-from test_citizens_nodes import api, hq_and_hall
+from test_citizens_nodes import api, hq_and_hall, residents_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=2)]
 
@@ -50,7 +50,7 @@ def test_resident_feedback_from_a_phone_to_hq_and_back(browser, tmp_path: Path) 
         phone_ctx = browser.new_context(locale="vi-VN", viewport=PHONE_VIEWPORT, is_mobile=True, has_touch=True,
                                         user_agent=ANDROID_UA, device_scale_factor=2)
         phone = phone_ctx.new_page()
-        phone.goto(hall.url + "/y-kien")
+        phone.goto(residents_url(hall) + "/y-kien")
         expect(phone.get_by_test_id("yk-announcements")).to_contain_text("Họp dân thôn Đông", timeout=GUARD_MS)
         # Phone-sized: nothing wider than the screen.
         assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
@@ -103,7 +103,7 @@ def test_resident_feedback_from_a_phone_to_hq_and_back(browser, tmp_path: Path) 
         tv.goto(hall.url + "/tv")
         expect(tv.get_by_test_id("tv-yk-wall")).to_contain_text(nfc)
         assert tv.evaluate("document.querySelector('[data-testid=tv-yk-qr]').naturalWidth") > 0
-        expect(tv.get_by_test_id("tv-yk-url")).to_contain_text("/y-kien")
+        expect(tv.get_by_test_id("tv-yk-url")).to_contain_text(f":{hall.status()['citizens']['residents_port']}/y-kien")
         assert "0912" not in tv.content()
 
 

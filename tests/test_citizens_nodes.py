@@ -22,16 +22,28 @@ pytestmark = pytest.mark.slow
 
 DECOMPOSED = unicodedata.normalize("NFD", "Đường liên thôn bị hỏng, đề nghị xã sửa 🙏")
 PHONE = "0912 345 678"
+RESIDENTS_ON_LOOPBACK = 'listen = "127.0.0.1:0"\n'
+
+
+def residents_url(node: NodeProcess) -> str:
+    """The residents' own listener (only /y-kien), as the node's status reports it."""
+    port = wait_for(lambda: node.status()["citizens"]["residents_port"], "the residents' listener", proc=node)
+    return f"http://127.0.0.1:{port}"
 
 
 def call(url: str, *, data: bytes | None = None, headers: dict | None = None,
          opener: urllib.request.OpenerDirector | None = None) -> tuple[int, dict, dict]:
+    """(status, the JSON answer or {"raw": text}, headers)."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
     try:
         with (opener or urllib.request.build_opener()).open(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null"), dict(r.headers)
+            status, raw, hdrs = r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+        status, raw, hdrs = e.code, e.read(), dict(e.headers)
+    try:
+        return status, json.loads(raw or b"null"), hdrs
+    except ValueError:
+        return status, {"raw": raw.decode(errors="replace")}, hdrs
 
 
 def api(node: NodeProcess, name: str, args: dict | None = None, token: bool = True) -> tuple[int, dict]:
@@ -42,22 +54,23 @@ def api(node: NodeProcess, name: str, args: dict | None = None, token: bool = Tr
 
 
 class Resident:
-    """A phone: its own cookie jar, the page first (device cookie), then the form."""
+    """A phone on the hall's Wi-Fi: the residents' listener, its own cookie jar, the page first
+    (device cookie), then the form."""
 
     def __init__(self, node: NodeProcess) -> None:
-        self.node = node
+        self.url = residents_url(node)
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        with self.opener.open(node.url + "/y-kien", timeout=10) as r:
+        with self.opener.open(self.url + "/y-kien", timeout=10) as r:
             assert r.status == 200 and "default-src 'none'" in r.headers["Content-Security-Policy"]
 
     def send(self, **fields: str) -> tuple[int, dict]:
         body = urllib.parse.urlencode(fields).encode()
-        status, out, _ = call(self.node.url + "/y-kien/gui", data=body, opener=self.opener,
+        status, out, _ = call(self.url + "/y-kien/gui", data=body, opener=self.opener,
                               headers={"Content-Type": "application/x-www-form-urlencoded"})
         return status, out
 
     def reply(self, code: str) -> tuple[int, dict]:
-        status, out, _ = call(self.node.url + "/y-kien/tra-loi?ma=" + urllib.parse.quote(code), opener=self.opener)
+        status, out, _ = call(self.url + "/y-kien/tra-loi?ma=" + urllib.parse.quote(code), opener=self.opener)
         return status, out
 
 
@@ -72,10 +85,12 @@ def hq_and_hall(base: Path, pin: bool = False):
         assert set_pin(hq_dir).returncode == 0
     try:
         (hq_dir / "webapp.toml").write_text('https = "off"\n')
+        (hq_dir / "citizens.toml").write_text(RESIDENTS_ON_LOOPBACK)
         hq = NodeProcess(hq_dir, mdns=False)
         nodes.append(hq)
         meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
         (hall_dir / "webapp.toml").write_text('https = "off"\n')
+        (hall_dir / "citizens.toml").write_text(RESIDENTS_ON_LOOPBACK)
         hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
         nodes.append(hall)
         wait_for(lambda: hall.link_states().get(hq.node_id) == "up", "the hall's link to HQ", proc=hall)
@@ -108,7 +123,12 @@ def test_hall_page_feedback_reaches_hq_and_the_reply_comes_back(tmp_path: Path) 
             dump = json.dumps(api(node, "state", {"format": "json"})[1], ensure_ascii=False)
             assert "0912345678" not in dump and "Bà Lan" not in dump
         assert api(hall, "citizen_inbox", token=False)[0] == 401  # chair only
-        # The page's calls are not reachable through /api from a browser.
+        # The residents' listener has the page and nothing else; the page's calls are not
+        # reachable through the gateway's /api from a browser either.
+        for path in ("/api/status", "/api/feedback_list", "/ws/state", "/tv", "/chair", "/app/session"):
+            assert call(phone.url + path)[0] == 404, path
+        assert call(phone.url + "/y-kien/gui", data=b"text=hello", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"})[0] == 403
         assert api(hall, "citizen_submit", {"text": "xin chào"}, token=False)[0] == 403
         assert api(hall, "citizen_lookup", {"code": code}, token=False)[0] == 403
 

@@ -2,6 +2,7 @@
 
 ```
 retention_days = 90          # contacts (phone, name, Zalo user id) are deleted after this
+listen = "0.0.0.0:8088"      # the residents' own HTTP listener (only /y-kien); "off": none
 [limits]                     # requests per second and bursts (citizens/limits.py PageLimits)
 hall_per_s = 0.5
 hall_burst = 60
@@ -15,11 +16,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import parse_host_port
 from ..errors import MeshmeetError
 from .contacts import DEFAULT_RETENTION_DAYS
 from .limits import PageLimits, Rate
 
 FILE = "citizens.toml"
+DEFAULT_LISTEN = ("0.0.0.0", 8088)
 MAX_RETENTION_DAYS = 3650
 
 
@@ -27,6 +30,7 @@ MAX_RETENTION_DAYS = 3650
 class CitizenSettings:
     retention_days: float = DEFAULT_RETENTION_DAYS
     limits: PageLimits = field(default_factory=PageLimits)
+    listen: tuple[str, int] | None = DEFAULT_LISTEN
 
 
 def _rate(doc: dict, name: str, default: Rate) -> Rate:
@@ -53,4 +57,10 @@ def read_settings(data_dir: Path) -> CitizenSettings:
     base = PageLimits()
     limits = PageLimits(device=_rate(lim, "device", base.device), address=_rate(lim, "address", base.address),
                         hall=_rate(lim, "hall", base.hall), lookup=_rate(lim, "lookup", base.lookup))
-    return CitizenSettings(float(days), limits)
+    listen_text = str(doc.get("listen", "0.0.0.0:8088"))
+    if listen_text.lower() == "off":
+        listen = None
+    else:
+        hp = parse_host_port(listen_text, what="listen")
+        listen = (hp.host, hp.port)
+    return CitizenSettings(float(days), limits, listen)

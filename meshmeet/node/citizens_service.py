@@ -26,7 +26,7 @@ from ..citizens.settings import read_settings
 from ..diskfull import DiskFull
 from ..sync.errors import AuthorityError, SyncError
 from ..web.api import ApiError
-from ..web.citizens_page import PageOptions, make_page_setup
+from ..web.citizens_page import PageOptions, ResidentSite, make_page_setup
 from .state_args import arg_bool, arg_id, arg_str, not_found
 
 if TYPE_CHECKING:
@@ -65,7 +65,9 @@ class CitizensService:
             "citizen_submit": self.submit, "citizen_lookup": self.lookup, "citizen_board": self.board,
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
         })
-        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits)))
+        self.site = ResidentSite()
+        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=self.settings.listen),
+                                               self.site))
         node.status_extras["citizens"] = self.status
 
     @property
@@ -192,7 +194,8 @@ class CitizensService:
 
     def status(self) -> dict:
         return {"submitted": self.submitted, "contacts_purged": self.purged,
-                "retention_days": self.settings.retention_days}
+                "retention_days": self.settings.retention_days, "residents_port": self.site.port,
+                "residents_error": self.site.error}
 
     def purge_now(self) -> int:
         n = self.book.purge(time.time() - self.settings.retention_days * DAY_S)

@@ -1,5 +1,10 @@
-"""The resident feedback page (/y-kien) on the gateway: the page, its three JSON routes and the QR
-code the hall TV shows.
+"""The resident feedback page (/y-kien): the page, its three JSON routes and the QR code the hall TV
+shows, on the gateway and on the residents' own listener.
+
+The residents' listener (DIR/citizens.toml `listen`, default 0.0.0.0:8088, plain HTTP: phones do
+not trust the commune CA) is a separate aiohttp app on the gateway's guarded loop that has the
+/y-kien routes and nothing else: no /api, no /ws, no other page, so a phone on the hall's Wi-Fi
+cannot reach any other API through it. Its requests pass the same Host and Origin checks.
 
 A resident's phone on the hall's Wi-Fi, no login: GET /y-kien (the page; sets a random device
 cookie), GET /y-kien/bang (today's announcements and agenda), POST /y-kien/gui (the form:
@@ -15,6 +20,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import logging
 import secrets
 import time
 import urllib.parse
@@ -28,8 +34,11 @@ from aiohttp import web
 from ..citizens import codes
 from ..citizens.form import MAX_BODY_BYTES, FormError, parse_form
 from ..citizens.limits import PageLimiter, PageLimits
+from . import boundary
 from .api import ApiError
 from .gateway import GatewayContext
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "citizens_static"
 DEVICE_COOKIE = "mm_dev"
@@ -45,6 +54,15 @@ HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Conte
 class PageOptions:
     limits: PageLimits = field(default_factory=PageLimits)
     clock: Callable[[], float] = time.monotonic
+    listen: tuple[str, int] | None = None  # the residents' own listener; None: none
+
+
+@dataclass
+class ResidentSite:
+    """Written on the web thread: where the residents' listener listens (None: it does not)."""
+
+    port: int | None = None
+    error: str | None = None
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -62,15 +80,55 @@ def _too_many(wait_s: float) -> web.Response:
                   f"too many requests; try again in {s} s", headers={"Retry-After": str(s)})
 
 
-def make_page_setup(opts: PageOptions) -> Callable[[web.Application, GatewayContext], None]:
+def make_page_setup(opts: PageOptions, site: ResidentSite) -> Callable[[web.Application, GatewayContext], None]:
     def setup(app: web.Application, ctx: GatewayContext) -> None:
-        _mount(app, ctx, opts)
+        limiter = PageLimiter(opts.limits)  # one set of buckets for both listeners
+        _mount(app.router, ctx, opts, limiter, site)
+        if opts.listen is None:
+            return
+        residents = web.Application(middlewares=[_boundary(ctx)], client_max_size=MAX_BODY_BYTES * 2)
+        _mount(residents.router, ctx, opts, limiter, site)
+        runner = web.AppRunner(residents, access_log=None, handler_cancellation=True)
+
+        async def start(_gateway: web.AppRunner) -> None:
+            await runner.setup()
+            host, port = opts.listen
+            try:
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
+            except OSError as e:
+                site.error = f"cannot listen on {host}:{port}: {e.strerror or e}"
+                log.warning("residents' page: %s", site.error)
+                return
+            site.port = runner.addresses[0][1]
+            log.info("residents' page on http://%s:%d/y-kien", host, site.port)
+
+        async def stop(_app: web.Application) -> None:
+            await runner.cleanup()
+
+        ctx.on_serving.append(start)
+        app.on_cleanup.append(stop)
 
     return setup
 
 
-def _mount(app: web.Application, ctx: GatewayContext, opts: PageOptions) -> None:
-    limiter = PageLimiter(opts.limits)
+def _boundary(ctx: GatewayContext) -> Callable:
+    """The gateway's Host and Origin checks (web/boundary.py), for the residents' listener."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
+        if not boundary.host_allowed(request.headers.get("Host"), ctx.allowed_hosts):
+            return _error(421, "wrong_host", "Địa chỉ không đúng", "misdirected request")
+        if request.method not in ("GET", "HEAD") and not boundary.origin_allowed(
+                request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.headers.get("Host"),
+                request.scheme):
+            return _error(403, "cross_origin", "Yêu cầu từ trang khác bị từ chối", "cross-origin request refused")
+        return await handler(request)
+
+    return check
+
+
+def _mount(router: web.UrlDispatcher, ctx: GatewayContext, opts: PageOptions, limiter: PageLimiter,
+           site: ResidentSite) -> None:
 
     def device_of(request: web.Request) -> str:
         value = request.cookies.get(DEVICE_COOKIE, "")
@@ -123,25 +181,26 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: PageOptions) -> None
 
     async def qr(request: web.Request) -> web.Response:
         out = io.BytesIO()
-        segno.make(await _page_url(request, ctx), error="m").save(
+        segno.make(await _page_url(request, ctx, site), error="m").save(
             out, kind="svg", scale=6, border=2, dark="#000", light="#fff", xmldecl=False)
         return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     async def url(request: web.Request) -> web.Response:
-        return _json({"url": await _page_url(request, ctx)})
+        return _json({"url": await _page_url(request, ctx, site)})
 
-    app.router.add_get("/y-kien", page)
-    app.router.add_post("/y-kien/gui", submit)
-    app.router.add_get("/y-kien/tra-loi", reply)
-    app.router.add_get("/y-kien/bang", board)
-    app.router.add_get("/y-kien/qr.svg", qr)
-    app.router.add_get("/y-kien/url", url)
-    app.router.add_static("/y-kien/static/", STATIC)
+    router.add_get("/y-kien", page)
+    router.add_post("/y-kien/gui", submit)
+    router.add_get("/y-kien/tra-loi", reply)
+    router.add_get("/y-kien/bang", board)
+    router.add_get("/y-kien/qr.svg", qr)
+    router.add_get("/y-kien/url", url)
+    router.add_static("/y-kien/static/", STATIC)
 
 
-async def _page_url(request: web.Request, ctx: GatewayContext) -> str:
-    """The address a phone on the hall's Wi-Fi opens: this very origin, unless the TV looks at the
-    node from the node itself (loopback), then the node's LAN address on the same port."""
+async def _page_url(request: web.Request, ctx: GatewayContext, site: ResidentSite) -> str:
+    """The address a phone on the hall's Wi-Fi opens: the residents' listener when it runs (plain
+    HTTP), else this very origin; a loopback host (the TV on the node itself) becomes the node's
+    LAN address."""
     host = request.url.host or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -155,6 +214,8 @@ async def _page_url(request: web.Request, ctx: GatewayContext) -> str:
         lan = urllib.parse.urlsplit(info.get("tablet_url") or "").hostname
         if lan:
             host = lan
-    port = request.url.port
+    port, scheme = request.url.port, request.scheme
+    if site.port is not None:
+        port, scheme = site.port, "http"
     netloc = f"[{host}]" if ":" in host else host
-    return f"{request.scheme}://{netloc}{'' if port in (None, 80, 443) else f':{port}'}/y-kien"
+    return f"{scheme}://{netloc}{'' if port in (None, 80, 443) else f':{port}'}/y-kien"
