@@ -19,9 +19,9 @@ from meshmeet.citizens.form import (MAX_BODY_BYTES, MAX_TEXT_CHARS, FeedbackForm
                                     parse_form)
 from meshmeet.citizens.limits import Buckets, PageLimiter, PageLimits, Rate
 from meshmeet.citizens.sealed import Contact, seal, unseal
-from meshmeet.sync.batch import OP_UPSERT
-from meshmeet.sync.errors import AuthorityError, SyncError
-from meshmeet.sync.schema import specs_for
+from meshmeet.store.batch import OP_UPSERT
+from meshmeet.store.errors import AuthorityError, SyncError
+from meshmeet.store.schema import specs_for
 
 from test_authority import HALL1, HALL2, HQ, RELAY, logged, mk, signed
 

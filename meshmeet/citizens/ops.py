@@ -1,7 +1,7 @@
 """Residents' feedback on the replicated store: submit, look a reply up by short code, the page's
 board (today's announcements and the agenda), the TV wall, hide/show, and HQ's inbox rows.
 
-Every write goes through `Store.write`, so the law (sync/authority.py) decides; ids of feedback
+Every write goes through `Store.write`, so the law (meeting/authority.py) decides; ids of feedback
 from a hall page are in the hall's namespace (`<random>-<node id>`), the only ones its secretary
 may hide. What leaves here for a page or a TV never holds a contact or another resident's code.
 This module must never write SQL and never return a `contact` column.
@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..sync.authority import namespaced_id
-from ..sync.errors import SyncError
-from ..sync.store import Store
+from ..meeting.authority import namespaced_id
+from ..meeting.errors import NotFound
+from ..store.errors import SyncError
+from ..store.db import Store
 from . import codes
 
 DAY_S = 86_400.0
@@ -70,7 +71,7 @@ def wall(store: Store, limit: int = WALL_ITEMS) -> list[dict[str, Any]]:
 
 def set_hidden(store: Store, feedback_id: str, hidden: bool) -> None:
     if store.get("feedback", feedback_id) is None:
-        raise SyncError(f"Không tìm thấy ý kiến {feedback_id}", f"no such feedback: {feedback_id}")
+        raise NotFound("ý kiến", "feedback", feedback_id)
     store.write("feedback_moderation", feedback_id, {"hidden": int(hidden)})
 
 

@@ -23,14 +23,16 @@ from ..citizens.contacts import ContactBook
 from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
 from ..citizens.sealed import Contact, seal, unseal
 from ..citizens.settings import read_settings
-from ..diskfull import DiskFull
-from ..sync.errors import AuthorityError, SyncError
-from ..web.api import ApiError
+from ..store.diskfull import DiskFull
+from ..meeting.errors import NotFound
+from ..store.errors import AuthorityError, SyncError
+from ..api.contract import ApiError
 from ..web.citizens_page import PageOptions, ResidentSite, make_page_setup
-from .state_args import arg_bool, arg_id, arg_str, not_found
+from ..api.state_args import arg_bool, arg_id, arg_str, not_found
 
 if TYPE_CHECKING:
     from .node import Node
+    from .sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,9 @@ class _Job:
 
 
 class CitizensService:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", *, sync: "SyncService") -> None:
         self.node = node
+        self._svc = sync
         self.settings = read_settings(node.data_dir)
         self.book = ContactBook(node.data_dir)
         self.submitted = 0
@@ -71,11 +74,8 @@ class CitizensService:
         node.status_extras["citizens"] = self.status
 
     @property
-    def _sync(self) -> Any:
-        svc = self.node.plugins.get("SyncService")
-        if svc is None:
-            raise ApiError(503, "no_store", "Nút chưa mở kho dữ liệu", "the node's store is not open")
-        return svc
+    def _sync(self) -> "SyncService":
+        return self._svc
 
     async def _write(self, tables: set[str], fn: Callable[[Any], Any]) -> Any:
         svc = self._sync
@@ -88,6 +88,8 @@ class CitizensService:
                 raise
             except AuthorityError as e:
                 raise ApiError(403, "not_authorised", e.vi, e.en) from None
+            except NotFound as e:
+                raise ApiError(404, "not_found", e.vi, e.en) from None
             except SyncError as e:
                 raise ApiError(400, "bad_request", e.vi, e.en) from None
             svc.local_changed(trio.current_time(), tables=tables)

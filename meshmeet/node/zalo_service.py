@@ -33,16 +33,17 @@ from ..citizens.contacts import ContactBook
 from ..citizens.sealed import Contact, seal
 from ..citizens.settings import read_settings
 from ..errors import MeshmeetError
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..web.zalo_routes import make_webhook_setup
 from ..zalo import api
 from ..zalo.creds import ZaloCreds, read_creds
 from ..zalo.outbox import Item, Outbox
 from ..zalo.webhook import WebhookError, verify
-from .state_args import arg_str
+from ..api.state_args import arg_str
 
 if TYPE_CHECKING:
     from .node import Node
+    from .sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def _http(req: api.Request) -> tuple[int, bytes]:
 
 
 class ZaloService:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", *, sync: "SyncService") -> None:
         self.node = node
+        self._svc = sync
         self.creds: ZaloCreds | None = None
         self.error: str | None = None
         try:
@@ -317,8 +319,8 @@ class ZaloService:
                         self.inbound_total += 1
 
     # ----- the store side -----------------------------------------------------------------------
-    def _sync(self) -> Any:
-        return self.node.plugins.get("SyncService")
+    def _sync(self) -> "SyncService":
+        return self._svc
 
     async def _collect(self, now: float) -> None:
         svc = self._sync()

@@ -35,7 +35,7 @@ from ..citizens import codes
 from ..citizens.form import MAX_BODY_BYTES, FormError, parse_form
 from ..citizens.limits import PageLimiter, PageLimits
 from . import boundary
-from .api import ApiError
+from ..api.contract import ApiError
 from .gateway import GatewayContext
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Callable
 from aiohttp import web
 
 from ..zalo.webhook import HEADER, MAX_BODY_BYTES
-from .api import ApiError
+from ..api.contract import ApiError
 from .gateway import GatewayContext
 
 
