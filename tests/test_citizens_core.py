@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meshmeet.citizens import codes, ops
+from meshmeet.citizens import codes
+from meshmeet.meeting import citizens as ops
 from meshmeet.citizens.contacts import ContactBook
 from meshmeet.citizens.form import (MAX_BODY_BYTES, MAX_TEXT_CHARS, FeedbackForm, FormError, clean_text,
                                     parse_form)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
-from ..citizens import codes, ops
+from ..citizens import codes
+from ..meeting import citizens as ops
 from ..citizens.contacts import ContactBook
 from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
 from ..citizens.sealed import Contact, seal, unseal

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..citizens import ops
+from ..meeting import citizens as ops
 from ..citizens.contacts import ContactBook
 from ..citizens.sealed import Contact, seal
 from ..citizens.settings import read_settings
@@ -327,9 +327,8 @@ class ZaloService:
         if svc is None:
             return
         async with svc.lock:
-            anns = svc.store.rows("announcements", "zalo = 1")
-            zalo_fb = {r["id"] for r in svc.store.rows("feedback", "source = 'zalo'")}
-            replies = [r for r in svc.store.rows("replies") if r["feedback_id"] in zalo_fb]
+            anns = ops.zalo_announcements(svc.store)
+            replies = ops.replies_to_zalo(svc.store)
         for a in anns:
             self.box.enqueue(f"ann:{a['id']}", "broadcast", None, "Thông báo của xã", a["text"], now)
         for r in replies:

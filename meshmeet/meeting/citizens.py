@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..meeting.authority import namespaced_id
-from ..meeting.errors import NotFound
-from ..store.errors import SyncError
+from ..citizens import codes
 from ..store.db import Store
-from . import codes
+from ..store.errors import SyncError
+from . import queries
+from .authority import namespaced_id
+from .errors import NotFound
 
 DAY_S = 86_400.0
 WALL_ITEMS = 12
@@ -80,9 +81,8 @@ def board(store: Store, now: float) -> dict[str, Any]:
     anns = [a for a in store.rows("announcements") if (a["at"] or 0.0) >= now - DAY_S]
     anns.sort(key=lambda a: (-(a["at"] or 0.0), a["id"]))
     meetings = []
-    for mt in store.rows("meetings", "status = 'started'"):
-        items = sorted(store.rows("agenda_items", "meeting_id = ?", (mt["id"],)),
-                       key=lambda i: (i["position"] or 0, i["id"]))
+    for mt in queries.started_meetings(store):
+        items = queries.agenda(store, mt["id"])
         meetings.append({"title": mt["title"], "starts": mt["starts"],
                          "agenda": [{"title": i["title"], "status": i["status"]} for i in items]})
     meetings.sort(key=lambda x: (x["starts"] or "", x["title"] or ""))
@@ -96,3 +96,14 @@ def inbox_rows(store: Store) -> list[dict[str, Any]]:
     rows = store.rows("feedback", "source IN ('hall_page', 'zalo')")
     rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
     return [{**r, "hidden": r["id"] in hidden, "replies": _replies(store, r["id"])} for r in rows]
+
+
+def zalo_announcements(store: Store) -> list[dict[str, Any]]:
+    """Announcements HQ marked for the Zalo OA's followers."""
+    return store.rows("announcements", "zalo = 1")
+
+
+def replies_to_zalo(store: Store) -> list[dict[str, Any]]:
+    """The replies to feedback that came from the Zalo OA (each goes back to its resident)."""
+    zalo = {r["id"] for r in store.rows("feedback", "source = 'zalo'")}
+    return [r for r in store.rows("replies") if r["feedback_id"] in zalo]
