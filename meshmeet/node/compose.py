@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
+from .ingest_service import IngestService
 from .citizens_service import CitizensService
 from .lora_service import LoraService
 from .media_service import MediaService
@@ -37,9 +38,10 @@ def assemble(node: "Node") -> list[Service]:
     tree = TreeService(node)                                # needs: links
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
     media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    ingest = IngestService(node, media=media)                # needs: media's presenter way in and its taps
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
     citizens = CitizensService(node, sync=sync)             # needs: store writes, roster (HQ keys)
     zalo = ZaloService(node, sync=sync)                     # needs: store reads and writes, roster
-    return [tree, sync, media, lora, webapp, citizens, zalo]
+    return [tree, sync, media, ingest, lora, webapp, citizens, zalo]
