@@ -103,7 +103,8 @@ def zalo_announcements(store: Store) -> list[dict[str, Any]]:
     return store.rows("announcements", "zalo = 1")
 
 
-def replies_to_zalo(store: Store) -> list[dict[str, Any]]:
-    """The replies to feedback that came from the Zalo OA (each goes back to its resident)."""
-    zalo = {r["id"] for r in store.rows("feedback", "source = 'zalo'")}
+def replies_to_zalo(store: Store, taken_in_by: str) -> list[dict[str, Any]]:
+    """The replies to feedback that came from the Zalo OA through node `taken_in_by` (that node's
+    bridge, and only it, sends each back to its resident: HQ may hold the contact too)."""
+    zalo = {r["id"] for r in store.rows("feedback", "source = 'zalo' AND node = ?", (taken_in_by,))}
     return [r for r in store.rows("replies") if r["feedback_id"] in zalo]

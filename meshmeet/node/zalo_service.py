@@ -328,7 +328,7 @@ class ZaloService:
             return
         async with svc.lock:
             anns = ops.zalo_announcements(svc.store)
-            replies = ops.replies_to_zalo(svc.store)
+            replies = ops.replies_to_zalo(svc.store, self.node.key.node_id)
         for a in anns:
             self.box.enqueue(f"ann:{a['id']}", "broadcast", None, "Thông báo của xã", a["text"], now)
         for r in replies:
