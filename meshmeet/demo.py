@@ -42,6 +42,9 @@ def _prepare(data_dir: Path, http_port: int) -> None:
     https = data_dir / "webapp.toml"
     if not https.exists():
         https.write_text(f'https = "{LOOPBACK}:{_free_port(http_port + HTTPS_PORT_OFFSET)}"\n', encoding="utf-8")
+    residents = data_dir / "citizens.toml"  # the residents' page listener (issue 17): loopback, one port per node
+    if not residents.exists():
+        residents.write_text(f'listen = "{LOOPBACK}:{_free_port(http_port + 8)}"\n', encoding="utf-8")
 
 
 def _config(http_port: int) -> NodeConfig:

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 from ..api.state_api import StateApi
 from .ingest_service import IngestService
 from ..slides.service import SlidesService
+from .citizens_service import CitizensService
 from .lora_service import LoraService
 from .media_service import MediaService
 from .recovery_service import RecoveryService
 from .sync_service import SyncService
 from .tree_service import TreeService
 from .webapp_service import WebappService
+from .zalo_service import ZaloService
 
 if TYPE_CHECKING:
     from .node import Node
@@ -44,4 +46,6 @@ def assemble(node: "Node") -> list[Service]:
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
     recovery = RecoveryService(node)                        # needs: links, roster, node key
     slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
-    return [tree, sync, media, ingest, lora, webapp, recovery, slides]
+    citizens = CitizensService(node, sync=sync)             # needs: store writes, roster (HQ keys)
+    zalo = ZaloService(node, sync=sync)                     # needs: store reads and writes, roster
+    return [tree, sync, media, ingest, lora, webapp, recovery, slides, citizens, zalo]

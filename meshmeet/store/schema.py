@@ -77,9 +77,12 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ballots", 7, ADDONLY, ("motion_id", "node", "voter"),
               _cols(("choice", TEXT), ("count", INTEGER), ("at", REAL)), HQ_HALL, owner="node"),
     TableSpec("announcements", 8, LWW, ("id",),
-              _cols(("text", TEXT), ("urgent", INTEGER), ("at", REAL)), HQ),
+              _cols(("text", TEXT), ("urgent", INTEGER), ("at", REAL), ("zalo", INTEGER, 6)), HQ),
+    # v6 (issue 17): where a feedback came from, the resident's short code, and the contact sealed
+    # to HQ (meshmeet/citizens/sealed.py): readable at HQ only; the receiving node keeps it locally.
     TableSpec("feedback", 9, ADDONLY, ("id",),
-              _cols(("node", TEXT), ("meeting_id", TEXT), ("text", TEXT), ("at", REAL)),
+              _cols(("node", TEXT), ("meeting_id", TEXT), ("text", TEXT), ("at", REAL),
+                    ("source", TEXT, 6), ("code", TEXT, 6), ("contact", BLOB, 6)),
               HQ_HALL, owner="node"),
     TableSpec("replies", 10, ADDONLY, ("id",),
               _cols(("feedback_id", TEXT), ("node", TEXT), ("text", TEXT), ("at", REAL)), HQ, owner="node"),
@@ -96,6 +99,9 @@ TABLES: tuple[TableSpec, ...] = (
     # a meeting's documents is what is shown; the rows are also the show's history.
     TableSpec("slides", 14, ADDONLY, ("id",), _cols(("doc_id", TEXT), ("page", INTEGER), ("at", REAL)),
               HQ, since=6),
+    # A hall's secretary (or HQ) hides a resident's feedback from the TVs: a hall only feedback
+    # it received itself (namespaced ids, authority.NAMESPACED).
+    TableSpec("feedback_moderation", 15, LWW, ("feedback_id",), _cols(("hidden", INTEGER),), HQ_HALL, since=6),
 )
 
 
@@ -165,7 +171,16 @@ def _v5(db: sqlite_utils.Database) -> None:
 
 
 def _v6(db: sqlite_utils.Database) -> None:
+    """Residents' feedback (issue 17): feedback.source/code/contact, announcements.zalo and the
+    feedback_moderation table; and the slides table (issue 15). New columns and tables only: nothing
+    already held changes meaning."""
     _create_table(db, specs_for(6)["slides"], 6)
+    for column, kind in (("source", str), ("code", str), ("contact", bytes)):
+        db["feedback"].add_column(column, kind)
+    db["announcements"].add_column("zalo", int)
+    _create_table(db, specs_for(6)["feedback_moderation"], 6)
+    # A local index (not replicated, not in the digest): the page finds a reply by its code.
+    db["feedback"].create_index(["code"], index_name="feedback_code")
 
 
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
