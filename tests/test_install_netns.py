@@ -82,7 +82,7 @@ def test_bundle_installs_and_joins_with_no_network(tmp_path, box):
     assert meshmeet.is_symlink() and meshmeet.resolve() == (root / "opt" / "versions" / built.version / "bin" / "meshmeet")
     data = root / "data"
     st = data.stat()
-    assert pwd.getpwuid(st.st_uid).pw_name == user and stat.S_IMODE(st.st_mode) == 0o750
+    assert pwd.getpwuid(st.st_uid).pw_name == user and stat.S_IMODE(st.st_mode) == 0o700
     unit = dict(line.split("=", 1) for line in (root / "systemd" / "meshmeet.service").read_text().splitlines()
                 if "=" in line and not line.startswith("#"))
     assert unit["User"] == user and unit["ReadWritePaths"] == str(data)

@@ -5,7 +5,7 @@
 #   1. checks every file of the bundle against manifest.json (sha256); refuses a damaged bundle
 #   2. makes a venv in $MESHMEET_PREFIX/versions/VERSION (pip --no-index from wheels/), points
 #      $MESHMEET_PREFIX/current at it and $MESHMEET_BIN_DIR/meshmeet at current/bin/meshmeet
-#   3. makes the system user $MESHMEET_USER and the data dir $MESHMEET_DATA_DIR (0750, owned by it)
+#   3. makes the system user $MESHMEET_USER and the data dir $MESHMEET_DATA_DIR (0700, owned by it)
 #   4. installs the systemd unit into $MESHMEET_UNIT_DIR (daemon-reload only if systemd runs)
 # Every path can be moved with an environment variable (defaults below); the tests use that.
 set -euo pipefail
@@ -55,9 +55,9 @@ if ! getent passwd "$NODE_USER" >/dev/null; then
     echo "... tạo người dùng / creating system user $NODE_USER"
     useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin "$NODE_USER"
 fi
-install -d -m 0750 -o "$NODE_USER" -g "$NODE_USER" "$DATA_DIR"
+install -d -m 0700 -o "$NODE_USER" -g "$NODE_USER" "$DATA_DIR"
 chown "$NODE_USER:$NODE_USER" "$DATA_DIR"
-chmod 0750 "$DATA_DIR"
+chmod 0700 "$DATA_DIR"
 
 mkdir -p "$UNIT_DIR"
 sed -e "s|/usr/local/bin/meshmeet|$BIN_DIR/meshmeet|g" -e "s|/var/lib/meshmeet|$DATA_DIR|g" \

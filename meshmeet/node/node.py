@@ -76,6 +76,7 @@ EXTRA_PLUGINS = (
     ("media_service", "MediaService"),
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
+    ("clock_service", "ClockService"),
 )
 
 
