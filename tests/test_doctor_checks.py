@@ -1,0 +1,128 @@
+"""The doctor's pure parts: the clock probe core (docs/protocol/clock.md vectors, hostile bytes),
+the status checks (clock, version skew) on status dicts, the default data dir rule, and how the
+`meshmeet` command is spelled in printed hints."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshmeet.command_name import meshmeet_command
+from meshmeet.data_home import default_data_dir, resolve_data_dir
+from meshmeet.doctor import peers
+from meshmeet.errors import MeshmeetError
+from meshmeet.wire import clock
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol" / "clock.md"
+
+
+def vectors() -> list[dict[str, str]]:
+    out = []
+    for line in DOC.read_text().splitlines():
+        if line.startswith("clock-vector "):
+            kind, *fields = line.split()[1:]
+            out.append({"kind": kind, **dict(f.split("=", 1) for f in fields)})
+    assert {v["kind"] for v in out} == {"ask", "answer", "sample"}
+    return out
+
+
+def test_doc_vectors():
+    for v in vectors():
+        if v["kind"] == "ask":
+            assert clock.make_ask(int(v["now_ms"])).hex() == v["hex"]
+        elif v["kind"] == "answer":
+            reply, sample = clock.on_message(clock.make_ask(int(v["t1"])), int(v["now_ms"]))
+            assert reply.hex() == v["hex"] and sample is None
+        else:
+            answer = bytes([clock.ANSWER]) + int(v["t1"]).to_bytes(8, "big") + int(v["t2"]).to_bytes(8, "big")
+            reply, sample = clock.on_message(answer, int(v["t3"]))
+            assert reply is None and sample == clock.ClockSample(float(v["offset_ms"]), float(v["rtt_ms"]))
+
+
+def test_stale_or_future_answers_are_ignored():
+    answer = lambda t1: bytes([clock.ANSWER]) + t1.to_bytes(8, "big") + (5).to_bytes(8, "big")  # noqa: E731
+    assert clock.on_message(answer(10_000), 9_999) == (None, None)  # from the future
+    assert clock.on_message(answer(10_000), 10_000 + clock.MAX_PROBE_AGE_MS + 1) == (None, None)
+
+
+@given(st.binary(max_size=40), st.integers(0, 2**63))
+def test_hostile_bytes_never_raise(body, now):
+    reply, sample = clock.on_message(body, now)
+    assert reply is None or len(reply) == clock.ANSWER_BYTES
+
+
+def status_with(clocks: dict, versions: dict | None = None) -> dict:
+    links = [{"peer": p, "site": f"Thôn {i}", "state": "up"} for i, p in enumerate(sorted(clocks), 1)]
+    out = {"links": links, "clock": clocks}
+    if versions is not None:
+        out["peer_versions"] = {p: {"software": v} for p, v in versions.items()}
+    return out
+
+
+def test_clock_blames_this_machine_only_when_every_peer_agrees():
+    s = status_with({"a": {"offset_ms": -90_000, "rtt_ms": 20}, "b": {"offset_ms": -91_000, "rtt_ms": 30}})
+    found = peers.check_clock(s)
+    assert all(f.state == "problem" and "this machine" in f.fix_en for f in found) and len(found) == 2
+    s = status_with({"a": {"offset_ms": 90_000, "rtt_ms": 20}, "b": {"offset_ms": 100, "rtt_ms": 30}})
+    [f] = peers.check_clock(s)
+    assert "Thôn 1" in f.en and "the machine at Thôn 1" in f.fix_en
+    # Within RTT/2 of the limit is not a finding: the probe cannot tell.
+    s = status_with({"a": {"offset_ms": 5_900, "rtt_ms": 2_000}})
+    assert [f.state for f in peers.check_clock(s)] == ["ok"]
+    assert [f.state for f in peers.check_clock({"links": []})] == ["skipped"]
+
+
+@pytest.mark.parametrize("theirs, state", [
+    ({"a": "0.1.0"}, "ok"), ({"a": "0.2.0", "b": "0.1.3"}, "ok"), ({"a": "0.3.0"}, "problem"),
+    ({"a": "1.1.0"}, "problem"), ({"a": "garbage"}, "problem"),
+])
+def test_version_skew(theirs, state):
+    [f] = peers.check_versions(status_with({p: {} for p in theirs}, theirs), "0.1.0")
+    assert f.state == state
+    if state == "problem":
+        assert "update the older nodes" in f.fix_en
+
+
+def test_versions_skipped_when_peers_do_not_say():
+    assert [f.state for f in peers.check_versions({"links": []}, "0.1.0")] == ["skipped"]
+
+
+def test_default_data_dir_rule(tmp_path):
+    system = tmp_path / "var-lib-meshmeet"
+    env = {"HOME": str(tmp_path / "home")}
+    assert default_data_dir(env, system) == tmp_path / "home" / ".local" / "share" / "meshmeet"
+    assert default_data_dir({**env, "XDG_DATA_HOME": str(tmp_path / "xdg")}, system) == tmp_path / "xdg" / "meshmeet"
+    system.mkdir()
+    assert default_data_dir(env, system) == system
+    assert default_data_dir({**env, "MESHMEET_DATA_DIR": str(tmp_path / "x")}, system) == tmp_path / "x"
+    assert resolve_data_dir(Path("/given"), env, system) == Path("/given")
+
+
+def test_unreadable_system_dir_says_sudo_u_meshmeet(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root can read every directory")
+    system = tmp_path / "locked"
+    system.mkdir(mode=0o000)
+    with pytest.raises(MeshmeetError, match="sudo -u meshmeet"):
+        resolve_data_dir(None, {"HOME": str(tmp_path)}, system)
+
+
+def test_command_spelling(tmp_path):
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "meshmeet").exists():
+        assert meshmeet_command().endswith("-m meshmeet")
+        return
+    # Not on PATH: a path that works from the cwd.
+    cmd = meshmeet_command(cwd=venv_bin.parent.parent, path_env=str(tmp_path))
+    assert cmd == str((venv_bin / "meshmeet").relative_to(venv_bin.parent.parent))
+    assert meshmeet_command(cwd=tmp_path, path_env=str(tmp_path)) == str(venv_bin / "meshmeet")
+    # On PATH and the same file: the bare name.
+    assert meshmeet_command(path_env=str(venv_bin)) == "meshmeet"
+    assert re.fullmatch(r"\S+", meshmeet_command())
