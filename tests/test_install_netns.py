@@ -8,6 +8,8 @@ Needs root, iproute2 and setpriv (util-linux: drops to the user and execs, so SI
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pwd
 import shlex
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from meshmeet import config as config_mod
+from meshmeet.config import LoraSettings
 from meshmeet.install import manifest as manifest_mod
 from meshmeet.install.bundle import build_bundle
 
@@ -101,6 +105,16 @@ def test_bundle_installs_and_joins_with_no_network(tmp_path, box):
     # init with no --data-dir: MESHMEET_DATA_DIR (as the unit's Environment= sets it) decides.
     init = as_user(str(meshmeet), "init", "--commune", "Xã Thử", "--site", "UBND xã")
     assert "commune created" in init.stdout and (data / "config.toml").exists()
+
+    # The installed doctor finds the LoRa region file that came in the wheel (no checkout here).
+    cfg = config_mod.load(data)
+    config_mod.save(data, dataclasses.replace(cfg, lora=LoraSettings(port="/dev/ttyUSB0")))
+    shutil.chown(data / config_mod.CONFIG_FILE, user, user)
+    found = json.loads(as_user(str(meshmeet), "doctor", "--json", check=False).stdout)["findings"]
+    assert [f["state"] for f in found if f["check"] == "lora"] == ["ok"], found
+    assert [f["state"] for f in found if f["check"] == "keys"] == ["ok"], found
+    config_mod.save(data, cfg)  # no modem here: the node below runs without [lora]
+    shutil.chown(data / config_mod.CONFIG_FILE, user, user)
 
     # The unit's ExecStart, as its User, in the namespace: the node comes up and answers status.
     log = open(root / "node.log", "wb")

@@ -101,6 +101,7 @@ def build_bundle(out_dir: Path, arches: tuple[str, ...] = manifest_mod.ARCHES, *
         for name in SOURCE_FILES:
             shutil.copy2(root / name, src / name)
         shutil.copytree(root / "meshmeet", src / "meshmeet", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(root / "firmware-config", src / "firmware-config")
         stage = tmp_path / top
         dist = tmp_path / "dist"
         progress("building the meshmeet wheel")
