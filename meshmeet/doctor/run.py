@@ -18,7 +18,7 @@ def _role(data_dir: Path, status: dict | None) -> str:
     if status:
         return str(status.get("node", {}).get("role", "hall"))
     try:
-        from ..datadir import load_membership
+        from ..membership.datadir import load_membership
 
         return load_membership(data_dir)[2].role
     except (MeshmeetError, OSError, ImportError, IndexError, AttributeError):
