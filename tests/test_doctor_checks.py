@@ -12,36 +12,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import doc_vectors
 from meshmeet.command_name import meshmeet_command
 from meshmeet.data_home import default_data_dir, resolve_data_dir
 from meshmeet.doctor import peers
 from meshmeet.errors import MeshmeetError
 from meshmeet.wire import clock
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol" / "clock.md"
-
-
-def vectors() -> list[dict[str, str]]:
-    out = []
-    for line in DOC.read_text().splitlines():
-        if line.startswith("clock-vector "):
-            kind, *fields = line.split()[1:]
-            out.append({"kind": kind, **dict(f.split("=", 1) for f in fields)})
-    assert {v["kind"] for v in out} == {"ask", "answer", "sample"}
-    return out
+T1_MS, T2_MS, T3_MS = 1_700_000_000_000, 1_700_000_120_250, 1_700_000_000_500  # as in docs/protocol/clock.md
 
 
 def test_doc_vectors():
-    for v in vectors():
-        if v["kind"] == "ask":
-            assert clock.make_ask(int(v["now_ms"])).hex() == v["hex"]
-        elif v["kind"] == "answer":
-            reply, sample = clock.on_message(clock.make_ask(int(v["t1"])), int(v["now_ms"]))
-            assert reply.hex() == v["hex"] and sample is None
-        else:
-            answer = bytes([clock.ANSWER]) + int(v["t1"]).to_bytes(8, "big") + int(v["t2"]).to_bytes(8, "big")
-            reply, sample = clock.on_message(answer, int(v["t3"]))
-            assert reply is None and sample == clock.ClockSample(float(v["offset_ms"]), float(v["rtt_ms"]))
+    v = doc_vectors("protocol/clock.md")
+    assert clock.make_ask(T1_MS) == v["ask"]
+    reply, sample = clock.on_message(v["ask"], T2_MS)
+    assert reply == v["answer"] and sample is None
+    reply, sample = clock.on_message(v["answer"], T3_MS)
+    assert reply is None and sample == clock.ClockSample(offset_ms=120_000.0, rtt_ms=500.0)
 
 
 def test_stale_or_future_answers_are_ignored():
