@@ -47,6 +47,7 @@ pip_wheel="$(ls "$here"/wheels/any/pip-*.whl | head -n 1)"
 "$dest/bin/python" "$pip_wheel/pip" install -q --no-index \
     --find-links "$here/wheels/any" --find-links "$here/wheels/$arch" pip meshmeet
 "$dest/bin/meshmeet" --help >/dev/null || die "bản cài không chạy được / the installed copy does not run"
+touch "$dest/.installed"   # a whole version (the layout updates over the mesh use: docs/install.md)
 ln -sfn "$dest" "$PREFIX/current"
 mkdir -p "$BIN_DIR"
 ln -sfn "$PREFIX/current/bin/meshmeet" "$BIN_DIR/meshmeet"
