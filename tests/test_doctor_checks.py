@@ -113,3 +113,31 @@ def test_command_spelling(tmp_path):
     # On PATH and the same file: the bare name.
     assert meshmeet_command(path_env=str(venv_bin)) == "meshmeet"
     assert re.fullmatch(r"\S+", meshmeet_command())
+
+
+def test_keys_open_dir_loose_key_foreign_owner_and_link(tmp_path):
+    import os
+
+    from meshmeet.doctor.local import check_keys
+
+    d = tmp_path / "node"
+    d.mkdir(mode=0o700)
+    (d / "node.key").write_bytes(b"k" * 32)
+    (d / "node.key").chmod(0o600)
+    assert [f.state for f in check_keys(d)] == ["ok"]
+    d.chmod(0o755)
+    (d / "admin.key").write_bytes(b"a" * 32)
+    (d / "admin.key").chmod(0o640)
+    (d / "ca.key").symlink_to(d / "node.key")
+    found = {f.en: f for f in check_keys(d)}
+    assert any(f"others can enter {d}" in en for en in found)
+    assert any("admin.key is readable by others (mode 640)" in en for en in found)
+    assert any("ca.key is a link" in en for en in found)
+    assert all(f.state == "problem" and f.fix_en for f in found.values())
+    if os.geteuid() == 0:  # only root can give a file away
+        d.chmod(0o700)
+        (d / "ca.key").unlink()
+        (d / "admin.key").chmod(0o600)
+        os.chown(d / "admin.key", 65534, 65534)
+        [f] = check_keys(d)
+        assert "belongs to another user" in f.en and "chown meshmeet:" in f.fix_en

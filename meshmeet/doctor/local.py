@@ -27,15 +27,16 @@ def _secret_files(data_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def check_keys(data_dir: Path, euid: int | None = None) -> list[Finding]:
-    """Secret files (keys, the API token) 0600 and owned by the node's user; the data dir closed to others."""
-    euid = os.geteuid() if euid is None else euid
+def check_keys(data_dir: Path) -> list[Finding]:
+    """Secret files (keys, the API token) 0600 and owned by the node's user (the data dir's owner,
+    whoever runs the doctor); the data dir closed to others."""
     if not data_dir.is_dir():
         return [problem("keys", f"Không có thư mục dữ liệu {data_dir}", f"no data dir {data_dir}",
                         "chạy meshmeet init (trụ sở) hoặc meshmeet join MÃ (hội trường)",
                         "run meshmeet init (HQ) or meshmeet join CODE (hall)")]
     out: list[Finding] = []
     st = data_dir.stat()
+    owner = st.st_uid
     if stat.S_IMODE(st.st_mode) & 0o077:
         out.append(problem("keys", f"Người khác vào được thư mục {data_dir} (quyền {stat.S_IMODE(st.st_mode):o})",
                            f"others can enter {data_dir} (mode {stat.S_IMODE(st.st_mode):o})",
@@ -51,7 +52,7 @@ def check_keys(data_dir: Path, euid: int | None = None) -> list[Finding]:
             out.append(problem("keys", f"Tệp bí mật {path} người khác đọc được (quyền {mode:o})",
                                f"secret file {path} is readable by others (mode {mode:o})",
                                f"chmod 600 {path}", f"chmod 600 {path}"))
-        elif st.st_uid != euid:
+        elif st.st_uid != owner:
             out.append(problem("keys", f"Tệp {path} thuộc người dùng khác (uid {st.st_uid})",
                                f"{path} belongs to another user (uid {st.st_uid})",
                                f"sudo chown meshmeet: {path} (người dùng của nút)",
