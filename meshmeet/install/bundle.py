@@ -8,6 +8,7 @@ output file and its own temporary directory. Layout and format: docs/install.md.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -53,9 +54,15 @@ def project_version(root: Path) -> str:
     return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
 
 
-def _pip(args: list[str], python: str) -> None:
+def _pip(args: list[str], python: str, *, isolated: bool = False) -> None:
+    """Run pip; `isolated`: without this machine's pip.conf and PIP_* settings (extra find-links
+    there would let the completeness check pass on wheels the bundle does not hold)."""
     cmd = [python, "-m", "pip", "--disable-pip-version-check", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    env = None
+    if isolated:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=env)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
         raise MeshmeetError(f"pip thất bại ({' '.join(args[:2])}): {tail}", f"pip failed ({' '.join(args[:2])}): {tail}")
@@ -81,6 +88,19 @@ def _fetch_wheels(wheel: Path, arch: str, dest: Path, wheelhouse: Path | None, p
         for whl in dest.glob("*.whl"):
             if not whl.name.startswith("meshmeet-"):
                 shutil.copy2(whl, wheelhouse / arch / whl.name)
+
+
+def _check_complete(stage: Path, arch: str, dest: Path, python: str) -> None:
+    """Resolve `pip meshmeet` for arch from the staged wheels only (--no-index): proves the bundle
+    is complete for a machine we cannot run here (an arm64 box, built on x86-64)."""
+    platforms = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{arch}")]
+    try:
+        _pip(["download", "-q", "--no-index", "--only-binary=:all:", *platforms, "--python-version", PYTHON_VERSION,
+              "--implementation", "cp", "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
+              "--find-links", str(stage / "wheels" / "any"), "--find-links", str(stage / "wheels" / arch),
+              "-d", str(dest), "pip", "meshmeet"], python, isolated=True)
+    except MeshmeetError as e:
+        raise MeshmeetError(f"Gói thiếu bánh xe cho {arch}: {e.vi}", f"the bundle is incomplete for {arch}: {e.en}") from None
 
 
 def build_bundle(out_dir: Path, arches: tuple[str, ...] = manifest_mod.ARCHES, *, python: str = sys.executable,
@@ -118,6 +138,9 @@ def build_bundle(out_dir: Path, arches: tuple[str, ...] = manifest_mod.ARCHES, *
                 target = stage / "wheels" / ("any" if pure else arch) / whl.name
                 if not target.exists():
                     shutil.copy2(whl, target)
+        for arch in arches:
+            progress(f"checking that the bundle alone installs on {arch}")
+            _check_complete(stage, arch, tmp_path / "check" / arch, python)
         for name, path in INSTALLER_FILES.items():
             shutil.copy2(path, stage / name)
         (stage / "install.sh").chmod(0o755)
