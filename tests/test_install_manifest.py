@@ -172,3 +172,33 @@ def test_path_check_never_lets_out_of_the_bundle(path):
     except m.BundleError:
         return
     assert not ok.startswith("/") and ".." not in ok.split("/") and "\\" not in ok and "\x00" not in ok
+
+
+def fake_wheel(path: Path, name: str, requires: list[str], version: str = "0.1.0") -> None:
+    """A minimal but valid pure-Python wheel (metadata only) for pip's resolver."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    wheel = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    with zipfile.ZipFile(path / f"{name}-{version}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{dist}/METADATA", meta)
+        z.writestr(f"{dist}/WHEEL", wheel)
+        z.writestr(f"{dist}/RECORD", f"{dist}/METADATA,,\n{dist}/WHEEL,,\n{dist}/RECORD,,\n")
+
+
+def test_completeness_check_refuses_a_bundle_missing_a_dependency(tmp_path):
+    import sys
+
+    from meshmeet.errors import MeshmeetError
+    from meshmeet.install.bundle import _check_complete
+
+    stage = tmp_path / "stage"
+    (stage / "wheels" / "any").mkdir(parents=True)
+    (stage / "wheels" / "aarch64").mkdir()
+    fake_wheel(stage / "wheels" / "any", "pip", [])
+    fake_wheel(stage / "wheels" / "any", "meshmeet", ["trio>=0.25"])
+    with pytest.raises(MeshmeetError, match="incomplete for aarch64"):
+        _check_complete(stage, "aarch64", tmp_path / "dl", sys.executable)
+    fake_wheel(stage / "wheels" / "any", "trio", [], version="0.30.0")
+    _check_complete(stage, "aarch64", tmp_path / "dl", sys.executable)  # now whole: no error
