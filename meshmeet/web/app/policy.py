@@ -21,7 +21,7 @@ LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace"}
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
-    """Chair-only: CHAIR_APIS, and `floor` unless it is a GET asking only for the status."""
-    if name == "floor":
+    """Chair-only: CHAIR_APIS, and `floor` / `ingest` unless it is a GET asking only for the status."""
+    if name in ("floor", "ingest"):
         return method != "GET" or query.get("action", "status") != "status"
     return name in CHAIR_APIS
