@@ -13,11 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
-<<<<<<< HEAD
 from .clock_service import ClockService
-=======
 from .ingest_service import IngestService
->>>>>>> main
 from .lora_service import LoraService
 from .media_service import MediaService
 from .sync_service import SyncService
@@ -44,9 +41,5 @@ def assemble(node: "Node") -> list[Service]:
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
-<<<<<<< HEAD
     clock = ClockService(node)                              # needs: links (status["clock"] for the doctor)
-    return [tree, sync, media, lora, webapp, clock]
-=======
-    return [tree, sync, media, ingest, lora, webapp]
->>>>>>> main
+    return [tree, sync, media, ingest, lora, webapp, clock]
