@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import doc_vectors
@@ -37,6 +37,7 @@ def test_stale_or_future_answers_are_ignored():
     assert clock.on_message(answer(10_000), 10_000 + clock.MAX_PROBE_AGE_MS + 1) == (None, None)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=40), st.integers(0, 2**63))
 def test_hostile_bytes_never_raise(body, now):
     reply, sample = clock.on_message(body, now)
