@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
+from .clock_service import ClockService
 from .ingest_service import IngestService
 from ..slides.service import SlidesService
 from .citizens_service import CitizensService
@@ -48,4 +49,5 @@ def assemble(node: "Node") -> list[Service]:
     slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
     citizens = CitizensService(node, sync=sync)             # needs: store writes, roster (HQ keys)
     zalo = ZaloService(node, sync=sync)                     # needs: store reads and writes, roster
-    return [tree, sync, media, ingest, lora, webapp, recovery, slides, citizens, zalo]
+    clock = ClockService(node)                              # needs: links (status["clock"] for the doctor)
+    return [tree, sync, media, ingest, lora, webapp, recovery, slides, citizens, zalo, clock]
