@@ -25,7 +25,7 @@ log = logging.getLogger("meshmeet")
 
 HTTP_TIMEOUT_S = 10.0
 # Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
-EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_lora", "cli_webapp")
+EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_lora", "cli_webapp", "cli_release")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +272,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     node = status["node"]
     print(f"{node['site']} ({node['role']}) {node['id']}  web {node.get('http')}  mesh :{node.get('mesh_port')}")
+    release = status.get("release") or {}
+    if release:
+        print(f"  phiên bản / version {release.get('version')}  cập nhật / update: {release.get('state')} {release.get('detail') or ''}")
     links = status.get("links", [])
     if not links:
         print("  chưa có liên kết / no links yet")

@@ -76,6 +76,7 @@ EXTRA_PLUGINS = (
     ("media_service", "MediaService"),
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),
+    ("release_service", "ReleaseService"),  # after sync_service: releases travel as documents
 )
 
 

@@ -40,6 +40,8 @@ MOTION_RULES = frozenset({"majority", "two-thirds"})
 BALLOT_CHOICES = frozenset({"yes", "no", "abstain"})
 SPEAK_STATES = frozenset({"waiting", "withdrawn", "speaking", "done"})
 HALL_SPEAK_STATES = frozenset({"waiting", "withdrawn"})
+# Where a node's update stands (meshmeet/node/release_service.py, docs/release.md).
+UPDATE_STATES = frozenset({"running", "fetching", "installed", "switching", "rolled_back", "refused", "failed"})
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ COLUMNS: dict[str, dict[str, Col]] = {
         "requested_at": Col(HQ_HALL, **_TIME),
     },
     "doc_holdings": {"sha256": Col(ANY, required=True, hex_chars=64), "at": Col(ANY, **_TIME)},
+    "node_versions": {"version": Col(ANY, required=True), "state": Col(ANY, choices=UPDATE_STATES),
+                      "detail": Col(ANY), "at": Col(ANY, **_TIME)},
 }
 
 # Tables whose row id names the node that owns the row: a writer other than HQ may write only

@@ -66,6 +66,7 @@ _TABLE_VI = {
     "documents": "tài liệu", "attendance": "điểm danh", "motions": "biểu quyết", "ballots": "phiếu",
     "announcements": "thông báo", "feedback": "ý kiến", "replies": "trả lời ý kiến", "chat": "trò chuyện",
     "speaking_queue": "lượt phát biểu", "doc_holdings": "tài liệu đã nhận đủ",
+    "node_versions": "phiên bản của nút",
 }
 
 

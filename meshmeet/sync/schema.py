@@ -16,7 +16,7 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 REPLAY_FLAG = "replay_log"  # local_state row: merge the whole change log again (set by migrations)
 LWW = "lww"
 ADDONLY = "addonly"
@@ -92,6 +92,11 @@ TABLES: tuple[TableSpec, ...] = (
     # writes its rows (relays too: they hold documents for the halls behind them).
     TableSpec("doc_holdings", 13, ADDONLY, ("doc_id", "node"), _cols(("sha256", TEXT), ("at", REAL)),
               ALL, owner="node", since=3),
+    # One row per node: the meshmeet version it runs and where its update stands (release_service.py),
+    # so HQ's status and the chair's network map show every node's version (docs/release.md).
+    TableSpec("node_versions", 14, LWW, ("node",),
+              _cols(("version", TEXT), ("state", TEXT), ("detail", TEXT), ("at", REAL)),
+              ALL, owner="node", since=6),
 )
 
 
@@ -160,7 +165,14 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(db: sqlite_utils.Database) -> None:
+    """node_versions. Rows that arrived while this node ran an older release were refused as an
+    unknown table but their batches kept: the log is merged again so they apply now."""
+    _create_table(db, specs_for(6)["node_versions"], 6)
+    db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 def current_version(conn: sqlite3.Connection) -> int:

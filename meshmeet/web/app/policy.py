@@ -16,8 +16,9 @@ CHAIR_APIS = frozenset({
 })
 """Calls that change the meeting for everyone: without the local token they need a chair session."""
 
-LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace"})
-"""Only with the local token: doc_add names a file on the node (browsers use the upload route)."""
+LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace", "release_publish"})
+"""Only with the local token: doc_add and release_publish name a file on the node (browsers use the
+upload route; a release is published with `meshmeet release publish`, which holds the admin key)."""
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
