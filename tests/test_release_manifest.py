@@ -143,8 +143,12 @@ def test_install_beside_and_switch(tmp_path: Path) -> None:
     lay.switch("0.2.0")
     assert lay.current_version() == "0.2.0"
     import subprocess
-    out = subprocess.run([str(lay.entry_point()), "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(lay.entry_point()), "--help"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 0 and "supervise" in out.stdout
+    # the installed copy runs, not the tree the test runs from
+    probe = lay.versions / "0.2.0" / "src" / "meshmeet" / "__init__.py"
+    assert '"0.2.0"' in probe.read_text()
 
 
 def test_bundle_with_path_escape_installs_nothing(tmp_path: Path) -> None:

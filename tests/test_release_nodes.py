@@ -113,9 +113,10 @@ def test_member_signed_tampered_and_replayed_releases_install_nothing(tmp_path: 
         m = sign_manifest(admin, NEXT, hashlib.sha256(data + b"x").digest(), len(data), 1_800_000_000)
         status, body = api(hq, "release_publish", {"path": str(bundle), "manifest": base64.b64encode(m).decode()})
         assert status == 400 and "tampered" in body["error"]["en"], body
-        # 3. A replayed old release (the version every node runs): the nodes refuse it as a downgrade.
-        old = make_source_bundle(tmp_path / "old.tar", __version__)
-        meshmeet("release", "publish", str(old), "--data-dir", str(hq.data_dir), "--version", __version__)
+        # 3. A replayed old release (signed once, older than what every node runs): refused as a downgrade.
+        older = "0.0.9"
+        old = make_source_bundle(tmp_path / "old.tar", older)
+        meshmeet("release", "publish", str(old), "--data-dir", str(hq.data_dir), "--version", older)
         wait_for(lambda: all(any("downgrade" in r for r in n.release()["refused"]) for n in nodes),
                  "the replayed release refused at HQ and at the hall")
         for n in nodes:

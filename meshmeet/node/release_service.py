@@ -170,7 +170,9 @@ class ReleaseService:
                     m = check_manifest(data, [self.node.roster.admin_public_key], __version__,
                                        st.get("highest"), st.get("bad", []))
                 except ReleaseError as e:
-                    if e.code != "downgrade" or doc["id"] not in self.refused:
+                    if e.code == "downgrade" and parse_manifest(data)[0].version == __version__:
+                        continue  # the release this node runs: nothing to do
+                    if doc["id"] not in self.refused:
                         log.warning("release manifest %s refused: %s", doc["name"], e.en)
                     self.refused[doc["id"]] = e.en
                     continue

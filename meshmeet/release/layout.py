@@ -143,10 +143,13 @@ class Layout:
             self.update_state(highest=version)
 
 
-def _write_wrapper(path: Path, src: Path) -> None:
+def _write_wrapper(path: Path, src: Path | None) -> None:
+    """bin/meshmeet for a source install: `src` absolute (adopted code), or None for the
+    version's own src/ (found from the script's place, so the staging directory may be renamed)."""
+    where = f'"{src}"' if src else '"$(cd "$(dirname "$0")/.." && pwd -P)/src"'
     path.write_text(
         "#!/bin/sh\n# meshmeet source install (meshmeet/release/layout.py)\n"
-        f'PYTHONPATH="{src}" exec "{sys.executable}" -m meshmeet "$@"\n')
+        f'PYTHONPATH={where} exec "{sys.executable}" -P -m meshmeet "$@"\n')  # -P: not the cwd's meshmeet
     path.chmod(0o755)
 
 
@@ -181,7 +184,7 @@ def default_step(bundle: Path, target: Path) -> None:
         if (base / "meshmeet" / "__init__.py").is_file():
             shutil.copytree(base, target / "src")
             (target / "bin").mkdir(exist_ok=True)
-            _write_wrapper(target / "bin" / "meshmeet", target / "src")
+            _write_wrapper(target / "bin" / "meshmeet", None)
             return
         raise ReleaseError("Gói không có install.sh hay mã nguồn meshmeet",
                            "the bundle holds neither install.sh nor the meshmeet package", "install_failed")
