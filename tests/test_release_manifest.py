@@ -178,15 +178,15 @@ def test_bundle_without_meshmeet_installs_nothing(tmp_path: Path) -> None:
     assert lay.installed() == []
 
 
-def test_install_sh_bundle_gets_prefix(tmp_path: Path) -> None:
-    """The interface agreed with scripts/bundle: install.sh --prefix DIR installs DIR/bin/meshmeet."""
+def test_offline_bundle_without_wheels_for_this_machine_installs_nothing(tmp_path: Path) -> None:
+    """A scripts/bundle bundle (manifest.json + wheels/) missing this machine's wheels is refused whole."""
     b = tmp_path / "meshmeet-0.3.0-bundle.tar"
-    script = b'#!/bin/sh\n[ "$1" = --prefix ] || exit 3\nmkdir -p "$2/bin"\nprintf "#!/bin/sh\\necho 0.3.0\\n" > "$2/bin/meshmeet"\nchmod +x "$2/bin/meshmeet"\n'
     with tarfile.open(b, "w") as tar:
-        info = tarfile.TarInfo("meshmeet-0.3.0/install.sh")
-        info.size = len(script)
-        info.mode = 0o755
-        tar.addfile(info, io.BytesIO(script))
+        for name, data in (("meshmeet-0.3.0/manifest.json", b"{}"), ("meshmeet-0.3.0/wheels/any/readme", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     lay = Layout(tmp_path / "root")
-    lay.install("0.3.0", b)
-    assert lay.installed() == ["0.3.0"]
+    with pytest.raises(ReleaseError) as e:
+        lay.install("0.3.0", b)
+    assert "wheels" in e.value.en and lay.installed() == []

@@ -9,9 +9,9 @@ ROOT/state.json                    {"highest", "previous", "pending", "trying", 
 
 A verified bundle is installed by an InstallStep into a fresh directory beside the running
 version, then renamed into place, so a crash leaves either nothing or a whole version. The
-default step takes an offline bundle with `install.sh` (it is run as `install.sh --prefix
-DIR`, the interface agreed with scripts/bundle in docs/release.md) or a source tar holding the
-`meshmeet` package (tests, development). This module must never verify signatures (manifest.py
+default step takes an offline bundle made by scripts/bundle (manifest.json, verify_bundle.py,
+wheels/: checked, then a venv from its wheels, as its install.sh does but without root, user or
+unit; docs/release.md) or a source tar holding the `meshmeet` package (tests, development). This module must never verify signatures (manifest.py
 does, before anything reaches it) and never write outside ROOT.
 """
 
@@ -164,8 +164,35 @@ def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise ReleaseError(f"Cài gói thất bại ({what})", f"installing the bundle failed ({what}): "
+                           f"{(proc.stderr or proc.stdout).strip()[-300:]}", "install_failed")
+
+
+def _venv_from_wheels(base: Path, target: Path) -> None:
+    """Steps 1-2 of a scripts/bundle bundle's install.sh, without root, user or unit: check every
+    file against manifest.json (verify_bundle.py), then a venv in TARGET from the bundle's wheels."""
+    arch = os.uname().machine.replace("arm64", "aarch64")
+    if (base / "verify_bundle.py").is_file():
+        _run([sys.executable, str(base / "verify_bundle.py"), str(base)], base, "verify_bundle.py")
+    if not (base / "wheels" / arch).is_dir():
+        raise ReleaseError(f"Gói không có bản cho {arch}", f"the bundle has no wheels for {arch}", "install_failed")
+    _run([sys.executable, "-m", "venv", "--without-pip", str(target)], base, "venv")
+    pip_wheel = sorted((base / "wheels" / "any").glob("pip-*.whl"))
+    if not pip_wheel:
+        raise ReleaseError("Gói không có pip", "the bundle holds no pip wheel", "install_failed")
+    _run([str(target / "bin" / "python"), f"{pip_wheel[0]}/pip", "install", "-q", "--no-index",
+          "--find-links", str(base / "wheels" / "any"), "--find-links", str(base / "wheels" / arch),
+          "pip", "meshmeet"], base, "pip install")
+
+
 def default_step(bundle: Path, target: Path) -> None:
-    """Unpack the bundle; run its install.sh with --prefix, or take its `meshmeet` source tree."""
+    """Unpack the bundle; install a scripts/bundle bundle (manifest.json + wheels/) as a venv, or
+    take a source tar's `meshmeet` tree."""
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack-") as tmp:
         try:
             with tarfile.open(bundle) as tar:
@@ -174,12 +201,8 @@ def default_step(bundle: Path, target: Path) -> None:
             raise ReleaseError("Không mở được gói cài đặt", f"cannot unpack the bundle: {e}", "install_failed") from None
         tops = [p for p in Path(tmp).iterdir()]
         base = tops[0] if len(tops) == 1 and tops[0].is_dir() else Path(tmp)
-        if (base / "install.sh").is_file():
-            proc = subprocess.run(["sh", str(base / "install.sh"), "--prefix", str(target)], cwd=base,
-                                  capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-            if proc.returncode != 0:
-                raise ReleaseError("install.sh của gói bị lỗi", f"the bundle's install.sh failed: "
-                                   f"{(proc.stderr or proc.stdout).strip()[-300:]}", "install_failed")
+        if (base / "manifest.json").is_file() and (base / "wheels").is_dir():
+            _venv_from_wheels(base, target)
             return
         if (base / "meshmeet" / "__init__.py").is_file():
             shutil.copytree(base, target / "src")
