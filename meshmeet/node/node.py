@@ -73,6 +73,7 @@ def default_plugins() -> tuple[PluginFactory, ...]:
 # (module under meshmeet.node, factory name): loaded when present.
 EXTRA_PLUGINS = (
     ("sync_service", "SyncService"),
+    ("capability_service", "CapabilityService"),  # after sync_service: hands it each peer's batch formats
     ("media_service", "MediaService"),
     ("lora_service", "LoraService"),
     ("webapp_service", "WebappService"),

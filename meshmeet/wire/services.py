@@ -15,5 +15,6 @@ LORA = 0x50
 JOIN = 0x60  # reserved: the join exchange, in case it ever runs inside a link
 CERT = 0x70  # HTTPS certificate requests to HQ and issued certificates (meshmeet/node/webapp_service.py)
 DATAGRAM = 0x80  # media datagram offers: channel id, UDP port, send key (meshmeet/node/datagram_service.py)
+CAPABILITIES = 0x90  # what formats the sender accepts, once per link (meshmeet/wire/capabilities.py)
 
-ALL_SERVICES: frozenset[int] = frozenset({ROSTER, SYNC, TREE, MEDIA, LORA, JOIN, CERT, DATAGRAM})
+ALL_SERVICES: frozenset[int] = frozenset({ROSTER, SYNC, TREE, MEDIA, LORA, JOIN, CERT, DATAGRAM, CAPABILITIES})
