@@ -23,7 +23,7 @@ from meshmeet.sync import meetings as m
 from meshmeet.sync.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown_table, namespace_of, namespaced_id
 from meshmeet.sync.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
 from meshmeet.sync.errors import AuthorityError, SyncError
-from meshmeet.sync.schema import ADDONLY, INTEGER, LWW, REAL, TABLES, TableSpec, specs_for
+from meshmeet.sync.schema import ADDONLY, INTEGER, LATEST_VERSION, LWW, REAL, TABLES, TableSpec, specs_for
 from meshmeet.sync.store import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(1, 6)]

@@ -85,3 +85,13 @@ def test_a_sync_hello_of_a_newer_protocol_version_is_read_not_refused() -> None:
     else:
         raise AssertionError("version 0 must be refused")
     assert sync_encode(Hello(bytes(16)))[1] == 1  # we still say version 1
+
+
+def test_capabilities_vector_in_protocol_md() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    hexed = re.search(r"capabilities = ([0-9a-f]+)", text).group(1)  # type: ignore[union-attr]
+    c = Capabilities("0.1.1", {"batch": frozenset({2, 3}), "sync": frozenset({1})}, frozenset({"release/1"}))
+    assert encode(c).hex() == hexed and decode(bytes.fromhex(hexed)) == c

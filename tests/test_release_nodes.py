@@ -91,6 +91,9 @@ def test_release_reaches_every_node_and_a_broken_one_is_rolled_back(tmp_path: Pa
         for n in nodes:
             assert broken in n.state_file()["bad"]
             assert n.release()["state"] == "rolled_back"
+        # the updated nodes told each other their capabilities (service 0x90)
+        peers = hq.status()["peer_versions"]
+        assert {p["software"] for p in peers.values()} == {NEXT} and len(peers) == 2
     finally:
         for n in nodes:
             n.stop()
@@ -103,6 +106,13 @@ def test_member_signed_tampered_and_replayed_releases_install_nothing(tmp_path: 
         bundle = make_source_bundle(tmp_path / "b.tar", NEXT)
         data = bundle.read_bytes()
         sha = hashlib.sha256(data).digest()
+        # 0. Without the node's local token (a web page, another local user): refused before anything.
+        req = urllib.request.Request(f"{hq.url}/api/release_publish", method="POST",
+                                     data=json.dumps({"path": str(bundle), "manifest": ""}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 403 and json.loads(e.value.read())["error"]["code"] == "local_only"
         # 1. Signed by a member (the hall's node key), not the admin key: HQ's node refuses to publish.
         member = load_key(hall.data_dir / "node.key")
         m = sign_manifest(member, NEXT, sha, len(data), 1_800_000_000)

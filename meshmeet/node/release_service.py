@@ -56,6 +56,7 @@ class ReleaseService:
         self.target: Manifest | None = None
         self.refused: dict[str, str] = {}  # manifest doc id -> reason (en)
         self._written: tuple[str, str] | None = None
+        self.nodes: dict[str, dict[str, Any]] = {}  # node id -> its node_versions row (for the map)
         node.status_extras["release"] = self.status
         node.api_handlers["release_publish"] = self._api_publish
         node.api_handlers["release_versions"] = self._api_versions
@@ -65,7 +66,7 @@ class ReleaseService:
         out: dict[str, Any] = {"version": __version__, "state": self.state, "detail": self.detail,
                                "managed": self.layout is not None,
                                "target": self.target.version if self.target else None,
-                               "refused": sorted(set(self.refused.values()))}
+                               "refused": sorted(set(self.refused.values())), "nodes": self.nodes}
         if self.layout is not None:
             st = self.layout.state()
             out.update(root=str(self.layout.root), installed=self.layout.installed(),
@@ -157,6 +158,8 @@ class ReleaseService:
         store = self.sync.store
         st = self.layout.state() if self.layout else {}
         async with self.sync.lock:
+            self.nodes = {r["node"]: {"version": r["version"], "state": r["state"], "detail": r["detail"]}
+                          for r in store.rows("node_versions")}
             docs = store.rows("documents", "meeting_id = ?", (RELEASE_MEETING,))
             best: tuple[Manifest, dict] | None = None
             for doc in docs:
