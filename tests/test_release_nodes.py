@@ -92,8 +92,8 @@ def test_release_reaches_every_node_and_a_broken_one_is_rolled_back(tmp_path: Pa
             assert broken in n.state_file()["bad"]
             assert n.release()["state"] == "rolled_back"
         # the updated nodes told each other their capabilities (service 0x90)
-        peers = hq.status()["peer_versions"]
-        assert {p["software"] for p in peers.values()} == {NEXT} and len(peers) == 2
+        wait_for(lambda: [p["software"] for p in hq.status()["peer_versions"].values()] == [NEXT, NEXT],
+                 "HQ knows both halls' capabilities")
     finally:
         for n in nodes:
             n.stop()

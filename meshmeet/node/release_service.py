@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_S = 2.0
+SERVE_PEERS_MAX_S = 600.0  # wait at most this long for linked peers to hold the bundle before restarting
 RESTART_GRACE_S = 1.0  # after writing `pending`, before stopping (status readers see "switching")
 
 
@@ -57,6 +58,7 @@ class ReleaseService:
         self.refused: dict[str, str] = {}  # manifest doc id -> reason (en)
         self._written: tuple[str, str] | None = None
         self.nodes: dict[str, dict[str, Any]] = {}  # node id -> its node_versions row (for the map)
+        self._installed_at = 0.0
         node.status_extras["release"] = self.status
         node.api_handlers["release_publish"] = self._api_publish
         node.api_handlers["release_versions"] = self._api_versions
@@ -218,13 +220,23 @@ class ReleaseService:
                 return
             finally:
                 incoming.unlink(missing_ok=True)
+        if self.state != "installed":
+            self._installed_at = time.monotonic()
         self._set("installed", m.version)
-        await self._maybe_switch(m)
+        await self._maybe_switch(m, bundle["id"])
 
-    async def _maybe_switch(self, m: Manifest) -> None:
+    async def _maybe_switch(self, m: Manifest, bundle_id: str) -> None:
+        """Restart into `m` when no meeting is started, its not_before has passed, and every linked
+        peer holds the bundle (so a restart never cuts a neighbour off mid-transfer; at most
+        SERVE_PEERS_MAX_S, so a silent peer cannot hold the update back)."""
         assert self.sync is not None and self.layout is not None
         async with self.sync.lock:
             live = self.sync.store.rows("meetings", "status = ?", ("started",))
+            holders = {r["node"] for r in self.sync.store.rows("doc_holdings", "doc_id = ?", (bundle_id,))}
+        lacking = [p for p in self.node.links.up_peers() if p not in holders]
+        if lacking and time.monotonic() - self._installed_at < SERVE_PEERS_MAX_S:
+            self.detail = f"{m.version}: {len(lacking)} linked peer(s) still fetching it"
+            return
         if live:
             self.detail = f"{m.version}: waiting for the meeting to end"
             return

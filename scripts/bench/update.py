@@ -11,7 +11,7 @@ Baseline, same run, same link: one plain TCP transfer of the bundle over HQ's up
 Goals (issue 16): all_running_s <= 1.5 x baseline, hq_tx_bytes <= 2 x bundle, api_down_max_s <= 10.
 Topology (default `update-7`): HQ has one 10 Mbit/s uplink (to t1); halls t1..t6 on LAN and one
 4G hop. Run under `flock /tmp/meshmeet-netns.lock` (needs root, ip, tc).
-Usage: python scripts/bench/update.py [--json] [--bundle-mib 16]
+Usage: python scripts/bench/update.py [--json] [--bundle-mib 32]
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ class SupervisedBed(Testbed):
 def tx_bytes(bed: Testbed, node: str) -> int:
     def read() -> int:
         total = 0
-        for dev in Path("/sys/class/net").iterdir():
-            if dev.name != "lo":
-                total += int((dev / "statistics" / "tx_bytes").read_text())
+        # /proc/thread-self/net: this thread's namespace (/sys/class/net shows the mount's)
+        for line in Path("/proc/thread-self/net/dev").read_text().splitlines()[2:]:
+            name, fields = line.split(":", 1)
+            if name.strip() != "lo":
+                total += int(fields.split()[8])
         return total
     return netns.in_netns(bed.plan.host(node).netns, read)
 
@@ -204,7 +206,7 @@ def run(bundle_mib: int, work: Path) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--bundle-mib", type=int, default=16)
+    parser.add_argument("--bundle-mib", type=int, default=32)
     args = parser.parse_args(argv)
     why = netns.missing_requirements()
     if why:
