@@ -55,7 +55,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['node']}  {r['version']:<10} {r['state']:<12} {r.get('detail') or ''}")
         return 0
-    from .identity import load_key
+    from .membership.identity import load_key
     from .release.manifest import ReleaseError, sign_manifest
 
     if not args.bundle:

@@ -8,14 +8,14 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
+from meshmeet.membership.identity import KeyPair
 from meshmeet.node.capability_service import my_capabilities
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import BATCH_VERSION, batch_format
-from meshmeet.sync.errors import ProtocolError
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import BATCH_VERSION, batch_format
+from meshmeet.store.errors import ProtocolError
 from meshmeet.sync.messages import Hello, decode as sync_decode, encode as sync_encode
 from meshmeet.sync.session import ProtocolViolation, SyncSession
-from meshmeet.sync.store import Store
+from meshmeet.store.db import Store
 from meshmeet.wire.capabilities import LEGACY, Capabilities, CapabilityError, decode, encode
 
 HQ, HALL = KeyPair.from_seed(bytes([41]) * 32), KeyPair.from_seed(bytes([42]) * 32)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
+from meshmeet.membership.identity import KeyPair
 from meshmeet.release.layout import Layout
 from meshmeet.release.manifest import (ReleaseError, check_bundle, check_manifest, parse_manifest, sign_manifest,
                                        version_key)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from meshmeet import __version__
-from meshmeet.identity import load_key
+from meshmeet.membership.identity import load_key
 from meshmeet.release.devbundle import make_source_bundle
 from meshmeet.release.manifest import sign_manifest
 from nodeproc import make_commune, meshmeet, wait_for

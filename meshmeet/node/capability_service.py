@@ -19,14 +19,15 @@ import trio
 from .. import __version__
 from ..media import chunk as media_chunk
 from ..lora.messages import Kind as LoraKind
-from ..sync.batch import BATCH_VERSION, BATCH_VERSION_V2
+from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2
 from ..sync.messages import PROTOCOL_VERSION as SYNC_PROTOCOL_VERSION
-from ..sync.schema import LATEST_VERSION as SCHEMA_VERSION
+from ..store.schema import LATEST_VERSION as SCHEMA_VERSION
 from ..wire import services
 from ..wire.capabilities import LEGACY, Capabilities, CapabilityError, decode, encode
 
 if TYPE_CHECKING:
     from .node import Node
+    from .sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def my_capabilities() -> Capabilities:
 
 
 class CapabilityService:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", sync: "SyncService | None" = None) -> None:
         self.node = node
+        self.sync = sync
         self.mine = my_capabilities()
         self._encoded = encode(self.mine)
         self.peers: dict[str, Capabilities] = {}
@@ -77,9 +79,8 @@ class CapabilityService:
             return
         self.peers[peer] = caps
         log.info("peer %s runs meshmeet %s", peer, caps.software)
-        sync = self.node.plugins.get("SyncService")
-        if sync is not None:
-            sync.peer_formats_changed(peer, caps.formats.get("batch", frozenset()), trio.current_time())
+        if self.sync is not None:
+            self.sync.peer_formats_changed(peer, caps.formats.get("batch", frozenset()), trio.current_time())
 
     async def run(self) -> None:
         return None

@@ -30,14 +30,16 @@ from .. import __version__
 from ..release.layout import ROOT_ENV, Layout
 from ..release.manifest import (MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, RELEASE_MEETING, Manifest, ReleaseError,
                                 check_bundle, check_manifest, parse_manifest)
-from ..sync import chunks as chunking
-from ..sync.chunks import parse_hashes
-from ..sync.errors import SyncError
-from ..web.api import ApiError
-from .doc_source import SourceRefused, open_operator_file
+from ..meeting import queries
+from ..store import chunks as chunking
+from ..store.chunks import parse_hashes
+from ..store.errors import SyncError
+from ..api.contract import ApiError
+from ..api.doc_source import SourceRefused, open_operator_file
 
 if TYPE_CHECKING:
     from .node import Node
+    from .sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,11 @@ RESTART_GRACE_S = 1.0  # after writing `pending`, before stopping (status reader
 
 
 class ReleaseService:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Node", sync: "SyncService | None" = None) -> None:
+        """`sync`: the store's owner; a release is published into it and read from it under its
+        lock, as the state API's handlers do."""
         self.node = node
-        self.sync = node.plugins.get("SyncService")
+        self.sync = sync
         root = os.environ.get(ROOT_ENV)
         self.layout = Layout(Path(root)) if root else None
         self.state = "running"
@@ -162,7 +166,7 @@ class ReleaseService:
         async with self.sync.lock:
             self.nodes = {r["node"]: {"version": r["version"], "state": r["state"], "detail": r["detail"]}
                           for r in store.rows("node_versions")}
-            docs = store.rows("documents", "meeting_id = ?", (RELEASE_MEETING,))
+            docs = queries.documents_of(store, RELEASE_MEETING)
             best: tuple[Manifest, dict] | None = None
             for doc in docs:
                 if not doc["name"].endswith(MANIFEST_SUFFIX) or doc["size"] > MAX_MANIFEST_BYTES:
@@ -231,8 +235,8 @@ class ReleaseService:
         SERVE_PEERS_MAX_S, so a silent peer cannot hold the update back)."""
         assert self.sync is not None and self.layout is not None
         async with self.sync.lock:
-            live = self.sync.store.rows("meetings", "status = ?", ("started",))
-            holders = {r["node"] for r in self.sync.store.rows("doc_holdings", "doc_id = ?", (bundle_id,))}
+            live = queries.started_meetings(self.sync.store)
+            holders = queries.holders(self.sync.store, bundle_id)
         lacking = [p for p in self.node.links.up_peers() if p not in holders]
         if lacking and time.monotonic() - self._installed_at < SERVE_PEERS_MAX_S:
             self.detail = f"{m.version}: {len(lacking)} linked peer(s) still fetching it"
@@ -254,7 +258,7 @@ class ReleaseService:
 
 def _add_release_document(store, name: str, stream) -> str:
     """Like meetings.add_document, under the release meeting id (which is no meeting row)."""
-    from ..sync.meetings import new_id
+    from ..meeting.meetings import new_id
 
     whole = hashlib.sha256()
     hashes: list[bytes] = []

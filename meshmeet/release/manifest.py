@@ -17,7 +17,7 @@ from typing import Iterable
 
 import msgpack
 
-from ..identity import KeyPair, verify
+from ..membership.identity import KeyPair, verify
 
 FORMAT = 1
 SIGN_DOMAIN = b"meshmeet/release/1"
