@@ -247,6 +247,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log_level.upper())
     node = Node(args.data_dir, cfg)
+    from .release.gate import wait_at_gate
+
+    if not wait_at_gate():  # a new version started early by `meshmeet supervise` (docs/release.md)
+        return 0
     trio.run(_run_until_signal, [node])
     return 0
 

@@ -1,7 +1,8 @@
 """Updates over the mesh with real processes: HQ and two halls, each run by `meshmeet supervise`
 from its own release root. A release published at HQ reaches the halls as documents, is
-verified, installed beside the running version and switched to; a broken release is rolled back
-by the supervisor; a release signed by a member's key and a replayed old release are refused and
+verified, installed beside the running version and switched to; a build that does not start is
+never switched to, and one that starts but never serves is rolled back by the supervisor's
+health check; a release signed by a member's key and a replayed old release are refused and
 nothing is installed. Waits are hang guards, never performance limits."""
 
 from __future__ import annotations
@@ -91,6 +92,17 @@ def test_release_reaches_every_node_and_a_broken_one_is_rolled_back(tmp_path: Pa
         for n in nodes:
             assert broken in n.state_file()["bad"]
             assert n.release()["state"] == "rolled_back"
+        # A build that starts but never serves: the supervisors switch to it, the health check fails
+        # within its bound, and they go back to the previous version by themselves (a real restart).
+        hanging = _next(NEXT, 2)
+        make_source_bundle(tmp_path / "hangs.tar", hanging, hangs=True)
+        meshmeet("release", "publish", str(tmp_path / "hangs.tar"), "--data-dir", str(hq.data_dir), "--version", hanging)
+        wait_for(lambda: all(n.state_file().get("rolled_back") == hanging for n in nodes), "rollback after the switch",
+                 timeout=300)
+        wait_for(lambda: running(nodes, NEXT), f"every node back on {NEXT} again", timeout=180)
+        for n in nodes:
+            st = n.state_file()
+            assert {broken, hanging} <= set(st["bad"]) and any("unhealthy" in e["event"] for e in st["events"])
         # the updated nodes told each other their capabilities (service 0x90)
         wait_for(lambda: [p["software"] for p in hq.status()["peer_versions"].values()] == [NEXT, NEXT],
                  "HQ knows both halls' capabilities")

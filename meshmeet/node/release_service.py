@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 CHECK_S = 2.0
 SERVE_PEERS_MAX_S = 600.0  # wait at most this long for linked peers to hold the bundle before restarting
-RESTART_GRACE_S = 1.0  # after writing `pending`, before stopping (status readers see "switching")
+SWITCH_WAIT_S = 180.0  # after writing `pending`: the supervisor stops this node well before
 
 
 class ReleaseService:
@@ -251,9 +251,20 @@ class ReleaseService:
         self.layout.update_state(pending=m.version, links_before=up, event=f"restart into {m.version} requested")
         self._set("switching", m.version)
         await self._record()
-        await trio.sleep(RESTART_GRACE_S)
+        # The supervisor starts the new version at its gate and then stops this node; if it has not
+        # within SWITCH_WAIT_S (an older supervisor), stop by ourselves and let it switch on exit.
+        waited = 0.0
+        while waited < SWITCH_WAIT_S:
+            await trio.sleep(0.5)
+            waited += 0.5
+            st = self.layout.state()
+            if st.get("pending") != m.version:  # the supervisor gave up on it (it did not start)
+                if m.version in st.get("bad", []):
+                    self._set("rolled_back", m.version)
+                    await self._record()
+                return
         log.info("release: stopping to restart into %s", m.version)
-        os.kill(os.getpid(), signal.SIGTERM)  # the node's ordinary shutdown; the supervisor switches
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _add_release_document(store, name: str, stream) -> str:

@@ -2,8 +2,9 @@
 asks, and roll back by itself when the new version does not come up healthy.
 
 The node asks for a switch by writing `pending` into ROOT/state.json (meshmeet/node/
-release_service.py, once a verified release is installed and no meeting is live) and exiting.
-The supervisor then points `current` at the new version and starts it with `trying` set; the
+release_service.py, once a verified release is installed and no meeting is live). The supervisor
+starts the new version at its start gate (gate.py: code loaded, nothing bound), stops the old
+node, points `current` at the new version and opens the gate, with `trying` set; the
 new node is healthy when, within `health_timeout_s`, it answers /api/status, reports that
 version, and has at least as many links up as the old one had (capped at 1, so a lone node
 can update). Otherwise it is stopped, marked bad (never retried), and the previous version is
@@ -24,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import __version__
+from .gate import GATE_ENV
 from .layout import ROOT_ENV, Layout
 from .manifest import version_key
 
@@ -34,6 +36,7 @@ HEALTH_POLL_S = 0.5
 STOP_GRACE_S = 30.0
 CRASH_BACKOFF_MIN_S = 1.0
 CRASH_BACKOFF_MAX_S = 30.0
+SWITCH_POLL_S = 0.2
 
 
 class Supervisor:
@@ -94,7 +97,8 @@ class Supervisor:
         while not self.stopping:
             version = lay.current_version()
             st = lay.state()
-            self.child = self._start()
+            if self.child is None or self.child.poll() is not None:
+                self.child = self._start()
             if st.get("trying") == version:
                 if self.healthy(version, min(1, int(st.get("links_before") or 0))):
                     highest = st.get("highest")
@@ -105,26 +109,73 @@ class Supervisor:
                     log.info("supervise: %s is healthy", version)
                 elif not self.stopping:
                     self._stop_child()
+                    self.child = None
                     self._roll_back(version, st)
                     continue
-            self.child.wait()
+            if self._wait_or_switch(version):
+                backoff = CRASH_BACKOFF_MIN_S
+                continue  # the new version runs (gate open), `current` and `trying` set
             if self.stopping:
                 break
             st = lay.state()
             pending = st.get("pending")
-            if pending and pending != version and pending in lay.installed():
+            if pending and pending != version and pending in lay.installed():  # it stopped by itself
                 lay.switch(pending)
                 lay.update_state(previous=version, trying=pending, pending=None,
                                  event=f"switching {version} -> {pending}")
-                backoff = CRASH_BACKOFF_MIN_S
+                self.child = None
                 continue
             if pending:
                 lay.update_state(pending=None)
             log.warning("supervise: node exited with %s; restarting in %.0f s", self.child.returncode, backoff)
+            self.child = None
             time.sleep(backoff)
             backoff = min(backoff * 2, CRASH_BACKOFF_MAX_S)
         self._stop_child()
         return 0
+
+    def _wait_or_switch(self, version: str) -> bool:
+        """Wait for the child to exit (False), or for the node to ask for a switch: then start the
+        new version at its gate, stop the old one, open the gate (True)."""
+        assert self.child is not None
+        while not self.stopping:
+            try:
+                self.child.wait(SWITCH_POLL_S)
+                return False
+            except subprocess.TimeoutExpired:
+                pass
+            pending = self.layout.state().get("pending")
+            if pending and pending != version and pending in self.layout.installed():
+                return self._switch(version, pending)
+        return False
+
+    def _switch(self, old: str, new: str) -> bool:
+        lay = self.layout
+        gate = lay.root / "gate"
+        for p in (gate, Path(str(gate) + ".ready")):
+            p.unlink(missing_ok=True)
+        env = dict(os.environ, **{ROOT_ENV: str(lay.root), GATE_ENV: str(gate)})
+        cmd = [str(lay.entry_point(new)), "run", "--data-dir", str(self.data_dir), *self.run_args]
+        log.info("supervise: starting %s at the gate", new)
+        nxt = subprocess.Popen(cmd, env=env)
+        deadline = time.monotonic() + self.health_timeout_s
+        while not Path(str(gate) + ".ready").exists():
+            if nxt.poll() is not None or time.monotonic() > deadline or self.stopping:
+                if nxt.poll() is None:
+                    nxt.kill()
+                nxt.wait()
+                bad = sorted(set(lay.state().get("bad", [])) | {new})
+                lay.update_state(pending=None, bad=bad, rolled_back=new,
+                                 event=f"{new} did not start: {old} kept running")
+                log.error("supervise: %s did not start; %s keeps running", new, old)
+                return False if self.child is None or self.child.poll() is not None else self._wait_or_switch(old)
+            time.sleep(0.05)
+        self._stop_child()  # the old node's ordinary shutdown
+        lay.switch(new)
+        lay.update_state(previous=old, trying=new, pending=None, event=f"switching {old} -> {new}")
+        gate.write_text(new)
+        self.child = nxt
+        return True
 
     def _roll_back(self, version: str, st: dict) -> None:
         previous = st.get("previous")
