@@ -360,8 +360,8 @@ class SyncSession:
                 continue
             out.append(Batch(b.body, b.sig))
             self._peer_holds(b.origin, b.first_seq, b.last_seq)
-        # more next round only if this one moved something (withheld batches would come back forever)
-        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH and bool(out)
+        # more next round, unless all this round did was withhold (those would come back forever)
+        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH and (bool(out) or not blocked)
         return self._out(out)
 
     def _peer_holds(self, origin: str, first_seq: int, last_seq: int) -> None:
