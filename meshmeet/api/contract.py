@@ -35,8 +35,8 @@ must come as ``POST`` (a GET is what an ``<img src=>`` on any web page can send)
 
 
 def is_read_call(name: str, args: dict) -> bool:
-    """True for a call that changes nothing: READ_APIS, and ``floor`` asking only for the status."""
-    if name == "floor":
+    """True for a call that changes nothing: READ_APIS, and ``floor`` / ``ingest`` asking only for the status."""
+    if name in ("floor", "ingest"):
         return args.get("action", "status") == "status"
     return name in READ_APIS
 

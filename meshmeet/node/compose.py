@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
 from .capability_service import CapabilityService
+from .ingest_service import IngestService
 from .lora_service import LoraService
 from .media_service import MediaService
 from .release_service import ReleaseService
@@ -38,8 +39,9 @@ def assemble(node: "Node") -> list[Service]:
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
     caps = CapabilityService(node, sync=sync)               # needs: links; tells sync each peer's batch formats
     media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    ingest = IngestService(node, media=media)                # needs: media's presenter way in and its taps
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
     release = ReleaseService(node, sync=sync)               # needs: links, roster, the store (releases are documents)
-    return [tree, sync, caps, media, lora, webapp, release]
+    return [tree, sync, caps, media, ingest, lora, webapp, release]

@@ -22,7 +22,7 @@ upload route; a release is published with `meshmeet release publish`, which hold
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
-    """Chair-only: CHAIR_APIS, and `floor` unless it is a GET asking only for the status."""
-    if name == "floor":
+    """Chair-only: CHAIR_APIS, and `floor` / `ingest` unless it is a GET asking only for the status."""
+    if name in ("floor", "ingest"):
         return method != "GET" or query.get("action", "status") != "status"
     return name in CHAIR_APIS
