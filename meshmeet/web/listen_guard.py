@@ -49,7 +49,9 @@ class WebLimits:
 
     max_connections: int = 128
     max_per_address: int = 32
-    max_silent_per_address: int = 4  # connections from one source that have sent nothing yet
+    # connections from one source that have sent nothing yet: a browser opens up to 6 per host at once
+    # and preconnects more (at 4, Chromium lost page files on /chair and the TV: connections reset)
+    max_silent_per_address: int = 16
     idle_s: float = 30.0
     tls_handshake_s: float = 10.0
     max_tls_handshakes: int = 16  # per listener, at once; a LAN handshake takes milliseconds
