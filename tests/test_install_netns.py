@@ -89,9 +89,11 @@ def test_bundle_installs_and_joins_with_no_network(tmp_path, box):
     assert pwd.getpwuid(st.st_uid).pw_name == user and stat.S_IMODE(st.st_mode) == 0o700
     unit = dict(line.split("=", 1) for line in (root / "systemd" / "meshmeet.service").read_text().splitlines()
                 if "=" in line and not line.startswith("#"))
-    assert unit["User"] == user and unit["ReadWritePaths"] == str(data)
+    opt = root / "opt"
+    assert unit["User"] == user and unit["ReadWritePaths"] == f"{data} {opt}"
     exec_start = shlex.split(unit["ExecStart"])
-    assert exec_start == [str(meshmeet), "run", "--data-dir", str(data)]
+    assert exec_start == [str(meshmeet), "supervise", "--root", str(opt), "--data-dir", str(data)]
+    assert pwd.getpwuid((opt / "current").lstat().st_uid).pw_name == user  # supervised updates write here
     if shutil.which("systemd-analyze"):
         sh("systemd-analyze", "verify", str(root / "systemd" / "meshmeet.service"))
 

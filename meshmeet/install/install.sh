@@ -60,8 +60,11 @@ install -d -m 0700 -o "$NODE_USER" -g "$NODE_USER" "$DATA_DIR"
 chown "$NODE_USER:$NODE_USER" "$DATA_DIR"
 chmod 0700 "$DATA_DIR"
 
+# The supervisor installs signed releases from the mesh into the release root: the node user owns it.
+chown -R "$NODE_USER:$NODE_USER" "$PREFIX"
+
 mkdir -p "$UNIT_DIR"
-sed -e "s|/usr/local/bin/meshmeet|$BIN_DIR/meshmeet|g" -e "s|/var/lib/meshmeet|$DATA_DIR|g" \
+sed -e "s|/usr/local/bin/meshmeet|$BIN_DIR/meshmeet|g" -e "s|/var/lib/meshmeet|$DATA_DIR|g" -e "s|/opt/meshmeet|$PREFIX|g" \
     -e "s|^User=meshmeet|User=$NODE_USER|" -e "s|^Group=meshmeet|Group=$NODE_USER|" \
     "$here/meshmeet.service" > "$UNIT_DIR/meshmeet.service.tmp"
 mv "$UNIT_DIR/meshmeet.service.tmp" "$UNIT_DIR/meshmeet.service"
