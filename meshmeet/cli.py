@@ -25,7 +25,7 @@ log = logging.getLogger("meshmeet")
 
 HTTP_TIMEOUT_S = 10.0
 # Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
-EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_lora", "cli_webapp")
+EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_ingest", "cli_lora", "cli_webapp", "cli_trust", "cli_recovery")
 
 
 def build_parser() -> argparse.ArgumentParser:

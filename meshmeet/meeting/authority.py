@@ -29,6 +29,7 @@ MAX_POSITION = 1_000_000      # an agenda item's position
 MAX_TIME_S = 10_000_000_000.0  # Unix seconds (year 2286); times are >= 0
 MAX_CHUNK_BYTES = 16 * CHUNK_BYTES
 MAX_MEMBER_CHARS = 64         # a member's name in a ballot's voter key ("@name")
+MAX_SLIDE_PAGE = 10_000       # a slide show's page number (1-based; 0 ends the show)
 NODE_ID_HEX = 16
 NAMESPACE_SEP = "-"
 _NODE_ID = re.compile(r"[0-9a-f]{16}")
@@ -101,6 +102,9 @@ COLUMNS: dict[str, dict[str, Col]] = {
         "requested_at": Col(HQ_HALL, **_TIME),
     },
     "doc_holdings": {"sha256": Col(ANY, required=True, hex_chars=64), "at": Col(ANY, **_TIME)},
+    "slides": {"doc_id": Col(HQ, required=True), "page": Col(HQ, low=0, high=MAX_SLIDE_PAGE, required=True,
+                                                            note="0 ends the show"),
+               "at": Col(HQ, required=True, **_TIME)},
 }
 
 # Tables whose row id names the node that owns the row: a writer other than HQ may write only
@@ -116,6 +120,7 @@ STATE_NOTES: dict[str, str] = {
                "or the motion is open, and within the node's check-in (tally.py)",
     "speaking_queue": "a hall only for itself, `waiting`/`withdrawn`; HQ for anyone",
     "attendance": "a node's head count is its latest check-in",
+    "slides": "the newest row (by `at`, then id) among a meeting's documents is the page every TV shows",
 }
 
 

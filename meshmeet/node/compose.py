@@ -13,8 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
+from .ingest_service import IngestService
+from ..slides.service import SlidesService
 from .lora_service import LoraService
 from .media_service import MediaService
+from .recovery_service import RecoveryService
 from .sync_service import SyncService
 from .tree_service import TreeService
 from .webapp_service import WebappService
@@ -35,7 +38,10 @@ def assemble(node: "Node") -> list[Service]:
     tree = TreeService(node)                                # needs: links
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
     media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    ingest = IngestService(node, media=media)                # needs: media's presenter way in and its taps
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
-    return [tree, sync, media, lora, webapp]
+    recovery = RecoveryService(node)                        # needs: links, roster, node key
+    slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
+    return [tree, sync, media, ingest, lora, webapp, recovery, slides]

@@ -93,6 +93,8 @@ class SyncService:
         self.adding: dict[str, Any] | None = None  # a document import in progress
         self._inbox: deque[tuple[str, str, bytes]] = deque()  # (kind, peer, body)
         self._changed_tables: set[str] = set()
+        # Other parts told which tables changed (called with the lock held; must not block).
+        self.change_listeners: list[Callable[[list[str]], None]] = []
         self._incomplete: set[str] | None = None  # documents not yet whole here; None: look at all
         self._chunks_arrived = False
         self._wake = trio.Event()
@@ -395,6 +397,8 @@ class SyncService:
         gateway = self.node.gateway
         tables = sorted(self._changed_tables)
         self._changed_tables.clear()
+        for listener in self.change_listeners:
+            listener(tables)
         if gateway is not None:
             gateway.try_publish(STATE_TOPIC, {"type": "state_changed", "tables": tables})
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 REPLAY_FLAG = "replay_log"  # local_state row: merge the whole change log again (set by migrations)
 LWW = "lww"
 ADDONLY = "addonly"
@@ -92,6 +92,10 @@ TABLES: tuple[TableSpec, ...] = (
     # writes its rows (relays too: they hold documents for the halls behind them).
     TableSpec("doc_holdings", 13, ADDONLY, ("doc_id", "node"), _cols(("sha256", TEXT), ("at", REAL)),
               ALL, owner="node", since=3),
+    # The page on every hall's TV (meshmeet/slides/): one row per page turn by HQ, the newest row of
+    # a meeting's documents is what is shown; the rows are also the show's history.
+    TableSpec("slides", 14, ADDONLY, ("id",), _cols(("doc_id", TEXT), ("page", INTEGER), ("at", REAL)),
+              HQ, since=6),
 )
 
 
@@ -160,7 +164,11 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(db: sqlite_utils.Database) -> None:
+    _create_table(db, specs_for(6)["slides"], 6)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 def current_version(conn: sqlite3.Connection) -> int:

@@ -32,7 +32,7 @@ window.MM_TEXT = {
     rule: "Quy tắc", majority: "Quá bán", two_thirds: "Hai phần ba", close: "Kết thúc", announce: "Gửi thông báo",
     announce_text: "Nội dung thông báo", inbox: "Hộp ý kiến", reply: "Trả lời", netmap: "Sơ đồ mạng", layer: "Lớp",
     last_seen: "Thấy lần cuối", rtt: "Trễ", link_up: "nối", link_down: "mất",
-    transport_datagram: "UDP", transport_tcp: "TCP (dự phòng)", loss: "mất gói", jitter: "dao động trễ", present_page: "Trình chiếu",
+    transport_datagram: "UDP", transport_tcp: "TCP (dự phòng)", loss: "mất gói", jitter: "dao động trễ", present_page: "Phát hình",
     saved: "Đã lưu", error: "Lỗi", record_hash: "Mã băm biên bản (các điểm so khớp):", print: "In biên bản", replay: "Xem lại ghi hình",
     status_planned: "Chưa bắt đầu", status_scheduled: "Chưa bắt đầu", status_started: "Đang họp", status_ended: "Đã kết thúc",
     per_hall: "Có mặt theo điểm", total: "Tổng", bytes: "byte", choose_file: "Chọn tệp", member: "Đại biểu (tuỳ chọn)", member_one: "Hoặc từng người (họ tên)", member_in: "Đã điểm danh:",
