@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.node.webapp_service import (CertIssued, CertMessageError, CertRefused, CertRequest,
-                                          decode_cert_message, encode_cert_message, read_https_setting)
+from meshmeet.membership.cert_messages import (CertIssued, CertMessageError, CertRefused, CertRequest,
+                                               decode_cert_message, encode_cert_message)
+from meshmeet.node.webapp_service import read_https_setting
 from meshmeet.web.app import auth, policy
 from meshmeet.web.app.minutes import minutes_record, record_hash
 

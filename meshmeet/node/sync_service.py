@@ -16,7 +16,7 @@ transfer in the middle).
 A full disk never stops it: when the store refuses a write with DiskFull (the transaction is
 rolled back whole), every sync session is closed and sync pauses, status says
 {"disk": {"state": "disk_full", "free_bytes": ...}} and the state API refuses writes (507).
-Every DISK_RETRY_S it looks at the free space; once DISK_RESUME_FREE_BYTES are free it closes
+Every DISK_RETRY_S it looks at the free space (disk_watch.py); once DISK_RESUME_FREE_BYTES are free it closes
 the links whose session it closed (once; they are redialled at once), so that both ends start
 fresh sessions whose vector exchange brings back every batch and chunk that could not be
 stored (nothing is lost: what was not committed is simply not held here).
@@ -32,22 +32,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
-from ..store.diskfull import DiskFull, free_bytes
+from ..store.diskfull import DiskFull
 from ..meeting import meetings
-from ..store.chunks import CHUNK_BYTES
 from ..store.errors import SyncError
 from ..sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Outgoing, ProtocolViolation
 from ..sync.session import ChunkClaims, SyncSession
 from ..store.db import Store
 from ..wire import services
+from .disk_watch import DiskWatch
 
 if TYPE_CHECKING:
     from .node import Node
@@ -61,8 +59,6 @@ LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's 
 BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
 BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
 RECEIVE_GROUP_MAX_MESSAGES = 16  # messages from one peer handled (batches committed) together
-DISK_RETRY_S = 2.0             # while the disk is full, look at the free space this often
-DISK_RESUME_FREE_BYTES = 4 * CHUNK_BYTES  # sync resumes once this much is free again
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 
@@ -87,9 +83,8 @@ class SyncService:
     def __init__(self, node: "Node", *, tree: "TreeView | None" = None) -> None:
         self.node = node
         self.tree = tree
-        self.disk_full_since: float | None = None  # wall time the disk was found full; None: writable
-        self._disk_retry_at = math.inf
-        self.store = self._open_store()
+        self.disk = DiskWatch(node.data_dir)
+        self.store = self.disk.open_store(node.data_dir / STATE_FILE, node.key, self.authority)
         self.claims = ChunkClaims()
         self.peers: dict[str, _Peer] = {}
         self.lock = trio.Lock()
@@ -112,25 +107,11 @@ class SyncService:
         node.services[services.SYNC] = self._on_message
         node.link_listeners.append(self._on_link_change)
         node.status_extras["sync"] = self.status
-        node.status_extras["disk"] = self.disk_status
+        node.status_extras["disk"] = self.disk.status
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             node.api_handlers["sync_test_pace"] = self._api_test_pace
 
     # ----- store and roster --------------------------------------------------------------------
-    def _open_store(self) -> Store:
-        """The store; on a disk too full for its shared-memory file, opened for this process
-        alone (sync starts paused) rather than not at all."""
-        path = self.node.data_dir / STATE_FILE
-        try:
-            return Store(path, self.node.key, self.authority)
-        except sqlite3.OperationalError as e:
-            if not 0 <= free_bytes(self.node.data_dir) < DISK_RESUME_FREE_BYTES:
-                raise
-            log.error("sync: the disk is full (%s): the store is opened for this process alone", e)
-            self.disk_full_since = time.time()
-            self._disk_retry_at = -math.inf  # look at the free space as soon as the loop runs
-            return Store(path, self.node.key, self.authority, exclusive=True)
-
     def authority(self, node_id: str) -> str | None:
         """The roster role of a node id ("hq", "hall", "relay"), None when it is not a member."""
         member = self.node.roster.member_by_node_id(node_id)
@@ -173,15 +154,15 @@ class SyncService:
             async with self.lock:
                 now = trio.current_time()
                 self._drain_inbox(now)
-                if self.disk_full_since is not None and now >= self._disk_retry_at:
+                if self.disk.due(now):
                     self._try_resume(now)
-                if self.disk_full_since is None and (
+                if not self.disk.full and (
                         self._incomplete is None or (self._chunks_arrived and self._incomplete)):
                     self.check_holdings(now)
                 self._run_timers(now)
                 waiting = self._feed_links()
                 self._publish_changes()
-                deadline = min(self._next_deadline(), self._disk_retry_at)
+                deadline = min(self._next_deadline(), self.disk.retry_at)
             if self._inbox:
                 continue
             if waiting:
@@ -202,7 +183,7 @@ class SyncService:
             kind, peer, body = self._inbox.popleft()
             if kind == "up":
                 self._drop(peer)
-                if self.disk_full_since is None:
+                if not self.disk.full:
                     self._open_session(peer, now)
                 else:
                     self._resync.add(peer)
@@ -243,23 +224,14 @@ class SyncService:
     # ----- a full disk -------------------------------------------------------------------------
     def _pause_for_full_disk(self, now: float) -> None:
         """The store could not write (rolled back): close every session until space returns."""
-        if self.disk_full_since is None:
-            self.disk_full_since = time.time()
-            log.error("sync: the disk is full (%d bytes free): sync paused until %d bytes are free",
-                      free_bytes(self.node.data_dir), DISK_RESUME_FREE_BYTES)
-        self._disk_retry_at = now + DISK_RETRY_S
+        self.disk.found_full(now)
         for peer in list(self.peers):
             self._drop(peer)
             self._resync.add(peer)
 
     def _try_resume(self, now: float) -> None:
-        free = free_bytes(self.node.data_dir)
-        if 0 <= free < DISK_RESUME_FREE_BYTES:
-            self._disk_retry_at = now + DISK_RETRY_S
+        if not self.disk.space_back(now):
             return
-        log.info("sync: %d bytes free again: sync resumes", free)
-        self.disk_full_since = None
-        self._disk_retry_at = math.inf
         up = set(self.node.links.up_peers())
         for peer in sorted(self._resync & up):
             # Both ends need a fresh session (the peer's still counts on batches it sent us that
@@ -275,16 +247,10 @@ class SyncService:
 
     def check_writable(self, now: float) -> None:
         """Raise DiskFull while the disk is known to be full (looked at afresh); call with the lock held."""
-        if self.disk_full_since is not None:
+        if self.disk.full:
             self._try_resume(now)
-        if self.disk_full_since is not None:
+        if self.disk.full:
             raise DiskFull()
-
-    def disk_status(self) -> dict[str, Any]:
-        """The "disk" part of status (docs/api.md)."""
-        return {"state": "ok" if self.disk_full_since is None else "disk_full",
-                "free_bytes": free_bytes(self.node.data_dir), "full_since": self.disk_full_since,
-                "resume_free_bytes": DISK_RESUME_FREE_BYTES}
 
     def _handle_events(self, peer: str, events: list, now: float) -> None:
         grew = False

@@ -2,7 +2,8 @@
 
 At start an HQ node makes the commune CA (DIR/ca.key 0600 + ca.crt) if missing and signs its own
 certificate for its mDNS name and LAN addresses. A hall without a current certificate sends a
-certificate request (CSR) to HQ over the mesh (service CERT_SERVICE, msgpack), directly when
+certificate request (CSR) to HQ over the mesh (service CERT_SERVICE; the messages are
+membership/cert_messages.py's), directly when
 linked to HQ, else to its tree parent which forwards it up and the answer back down; HQ signs
 it with the site name from the roster. The HTTPS listener (DIR/webapp.toml `https`) reloads
 when the certificate arrives. At start it also writes a fresh local API token (DIR/run/api-token,
@@ -18,16 +19,16 @@ import logging
 import socket
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgpack
 import trio
 
 from ..api_token import create_token
 from ..config import parse_host_port
 from ..errors import MeshmeetError
+from ..membership.cert_messages import (CertIssued, CertMessage, CertMessageError, CertRefused, CertRequest,
+                                        decode_cert_message, encode_cert_message)
 from ..web import tls
 from ..api.contract import ApiError
 from ..wire import services
@@ -43,69 +44,8 @@ log = logging.getLogger(__name__)
 CERT_SERVICE = services.CERT
 CERT_RETRY_FIRST_S = 2.0  # the tree may not know its parent yet right after link-up
 CERT_RETRY_MAX_S = 60.0
-MAX_CERT_MESSAGE_BYTES = 8192
 WEBAPP_FILE = "webapp.toml"
 DEFAULT_HTTPS = "0.0.0.0:8443"
-KIND_REQUEST = 1
-KIND_ISSUED = 2
-KIND_REFUSED = 3
-
-
-class CertMessageError(MeshmeetError):
-    """A certificate-exchange message that is not one."""
-
-
-@dataclass(frozen=True)
-class CertRequest:
-    requester: str  # node id of the hall that wants a certificate
-    csr: bytes
-
-
-@dataclass(frozen=True)
-class CertIssued:
-    requester: str
-    cert: bytes
-    ca: bytes
-
-
-@dataclass(frozen=True)
-class CertRefused:
-    requester: str
-    vi: str
-    en: str
-
-
-CertMessage = CertRequest | CertIssued | CertRefused
-
-
-def encode_cert_message(msg: CertMessage) -> bytes:
-    if isinstance(msg, CertRequest):
-        return msgpack.packb([KIND_REQUEST, msg.requester, msg.csr])
-    if isinstance(msg, CertIssued):
-        return msgpack.packb([KIND_ISSUED, msg.requester, msg.cert, msg.ca])
-    return msgpack.packb([KIND_REFUSED, msg.requester, msg.vi, msg.en])
-
-
-def decode_cert_message(body: bytes) -> CertMessage:
-    """Bytes from a link -> a message; CertMessageError for anything else."""
-    bad = CertMessageError("Thông điệp chứng chỉ hỏng", "malformed certificate message")
-    if len(body) > MAX_CERT_MESSAGE_BYTES:
-        raise bad
-    try:
-        items = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=MAX_CERT_MESSAGE_BYTES,
-                                max_str_len=1024, max_array_len=8, max_map_len=0)
-    except Exception:  # noqa: BLE001 - msgpack raises many kinds on hostile bytes
-        raise bad from None
-    if not isinstance(items, list) or len(items) < 3 or not isinstance(items[1], str) or len(items[1]) > 128:
-        raise bad
-    kind = items[0]
-    if kind == KIND_REQUEST and len(items) == 3 and isinstance(items[2], bytes):
-        return CertRequest(items[1], items[2])
-    if kind == KIND_ISSUED and len(items) == 4 and isinstance(items[2], bytes) and isinstance(items[3], bytes):
-        return CertIssued(items[1], items[2], items[3])
-    if kind == KIND_REFUSED and len(items) == 4 and isinstance(items[2], str) and isinstance(items[3], str):
-        return CertRefused(items[1], items[2], items[3])
-    raise bad
 
 
 def read_https_setting(data_dir: Path) -> tuple[str, int] | None:
@@ -328,5 +268,4 @@ class WebappService:
         }
 
 
-__all__ = ["WebappService", "CertRequest", "CertIssued", "CertRefused", "encode_cert_message",
-           "decode_cert_message", "read_https_setting", "CERT_SERVICE", "ApiError"]
+__all__ = ["WebappService", "read_https_setting", "CERT_SERVICE", "ApiError"]
