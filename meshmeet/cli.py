@@ -133,6 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # a node's task failed inside trio's nursery: show its error, not a traceback
+        errors, rest = group.split(MeshmeetError)
+        if errors is None or rest is not None:
+            raise
+        leaves = _leaves(errors)
+        for e in leaves:
+            print(f"meshmeet: {e}", file=sys.stderr)
+        return leaves[0].exit_code
+
+
+def _leaves(group: BaseExceptionGroup) -> list:
+    """The plain exceptions inside a (nested) exception group, in order."""
+    out: list = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 # ----- membership ---------------------------------------------------------------------------

@@ -12,8 +12,8 @@ def add_commands(sub: argparse._SubParsersAction, add_data_dir: Callable[[argpar
     text = "kiểm tra nút và cách sửa / check this node and say how to fix it"
     c = sub.add_parser("doctor", help=text, description=text + " (exit 1 when something is wrong)")
     add_data_dir(c)
-    c.add_argument("--json", action="store_true")
-    c.add_argument("--min-free-mib", type=int, default=None, help="warn below this much free disk (default 512)")
+    c.add_argument("--json", action="store_true", help="in dạng JSON / print JSON")
+    c.add_argument("--min-free-mib", type=int, default=None, help="cảnh báo khi đĩa trống dưới mức này / warn below this much free disk (default 512)")
     return {"doctor": cmd_doctor}
 
 

@@ -60,11 +60,11 @@ def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[
     help_text = ("tiếp sóng hội nghị cấp trên tới mọi hội trường / relay an upstream conference to every hall "
                  "(rtmp://, rtsp://, srt://, https://….m3u8, or --listen PORT for a push)")
     c = subparsers.add_parser("ingest", help=help_text, description=help_text)
-    c.add_argument("target", nargs="?", default="", help="URL, stop, or status")
+    c.add_argument("target", nargs="?", default="", help="địa chỉ nguồn, stop hoặc status / the source URL, stop, or status")
     c.add_argument("--listen", type=int, default=None, metavar="PORT",
                    help="nhận luồng đẩy tới cổng này / receive a pushed stream on this port")
-    c.add_argument("--protocol", choices=["rtmp", "rtsp"], default="rtmp", help="with --listen (default rtmp)")
-    c.add_argument("--bind", default="0.0.0.0", help="with --listen: the address to listen on (default 0.0.0.0)")
+    c.add_argument("--protocol", choices=["rtmp", "rtsp"], default="rtmp", help="với --listen: giao thức nhận / with --listen: the protocol to receive (default rtmp)")
+    c.add_argument("--bind", default="0.0.0.0", help="với --listen: địa chỉ nghe / with --listen: the address to listen on (default 0.0.0.0)")
     add_data_dir(c)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="in dạng JSON / print JSON")
     return {"ingest": cmd_ingest}

@@ -52,8 +52,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists():
             raise ConfigError(f"{out} đã có; chọn tên khác", f"{out} already exists; choose another name")
+        if not out.parent.is_dir():  # before the passphrase: e.g. the USB stick is not mounted
+            raise ConfigError(f"Không có thư mục {out.parent} (USB đã cắm và gắn chưa?)",
+                              f"no directory {out.parent} (is the USB stick plugged in and mounted?)")
         data = backup_file.seal(secrets, _passphrase(args, twice=not args.passphrase_stdin))
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:
+            raise ConfigError(f"Không ghi được {out}: {e.strerror}", f"cannot write {out}: {e.strerror}") from e
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         print(f"Đã ghi bản sao lưu / backup written: {out} ({len(data)} B). Cất nó ngoài trụ sở / keep it away from HQ.")
@@ -173,20 +179,20 @@ def cmd_admin(args: argparse.Namespace) -> int:
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> dict:
     p = subparsers.add_parser("admin", help="sao lưu/khôi phục trụ sở / HQ backup and recovery")
     sub = p.add_subparsers(dest="admin_command", metavar="ACTION")
-    b = sub.add_parser("backup", help="sao lưu khóa quản trị / back up the admin key (HQ)")
+    b = sub.add_parser("backup", help="sao lưu khóa quản trị / back up the admin key (HQ)", description="sao lưu khóa quản trị / back up the admin key (HQ)")
     add_data_dir(b)
-    b.add_argument("--out", help="write an encrypted backup file here")
-    b.add_argument("--shares", help="K-of-N Shamir shares, e.g. 3-of-5")
-    b.add_argument("--holders", help="comma-separated site names that hold the shares")
-    b.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the halls' confirmations")
-    b.add_argument("--passphrase-stdin", action="store_true", help="read the passphrase from standard input")
-    r = sub.add_parser("restore", help="khôi phục trụ sở trên máy mới / restore HQ on a new machine")
+    b.add_argument("--out", help="ghi tệp sao lưu đã mã hóa vào đây / write an encrypted backup file here")
+    b.add_argument("--shares", help="chia mảnh K-of-N (Shamir), ví dụ 3-of-5 / K-of-N Shamir shares, e.g. 3-of-5")
+    b.add_argument("--holders", help="tên các điểm giữ mảnh, cách nhau bằng dấu phẩy / comma-separated site names that hold the shares")
+    b.add_argument("--wait", type=float, default=120.0, help="số giây chờ các điểm xác nhận / seconds to wait for the halls' confirmations")
+    b.add_argument("--passphrase-stdin", action="store_true", help="đọc mật khẩu từ đầu vào chuẩn / read the passphrase from standard input")
+    r = sub.add_parser("restore", help="khôi phục trụ sở trên máy mới / restore HQ on a new machine", description="khôi phục trụ sở trên máy mới / restore HQ on a new machine")
     add_data_dir(r)
-    r.add_argument("--from", dest="from_file", help="the backup file")
-    r.add_argument("--via", action="append", default=[], help="a share-holding hall's mesh address HOST:PORT")
+    r.add_argument("--from", dest="from_file", help="tệp sao lưu / the backup file")
+    r.add_argument("--via", action="append", default=[], help="địa chỉ mesh của một điểm giữ mảnh / a share-holding hall's mesh address HOST:PORT")
     r.add_argument("--passphrase-stdin", action="store_true")
-    s = sub.add_parser("release-share", help="gửi mảnh cho máy trụ sở mới / release this hall's share")
+    s = sub.add_parser("release-share", help="gửi mảnh cho máy trụ sở mới / release this hall's share", description="gửi mảnh cho máy trụ sở mới / release this hall's share")
     add_data_dir(s)
-    s.add_argument("--code", help="the code the restoring machine shows")
+    s.add_argument("--code", help="mã mà máy đang khôi phục hiển thị / the code the restoring machine shows")
     s.add_argument("--json", action="store_true")
     return {"admin": cmd_admin}

@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction, add_data_dir: Callable[[argpar
     c = parser(msub, "list", "danh sách cuộc họp / list meetings")
     c.add_argument("--json", action="store_true")
 
-    agenda = sub.add_parser("agenda", help="chương trình họp (HQ) / agenda (HQ)", description="agenda (HQ)")
+    agenda = sub.add_parser("agenda", help="chương trình họp (HQ) / agenda (HQ)", description="chương trình họp (HQ) / agenda (HQ)")
     asub = agenda.add_subparsers(dest="agenda_command", metavar="ACTION")
     asub.required = True
     c = parser(asub, "add", "thêm mục chương trình / add an agenda item")
@@ -58,7 +58,7 @@ def add_commands(sub: argparse._SubParsersAction, add_data_dir: Callable[[argpar
     c.add_argument("--title", required=True)
     c.add_argument("--position", type=int)
 
-    doc = sub.add_parser("doc", help="tài liệu họp / meeting documents", description="meeting documents")
+    doc = sub.add_parser("doc", help="tài liệu họp / meeting documents", description="tài liệu họp / meeting documents")
     dsub = doc.add_subparsers(dest="doc_command", metavar="ACTION")
     dsub.required = True
     c = parser(dsub, "add", "thêm tài liệu (HQ, tối đa 200 MB) / add a document (HQ, up to 200 MB)")
@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction, add_data_dir: Callable[[argpar
     c.add_argument("meeting")
     c.add_argument("--present", type=int, required=True)
 
-    motion = sub.add_parser("motion", help="biểu quyết / motions", description="motions (HQ)")
+    motion = sub.add_parser("motion", help="biểu quyết / motions", description="biểu quyết (HQ) / motions (HQ)")
     osub = motion.add_subparsers(dest="motion_command", metavar="ACTION")
     osub.required = True
     c = parser(osub, "open", "mở biểu quyết (HQ) / open a motion (HQ)")
@@ -249,7 +249,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         print(_call(args.data_dir, "feedback_reply", {"feedback_id": words[1], "text": words[2]})["id"])
         return 0
     if words[0] in ("hide", "show") and len(words) == 2:  # issue 17: a resident's feedback on the TVs
-        print(_call(args.data_dir, "feedback_hide", {"feedback_id": words[1], "hidden": words[0] == "hide"}))
+        hide = words[0] == "hide"
+        _call(args.data_dir, "feedback_hide", {"feedback_id": words[1], "hidden": hide})
+        print("Đã ẩn khỏi màn hình TV / hidden from the TVs" if hide
+              else "Đã hiện lại trên màn hình TV / shown on the TVs again")
         return 0
     if words[0] == "reply" and len(words) != 1:
         raise MeshmeetError("Dùng: meshmeet feedback reply MÃ_Ý_KIẾN \"NỘI DUNG\"",

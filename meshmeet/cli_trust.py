@@ -44,10 +44,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> dict:
-    p = subparsers.add_parser("revoke", help="thu hồi một điểm khỏi xã / revoke a site from the commune (HQ)")
+    text = "thu hồi một điểm khỏi xã (HQ; không thể hoàn tác) / revoke a site from the commune (HQ; cannot be undone)"
+    p = subparsers.add_parser("revoke", help="thu hồi một điểm khỏi xã / revoke a site from the commune (HQ)", description=text)
     add_data_dir(p)
     p.add_argument("site", help='tên điểm (như trong meshmeet roster) hoặc #số / site name or #seat')
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--force", action="store_true", help="allow revoking an HQ seat")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--yes", action="store_true", help="không hỏi xác nhận / do not ask for confirmation")
+    p.add_argument("--force", action="store_true", help="cho phép thu hồi chỗ của trụ sở / allow revoking an HQ seat")
+    p.add_argument("--json", action="store_true", help="in dạng JSON / print JSON")
     return {"revoke": cmd_revoke}

@@ -36,7 +36,10 @@ def cmd_chair_pin(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> dict:
-    p = subparsers.add_parser("chair-pin", help="đặt/đổi mã PIN chủ toạ / set or change the chair PIN")
+    p = subparsers.add_parser("chair-pin", help="đặt/đổi mã PIN chủ toạ / set or change the chair PIN",
+                               description="đặt/đổi mã PIN chủ toạ (6–12 chữ số; mọi phiên chủ toạ cũ hết hạn)"
+                                           " / set or change the chair PIN (6–12 digits; earlier chair sessions end)")
     add_data_dir(p)
-    p.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input (one line)")
+    p.add_argument("--pin-stdin", action="store_true",
+                   help="đọc mã PIN từ đầu vào chuẩn (một dòng) / read the PIN from standard input (one line)")
     return {"chair-pin": cmd_chair_pin}

@@ -43,7 +43,7 @@ def cmd_zalo(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> dict:
-    p = subparsers.add_parser("zalo", help="cầu nối Zalo OA / the Zalo OA bridge")
+    p = subparsers.add_parser("zalo", help="cầu nối Zalo OA / the Zalo OA bridge", description="cầu nối Zalo OA / the Zalo OA bridge")
     p.add_argument("action", choices=("setup", "status"))
     add_data_dir(p)
     p.add_argument("--app-id", default="", help="the Zalo app id (setup)")

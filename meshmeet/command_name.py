@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 
-def meshmeet_command(cwd: Path | None = None, path_env: str | None = None) -> str:
+def meshmeet_command(cwd: Path | None = None, path_env: str | None = None, *, absolute: bool = False) -> str:
     """`meshmeet` when that name on the PATH is this installation, else the path of this
-    installation's script (relative to cwd when below it, e.g. `.venv/bin/meshmeet`), else
+    installation's script (relative to cwd when below it, e.g. `.venv/bin/meshmeet`, unless
+    `absolute`: for lines pasted into another terminal, whose cwd is unknown), else
     `python -m meshmeet` with this interpreter."""
     script = Path(sys.executable).parent / "meshmeet"
     if not script.exists():
@@ -24,6 +25,8 @@ def meshmeet_command(cwd: Path | None = None, path_env: str | None = None) -> st
     on_path = shutil.which("meshmeet", path=path_env if path_env is not None else os.environ.get("PATH"))
     if on_path and Path(on_path).resolve() == script.resolve():
         return "meshmeet"
+    if absolute:
+        return shlex.quote(str(script.absolute()))
     cwd = cwd or Path.cwd()
     try:
         return shlex.quote(str(script.absolute().relative_to(cwd.absolute())))

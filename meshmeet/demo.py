@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from .citizens.settings import read_settings
 from .command_name import meshmeet_command
 from .config import NodeConfig, parse_host_port
 from .membership.datadir import DataDir, create_invite, init_commune, prepare_join
@@ -105,11 +106,15 @@ def _print_table(nodes: list[Node], base: Path, *, temporary: bool) -> None:
     for node in nodes:
         print(f"  {node.me.site:<10} {node.me.role:<5} {node.key.node_id}  mesh {LOOPBACK}:{node.mesh_port}  web {node.http_url}")
     hq, hall = nodes[0], nodes[-1]
-    mm = meshmeet_command()
+    mm = meshmeet_command(absolute=True)  # pasted into a second terminal, whatever its directory
     print(f"  chủ tọa / chair:   {hq.http_url}/chair   (đặt mã PIN / set the PIN: {mm} chair-pin --data-dir {hq.data_dir})")
     print(f"  trình chiếu / presenter: {hq.http_url}/present")
     print(f"  TV hội trường / hall TV: {hall.http_url}/hall    máy tính bảng / tablet: {hall.http_url}/tablet")
+    residents = read_settings(hall.data_dir).listen
+    if residents is not None:
+        print(f"  góp ý của người dân / residents' feedback: http://{residents[0]}:{residents[1]}/y-kien")
     print(f"  trạng thái / status: {mm} status --data-dir {nodes[0].data_dir}")
     print(f"  hoặc / or: curl {nodes[0].http_url}/api/status")
+    print(f"  kiểm tra / check: {mm} doctor --data-dir {nodes[0].data_dir}")
     print("  Ctrl-C để dừng / to stop")
     print(flush=True)

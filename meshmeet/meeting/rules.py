@@ -58,7 +58,7 @@ HALL_QUEUE = _deny("Điểm cầu chỉ được xin phát biểu hoặc rút l�
 BAD_HOLDING = _bad("Bản ghi tài liệu đã nhận phải có SHA-256 (64 chữ số hex)",
                    "a document holding names the document's SHA-256 (64 hex digits)")
 ONLY_HQ_DELETES = _deny("Chỉ trung tâm (HQ) được xóa", "only HQ may delete")
-NOT_YOUR_ROW = _deny("Điểm cầu chỉ được sửa cuộc họp do chính mình tạo", "a hall may only change rows it created")
+NOT_YOUR_ROW = _deny("Điểm cầu chỉ được sửa mục do chính mình tạo", "a hall may only change what it created itself")
 
 _ROLE_VI = {"hq": "trung tâm (HQ)", "hall": "điểm cầu", "relay": "trạm chuyển tiếp"}
 _TABLE_VI = {

@@ -46,8 +46,10 @@ class Served:
 def port_in_use(host: str, port: int) -> MeshmeetError:
     """The error for a web port another program already holds."""
     return MeshmeetError(
-        f"Cổng {port} trên {host} đang bận (một chương trình khác đang dùng), hãy chọn cổng khác",
-        f"port {port} on {host} is in use by another program, choose another port",
+        f"Cổng {port} trên {host} đang bận (một chương trình khác đang dùng), hãy chọn cổng khác"
+        " (meshmeet run --http HOST:CỔNG, hoặc http = trong DIR/config.toml)",
+        f"port {port} on {host} is in use by another program, choose another port"
+        " (meshmeet run --http HOST:PORT, or http = in DIR/config.toml)",
     )
 
 
