@@ -24,7 +24,7 @@ log = logging.getLogger("meshmeet")
 HTTP_TIMEOUT_S = 10.0
 # Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
 EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_ingest", "cli_lora", "cli_webapp", "cli_trust", "cli_recovery",
-                         "cli_zalo", "cli_install", "cli_doctor")
+                         "cli_zalo", "cli_install", "cli_doctor", "cli_release")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,6 +257,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log_level.upper())
     node = Node(args.data_dir, cfg)
+    from .release.gate import wait_at_gate
+
+    if not wait_at_gate():  # a new version started early by `meshmeet supervise` (docs/release.md)
+        return 0
     trio.run(_run_until_signal, [node])
     return 0
 
@@ -284,6 +288,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     node = status["node"]
     print(f"{node['site']} ({node['role']}) {node['id']}  web {node.get('http')}  mesh :{node.get('mesh_port')}")
+    release = status.get("release") or {}
+    if release:
+        print(f"  phiên bản / version {release.get('version')}  cập nhật / update: {release.get('state')} {release.get('detail') or ''}")
     links = status.get("links", [])
     if not links:
         print("  chưa có liên kết / no links yet")

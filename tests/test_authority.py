@@ -23,7 +23,7 @@ from meshmeet.meeting import meetings as m
 from meshmeet.meeting.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown_table, namespace_of, namespaced_id
 from meshmeet.store.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
 from meshmeet.store.errors import AuthorityError, SyncError
-from meshmeet.store.schema import ADDONLY, INTEGER, LWW, REAL, TABLES, TableSpec, specs_for
+from meshmeet.store.schema import ADDONLY, INTEGER, LATEST_VERSION, LWW, REAL, TABLES, TableSpec, specs_for
 from meshmeet.store.db import Store
 from meshmeet.store.schema import LATEST_VERSION
 

@@ -46,6 +46,8 @@ SHORT_CODE_CHARS = 8          # citizens/codes.py
 SHORT_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 SPEAK_STATES = frozenset({"waiting", "withdrawn", "speaking", "done"})
 HALL_SPEAK_STATES = frozenset({"waiting", "withdrawn"})
+# Where a node's update stands (meshmeet/node/release_service.py, docs/release.md).
+UPDATE_STATES = frozenset({"running", "fetching", "installed", "switching", "rolled_back", "refused", "failed"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ COLUMNS: dict[str, dict[str, Col]] = {
     "slides": {"doc_id": Col(HQ, required=True), "page": Col(HQ, low=0, high=MAX_SLIDE_PAGE, required=True,
                                                             note="0 ends the show"),
                "at": Col(HQ, required=True, **_TIME)},
+    "node_versions": {"version": Col(ANY, required=True), "state": Col(ANY, choices=UPDATE_STATES),
+                      "detail": Col(ANY), "at": Col(ANY, **_TIME)},
 }
 
 # Tables whose row id names the node that owns the row: a writer other than HQ may write only

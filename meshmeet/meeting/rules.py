@@ -67,6 +67,7 @@ _TABLE_VI = {
     "announcements": "thông báo", "feedback": "ý kiến", "replies": "trả lời ý kiến", "chat": "trò chuyện",
     "speaking_queue": "lượt phát biểu", "doc_holdings": "tài liệu đã nhận đủ",
     "feedback_moderation": "ẩn ý kiến khỏi TV",
+    "node_versions": "phiên bản của nút",
 }
 
 

@@ -206,6 +206,11 @@ class SyncService:
                     self._open_session(peer, now)
                 else:
                     self._resync.add(peer)
+            elif kind == "formats":
+                p = self.peers.get(peer)
+                if p is not None and not p.session.closed:
+                    p.session.peer_batch_versions = frozenset(body)
+                    self._queue(peer, p.session.on_local_change(now))
             elif kind == "down":
                 self._drop(peer)
                 self._resync.discard(peer)
@@ -391,6 +396,11 @@ class SyncService:
         self.pace_pieces_per_s = None if rate is None else float(rate)
         self._wake.set()
         return {"pieces_per_s": self.pace_pieces_per_s}
+
+    def peer_formats_changed(self, peer: str, batch_versions: frozenset[int], now: float) -> None:
+        """The peer told its batch formats (capability_service.py): its session sends only those."""
+        self._inbox.append(("formats", peer, bytes(sorted(v for v in batch_versions if 0 <= v < 256))))
+        self._wake.set()
 
     def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
         """The store gained batches or chunks: let every other session push what its peer lacks.

@@ -102,6 +102,11 @@ TABLES: tuple[TableSpec, ...] = (
     # A hall's secretary (or HQ) hides a resident's feedback from the TVs: a hall only feedback
     # it received itself (namespaced ids, authority.NAMESPACED).
     TableSpec("feedback_moderation", 15, LWW, ("feedback_id",), _cols(("hidden", INTEGER),), HQ_HALL, since=6),
+    # One row per node: the meshmeet version it runs and where its update stands (release_service.py),
+    # so HQ's status and the chair's network map show every node's version (docs/release.md).
+    TableSpec("node_versions", 16, LWW, ("node",),
+              _cols(("version", TEXT), ("state", TEXT), ("detail", TEXT), ("at", REAL)),
+              ALL, owner="node", since=6),
 )
 
 
@@ -171,9 +176,11 @@ def _v5(db: sqlite_utils.Database) -> None:
 
 
 def _v6(db: sqlite_utils.Database) -> None:
-    """Residents' feedback (issue 17): feedback.source/code/contact, announcements.zalo and the
-    feedback_moderation table; and the slides table (issue 15). New columns and tables only: nothing
-    already held changes meaning."""
+    """Slides (issue 15), residents' feedback (issue 17: feedback.source/code/contact,
+    announcements.zalo, feedback_moderation) and node_versions (issue 16). New columns and tables
+    only: nothing already held changes meaning. Rows that arrived while this node ran an older
+    release were refused as an unknown table but their batches kept: the log is merged again so
+    they apply now."""
     _create_table(db, specs_for(6)["slides"], 6)
     for column, kind in (("source", str), ("code", str), ("contact", bytes)):
         db["feedback"].add_column(column, kind)
@@ -181,6 +188,8 @@ def _v6(db: sqlite_utils.Database) -> None:
     _create_table(db, specs_for(6)["feedback_moderation"], 6)
     # A local index (not replicated, not in the digest): the page finds a reply by its code.
     db["feedback"].create_index(["code"], index_name="feedback_code")
+    _create_table(db, specs_for(6)["node_versions"], 6)
+    db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
 
 
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}

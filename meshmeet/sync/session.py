@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Sequence
 
-from ..store.batch import ForgedBatchError, SignedBatch, decode_batch
+from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2, ForgedBatchError, SignedBatch, batch_format, decode_batch
 from ..store.errors import ProtocolError
 from .events import (Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Event, InSync, Outgoing,
                      ProtocolViolation)
@@ -70,6 +70,9 @@ class ChunkClaims:
 
 
 
+LEGACY_BATCH_VERSIONS = frozenset({BATCH_VERSION_V2, BATCH_VERSION})  # what a peer without capabilities takes
+
+
 def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:
     return [Chunk(sha256, off, len(data), data[off:off + CHUNK_PIECE_BYTES])
             for off in range(0, len(data), CHUNK_PIECE_BYTES)]
@@ -98,6 +101,11 @@ class SyncSession:
         self.bytes_out = 0
         self.chunks_in = 0    # whole chunks received (stored, duplicate or corrupt)
         self.chunks_out = 0   # whole chunks sent to the peer
+        # Batch formats the peer accepts (wire/capabilities.py; LEGACY until it says): a batch in
+        # another format is withheld, with every later batch of its origin (the peer's vector
+        # stays gap-free), never sent for the peer to close the link on.
+        self.peer_batch_versions: frozenset[int] = LEGACY_BATCH_VERSIONS
+        self.withheld_batches = 0
 
     # ------------------------------------------------------------------ driver API
     def on_connect(self) -> list[Outgoing]:
@@ -281,12 +289,18 @@ class SyncSession:
         assert self.peer_vector is not None
         out = []
         held = self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH)
-        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH
+        blocked: set[str] = set()
         for b in held:
-            if b.first_seq in self._peer_ahead.get(b.origin, ()):
+            if b.first_seq in self._peer_ahead.get(b.origin, ()) or b.origin in blocked:
+                continue
+            if batch_format(b.body) not in self.peer_batch_versions:
+                blocked.add(b.origin)
+                self.withheld_batches += 1
                 continue
             out.append(Batch(b.body, b.sig))
             self._peer_holds(b.origin, b.first_seq, b.last_seq)
+        # more next round, unless all this round did was withhold (those would come back forever)
+        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH and (bool(out) or not blocked)
         return self._out(out)
 
     def _peer_holds(self, origin: str, first_seq: int, last_seq: int) -> None:
