@@ -35,7 +35,7 @@ def meetings(d) -> list[str]:
     return [m["title"] for m in json.loads(meshmeet("meeting", "list", "--json", "--data-dir", str(d)).stdout)]
 
 
-def test_hq_restored_from_three_of_five_shares_and_from_the_file(tmp_path):
+def test_hq_restored_from_two_of_three_shares_and_from_the_file(tmp_path):
     nodes: list[NodeProcess] = []
     try:
         hq_dir = tmp_path / "hq"
