@@ -16,8 +16,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import trio
-
 from . import config as config_mod
 from .errors import MeshmeetError, NotRunningError
 
@@ -190,7 +188,7 @@ def _default_invite_addresses(data_dir: Path) -> list[str]:
     """This node's mesh address(es) as the hall will see them."""
     import socket
 
-    from .node.node import read_run_file
+    from .node.runfile import read_run_file
 
     cfg = config_mod.load(data_dir)
     running = read_run_file(data_dir)
@@ -211,6 +209,8 @@ def _default_invite_addresses(data_dir: Path) -> list[str]:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    import trio
+
     from .membership.datadir import prepare_join
     from .node.joining import join_commune
 
@@ -263,6 +263,8 @@ def cmd_roster(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
     from .node.node import Node
 
     cfg = config_mod.load(args.data_dir).with_overrides(
@@ -281,6 +283,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run_until_signal(nodes: list, on_started=None) -> None:
     """Run nodes until SIGINT/SIGTERM, then shut down in order."""
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for node in nodes:
@@ -318,7 +322,7 @@ def api_call(
     """Call the running node's JSON API with its local token (DIR/run/api-token); NotRunningError
     when there is none. Reads go as GET, everything with arguments as POST."""
     from .api_token import TOKEN_HEADER, TokenError, read_token
-    from .node.node import read_run_file
+    from .node.runfile import read_run_file
 
     info = read_run_file(data_dir)
     if not info or not info.get("http"):

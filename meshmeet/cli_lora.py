@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import trio
-
 from . import config as config_mod
 from .errors import ConfigError, MeshmeetError
 
@@ -56,8 +54,10 @@ def cmd_lora(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import trio
+
     from .lora_io.check import LoraConfig, check_modem
-    from .node.node import read_run_file
+    from .node.runfile import read_run_file
 
     settings = config_mod.load(args.data_dir).lora
     if settings is None:
@@ -95,6 +95,8 @@ def _roster_role(data_dir: Path) -> str:
 
 
 def _emulate(args: argparse.Namespace) -> int:
+    import trio
+
     from .lora_io.check import emulate
     from .lora_io.emulator import Topology
 

@@ -14,12 +14,13 @@ import sys
 import time
 from typing import Callable
 
-from .membership.datadir import load_roster, revoke_seat
 from .errors import MeshmeetError
-from .membership.revocation import find_seat
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from .membership.datadir import load_roster, revoke_seat
+    from .membership.revocation import find_seat
+
     roster = load_roster(args.data_dir)
     seat = find_seat(roster, args.site)
     if seat.role == "hq" and not args.force:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import MeshmeetError
-from .web.app import auth
 
 
 def cmd_chair_pin(args: argparse.Namespace) -> int:
+    from .web.app import auth  # here, not at the top: the web app's import costs every CLI call a second
+
     data_dir = Path(args.data_dir)
     if not (data_dir / "node.key").exists():
         raise MeshmeetError(f"{data_dir} chưa phải thư mục dữ liệu của meshmeet (chạy meshmeet init trước)",

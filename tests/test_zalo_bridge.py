@@ -122,8 +122,10 @@ def test_zalo_bridge_exactly_once_through_faults_cuts_and_restarts(tmp_path: Pat
         assert [k[1] for k in cs] == [USERS[0]] and copies(oa)[cs[0]] == 1
         failed = next(i for i in zalo(node)["items"] if i["state"] == "failed")
         assert "7" in failed["error"]
-        # The same message polled again is not taken in twice.
-        time.sleep(2.5)
+        # The same message polled again is not taken in twice: wait for two more polls of the OA (the
+        # first may have started before the rows were written), then count.
+        polls = oa.sent()["recent_polls"]
+        wait_for(lambda: oa.sent()["recent_polls"] >= polls + 2, "the bridge to poll the OA twice more")
         assert len([f for f in api(node, "feedback_list")[1]["feedback"] if f.get("source") == "zalo"]) == 2
 
         # 5. The webhook: a signed event is feedback; a forged one stores nothing.

@@ -42,7 +42,7 @@ def main() -> None:
     """)
     db.execute("INSERT OR IGNORE INTO kv VALUES ('refresh', ?)", (a.refresh_token,))
     for k, v in (("access", ""), ("access_until", "0"), ("fail_5xx", "0"), ("drop", "0"), ("quota", "0"),
-                 ("revoked", "0"), ("access_ttl_s", "90000"), ("refreshes", "0")):
+                 ("revoked", "0"), ("access_ttl_s", "90000"), ("refreshes", "0"), ("recent_polls", "0")):
         db.execute("INSERT OR IGNORE INTO kv VALUES (?, ?)", (k, v))
 
     def kv(k: str) -> str:
@@ -132,6 +132,7 @@ def main() -> None:
     async def recent(request: web.Request) -> web.Response:
         if not authed(request):
             return err(-216, "Access token is invalid")
+        setkv("recent_polls", int(kv("recent_polls")) + 1)  # tests wait for a next poll, not a fixed time
         d = data_of(request)
         rows = db.execute("SELECT message_id, user_id, src, text, time_ms FROM messages m WHERE time_ms = "
                           "(SELECT max(time_ms) FROM messages WHERE user_id = m.user_id) ORDER BY time_ms DESC "
@@ -173,7 +174,7 @@ def main() -> None:
     async def sent(request: web.Request) -> web.Response:
         rows = db.execute("SELECT message_id, user_id, kind, text FROM messages WHERE src = 0 ORDER BY rowid").fetchall()
         return web.json_response({"sent": [dict(zip(("message_id", "user_id", "kind", "text"), r)) for r in rows],
-                                  "refreshes": int(kv("refreshes"))})
+                                  "refreshes": int(kv("refreshes")), "recent_polls": int(kv("recent_polls"))})
 
     app = web.Application()
     app.router.add_post("/v4/oa/access_token", token)

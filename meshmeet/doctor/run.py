@@ -27,7 +27,7 @@ def _role(data_dir: Path, status: dict | None) -> str:
 
 def run_doctor(data_dir: Path, api_call: Callable[[Path, str], dict], *,
                min_free_bytes: int = local.MIN_FREE_BYTES) -> list[Finding]:
-    from ..node.node import read_run_file
+    from ..node.runfile import read_run_file
 
     findings = local.check_keys(data_dir) + local.check_disk(data_dir if data_dir.exists() else data_dir.parent,
                                                              min_free_bytes)

@@ -22,6 +22,7 @@ import trio
 from .. import config as config_mod
 from ..config import NodeConfig
 from ..membership.datadir import DataDir, load_membership, load_roster, save_roster
+from .runfile import RUN_FILE, read_run_file
 from ..store.diskfull import DiskFull, is_disk_full
 from ..membership.join import JoinAccepted, JoinServer
 from ..membership.revocation import revocations_in, revoked_node_ids
@@ -38,7 +39,6 @@ from .sightings import Sightings
 log = logging.getLogger(__name__)
 
 ROSTER_POLL_S = 2.0
-RUN_FILE = "node.json"
 JOIN_IO_TIMEOUT_S = 30.0
 
 ServiceHandler = Callable[[str, bytes], None]
@@ -367,15 +367,6 @@ def web_limits(cfg: NodeConfig) -> WebLimits:
         idle_s=lim.web_idle_s,
         tls_handshake_s=lim.tls_handshake_s,
     )
-
-
-def read_run_file(data_dir: Path) -> dict | None:
-    """What a running node published about itself, or None when none is running there."""
-    try:
-        info = json.loads((DataDir(Path(data_dir)).run / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def load_config(data_dir: Path) -> NodeConfig:
