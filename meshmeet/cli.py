@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import MeshmeetError, NotRunningError
+from .errors import MeshmeetError, NotRunningError, leaf_errors
 
 log = logging.getLogger("meshmeet")
 
@@ -135,18 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         errors, rest = group.split(MeshmeetError)
         if errors is None or rest is not None:
             raise
-        leaves = _leaves(errors)
+        leaves = leaf_errors(errors)
         for e in leaves:
             print(f"meshmeet: {e}", file=sys.stderr)
         return leaves[0].exit_code
-
-
-def _leaves(group: BaseExceptionGroup) -> list:
-    """The plain exceptions inside a (nested) exception group, in order."""
-    out: list = []
-    for e in group.exceptions:
-        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    return out
 
 
 # ----- membership ---------------------------------------------------------------------------

@@ -30,3 +30,12 @@ class NotRunningError(MeshmeetError):
     """A command needed the running node and found none."""
 
     exit_code = 3
+
+
+def leaf_errors(group: BaseExceptionGroup) -> list:
+    """The plain exceptions inside a (nested) exception group, in order (a node's task failed
+    inside trio's nursery: the CLI shows these, not a traceback)."""
+    out: list = []
+    for e in group.exceptions:
+        out.extend(leaf_errors(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
