@@ -187,6 +187,7 @@ def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
     out["status"] = [r for r in poll.rows if "mesh" not in r]
     out["summary"] = poll.summary()
     out["opus_kbps_used"], out["frame_ms_used"] = p["kbps_used"], p["frame_ms"]
+    out["presenter_late_start_s"] = p.get("late_start_s")
     return out
 
 
@@ -194,7 +195,7 @@ def figures(m: dict) -> dict:
     """What an assertion message shows: the measured figures, without the raw rows."""
     keep = ("sent", "delivered", "delivered_pct", "p50_ms", "p95_ms", "p99_ms", "max_ms", "gaps_over_200ms",
             "max_gap_ms", "heard_150ms_pct", "heard_300ms_pct", "video_frames", "video_sent", "video_off",
-            "opus_kbps_used", "frame_ms_used")
+            "opus_kbps_used", "frame_ms_used", "presenter_late_start_s")
     return {**{k: m[k] for k in keep if k in m}, "layers": m["summary"]["relay_layers"],
             "transport": m["summary"]["transport"]}
 

@@ -134,6 +134,12 @@ class LinkFeedback:
                 self.estimate_bps = min(cap, grown)
         return True
 
+    def forget_estimate(self) -> None:
+        """Back to no known estimate (what the reports said was not about the media)."""
+        self.estimate_bps = None
+        self.last_decrease_at = -math.inf
+        self._settle_until = -math.inf
+
     def probe_passed(self, achieved_bps: float) -> None:
         """A padding probe carried `achieved_bps` with clean reports: the link carries that much."""
         if self.estimate_bps is not None and math.isfinite(achieved_bps):

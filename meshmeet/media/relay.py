@@ -121,6 +121,7 @@ class _Link:
     flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
     flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
+    media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
 
 
 class MediaRelay(FeedbackRules):
@@ -362,6 +363,8 @@ class MediaRelay(FeedbackRules):
             if data[0] == C.KIND_CHUNK:
                 lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
                 lk.player.sent(data)
+                if lk.media_since is None:
+                    lk.media_since = now
         elif pacer is not None and not pacer.can_send(now):
             return None  # audio is never paced (it is small, and late is lost); video and padding are
         elif lk.video:
@@ -465,6 +468,11 @@ class MediaRelay(FeedbackRules):
                 return acted
         qms = self._queue_ms(lk, now)
         est = lk.drain.estimate(now) if fb_est is None else fb_est
+        if fb is not None and fb_est is None:
+            # a datagram link whose reports gave no estimate yet: UDP takes whatever is sent, so
+            # what the relay sent says nothing of the path (it once 'passed' a 358 kbit/s probe on
+            # 32 kbit/s); only a probe that reports saw clean climbs it (`_young_probe_done`)
+            est = 0.0
         if qms <= STEADY_QUEUE_MS:
             lk.congested_since = None
         elif lk.congested_since is None:
@@ -488,6 +496,8 @@ class MediaRelay(FeedbackRules):
             return []
         if lk.probe is not None:
             achieved = lk.probe.achieved_bps(now)
+            if achieved is not None and fb is not None and fb_est is None:
+                return self._young_probe_done(lk, fb, achieved, now)
             if achieved is not None and fb is not None and fb_est is not None:
                 # padding has stopped; a report about packets sent at the probe's end decides
                 if fb.last_report_at is not None and fb.last_report_at >= lk.probe.started_at + PROBE_S + fb.rtt_s:
@@ -509,6 +519,8 @@ class MediaRelay(FeedbackRules):
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
             probe_bps = target / UPGRADE_HEADROOM
+            if fb is not None and fb.estimate_bps is None and not self._young_may_probe(lk, now):
+                return []  # let the audio show a path narrower than itself first
             if fb is not None and fb.estimate_bps is not None:
                 # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
                 probe_bps = self._feedback_probe_bps(lk, fb, fb_est, probe_bps)

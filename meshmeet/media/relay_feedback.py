@@ -25,6 +25,7 @@ from meshmeet.media.audio_rate import plan_audio
 from meshmeet.media.feedback import LinkFeedback
 from meshmeet.media.ladder import AUDIO_LEVEL, UPGRADE_HEADROOM
 from meshmeet.media.linkmodel import RateCap
+from meshmeet.media.probe import PROBE_S
 
 if TYPE_CHECKING:
     from meshmeet.media.relay import Outgoing, _Link
@@ -36,12 +37,17 @@ REDUNDANCY_LOSS = (0.0, 0.08)  # smoothed loss from which a datagram link sends 
 # (one copy always, where it fits: random 4G loss comes before any report can show it, as the
 # UDP + redundancy baseline of scripts/bench/weaklink.py does; a copy costs ~17 kbit/s)...
 REDUNDANCY_YOUNG_LOSS = (0.01, 0.08)  # ...but on a link whose room is not known yet, only as loss shows
-REDUNDANCY_KNOWN_AFTER_REPORTS = 12  # ~3 s of reports without congestion: room enough for a copy
+REDUNDANCY_KNOWN_AFTER_S = 3.0  # audio has flowed this long without congestion: room enough for a copy
+# (counted from the first audio chunk, not in reports: a link's keepalive probes bring reports long
+# before any media, and a copy from the first frame on doubled E's audio to ~65 kbit/s on 32)
 FEEDBACK_BACKOFF_MAX_S = 30.0  # failed probes double the wait up to this (a failed probe fills the path's queue)
 FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
 # low end after a failed probe, x1.5 after each clean one...
 FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
 FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
+YOUNG_PROBE_AFTER_S = 2.0  # a datagram link without an estimate probes for video only after this much
+# media: audio alone overfills a path narrower than itself (E: 16 kbit/s Opus in 20 ms datagrams is
+# ~44 kbit/s on the wire) and so gives the estimate within ~1 s, before a probe floods its queue
 
 
 class FeedbackRules:
@@ -67,6 +73,10 @@ class FeedbackRules:
         sent = lk.drain.sent_bps(now) if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
         if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s, sent):
             self.feedback_refused += 1
+        elif lk.media_since is None:
+            # no audio sent on the link yet: its reports are about keepalive probes, and one delay
+            # spike among them set the estimate to the 8 kbit/s floor before the meeting began
+            lk.feedback.forget_estimate()
 
     def audio_redundancy(self, link: str, now: float) -> int:
         """How many earlier audio frames a datagram driver should repeat with each audio frame on
@@ -78,7 +88,7 @@ class FeedbackRules:
         if fb is None or not fb.active(now):
             return 0
         depth = self._wanted_redundancy(fb)
-        if fb.estimate_bps is None and fb.reports < REDUNDANCY_KNOWN_AFTER_REPORTS:
+        if fb.estimate_bps is None and (lk.media_since is None or now - lk.media_since < REDUNDANCY_KNOWN_AFTER_S):
             depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link: it may be narrow
         copy_bps = self._copy_bps()
         if depth and fb.estimate_bps is not None and copy_bps > 0 and not fb.app_limited(now):
@@ -177,6 +187,23 @@ class FeedbackRules:
         if self._fits(lk, lk.level - 1, self._video_estimate(fb) / (UPGRADE_HEADROOM if full else 1.0)):
             return self._set_level(lk, lk.level - 1, now)
         return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
+
+    def _young_may_probe(self, lk: "_Link", now: float) -> bool:
+        """A datagram link whose reports gave no estimate yet may probe for video: media has
+        flowed on it for YOUNG_PROBE_AFTER_S (its audio had the time to show a narrow path)."""
+        return lk.media_since is not None and now - lk.media_since >= YOUNG_PROBE_AFTER_S
+
+    def _young_probe_done(self, lk: "_Link", fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
+        """A probe on a datagram link without an estimate has stopped: a report about packets sent
+        at its end decides (what the relay sent is no measure: UDP takes anything). Clean (no
+        high delay, no heavy loss since it started): one level up; else the probe failed."""
+        probe = lk.probe
+        assert probe is not None
+        if fb.last_report_at is None or fb.last_report_at < probe.started_at + PROBE_S + fb.rtt_s:
+            return []  # wait for a report that saw the probe
+        ok = probe.passed(achieved) and fb.clean_since(probe.started_at)
+        self._end_probe(lk, now, ok=ok)
+        return self._set_level(lk, lk.level - 1, now) if ok else []
 
     def _feedback_probe_bps(self, lk: "_Link", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
         """A datagram link's probe: the next level and its audio redundancy, in bounded steps."""
