@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import pytest
 
-from weaklink_live import (figures, in_netns, relay_link, restart_with, run_media, run_name, settle_on_datagrams, wait_until,
-                           weak_bed, why_not)
+from weaklink_live import (WL, figures, in_netns, relay_link, restart_with, run_media, run_name, settle_on_datagrams,
+                           wait_until, weak_bed, why_not)
 
 WHY_NOT = why_not()
 pytestmark = [pytest.mark.slow,
@@ -40,6 +40,9 @@ E_AUDIO_ONLY_SHARE = 0.7   # of the relay's status samples during the media, for
 E_VIDEO_SHED_S = 2.0       # no video frame reaches the end hall later than this into the media (goal: 1 s)
 # all UDP dropped: the TCP link carries the audio (C's loss and delay; TCP repairs every loss)
 TCP_DELIVERED_PCT = 95.0
+# B capped to E mid-stream (goal: video shed within 1 s of the cap)
+CAP_SECONDS, CAP_AT_S = 16.0, 8.0
+CAP_SHED_S = 2.0           # the latest video frame that got through was sent at most this long after the cap
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,16 @@ def test_all_udp_dropped_audio_arrives_over_tcp(bed):
         assert t and all(x == "tcp" for x in t), f"no UDP: the relay's link to the end hall said {t}, not tcp"
     finally:
         in_netns(bed, "end", "iptables", "-D", *rule)
+
+
+def test_capped_mid_stream_video_shed_within_bounds(bed):
+    """B (video flows) capped to E 8 s into the media: the relay stops sending video soon after."""
+    restart_with(bed, "B")
+    settle_on_datagrams(bed)
+    m = run_media(bed, "E", CAP_SECONDS, video=True, reshape=[(CAP_AT_S, "E")])
+    c = WL.cap_metrics(m["rx"], m["start_at"], CAP_AT_S, CAP_SECONDS + 1.0, 100.0)
+    f = figures(m)
+    print("B capped to E:", c, f)
+    before = [s for s, _, _ in m["rx"]["video"] if s / 1e9 < m["start_at"] + CAP_AT_S]
+    assert before, f"no video reached the end hall over B before the cap: {f}"
+    assert c["video_shed_after_cap_s"] <= CAP_SHED_S, f"video still left the relay {c['video_shed_after_cap_s']} s after the cap: {c}"

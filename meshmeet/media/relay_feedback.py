@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import plan_audio
-from meshmeet.media.feedback import LinkFeedback
+from meshmeet.media.feedback import MIN_ESTIMATE_BPS, LinkFeedback
 from meshmeet.media.ladder import AUDIO_LEVEL, UPGRADE_HEADROOM
 from meshmeet.media.linkmodel import RateCap
 from meshmeet.media.probe import PROBE_S
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_AUDIO_DECREASE = 0.5  # a link at audio-only whose first reports show congestion: estimate at most this x sent
 FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its media is dropped this long at most
 REDUNDANCY_LOSS = (0.0, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
 # (one copy always, where it fits: random 4G loss comes before any report can show it, as the
@@ -71,8 +72,15 @@ class FeedbackRules:
         if lk.feedback is None:
             lk.feedback = LinkFeedback()
         sent = lk.drain.sent_bps(now) if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
+        unknown = lk.feedback.estimate_bps is None
         if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s, sent):
             self.feedback_refused += 1
+        elif unknown and lk.feedback.estimate_bps is not None and lk.level == AUDIO_LEVEL and lk.media_since is not None:
+            # the first congestion a link shows, with audio alone on it: the path is narrower than
+            # the audio, and its modem queue fills while the request for less audio travels; asking
+            # at once for what half of it carries drains that queue within ~1 s (E: 16 kbit/s in
+            # 20 ms datagrams is ~44 kbit/s on 32), and the estimate climbs back if that was too little
+            lk.feedback.estimate_bps = max(MIN_ESTIMATE_BPS, min(lk.feedback.estimate_bps, FIRST_AUDIO_DECREASE * sent))
         elif lk.media_since is None:
             # no audio sent on the link yet: its reports are about keepalive probes, and one delay
             # spike among them set the estimate to the 8 kbit/s floor before the meeting began
