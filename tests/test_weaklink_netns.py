@@ -5,6 +5,7 @@ scripts/bench/weaklink.py's Python presenter at HQ and subscriber at the end hal
   profile C (80±30 ms, 3 % loss, 1 Mbit/s): audio and video; audio heard continuously, on datagrams
   profile E (100 ms, 32 kbit/s): audio and video; audio within bounds, the relay sheds the video
   all UDP dropped in the end hall's namespace: audio still arrives, over the TCP link
+  B capped to E mid-stream: the relay stops sending video soon after the cap
 The issue's goals (C: >= 99 % heard within 150 ms, no gap > 200 ms; E: p95 <= 400 ms, >= 97 %
 delivered) are asserted with a margin for a loaded 2-core machine, and the measured figures are in
 every assertion message. With the nodes' TCP links only (MESHMEET_NO_DATAGRAMS=1 in the environment,
