@@ -121,6 +121,7 @@ class _Link:
     flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
     flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
+    young_carried_bps: float = 0.0  # a young datagram link: the most a clean probe of it carried
     media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
 
 
@@ -428,7 +429,7 @@ class MediaRelay(FeedbackRules):
         for lk in self._links.values():
             self._trim_audio(lk, now)
             out += self._judge(lk, now)
-            self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now)
+            self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now, young=self._young(lk, now))
         return out + self._audio_rate_due(now)
 
     def next_deadline(self, now: float) -> float:
@@ -519,8 +520,10 @@ class MediaRelay(FeedbackRules):
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
             probe_bps = target / UPGRADE_HEADROOM
-            if fb is not None and fb.estimate_bps is None and not self._young_may_probe(lk, now):
-                return []  # let the audio show a path narrower than itself first
+            if fb is not None and fb.estimate_bps is None:
+                if not self._young_may_probe(lk, now):
+                    return []  # let the audio show a path narrower than itself first
+                probe_bps = self._young_probe_bps(lk, probe_bps, now)
             if fb is not None and fb.estimate_bps is not None:
                 # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
                 probe_bps = self._feedback_probe_bps(lk, fb, fb_est, probe_bps)

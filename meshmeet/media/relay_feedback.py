@@ -46,7 +46,11 @@ FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple o
 # low end after a failed probe, x1.5 after each clean one...
 FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
 FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
-YOUNG_PROBE_AFTER_S = 2.0  # a datagram link without an estimate probes for video only after this much
+YOUNG_PROBE_FACTOR = 1.5  # a young link's first probe: at most this multiple of what it sends (E: ~45 kbit/s
+# for 0.6 s queues ~0.25 s in a 32 kbit/s modem, and the reports then give the estimate)...
+YOUNG_STEP_FACTOR = 3.0  # ...each clean one: the next at this multiple of what it carried (A-D: video in ~3 steps)
+YOUNG_STEP_WAIT_S = 0.3  # ...this soon
+YOUNG_PROBE_AFTER_S = 1.0  # a datagram link without an estimate probes for video only after this much
 # media: audio alone overfills a path narrower than itself (E: 16 kbit/s Opus in 20 ms datagrams is
 # ~44 kbit/s on the wire) and so gives the estimate within ~1 s, before a probe floods its queue
 
@@ -196,6 +200,18 @@ class FeedbackRules:
             return self._set_level(lk, lk.level - 1, now)
         return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
 
+    def _young(self, lk: "_Link", now: float) -> bool:
+        """A datagram link (reports arrive) whose room is not known yet (no estimate)."""
+        fb = self._active_feedback(lk, now)
+        return fb is not None and fb.estimate_bps is None
+
+    def _young_probe_bps(self, lk: "_Link", level_probe_bps: float, now: float) -> float:
+        """A young link's probe: the next level, but at most YOUNG_PROBE_FACTOR x what it sends (a
+        full-level probe, ~180 kbit/s for 0.6 s, overfilled a 32 kbit/s modem queue by 1.5 s)."""
+        if lk.young_carried_bps > 0:   # after a clean step: YOUNG_STEP_FACTOR x what it carried
+            return min(level_probe_bps, YOUNG_STEP_FACTOR * lk.young_carried_bps)
+        return min(level_probe_bps, YOUNG_PROBE_FACTOR * max(lk.drain.sent_bps(now), MIN_ESTIMATE_BPS))
+
     def _young_may_probe(self, lk: "_Link", now: float) -> bool:
         """A datagram link whose reports gave no estimate yet may probe for video: media has
         flowed on it for YOUNG_PROBE_AFTER_S (its audio had the time to show a narrow path)."""
@@ -210,7 +226,13 @@ class FeedbackRules:
         if fb.last_report_at is None or fb.last_report_at < probe.started_at + PROBE_S + fb.rtt_s:
             return []  # wait for a report that saw the probe
         ok = probe.passed(achieved) and fb.clean_since(probe.started_at)
+        full = probe.target_bps >= 0.95 * self._level_bps(lk, lk.level - 1) / UPGRADE_HEADROOM
         self._end_probe(lk, now, ok=ok)
+        if ok and not full:
+            # a step: the path carried this much without a queue; the next step soon, and bigger
+            lk.young_carried_bps = max(lk.young_carried_bps, achieved)
+            lk.backoff_s = YOUNG_STEP_WAIT_S
+            return []
         return self._set_level(lk, lk.level - 1, now) if ok else []
 
     def _feedback_probe_bps(self, lk: "_Link", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
