@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .datadir import init_commune
+    from .membership.datadir import init_commune
 
     summary = init_commune(args.data_dir, args.commune, args.site, time.time())
     if not (args.data_dir / config_mod.CONFIG_FILE).exists():
@@ -143,8 +143,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    from .datadir import create_invite, parse_duration
-    from .invite import invite_qr_text
+    from .membership.datadir import create_invite, parse_duration
+    from .membership.invite import invite_qr_text
 
     addresses = list(args.address) or _default_invite_addresses(args.data_dir)
     code, seat = create_invite(
@@ -187,7 +187,7 @@ def _default_invite_addresses(data_dir: Path) -> list[str]:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    from .datadir import prepare_join
+    from .membership.datadir import prepare_join
     from .node.joining import join_commune
 
     pending = prepare_join(args.data_dir, args.code, time.time())
@@ -210,7 +210,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def cmd_roster(args: argparse.Namespace) -> int:
-    from .datadir import load_roster
+    from .membership.datadir import load_roster
 
     roster = load_roster(args.data_dir)
     now = time.time()

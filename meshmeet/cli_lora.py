@@ -56,7 +56,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .lora.check import LoraConfig, check_modem
+    from .lora_io.check import LoraConfig, check_modem
     from .node.node import read_run_file
 
     settings = config_mod.load(args.data_dir).lora
@@ -87,7 +87,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _roster_role(data_dir: Path) -> str:
     try:
-        from .datadir import load_membership
+        from .membership.datadir import load_membership
 
         return load_membership(data_dir)[2].role
     except MeshmeetError:
@@ -95,8 +95,8 @@ def _roster_role(data_dir: Path) -> str:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from .lora.check import emulate
-    from .lora.emulator import Topology
+    from .lora_io.check import emulate
+    from .lora_io.emulator import Topology
 
     if args.nodes < 1 or not 0.0 <= args.loss <= 1.0:
         raise MeshmeetError("Cần --nodes >= 1 và 0 <= --loss <= 1", "need --nodes >= 1 and 0 <= --loss <= 1")

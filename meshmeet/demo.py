@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from .config import NodeConfig, parse_host_port
-from .datadir import DataDir, create_invite, init_commune, prepare_join
+from .membership.datadir import DataDir, create_invite, init_commune, prepare_join
 from .node.joining import join_commune
 from .node.node import Node
 

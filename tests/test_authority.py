@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
-from meshmeet.sync.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown_table, namespace_of, namespaced_id
-from meshmeet.sync.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
-from meshmeet.sync.errors import AuthorityError, SyncError
-from meshmeet.sync.schema import ADDONLY, INTEGER, LWW, REAL, TABLES, TableSpec, specs_for
-from meshmeet.sync.store import Store
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
+from meshmeet.meeting.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown_table, namespace_of, namespaced_id
+from meshmeet.store.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
+from meshmeet.store.errors import AuthorityError, SyncError
+from meshmeet.store.schema import ADDONLY, INTEGER, LWW, REAL, TABLES, TableSpec, specs_for
+from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(1, 6)]
 HQ, HALL1, HALL2, RELAY, STRANGER = KEYS

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from meshmeet.identity import load_key
-from meshmeet.sync.store import Store
+from meshmeet.membership.identity import load_key
+from meshmeet.store.db import Store
 from nodeproc import NodeProcess, stop_all, wait_for
 from test_node_sync import ok, start_commune, sync
 

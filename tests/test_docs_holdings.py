@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import decode_batch, encode_batch
-from meshmeet.sync.errors import AuthorityError, SyncError
-from meshmeet.sync.rules import Rejection
-from meshmeet.sync.schema import LATEST_VERSION, current_version, specs_for
-from meshmeet.sync.store import Store
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import decode_batch, encode_batch
+from meshmeet.store.errors import AuthorityError, SyncError
+from meshmeet.meeting.rules import Rejection
+from meshmeet.store.schema import LATEST_VERSION, current_version, specs_for
+from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(11, 16)]
 HQ, HALL1, HALL2, RELAY, STRANGER = KEYS

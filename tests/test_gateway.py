@@ -15,7 +15,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshmeet.web.api import ApiError, dispatch_table, error_body
+from meshmeet.api.contract import ApiError, dispatch_table, error_body
 from meshmeet.web.bridge import open_web_gateway
 from meshmeet.web.gateway import Hub, SlowClientPolicy, encode_payload, parse_json_args
 

@@ -10,8 +10,8 @@ import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.invite import (
+from meshmeet.membership.identity import KeyPair
+from meshmeet.membership.invite import (
     INVITE_PREFIX,
     InviteError,
     _checksum,
@@ -21,7 +21,7 @@ from meshmeet.invite import (
     make_invite,
     parse_address,
 )
-from meshmeet.roster_entries import make_seat
+from meshmeet.membership.roster_entries import make_seat
 
 NOW = 1_700_000_000
 ADMIN = KeyPair.generate()

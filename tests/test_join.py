@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair, commune_id_of
-from meshmeet.invite import Invite, make_invite
-from meshmeet.join import (
+from meshmeet.membership.identity import KeyPair
+from meshmeet.membership.invite import Invite, make_invite
+from meshmeet.membership.join import (
     JOIN_TIMEOUT_S,
     JoinAccepted,
     JoinClient,
@@ -20,37 +20,11 @@ from meshmeet.join import (
     JoinServer,
     is_join_start,
 )
-from meshmeet.roster import Roster, RosterGossip, make_claim, make_header, make_revocation, make_seat
+from meshmeet.membership.roster import RosterGossip, make_claim, make_revocation, make_seat
+
+from conftest import Commune
 
 NOW = 1_700_000_000.0
-
-
-class Commune:
-    """Admin, HQ (member 1) and a hall (member 2); invites are made on demand."""
-
-    def __init__(self) -> None:
-        self.admin = KeyPair.generate()
-        self.cid = commune_id_of(self.admin.public_key)
-        self.hq, self.hall = KeyPair.generate(), KeyPair.generate()
-        self.roster = Roster(self.admin.public_key)
-        self.roster.add(make_header(self.admin, "Xã Triệu Sơn", int(NOW)))
-        self.next_sid = 1
-        for key, role in ((self.hq, "hq"), (self.hall, "hall")):
-            inv = self.invite(role=role)
-            self.roster.add(inv.seat)
-            self.roster.add(make_claim(inv.enrolment_key(), key, self.cid, inv.short_id))
-
-    def invite(self, *, role: str = "hall", expires_at: float = NOW + 3600) -> Invite:
-        enrol = KeyPair.generate()
-        seat = make_seat(self.admin, short_id=self.next_sid, site=f"Thôn {self.next_sid}", role=role,
-                         enrolment_public_key=enrol.public_key, expires_at=int(expires_at), issued_at=int(NOW))
-        self.next_sid += 1
-        return make_invite(self.admin.public_key, seat, enrol, ["127.0.0.1:7400"])
-
-    def copy_roster(self) -> Roster:
-        r = Roster(self.admin.public_key)
-        r.merge(self.roster.entries())
-        return r
 
 
 def run(client: JoinClient, server: JoinServer, now: float = NOW, chunk: int = 0):

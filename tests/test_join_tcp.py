@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshmeet.datadir import (
+from meshmeet.membership.datadir import (
     PendingJoin,
     create_invite,
     finish_join,
@@ -24,8 +24,8 @@ from meshmeet.datadir import (
     prepare_join,
     save_roster,
 )
-from meshmeet.invite import parse_address
-from meshmeet.join import JoinAccepted, JoinCode, Joined, JoinRefused, JoinServer, is_join_start
+from meshmeet.membership.invite import parse_address
+from meshmeet.membership.join import JoinAccepted, JoinCode, Joined, JoinRefused, JoinServer, is_join_start
 
 RECEIVE_BYTES = 65536
 

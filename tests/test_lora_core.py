@@ -11,7 +11,7 @@ from meshmeet.lora.frames import (MAX_OVERHEAD_BYTES, Frame, FrameError, FrameKe
                                   encode_frame)
 from meshmeet.lora.messages import (BROADCAST, Alert, Attendance, Beacon, Control, ControlAction,
                                     Digest, MessageError, Tally, decode_message)
-from meshmeet.identity import verify
+from meshmeet.membership.identity import verify
 
 from test_lora_helpers import KEY, make_cores, run_sim
 

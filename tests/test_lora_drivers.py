@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import pytest
 import trio
-from trio.testing import MockClock
 from hypothesis import given, settings, strategies as st
 
 from meshmeet.lora.at import AtParser, P2PSettings
-from meshmeet.lora.check import LoraConfig, check_modem
-from meshmeet.lora.e22 import E22
+from meshmeet.lora_io.check import LoraConfig, check_modem
+from meshmeet.lora_io.e22 import E22
 from meshmeet.lora.e22proto import E22Error, E22Settings, TransparentDeframer, parse_reply
-from meshmeet.lora.emulator import EmulatedE22, EmulatedRak3172, RadioChannel, Topology
-from meshmeet.lora.modem import ModemError
-from meshmeet.lora.rak3172 import Rak3172
-from meshmeet.lora.serial_io import open_serial
-
-@pytest.fixture
-def pty_clock():
-    """MockClock that jumps only after 50 ms of real idleness: pty bytes are in flight in the
-    kernel while trio looks idle, and a zero threshold would fire command timeouts early."""
-    return MockClock(autojump_threshold=0.05)
-
+from meshmeet.lora_io.emulator import EmulatedE22, EmulatedRak3172, RadioChannel, Topology
+from meshmeet.lora_io.modem import ModemError
+from meshmeet.lora_io.rak3172 import Rak3172
+from meshmeet.lora_io.serial_io import open_serial
 
 VN = P2PSettings(921_500_000, 9, 250, 0, 16, 14)
 

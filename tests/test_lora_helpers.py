@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 from meshmeet.lora.airtime import LoraParams
 from meshmeet.lora.core import CoreConfig, LoraCore, LoraPeers
 from meshmeet.lora.frames import FrameKeys

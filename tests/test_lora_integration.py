@@ -6,25 +6,19 @@ import random
 
 import pytest
 import trio
-from trio.testing import MockClock
 
 from meshmeet.lora.airtime import WINDOW_S
 from meshmeet.lora.at import P2PSettings
 from meshmeet.lora.core import Acked, Delivered
-from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
-from meshmeet.lora.link import LoraLink
+from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
+from meshmeet.lora_io.link import LoraLink
 from meshmeet.lora.messages import Alert, Attendance
-from meshmeet.lora.rak3172 import Rak3172
-from meshmeet.lora.serial_io import open_serial
+from meshmeet.lora_io.rak3172 import Rak3172
+from meshmeet.lora_io.serial_io import open_serial
 
 from test_lora_helpers import make_cores
 
 FAST = P2PSettings(921_500_000, 7, 250, 0, 16, 14)
-
-
-@pytest.fixture
-def pty_clock():
-    return MockClock(autojump_threshold=0.05)
 
 
 async def start_chain(nursery, n: int, loss: float, seed: int = 5):
@@ -71,9 +65,9 @@ async def test_chain_of_five_alert_ack_and_attendance(pty_clock):
 @pytest.mark.slow
 async def test_chain_of_three_e22_modems_alert_ack_and_attendance(pty_clock):
     """The same flood over the E22 driver (config mode through the emulated M0/M1 pins)."""
-    from meshmeet.lora.e22 import AIR_RATE_PARAMS, E22
+    from meshmeet.lora_io.e22 import AIR_RATE_PARAMS, E22
     from meshmeet.lora.e22proto import E22Settings
-    from meshmeet.lora.emulator import EmulatedE22
+    from meshmeet.lora_io.emulator import EmulatedE22
 
     async with trio.open_nursery() as n:
         channel = RadioChannel(Topology.chain(3, 0.05), n, random.Random(3))

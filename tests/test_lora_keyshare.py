@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hypothesis import given, settings, strategies as st
 
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 from meshmeet.lora.keyshare import (KeyShareError, accept_offer, better, decode_offer, make_offer)
 
 import pytest

@@ -9,13 +9,13 @@ import trio
 from hypothesis import given, settings, strategies as st
 from trio.testing import MockClock
 
-from meshmeet.lora import statefile
+from meshmeet.lora_io import statefile
 from meshmeet.lora.airtime import LoraParams
 from meshmeet.lora.alertlog import MAX_ALERTS, AlertLog
 from meshmeet.lora.counter import CounterReservation
-from meshmeet.lora.link import LoraLink
+from meshmeet.lora_io.link import LoraLink
 from meshmeet.lora.messages import BROADCAST, Attendance, Beacon, Control, ControlAction
-from meshmeet.lora.modem import Received
+from meshmeet.lora_io.modem import Received
 from meshmeet.lora.requests import RequestError, parse_alert_text, parse_send
 
 from test_lora_helpers import make_cores

@@ -7,7 +7,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 from meshmeet.lora.alertlog import AlertLog
 from meshmeet.lora.messages import (
     Alert, Attendance, Control, ControlAction, Kind, MessageError, Tally, decode_message, encode_message, kind_of,

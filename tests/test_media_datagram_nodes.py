@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from meshmeet.media import chunk as C
-from meshmeet.media.recorder import read_records
+from meshmeet.recording.recorder import read_records
 from browser.node_chain import media
 from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
 from test_media_node import present_and_listen

@@ -8,7 +8,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
+from meshmeet.membership.identity import KeyPair
 from meshmeet.media import chunk as C
 from meshmeet.media import floor as F
 from meshmeet.media.relay import MediaRelay

@@ -4,6 +4,7 @@ requests to the presenter, per-hall rate caps, recording and replay."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -73,7 +74,7 @@ def test_fan_out_configs_first_and_keyframe_request_reaches_presenter(tmp_path: 
 
 
 def test_replay_plays_a_recording_back(tmp_path: Path) -> None:
-    from meshmeet.media.recorder import Recorder
+    from meshmeet.recording.recorder import Recorder
 
     rec = Recorder(open(tmp_path / "old.mmrec", "ab"), now=0.0)
     msgs = [CFG_A] + [chunk(0, i) for i in range(10)]
@@ -130,7 +131,7 @@ def test_rate_capped_hall_sheds_video_other_hall_does_not() -> None:
 
 
 def test_recorder_waits_for_a_chunk_and_follows_a_replaced_file(tmp_path: Path) -> None:
-    from meshmeet.media.recorder import MAGIC, read_records
+    from meshmeet.recording.recorder import MAGIC, read_records
 
     hub = MediaHub(recordings_dir=tmp_path, meeting_id="m3")
     path = tmp_path / "m3.mmrec"
@@ -182,15 +183,21 @@ def test_audio_rate_request_reaches_the_presenter() -> None:
         asyncio.run(main())
 
     sent: list[bytes] = []
+    upstream_got = threading.Event()
 
     async def upstream(data: bytes) -> None:
         sent.append(data)
+        upstream_got.set()
 
     with AppThread(lambda: MediaHub(upstream=upstream)) as app:
         async def node_mode() -> None:
             async with aiohttp.ClientSession() as http:
                 pres = await http.ws_connect(f"http://127.0.0.1:{app.port}/media/ws/present")
-                await asyncio.sleep(0.1)
+                # The hub reads a presenter's messages only after it has registered the socket, so the
+                # config arriving upstream is the event that says requests can now reach this page.
+                await pres.send_bytes(CFG_A)
+                await asyncio.get_running_loop().run_in_executor(None, upstream_got.wait)
+                assert sent == [CFG_A]
                 req = C.encode(C.AudioRateRequest(12))
                 app.call(lambda: app.hub.feed(req))
                 app.call(lambda: app.hub.feed(b"\x06\x00\x01"))  # below Opus's minimum: dropped, counted

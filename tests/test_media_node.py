@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshmeet.media import chunk as C
-from meshmeet.media.recorder import read_records
+from meshmeet.recording.recorder import read_records
 from browser.node_chain import api_post, media, node_chain
 from nodeproc import NodeProcess, make_commune, meshmeet, wait_for
 

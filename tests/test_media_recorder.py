@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.media import chunk as C
-from meshmeet.media.recorder import MAGIC, Recorder, RecordingError, read_records
+from meshmeet.recording.recorder import MAGIC, Recorder, RecordingError, read_records
 
 
 def audio(seq: int) -> bytes:
@@ -32,7 +32,7 @@ def test_records_what_arrived_in_order_with_arrival_times(tmp_path: Path) -> Non
 
 
 def test_fsync_about_every_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import meshmeet.media.recorder as R
+    import meshmeet.recording.recorder as R
 
     syncs: list[int] = []
     monkeypatch.setattr(R.os, "fsync", lambda fd: syncs.append(fd))

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.media import recsync as R
-from meshmeet.media.recorder import MAGIC
-from meshmeet.media.recstore import RecordingStore
+from meshmeet.recording.recorder import MAGIC
+from meshmeet.recording.recstore import RecordingStore
 
 
 def make(path: Path, name: str, size: int, seed: int = 1) -> bytes:

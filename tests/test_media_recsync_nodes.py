@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from meshmeet.media import chunk as C
-from meshmeet.media.recorder import read_records
+from meshmeet.recording.recorder import read_records
 from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
 from test_media_node import OPUS, VP8, audio, replay_messages, video, ws_url
 

@@ -12,29 +12,43 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio.testing import MockClock
 
 from meshmeet.config import LoraSettings
-from meshmeet.datadir import init_commune
-from meshmeet.identity import KeyPair
-from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
+from meshmeet.membership.datadir import init_commune
+from meshmeet.membership.identity import KeyPair
+from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.lora.statewatch import short_ref
 from meshmeet.node.lora_mirror import WATCH_S
 from meshmeet.node.lora_service import LoraService
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import decode_batch
-from meshmeet.sync.store import Store
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import decode_batch
+from meshmeet.store.db import Store
 from meshmeet.wire import services
 
 from test_node_lora_service import Gateway, StubNode
 
 
 class StubSync:
-    """What LoraService uses of the SyncService plugin: a real store and its lock."""
+    """What LoraService is given of the SyncService (node/ports.py StateReader): reads of a real
+    store under its lock."""
 
     def __init__(self, path: Path, key: KeyPair, roles: dict[str, str]) -> None:
         self.store = Store(path, key, roles.get)
         self.lock = trio.Lock()
+
+    async def read(self, query):
+        async with self.lock:
+            return query(self.store)
+
+    def read_nowait(self, query):
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        try:
+            return query(self.store)
+        finally:
+            self.lock.release()
 
 
 class RosterWithHall:
@@ -60,11 +74,6 @@ class RosterWithHall:
 def sync_ip(src: Store, dst: Store) -> None:
     """What ordinary sync does when IP returns: dst takes every batch it lacks from src."""
     dst.apply([decode_batch(b.body, b.sig) for b in src.batches_after(dst.version_vector())])
-
-
-@pytest.fixture
-def pty_clock():
-    return MockClock(autojump_threshold=0.05)
 
 
 @pytest.fixture
@@ -104,10 +113,8 @@ async def test_alert_ids_state_mirror_and_ip_return(dirs, pty_clock):
         roles = {hq_node.key.node_id: "hq", hall_key.node_id: "hall"}
         hq_sync = StubSync(hq_dir / "state.db", hq_node.key, roles)
         hall_sync = StubSync(hall_dir / "state.db", hall_key, roles)
-        hq_node.plugins = {"SyncService": hq_sync}
-        hall_node.plugins = {"SyncService": hall_sync}
         hq_node.gateway, hall_node.gateway = Gateway(), Gateway()
-        hq, hall = LoraService(hq_node), LoraService(hall_node)
+        hq, hall = LoraService(hq_node, state=hq_sync), LoraService(hall_node, state=hall_sync)
         hall_node.services[services.LORA]("ip-peer", hq.offer.to_bytes())
 
         # Before the outage: a started meeting with a current agenda item reaches the hall by sync.

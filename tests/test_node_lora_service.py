@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio.testing import MockClock
 
 from meshmeet.config import LoraSettings, NodeConfig
-from meshmeet.datadir import init_commune, load_membership
-from meshmeet.identity import KeyPair
-from meshmeet.lora.emulator import EmulatedRak3172, RadioChannel, Topology
+from meshmeet.membership.datadir import init_commune, load_membership
+from meshmeet.membership.identity import KeyPair
+from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.node.lora_service import LoraService
-from meshmeet.web.api import ApiError
+from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
 
@@ -95,11 +94,6 @@ def test_hall_waits_for_the_key_takes_only_hq_offers_and_passes_them_on(hq_dir, 
         assert len(node.sent) == 1  # the same offer again is not passed on again
 
     trio.run(main)
-
-
-@pytest.fixture
-def pty_clock():
-    return MockClock(autojump_threshold=0.05)  # jump only when the ptys are quiet too
 
 
 async def test_modem_session_alert_state_and_unplug(hq_dir, pty_clock):

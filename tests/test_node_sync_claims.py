@@ -15,11 +15,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
 from meshmeet.sync.messages import NoChunk, Want, decode
 from meshmeet.sync.session import ChunkClaims, ChunkStored, SyncSession
-from meshmeet.sync.store import Store
+from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in (11, 12, 13)]
 HQ, HALL1, HALL2 = KEYS
@@ -38,7 +38,7 @@ def with_document(chunks: int, seed: int = 0) -> tuple[Store, str]:
 
 
 def sync_rows(src: Store, dst: Store) -> None:
-    from meshmeet.sync.batch import decode_batch
+    from meshmeet.store.batch import decode_batch
 
     dst.apply([decode_batch(b.body, b.sig) for b in src.batches_after(dst.version_vector())])
 

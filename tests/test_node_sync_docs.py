@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from test_node_sync_service import HANG_GUARD_S, commune, settle  # noqa: F401  (commune is a fixture)
-from meshmeet.web.api import ApiError
+from meshmeet.api.contract import ApiError
 
 
 async def read_whole(node, doc_id: str) -> bytes:

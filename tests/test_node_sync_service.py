@@ -22,10 +22,11 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.node import state_args
+from meshmeet.membership.identity import KeyPair
+from meshmeet.api import state_args
+from meshmeet.api.state_api import StateApi
 from meshmeet.node.sync_service import BULK_QUEUE_MAX_MESSAGES, SyncService
-from meshmeet.web.api import ApiError
+from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
 HANG_GUARD_S = 30.0
@@ -116,12 +117,16 @@ class Net:
 class FakeLinks:
     def __init__(self, net: Net, me: str) -> None:
         self.net, self.me, self.peers = net, me, {}
+        self.closed: list[tuple[str, str]] = []
 
     def up_peers(self) -> list[str]:
         return [dst for (src, dst) in self.net.queues if src == self.me]
 
     def queue_depth(self, peer: str) -> int:
         return len(self.net.queues.get((self.me, peer), ()))
+
+    async def close_link(self, peer: str, reason: str) -> None:
+        self.closed.append((peer, reason))  # the in-memory link stays: sessions reopen on the next "up"
 
 
 class FakeNode:
@@ -134,7 +139,6 @@ class FakeNode:
         self.link_listeners: list = []
         self.status_extras: dict = {}
         self.api_handlers: dict = {}
-        self.plugins: dict = {}
         self.gateway = FakeGateway()
         self.links = FakeLinks(net, key.node_id)
         self.net = net
@@ -161,6 +165,7 @@ async def commune(tmp_path, nursery):
         d.mkdir()
         node = FakeNode(net, k, r, roster, d)
         node.sync = SyncService(node)
+        StateApi(node, node.sync)  # as node/compose.py wires them (no LoRa here)
         nursery.start_soon(node.sync.run)
         nodes.append(node)
     nursery.start_soon(net.pump)
@@ -254,6 +259,8 @@ async def test_hostile_sync_bytes_close_only_that_session(commune):
         while hall1.key.node_id in hq.sync.peers:
             await trio.sleep(0.01)
     assert hq.status_extras["sync"]()["protocol_violations"] == 1
+    await trio.sleep(0)  # the close runs as its own task
+    assert [peer for peer, _ in hq.links.closed] == [hall1.key.node_id]  # that link only, through its named method
     await hq.api("announce", {"text": "Vẫn đến điểm khác"})
     await settle([hq, hall2], "hall2 still in sync")
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshmeet.identity import KeyPair, commune_id_of
-from meshmeet.roster import (
+from meshmeet.membership.identity import KeyPair, commune_id_of
+from meshmeet.membership.roster import (
     GOSSIP_CHUNK_BYTES,
     Claim,
     Roster,
@@ -24,6 +24,8 @@ from meshmeet.roster import (
     make_seat,
 )
 
+from conftest import Commune
+
 NOW = 1_700_000_000
 
 
@@ -34,36 +36,11 @@ def seat_for(admin: KeyPair, sid: int, enrol: KeyPair, *, site: str = "Thôn Xu�
     )
 
 
-class Commune:
-    """A commune with a header, an HQ member (1), a hall member (2) and an open seat (3)."""
-
-    def __init__(self) -> None:
-        self.admin = KeyPair.generate()
-        self.cid = commune_id_of(self.admin.public_key)
-        self.enrols = {sid: KeyPair.generate() for sid in (1, 2, 3)}
-        self.nodes = {sid: KeyPair.generate() for sid in (1, 2)}
-        self.header = make_header(self.admin, "Xã Triệu Sơn", NOW)
-        self.seats = {
-            1: seat_for(self.admin, 1, self.enrols[1], site="UBND xã", role="hq"),
-            2: seat_for(self.admin, 2, self.enrols[2]),
-            3: seat_for(self.admin, 3, self.enrols[3], site="Thôn Đông", role="relay"),
-        }
-        self.claims = {sid: make_claim(self.enrols[sid], self.nodes[sid], self.cid, sid) for sid in (1, 2)}
-
-    def entries(self) -> list:
-        return [self.header, *self.seats.values(), *self.claims.values()]
-
-    def roster(self) -> Roster:
-        r = Roster(self.admin.public_key)
-        assert len(r.merge(self.entries())) == len(self.entries())
-        return r
-
-
 C = Commune()  # module-level: key generation once; tests never mutate it
 
 
 def test_every_entry_type_validates_and_defines_members() -> None:
-    r = C.roster()
+    r = C.new_roster()
     rev = make_revocation(C.admin, 3, NOW)
     assert r.add(rev) is True
     assert r.add(rev) is False  # idempotent
@@ -101,7 +78,7 @@ def test_any_byte_mutation_never_validates(raw: bytes, data: st.DataObject) -> N
     assert r.members() == []
 
 
-JUNK_GOSSIP = RosterGossip(C.roster())
+JUNK_GOSSIP = RosterGossip(C.new_roster())
 
 
 @settings(max_examples=300, deadline=None)
@@ -168,14 +145,14 @@ def test_claim_race_smallest_signature_wins_everywhere() -> None:
 
 
 def test_open_seats_respect_expiry_and_claims() -> None:
-    r = C.roster()
+    r = C.new_roster()
     assert [s.short_id for s in r.open_seats()] == [3]
     assert [s.short_id for s in r.open_seats(now=NOW + 10)] == [3]
     assert r.open_seats(now=NOW + 3600) == []
 
 
 def test_storage_round_trip() -> None:
-    r = C.roster()
+    r = C.new_roster()
     r.add(make_revocation(C.admin, 3, NOW))
     again = Roster.from_bytes(r.to_bytes())
     assert again.digest() == r.digest() and again.members() == r.members()
@@ -273,7 +250,7 @@ def test_vectors_in_the_protocol_doc_are_true() -> None:
     """docs/protocol/membership.md section 6: the entry bytes, digest and invite code."""
     from pathlib import Path
 
-    from meshmeet.invite import decode_invite, encode_invite, make_invite
+    from meshmeet.membership.invite import decode_invite, encode_invite, make_invite
 
     doc = "".join((Path(__file__).parent.parent / "docs/protocol/membership.md").read_text().split())
     admin, enrol, node = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshmeet.datadir import (
+from meshmeet.membership.datadir import (
     DataDir,
     create_invite,
     finish_join,
@@ -21,9 +21,9 @@ from meshmeet.datadir import (
     save_roster,
 )
 from meshmeet.errors import ConfigError, MeshmeetError
-from meshmeet.identity import load_key
-from meshmeet.invite import InviteError, decode_invite
-from meshmeet.join import JoinServer, Joined
+from meshmeet.membership.identity import load_key
+from meshmeet.membership.invite import InviteError, decode_invite
+from meshmeet.membership.join import JoinServer, Joined
 
 NOW = 1_700_000_000.0
 ADDR = ["127.0.0.1:7400"]

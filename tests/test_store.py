@@ -14,27 +14,21 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from meshmeet.diskfull import DiskFull
+from meshmeet.store.diskfull import DiskFull
 from meshmeet.errors import MeshmeetError
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import ForgedBatchError, decode_batch, encode_batch
-from meshmeet.sync.errors import AuthorityError, ProtocolError, SyncError
-from meshmeet.sync.schema import LATEST_VERSION
-from meshmeet.sync.store import Store
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import ForgedBatchError, decode_batch, encode_batch
+from meshmeet.store.errors import AuthorityError, ProtocolError, SyncError
+from meshmeet.store.schema import LATEST_VERSION
+from meshmeet.store.db import Store
+
+from conftest import FakeClock
 
 SEEDS = [bytes([i]) * 32 for i in range(1, 6)]
 KEYS = [KeyPair.from_seed(s) for s in SEEDS]
 HQ, HALL1, HALL2, RELAY, STRANGER = KEYS
 ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.node_id: "relay"}
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None, **kw) -> Store:
@@ -308,7 +302,7 @@ def test_v3_blob_clocks_merge_the_same_after_v4(tmp_path: Path) -> None:
 def test_migration_steps_are_recorded(tmp_path: Path) -> None:
     import sqlite3
 
-    from meshmeet.sync.schema import LATEST_VERSION, current_version, migrate
+    from meshmeet.store.schema import LATEST_VERSION, current_version, migrate
     conn = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     assert migrate(conn, 1) == (0, 1) and current_version(conn) == 1
     assert migrate(conn) == (1, LATEST_VERSION) and current_version(conn) == LATEST_VERSION
@@ -317,9 +311,9 @@ def test_migration_steps_are_recorded(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from meshmeet.identity import KeyPair
-from meshmeet.sync.store import Store
-from meshmeet.sync import meetings as m
+from meshmeet.membership.identity import KeyPair
+from meshmeet.store.db import Store
+from meshmeet.meeting import meetings as m
 key = KeyPair.from_seed(bytes([1]) * 32)
 store = Store(sys.argv[1], key, lambda n: "hq")
 mid = m.create_meeting(store, "Họp")
@@ -459,8 +453,8 @@ def test_errors_are_bilingual() -> None:
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> None:
-    import meshmeet.sync.merge as merge_module
-    import meshmeet.sync.store as store_module
+    import meshmeet.store.merge as merge_module
+    import meshmeet.store.db as store_module
     clock = FakeClock()
     hq, hall = mk(HQ, clock=clock), mk(HALL1, clock=clock)
     with hall.batch():
@@ -538,7 +532,7 @@ def test_failed_apply_leaves_no_trace_and_the_next_one_numbers_origins_afresh(tm
         raise OSError(28, "No space left on device")
     with monkeypatch.context() as patch:
         patch.setattr(hall, "_log_batches", full_disk)
-        with pytest.raises(DiskFull):  # the store names it (meshmeet/diskfull.py), after rolling back
+        with pytest.raises(DiskFull):  # the store names it (meshmeet/store/diskfull.py), after rolling back
             hall.apply(batches)
     assert hall.rows("meetings") == [] and hall.version_vector() == {}
     assert hall._conn.execute("SELECT count(*) FROM origins").fetchone()[0] == 0

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from meshmeet.diskfull import DiskFull, free_bytes, is_disk_full
+from meshmeet.store.diskfull import DiskFull, free_bytes, is_disk_full
 from meshmeet.media import recsync as R
-from meshmeet.media.recstore import RecordingStore
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import decode_batch
+from meshmeet.recording.recstore import RecordingStore
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import decode_batch
 from smalldisk import mounted_tmpfs
 from test_store import HALL1, HQ, mk
 
@@ -130,7 +130,7 @@ def test_a_recording_piece_that_does_not_fit_is_fetched_again_not_restarted(smal
 
 def test_the_live_recording_drops_what_does_not_fit_and_goes_on(small_disk: Path) -> None:
     from meshmeet.media import chunk as C
-    from meshmeet.media.recorder import DISK_RETRY_S, FSYNC_INTERVAL_S, Recorder, read_records
+    from meshmeet.recording.recorder import DISK_RETRY_S, FSYNC_INTERVAL_S, Recorder, read_records
 
     def audio(i: int) -> bytes:
         return C.encode(C.Chunk(0, 0, 0, True, 1, i, i * 20000, 20000, bytes([i % 256]) * 4000))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -11,29 +10,23 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from meshmeet.identity import KeyPair
-from meshmeet.sync import meetings as m
-from meshmeet.sync.batch import ForgedBatchError, decode_batch, encode_batch
+from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting import meetings as m
+from meshmeet.store.batch import decode_batch, encode_batch
 from meshmeet.sync.messages import (Batch, Chunk, Hello, NoChunk, Vector, Want, decode, encode,
                                     vector_hash)
-from meshmeet.sync.errors import ProtocolError
+from meshmeet.store.errors import ProtocolError
 from meshmeet.sync.session import (CHUNK_RETRY_S, Applied, BatchForged, ChangeRejected, ChunkRefused,
                                    ChunkStored, InSync, ProtocolViolation, SyncSession)
 from meshmeet.sync.sim import SimNet
-from meshmeet.sync.store import Store
+from meshmeet.store.db import Store
+
+from conftest import FakeClock
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(11, 17)]
 HQ, HALL1, HALL2, RELAY, STRANGER, HALL3 = KEYS
 ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.node_id: "relay",
          HALL3.node_id: "hall"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None) -> Store:
@@ -246,7 +239,7 @@ def test_transfer_resumes_after_restart_without_refetching(tmp_path: Path) -> No
 
 
 def _doc_hashes(store: Store, doc: str) -> list[bytes]:
-    from meshmeet.sync.chunks import parse_hashes
+    from meshmeet.store.chunks import parse_hashes
     return parse_hashes(store.get("documents", doc)["chunks"])
 
 
@@ -284,7 +277,7 @@ steps = st.one_of(
 
 
 def _write(store: Store, what: int, text: str, mids: list[str]) -> None:
-    from meshmeet.sync.errors import AuthorityError, SyncError
+    from meshmeet.store.errors import AuthorityError, SyncError
     try:
         if what == 0 or not mids:
             mids.append(m.create_meeting(store, text or "họp"))
@@ -370,29 +363,6 @@ def test_change_made_while_hellos_cross_is_not_missed() -> None:
     assert hall.get("meetings", mid) is not None and hq.digest() == hall.digest()
 
 
-def test_documented_test_vectors() -> None:
-    key = KeyPair.from_seed(bytes([1]) * 32)
-    assert key.node_id == "59349341e0ebbe32"
-    assert encode(Hello(vector_hash({}))).hex() == "930101c4103f9390fa9191b2b11a3e1301400591e7"
-    assert encode(Vector({key.node_id: 3})).hex() == "920281c40859349341e0ebbe3203"
-    batch = encode_batch(key, 1, [(1_800_000_000_000 << 16, 8, 0, ("a1",), {0: "Họp lúc 8h", 1: 1, 2: 1.5})])
-    assert batch.body.hex() == (
-        "9503c4208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01cf01a3185c50000000"
-        "91941091009191a26131830091ad48e1bb8d70206cc3ba632038680191010291cb3ff8000000000000")
-    assert hashlib.sha256(batch.body).hexdigest().startswith("cba68bbe0b9d17b6")
-    assert batch.sig.hex().startswith("4d37d14c03e007f1") and len(encode(Batch(batch.body, batch.sig))) == 157
-    assert decode_batch(batch.body, batch.sig).changes()[0].values == {0: "Họp lúc 8h", 1: 1, 2: 1.5}
-    # The same change as a version 2 batch (signature over the whole body) is still accepted.
-    v2_body = bytes.fromhex("9502" + batch.body.hex()[4:])
-    v2_sig = bytes.fromhex(
-        "b45d3fe96b1156ee0a580add1c1bd09888519a57611a2b12ecf51a89f64016e4f4455a40b62bc3c8c4e4951019ea33443581"
-        "f65f0ee9a7ad40e8f381f221350c")
-    assert decode_batch(v2_body, v2_sig).changes()[0].values == {0: "Họp lúc 8h", 1: 1, 2: 1.5}
-    for body, sig in ((v2_body, batch.sig), (batch.body, v2_sig)):  # each signature binds its version
-        with pytest.raises(ForgedBatchError):
-            decode_batch(body, sig)
-
-
 def test_long_history_is_pushed_in_slices(monkeypatch) -> None:
     import meshmeet.sync.session as session_module
     monkeypatch.setattr(session_module, "MAX_BATCHES_PER_PUSH", 2)
@@ -435,7 +405,7 @@ def test_every_message_fits_one_link_message() -> None:
 
 
 def test_change_too_large_for_a_batch_is_refused() -> None:
-    from meshmeet.sync.errors import SyncError
+    from meshmeet.store.errors import SyncError
     hq = mk(HQ)
     with pytest.raises(SyncError):
         hq.write("announcements", "a", {"text": "x" * 40_000})

@@ -31,9 +31,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet import api_token
-from meshmeet.node.doc_source import SourceRefused, open_operator_file, open_upload
+from meshmeet.api.doc_source import SourceRefused, open_operator_file, open_upload
 from meshmeet.web import boundary
-from meshmeet.web.api import READ_APIS, dispatch_table, is_read_call
+from meshmeet.api.contract import READ_APIS, dispatch_table, is_read_call
 from meshmeet.web.gateway import Hub, build_app
 
 # ---------------------------------------------------------------- pure: Host and Origin

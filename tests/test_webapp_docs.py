@@ -1,6 +1,6 @@
 """GET /app/doc/{id}: a document streamed to a tablet, on a real loopback aiohttp server.
 
-The stub node API serves `doc` and `doc_chunk` from a real file cut by meshmeet.sync.chunks,
+The stub node API serves `doc` and `doc_chunk` from a real file cut by meshmeet.store.chunks,
 the way the state API does (base64 chunks, 409 while one is missing). Checks: the download's
 SHA-256 equals the original's, headers (type from the name, inline with the Vietnamese name,
 ETag/304, sandbox for active types), 409 with a bilingual message while chunks are missing,
@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from meshmeet.sync import chunks as chunking
-from meshmeet.web.api import ApiError, dispatch_table
+from meshmeet.store import chunks as chunking
+from meshmeet.api.contract import ApiError, dispatch_table
 from meshmeet.web.app import WebappOptions, WebappShared, make_setup
 from meshmeet.web.gateway import Hub, build_app
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from meshmeet.web import tls
-from meshmeet.web.api import dispatch_table
+from meshmeet.api.contract import dispatch_table
 from meshmeet.web.app import WebappOptions, WebappShared, auth, make_setup
 from meshmeet.web.app import routes as routes_mod
 from meshmeet.web.gateway import CONTEXT_KEY, Hub, build_app

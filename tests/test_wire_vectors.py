@@ -13,7 +13,7 @@ from nacl.bindings import (
     crypto_scalarmult_base,
 )
 
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 from meshmeet.wire import HandshakeComplete, LinkConnection, MessageReceived, Role
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol" / "link.md"

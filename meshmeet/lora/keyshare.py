@@ -19,7 +19,7 @@ import msgpack
 import nacl.utils
 
 from ..errors import MeshmeetError
-from ..identity import KeyPair
+from ..membership.identity import KeyPair
 from .frames import KEY_BYTES
 
 KEY_LABEL = b"meshmeet-lora-key-v1"

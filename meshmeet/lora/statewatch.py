@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sync.tally import count_motion, head_counts
+from ..meeting.tally import count_motion, head_counts
 from .messages import Attendance, Control, ControlAction, Message, Tally
 
 REF_HEX_DIGITS = 8  # a sync id's first 32 bits name it on LoRa
@@ -90,7 +90,7 @@ def hall_messages(node_id: str, rows: StateRows) -> dict[Subject, Message]:
             mine.setdefault(ballot["motion_id"], []).append(ballot)
     for motion_id, ballots in sorted(mine.items()):
         mid = motions[motion_id]["meeting_id"]
-        # Counted as every reader counts (sync/tally.py): late or over-check-in ballots are not sent.
+        # Counted as every reader counts (meeting/tally.py): late or over-check-in ballots are not sent.
         present = head_counts(r for r in rows.attendance if r.get("meeting_id") == mid)
         per = count_motion(motions[motion_id], ballots, present)["per_node"].get(node_id, dict.fromkeys(CHOICES, 0))
         out[("tally", motion_id)] = Tally(short_ref(mid), short_ref(motion_id),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgpack
 
 from meshmeet.errors import MeshmeetError
-from meshmeet.identity import KeyPair, verify
+from meshmeet.membership.identity import KeyPair, verify
 
 KIND_FLOOR = 0x10
 KIND_SOURCE_BEACON = 0x11

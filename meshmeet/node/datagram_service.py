@@ -154,12 +154,7 @@ class DatagramService:
         self._wake.set()
 
     def _peer_host(self, peer: str) -> str | None:
-        rec = self.node.links.peers.get(peer)
-        link = getattr(rec, "link", None)
-        try:
-            return link.stream.socket.getpeername()[0] if link is not None else None
-        except OSError:
-            return None
+        return self.node.links.peer_host(peer)
 
     def _forget(self, peer: str) -> None:
         mine = self._mine.pop(peer, None)

@@ -1,7 +1,7 @@
 """The trio driver for `meshmeet join`: reach any member node and claim this node's seat.
 
 Tries the addresses in the invite, then any given with --via, then members found by mDNS, and
-runs meshmeet.join.JoinClient over each TCP connection until one answers. This module must never
+runs meshmeet.membership.join.JoinClient over each TCP connection until one answers. This module must never
 trust an answer the JoinClient has not verified, and never leave a half-written data dir
 (finish_join writes the roster only after verification).
 """
@@ -13,10 +13,10 @@ import os
 
 import trio
 
-from ..datadir import MembershipSummary, PendingJoin, finish_join
+from ..membership.datadir import MembershipSummary, PendingJoin, finish_join
 from ..errors import MeshmeetError
-from ..invite import parse_address
-from ..join import NONCE_BYTES, Joined, JoinRefused
+from ..membership.invite import parse_address
+from ..membership.join import NONCE_BYTES, Joined, JoinRefused
 from .discovery import Discovery, Sighting
 
 log = logging.getLogger(__name__)

@@ -7,45 +7,33 @@ connections per source address, connections not yet authenticated (the oldest is
 room for a new one), handshakes and join attempts per source per second (token buckets, checked
 before any signature is made or checked). Only the writer task writes to a link's socket, each
 write with a deadline, so a peer that stops reading can never stall the reader's keepalive timer.
-This module must never parse handshake or frame bytes itself, and a misbehaving peer must only
-ever cost that peer its own connection.
+One link's own life (its writer, its reader, the three ways it closes) is link.py's. This
+module must never parse handshake or frame bytes itself, and a misbehaving peer must only ever
+cost that peer its own connection.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import trio
 
-from ..identity import KeyPair
-from ..wire import (
-    ConnectionClosed,
-    HandshakeComplete,
-    LinkConnection,
-    MessageReceived,
-    Role,
-    RttSample,
-)
+from ..membership.identity import KeyPair
+from ..wire import HandshakeComplete, LinkConnection, Role
 from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
+from .link import RECEIVE_BYTES, Link, LinkHooks, PeerRecord, keep_new, limit_unsent, peer_address, run_link
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 4.0  # a failing dial costs one SYN; a returning cable is used within ~4-6 s
-RECEIVE_BYTES = 65536
-OUTGOING_QUEUE_MESSAGES = 1024
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
-UNSENT_LOWAT_BYTES = 16384
 JOIN_FIRST_BYTE = 0x4A
-CLOSE_GRACE_S = 1.0
 FIRST_BYTE_TIMEOUT_S = 10.0
 ACCEPT_RETRY_S = 0.1
-WRITE_CHUNK_BYTES = UNSENT_LOWAT_BYTES  # each chunk must leave within the write deadline
 
 
 @dataclass(frozen=True)
@@ -63,117 +51,6 @@ class MeshLimits:
     handshake_burst: int = 10
     joins_per_s: float = 0.5  # per source: join requests checked
     join_burst: int = 8  # a commune's halls joining in one go through the same NAT address
-
-
-@dataclass
-class PeerRecord:
-    """What this node knows about one neighbour, for dialing and for status."""
-
-    node_id: str
-    site: str = ""
-    state: str = "down"  # up | connecting | down
-    rtt_ms: float | None = None
-    link: "Link | None" = None
-    changed: trio.Event = field(default_factory=trio.Event)
-    links_opened: int = 0
-    last_error: str = ""
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-class Link:
-    """One authenticated TCP connection: a stream plus the sans-IO connection that speaks on it."""
-
-    def __init__(self, stream: trio.abc.Stream, conn: LinkConnection, address: str, initiator_short_id: int) -> None:
-        self.stream = stream
-        self.conn = conn
-        self.address = address
-        self.initiator_short_id = initiator_short_id
-        self.opened_at = trio.current_time()
-        self._send_lock = trio.Lock()
-        self.closed = False
-        self.peer_node_id: str | None = None
-        self.write_timeout_s = conn.dead_after_s
-        self.failure = ""  # why the writer gave up, for status
-        self._kicked = False
-        # bytes: an application message; None: "the connection has bytes to send" (a kick)
-        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes | None](OUTGOING_QUEUE_MESSAGES)
-
-    def kick(self) -> None:
-        """Tell the writer the connection queued bytes (handshake, pong, ping); never waits.
-
-        When the queue is full the writer is busy and sends them with its next message anyway."""
-        if self._kicked or not self.conn.has_data_to_send():
-            return
-        try:
-            self.outgoing_send.send_nowait(None)
-            self._kicked = True
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-
-    async def flush(self) -> None:
-        """Send what the connection has queued; each chunk must leave within write_timeout_s.
-
-        trio.TooSlowError when the peer has not taken a chunk in time (it stopped reading)."""
-        data = self.conn.data_to_send()
-        if not data:
-            return
-        async with self._send_lock:
-            for start in range(0, len(data), WRITE_CHUNK_BYTES):
-                with trio.fail_after(self.write_timeout_s):
-                    await self.stream.send_all(data[start : start + WRITE_CHUNK_BYTES])
-
-    async def flush_final(self) -> None:
-        """Best effort, at most CLOSE_GRACE_S: send a close frame before the link is dropped."""
-        with trio.move_on_after(CLOSE_GRACE_S):
-            await self._send_pending_quietly()
-
-    async def _send_pending_quietly(self) -> None:
-        """Whatever the connection has to send, ignoring a socket that is already gone."""
-        try:
-            data = self.conn.data_to_send()
-            if data:
-                async with self._send_lock:
-                    await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-
-    async def send(self, payload: bytes) -> None:
-        """Queue one message for the writer task (waits while the queue is full)."""
-        if self.closed:
-            raise trio.ClosedResourceError("link closed")
-        await self.outgoing_send.send(payload)
-
-    def send_nowait(self, payload: bytes) -> bool:
-        """Queue one message without waiting; False when the queue is full or the link closed."""
-        if self.closed:
-            return False
-        try:
-            self.outgoing_send.send_nowait(payload)
-            return True
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-
-    async def write_loop(self) -> None:
-        """Move queued messages through the connection to the socket: the link's only writer."""
-        async for payload in self.outgoing_receive:
-            if payload is None:
-                self._kicked = False
-            elif not self.conn.send_message(payload, trio.current_time()):
-                return
-            await self.flush()
-
-    async def close(self, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with trio.move_on_after(CLOSE_GRACE_S) as scope:
-            scope.shield = True
-            self.conn.close(reason, trio.current_time())
-            await self._send_pending_quietly()
-            await trio.aclose_forcefully(self.stream)
 
 
 MessageHandler = Callable[[str, bytes], None]
@@ -220,6 +97,8 @@ class LinkManager:
         self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
         self.refused_connections = 0
         self._silent_by_source: dict[str, int] = {}
+        self._hooks = LinkHooks(link_up=self._link_up, deliver=self._deliver, refused=self._count_refused,
+                                link_down=lambda peer: self._on_link_change(peer, False))
 
     # ----- public API -------------------------------------------------------------------
 
@@ -288,6 +167,21 @@ class LinkManager:
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
 
+    async def close_link(self, peer_node_id: str, reason: str) -> None:
+        """Close the link to a peer (it is redialled as usual); nothing when none is open."""
+        record = self.peers.get(peer_node_id)
+        if record is not None and record.link is not None:
+            await record.link.close(reason)
+
+    def peer_host(self, peer_node_id: str) -> str | None:
+        """The IP address the link to a peer is connected to, None when no link is open."""
+        record = self.peers.get(peer_node_id)
+        link = None if record is None else record.link
+        try:
+            return link.stream.socket.getpeername()[0] if link is not None else None
+        except OSError:
+            return None
+
     def snapshot(self) -> list[dict]:
         """Links for `status --json`."""
         out = []
@@ -330,7 +224,7 @@ class LinkManager:
                 log.warning("mesh accept failed: %s", e)
                 await trio.sleep(ACCEPT_RETRY_S)
                 continue
-            address = _peer_address(stream)
+            address = peer_address(stream)
             source = source_key(address.rpartition(":")[0])
             too_many_silent = self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address
             if too_many_silent or not self._connections.open(source):
@@ -374,7 +268,7 @@ class LinkManager:
         spoke: Callable[[], None],
         established: Callable[[], object],
     ) -> None:
-        _limit_unsent(stream)
+        limit_unsent(stream)
         try:
             first = b""
             with trio.move_on_after(FIRST_BYTE_TIMEOUT_S):
@@ -394,7 +288,7 @@ class LinkManager:
                 return
             spoke()
             conn = self._new_conn(Role.RESPONDER)
-            await self._run_link(stream, conn, address, first, initiator=None, established=established)
+            await run_link(stream, conn, address, first, None, established, self._hooks)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.info("link from %s: transport error %s", address, e)
         except Exception:  # a bug in one link must never take the node down
@@ -433,14 +327,14 @@ class LinkManager:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
-            _limit_unsent(stream)
+            limit_unsent(stream)
         except (OSError, trio.TooSlowError) as e:
             log.debug("dial %s failed: %s", address, e)
             return None
         conn = self._new_conn(Role.INITIATOR)
         try:
             conn.start(trio.current_time())
-            return await self._run_link(stream, conn, address, b"", initiator=self._my_short_id)
+            return await run_link(stream, conn, address, b"", self._my_short_id, None, self._hooks)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             log.info("link to %s: transport error %s", address, e)
             return None
@@ -461,99 +355,7 @@ class LinkManager:
             keepalive_s=self._keepalive_s,
         )
 
-    # ----- one link's life ----------------------------------------------------------------
-
-    async def _run_link(
-        self,
-        stream: trio.SocketStream,
-        conn: LinkConnection,
-        address: str,
-        first: bytes,
-        initiator: int | None,
-        established: Callable[[], None] | None = None,
-    ) -> str | None:
-        link = Link(stream, conn, address, initiator if initiator is not None else -1)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_guard_writer, link)
-            link.kick()  # msg1, when we dialed
-            try:
-                return await self._read_link(link, first, initiator, established)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                log.info("link %s: transport error: %s", address, e)
-                return link.peer_node_id
-            finally:
-                nursery.cancel_scope.cancel()
-
-    async def _read_link(
-        self, link: Link, first: bytes, initiator: int | None, established: Callable[[], None] | None
-    ) -> str | None:
-        conn, stream, address = link.conn, link.stream, link.address
-        record: PeerRecord | None = None
-        came_up: str | None = None
-        try:
-            pending = first
-            while True:
-                now = trio.current_time()
-                events = conn.receive_data(pending, now) if pending else []
-                pending = b""
-                link.kick()
-                for event in events:
-                    if isinstance(event, HandshakeComplete):
-                        if initiator is None:
-                            link.initiator_short_id = event.peer_short_id
-                        if established is not None:
-                            established()
-                        record = self._link_up(link, event)
-                        if record is None:
-                            return None
-                        came_up = link.peer_node_id = record.node_id
-                    elif isinstance(event, MessageReceived):
-                        if record is not None and record.link is link:
-                            self._deliver(record.node_id, event.payload)
-                    elif isinstance(event, RttSample):
-                        if record is not None and record.link is link:
-                            record.rtt_ms = event.rtt_s * 1000.0
-                    elif isinstance(event, ConnectionClosed):
-                        if event.error:
-                            self.refused += record is None
-                            log.warning("link %s %s closed: %s", address, record.node_id if record else "(handshake)", event.reason)
-                        else:
-                            log.info("link %s closed: %s", address, event.reason)
-                        if record is not None:
-                            record.last_error = event.reason
-                        await link.flush_final()
-                        return came_up
-                if link.closed:
-                    return came_up
-                deadline = conn.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else float("inf")) as scope:
-                    data = await stream.receive_some(RECEIVE_BYTES)
-                    pending = data if data else b""
-                    if not data:
-                        events = conn.receive_data(b"", trio.current_time())
-                        for event in events:
-                            if isinstance(event, ConnectionClosed):
-                                log.info("link %s: peer closed (%s)", address, event.reason)
-                        return came_up
-                if scope.cancelled_caught:
-                    for event in conn.handle_timer(trio.current_time()):
-                        if isinstance(event, ConnectionClosed):
-                            log.warning("link %s: %s", address, event.reason)
-                            if record is not None:
-                                record.last_error = event.reason
-                            await link.flush_final()
-                            return came_up
-                    link.kick()  # a keepalive ping, if one was due
-        finally:
-            link.closed = True
-            link.outgoing_send.close()
-            if record is not None and link.failure:
-                record.last_error = link.failure
-            if record is not None and record.link is link:
-                record.link = None
-                record.state = "down"
-                record.notify()
-                self._on_link_change(record.node_id, False)
+    # ----- one link's life (link.py runs it; these are its hooks) ---------------------------
 
     def _link_up(self, link: Link, event: HandshakeComplete) -> PeerRecord | None:
         peer = event.peer_node_id
@@ -562,7 +364,7 @@ class LinkManager:
             record = self.peers[peer] = PeerRecord(node_id=peer, site=self._site_of(peer))
         old = record.link
         if old is not None and not old.closed:
-            if not _keep_new(old, link):
+            if not keep_new(old, link):
                 log.info("link %s: duplicate of an existing link to %s, closing", link.address, peer)
                 self._nursery.start_soon(link.close, "duplicate link")  # type: ignore[union-attr]
                 return None
@@ -579,6 +381,9 @@ class LinkManager:
         self._on_link_change(peer, True)
         return record
 
+    def _count_refused(self) -> None:
+        self.refused += 1
+
     def _deliver(self, peer: str, payload: bytes) -> None:
         try:
             self._on_message(peer, payload)
@@ -586,38 +391,3 @@ class LinkManager:
             log.exception("handler failed for a message from %s", peer)
 
 
-async def _guard_writer(link: Link) -> None:
-    """Run the writer; when a write fails or misses its deadline, drop the stream (the reader then ends)."""
-    try:
-        await link.write_loop()
-    except trio.TooSlowError:
-        link.failure = "peer not reading"
-        log.warning("link %s: the peer took nothing for %.1f s, closing", link.address, link.write_timeout_s)
-        await trio.aclose_forcefully(link.stream)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-        log.info("link %s: write failed: %s", link.address, e)
-        await trio.aclose_forcefully(link.stream)
-
-
-def _keep_new(old: Link, new: Link) -> bool:
-    """Both ends agree: keep the link dialed by the smaller short id; same dialer, keep the newer."""
-    if old.initiator_short_id == new.initiator_short_id:
-        return True
-    return new.initiator_short_id < old.initiator_short_id
-
-
-def _limit_unsent(stream: trio.SocketStream) -> None:
-    """Keep at most UNSENT_LOWAT_BYTES unsent in the kernel, so a slow link's backlog waits in our
-    own queues, where media and sync can see it as queue delay and choose what to drop."""
-    try:
-        stream.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, UNSENT_LOWAT_BYTES)
-    except OSError:  # not Linux, or an old kernel: only congestion visibility suffers
-        pass
-
-
-def _peer_address(stream: trio.SocketStream) -> str:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 
-from ..identity import verify
-from ..lora import statefile
+from ..membership.identity import verify
+from ..lora_io import statefile
 from ..lora.keyshare import KeyOffer, KeyShareError, accept_offer, better, make_offer
 from ..wire import services
 

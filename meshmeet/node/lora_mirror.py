@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 
 from ..lora.requests import message_json
+from ..meeting import queries
 from ..lora.statewatch import RefIndex, StateRows, StateWatch, control_messages, hall_messages
 
 if TYPE_CHECKING:
     from .node import Node
+    from .ports import StateReader
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,12 @@ Send = Callable[..., int]  # LoraService.send(message, *, dest=BROADCAST, ack_fr
 
 
 class LoraStateMirror:
-    """Reads the SyncService plugin's store (never writes it) on behalf of the LoRa service."""
+    """Reads the replicated store through `StateReader` (never writes it) on behalf of the LoRa service."""
 
     def __init__(self, node: "Node", *, send: Send, others: Callable[[], frozenset[int]],
-                 modem_up: Callable[[], bool]) -> None:
+                 modem_up: Callable[[], bool], state: "StateReader | None" = None) -> None:
         self._node = node
+        self._state = state
         self._send = send
         self._others = others
         self._modem_up = modem_up
@@ -44,33 +47,19 @@ class LoraStateMirror:
         self.refs = RefIndex()  # maps refs received over LoRa back to local sync ids
         self.mirrored = 0  # state messages queued on LoRa because no IP link was up
 
-    def _sync(self) -> Any:
-        """The SyncService plugin, or None (its store is read here, never written)."""
-        return getattr(self._node, "plugins", {}).get("SyncService")
-
     def already_synced(self, table: str, row_id: str) -> bool:
         """Whether sync already brought this row (False when the store is busy: better shown twice)."""
-        sync = self._sync()
-        if sync is None:
+        if self._state is None:
             return False
-        try:
-            sync.lock.acquire_nowait()
-        except trio.WouldBlock:
-            return False
-        try:
-            return sync.store.get(table, row_id) is not None
-        finally:
-            sync.lock.release()
+        return bool(self._state.read_nowait(lambda store: store.get(table, row_id) is not None))
 
     async def announcement_for(self, text: str) -> bytes:
         """The id of the urgent announcement just made with this text (state_api makes it, then
         calls lora_alert with the text only), or b"" when there is none."""
-        sync = self._sync()
-        if sync is None:
+        if self._state is None:
             return b""
-        async with sync.lock:
-            rows = sync.store.rows("announcements", "text = ? AND urgent = 1 AND at >= ?",
-                                   (text, time.time() - ALERT_MATCH_S))
+        since = time.time() - ALERT_MATCH_S
+        rows = await self._state.read(lambda store: queries.urgent_announcements_since(store, text, since))
         if not rows:
             return b""
         newest = max(rows, key=lambda r: (r["at"] or 0.0, r["id"]))["id"]
@@ -92,11 +81,9 @@ class LoraStateMirror:
         """Every WATCH_S: read the meeting state; while no IP link is up, send what changed."""
         while True:
             await trio.sleep(WATCH_S)
-            sync = self._sync()
-            if sync is None:
+            if self._state is None:
                 continue
-            async with sync.lock:
-                rows = self._read_rows(sync.store)
+            rows = await self._state.read(self._read_rows)
             self.refs.learn([m["id"] for m in rows.meetings] + [m["id"] for m in rows.motions])
             me = self._node.me
             authority = me.role == "hq"

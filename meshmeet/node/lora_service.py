@@ -27,25 +27,26 @@ import trio
 
 from ..config import LoraSettings
 from ..errors import MeshmeetError
-from ..identity import verify
-from ..lora import statefile
+from ..membership.identity import verify
+from ..lora_io import statefile
 from ..lora.alertlog import AlertLog
-from ..lora.check import LoraConfig
+from ..lora_io.check import LoraConfig
 from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
 from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer
-from ..lora.link import LoraLink
+from ..lora_io.link import LoraLink
 from ..lora.messages import BROADCAST, Alert, Beacon, Kind, Message, kind_of
 from ..lora.requests import RequestError, message_json, parse_alert_text, parse_announcement_id, parse_send
-from ..lora.setup import StartedModem, radio_plan, start_modem
-from ..web.api import ApiError
+from ..lora_io.setup import StartedModem, radio_plan, start_modem
+from ..api.contract import ApiError
 from ..wire import services
 from .lora_key import CommuneLoraKey
 from .lora_mirror import LoraStateMirror
 
 if TYPE_CHECKING:
     from .node import Node
+    from .ports import StateReader
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,13 @@ class _Authorities:
 
 
 class LoraService:
-    """Owns the commune LoRa key and, when configured, the modem, LoraCore and LoraLink."""
+    """Owns the commune LoRa key and, when configured, the modem, LoraCore and LoraLink.
 
-    def __init__(self, node: "Node") -> None:
+    Provides: service byte LORA (key offers), the `lora_alert` and `lora_send` APIs (`api_alert`
+    is also handed to the state API), status["lora"]. Needs: the node's links, roster and
+    gateway; the replicated state (`StateReader`, optional) to mirror meetings over LoRa."""
+
+    def __init__(self, node: "Node", *, state: "StateReader | None" = None) -> None:
         self.node = node
         self.settings: LoraSettings | None = getattr(node.cfg, "lora", None)
         self.dir = Path(node.data_dir)
@@ -113,11 +118,12 @@ class LoraService:
         self._rng = random.Random()
         self._session_scope: trio.CancelScope | None = None
         self.mirror = LoraStateMirror(node, send=self.send, others=self._others,
-                                      modem_up=lambda: self.core is not None and self.link is not None)
+                                      modem_up=lambda: self.core is not None and self.link is not None,
+                                      state=state)
         node.services[services.LORA] = self.lora_key.on_offer
         node.link_listeners.append(self.lora_key.on_link_change)
         node.status_extras["lora"] = self.status
-        node.api_handlers["lora_alert"] = self._api_alert
+        node.api_handlers["lora_alert"] = self.api_alert
         node.api_handlers["lora_send"] = self._api_send
 
     # ----- the commune LoRa key (node/lora_key.py) --------------------------------------------
@@ -371,7 +377,7 @@ class LoraService:
         self._changed()
         return msg_id
 
-    async def _api_alert(self, args: dict) -> dict:
+    async def api_alert(self, args: dict) -> dict:
         me = self.node.me
         if not (me.role == "hq" or me.backup):
             raise ApiError(403, "not_authorised", "Chỉ trụ sở được phát cảnh báo khẩn",

@@ -34,19 +34,21 @@ from ..media import chunk as C
 from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
                            FloorUpdate, SourceBeacon, parse as parse_floor)
 from ..media import recsync as R
-from ..media.recstore import RecordingStore
+from ..meeting import queries
+from ..recording.recstore import RecordingStore
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
 from ..media.linkmodel import MESH_LINK_FRAMING_BYTES
 from ..media.ladder import AUDIO_LEVEL
 from ..media.relay import MediaRelay, Outgoing
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService
 
 if TYPE_CHECKING:
     from .node import Node
+    from .ports import StateReader, TreeView
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,16 @@ def _today() -> str:
 
 
 class MediaService:
-    """Owns this node's media relay and floor state; see the module docstring."""
+    """Owns this node's media relay and floor state; see the module docstring.
 
-    def __init__(self, node: "Node") -> None:
+    Provides: service byte MEDIA, the `floor` API, status["media"], the media gateway setup and
+    the browser topics it reads. Needs: the node's links; the tree (`TreeView`) whose links media
+    travels on; the replicated state (`StateReader`) for the started meeting's name."""
+
+    def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None) -> None:
         self.node = node
+        self.tree = tree  # the links media travels on; None: no tree links (tests)
+        self.state = state  # the started meeting names the recording; None: named by date
         self.relay = MediaRelay(source=None, keep_accepted=True)
         self.floor = Floor(node.key.node_id, node.roster.commune_id, self._may_grant)
         self.recordings_dir = node.data_dir / "recordings"
@@ -105,14 +113,12 @@ class MediaService:
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
-        tree = self.node.tree
-        return tree.core.root if tree is not None else self.node.key.node_id
+        return self.tree.root() if self.tree is not None else self.node.key.node_id
 
     def _tree_neighbours(self) -> set[str]:
-        tree = self.node.tree
-        if tree is None:
+        if self.tree is None:
             return set()
-        return set(tree.core.tree_neighbours()) & set(self.node.links.up_peers())
+        return set(self.tree.neighbours()) & set(self.node.links.up_peers())
 
     def _may_grant(self, node_id: str) -> bytes | None:
         """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor."""
@@ -287,8 +293,8 @@ class MediaService:
             raise ApiError(400, "bad_action", "Cần action là grant, release hoặc status",
                            "action must be grant, release or status")
         if action != "status":
-            me, tree = self.node.me, self.node.tree
-            briefing_root = me.backup and tree is not None and tree.core.is_root and tree.core.briefing
+            me = self.node.me
+            briefing_root = me.backup and self.tree is not None and self.tree.leads_briefing()
             if me.role != "hq" and not briefing_root:
                 raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
                                "only HQ or the briefing root may grant the floor")
@@ -359,11 +365,7 @@ class MediaService:
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:
-        rec = self.node.links.peers.get(peer)
-        link = getattr(rec, "link", None)
-        if link is None:
-            return 0
-        return link.outgoing_send.statistics().current_buffer_used
+        return self.node.links.queue_depth(peer)
 
     def _drain(self, peer: str, now: float) -> float | None:
         """Hand the link what the relay allows; when to come back (None: on new input).
@@ -435,12 +437,9 @@ class MediaService:
             await trio.sleep(RECORDING_NAME_CHECK_S)
 
     async def _started_meeting(self) -> str | None:
-        sync = getattr(self.node, "plugins", {}).get("SyncService")
-        if sync is None:
+        if self.state is None:
             return None
-        async with sync.lock:
-            rows = sync.store.rows("meetings", "status = 'started'")
-        ids = [r["id"] for r in sorted(rows, key=lambda r: (r["starts"] or "", r["id"]))]
+        ids = [r["id"] for r in await self.state.read(queries.started_meetings)]
         return next((i for i in reversed(ids) if R.NAME_RE.match(i)), None)
 
     # ----- recording sync --------------------------------------------------------------------

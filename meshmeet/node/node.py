@@ -1,7 +1,8 @@
 """The node process: one per site. Wires membership, links, discovery and the web gateway together.
 
 Node owns the trio nursery in which every part runs, dispatches link messages to services by
-their first byte, answers join requests, replicates the roster, and serves `/api/status`.
+their first byte, answers join requests, replicates the roster, and serves `/api/status`. The
+services themselves are built by the composition root, compose.py, and started here in its order.
 This module must never parse wire formats itself (the sans-IO cores do) and never import
 aiohttp (the gateway is reached only through meshmeet.web.bridge).
 """
@@ -14,21 +15,23 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable
 
 import trio
 
 from .. import config as config_mod
 from ..config import NodeConfig
-from ..datadir import DataDir, load_membership, load_roster, save_roster
-from ..diskfull import DiskFull, is_disk_full
-from ..join import JoinAccepted, JoinServer
-from ..roster import Entry, RosterError, RosterGossip
-from ..web.api import ApiCall, ApiError, dispatch_table
+from ..membership.datadir import DataDir, load_membership, load_roster, save_roster
+from ..store.diskfull import DiskFull, is_disk_full
+from ..membership.join import JoinAccepted, JoinServer
+from ..membership.roster import Entry, RosterError, RosterGossip
+from ..api.contract import ApiCall, ApiError, dispatch_table
 from ..web.bridge import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
-from .links import RECEIVE_BYTES, LinkManager, MeshLimits
+from .compose import Service, assemble
+from .link import RECEIVE_BYTES
+from .links import LinkManager, MeshLimits
 from .sightings import Sightings
 
 log = logging.getLogger(__name__)
@@ -41,48 +44,10 @@ ServiceHandler = Callable[[str, bytes], None]
 ApiHandler = Callable[[dict], Awaitable[dict]]
 
 
-class Plugin(Protocol):
-    """A part of the node (tree, sync, media, LoRa). Its constructor registers its hooks on the node
-    (services, api_handlers, link_listeners, status_extras, web_setups, inbound_handlers); `run` is
-    its background task, started in the node's nursery and cancelled at shutdown."""
-
-    async def run(self) -> None: ...
-
-
-PluginFactory = Callable[["Node"], Plugin]
-
-
-def default_plugins() -> tuple[PluginFactory, ...]:
-    """The parts every node runs, in start order."""
-    
-    from .tree_service import TreeService
-
-    factories: list[PluginFactory] = [TreeService]
-    for module, name in EXTRA_PLUGINS:
-        try:
-            mod = __import__(f"meshmeet.node.{module}", fromlist=[name])
-        except ModuleNotFoundError as e:
-            if e.name != f"meshmeet.node.{module}":
-                raise  # the part exists but is broken: never run silently without it
-            log.debug("plugin %s is not installed", module)
-            continue
-        factories.append(getattr(mod, name))
-    return tuple(factories)
-
-
-# (module under meshmeet.node, factory name): loaded when present.
-EXTRA_PLUGINS = (
-    ("sync_service", "SyncService"),
-    ("media_service", "MediaService"),
-    ("lora_service", "LoraService"),
-    ("webapp_service", "WebappService"),
-)
-
-
 class Node:
     """A running site: call `run()` inside trio; everything stops when it is cancelled."""
 
-    def __init__(self, data_dir: Path, cfg: NodeConfig, plugins: tuple[PluginFactory, ...] | None = None) -> None:
+    def __init__(self, data_dir: Path, cfg: NodeConfig, assemble: Callable[["Node"], list[Service]] = assemble) -> None:
         self.data_dir = Path(data_dir)
         self.cfg = cfg
         self.key, self.roster, self.me = load_membership(self.data_dir)
@@ -108,12 +73,11 @@ class Node:
         self.started_at = time.time()
         self._roster_mtime = self._roster_file_mtime()
         self.gateway = None
-        self.plugin_factories = default_plugins() if plugins is None else plugins
-        self.plugins: dict[str, Plugin] = {}
-        # Hooks the plugins fill in (see Plugin):
+        self._assemble = assemble
+        self.parts: list[Service] = []  # built by compose.assemble when the node runs, in start order
+        # Dispatch tables the services fill in when they are built (see compose.py):
         self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
         self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
-        self.tree_listeners: list[Callable[[object], None]] = []  # fn(TreeChanged) after every tree change
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -132,10 +96,9 @@ class Node:
         soft, hard = raise_open_file_limit()
         log.info("open-file limit %d (hard %d)", soft, hard)
         async with trio.open_nursery() as nursery:
-            for factory in self.plugin_factories:
-                plugin = factory(self)
-                self.plugins[type(plugin).__name__] = plugin
-                nursery.start_soon(plugin.run)
+            self.parts = self._assemble(self)
+            for part in self.parts:  # start order: compose.assemble's
+                nursery.start_soon(part.run)
             self.mesh_port = await nursery.start(self.links.run, cfg.listen.host, cfg.listen.port)
             async with open_web_gateway(
                 nursery,
@@ -165,7 +128,7 @@ class Node:
                     self._remove_run_file()
 
     async def _pump_inbound(self, gateway) -> None:
-        """Messages browsers sent (through the bridge), to the plugin that owns their topic."""
+        """Messages browsers sent (through the bridge), to the service that owns their topic."""
         async for topic, payload in gateway.inbound:
             handler = self.inbound_handlers.get(topic)
             if handler is None:
@@ -175,10 +138,6 @@ class Node:
                 await handler(payload)
             except Exception:  # one bad browser message must not stop the pump
                 log.exception("handler for topic %s failed", topic)
-
-    @property
-    def tree(self):
-        return self.plugins.get("TreeService")
 
     async def _discover(self, nursery: trio.Nursery) -> None:
         """Publish this node on mDNS and dial what it sees, within the bounds of node/sightings.py

@@ -6,8 +6,9 @@ messages (vectors, batches) first, document chunks only while the link's writer 
 short, so chunks never sit in front of live traffic. New batches or chunks from one peer are
 offered to the others (on_local_change). At start and whenever a document completes here it
 records, for this node only, which documents it holds whole (table doc_holdings, which
-doc_readiness reads for every site). Adds "sync" to status, registers the state API
-(state_api.py) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
+doc_readiness reads for every site). Adds "sync" to status, offers reads of the store to other
+services (`read`, `read_nowait`: ports.StateReader; the state API, api/state_api.py, is built on
+it by the composition root) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
 "state" whenever replicated state changes. With MESHMEET_TEST_HOOKS=1 it also offers
 `sync_test_pace` (cap the rate at which this node sends chunk pieces; tests use it to catch a
 transfer in the middle).
@@ -39,17 +40,18 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
-from ..diskfull import DiskFull, free_bytes
-from ..sync import meetings
-from ..sync.chunks import CHUNK_BYTES
-from ..sync.errors import SyncError
+from ..store.diskfull import DiskFull, free_bytes
+from ..meeting import meetings
+from ..store.chunks import CHUNK_BYTES
+from ..store.errors import SyncError
 from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
                             Outgoing, ProtocolViolation, SyncSession)
-from ..sync.store import Store
+from ..store.db import Store
 from ..wire import services
 
 if TYPE_CHECKING:
     from .node import Node
+    from .ports import TreeView
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,14 @@ class _Peer:
 
 
 class SyncService:
-    """Owns this node's replicated store and its sync sessions; see the module docstring."""
+    """Owns this node's replicated store and its sync sessions; see the module docstring.
 
-    def __init__(self, node: "Node") -> None:
+    Provides: service byte SYNC, status["sync"] and status["disk"], `StateReader` (ports.py).
+    Needs: the node's links and roster; the tree (`TreeView`, optional) to know its children."""
+
+    def __init__(self, node: "Node", *, tree: "TreeView | None" = None) -> None:
         self.node = node
+        self.tree = tree
         self.disk_full_since: float | None = None  # wall time the disk was found full; None: writable
         self._disk_retry_at = math.inf
         self.store = self._open_store()
@@ -105,9 +111,6 @@ class SyncService:
         node.link_listeners.append(self._on_link_change)
         node.status_extras["sync"] = self.status
         node.status_extras["disk"] = self.disk_status
-        from .state_api import StateApi
-
-        self.api = StateApi(node, self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             node.api_handlers["sync_test_pace"] = self._api_test_pace
 
@@ -136,9 +139,8 @@ class SyncService:
 
         Only for our tree children (without a tree: peers with a greater node id), so requests
         held for each other always point one way and can never form a cycle."""
-        tree = getattr(self.node, "tree", None)
-        if tree is not None:
-            return peer in tree.core.children
+        if self.tree is not None:
+            return peer in self.tree.children()
         return peer > self.node.key.node_id
 
     # ----- inputs (sync callbacks: queue and wake) ---------------------------------------------
@@ -325,9 +327,25 @@ class SyncService:
         session.chunks_in = session.chunks_out = 0
 
     def _close_link(self, peer: str, reason: str) -> None:
-        record = self.node.links.peers.get(peer)
-        if record is not None and record.link is not None and self._nursery is not None:
-            self._nursery.start_soon(record.link.close, reason)
+        if self._nursery is not None:
+            self._nursery.start_soon(self.node.links.close_link, peer, reason)
+
+    # ----- reads for other services (ports.StateReader) ---------------------------------------
+    async def read(self, query: Callable[[Store], T]) -> T:
+        """`query`'s answer, run on the store while no sync write is in progress."""
+        async with self.lock:
+            return query(self.store)
+
+    def read_nowait(self, query: Callable[[Store], T]) -> T | None:
+        """`query`'s answer now, or None when the store is busy (for callers that must not wait)."""
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        try:
+            return query(self.store)
+        finally:
+            self.lock.release()
 
     # ----- output ------------------------------------------------------------------------------
     def _queue(self, peer: str, out: list[Outgoing]) -> None:
@@ -365,7 +383,7 @@ class SyncService:
     async def _api_test_pace(self, args: dict) -> dict:
         rate = args.get("pieces_per_s")
         if rate is not None and (type(rate) not in (int, float) or rate <= 0):
-            from ..web.api import ApiError
+            from ..api.contract import ApiError
 
             raise ApiError(400, "bad_request", "pieces_per_s phải > 0 hoặc null", "pieces_per_s must be > 0 or null")
         self.pace_pieces_per_s = None if rate is None else float(rate)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from ..tree import TreeNode
 from ..tree.core import Output, TreeChanged
 from ..tree.cost import LinkCostInputs
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..wire import services
 
 if TYPE_CHECKING:
@@ -29,13 +29,17 @@ DEFAULT_RTT_S = 0.001
 
 
 class TreeService:
-    """Owns this node's TreeNode and wires it into the node."""
+    """Owns this node's TreeNode and wires it into the node.
+
+    Provides: service byte TREE, the `briefing` API, status["tree"], and `TreeView` (ports.py) to
+    the services that route along the tree. Needs: the node's links (send, rtt)."""
 
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.core = TreeNode(node.key.node_id, node.me.priority, trio.current_time())
         self._wake = trio.Event()
         self.changes = 0
+        self.listeners: list[Callable[[TreeChanged], None]] = []  # fn(TreeChanged) after every tree change
         node.services[services.TREE] = self._on_message
         node.link_listeners.append(self._on_link_change)
         node.status_extras["tree"] = self.status
@@ -45,6 +49,23 @@ class TreeService:
         out = dict(self.core.status())
         out["changes"] = self.changes
         return out
+
+    # ----- TreeView (ports.py) ---------------------------------------------------------------------
+
+    def root(self) -> str:
+        return self.core.root
+
+    def parent(self) -> str | None:
+        return self.core.parent
+
+    def children(self) -> frozenset[str]:
+        return frozenset(self.core.children)
+
+    def neighbours(self) -> frozenset[str]:
+        return frozenset(self.core.tree_neighbours())
+
+    def leads_briefing(self) -> bool:
+        return bool(self.core.is_root and self.core.briefing)
 
     # ----- inputs --------------------------------------------------------------------------------
 
@@ -71,7 +92,7 @@ class TreeService:
                     "tree: root %s parent %s children %d cost %s%s",
                     event.root, event.parent, len(event.children), event.cost, " (briefing)" if event.briefing else "",
                 )
-                for listener in self.node.tree_listeners:
+                for listener in self.listeners:
                     try:
                         listener(event)
                     except Exception:  # a listener's bug must not stop the tree

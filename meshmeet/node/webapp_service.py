@@ -29,12 +29,13 @@ from ..api_token import create_token
 from ..config import parse_host_port
 from ..errors import MeshmeetError
 from ..web import tls
-from ..web.api import ApiError
+from ..api.contract import ApiError
 from ..wire import services
 from ..web.app import WebappOptions, WebappShared, make_setup
 
 if TYPE_CHECKING:
     from .node import Node
+    from .ports import TreeView
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,15 @@ def read_https_setting(data_dir: Path) -> tuple[str, int] | None:
 
 
 class WebappService:
-    """The web app's node plugin."""
+    """The hall web app's node service: HTTPS certificates and the app's gateway hook.
 
-    def __init__(self, node: "Node") -> None:
+    Provides: service byte CERT_SERVICE, the `webapp_info` API, status["webapp"], the web app's
+    gateway setup. Needs: the node's links, roster and gateway; the tree (`TreeView`, optional)
+    to send a certificate request towards HQ."""
+
+    def __init__(self, node: "Node", *, tree: "TreeView | None" = None) -> None:
         self.node = node
+        self.tree = tree  # a hall's certificate request goes up the tree to HQ
         self.data_dir = node.data_dir
         self.https = read_https_setting(node.data_dir)
         self.shared = WebappShared()
@@ -179,8 +185,7 @@ class WebappService:
         hq = self._hq_node()
         if hq in up:
             return hq
-        tree = self.node.tree
-        parent = tree.core.parent if tree is not None else None
+        parent = self.tree.parent() if self.tree is not None else None
         return parent if parent in up else None
 
     def _request_cert(self) -> bool:
@@ -294,8 +299,7 @@ class WebappService:
 
     async def _api_info(self, args: dict) -> dict:
         me = self.node.me
-        tree = self.node.tree
-        briefing_root = bool(me.backup and tree is not None and tree.core.is_root and tree.core.briefing)
+        briefing_root = bool(me.backup and self.tree is not None and self.tree.leads_briefing())
         return {
             "node_id": self.node.key.node_id,
             "site": me.site,

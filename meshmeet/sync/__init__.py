@@ -1,10 +1,12 @@
-"""Replicated meeting state: the SQLite store, its change log and merge rules, and the
-sans-IO sync protocol. See docs/state.md (merge rules) and docs/protocol/sync.md (wire).
-This package must never open sockets; drivers in meshmeet/node feed SyncSession.
+"""The sync protocol, sans-IO: how two stores exchange what the other lacks over one link.
+
+Modules: ``session`` (``SyncSession``: version vectors on connect, then batches and document
+chunks), ``messages`` (the wire codec, docs/protocol/sync.md), ``sim`` (an in-memory network of
+sessions for tests and the benchmark). The store it reads and writes is ``meshmeet.store``; the
+rules a change must pass are ``meshmeet.meeting``. This package must never open sockets or
+import trio: the driver ``meshmeet.node.sync_service`` feeds ``SyncSession``.
 """
 
-from .errors import AuthorityError, ProtocolError, SyncError
 from .session import SyncSession
-from .store import Store
 
-__all__ = ["AuthorityError", "ProtocolError", "Store", "SyncError", "SyncSession"]
+__all__ = ["SyncSession"]

@@ -13,9 +13,9 @@ from typing import Any, Union
 
 import msgpack
 
-from .batch import MAX_SEQ, SIGNATURE_BYTES
-from .chunks import CHUNK_BYTES, HASH_BYTES
-from .errors import ProtocolError
+from ..store.batch import MAX_SEQ, SIGNATURE_BYTES
+from ..store.chunks import CHUNK_BYTES, HASH_BYTES
+from ..store.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 VECTOR_HASH_BYTES = 16

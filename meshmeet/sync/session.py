@@ -22,11 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .batch import ForgedBatchError, SignedBatch, decode_batch
-from .errors import ProtocolError
+from ..store.batch import ForgedBatchError, SignedBatch, decode_batch
+from ..store.errors import ProtocolError
 from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode,
                        encode, vector_hash)
-from .store import Store
+from ..store.db import Store
 
 log = logging.getLogger(__name__)
 

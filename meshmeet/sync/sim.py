@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .session import Applied, ChunkStored, Event, Outgoing, SyncSession
-from .store import Store
+from ..store.db import Store
 
 
 @dataclass

@@ -29,7 +29,7 @@ import meshmeet
 
 from .. import config as config_mod
 from ..config import NodeConfig, parse_host_port
-from ..datadir import load_roster, save_roster
+from ..membership.datadir import load_roster, save_roster
 from . import netns
 from .converge import Verdict, check_tree, components
 from .netns import TestbedError

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .api import ApiCall, ApiError, internal_error, node_stopping
+from ..api.contract import ApiCall, ApiError, internal_error, node_stopping
 from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, encode_payload
 from .listen_guard import WebLimits
 from .serving import Served, serve_app, start_loop_thread

@@ -31,7 +31,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import boundary
-from .api import API_NAME_RE, ApiCall, ApiError, error_body, internal_error, is_read_call, method_not_allowed, unknown_api
+from ..api.contract import API_NAME_RE, ApiCall, ApiError, error_body, internal_error, is_read_call, method_not_allowed, unknown_api
 
 log = logging.getLogger(__name__)
 

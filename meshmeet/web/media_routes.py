@@ -36,7 +36,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from meshmeet.media import chunk as C
 from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.player_report import PlayerReportError, parse_player_report
-from meshmeet.media.recorder import Recorder, RecordingError, read_records
+from meshmeet.recording.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import MeshmeetError
-from .api import ApiCall
+from ..api.contract import ApiCall
 from .gateway import CONTEXT_KEY, AppSetup, Hub, InboundSend, RoutesFactory, SlowClientPolicy, build_app
 from .listen_guard import GuardedLoop, WebLimits
 

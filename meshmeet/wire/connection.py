@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from ..identity import KeyPair
+from ..membership.identity import KeyPair
 from .events import (
     CLEAN_CODES,
     CloseCode,

@@ -25,7 +25,7 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 from nacl.utils import random as random_bytes
 
-from ..identity import COMMUNE_ID_BYTES, KeyPair, node_id_of, verify
+from ..membership.identity import COMMUNE_ID_BYTES, KeyPair, node_id_of, verify
 from .events import CloseCode, Peer
 
 VERSION = 0x01

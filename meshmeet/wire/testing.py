@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..identity import KeyPair
+from ..membership.identity import KeyPair
 from .connection import LinkConnection
 from .events import Event, Role
 

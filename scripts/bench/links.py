@@ -54,7 +54,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from meshmeet.node.links import RECEIVE_BYTES
+from meshmeet.node.link import RECEIVE_BYTES
 from meshmeet.wire import (
     MAX_MESSAGE_BYTES,
     CloseCode,

@@ -23,7 +23,7 @@ from meshmeet.lora.core import Delivered  # noqa: E402
 from meshmeet.lora.frames import HEADER_BYTES, TAG_BYTES  # noqa: E402
 from meshmeet.lora.messages import (BROADCAST, Ack, Alert, Attendance, Beacon, Control,  # noqa: E402
                                     ControlAction, Digest, Tally, encode_message)
-from meshmeet.identity import KeyPair  # noqa: E402
+from meshmeet.membership.identity import KeyPair  # noqa: E402
 
 RETICULUM_OVERHEAD_BYTES = 83
 BUDGET_S = 36.0

@@ -30,13 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from meshmeet.identity import KeyPair  # noqa: E402
+from meshmeet.membership.identity import KeyPair  # noqa: E402
 from meshmeet.node.sync_service import RECEIVE_GROUP_MAX_MESSAGES  # noqa: E402
-from meshmeet.sync.batch import decode_batch  # noqa: E402
+from meshmeet.store.batch import decode_batch  # noqa: E402
 from meshmeet.sync.messages import Batch, encode  # noqa: E402
 from meshmeet.sync.session import InSync, SyncSession  # noqa: E402
 from meshmeet.sync.sim import SimNet  # noqa: E402
-from meshmeet.sync.store import Store  # noqa: E402
+from meshmeet.store.db import Store  # noqa: E402
 
 APPLY_CHANGES = 100_000
 SIDE_CHANGES = 10_000

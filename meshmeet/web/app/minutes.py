@@ -27,7 +27,7 @@ def _result(motion: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _uncounted(motion: Mapping[str, Any], site_of: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Ballots kept but not counted (late, beyond a check-in: sync/tally.py), by site."""
+    """Ballots kept but not counted (late, beyond a check-in: meeting/tally.py), by site."""
     tally = motion.get("tally")
     rows = tally.get("uncounted") if isinstance(tally, Mapping) else None
     out = [{"site": site_of.get(str(u.get("node"))) or str(u.get("node")), "voter": u.get("voter"),

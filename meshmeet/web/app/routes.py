@@ -4,7 +4,7 @@ for chair calls; loopback alone grants nothing) and the HTTPS listener, mounted 
 by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
-reached only through the gateway's `api_call` (including the plugin's `webapp_info`); this module
+reached only through the gateway's `api_call` (including the web app service's `webapp_info`); this module
 must never import trio, never read the store, and never render user text as HTML.
 """
 
@@ -29,7 +29,7 @@ from aiohttp import web
 
 from ... import api_token
 from .. import tls
-from ..api import ApiError
+from ...api.contract import ApiError
 from ..gateway import GatewayContext
 from . import auth, policy
 from .https import HttpsListener
@@ -68,7 +68,7 @@ class WebappOptions:
 
 @dataclass
 class WebappShared:
-    """Written on the web thread, read by the node plugin (plain attributes only)."""
+    """Written on the web thread, read by the node's WebappService (plain attributes only)."""
 
     https: HttpsListener | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -104,39 +104,42 @@ def make_setup(opts: WebappOptions, shared: WebappShared) -> Callable[[web.Appli
     """The gateway hook (node.web_setups) that mounts the web app."""
 
     def setup(app: web.Application, ctx: GatewayContext) -> None:
-        _mount(app, ctx, opts, shared)
+        _WebApp(ctx, opts, shared).mount(app)
 
     return setup
 
 
-def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, shared: WebappShared) -> None:
-    access = _Access()
-    clock = time.monotonic
-    ctx.allowed_hosts.update(opts.allowed_hosts)
+class _WebApp:
+    """The web app's request handlers, one named method each; `mount` routes them."""
 
-    def is_chair(request: web.Request) -> bool:
+    def __init__(self, ctx: GatewayContext, opts: WebappOptions, shared: WebappShared) -> None:
+        self.ctx, self.opts, self.shared = ctx, opts, shared
+        self.access = _Access()
+        self.clock = time.monotonic
+
+    def is_chair(self, request: web.Request) -> bool:
         try:
-            current = auth.read_pin_hash(opts.data_dir)
+            current = auth.read_pin_hash(self.opts.data_dir)
         except auth.PinError:
             current = None
-        if current != access.pin_seen:  # PIN changed or removed: everyone logs in again
-            access.sessions.end_all()
-            access.pin_seen = current
-        return current is not None and access.sessions.valid(request.cookies.get(COOKIE), clock())
+        if current != self.access.pin_seen:  # PIN changed or removed: everyone logs in again
+            self.access.sessions.end_all()
+            self.access.pin_seen = current
+        return current is not None and self.access.sessions.valid(request.cookies.get(COOKIE), self.clock())
 
-    def local_tool(request: web.Request) -> bool:
+    def local_tool(self, request: web.Request) -> bool:
         """The request carries the node's local API token (the meshmeet CLI); a wrong one is 401."""
         given = request.headers.get(api_token.TOKEN_HEADER)
         if given is None:
             return False
-        if not api_token.token_matches(opts.local_token, given):
+        if not api_token.token_matches(self.opts.local_token, given):
             raise _err(401, "bad_token", "Mã khoá cục bộ của nút không đúng (nút đã khởi động lại? hãy chạy lại lệnh)",
                        "wrong local API token (did the node restart? run the command again)")
         return True
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path.startswith("/api/") and not local_tool(request):
+    async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path.startswith("/api/") and not self.local_tool(request):
             name = request.path[len("/api/"):]
             if name in policy.LOCAL_ONLY_APIS:
                 raise _err(403, "local_only",
@@ -144,39 +147,37 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
                            "từ trình duyệt hãy dùng trang chủ toạ",
                            f"only the meshmeet command on the node's computer (as the node's user) may call “{name}”; "
                            "from a browser use the chair console")
-            if policy.needs_chair(name, request.method, request.query) and not is_chair(request):
+            if policy.needs_chair(name, request.method, request.query) and not self.is_chair(request):
                 raise _err(401, "chair_login", "Cần đăng nhập chủ toạ (mã PIN) cho thao tác này",
                            "this action needs the chair login (PIN)")
         return await handler(request)
 
-    app.middlewares.append(guard)
-
-    async def page(request: web.Request) -> web.FileResponse:
+    async def page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / PAGES[request.path], headers=PAGE_HEADERS)
 
-    async def minutes_page(request: web.Request) -> web.FileResponse:
+    async def minutes_page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "minutes.html", headers=PAGE_HEADERS)
 
-    async def session(request: web.Request) -> web.Response:
-        info = await ctx.api_call("webapp_info", {})
+    async def session(self, request: web.Request) -> web.Response:
+        info = await self.ctx.api_call("webapp_info", {})
         try:
-            pin_set = auth.read_pin_hash(opts.data_dir) is not None
+            pin_set = auth.read_pin_hash(self.opts.data_dir) is not None
         except auth.PinError:
             pin_set = False
-        return web.json_response({**info, "chair": is_chair(request), "pin_set": pin_set})
+        return web.json_response({**info, "chair": self.is_chair(request), "pin_set": pin_set})
 
-    async def login(request: web.Request) -> web.Response:
-        info = await ctx.api_call("webapp_info", {})
+    async def login(self, request: web.Request) -> web.Response:
+        info = await self.ctx.api_call("webapp_info", {})
         if not info.get("can_chair"):
             raise _err(403, "not_hq", "Bàn chủ toạ chỉ mở ở trụ sở xã (hoặc điểm dự phòng)",
                        "the chair console only works at the commune HQ (or a backup site)")
         try:
-            stored = auth.read_pin_hash(opts.data_dir)
+            stored = auth.read_pin_hash(self.opts.data_dir)
         except auth.PinError as e:
             raise _err(500, "pin_file", e.vi, e.en) from None
         if stored is None:
-            raise _err(409, "no_pin", f"Chưa đặt mã PIN chủ toạ. Trên máy trụ sở chạy: meshmeet chair-pin --data-dir {opts.data_dir}",
-                       f"no chair PIN is set. On the HQ computer run: meshmeet chair-pin --data-dir {opts.data_dir}")
+            raise _err(409, "no_pin", f"Chưa đặt mã PIN chủ toạ. Trên máy trụ sở chạy: meshmeet chair-pin --data-dir {self.opts.data_dir}",
+                       f"no chair PIN is set. On the HQ computer run: meshmeet chair-pin --data-dir {self.opts.data_dir}")
         if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
             raise _err(413, "body_too_large", "Nội dung gửi lên quá lớn", "request body too large")
         raw = await request.content.read(MAX_LOGIN_BYTES + 1)
@@ -187,32 +188,32 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
         if not isinstance(pin, str) or len(raw) > MAX_LOGIN_BYTES:
             raise _err(400, "bad_pin", "Hãy nhập mã PIN (chỉ gồm chữ số)", "enter the PIN (digits only)")
         client = request.remote or "?"  # per client only: others' failures never lock this one out
-        wait = access.limit.wait_s(client, clock())
+        wait = self.access.limit.wait_s(client, self.clock())
         if wait > 0:
-            shared.logins_refused += 1
+            self.shared.logins_refused += 1
             raise _err(429, "too_many_tries", f"Nhập sai quá nhiều lần; thử lại sau {int(wait) + 1} giây",
                        f"too many wrong PINs; try again in {int(wait) + 1} s")
-        access.limit.failed(client, clock())  # counted before checking: parallel guesses queue behind it
+        self.access.limit.failed(client, self.clock())  # counted before checking: parallel guesses queue behind it
         ok = await asyncio.get_running_loop().run_in_executor(None, auth.verify_pin, pin, stored)
         if not ok:
-            shared.logins_refused += 1
+            self.shared.logins_refused += 1
             raise _err(401, "wrong_pin", "Mã PIN không đúng", "wrong PIN")
-        access.limit.succeeded(client)
-        access.pin_seen = stored
-        token = access.sessions.create(clock())
-        resp = web.json_response({"ok": True, "expires_s": access.sessions.lifetime_s})
-        resp.set_cookie(COOKIE, token, max_age=int(access.sessions.lifetime_s), httponly=True,
+        self.access.limit.succeeded(client)
+        self.access.pin_seen = stored
+        token = self.access.sessions.create(self.clock())
+        resp = web.json_response({"ok": True, "expires_s": self.access.sessions.lifetime_s})
+        resp.set_cookie(COOKIE, token, max_age=int(self.access.sessions.lifetime_s), httponly=True,
                         samesite="Strict", secure=request.secure, path="/")
         return resp
 
-    async def logout(request: web.Request) -> web.Response:
-        access.sessions.end(request.cookies.get(COOKIE))
+    async def logout(self, request: web.Request) -> web.Response:
+        self.access.sessions.end(request.cookies.get(COOKIE))
         resp = web.json_response({"ok": True})
         resp.del_cookie(COOKIE, path="/")
         return resp
 
-    async def upload(request: web.Request) -> web.Response:
-        if not is_chair(request):
+    async def upload(self, request: web.Request) -> web.Response:
+        if not self.is_chair(request):
             raise _err(401, "chair_login", "Cần đăng nhập chủ toạ để tải tài liệu lên", "uploading documents needs the chair login")
         meeting_id = request.query.get("meeting_id", "")
         if not ID_RE.match(meeting_id):
@@ -223,7 +224,7 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
                        f"document name must be 1–{DOC_NAME_MAX_CHARS} characters")
         if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
             raise _err(413, "file_too_large", "Tài liệu quá lớn (tối đa 200 MB)", "document too large (at most 200 MB)")
-        folder = opts.data_dir / UPLOAD_DIR
+        folder = self.opts.data_dir / UPLOAD_DIR
         folder.mkdir(mode=0o700, exist_ok=True)
         path = folder / f"{os.urandom(8).hex()}.part"
         try:
@@ -236,42 +237,42 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
                     f.write(chunk)
             if total == 0:
                 raise _err(400, "empty_file", "Tài liệu rỗng", "the document is empty")
-            result = await ctx.api_call("doc_add", {"meeting_id": meeting_id, "upload": path.name, "name": name})
+            result = await self.ctx.api_call("doc_add", {"meeting_id": meeting_id, "upload": path.name, "name": name})
         finally:
             path.unlink(missing_ok=True)
-        shared.uploads += 1
+        self.shared.uploads += 1
         return web.json_response(result)
 
-    async def ca_cert(request: web.Request) -> web.Response:
-        der = tls.ca_der(opts.data_dir)
+    async def ca_cert(self, request: web.Request) -> web.Response:
+        der = tls.ca_der(self.opts.data_dir)
         if der is None:
             raise _err(404, "no_ca", "Nút này chưa có chứng chỉ CA của xã", "this node has no commune CA certificate yet")
         return web.Response(body=der, content_type="application/x-x509-ca-cert",
                             headers={"Content-Disposition": 'attachment; filename="meshmeet-ca.crt"'})
 
-    async def ca_qr(request: web.Request) -> web.Response:
-        info = await ctx.api_call("webapp_info", {})
+    async def ca_qr(self, request: web.Request) -> web.Response:
+        info = await self.ctx.api_call("webapp_info", {})
         target = (info.get("tablet_url") or "") + "/ca"
         out = io.BytesIO()
         segno.make(target, error="m").save(out, kind="svg", scale=6, border=2, dark="#000", light="#fff", xmldecl=False)
         return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
-    async def minutes_json(request: web.Request) -> web.Response:
+    async def minutes_json(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["id"]
         if not ID_RE.match(meeting_id):
             raise _err(400, "bad_meeting", "Sai mã cuộc họp", "invalid meeting id")
-        meeting = await ctx.api_call("meeting", {"id": meeting_id})
-        announcements = (await ctx.api_call("announcements", {})).get("announcements") or []
-        info = await ctx.api_call("webapp_info", {})
+        meeting = await self.ctx.api_call("meeting", {"id": meeting_id})
+        announcements = (await self.ctx.api_call("announcements", {})).get("announcements") or []
+        info = await self.ctx.api_call("webapp_info", {})
         record = minutes_record(meeting, announcements, info.get("sites") or {})
         return web.json_response({"record": record, "sha256": record_hash(record), "site": info.get("site")},
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
-    async def document(request: web.Request) -> web.StreamResponse:
+    async def document(self, request: web.Request) -> web.StreamResponse:
         doc_id = request.match_info["id"]
         if not ID_RE.match(doc_id):
             raise _err(400, "bad_document", "Sai mã tài liệu", "invalid document id")
-        doc = (await ctx.api_call("doc", {"id": doc_id}))["document"]
+        doc = (await self.ctx.api_call("doc", {"id": doc_id}))["document"]
         if not doc["complete"]:
             held, total = doc["chunks_held"], doc["chunks_total"]
             raise _err(409, "doc_incomplete",
@@ -286,7 +287,7 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
             return resp
         for index in range(doc["chunks_total"]):
             try:
-                piece = await ctx.api_call("doc_chunk", {"id": doc_id, "index": index})
+                piece = await self.ctx.api_call("doc_chunk", {"id": doc_id, "index": index})
             except ApiError as e:  # headers are gone: all we can do is cut the download short
                 log.warning("document %s: chunk %d unavailable mid-download (%s)", doc_id, index, e.en)
                 if request.transport is not None:
@@ -296,25 +297,29 @@ def _mount(app: web.Application, ctx: GatewayContext, opts: WebappOptions, share
         await resp.write_eof()
         return resp
 
-    for path in PAGES:
-        app.router.add_get(path, page)
-    app.router.add_get("/app/doc/{id}", document)
-    app.router.add_get("/minutes/{id}", minutes_page)
-    app.router.add_get("/app/session", session)
-    app.router.add_post("/app/login", login)
-    app.router.add_post("/app/logout", logout)
-    app.router.add_post("/app/upload", upload)
-    app.router.add_get("/app/ca.crt", ca_cert)
-    app.router.add_get("/app/ca-qr.svg", ca_qr)
-    app.router.add_get("/app/minutes/{id}.json", minutes_json)
-    app.router.add_static("/app/static/", STATIC_DIR)
+    def mount(self, app: web.Application) -> None:
+        """Routes, the access guard, and the HTTPS listener when one is configured."""
+        self.ctx.allowed_hosts.update(self.opts.allowed_hosts)
+        app.middlewares.append(self.guard)
+        for path in PAGES:
+            app.router.add_get(path, self.page)
+        app.router.add_get("/app/doc/{id}", self.document)
+        app.router.add_get("/minutes/{id}", self.minutes_page)
+        app.router.add_get("/app/session", self.session)
+        app.router.add_post("/app/login", self.login)
+        app.router.add_post("/app/logout", self.logout)
+        app.router.add_post("/app/upload", self.upload)
+        app.router.add_get("/app/ca.crt", self.ca_cert)
+        app.router.add_get("/app/ca-qr.svg", self.ca_qr)
+        app.router.add_get("/app/minutes/{id}.json", self.minutes_json)
+        app.router.add_static("/app/static/", STATIC_DIR)
 
-    if opts.https_host is not None:
-        listener = HttpsListener(opts.data_dir, opts.https_host, opts.https_port)
-        shared.https = listener
+        if self.opts.https_host is not None:
+            listener = HttpsListener(self.opts.data_dir, self.opts.https_host, self.opts.https_port)
+            self.shared.https = listener
+            app.on_startup.append(self._note_loop)
+            self.ctx.on_serving.append(listener.attach)
 
-        async def start(_app: web.Application) -> None:
-            shared.loop = asyncio.get_running_loop()
-
-        app.on_startup.append(start)
-        ctx.on_serving.append(listener.attach)
+    async def _note_loop(self, _app: web.Application) -> None:
+        """The gateway's loop, for the node's WebappService to reach the HTTPS listener."""
+        self.shared.loop = asyncio.get_running_loop()

@@ -15,12 +15,12 @@ from pathlib import Path
 import trio
 
 from ..errors import MeshmeetError
-from .at import P2PSettings
+from ..lora.at import P2PSettings
 from .e22 import E22, RtsDtrPins, ModePins
-from .e22proto import E22Settings
+from ..lora.e22proto import E22Settings
 from .emulator import EmulatedE22, EmulatedRak3172, RadioChannel, Topology
 from .rak3172 import Rak3172
-from .region import DEFAULT_CONFIG_DIR, Problem, check_radio, load_modem_profile, load_region
+from ..lora.region import DEFAULT_CONFIG_DIR, Problem, check_radio, load_modem_profile, load_region
 from .serial_io import open_serial
 
 CHECK_TIMEOUT_S = 15.0

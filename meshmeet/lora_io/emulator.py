@@ -22,10 +22,10 @@ from typing import Callable
 
 import trio
 
-from .airtime import LoraParams, time_on_air_s
-from .at import P2PSettings, PRECV_CONTINUOUS
+from ..lora.airtime import LoraParams, time_on_air_s
+from ..lora.at import P2PSettings, PRECV_CONTINUOUS
 from .e22 import AIR_RATE_PARAMS
-from .e22proto import READ, WRITE, E22Settings
+from ..lora.e22proto import READ, WRITE, E22Settings
 
 log = logging.getLogger(__name__)
 

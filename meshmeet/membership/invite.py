@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import msgpack
 import segno
 
-from .errors import MeshmeetError
+from ..errors import MeshmeetError
 from .identity import SEED_BYTES, KeyPair, commune_id_of, verify
 from .roster_entries import (
     KIND_SEAT,

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import trio
 
-from .airtime import LoraParams, time_on_air_s
-from .e22proto import (MAX_FRAME_BYTES, READABLE_REGS, E22Error, E22Settings, TransparentDeframer,
+from ..lora.airtime import LoraParams, time_on_air_s
+from ..lora.e22proto import (MAX_FRAME_BYTES, READABLE_REGS, E22Error, E22Settings, TransparentDeframer,
                        frame_for_air, parse_reply, read_command, write_command)
 from .modem import ModemError, Received, no_answer
 

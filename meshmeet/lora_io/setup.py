@@ -15,12 +15,12 @@ from typing import Callable, Union
 import trio
 
 from ..errors import ConfigError
-from .at import P2PSettings
+from ..lora.at import P2PSettings
 from .e22 import E22, ModePins, RtsDtrPins
-from .e22proto import E22Settings
+from ..lora.e22proto import E22Settings
 from .modem import Modem, ModemError
 from .rak3172 import Rak3172
-from .region import DEFAULT_CONFIG_DIR, Problem, Region, check_radio, load_modem_profile, load_region
+from ..lora.region import DEFAULT_CONFIG_DIR, Problem, Region, check_radio, load_modem_profile, load_region
 from .serial_io import SerialPort, open_serial
 
 CONFIGURE_TIMEOUT_S = 15.0

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .chunks import CHUNK_BYTES, MAX_DOCUMENT_BYTES
-from .schema import TABLES
+from ..store.chunks import CHUNK_BYTES, MAX_DOCUMENT_BYTES
+from ..store.schema import TABLES
 
 ANY = frozenset({"hq", "hall", "relay"})
 HQ = frozenset({"hq"})

@@ -6,7 +6,7 @@ arrived in. Every rule that could differ between nodes is deterministic (the sma
 wins a race). The byte format is written down in docs/protocol/membership.md.
 
 The entries themselves and their codec live in roster_entries.py, the gossip over links in
-roster_gossip.py; their public names are re-exported here so `from meshmeet.roster import X`
+roster_gossip.py; their public names are re-exported here so `from meshmeet.membership.roster import X`
 keeps working.
 
 It must never do I/O, read a clock, or accept an entry whose signature it has not checked.

@@ -8,7 +8,7 @@ this node and hands the changes that pass to the merge (merge.py: LWW per column
 add-only sets, tombstones, by the rules in docs/state.md), so that any arrival order gives
 the same state. The store also holds the content-addressed document chunks (methods in
 chunkstore.py). A full disk rolls the whole transaction back and raises DiskFull
-(meshmeet/diskfull.py): a received batch is then not held, so it is asked for again. This
+(meshmeet/store/diskfull.py): a received batch is then not held, so it is asked for again. This
 module must never do network I/O, never apply a change whose origin lacks authority, and
 never leave a write half done (transactions).
 """
@@ -29,14 +29,14 @@ from typing import AbstractSet, Any, Callable, Iterable, Iterator, Sequence
 import msgpack
 import sqlite_utils
 
-from ..diskfull import DiskFull, is_disk_full
-from ..identity import KeyPair
+from .diskfull import DiskFull, is_disk_full
+from ..membership.identity import KeyPair
 from .batch import MAX_BATCH_CHANGES, OPS, Entry, SignedBatch, decode_batch, encode_batch
 from .chunkstore import ChunkStore
 from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
 from .merge import Merger, MergeItem
-from .rules import Rejection, Rules
+from ..meeting.rules import Rejection, Rules
 from .schema import LATEST_VERSION, LWW, REPLAY_FLAG, TableSpec, migrate, specs_for
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 from .authority import COLUMNS, MAX_MEMBER_CHARS, NAMESPACED, Col, namespace_of
-from .batch import OP_DELETE
-from .schema import ADDONLY, LWW, TableSpec
+from ..store.batch import OP_DELETE
+from ..store.schema import ADDONLY, LWW, TableSpec
 
 MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 32 * 1024  # a document row of 200 MB lists 800 chunk names: 25,600 bytes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import NoReturn
 
-from ..web.api import ApiError
+from .contract import ApiError
 
 MAX_TITLE_CHARS = 500
 MAX_TEXT_CHARS = 4000

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .identity import KeyPair, load_key, save_key
 from .invite import Invite, InviteError, decode_invite, encode_invite, make_invite
 from .join import JoinClient

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 KEY_FILE_MODE = 0o600
 SEED_BYTES = 32

@@ -14,8 +14,8 @@ import math
 
 import trio
 
-from .airtime import LoraParams, time_on_air_s
-from .at import (AtError, AtOk, AtParser, AtValue, Garbage, P2PSettings, PRECV_CONTINUOUS, RxPacket,
+from ..lora.airtime import LoraParams, time_on_air_s
+from ..lora.at import (AtError, AtOk, AtParser, AtValue, Garbage, P2PSettings, PRECV_CONTINUOUS, RxPacket,
                  TxDone, psend_command)
 from .modem import ModemError, Received, no_answer
 

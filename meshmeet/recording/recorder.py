@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from meshmeet.diskfull import is_disk_full
+from meshmeet.store.diskfull import is_disk_full
 from meshmeet.errors import MeshmeetError
 from meshmeet.media import chunk as C
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import MeshmeetError
-from .airtime import LoraParams
+from ..lora.airtime import LoraParams
 
 
 class ModemError(MeshmeetError):

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import MeshmeetError
+from ..errors import MeshmeetError
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 

@@ -2,7 +2,7 @@
 
 doc_add imports a file the operator hands over (a web upload, or a path outside the data dir:
 doc_source.py opens it and refuses keys, devices, /proc and links) into the replicated store
-(chunked and hashed by meshmeet.sync.meetings.add_document, in a worker thread, with progress in
+(chunked and hashed by meshmeet.meeting.meetings.add_document, in a worker thread, with progress in
 SyncService.adding);
 the other handlers describe documents, report per-site readiness from the replicated holdings,
 and hand out one stored chunk at a time as base64. Routes and answers are in docs/api.md; the
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..sync import meetings as m
-from ..sync.chunks import MAX_DOCUMENT_BYTES, parse_hashes
-from ..sync.errors import AuthorityError, SyncError
-from ..web.api import ApiError
+from ..meeting import meetings as m
+from ..store.chunks import MAX_DOCUMENT_BYTES, parse_hashes
+from ..store.errors import AuthorityError, SyncError
+from .contract import ApiError
 from .doc_source import SourceRefused, open_operator_file, open_upload
 from .state_args import arg_id, arg_int, arg_str, bad, forbidden
 

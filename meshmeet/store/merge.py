@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 
 from .batch import OP_DELETE, Run
-from .rules import Rules
+from ..meeting.rules import Rules
 from .schema import LWW, TableSpec
 
 # One change to merge: (table id, op, key tuple, {column index: value}, clock), the clock as

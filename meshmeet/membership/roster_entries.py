@@ -16,7 +16,7 @@ from typing import Union
 
 import msgpack
 
-from .errors import MeshmeetError
+from ..errors import MeshmeetError
 from .identity import COMMUNE_ID_BYTES, KeyPair, commune_id_of, verify
 
 KIND_HEADER = 1

@@ -1,12 +1,14 @@
 """The node's state API: /api/meetings, /api/vote, ... (docs/api.md), over the replicated store.
 
 Each handler validates its arguments (wrong or missing types -> 400, unknown ids -> 404), runs
-the matching meshmeet.sync.meetings operation inside the SyncService lock, and tells the
+the matching meshmeet.meeting.meetings operation inside the SyncService lock, and tells the
 service that the store changed so the change is pushed to peers and published on the "state"
-topic. Authority is the store's: a change this node's role may not make is refused with 403.
+topic. Authority is the store's: a change this node's role may not make is refused with 403;
+the domain's refusals (meshmeet.meeting.errors) map to 404 and 409 in `_write`, the one place.
 GET query arguments arrive as strings, so integer and boolean arguments also accept their
 decimal/"true"/"false" spellings (the checks live in state_args.py; the document handlers in
-state_documents.py, registered here). This module must never write SQL, never bypass the
+state_documents.py, registered here). Filtered reads go through meshmeet.meeting.queries.
+This module must never write SQL, never bypass the
 store's change capture, and never touch the store outside the service lock.
 """
 
@@ -19,18 +21,21 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
-from ..diskfull import DiskFull
-from ..sync import meetings as m
-from ..sync.authority import MAX_PEOPLE
-from ..sync.errors import AuthorityError, SyncError
-from ..web.api import ApiError
+from ..store.diskfull import DiskFull
+from ..meeting import meetings as m
+from ..meeting import queries as q
+from ..meeting.authority import MAX_PEOPLE
+from ..meeting.errors import Conflict, NotFound
+from ..store.errors import AuthorityError, SyncError
+from .contract import ApiError
 from .state_args import (AGENDA_STATES, MAX_ID_CHARS, MAX_TEXT_CHARS, MEETING_STATES, SPEAK_STATES, arg_bool,
                          arg_id, arg_int, arg_str, bad, forbidden, not_found)
 from .state_documents import DocumentApi
 
 if TYPE_CHECKING:
-    from .node import Node
-    from .sync_service import SyncService
+    from ..node.node import Node
+    from ..node.ports import AlertSender
+    from ..node.sync_service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +44,15 @@ Handler = Callable[[dict], Awaitable[dict]]
 
 # ----- the API -----------------------------------------------------------------------------------
 class StateApi:
-    """Registers the state handlers on `node.api_handlers`; see docs/api.md."""
+    """Registers the state handlers on `node.api_handlers`; see docs/api.md.
 
-    def __init__(self, node: "Node", service: "SyncService") -> None:
+    Provides: the state API handlers. Needs: the SyncService (store, lock, change push), the
+    node's roster and links, and optionally the LoRa alert sender for urgent announcements."""
+
+    def __init__(self, node: "Node", service: "SyncService", *, lora_alert: "AlertSender | None" = None) -> None:
         self.node = node
         self.svc = service
+        self.lora_alert = lora_alert
         self.store = service.store
         self.document_api = DocumentApi(self)
         handlers: dict[str, Handler] = {
@@ -74,6 +83,10 @@ class StateApi:
                 raise
             except AuthorityError as e:
                 raise ApiError(403, "not_authorised", e.vi, e.en) from None
+            except NotFound as e:
+                raise ApiError(404, "not_found", e.vi, e.en) from None
+            except Conflict as e:
+                raise ApiError(409, e.code, e.vi, e.en) from None
             except SyncError as e:
                 raise ApiError(400, "bad_request", e.vi, e.en) from None
             self.svc.local_changed(trio.current_time(), tables=tables)
@@ -99,7 +112,7 @@ class StateApi:
             forbidden(f"Chỉ trung tâm (HQ) được {what_vi}", f"only HQ may {what_en}")
 
     def _current_item(self, meeting_id: str) -> str | None:
-        current = self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (meeting_id,))
+        current = q.current_items(self.store, meeting_id)
         return current[0]["id"] if current else None
 
     def _meeting_json(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +152,7 @@ class StateApi:
                     row = self.need("agenda_items", item, "mục chương trình", "agenda item")
                     if row["meeting_id"] != mid:
                         bad("current_item", "không thuộc cuộc họp này", "is not an item of this meeting")
-                    for cur in self.store.rows("agenda_items", "meeting_id = ? AND status = 'current'", (mid,)):
+                    for cur in q.current_items(self.store, mid):
                         if cur["id"] != item:
                             self.store.write("agenda_items", cur["id"], {"status": "done"})
                     self.store.write("agenda_items", item, {"status": "current"})
@@ -152,11 +165,10 @@ class StateApi:
         mid = arg_id(args, "id")
         async with self.svc.lock:
             row = self.need_meeting(mid)
-            agenda = sorted(self.store.rows("agenda_items", "meeting_id = ?", (mid,)),
-                            key=lambda r: (r["position"] if r["position"] is not None else 0, r["id"]))
+            agenda = q.agenda(self.store, mid)
             per_hall = m.attendance(self.store, mid)
             motions = []
-            for mo in self.store.rows("motions", "meeting_id = ?", (mid,)):
+            for mo in q.motions(self.store, mid):
                 motions.append({**mo, "result": _json_or_none(mo["result"]), "tally": m.tally(self.store, mo["id"])})
             return {
                 "meeting": self._meeting_json(row),
@@ -231,16 +243,7 @@ class StateApi:
         if member is not None and count not in (None, 1):
             bad("count", "một thành viên chỉ có một phiếu", "a member casts exactly one ballot")
 
-        def run() -> dict:
-            row = self.need("motions", motion, "biểu quyết", "motion")
-            if row["status"] != "open":
-                raise ApiError(409, "motion_closed", "Biểu quyết đã đóng", "the motion is closed")
-            voter = f"#{choice}" if member is None else f"@{member}"
-            if self.store.get("ballots", (motion, self.store.node_id, voter)) is not None:
-                raise ApiError(409, "already_voted", "Đã bỏ phiếu cho biểu quyết này",
-                               "a ballot was already cast for this motion")
-            if (count or 1) > m.ballots_left(self.store, motion):
-                raise ApiError(409, "over_checkin", m.OVER_CHECKIN_VI, m.OVER_CHECKIN_EN)
+        def run() -> dict:  # every refusal is meetings.vote's (NotFound 404, Conflict 409)
             m.vote(self.store, motion, choice, count or 1, member)
             return {"motion_id": motion, "choice": choice, "count": count or 1, "tally": m.tally(self.store, motion)}
 
@@ -274,8 +277,8 @@ class StateApi:
         """Urgent and no IP link up: ask LoRa too (best effort; the announcement is stored anyway)."""
         if self.node.links.up_peers():
             return {"sent": False, "reason": "ip links up"}
-        handler = self.node.api_handlers.get("lora_alert")
-        if "LoraService" not in self.node.plugins or handler is None:
+        handler = self.lora_alert
+        if handler is None:
             return {"sent": False, "reason": "no lora"}
         try:
             # The id lets halls show the alert once, even when sync later brings the announcement.
@@ -325,7 +328,7 @@ class StateApi:
 
     # ----- speaking queue --------------------------------------------------------------------------
     def _queue(self, mid: str) -> list[dict]:
-        rows = self.store.rows("speaking_queue", "meeting_id = ?", (mid,))
+        rows = q.speaking_requests(self.store, mid)
         rows.sort(key=lambda r: (r["state"] != "waiting", r["requested_at"] or 0.0, r["node"]))
         return [{**r, "site": self._site(r["node"])} for r in rows]
 

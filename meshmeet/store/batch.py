@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import msgpack
 
-from ..identity import KeyPair, node_id_of, verify
+from ..membership.identity import KeyPair, node_id_of, verify
 from .errors import ProtocolError
 
 BATCH_VERSION = 3

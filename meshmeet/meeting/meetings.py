@@ -17,11 +17,12 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
-from . import chunks as chunking
+from ..store import chunks as chunking
 from . import tally as counting
 from .authority import MAX_PEOPLE, namespaced_id
-from .errors import SyncError
-from .store import Store
+from ..store.errors import SyncError
+from .errors import Conflict, NotFound
+from ..store.db import Store
 
 CHOICES = counting.CHOICES
 RULES = ("majority", "two-thirds")
@@ -36,7 +37,7 @@ def new_id() -> str:
 def _need(store: Store, table: str, key: str, vi: str, en: str) -> dict[str, Any]:
     row = store.get(table, key)
     if row is None:
-        raise SyncError(f"Không tìm thấy {vi} {key}", f"no such {en}: {key}")
+        raise NotFound(vi, en, key)
     return row
 
 
@@ -199,10 +200,14 @@ def open_motion(store: Store, meeting_id: str, title: str, rule: str = "majority
 
 
 def vote(store: Store, motion_id: str, choice: str, count: int = 1, member: str | None = None) -> None:
-    """Cast this hall's tally for one choice (member=None) or one member's ballot; once only."""
+    """Cast this hall's tally for one choice (member=None) or one member's ballot; once only.
+
+    The one place a vote is checked before it is written (the replicated law, rules.py, checks a
+    ballot's shape wherever it arrives): NotFound, Conflict("motion_closed" | "already_voted" |
+    "over_checkin") or SyncError for a malformed ballot."""
     motion = _need(store, "motions", motion_id, "biểu quyết", "motion")
     if motion["status"] != "open":
-        raise SyncError("Biểu quyết đã đóng", "the motion is closed")
+        raise Conflict("motion_closed", "Biểu quyết đã đóng", "the motion is closed")
     if choice not in CHOICES:
         raise SyncError("Lựa chọn phải là yes, no hoặc abstain", "choice must be yes, no or abstain")
     if type(count) is not int or not 1 <= count <= MAX_PEOPLE or (member is not None and count != 1):
@@ -211,9 +216,9 @@ def vote(store: Store, motion_id: str, choice: str, count: int = 1, member: str 
     key = (motion_id, store.node_id, voter)
     with store.batch():
         if store.get("ballots", key) is not None:
-            raise SyncError("Đã bỏ phiếu cho biểu quyết này", "a ballot was already cast for this motion")
+            raise Conflict("already_voted", "Đã bỏ phiếu cho biểu quyết này", "a ballot was already cast for this motion")
         if count > ballots_left(store, motion_id):
-            raise SyncError(OVER_CHECKIN_VI, OVER_CHECKIN_EN)
+            raise Conflict("over_checkin", OVER_CHECKIN_VI, OVER_CHECKIN_EN)
         store.write("ballots", key, {"choice": choice, "count": count, "at": store.clock()})
 
 

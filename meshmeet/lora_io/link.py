@@ -13,8 +13,8 @@ from typing import Awaitable, Callable
 
 import trio
 
-from .core import Event, LoraCore
-from .messages import BROADCAST, Message
+from ..lora.core import Event, LoraCore
+from ..lora.messages import BROADCAST, Message
 from .modem import Modem, ModemError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,41 @@
+"""The composition root: which services a node runs, what each is given, and the order they start in.
+
+`assemble(node)` builds every service once, in one visible place, handing each what it needs as
+constructor arguments (the small interfaces of ports.py), and returns them in start order. Each
+service registers what it provides on the node's dispatch tables (service byte, API names, status
+key, link listener, gateway setup, browser topics) in its constructor; no service looks another
+up. Node.run starts them in the returned order, then the mesh listener, then the web gateway.
+This module must never hold state or start anything itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ..api.state_api import StateApi
+from .lora_service import LoraService
+from .media_service import MediaService
+from .sync_service import SyncService
+from .tree_service import TreeService
+from .webapp_service import WebappService
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+class Service(Protocol):
+    """A part of the node: constructed by `assemble`, its `run` started in the node's nursery and
+    cancelled at shutdown."""
+
+    async def run(self) -> None: ...
+
+
+def assemble(node: "Node") -> list[Service]:
+    """The node's services, in start order (see docs/architecture.md, "Services")."""
+    tree = TreeService(node)                                # needs: links
+    sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
+    media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
+    StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
+    webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
+    return [tree, sync, media, lora, webapp]
