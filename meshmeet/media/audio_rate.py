@@ -136,8 +136,11 @@ class AudioRateRequester:
             self._wants[key] = (kbps, now)
 
     def resend(self) -> None:
-        """The source changed: the current request goes out again as soon as the interval allows."""
+        """The source changed: the current request goes out again at once (a new presenter's first
+        frames are sent before any request can reach it: each 0.5 s waited is 0.5 s of audio it
+        encodes as it likes, 20 ms frames that overfill a 32 kbit/s link)."""
         self._last_kbps = None
+        self._last_sent = None
 
     def wanted_for(self, link: str, now: float) -> "AudioWant | int | None":
         """What this hop asks for because of `link` (its own judgement or requests from it)."""
