@@ -460,6 +460,11 @@ class MediaRelay(FeedbackRules):
 
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
         fb = self._active_feedback(lk, now)
+        if fb is not None and self._young_wide_area(lk, fb):
+            # before its first audio: a datagram link of unknown room beyond a LAN starts at
+            # audio-only and climbs as its reports allow (a narrow path, profile E, would otherwise
+            # start with a flood of video in its modem queue)
+            return self._set_level(lk, AUDIO_LEVEL, now)
         self._audio_rate.set_fec(lk.id, fec_percent(fb.loss) if fb is not None else 0)
         fb_est = fb.estimate_bps if fb is not None else None
         if fb is not None and fb_est is not None:

@@ -39,7 +39,6 @@ from ..recording.recstore import RecordingStore
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
 from ..media.linkmodel import MESH_LINK_FRAMING_BYTES
-from ..media.ladder import AUDIO_LEVEL
 from ..media.relay import MediaRelay, Outgoing
 from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
@@ -349,9 +348,7 @@ class MediaService:
             self._drop_link(peer)
         for peer in want - self._tree_links:
             self._tree_links.add(peer)
-            # audio only until the link shows room for video (docs/protocol/media.md): a narrow path
-            # (profile E) would otherwise start with a flood of video in its modem queue
-            self._send_out(self.relay.add_link(peer, now, simulcast=True, start_level=AUDIO_LEVEL))
+            self._send_out(self.relay.add_link(peer, now, simulcast=True))
             grant = self.floor.current_grant_bytes()
             if grant is not None:
                 self.node.send(peer, services.MEDIA, grant)
