@@ -196,6 +196,11 @@ class MediaRelay(FeedbackRules):
         self._reassembly.clear()
         self._audio_rate.source_changed()
 
+    def source_reconnected(self) -> None:
+        """The source (a presenter page) has (re)connected: what downstream wants of its audio is
+        asked of it again at once (a request sent while no page listened was lost)."""
+        self._audio_rate.source_changed()
+
     def request_keyframes(self, now: float) -> list[Outgoing]:
         """Ask upstream for what every link is waiting for (e.g. after the source changed)."""
         out: list[Outgoing] = []
