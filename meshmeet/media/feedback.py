@@ -73,6 +73,7 @@ class LinkFeedback:
     last_high_at: float = -math.inf  # latest report with the delay above threshold or heavy loss
     last_sent_bps: float = 0.0  # what the link sent, as of the latest report
     reports: int = 0
+    min_rtt_s: float = math.inf  # the lowest round trip reported (a loaded machine delays some reports)
     _over_count: int = 0
     _settle_until: float = -math.inf
 
@@ -97,6 +98,8 @@ class LinkFeedback:
         self.last_loss, self.jitter_s, self.delay_s, self.rtt_s = loss_fraction, jitter_s, delay_trend_s, rtt_s
         self.last_report_at = now
         self.reports += 1
+        if rtt_s > 0:
+            self.min_rtt_s = min(self.min_rtt_s, rtt_s)
 
         threshold = OVERUSE_DELAY_S + OVERUSE_JITTER_FACTOR * jitter_s
         falling = gap is not None and delay_trend_s < prev_delay - DELAY_FALLING_S

@@ -47,6 +47,7 @@ FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple o
 FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
 FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
 YOUNG_LAN_RTT_S = 0.02  # a datagram link whose reports give a round trip at least this long starts at audio-only
+YOUNG_LAN_REPORTS = 3  # ...the lowest of at least this many (one report's RTT on a loaded machine says little)
 YOUNG_PROBE_FACTOR = 1.5  # a young link's first probe: at most this multiple of what it sends (E: ~45 kbit/s
 # for 0.6 s queues ~0.25 s in a 32 kbit/s modem, and the reports then give the estimate)...
 YOUNG_STEP_FACTOR = 3.0  # ...each clean one: the next at this multiple of what it carried (A-D: video in ~3 steps)
@@ -206,7 +207,7 @@ class FeedbackRules:
         """A datagram link above audio-only, no audio sent on it yet, no estimate, whose reports
         give a round trip beyond a LAN's (YOUNG_LAN_RTT_S): it should start at audio-only."""
         return (lk.level < AUDIO_LEVEL and lk.media_since is None and fb.estimate_bps is None
-                and fb.rtt_s >= YOUNG_LAN_RTT_S)
+                and fb.reports >= YOUNG_LAN_REPORTS and math.isfinite(fb.min_rtt_s) and fb.min_rtt_s >= YOUNG_LAN_RTT_S)
 
     def _young(self, lk: "_Link", now: float) -> bool:
         """A datagram link (reports arrive) whose room is not known yet (no estimate)."""
