@@ -46,7 +46,9 @@ FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple o
 # low end after a failed probe, x1.5 after each clean one...
 FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
 FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
-YOUNG_LAN_RTT_S = 0.02  # a datagram link whose reports give a round trip at least this long starts at audio-only
+YOUNG_LAN_RTT_S = 0.1  # a datagram link whose reports give a round trip at least this long starts at audio-only
+# (C, D, E: 160-300 ms; B's 80 ms and a LAN start with video as before: a full run with 20 ms here had
+# B climb for 12 s, its probes queueing in B's 400 ms buffer, p95 245 ms against 12 ms)
 YOUNG_LAN_REPORTS = 3  # ...the lowest of at least this many (one report's RTT on a loaded machine says little)
 YOUNG_PROBE_FACTOR = 1.5  # a young link's first probe: at most this multiple of what it sends (E: ~45 kbit/s
 # for 0.6 s queues ~0.25 s in a 32 kbit/s modem, and the reports then give the estimate)...
