@@ -16,7 +16,10 @@ profile (default: all, 60 s each):
           back to B at 70 % (Testbed.set_profile, the queue starts empty): how long after the cap
           video still left the relay (`video_shed_after_cap_s`: the latest send time of a video frame
           that arrived), how long after the uncap it arrived again, the audio sent while capped
-          (`capped_audio`). The row's other latency figures use the capped profile's base delay.
+          (`capped_audio`), and when the relay's status (polled each second) first said audio-only
+          after the cap (`relay_audio_only_after_cap_s`; frames the full modem queue dropped also
+          never arrive, so the first figure is a lower bound of the relay's shedding).
+          The row's other latency figures use the capped profile's base delay.
 Every frame carries its send time (CLOCK_MONOTONIC, shared by all namespaces) in its payload.
 Per row: frames delivered, one-way latency p50/p95/p99/max above the link's base one-way delay,
 gaps > 200 ms between audio arrivals, % heard at a 150 / 300 ms playout (arrived within X ms of the
@@ -390,7 +393,7 @@ class StatusPoller:
         self.bed, self.relay, self.end_id = bed, relay, end_id
         self.rows: list[dict] = []
         self._stop = threading.Event()
-        self._t0 = time.monotonic()
+        self._t0 = self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> StatusPoller:
@@ -496,7 +499,12 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
     if shaper is not None:
         shaper.join()
     video = mode in ("av", "cap")
+    relay_shed = None
+    if mode == "cap":   # the relay's own status (polled every STATUS_EVERY_S): audio-only since, after the cap
+        cap_t = start_at + CAP_SHARE[0] * seconds - poll.t0
+        relay_shed = next((round(r["t"] - cap_t, 1) for r in poll.rows if r.get("layer") == "audio" and r["t"] >= cap_t), None)
     row = {**audio_metrics(rx, p.get("sent", 0), base_ms), **(video_metrics(rx, start_at, seconds) if video else {}),
+           **({"relay_audio_only_after_cap_s": relay_shed} if mode == "cap" else {}),
            **({"video_sent": p.get("video_sent")} if video else {}),
            **(cap_metrics(rx, start_at, CAP_SHARE[0] * seconds, CAP_SHARE[1] * seconds, base_ms)
               if mode == "cap" and "error" not in rx else {}),
@@ -651,8 +659,9 @@ def print_table(report: dict) -> None:
                 extra += f"; {r.get('video_off')}"
             if mode == "cap":
                 ca = r.get("capped_audio") or {}
-                extra += (f"; {CAP_FROM}->{prof} at {_f(r.get('cap_at_s'))} s: video shed after "
-                          f"{_f(r.get('video_shed_after_cap_s'))} s, restored {_f(r.get('video_restored_after_uncap_s'))} s "
+                extra += (f"; {CAP_FROM}->{prof} at {_f(r.get('cap_at_s'))} s: last video sent "
+                          f"{_f(r.get('video_shed_after_cap_s'))} s after, relay audio-only after "
+                          f"{_f(r.get('relay_audio_only_after_cap_s'))} s, restored {_f(r.get('video_restored_after_uncap_s'))} s "
                           f"after the uncap; audio while capped p95 {_f(ca.get('p95_ms'))} ms")
             if r.get("transport"):
                 extra += f"; {r['transport']}"
