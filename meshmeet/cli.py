@@ -25,7 +25,8 @@ log = logging.getLogger("meshmeet")
 
 HTTP_TIMEOUT_S = 10.0
 # Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
-EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_lora", "cli_webapp")
+EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_ingest", "cli_lora", "cli_webapp", "cli_trust", "cli_recovery",
+                         "cli_zalo", "cli_install", "cli_doctor", "cli_release")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         return c
 
     def data_dir(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--data-dir", required=True, type=Path, help="thư mục dữ liệu của nút / node data directory")
+        c.add_argument("--data-dir", type=Path, default=None,
+                       help="thư mục dữ liệu của nút / node data directory (default: $MESHMEET_DATA_DIR, "
+                            "else /var/lib/meshmeet if it exists, else ~/.local/share/meshmeet)")
+        c.set_defaults(default_data_dir=True)
 
     c = cmd("init", "tạo xã và nút trụ sở / create the commune and this HQ node")
     data_dir(c)
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if getattr(args, "default_data_dir", False):
+            from .data_home import resolve_data_dir
+
+            args.data_dir = resolve_data_dir(args.data_dir)
         return int(COMMANDS[args.command](args) or 0)
     except MeshmeetError as e:
         print(f"meshmeet: {e}", file=sys.stderr)
@@ -247,6 +255,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log_level.upper())
     node = Node(args.data_dir, cfg)
+    from .release.gate import wait_at_gate
+
+    if not wait_at_gate():  # a new version started early by `meshmeet supervise` (docs/release.md)
+        return 0
     trio.run(_run_until_signal, [node])
     return 0
 
@@ -272,6 +284,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     node = status["node"]
     print(f"{node['site']} ({node['role']}) {node['id']}  web {node.get('http')}  mesh :{node.get('mesh_port')}")
+    release = status.get("release") or {}
+    if release:
+        print(f"  phiên bản / version {release.get('version')}  cập nhật / update: {release.get('state')} {release.get('detail') or ''}")
     links = status.get("links", [])
     if not links:
         print("  chưa có liên kết / no links yet")

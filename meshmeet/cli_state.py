@@ -93,8 +93,9 @@ def add_commands(sub: argparse._SubParsersAction, add_data_dir: Callable[[argpar
     c = parser(sub, "announce", "thông báo tới mọi điểm (HQ) / announce to every hall (HQ)")
     c.add_argument("text")
     c.add_argument("--urgent", action="store_true", help="khẩn; không có mạng IP thì thử LoRa / urgent; LoRa when no IP link")
+    c.add_argument("--zalo", action="store_true", help="gửi cả lên Zalo OA / also send to the Zalo OA's followers")
 
-    c = parser(sub, "feedback", "gửi ý kiến, hoặc: feedback reply ID TEXT (HQ) / send feedback, or reply (HQ)")
+    c = parser(sub, "feedback", "gửi ý kiến, hoặc: feedback reply ID TEXT (HQ), feedback hide|show ID / send feedback, reply (HQ), hide from TVs")
     c.add_argument("words", nargs="+", metavar="TEXT")
     c.add_argument("--meeting")
 
@@ -234,7 +235,7 @@ def cmd_vote(args: argparse.Namespace) -> int:
 
 
 def cmd_announce(args: argparse.Namespace) -> int:
-    got = _call(args.data_dir, "announce", {"text": args.text, "urgent": args.urgent})
+    got = _call(args.data_dir, "announce", {"text": args.text, "urgent": args.urgent, "zalo": args.zalo})
     print(got["id"])
     lora = got.get("lora")
     if lora and lora.get("sent"):
@@ -246,6 +247,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     words = args.words
     if words[0] == "reply" and len(words) == 3:
         print(_call(args.data_dir, "feedback_reply", {"feedback_id": words[1], "text": words[2]})["id"])
+        return 0
+    if words[0] in ("hide", "show") and len(words) == 2:  # issue 17: a resident's feedback on the TVs
+        print(_call(args.data_dir, "feedback_hide", {"feedback_id": words[1], "hidden": words[0] == "hide"}))
         return 0
     if words[0] == "reply" and len(words) != 1:
         raise MeshmeetError("Dùng: meshmeet feedback reply MÃ_Ý_KIẾN \"NỘI DUNG\"",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from .command_name import meshmeet_command
 from .config import NodeConfig, parse_host_port
 from .membership.datadir import DataDir, create_invite, init_commune, prepare_join
 from .node.joining import join_commune
@@ -42,6 +43,9 @@ def _prepare(data_dir: Path, http_port: int) -> None:
     https = data_dir / "webapp.toml"
     if not https.exists():
         https.write_text(f'https = "{LOOPBACK}:{_free_port(http_port + HTTPS_PORT_OFFSET)}"\n', encoding="utf-8")
+    residents = data_dir / "citizens.toml"  # the residents' page listener (issue 17): loopback, one port per node
+    if not residents.exists():
+        residents.write_text(f'listen = "{LOOPBACK}:{_free_port(http_port + 8)}"\n', encoding="utf-8")
 
 
 def _config(http_port: int) -> NodeConfig:
@@ -101,10 +105,11 @@ def _print_table(nodes: list[Node], base: Path, *, temporary: bool) -> None:
     for node in nodes:
         print(f"  {node.me.site:<10} {node.me.role:<5} {node.key.node_id}  mesh {LOOPBACK}:{node.mesh_port}  web {node.http_url}")
     hq, hall = nodes[0], nodes[-1]
-    print(f"  chủ tọa / chair:   {hq.http_url}/chair   (đặt mã PIN / set the PIN: meshmeet chair-pin --data-dir {hq.data_dir})")
+    mm = meshmeet_command()
+    print(f"  chủ tọa / chair:   {hq.http_url}/chair   (đặt mã PIN / set the PIN: {mm} chair-pin --data-dir {hq.data_dir})")
     print(f"  trình chiếu / presenter: {hq.http_url}/present")
     print(f"  TV hội trường / hall TV: {hall.http_url}/hall    máy tính bảng / tablet: {hall.http_url}/tablet")
-    print(f"  trạng thái / status: meshmeet status --data-dir {nodes[0].data_dir}")
+    print(f"  trạng thái / status: {mm} status --data-dir {nodes[0].data_dir}")
     print(f"  hoặc / or: curl {nodes[0].http_url}/api/status")
     print("  Ctrl-C để dừng / to stop")
     print(flush=True)

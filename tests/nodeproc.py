@@ -30,14 +30,20 @@ def meshmeet(*args: str, check: bool = True, timeout: float = HANG_GUARD_S) -> s
 class NodeProcess:
     """One `meshmeet run` child process."""
 
-    def __init__(self, data_dir: Path, *extra: str, mdns: bool = True, log_path: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, mdns: bool = True, log_path: Path | None = None,
+                 clock_offset_s: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         args = ["run", "--data-dir", str(data_dir), "--listen", f"{LOOPBACK}:0", "--http", f"{LOOPBACK}:0"]
         args += ["--mdns-interface", LOOPBACK] if mdns else ["--no-mdns"]
         args += list(extra)
         self.log_path = log_path or self.data_dir / "test-node.log"
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "meshmeet", *args], stdout=self.log, stderr=self.log)
+        cmd = [sys.executable, "-m", "meshmeet"]
+        if clock_offset_s:  # a machine whose wall clock is wrong: time.time() shifted for the whole process
+            cmd = [sys.executable, "-c", "import sys, time; real = time.time; "
+                   f"time.time = lambda: real() + {float(clock_offset_s)!r}; "
+                   "from meshmeet.cli import main; sys.exit(main(sys.argv[1:]))"]
+        self.proc = subprocess.Popen([*cmd, *args], stdout=self.log, stderr=self.log)
         self.info = wait_for(lambda: _run_info(self.data_dir, self.proc.pid), f"{data_dir} to start", proc=self)
 
     @property

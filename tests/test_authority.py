@@ -23,8 +23,9 @@ from meshmeet.meeting import meetings as m
 from meshmeet.meeting.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown_table, namespace_of, namespaced_id
 from meshmeet.store.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
 from meshmeet.store.errors import AuthorityError, SyncError
-from meshmeet.store.schema import ADDONLY, INTEGER, LWW, REAL, TABLES, TableSpec, specs_for
+from meshmeet.store.schema import ADDONLY, INTEGER, LATEST_VERSION, LWW, REAL, TABLES, TableSpec, specs_for
 from meshmeet.store.db import Store
+from meshmeet.store.schema import LATEST_VERSION
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(1, 6)]
 HQ, HALL1, HALL2, RELAY, STRANGER = KEYS
@@ -231,7 +232,7 @@ def test_v4_rows_the_new_rules_refuse_disappear_on_upgrade(tmp_path: Path) -> No
     old._conn.execute("UPDATE meetings SET title='Đã hủy'")  # what the v4 rules let in
     old.close()
     new = mk(HALL2, path)
-    assert new.version == 5 and new.get("meetings", mid)["title"] == "Họp toàn xã"
+    assert new.version == LATEST_VERSION and new.get("meetings", mid)["title"] == "Họp toàn xã"
     reference = mk(HALL2)
     reference.apply(logged(hq) + [attack])
     assert new.digest() == reference.digest() and new.integrity_ok()

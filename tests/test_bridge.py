@@ -21,7 +21,8 @@ import trio.testing
 from meshmeet.errors import MeshmeetError
 from meshmeet.api.contract import ApiError, dispatch_table
 from meshmeet.web.bridge import open_web_gateway
-from meshmeet.web.gateway import MAX_JSON_BODY_BYTES, SlowClientPolicy
+from meshmeet.web.gateway import MAX_JSON_BODY_BYTES
+from meshmeet.web.hub import SlowClientPolicy
 
 HOST = "127.0.0.1"
 

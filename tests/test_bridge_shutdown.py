@@ -18,9 +18,14 @@ import trio
 from test_bridge import ClientLoop, WsClient
 
 REPO = Path(__file__).resolve().parents[1]
+# Not a speed goal: only so that a node that never exits fails the test instead of hanging the run.
+COMMUNICATE_TIMEOUT_S = 120
 
 NODE = r"""
-import threading, trio
+import signal, threading, trio
+# A parent that ignores SIGINT (nohup, some CI runners) passes SIG_IGN on to us: trio would then
+# never see the test's Ctrl-C. Restore the default handling first, as a shell does for a foreground job.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from meshmeet.web.bridge import open_web_gateway
 
 async def main():
@@ -68,7 +73,12 @@ async def test_ctrl_c_closes_websockets_and_exits(clients, attempt):
 
         assert await trio.to_thread.run_sync(subscribers) == 1
         proc.send_signal(signal.SIGINT)
-        out, err = await trio.to_thread.run_sync(proc.communicate)
+        try:
+            out, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=COMMUNICATE_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the node did not exit on SIGINT within {COMMUNICATE_TIMEOUT_S} s: {out!r} {err!r}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from meshmeet.api.contract import ApiError, dispatch_table, error_body
 from meshmeet.web.bridge import open_web_gateway
-from meshmeet.web.gateway import Hub, SlowClientPolicy, encode_payload, parse_json_args
+from meshmeet.web.gateway import parse_json_args
+from meshmeet.web.hub import Hub, SlowClientPolicy, encode_payload
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),

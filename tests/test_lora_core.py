@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from meshmeet.lora.airtime import WINDOW_S, AirtimeBudget, LoraParams, time_on_air_s
-from meshmeet.lora.core import Acked, Delivered, GaveUp
+from meshmeet.lora.events import Acked, Delivered, GaveUp
 from meshmeet.lora.frames import (MAX_OVERHEAD_BYTES, Frame, FrameError, FrameKeys, decode_frame,
                                   encode_frame)
 from meshmeet.lora.messages import (BROADCAST, Alert, Attendance, Beacon, Control, ControlAction,

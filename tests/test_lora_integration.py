@@ -9,7 +9,7 @@ import trio
 
 from meshmeet.lora.airtime import WINDOW_S
 from meshmeet.lora.at import P2PSettings
-from meshmeet.lora.core import Acked, Delivered
+from meshmeet.lora.events import Acked, Delivered
 from meshmeet.lora_io.emulator import EmulatedRak3172, RadioChannel, Topology
 from meshmeet.lora_io.link import LoraLink
 from meshmeet.lora.messages import Alert, Attendance

@@ -73,3 +73,21 @@ def test_hostile_msgpack_shapes_give_keyshare_error_only(items):
         decode_offer(msgpack.packb(["key", *items], use_bin_type=True))
     except KeyShareError:
         pass
+
+
+def test_v2_offer_names_revoked_seats_and_signs_them():
+    offer = make_offer(HQ, COMMUNE, 1, 20, excluded=[5, 3, 3])
+    assert offer.excluded == (3, 5) and not offer.may_reach(3) and offer.may_reach(2)
+    got = accept_offer(offer.to_bytes(), COMMUNE, MEMBERS.get, verify)
+    assert got == offer
+    import msgpack
+
+    items = msgpack.unpackb(offer.to_bytes(), raw=False)
+    assert items[0] == "key2"
+    items[5] = [5]  # a forwarder drops seat 3 from the list to let the key reach it
+    with pytest.raises(KeyShareError):
+        accept_offer(msgpack.packb(items, use_bin_type=True), COMMUNE, MEMBERS.get, verify)
+    items[5] = [5, 3]  # not sorted: not canonical
+    with pytest.raises(KeyShareError):
+        accept_offer(msgpack.packb(items, use_bin_type=True), COMMUNE, MEMBERS.get, verify)
+    assert msgpack.unpackb(make_offer(HQ, COMMUNE, 1, 20).to_bytes())[0] == "key"  # no revocation: v1 bytes

@@ -70,6 +70,9 @@ class RosterWithHall:
     def member_by_node_id(self, node_id: str):
         return self.hall if node_id == self.hall.node_id else self._roster.member_by_node_id(node_id)
 
+    def revoked_short_ids(self) -> tuple[int, ...]:
+        return self._roster.revoked_short_ids()
+
 
 def sync_ip(src: Store, dst: Store) -> None:
     """What ordinary sync does when IP returns: dst takes every batch it lacks from src."""

@@ -32,15 +32,33 @@ class Links:
         return list(self.peers)
 
 
+class LinkedAreMembers:
+    """The roster as the link layer sees it: in a real node only members link, so the stand-in's
+    named link peers count as hall members (seat 2); everything else is the real roster."""
+
+    def __init__(self, roster, peers) -> None:
+        self._roster, self._peers = roster, set(peers)
+
+    def __getattr__(self, name):
+        return getattr(self._roster, name)
+
+    def member_by_node_id(self, node_id):
+        if node_id in self._peers:
+            return dataclasses.replace(self._roster.members()[0], short_id=2, role="hall", node_id=node_id)
+        return self._roster.member_by_node_id(node_id)
+
+
 class StubNode:
     def __init__(self, data_dir: Path, *, lora: LoraSettings | None, me=None, key=None, peers=()) -> None:
-        self.key, self.roster, self.me = load_membership(data_dir)
+        self.key, roster, self.me = load_membership(data_dir)
+        self.roster = LinkedAreMembers(roster, [*peers, "peer-a"])
         self.key = key or self.key
         self.me = me or self.me
         self.data_dir = data_dir
         self.cfg = dataclasses.replace(NodeConfig(), lora=lora)
         self.services, self.api_handlers, self.status_extras = {}, {}, {}
         self.link_listeners: list = []
+        self.roster_listeners: list = []
         self.links = Links(list(peers))
         self.sent: list[tuple[str, int, bytes]] = []
         self.gateway = None

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from meshmeet.membership.identity import KeyPair
 from meshmeet.meeting import meetings as m
 from meshmeet.sync.messages import NoChunk, Want, decode
-from meshmeet.sync.session import ChunkClaims, ChunkStored, SyncSession
+from meshmeet.sync.events import ChunkStored
+from meshmeet.sync.session import ChunkClaims, SyncSession
 from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in (11, 12, 13)]

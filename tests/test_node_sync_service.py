@@ -339,7 +339,7 @@ async def test_hostile_argument_values_never_raise_anything_but_api_errors(commu
     net, (hq, hall1, _) = commune
     mid = (await hq.api("meeting_create", {"title": "Họp"}))["id"]
     names = ["id", "title", "starts", "status", "current_item", "meeting_id", "position", "path", "name", "present",
-             "member", "rule", "motion_id", "choice", "count", "text", "urgent", "feedback_id", "state", "format"]
+             "member", "rule", "motion_id", "choice", "count", "text", "urgent", "feedback_id", "state", "format", "zalo"]
     for node in (hq, hall1):
         for api_name, handler in node.api_handlers.items():
             for key in names:

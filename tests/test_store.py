@@ -282,7 +282,7 @@ def test_v3_blob_clocks_merge_the_same_after_v4(tmp_path: Path) -> None:
     clock.t += 1
     hq.write("meetings", mid, {"title": "Mới"})  # newer than the v3 row: wins
     new = mk(RELAY, path)
-    assert new.version == LATEST_VERSION == 5
+    assert new.version == LATEST_VERSION == 6
     new.apply(logged(hq, mark))
     new.apply([decode_batch(early.body, early.sig)])  # earlier than the v3 ballot: wins (add-only)
     reference = mk(RELAY)

@@ -16,8 +16,8 @@ from meshmeet.store.batch import decode_batch, encode_batch
 from meshmeet.sync.messages import (Batch, Chunk, Hello, NoChunk, Vector, Want, decode, encode,
                                     vector_hash)
 from meshmeet.store.errors import ProtocolError
-from meshmeet.sync.session import (CHUNK_RETRY_S, Applied, BatchForged, ChangeRejected, ChunkRefused,
-                                   ChunkStored, InSync, ProtocolViolation, SyncSession)
+from meshmeet.sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, InSync, ProtocolViolation
+from meshmeet.sync.session import CHUNK_RETRY_S, SyncSession
 from meshmeet.sync.sim import SimNet
 from meshmeet.store.db import Store
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.tree import BadMessage, LinkCostInputs, Output, TreeChanged, TreeNode
-from meshmeet.tree.core import ROOT_REFRESH_S, ROOT_TIMEOUT_S
+from meshmeet.tree.outputs import ROOT_REFRESH_S, ROOT_TIMEOUT_S
 from meshmeet.tree.messages import Request, Update, decode, encode
 
 LAN = LinkCostInputs(0.001, 0.0, 100e6, False)

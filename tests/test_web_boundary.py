@@ -34,7 +34,10 @@ from meshmeet import api_token
 from meshmeet.api.doc_source import SourceRefused, open_operator_file, open_upload
 from meshmeet.web import boundary
 from meshmeet.api.contract import READ_APIS, dispatch_table, is_read_call
-from meshmeet.web.gateway import Hub, build_app
+from meshmeet.web.gateway import build_app
+
+# ---------------------------------------------------------------- pure: Host and Origin
+from meshmeet.web.hub import Hub
 
 # ---------------------------------------------------------------- pure: Host and Origin
 
@@ -419,6 +422,10 @@ def test_node_loopback_without_token_is_nobody(hq) -> None:
     assert status == 401 and body["error"]["code"] == "bad_token"
     status, body = _request(f"{hq.url}/api/doc_add", "POST", {"meeting_id": "m", "path": "/etc/hostname"})
     assert status == 403 and body["error"]["code"] == "local_only"
+    for name, args in (("recovery_release", {"code": "AAAA-AAAA"}), ("recovery_status", {}),
+                       ("recovery_deliver", {"shares": [{"to": "x", "sealed": "00"}]})):
+        status, body = _request(f"{hq.url}/api/{name}", "POST", args)  # a hall's share: never for a web page
+        assert status == 403 and body["error"]["code"] == "local_only", name
     assert _cli(hq, "meeting_create", {"title": "với token"})["id"]
 
 

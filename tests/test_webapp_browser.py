@@ -145,6 +145,9 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         chair.get_by_test_id("reply-text").first.fill("Xã sẽ trả lời trong buổi họp.")
         chair.get_by_test_id("reply-send").first.click()
         expect(chair.get_by_test_id("netmap-site")).to_have_count(2)
+        # each site's meshmeet version (node_versions, replicated), for updates over the mesh
+        from meshmeet import __version__
+        expect(chair.locator(f"[data-testid=netmap-site][data-version='{__version__}']")).to_have_count(2)
         chair.screenshot(path=str(ARTIFACTS / "webapp-chair.png"), full_page=True)
 
         tv = ctx.new_page()

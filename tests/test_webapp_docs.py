@@ -23,7 +23,8 @@ from aiohttp import web
 from meshmeet.store import chunks as chunking
 from meshmeet.api.contract import ApiError, dispatch_table
 from meshmeet.web.app import WebappOptions, WebappShared, make_setup
-from meshmeet.web.gateway import Hub, build_app
+from meshmeet.web.gateway import build_app
+from meshmeet.web.hub import Hub
 
 
 class DocStub:

@@ -16,7 +16,8 @@ from meshmeet.web import tls
 from meshmeet.api.contract import dispatch_table
 from meshmeet.web.app import WebappOptions, WebappShared, auth, make_setup
 from meshmeet.web.app import routes as routes_mod
-from meshmeet.web.gateway import CONTEXT_KEY, Hub, build_app
+from meshmeet.web.gateway import CONTEXT_KEY, build_app
+from meshmeet.web.hub import Hub
 
 PIN = "246810"
 TOKEN = "local-token-for-tests"

@@ -28,15 +28,16 @@ API_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 READ_APIS = frozenset({
     "status", "meetings", "meeting", "docs", "doc_readiness", "doc", "doc_chunk", "announcements",
-    "feedback_list", "speak_queue", "state", "roster", "webapp_info",
+    "feedback_list", "speak_queue", "state", "roster", "webapp_info", "slide_state", "citizen_wall", "citizen_board",
+    "citizen_inbox", "zalo_status", "release_versions",
 })
 """Calls that only read: the only ones a ``GET`` may make. Every other name changes something and
 must come as ``POST`` (a GET is what an ``<img src=>`` on any web page can send)."""
 
 
 def is_read_call(name: str, args: dict) -> bool:
-    """True for a call that changes nothing: READ_APIS, and ``floor`` asking only for the status."""
-    if name == "floor":
+    """True for a call that changes nothing: READ_APIS, and ``floor`` / ``ingest`` asking only for the status."""
+    if name in ("floor", "ingest"):
         return args.get("action", "status") == "status"
     return name in READ_APIS
 

@@ -267,8 +267,9 @@ class StateApi:
     async def announce(self, args: dict) -> dict:
         text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
         urgent = arg_bool(args, "urgent")
-        aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent))
-        out: dict[str, Any] = {"id": aid, "urgent": urgent}
+        zalo = arg_bool(args, "zalo")
+        aid = await self._write({"announcements"}, lambda: m.announce(self.store, text, urgent, zalo))
+        out: dict[str, Any] = {"id": aid, "urgent": urgent, "zalo": zalo}
         if urgent:
             out["lora"] = await self._lora_fallback(text, aid)
         return out
@@ -293,7 +294,7 @@ class StateApi:
         async with self.svc.lock:
             rows = self.store.rows("announcements")
         rows.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
-        return {"announcements": [{**r, "urgent": bool(r["urgent"])} for r in rows]}
+        return {"announcements": [{**r, "urgent": bool(r["urgent"]), "zalo": bool(r.get("zalo"))} for r in rows]}
 
     async def feedback(self, args: dict) -> dict:
         text = arg_str(args, "text", max_chars=MAX_TEXT_CHARS)
@@ -314,7 +315,9 @@ class StateApi:
         for r in sorted(replies, key=lambda r: (r["at"] or 0.0, r["id"])):
             by_fb.setdefault(r["feedback_id"], []).append({**r, "site": self._site(r["node"])})
         items.sort(key=lambda r: (-(r["at"] or 0.0), r["id"]))
-        return {"feedback": [{**f, "site": self._site(f["node"]), "replies": by_fb.get(f["id"], [])} for f in items]}
+        # A resident's sealed contact and short code never leave through this list (issue 17).
+        return {"feedback": [{**{k: v for k, v in f.items() if k not in ("contact", "code")},
+                              "site": self._site(f["node"]), "replies": by_fb.get(f["id"], [])} for f in items]}
 
     async def feedback_reply(self, args: dict) -> dict:
         fid = arg_id(args, "feedback_id")

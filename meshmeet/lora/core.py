@@ -20,6 +20,7 @@ from ..errors import MeshmeetError
 from .airtime import AirtimeBudget, LoraParams, time_on_air_s
 from .fragment import Reassembler, split
 from .frames import MAX_COUNTER, MAX_HOPS, Frame, FrameError, FrameKeys, decode_frame, encode_frame
+from .events import Acked, AirtimeReport, Delivered, Event, GaveUp
 from .messages import (
     ACKED_KINDS, BROADCAST, PRIORITY_OF, Ack, Kind, Message, MessageError, Priority,
     decode_message, encode_message, kind_of,
@@ -33,7 +34,7 @@ DEFAULT_MAX_RETRIES = 4
 MAX_QUEUE_FRAMES = 256
 RETRY_BACKOFF = 1.5
 MAX_DELIVERED_REMEMBERED = 4096
-AUTHORITY_KINDS = frozenset({Kind.ALERT, Kind.CONTROL})
+AUTHORITY_KINDS = frozenset({Kind.ALERT, Kind.CONTROL, Kind.SLIDE})
 
 
 @dataclass(frozen=True)
@@ -82,51 +83,6 @@ class CoreConfig:
             return self.ack_timeout_s
         per_hop = self.frame_airtime_s(self.mtu_bytes) * 2 + self.jitter_s
         return 2 * self.hop_limit * per_hop + 5.0
-
-
-# Events returned by the core -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Delivered:
-    """A message for this node (or broadcast), delivered once per (source, msg_id)."""
-
-    source: int
-    msg_id: int
-    dest: int
-    message: Message
-
-
-@dataclass(frozen=True)
-class Acked:
-    msg_id: int
-    by: int
-
-
-@dataclass(frozen=True)
-class GaveUp:
-    msg_id: int
-    missing: frozenset[int]
-
-
-Event = Delivered | Acked | GaveUp
-
-
-@dataclass(frozen=True)
-class AirtimeReport:
-    budget_s_per_hour: float
-    used_s: float
-    queued: dict[str, int]
-    frames_sent: int
-    airtime_sent_s: float
-
-    def as_dict(self) -> dict:
-        return {
-            "budget_s_per_hour": round(self.budget_s_per_hour, 3),
-            "used_s": round(self.used_s, 3),
-            "queued": dict(self.queued),
-            "frames_sent": self.frames_sent,
-            "airtime_sent_s": round(self.airtime_sent_s, 3),
-        }
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class Kind(IntEnum):
     ATTENDANCE = 5
     BEACON = 6
     DIGEST = 7
+    SLIDE = 8
 
 
 class Priority(IntEnum):
@@ -65,9 +66,11 @@ PRIORITY_OF: dict[Kind, Priority] = {
     Kind.ATTENDANCE: Priority.TALLY,
     Kind.BEACON: Priority.BEACON,
     Kind.DIGEST: Priority.BEACON,
+    Kind.SLIDE: Priority.CONTROL,
 }
 SIGNED_KINDS = frozenset({Kind.ALERT, Kind.TALLY})
-ACKED_KINDS = frozenset({Kind.ALERT, Kind.CONTROL, Kind.TALLY, Kind.ATTENDANCE})
+ACKED_KINDS = frozenset({Kind.ALERT, Kind.CONTROL, Kind.TALLY, Kind.ATTENDANCE, Kind.SLIDE})
+MAX_SLIDE_PAGE = 0xFFFF
 
 
 class ControlAction(IntEnum):
@@ -138,11 +141,22 @@ class Digest:
     digest: bytes
 
 
-Message = Union[Alert, Ack, Control, Tally, Attendance, Beacon, Digest]
+@dataclass(frozen=True)
+class Slide:
+    """The chair turned to `page` (0: the show ended) of the document whose id starts with `doc`
+    (its first 32 bits, statewatch.short_ref); `turn` counts HQ's page turns, so a late retry of an
+    older turn is not shown over a newer one."""
+
+    doc: int
+    page: int
+    turn: int
+
+
+Message = Union[Alert, Ack, Control, Tally, Attendance, Beacon, Digest, Slide]
 
 KIND_OF: dict[type, Kind] = {
     Alert: Kind.ALERT, Ack: Kind.ACK, Control: Kind.CONTROL, Tally: Kind.TALLY,
-    Attendance: Kind.ATTENDANCE, Beacon: Kind.BEACON, Digest: Kind.DIGEST,
+    Attendance: Kind.ATTENDANCE, Beacon: Kind.BEACON, Digest: Kind.DIGEST, Slide: Kind.SLIDE,
 }
 
 
@@ -165,6 +179,8 @@ def _fields(m: Message) -> list:
         return [m.role, m.version]
     if isinstance(m, Digest):
         return [m.seq, m.digest]
+    if isinstance(m, Slide):
+        return [m.doc, m.page, m.turn]
     raise TypeError(f"not a LoRa message: {m!r}")
 
 
@@ -182,7 +198,7 @@ def _from_fields(kind: Kind, f: list) -> Message:
         assert isinstance(base, Alert)
         return Alert(base.text, base.issued_at, f[2])
     want = {Kind.ALERT: 2, Kind.ACK: 2, Kind.CONTROL: 3, Kind.TALLY: 5,
-            Kind.ATTENDANCE: 3, Kind.BEACON: 2, Kind.DIGEST: 2}[kind]
+            Kind.ATTENDANCE: 3, Kind.BEACON: 2, Kind.DIGEST: 2, Kind.SLIDE: 3}[kind]
     if len(f) != want:
         raise MessageError("wrong field count")
     if kind is Kind.ALERT:
@@ -203,6 +219,8 @@ def _from_fields(kind: Kind, f: list) -> Message:
         return Attendance(*(_uint(x) for x in f))
     if kind is Kind.BEACON:
         return Beacon(_uint(f[0], 8), _uint(f[1], 8))
+    if kind is Kind.SLIDE:
+        return Slide(_uint(f[0]), _uint(f[1], 16), _uint(f[2]))
     if not isinstance(f[1], bytes) or len(f[1]) != 8:
         raise MessageError("bad digest")
     return Digest(_uint(f[0], 63), f[1])

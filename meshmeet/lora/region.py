@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,11 @@ from pathlib import Path
 from ..errors import ConfigError
 from .airtime import WINDOW_S, LoraParams
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "firmware-config"
+# In a checkout: the repository's firmware-config/. Installed from a wheel (the offline bundle): the
+# copy pyproject's data-files put under the venv, share/meshmeet/firmware-config.
+_CHECKOUT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "firmware-config"
+DEFAULT_CONFIG_DIR = (_CHECKOUT_CONFIG_DIR if _CHECKOUT_CONFIG_DIR.is_dir()
+                      else Path(sys.prefix) / "share" / "meshmeet" / "firmware-config")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import MeshmeetError
 from .messages import (
     ACKED_KINDS, BROADCAST, MAX_REF_BYTES, MAX_TEXT_BYTES, Alert, Attendance, Beacon, Control, ControlAction, Digest,
-    Message, Tally, kind_of,
+    Message, Slide, Tally, kind_of,
 )
 
 MAX_U32 = (1 << 32) - 1
@@ -129,4 +129,6 @@ def message_json(message: Message) -> dict:
         return out
     if isinstance(message, Beacon):
         return {"kind": kind, "role": message.role, "version": message.version}
+    if isinstance(message, Slide):
+        return {"kind": kind, "doc": message.doc, "page": message.page, "turn": message.turn}
     return {"kind": kind}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..meeting.tally import count_motion, head_counts
-from .messages import Attendance, Control, ControlAction, Message, Tally
+from .messages import MAX_SLIDE_PAGE, Attendance, Control, ControlAction, Message, Slide, Tally
 
 REF_HEX_DIGITS = 8  # a sync id's first 32 bits name it on LoRa
 CHOICES = ("yes", "no", "abstain")
@@ -42,6 +42,7 @@ class StateRows:
     motions: tuple[Row, ...] = ()
     attendance: tuple[Row, ...] = ()
     ballots: tuple[Row, ...] = ()
+    slides: tuple[Row, ...] = ()
 
 
 def _live_meetings(rows: StateRows) -> dict[str, Row]:
@@ -66,7 +67,21 @@ def control_messages(rows: StateRows) -> dict[Subject, Message]:
         if mid in live and motion.get("status") in ("open", "closed"):
             action = ControlAction.VOTE_OPEN if motion["status"] == "open" else ControlAction.VOTE_CLOSED
             out[("motion", motion["id"])] = Control(short_ref(mid), action, short_ref(motion["id"]))
+    slide = slide_message(rows.slides)
+    if slide is not None:
+        out[("slide", "")] = slide
     return out
+
+
+def slide_message(slides: Iterable[Row]) -> Slide | None:
+    """HQ's newest page turn (meshmeet/slides/state.py) as a LoRa SLIDE: the document's short ref,
+    the page, and the number of turns so far (a receiver never goes back to an older turn)."""
+    rows = [r for r in slides if isinstance(r.get("doc_id"), str) and type(r.get("page")) is int
+            and 0 <= r["page"] <= MAX_SLIDE_PAGE]
+    if not rows:
+        return None
+    newest = max(rows, key=lambda r: (r.get("at") or 0.0, str(r.get("id"))))
+    return Slide(short_ref(newest["doc_id"]), newest["page"], min(len(rows), (1 << 32) - 1))
 
 
 def hall_messages(node_id: str, rows: StateRows) -> dict[Subject, Message]:

@@ -13,7 +13,8 @@ from typing import Awaitable, Callable
 
 import trio
 
-from ..lora.core import Event, LoraCore
+from ..lora.core import LoraCore
+from ..lora.events import Event
 from ..lora.messages import BROADCAST, Message
 from .modem import Modem, ModemError
 

@@ -29,6 +29,7 @@ MAX_POSITION = 1_000_000      # an agenda item's position
 MAX_TIME_S = 10_000_000_000.0  # Unix seconds (year 2286); times are >= 0
 MAX_CHUNK_BYTES = 16 * CHUNK_BYTES
 MAX_MEMBER_CHARS = 64         # a member's name in a ballot's voter key ("@name")
+MAX_SLIDE_PAGE = 10_000       # a slide show's page number (1-based; 0 ends the show)
 NODE_ID_HEX = 16
 NAMESPACE_SEP = "-"
 _NODE_ID = re.compile(r"[0-9a-f]{16}")
@@ -38,8 +39,15 @@ AGENDA_STATES = frozenset({"pending", "current", "done", "skipped"})
 MOTION_STATES = frozenset({"open", "closed"})
 MOTION_RULES = frozenset({"majority", "two-thirds"})
 BALLOT_CHOICES = frozenset({"yes", "no", "abstain"})
+FEEDBACK_SOURCES = frozenset({"node", "hall_page", "zalo"})
+MAX_FEEDBACK_CHARS = 4000     # the API's bound (node/state_args.py); the hall page's is 1,000
+MAX_SEALED_BYTES = 1024       # citizens/sealed.py
+SHORT_CODE_CHARS = 8          # citizens/codes.py
+SHORT_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 SPEAK_STATES = frozenset({"waiting", "withdrawn", "speaking", "done"})
 HALL_SPEAK_STATES = frozenset({"waiting", "withdrawn"})
+# Where a node's update stands (meshmeet/node/release_service.py, docs/release.md).
+UPDATE_STATES = frozenset({"running", "fetching", "installed", "switching", "rolled_back", "refused", "failed"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class Col:
     self_only: bool = False  # the value must be the writing node's id
     required: bool = False
     hex_chars: int | None = None  # exactly this many lowercase hex digits
+    max_len: int | None = None  # at most this many characters (text) or bytes (blob)
+    alphabet: str | None = None  # every character from this set
     note: str = ""
 
 
@@ -90,9 +100,14 @@ COLUMNS: dict[str, dict[str, Col]] = {
         "count": Col(HQ_HALL, low=1, high=MAX_PEOPLE, required=True, note="`@member` voter: 1"),
         "at": Col(HQ_HALL, **_TIME),
     },
-    "announcements": {"text": Col(HQ), "urgent": Col(HQ, low=0, high=1), "at": Col(HQ, **_TIME)},
-    "feedback": {"node": Col(HQ_HALL, self_only=True), "meeting_id": Col(HQ_HALL), "text": Col(HQ_HALL),
-                 "at": Col(HQ_HALL, **_TIME)},
+    "announcements": {"text": Col(HQ), "urgent": Col(HQ, low=0, high=1), "at": Col(HQ, **_TIME),
+                      "zalo": Col(HQ, low=0, high=1, note="1: the Zalo bridge sends it to the OA's followers")},
+    "feedback": {"node": Col(HQ_HALL, self_only=True), "meeting_id": Col(HQ_HALL),
+                 "text": Col(HQ_HALL, max_len=MAX_FEEDBACK_CHARS), "at": Col(HQ_HALL, **_TIME),
+                 "source": Col(HQ_HALL, choices=FEEDBACK_SOURCES),
+                 "code": Col(HQ_HALL, max_len=SHORT_CODE_CHARS, alphabet=SHORT_CODE_ALPHABET,
+                             note="the resident's short code"),
+                 "contact": Col(HQ_HALL, max_len=MAX_SEALED_BYTES, note="sealed to HQ; never plain text")},
     "replies": {"feedback_id": Col(HQ), "node": Col(HQ, self_only=True), "text": Col(HQ), "at": Col(HQ, **_TIME)},
     "chat": {"meeting_id": Col(HQ_HALL), "node": Col(HQ_HALL, self_only=True), "text": Col(HQ_HALL),
              "at": Col(HQ_HALL, **_TIME)},
@@ -100,12 +115,18 @@ COLUMNS: dict[str, dict[str, Col]] = {
         "state": Col(HQ_HALL, choices=SPEAK_STATES, hall_choices=HALL_SPEAK_STATES),
         "requested_at": Col(HQ_HALL, **_TIME),
     },
+    "feedback_moderation": {"hidden": Col(HQ_HALL, low=0, high=1, required=True)},
     "doc_holdings": {"sha256": Col(ANY, required=True, hex_chars=64), "at": Col(ANY, **_TIME)},
+    "slides": {"doc_id": Col(HQ, required=True), "page": Col(HQ, low=0, high=MAX_SLIDE_PAGE, required=True,
+                                                            note="0 ends the show"),
+               "at": Col(HQ, required=True, **_TIME)},
+    "node_versions": {"version": Col(ANY, required=True), "state": Col(ANY, choices=UPDATE_STATES),
+                      "detail": Col(ANY), "at": Col(ANY, **_TIME)},
 }
 
 # Tables whose row id names the node that owns the row: a writer other than HQ may write only
 # rows whose id ends in "-<its node id>"; HQ may write any (its own meetings have plain ids).
-NAMESPACED: dict[str, str] = {"meetings": "id"}
+NAMESPACED: dict[str, str] = {"meetings": "id", "feedback_moderation": "feedback_id"}
 
 # What each table's rows mean for authority beyond the columns (for the docs table).
 STATE_NOTES: dict[str, str] = {
@@ -116,6 +137,9 @@ STATE_NOTES: dict[str, str] = {
                "or the motion is open, and within the node's check-in (tally.py)",
     "speaking_queue": "a hall only for itself, `waiting`/`withdrawn`; HQ for anyone",
     "attendance": "a node's head count is its latest check-in",
+    "slides": "the newest row (by `at`, then id) among a meeting's documents is the page every TV shows",
+    "feedback": "a resident's feedback from a hall page has an id `…-<hall node id>`",
+    "feedback_moderation": "a hall hides only feedback it received (id ends in `-<its node id>`)",
 }
 
 
@@ -148,6 +172,10 @@ def _values(c: Col) -> str:
         parts.append("= writer's node id")
     if c.hex_chars:
         parts.append(f"{c.hex_chars} hex digits")
+    if c.max_len is not None:
+        parts.append(f"at most {c.max_len:,} long")
+    if c.alphabet is not None:
+        parts.append("Crockford base 32")
     if c.required:
         parts.append("required")
     if c.note:

@@ -254,9 +254,13 @@ def close_motion(store: Store, motion_id: str) -> dict[str, Any]:
     return {**result, "closed": True}
 
 
-def announce(store: Store, text: str, urgent: bool = False) -> str:
+def announce(store: Store, text: str, urgent: bool = False, zalo: bool = False) -> str:
+    """`zalo`: the Zalo OA bridge sends it to the OA's followers (issue 17)."""
     aid = new_id()
-    store.write("announcements", aid, {"text": text, "urgent": int(urgent), "at": store.clock()})
+    values = {"text": text, "urgent": int(urgent), "at": store.clock()}
+    if zalo:
+        values["zalo"] = 1
+    store.write("announcements", aid, values)
     return aid
 
 
@@ -265,7 +269,7 @@ def feedback(store: Store, text: str, meeting_id: str | None = None) -> str:
         raise SyncError("Ý kiến không được để trống", "feedback must not be empty")
     fid = new_id()
     store.write("feedback", fid, {"node": store.node_id, "meeting_id": meeting_id, "text": text,
-                                  "at": store.clock()})
+                                  "at": store.clock(), "source": "node", "code": None, "contact": None})
     return fid
 
 

@@ -43,3 +43,13 @@ def started_meetings(store: Store) -> list[Row]:
 def urgent_announcements_since(store: Store, text: str, since: float) -> list[Row]:
     """Urgent announcements with exactly this text made at or after `since` (wall time)."""
     return store.rows("announcements", "text = ? AND urgent = 1 AND at >= ?", (text, since))
+
+
+def documents_of(store: Store, meeting_id: str) -> list[Row]:
+    """Live documents under one meeting id (also the `release` id, which is no meeting row)."""
+    return store.rows("documents", "meeting_id = ?", (meeting_id,))
+
+
+def holders(store: Store, doc_id: str) -> set[str]:
+    """Node ids that recorded holding a document whole (doc_holdings)."""
+    return {r["node"] for r in store.rows("doc_holdings", "doc_id = ?", (doc_id,))}

@@ -66,6 +66,8 @@ _TABLE_VI = {
     "documents": "tài liệu", "attendance": "điểm danh", "motions": "biểu quyết", "ballots": "phiếu",
     "announcements": "thông báo", "feedback": "ý kiến", "replies": "trả lời ý kiến", "chat": "trò chuyện",
     "speaking_queue": "lượt phát biểu", "doc_holdings": "tài liệu đã nhận đủ",
+    "feedback_moderation": "ẩn ý kiến khỏi TV",
+    "node_versions": "phiên bản của nút",
 }
 
 
@@ -112,6 +114,10 @@ class _ColCheck:
             return NOT_OWNER
         if c.hex_chars is not None and (len(value) != c.hex_chars or not set(value) <= _HEX):  # type: ignore[arg-type]
             return self.not_a_choice
+        if c.max_len is not None and len(value) > c.max_len:  # type: ignore[arg-type]
+            return self.out_of_range
+        if c.alphabet is not None and (type(value) is not str or not set(value) <= set(c.alphabet)):
+            return self.not_a_choice
         return None
 
 
@@ -136,6 +142,10 @@ def _compile(spec: TableSpec, index: int) -> _ColCheck:
         choice = missing = HALL_QUEUE
     elif spec.name == "doc_holdings" and column == "sha256":
         choice = missing = BAD_HOLDING
+    elif c.max_len is not None:
+        out = _bad(f"Giá trị {where_vi} dài tối đa {c.max_len}", f"{where_en} is at most {c.max_len} long")
+        choice = _bad(f"Giá trị {where_vi} có ký tự không hợp lệ", f"{where_en} holds characters it may not")
+        missing = _bad(f"Thiếu giá trị {where_vi}", f"{where_en} is required")
     else:
         allowed = "|".join(sorted(c.choices)) if c.choices else f"{c.hex_chars} chữ số hex / hex digits"
         choice = _bad(f"Giá trị {where_vi} phải là {allowed}", f"{where_en} must be {allowed}")
@@ -161,7 +171,7 @@ def _fits(c: Col, role: str, origin: str, column: list) -> bool:
             return False
     if c.self_only and set(values) != {origin}:
         return False
-    return c.hex_chars is None
+    return c.hex_chars is None and c.max_len is None and c.alphabet is None
 
 
 class Rules:
@@ -177,6 +187,9 @@ class Rules:
         self._checks = {s.tid: [_compile(s, i) for i in range(len(s.columns))] for s in specs.values()}
         # Per namespaced table: the index of the key part that names the owning node.
         self._namespaced = {s.tid: s.pk.index(NAMESPACED[s.name]) for s in specs.values() if s.name in NAMESPACED}
+        # Per add-only table: the columns every row names (those it had when it was made; a row
+        # from a node of an older schema leaves the later ones out, and they read as None).
+        self._base = {s.tid: {i for i, c in enumerate(s.columns) if c.since <= s.since} for s in specs.values()}
         self._ballots = next((s.tid for s in specs.values() if s.name == "ballots"), None)
         self._needs_table_check = {self._ballots, *(s.tid for s in specs.values() if s.name == "doc_holdings")}
 
@@ -207,7 +220,7 @@ class Rules:
             return BAD_KEY
         if not values:
             return EMPTY
-        if spec.kind == ADDONLY and len(values) != len(types):
+        if spec.kind == ADDONLY and not self._base[tid] <= values.keys():
             return WHOLE_ROW
         allowed = self._allowed[tid]
         checks = self._checks[tid]

@@ -187,6 +187,10 @@ class Roster:
     def is_revoked(self, short_id: int) -> bool:
         return short_id in self._revoked
 
+    def revoked_short_ids(self) -> tuple[int, ...]:
+        """Every revoked seat, sorted."""
+        return tuple(sorted(self._revoked))
+
     def seat(self, short_id: int) -> Seat | None:
         """The winning seat for a short id (two seats on one id: smallest signature wins)."""
         return min(self._seats.get(short_id, []), key=lambda s: s.signature, default=None)

@@ -13,11 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..api.state_api import StateApi
+from .clock_service import ClockService
+from .capability_service import CapabilityService
+from .ingest_service import IngestService
+from ..slides.service import SlidesService
+from .citizens_service import CitizensService
 from .lora_service import LoraService
 from .media_service import MediaService
+from .recovery_service import RecoveryService
+from .release_service import ReleaseService
 from .sync_service import SyncService
 from .tree_service import TreeService
 from .webapp_service import WebappService
+from .zalo_service import ZaloService
 
 if TYPE_CHECKING:
     from .node import Node
@@ -34,8 +42,16 @@ def assemble(node: "Node") -> list[Service]:
     """The node's services, in start order (see docs/architecture.md, "Services")."""
     tree = TreeService(node)                                # needs: links
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
+    caps = CapabilityService(node, sync=sync)               # needs: links; tells sync each peer's batch formats
     media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    ingest = IngestService(node, media=media)                # needs: media's presenter way in and its taps
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own
     webapp = WebappService(node, tree=tree)                 # needs: links, roster, tree parent
-    return [tree, sync, media, lora, webapp]
+    recovery = RecoveryService(node)                        # needs: links, roster, node key
+    slides = SlidesService(node, sync=sync, lora=lora)      # needs: store writes (HQ's turns), LoRa SLIDE listeners
+    citizens = CitizensService(node, sync=sync)             # needs: store writes, roster (HQ keys)
+    zalo = ZaloService(node, sync=sync)                     # needs: store reads and writes, roster
+    clock = ClockService(node)                              # needs: links (status["clock"] for the doctor)
+    release = ReleaseService(node, sync=sync)               # needs: links, roster, the store (releases are documents)
+    return [tree, sync, caps, media, ingest, lora, webapp, recovery, slides, citizens, zalo, clock, release]

@@ -82,7 +82,7 @@ class LinkManager:
         self._site_of = site_of
         self._on_message = on_message
         self._on_link_change = on_link_change
-        self._on_join = on_join
+        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}  # + "R"
         self._keepalive_s = keepalive_s
         self._rng = rng or random.Random()
         self.peers: dict[str, PeerRecord] = {}
@@ -163,6 +163,12 @@ class LinkManager:
         if record is None or record.link is None:
             return 0
         return record.link.outgoing_send.statistics().current_buffer_used
+
+    def close_peer(self, peer_node_id: str, reason: str) -> bool:
+        """close_link without waiting (a revoked member: its redials then fail the handshake)."""
+        if up := (peer_node_id in self.up_peers() and self._nursery is not None):
+            self._nursery.start_soon(self.close_link, peer_node_id, reason)  # type: ignore[union-attr]
+        return up
 
     def up_peers(self) -> list[str]:
         return [p.node_id for p in self.peers.values() if p.state == "up"]
@@ -276,12 +282,12 @@ class LinkManager:
             if not first:
                 return
             now = trio.current_time()
-            if first[0] == JOIN_FIRST_BYTE and self._on_join is not None:
+            if (special := self.first_byte_handlers.get(first[0])) is not None:  # join, HQ recovery
                 if self._join_rate.allow(source, now):
                     spoke()
-                    await self._on_join(stream, first)
+                    await special(stream, first)
                 else:
-                    log.info("join from %s refused: over %.1f/s", address, self.limits.joins_per_s)
+                    log.info("join/recovery from %s refused: over %.1f/s", address, self.limits.joins_per_s)
                 return
             if not self._handshake_rate.allow(source, now):
                 log.debug("handshake from %s refused: over %.1f/s", address, self.limits.handshakes_per_s)

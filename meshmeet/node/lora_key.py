@@ -4,8 +4,10 @@ HQ makes the key at its first run. It travels as an HQ-signed offer (`lora/keysh
 encrypted links (service 0x50): every node hands its offer to each link that comes up, and a
 member that takes a better offer stores it 0600 in DIR/lora.key and forwards it once to its other
 links. The LoRa service wires `on_link_change` and `on_offer` to the node and is told of each new
-key through `on_new_key`. This module must never take an offer that `accept_offer` refused, keep a
-new key it could not save, or open the modem.
+key through `on_new_key`. When the roster gains a revocation, HQ makes a new key whose offer names
+every revoked seat (`excluded`); no node hands an offer to a peer that is not a current member or
+that the offer excludes. This module must never take an offer that `accept_offer` refused, keep a
+new key it could not save, give a key to a revoked seat, or open the modem.
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ class CommuneLoraKey:
         self._on_new_key = on_new_key
         self.offer: KeyOffer | None = self._load()
         if self.offer is None and node.me.role == "hq":
-            self.offer = make_offer(node.key, node.roster.commune_id, node.me.short_id, int(time.time()))
+            self.offer = make_offer(node.key, node.roster.commune_id, node.me.short_id, int(time.time()),
+                                    excluded=node.roster.revoked_short_ids())
             self._save(self.offer)
             log.info("lora: made the commune LoRa key")
+        elif self._must_rotate():
+            self.rotate()  # a revocation arrived while this HQ was stopped
         self.ready = trio.Event()
         if self.offer is not None:
             self.ready.set()
@@ -60,10 +65,42 @@ class CommuneLoraKey:
     def _save(self, offer: KeyOffer) -> None:
         statefile.write_private(self._path, offer.to_bytes())
 
+    def _must_rotate(self) -> bool:
+        """HQ: a seat is revoked that the key held here was not made to exclude."""
+        if self.offer is None or self._node.me.role != "hq":
+            return False
+        return not set(self._node.roster.revoked_short_ids()) <= set(self.offer.excluded)
+
+    def rotate(self) -> KeyOffer:
+        """HQ: make, save and hand out a new key that excludes every revoked seat."""
+        node = self._node
+        issued = max(int(time.time()), self.offer.issued_at + 1 if self.offer else 0)
+        offer = make_offer(node.key, node.roster.commune_id, node.me.short_id, issued,
+                           excluded=node.roster.revoked_short_ids())
+        self._save(offer)
+        self.offer = offer
+        log.warning("lora: new commune LoRa key (revoked seats %s shut out)", list(offer.excluded))
+        self._on_new_key(offer)
+        for peer in node.links.up_peers():
+            self._hand(peer, offer)
+        return offer
+
+    def on_roster(self, entries: list) -> None:
+        """The roster grew: HQ rotates the key when a revocation came with it."""
+        if self._must_rotate():
+            self.rotate()
+
+    def _hand(self, peer: str, offer: KeyOffer) -> None:
+        """Send the offer to a link peer that is a current member the offer does not exclude."""
+        member = self._node.roster.member_by_node_id(peer)
+        if member is None or not offer.may_reach(member.short_id):
+            return
+        self._node.send(peer, services.LORA, offer.to_bytes())
+
     def on_link_change(self, peer: str, up: bool) -> None:
         """A link came up: hand it the offer held here, if any."""
         if up and self.offer is not None:
-            self._node.send(peer, services.LORA, self.offer.to_bytes())
+            self._hand(peer, self.offer)
 
     def on_offer(self, peer: str, body: bytes) -> None:
         """An offer arrived on service 0x50: keep it if it checks out and beats ours, then pass it on."""
@@ -85,4 +122,4 @@ class CommuneLoraKey:
         self.ready.set()
         for other in self._node.links.up_peers():
             if other != peer:
-                self._node.send(other, services.LORA, offer.to_bytes())
+                self._hand(other, offer)

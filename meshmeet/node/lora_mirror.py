@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
+from ..lora.messages import Slide
 from ..lora.requests import message_json
 from ..meeting import queries
 from ..lora.statewatch import RefIndex, StateRows, StateWatch, control_messages, hall_messages
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WATCH_S = 3.0  # how often the sync store is read to mirror meeting state over LoRa
+SLIDE_REPEAT_S = 2.0  # a page turn is sent once more after this long if it is still the newest (see run)
 ALERT_MATCH_S = 60.0  # an urgent announcement this recent with the alert's text is the one it mirrors
 
 Send = Callable[..., int]  # LoraService.send(message, *, dest=BROADCAST, ack_from=None) -> msg_id
@@ -46,6 +48,12 @@ class LoraStateMirror:
         self.watch = StateWatch()
         self.refs = RefIndex()  # maps refs received over LoRa back to local sync ids
         self.mirrored = 0  # state messages queued on LoRa because no IP link was up
+        self._poke = trio.Event()
+        self._repeat: tuple[float, Slide] | None = None  # (when, page turn) to send once more
+
+    def poke(self) -> None:
+        """Read the store now rather than at the next WATCH_S tick (a page turn should not wait)."""
+        self._poke.set()
 
     def already_synced(self, table: str, row_id: str) -> bool:
         """Whether sync already brought this row (False when the store is busy: better shown twice)."""
@@ -71,7 +79,8 @@ class LoraStateMirror:
     def _read_rows(self, store: Any) -> StateRows:
         def rows(table: str) -> tuple:
             return tuple(store.rows(table))
-        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"))
+        return StateRows(rows("meetings"), rows("agenda_items"), rows("motions"), rows("attendance"), rows("ballots"),
+                         rows("slides"))
 
     def _hq_short_ids(self) -> frozenset[int]:
         me = self._node.me.short_id
@@ -80,7 +89,11 @@ class LoraStateMirror:
     async def run(self) -> None:
         """Every WATCH_S: read the meeting state; while no IP link is up, send what changed."""
         while True:
-            await trio.sleep(WATCH_S)
+            wait_s = WATCH_S if self._repeat is None else max(0.0, min(WATCH_S, self._repeat[0] - trio.current_time()))
+            with trio.move_on_after(wait_s):
+                await self._poke.wait()
+            self._poke = trio.Event()
+            self._repeat_slide()
             if self._state is None:
                 continue
             rows = await self._state.read(self._read_rows)
@@ -102,3 +115,18 @@ class LoraStateMirror:
                     self._send(message, dest=dest, ack_from=frozenset({dest}))
                 self.mirrored += 1
                 log.info("lora: no IP link: sent %s", message_json(message))
+                if authority and isinstance(message, Slide):
+                    self._repeat = (trio.current_time() + SLIDE_REPEAT_S, message)
+
+    def _repeat_slide(self) -> None:
+        """A page turn goes out twice, SLIDE_REPEAT_S apart, unless a newer turn replaced it: one
+        lost frame (a collision with a beacon or an ack) would otherwise leave the TVs on the old
+        page until the acknowledgement timeout (~15 s at hop limit 6) brings a retry. Receivers
+        ignore a turn they already have (the `turn` counter), so the copy changes nothing there."""
+        if self._repeat is None or trio.current_time() < self._repeat[0]:
+            return
+        _, message = self._repeat
+        self._repeat = None
+        if self.watch.known.get(("slide", "")) == message and not self._node.links.up_peers() and self._modem_up():
+            self._send(message, ack_from=self._others())
+            self.mirrored += 1

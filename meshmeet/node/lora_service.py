@@ -31,7 +31,8 @@ from ..membership.identity import verify
 from ..lora_io import statefile
 from ..lora.alertlog import AlertLog
 from ..lora_io.check import LoraConfig
-from ..lora.core import Acked, CoreConfig, Delivered, Event, GaveUp, LoraCore, LoraPeers
+from ..lora.core import CoreConfig, LoraCore, LoraPeers
+from ..lora.events import Acked, Delivered, Event, GaveUp
 from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer
@@ -98,6 +99,7 @@ class LoraService:
         self.node = node
         self.settings: LoraSettings | None = getattr(node.cfg, "lora", None)
         self.dir = Path(node.data_dir)
+        self.core: LoraCore | None = None
         self.lora_key = CommuneLoraKey(node, on_new_key=self._on_new_key)
         self.state = "off" if self.settings is None else ("starting" if self.offer else "waiting_key")
         self.error: MeshmeetError | None = None
@@ -122,6 +124,7 @@ class LoraService:
                                       state=state)
         node.services[services.LORA] = self.lora_key.on_offer
         node.link_listeners.append(self.lora_key.on_link_change)
+        node.roster_listeners.append(self.lora_key.on_roster)
         node.status_extras["lora"] = self.status
         node.api_handlers["lora_alert"] = self.api_alert
         node.api_handlers["lora_send"] = self._api_send

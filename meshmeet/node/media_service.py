@@ -90,6 +90,7 @@ class MediaService:
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
         self._next_configs = math.inf
         self._hub: dict = {}
+        self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
         self._next_tick = trio.current_time()
         self._media_at = -math.inf  # when the last media chunk went through this node
@@ -252,6 +253,8 @@ class MediaService:
         for o in outs:
             if o.link == LOCAL:
                 self._publish(o.data)  # to the presenter page, through the hub
+                for tap in self.local_taps:
+                    tap(o.data)
             else:
                 self.node.send(o.link, services.MEDIA, o.data)
 

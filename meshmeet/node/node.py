@@ -24,6 +24,7 @@ from ..config import NodeConfig
 from ..membership.datadir import DataDir, load_membership, load_roster, save_roster
 from ..store.diskfull import DiskFull, is_disk_full
 from ..membership.join import JoinAccepted, JoinServer
+from ..membership.revocation import revocations_in, revoked_node_ids
 from ..membership.roster import Entry, RosterError, RosterGossip
 from ..api.contract import ApiCall, ApiError, dispatch_table
 from ..web.bridge import WebLimits, open_web_gateway
@@ -78,6 +79,7 @@ class Node:
         # Dispatch tables the services fill in when they are built (see compose.py):
         self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
         self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
+        self.roster_listeners: list[Callable[[list[Entry]], None]] = []  # fn(new entries) after the roster grew
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -198,6 +200,7 @@ class Node:
 
     def _roster_grew(self, entries: list[Entry], source: str | None) -> None:
         log.info("roster: %d new entries (now %d members)", len(entries), len(self.roster.members()))
+        self._close_revoked(entries)
         try:
             save_roster(self.data_dir, self.roster)
             self._roster_mtime = self._roster_file_mtime()
@@ -207,6 +210,15 @@ class Node:
             for peer in self.links.up_peers():
                 if peer != source:
                     self.send(peer, services.ROSTER, body)
+        for listener in self.roster_listeners:
+            listener(entries)
+
+    def _close_revoked(self, entries: list[Entry]) -> None:
+        """A revocation closes the link to the node on that seat at once (after the entry is passed on)."""
+        sids = [r.short_id for r in revocations_in(entries)]
+        for node_id in revoked_node_ids(self.roster, sids):
+            if self.links.close_peer(node_id, "revoked"):
+                log.warning("roster: seat revoked, closed the link to %s", node_id)
 
     def _roster_file_mtime(self) -> float:
         try:

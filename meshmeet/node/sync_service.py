@@ -44,8 +44,8 @@ from ..store.diskfull import DiskFull, free_bytes
 from ..meeting import meetings
 from ..store.chunks import CHUNK_BYTES
 from ..store.errors import SyncError
-from ..sync.session import (Applied, BatchForged, ChangeRejected, ChunkClaims, ChunkRefused, ChunkStored,
-                            Outgoing, ProtocolViolation, SyncSession)
+from ..sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Outgoing, ProtocolViolation
+from ..sync.session import ChunkClaims, SyncSession
 from ..store.db import Store
 from ..wire import services
 
@@ -98,6 +98,8 @@ class SyncService:
         self.adding: dict[str, Any] | None = None  # a document import in progress
         self._inbox: deque[tuple[str, str, bytes]] = deque()  # (kind, peer, body)
         self._changed_tables: set[str] = set()
+        # Other parts told which tables changed (called with the lock held; must not block).
+        self.change_listeners: list[Callable[[list[str]], None]] = []
         self._incomplete: set[str] | None = None  # documents not yet whole here; None: look at all
         self._chunks_arrived = False
         self._wake = trio.Event()
@@ -204,6 +206,11 @@ class SyncService:
                     self._open_session(peer, now)
                 else:
                     self._resync.add(peer)
+            elif kind == "formats":
+                p = self.peers.get(peer)
+                if p is not None and not p.session.closed:
+                    p.session.peer_batch_versions = frozenset(body)
+                    self._queue(peer, p.session.on_local_change(now))
             elif kind == "down":
                 self._drop(peer)
                 self._resync.discard(peer)
@@ -390,6 +397,11 @@ class SyncService:
         self._wake.set()
         return {"pieces_per_s": self.pace_pieces_per_s}
 
+    def peer_formats_changed(self, peer: str, batch_versions: frozenset[int], now: float) -> None:
+        """The peer told its batch formats (capability_service.py): its session sends only those."""
+        self._inbox.append(("formats", peer, bytes(sorted(v for v in batch_versions if 0 <= v < 256))))
+        self._wake.set()
+
     def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
         """The store gained batches or chunks: let every other session push what its peer lacks.
 
@@ -429,6 +441,8 @@ class SyncService:
         gateway = self.node.gateway
         tables = sorted(self._changed_tables)
         self._changed_tables.clear()
+        for listener in self.change_listeners:
+            listener(tables)
         if gateway is not None:
             gateway.try_publish(STATE_TOPIC, {"type": "state_changed", "tables": tables})
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import trio
 
 from ..tree import TreeNode
-from ..tree.core import Output, TreeChanged
+from ..tree.outputs import Output, TreeChanged
 from ..tree.cost import LinkCostInputs
 from ..api.contract import ApiError
 from ..wire import services

@@ -31,6 +31,7 @@ from ..errors import MeshmeetError
 from ..web import tls
 from ..api.contract import ApiError
 from ..wire import services
+from .cert_revocation import CertRevocation
 from ..web.app import WebappOptions, WebappShared, make_setup
 
 if TYPE_CHECKING:
@@ -141,10 +142,13 @@ class WebappService:
         self.certs_issued = 0
         self._pending_down: dict[str, str] = {}  # requester -> the neighbour its request came from
         self._cert_arrived = trio.Event()
+        self._reload_wanted = trio.Event()
+        self.revocation = CertRevocation(node, CERT_SERVICE, on_changed=lambda: self._reload_wanted.set())
         hostname = socket.gethostname()
         self.names = tls.node_names(hostname, tls.lan_addresses() + self._configured_ips())
         if node.me.role == "hq":
             self._ensure_hq_certs()
+            self.revocation.on_roster([])  # a revocation that arrived while HQ was stopped
         hosts = tuple(dict.fromkeys(list(self.names.dns) + [hostname] + list(node.cfg.allowed_hosts)))
         opts = WebappOptions(data_dir=node.data_dir, https_host=None if self.https is None else self.https[0],
                              https_port=0 if self.https is None else self.https[1],
@@ -153,6 +157,7 @@ class WebappService:
         node.api_handlers["webapp_info"] = self._api_info
         node.status_extras["webapp"] = self.status
         node.link_listeners.append(self._on_link)
+        node.link_listeners.append(self.revocation.on_link)
         node.services[CERT_SERVICE] = self._on_cert_message
 
     def _configured_ips(self) -> list[str]:
@@ -167,7 +172,8 @@ class WebappService:
                 tls.create_ca(self.data_dir, self.node.roster.commune_name or "")
                 log.info("webapp: created the commune CA in %s", self.data_dir)
             if not tls.cert_is_current(self.data_dir, self.names):
-                tls.issue_own_cert(self.data_dir, self.names, self.node.me.site)
+                cert = tls.issue_own_cert(self.data_dir, self.names, self.node.me.site)
+                self.revocation.record_issued(cert, self.node.me.short_id)
                 log.info("webapp: issued our HTTPS certificate for %s %s", self.names.dns, self.names.ips)
         except MeshmeetError as e:
             self.cert_error = e.en
@@ -196,6 +202,8 @@ class WebappService:
         return self.node.send(peer, CERT_SERVICE, encode_cert_message(CertRequest(self.node.key.node_id, csr)))
 
     def _on_cert_message(self, peer: str, body: bytes) -> None:
+        if self.revocation.handle(peer, body):
+            return
         try:
             msg = decode_cert_message(body)
         except CertMessageError as e:
@@ -238,6 +246,7 @@ class WebappService:
             cert = tls.sign_request(self.data_dir, req.csr, member.site)
         except tls.TlsError as e:
             return CertRefused(req.requester, e.vi, e.en)
+        self.revocation.record_issued(cert, member.short_id)
         self.certs_issued += 1
         log.info("webapp: issued an HTTPS certificate for %s (%s)", member.site, req.requester)
         return CertIssued(req.requester, cert, tls.ca_der(self.data_dir) or b"")
@@ -250,8 +259,14 @@ class WebappService:
         await gw.run_in_loop(listener.reload())
 
     async def run(self) -> None:
-        if self.node.me.role == "hq":
-            await trio.sleep_forever()
+        if self.node.me.role != "hq":
+            await self._get_cert()
+        while True:  # a new CRL (or certificate) on disk: new HTTPS connections use it
+            await self._reload_wanted.wait()
+            self._reload_wanted = trio.Event()
+            await self._reload_https()
+
+    async def _get_cert(self) -> None:
         delay = CERT_RETRY_FIRST_S
         while not tls.cert_is_current(self.data_dir, self.names):
             await trio.to_thread.run_sync(tls.node_key, self.data_dir)
@@ -263,7 +278,6 @@ class WebappService:
         while self.node.gateway is None:
             await trio.sleep(0.5)
         await self._reload_https()
-        await trio.sleep_forever()
 
     # ----- status and API ----------------------------------------------------------------------
 
@@ -292,6 +306,7 @@ class WebappService:
                             "current": tls.cert_is_current(self.data_dir, self.names)},
             "ca_fingerprint": tls.ca_fingerprint(self.data_dir),
             "certs_issued": self.certs_issued,
+            "revocation": self.revocation.status(),
             "uploads": self.shared.uploads,
             "logins_refused": self.shared.logins_refused,
             "last_seen": {p: round(t, 1) for p, t in self.last_seen.items()},

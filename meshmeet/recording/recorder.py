@@ -26,6 +26,7 @@ MAGIC = b"MMREC1\n\0"
 FSYNC_INTERVAL_S = 1.0
 DISK_RETRY_S = 5.0  # after records were dropped on a full disk, collect and write again after this long
 _REC = struct.Struct(">IQ")
+KIND_SLIDE_RECORD = 0x13  # the page on the hall TVs (meshmeet/slides/record.py): recorded with the media
 
 
 class RecordingError(MeshmeetError):
@@ -56,8 +57,9 @@ class Recorder:
         self.disk_full_at: float | None = None  # when records were last dropped; None: writing
 
     def add(self, data: bytes, now: float) -> None:
-        """Record a chunk or config (other kinds, and a config equal to the last one of its stream, are not)."""
-        if not data or data[0] not in (C.KIND_CHUNK, C.KIND_CONFIG):
+        """Record a chunk, config or slide record (other kinds, and a config equal to the last one of
+        its stream, are not)."""
+        if not data or data[0] not in (C.KIND_CHUNK, C.KIND_CONFIG, KIND_SLIDE_RECORD):
             return
         if data[0] == C.KIND_CONFIG:
             if len(data) < 2 or self._configs.get(data[1]) == data:

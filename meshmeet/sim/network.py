@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tree.core import Output, TreeChanged, TreeNode, TreeTimers
+from ..tree.core import TreeNode
+from ..tree.outputs import Output, TreeChanged, TreeTimers
 from ..tree.cost import LinkCostInputs
 from ..tree.forward import Forwarder
 from .observe import ConvergenceTracker, find_loop

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..tree.core import TreeTimers
+from ..tree.outputs import TreeTimers
 from .network import Simulator
 from .scenario import Scenario, load_scenario
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..tree.core import Output, TreeNode, TreeTimers
+from ..tree.core import TreeNode
+from ..tree.outputs import Output, TreeTimers
 from ..tree.cost import LinkCostInputs
 from .scenario import LinkSpec, Scenario
 

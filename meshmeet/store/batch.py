@@ -153,6 +153,13 @@ def encode_batch(key: KeyPair, first_seq: int, entries: Sequence[Entry]) -> Sign
                        entries[-1][0], base, packed)
 
 
+def batch_format(body: bytes) -> int | None:
+    """The format version of a held batch body (msgpack [version, ...]) without decoding it; None if unreadable."""
+    if len(body) >= 2 and 0x91 <= body[0] <= 0x9F and body[1] < 0x80:
+        return body[1]
+    return None
+
+
 def signed_bytes(version: int, body: bytes) -> bytes:
     """What the origin's Ed25519 signature covers, for a body of batch format `version`."""
     if version == BATCH_VERSION_V2:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import sqlite_utils
 
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 REPLAY_FLAG = "replay_log"  # local_state row: merge the whole change log again (set by migrations)
 LWW = "lww"
 ADDONLY = "addonly"
@@ -77,9 +77,12 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ballots", 7, ADDONLY, ("motion_id", "node", "voter"),
               _cols(("choice", TEXT), ("count", INTEGER), ("at", REAL)), HQ_HALL, owner="node"),
     TableSpec("announcements", 8, LWW, ("id",),
-              _cols(("text", TEXT), ("urgent", INTEGER), ("at", REAL)), HQ),
+              _cols(("text", TEXT), ("urgent", INTEGER), ("at", REAL), ("zalo", INTEGER, 6)), HQ),
+    # v6 (issue 17): where a feedback came from, the resident's short code, and the contact sealed
+    # to HQ (meshmeet/citizens/sealed.py): readable at HQ only; the receiving node keeps it locally.
     TableSpec("feedback", 9, ADDONLY, ("id",),
-              _cols(("node", TEXT), ("meeting_id", TEXT), ("text", TEXT), ("at", REAL)),
+              _cols(("node", TEXT), ("meeting_id", TEXT), ("text", TEXT), ("at", REAL),
+                    ("source", TEXT, 6), ("code", TEXT, 6), ("contact", BLOB, 6)),
               HQ_HALL, owner="node"),
     TableSpec("replies", 10, ADDONLY, ("id",),
               _cols(("feedback_id", TEXT), ("node", TEXT), ("text", TEXT), ("at", REAL)), HQ, owner="node"),
@@ -92,6 +95,18 @@ TABLES: tuple[TableSpec, ...] = (
     # writes its rows (relays too: they hold documents for the halls behind them).
     TableSpec("doc_holdings", 13, ADDONLY, ("doc_id", "node"), _cols(("sha256", TEXT), ("at", REAL)),
               ALL, owner="node", since=3),
+    # The page on every hall's TV (meshmeet/slides/): one row per page turn by HQ, the newest row of
+    # a meeting's documents is what is shown; the rows are also the show's history.
+    TableSpec("slides", 14, ADDONLY, ("id",), _cols(("doc_id", TEXT), ("page", INTEGER), ("at", REAL)),
+              HQ, since=6),
+    # A hall's secretary (or HQ) hides a resident's feedback from the TVs: a hall only feedback
+    # it received itself (namespaced ids, authority.NAMESPACED).
+    TableSpec("feedback_moderation", 15, LWW, ("feedback_id",), _cols(("hidden", INTEGER),), HQ_HALL, since=6),
+    # One row per node: the meshmeet version it runs and where its update stands (release_service.py),
+    # so HQ's status and the chair's network map show every node's version (docs/release.md).
+    TableSpec("node_versions", 16, LWW, ("node",),
+              _cols(("version", TEXT), ("state", TEXT), ("detail", TEXT), ("at", REAL)),
+              ALL, owner="node", since=6),
 )
 
 
@@ -160,7 +175,24 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(db: sqlite_utils.Database) -> None:
+    """Slides (issue 15), residents' feedback (issue 17: feedback.source/code/contact,
+    announcements.zalo, feedback_moderation) and node_versions (issue 16). New columns and tables
+    only: nothing already held changes meaning. Rows that arrived while this node ran an older
+    release were refused as an unknown table but their batches kept: the log is merged again so
+    they apply now."""
+    _create_table(db, specs_for(6)["slides"], 6)
+    for column, kind in (("source", str), ("code", str), ("contact", bytes)):
+        db["feedback"].add_column(column, kind)
+    db["announcements"].add_column("zalo", int)
+    _create_table(db, specs_for(6)["feedback_moderation"], 6)
+    # A local index (not replicated, not in the digest): the page finds a reply by its code.
+    db["feedback"].create_index(["code"], index_name="feedback_code")
+    _create_table(db, specs_for(6)["node_versions"], 6)
+    db.execute("INSERT OR REPLACE INTO local_state (name, value) VALUES (?, 1)", (REPLAY_FLAG,))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 def current_version(conn: sqlite3.Connection) -> int:

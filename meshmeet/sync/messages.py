@@ -126,8 +126,10 @@ def decode(data: bytes) -> Message:
         version, h = args
         if type(version) is not int or not isinstance(h, bytes) or len(h) != VECTOR_HASH_BYTES:
             raise ProtocolError("bad hello")
-        if version != PROTOCOL_VERSION:
+        if version < PROTOCOL_VERSION:
             raise ProtocolError(f"unsupported protocol version {version}")
+        # A higher version is read as this one: a newer node speaks version 1 to a peer until the
+        # peer's capabilities name the newer one (docs/protocol.md, "Compatibility").
         return Hello(h, version)
     if kind == VECTOR and len(args) == 1:
         raw = args[0]

@@ -19,11 +19,12 @@ input (hostile bytes become a ProtocolViolation event).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..store.batch import ForgedBatchError, SignedBatch, decode_batch
+from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2, ForgedBatchError, SignedBatch, batch_format, decode_batch
 from ..store.errors import ProtocolError
+from .events import (Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Event, InSync, Outgoing,
+                     ProtocolViolation)
 from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode,
                        encode, vector_hash)
 from ..store.db import Store
@@ -67,68 +68,9 @@ class ChunkClaims:
         return len(self._owner)
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """Bytes for the peer; `bulk` ones (documents) go behind everything live."""
-
-    data: bytes
-    bulk: bool = False
 
 
-@dataclass(frozen=True)
-class InSync:
-    """The peer's version vector hash equals ours."""
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A batch from the peer was merged into the store."""
-
-    origin: str
-    first_seq: int
-    last_seq: int
-    changes: int
-    rejected: int
-    tables: frozenset[str]
-
-
-@dataclass(frozen=True)
-class ChangeRejected:
-    """A signed change whose origin lacked authority (or that was malformed): not applied."""
-
-    origin: str
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class BatchForged:
-    """A batch whose signature does not verify: dropped."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ChunkStored:
-    sha256: bytes
-    pending_chunks: int
-
-
-@dataclass(frozen=True)
-class ChunkRefused:
-    """A chunk whose bytes do not hash to its name (it will be asked for again)."""
-
-    sha256: bytes
-
-
-@dataclass(frozen=True)
-class ProtocolViolation:
-    """The peer sent bytes that are not this protocol; the driver should close the link."""
-
-    reason: str
-
-
-Event = InSync | Applied | ChangeRejected | BatchForged | ChunkStored | ChunkRefused | ProtocolViolation
+LEGACY_BATCH_VERSIONS = frozenset({BATCH_VERSION_V2, BATCH_VERSION})  # what a peer without capabilities takes
 
 
 def _pieces(sha256: bytes, data: bytes) -> list[Chunk]:
@@ -159,6 +101,11 @@ class SyncSession:
         self.bytes_out = 0
         self.chunks_in = 0    # whole chunks received (stored, duplicate or corrupt)
         self.chunks_out = 0   # whole chunks sent to the peer
+        # Batch formats the peer accepts (wire/capabilities.py; LEGACY until it says): a batch in
+        # another format is withheld, with every later batch of its origin (the peer's vector
+        # stays gap-free), never sent for the peer to close the link on.
+        self.peer_batch_versions: frozenset[int] = LEGACY_BATCH_VERSIONS
+        self.withheld_batches = 0
 
     # ------------------------------------------------------------------ driver API
     def on_connect(self) -> list[Outgoing]:
@@ -342,12 +289,18 @@ class SyncSession:
         assert self.peer_vector is not None
         out = []
         held = self.store.batches_after(self.peer_vector, limit=MAX_BATCHES_PER_PUSH)
-        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH
+        blocked: set[str] = set()
         for b in held:
-            if b.first_seq in self._peer_ahead.get(b.origin, ()):
+            if b.first_seq in self._peer_ahead.get(b.origin, ()) or b.origin in blocked:
+                continue
+            if batch_format(b.body) not in self.peer_batch_versions:
+                blocked.add(b.origin)
+                self.withheld_batches += 1
                 continue
             out.append(Batch(b.body, b.sig))
             self._peer_holds(b.origin, b.first_seq, b.last_seq)
+        # more next round, unless all this round did was withhold (those would come back forever)
+        self._more_to_push = len(held) >= MAX_BATCHES_PER_PUSH and (bool(out) or not blocked)
         return self._out(out)
 
     def _peer_holds(self, origin: str, first_seq: int, last_seq: int) -> None:

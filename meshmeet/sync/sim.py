@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .session import Applied, ChunkStored, Event, Outgoing, SyncSession
+from .events import Applied, ChunkStored, Event, Outgoing
+from .session import SyncSession
 from ..store.db import Store
 
 

@@ -3,7 +3,8 @@
 This package must never open sockets or start event loops; drivers and the simulator feed it.
 """
 
-from .core import BadMessage, Output, TreeChanged, TreeNode, TreeTimers
+from .core import TreeNode
+from .outputs import BadMessage, Output, TreeChanged, TreeTimers
 from .cost import LinkCostInputs, link_cost
 from .forward import Broadcast, Forwarder, Forwarded
 from .messages import Request, TreeMessageError, Update, decode, encode

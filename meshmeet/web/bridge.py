@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 import trio
 
 from ..api.contract import ApiCall, ApiError, internal_error, node_stopping
-from .gateway import AppSetup, Hub, Payload, RoutesFactory, SlowClientPolicy, encode_payload
+from .gateway import AppSetup, RoutesFactory
+from .hub import Hub, Payload, SlowClientPolicy, encode_payload
 from .listen_guard import WebLimits
 from .serving import Served, serve_app, start_loop_thread
 

@@ -38,6 +38,8 @@ from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.recording.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
+from meshmeet.slides.record import KIND_SLIDE_RECORD
+from meshmeet.slides.record import record_json as slide_record_json
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class MediaHub:
         self._recording_name: str | None = None
         # stream byte -> latest (config, arrival): a new recording file starts with these
         self._last_configs: dict[int, tuple[bytes, float]] = {}
+        self._last_slide: tuple[bytes, float] | None = None  # the slide record a new file starts with
         self._checked_at = -1e18
         self.format_errors = 0
 
@@ -87,6 +90,11 @@ class MediaHub:
             return
         if data[0] == KIND_SOURCE_RESET:  # the floor moved: forget the old source's configs
             self.relay.set_source(NODE_LINK)
+            return
+        if data[0] == KIND_SLIDE_RECORD:  # the page on the TVs (meshmeet/slides/): recorded, not relayed
+            self._last_slide = (data, self._clock())
+            if self.recordings_dir is not None and self._recorder is not None:
+                self._recorder.add(data, self._clock())
             return
         try:
             if C.peek_kind(data) in C.UPSTREAM_KINDS:  # keyframe / audio rate requests: for the presenter
@@ -202,6 +210,8 @@ class MediaHub:
         if name != self._recording_name:  # a new file (not one recording sync replaced): decodable from its start
             for cfg, at in sorted(self._last_configs.values(), key=lambda x: x[1]):
                 self._recorder.add(cfg, at)
+            if self._last_slide is not None:
+                self._recorder.add(self._last_slide[0], now)
         self._recording_name = name
 
     # ---- subscribers -------------------------------------------------------------------
@@ -327,6 +337,9 @@ class MediaHub:
                     await asyncio.sleep(delay)
                 if ws.closed:
                     break
+                if rec.data[:1] == bytes((KIND_SLIDE_RECORD,)):  # to the TV page, as text
+                    await ws.send_str(slide_record_json(rec.data))
+                    continue
                 await ws.send_bytes(rec.data)
         except RecordingError as e:
             log.warning("replay %s: %s", meeting, e)

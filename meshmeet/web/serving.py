@@ -26,7 +26,8 @@ from aiohttp import web
 
 from ..errors import MeshmeetError
 from ..api.contract import ApiCall
-from .gateway import CONTEXT_KEY, AppSetup, Hub, InboundSend, RoutesFactory, SlowClientPolicy, build_app
+from .gateway import CONTEXT_KEY, AppSetup, InboundSend, RoutesFactory, build_app
+from .hub import Hub, SlowClientPolicy
 from .listen_guard import GuardedLoop, WebLimits
 
 AIOHTTP_SHUTDOWN_S = 2.0

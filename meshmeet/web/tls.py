@@ -33,6 +33,7 @@ CA_CERT_FILE = "ca.crt"
 TLS_DIR = "tls"
 NODE_KEY_FILE = "node.key"
 NODE_CERT_FILE = "node.crt"
+CRL_FILE = "crl.pem"  # written by web/crl.py
 CA_VALID_DAYS = 20 * 365
 LEAF_VALID_DAYS = 825
 RENEW_BEFORE_DAYS = 60
@@ -194,7 +195,8 @@ def _sign_leaf(data_dir: Path, public_key, names: NodeNames, subject: str) -> x5
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=LEAF_VALID_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)  # client too: a node may present it to another node's web app
         .add_extension(_san(names), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -326,8 +328,28 @@ def ca_fingerprint(data_dir: Path) -> str | None:
 
 
 def server_context(data_dir: Path) -> ssl.SSLContext:
-    """A TLS server context from this node's key and certificate (chain includes the CA)."""
+    """A TLS server context from this node's key and certificate (chain includes the CA).
+
+    A client may present a certificate (browsers need not): one that does not chain to the
+    commune CA, or that the commune CRL (DIR/tls/crl.pem, web/crl.py) revokes, fails the handshake.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(data_dir / TLS_DIR / NODE_CERT_FILE, data_dir / TLS_DIR / NODE_KEY_FILE)
+    refresh_context(ctx, data_dir)
     return ctx
+
+
+def refresh_context(ctx: ssl.SSLContext, data_dir: Path) -> None:
+    """(Re)load the node certificate, the commune CA and the CRL into `ctx`: new connections use them.
+
+    CRLs only grow and each new one has a later lastUpdate, which OpenSSL prefers among the CRLs of
+    one issuer in its store, so adding the new CRL to the same store is enough.
+    """
+    ctx.load_cert_chain(data_dir / TLS_DIR / NODE_CERT_FILE, data_dir / TLS_DIR / NODE_KEY_FILE)
+    if (data_dir / CA_CERT_FILE).exists():
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=str(data_dir / CA_CERT_FILE))
+        crl_path = data_dir / TLS_DIR / CRL_FILE
+        if crl_path.exists():
+            ctx.load_verify_locations(cafile=str(crl_path))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF

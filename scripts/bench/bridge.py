@@ -114,7 +114,9 @@ async def _api(name: str, args: dict) -> dict:
 async def _baseline_fanout(n: int, m: int, payload: bytes) -> dict:
     from aiohttp import web
 
-    from meshmeet.web.gateway import Hub, build_app
+    from meshmeet.web.gateway import build_app
+
+    from meshmeet.web.hub import Hub
 
     hub = Hub(client_queue_messages=m + 2)
     runner = web.AppRunner(build_app(_api, hub), access_log=None, shutdown_timeout=2)
@@ -161,7 +163,9 @@ async def _bridge_fanout(n: int, m: int, payload: bytes) -> dict:
 async def _baseline_echo(m: int, payload: bytes) -> dict:
     from aiohttp import web
 
-    from meshmeet.web.gateway import Hub, build_app
+    from meshmeet.web.gateway import build_app
+
+    from meshmeet.web.hub import Hub
 
     hub = Hub(client_queue_messages=m + 2)
 

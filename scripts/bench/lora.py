@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from test_lora_helpers import make_cores  # noqa: E402
 
 from meshmeet.lora.airtime import LoraParams, time_on_air_s  # noqa: E402
-from meshmeet.lora.core import Delivered  # noqa: E402
+from meshmeet.lora.events import Delivered  # noqa: E402
 from meshmeet.lora.frames import HEADER_BYTES, TAG_BYTES  # noqa: E402
 from meshmeet.lora.messages import (BROADCAST, Ack, Alert, Attendance, Beacon, Control,  # noqa: E402
                                     ControlAction, Digest, Tally, encode_message)

@@ -34,7 +34,8 @@ from meshmeet.membership.identity import KeyPair  # noqa: E402
 from meshmeet.node.sync_service import RECEIVE_GROUP_MAX_MESSAGES  # noqa: E402
 from meshmeet.store.batch import decode_batch  # noqa: E402
 from meshmeet.sync.messages import Batch, encode  # noqa: E402
-from meshmeet.sync.session import InSync, SyncSession  # noqa: E402
+from meshmeet.sync.events import InSync  # noqa: E402
+from meshmeet.sync.session import SyncSession  # noqa: E402
 from meshmeet.sync.sim import SimNet  # noqa: E402
 from meshmeet.store.db import Store  # noqa: E402
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scenarios"))
 from generate import commune_21, commune_126, province_1000  # noqa: E402
 
 from meshmeet.sim import EventSpec, Simulator, load_scenario  # noqa: E402
-from meshmeet.tree.core import TreeTimers  # noqa: E402
+from meshmeet.tree.outputs import TreeTimers  # noqa: E402
 
 GOAL_BYTES_PER_LINK_PER_MIN = 1024
 GOAL_FAILOVER_S = 2.0

@@ -33,11 +33,11 @@ TONE_S = 0.5
 
 def browser_missing_reason() -> str | None:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        return "chromium is not installed (run scripts/install-browser.sh)"
+        return "chromium is not installed (run scripts/install-system-deps.sh as root)"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "the playwright Python package is not installed (run scripts/install-browser.sh)"
+        return "the playwright Python package is not installed (run scripts/setup-venv.sh test)"
     return None
 
 

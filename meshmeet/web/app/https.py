@@ -2,7 +2,8 @@
 
 The gateway serves HTTP on localhost (the TV); tablets need a secure context, so the same app is
 also served over TLS on the configured LAN address. The certificate is reloaded in place when a
-hall receives (or renews) its certificate from HQ. This module must never build routes, and never
+hall receives (or renews) its certificate from HQ, and the commune CRL when a new one arrives
+(a client certificate it revokes then fails the handshake). This module must never build routes, and never
 touch the CA key: it only reads DIR/tls/node.{key,crt} through meshmeet.web.tls.
 """
 
@@ -52,9 +53,8 @@ class HttpsListener:
         try:
             if self._ctx is None:
                 self._ctx = tls.server_context(self.data_dir)
-            else:  # new connections use the new certificate; open ones keep theirs
-                self._ctx.load_cert_chain(self.data_dir / tls.TLS_DIR / tls.NODE_CERT_FILE,
-                                          self.data_dir / tls.TLS_DIR / tls.NODE_KEY_FILE)
+            else:  # new connections use the new certificate and CRL; open ones keep theirs
+                tls.refresh_context(self._ctx, self.data_dir)
         except (OSError, ssl.SSLError, tls.TlsError) as e:
             self.error = f"certificate unusable: {e}"
             log.error("HTTPS: %s", self.error)

@@ -12,16 +12,22 @@ from collections.abc import Mapping
 
 CHAIR_APIS = frozenset({
     "meeting_create", "meeting_update", "agenda_add", "agenda_update", "doc_add", "motion_open",
-    "motion_close", "announce", "feedback_reply", "briefing", "lora_alert", "lora_send",
+    "motion_close", "announce", "feedback_reply", "briefing", "lora_alert", "lora_send", "slide_show",
+    "feedback_hide", "citizen_inbox", "zalo_status", "zalo_retry",
 })
 """Calls that change the meeting for everyone: without the local token they need a chair session."""
 
-LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace"})
-"""Only with the local token: doc_add names a file on the node (browsers use the upload route)."""
+LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace", "release_publish",
+                             "recovery_deliver", "recovery_release", "recovery_status",
+                             "citizen_submit", "citizen_lookup", "zalo_webhook"})
+"""Only with the local token: doc_add and release_publish name a file on the node (browsers use the
+upload route; a release is published with `meshmeet release publish`, which holds the admin key);
+citizen_submit/citizen_lookup only through the resident page's routes (web/citizens_page.py), which
+check the form and apply the rate limits first."""
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:
-    """Chair-only: CHAIR_APIS, and `floor` unless it is a GET asking only for the status."""
-    if name == "floor":
+    """Chair-only: CHAIR_APIS, and `floor` / `ingest` unless it is a GET asking only for the status."""
+    if name in ("floor", "ingest"):
         return method != "GET" or query.get("action", "status") != "status"
     return name in CHAIR_APIS

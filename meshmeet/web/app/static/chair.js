@@ -164,8 +164,10 @@
     }));
     q("[data-testid=floor-revoke]").addEventListener("click", () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "release" })));
     onSubmit("[data-testid=announce-form]", () => act("[data-testid=announce-msg]", async () => {
-      await MM.api("announce", { text: q("[data-testid=announce-text]").value, urgent: q("[data-testid=announce-urgent]").checked });
-      q("[data-testid=announce-text]").value = ""; q("[data-testid=announce-urgent]").checked = false;
+      const zalo = q("[data-testid=announce-zalo]");
+      await MM.api("announce", { text: q("[data-testid=announce-text]").value, urgent: q("[data-testid=announce-urgent]").checked,
+        zalo: !!(zalo && zalo.checked) });
+      q("[data-testid=announce-text]").value = ""; q("[data-testid=announce-urgent]").checked = false; if (zalo) zalo.checked = false;
     }));
     const conn = q("[data-testid=conn-state]");
     MM.watchState(refresh, (s) => { conn.className = "conn " + s; conn.textContent = t(s); });

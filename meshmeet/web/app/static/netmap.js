@@ -1,5 +1,5 @@
 // The network map on /chair: this node in the middle, every roster site around it, a line per
-// link coloured by quality (RTT), with layer, media transport (UDP datagrams or TCP), loss and jitter, and last seen. Built as SVG DOM (text nodes only).
+// link coloured by quality (RTT), with each node's meshmeet version and update state, layer, media transport (UDP datagrams or TCP), loss and jitter, and last seen. Built as SVG DOM (text nodes only).
 window.MMNetmap = (() => {
   const NS = "http://www.w3.org/2000/svg";
   const W = 640, H = 420, R = 150;
@@ -28,6 +28,12 @@ window.MMNetmap = (() => {
     const media = Object.fromEntries(((status.media || {}).links || []).map((l) => [l.peer, l]));
     const seen = (status.webapp || {}).last_seen || {};
     const tree = status.tree || {};
+    const versions = (status.release || {}).nodes || {};  // node_versions: every node's version and update state
+    const versionLine = (id) => {
+      const v = versions[id];
+      if (!v) return null;
+      return `${t("version")} ${v.version}${v.state && v.state !== "running" ? " · " + t("update_" + v.state) : ""}`;
+    };
     const peers = Object.keys(info.sites || {}).filter((id) => id !== me.id);
     for (const l of links) if (!peers.includes(l.peer)) peers.push(l.peer);
     const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-testid": "netmap-svg", "aria-label": t("netmap") });
@@ -48,7 +54,7 @@ window.MMNetmap = (() => {
       svg.appendChild(s("line", attrs));
     }
     const node = (x, y, label, lines, self, id) => {
-      const g = s("g", { "data-testid": "netmap-site", "data-node": id });
+      const g = s("g", { "data-testid": "netmap-site", "data-node": id, "data-version": (versions[id] || {}).version || "" });
       g.appendChild(s("circle", { cx: x, cy: y, r: self ? 26 : 18, fill: self ? "#0b3d2e" : "#fff", stroke: "#0b3d2e", "stroke-width": 3 }));
       const halo = { "paint-order": "stroke", stroke: "#fbfbf8", "stroke-width": 5, "stroke-linejoin": "round" };
       // Labels go on the outer side of the node (above it in the upper half) so links never cross them.
@@ -69,9 +75,10 @@ window.MMNetmap = (() => {
         m.transport === "datagram" && m.loss != null ? " · " + t("loss") + " " + (m.loss * 100).toFixed(1) + " %" : ""}${
         m.transport === "datagram" && m.jitter_ms != null ? " · " + t("jitter") + " " + Math.round(m.jitter_ms) + " ms" : ""}`);
       lines.push(`${t("last_seen")}: ${l && l.state === "up" ? t("link_up") : ago(seen[p], t)}`);
+      if (versionLine(p)) lines.push(versionLine(p));
       svg.appendChild(node(x, y, (info.sites || {})[p] || (l && l.site) || p, lines, false, p));
     }
-    svg.appendChild(node(cx, cy, me.site || t("you"), [t("you")], true, me.id || "self"));
+    svg.appendChild(node(cx, cy, me.site || t("you"), [t("you"), versionLine(me.id)].filter(Boolean), true, me.id || "self"));
     container.replaceChildren(svg);
   }
   return { draw };

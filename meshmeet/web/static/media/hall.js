@@ -61,7 +61,12 @@ function connect() {
   ws.onopen = () => { connected = true; reconnectMs = 500; };
   ws.onmessage = (ev) => {
     lastMsgMs = performance.now();
-    if (typeof ev.data === "string") return;
+    if (typeof ev.data === "string") {  // replay: a slide record of the recording, for the TV page around us
+      if (replay && window.parent !== window) {
+        try { const m = JSON.parse(ev.data); if (m.type === "slide") window.parent.postMessage(m, location.origin); } catch (e) { /* not ours */ }
+      }
+      return;
+    }
     worker.postMessage(ev.data, [ev.data]);
   };
   ws.onclose = () => {

@@ -1,4 +1,5 @@
 // Presenter page: capture camera + microphone, encode with WebCodecs, send chunks to the node.
+// Picture: a camera (an HDMI capture card is one too) or, for a laptop's slides, the screen (getDisplayMedia).
 // Audio: AudioWorklet at 48 kHz mono -> AudioEncoder (Opus, 20 ms). Video: two VideoEncoders
 // (640x360, 320x180), VP8 or H.264 by isConfigSupported, L1T3, keyframe every 2 s and on request.
 // Audio bitrate: the chosen preset is a ceiling; an audio rate request from the relays (a hall link
@@ -286,10 +287,20 @@ async function start() {
   try {
     st.t0 = performance.now();
     const camId = $("cam").value, micId = $("mic").value;
-    st.stream = await navigator.mediaDevices.getUserMedia({
-      audio: { deviceId: micId ? { exact: micId } : undefined, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      video: { deviceId: camId ? { exact: camId } : undefined, width: 640, height: 360, frameRate: 20 },
-    });
+    const audio = { deviceId: micId ? { exact: micId } : undefined, echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+    if ($("video-source").value === "screen") {
+      // a laptop's slides: the screen (or one window) from getDisplayMedia, the voice from the microphone;
+      // frames of any size are scaled to 640x360 and 320x180 like a camera's
+      const screen = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 20, width: 1280, height: 720 }, audio: false });
+      const mic = await navigator.mediaDevices.getUserMedia({ audio });
+      st.stream = new MediaStream([...mic.getAudioTracks(), ...screen.getVideoTracks()]);
+      screen.getVideoTracks()[0].addEventListener("ended", () => { if (st.running) stop(); });  // "Stop sharing"
+    } else {
+      st.stream = await navigator.mediaDevices.getUserMedia({
+        audio,
+        video: { deviceId: camId ? { exact: camId } : undefined, width: 640, height: 360, frameRate: 20 },
+      });
+    }
     $("preview").srcObject = st.stream;
     await listDevices();
     st.ws = await openSocket();

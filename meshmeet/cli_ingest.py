@@ -1,0 +1,70 @@
+"""`meshmeet ingest URL | --listen PORT [--protocol rtsp] [--bind IP] | stop | status`: relay an
+upstream conference (the province's) to every hall (talks to the running node's `ingest` API).
+
+This module only parses arguments and prints; it must never check sources itself beyond
+argument syntax (the node does, meshmeet/ingest/source.py) nor touch media.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+
+def _describe(st: dict) -> str:
+    state = st.get("state")
+    names = {"idle": ("không tiếp sóng", "not relaying"), "starting": ("đang mở nguồn", "opening the source"),
+             "live": ("đang tiếp sóng", "relaying"), "retrying": ("đang thử lại", "retrying"),
+             "stalled": ("nguồn im lặng", "the source is silent")}
+    vi, en = names.get(state, (state, state))
+    line = f"Tiếp sóng: {vi} / ingest: {en}"
+    if st.get("source"):
+        line += f" — {st['source']}"
+    err = st.get("error")
+    if err:
+        line += f"\n  {err.get('vi')} / {err.get('en')}"
+        if st.get("next_try_in_s") is not None:
+            line += f" (thử lại sau {st['next_try_in_s']} s / retry in {st['next_try_in_s']} s)"
+    if st.get("video") or st.get("audio"):
+        line += f"\n  nguồn / source: {st.get('video') or '-'}, {st.get('audio') or '-'} → {st.get('codec')} + opus"
+    return line
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .cli import api_call
+    from .errors import MeshmeetError
+
+    target = args.target
+    if target in ("stop", "status"):
+        if args.listen is not None:
+            raise MeshmeetError("--listen đi với việc bắt đầu, không đi với stop/status",
+                                "--listen goes with starting, not with stop/status")
+        body: dict | None = {"action": target} if target == "stop" else None
+    elif args.listen is not None:
+        if target:
+            raise MeshmeetError("Cần URL hoặc --listen, không cả hai", "give a URL or --listen, not both")
+        body = {"action": "start", "listen": args.listen, "protocol": args.protocol, "bind": args.bind}
+    elif target:
+        body = {"action": "start", "url": target}
+    else:
+        raise MeshmeetError("Cần địa chỉ nguồn: meshmeet ingest rtmp://… (hoặc --listen CỔNG, stop, status)",
+                            "a source is needed: meshmeet ingest rtmp://… (or --listen PORT, stop, status)")
+    st = api_call(args.data_dir, "ingest", body)
+    print(json.dumps(st, ensure_ascii=False) if args.json else _describe(st))
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]
+                 ) -> dict[str, Callable[[argparse.Namespace], int]]:
+    help_text = ("tiếp sóng hội nghị cấp trên tới mọi hội trường / relay an upstream conference to every hall "
+                 "(rtmp://, rtsp://, srt://, https://….m3u8, or --listen PORT for a push)")
+    c = subparsers.add_parser("ingest", help=help_text, description=help_text)
+    c.add_argument("target", nargs="?", default="", help="URL, stop, or status")
+    c.add_argument("--listen", type=int, default=None, metavar="PORT",
+                   help="nhận luồng đẩy tới cổng này / receive a pushed stream on this port")
+    c.add_argument("--protocol", choices=["rtmp", "rtsp"], default="rtmp", help="with --listen (default rtmp)")
+    c.add_argument("--bind", default="0.0.0.0", help="with --listen: the address to listen on (default 0.0.0.0)")
+    add_data_dir(c)
+    c.add_argument("--json", action="store_true")
+    return {"ingest": cmd_ingest}

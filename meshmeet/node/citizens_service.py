@@ -1,0 +1,222 @@
+"""The resident feedback page's node plugin: its API handlers, the contact book and its retention.
+
+Registers `citizen_submit`, `citizen_lookup`, `citizen_board`, `citizen_wall` (what the page and the
+TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI: web/app/policy.py), and
+mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY for browsers: only the
+page's own routes reach them, after the form checks and rate limits. Contacts go into the node's
+contact book and, sealed to HQ, into the replicated row; every hour contacts older than the
+retention are deleted here (HQ's too). This module must never put a contact in a reply to a page
+or a TV, and never touch the store outside the sync service's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import trio
+
+from ..citizens import codes
+from ..meeting import citizens as ops
+from ..citizens.contacts import ContactBook
+from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
+from ..citizens.sealed import Contact, seal, unseal
+from ..citizens.settings import read_settings
+from ..store.diskfull import DiskFull
+from ..meeting.errors import NotFound
+from ..store.errors import AuthorityError, SyncError
+from ..api.contract import ApiError
+from ..web.citizens_page import PageOptions, ResidentSite, make_page_setup
+from ..api.state_args import arg_bool, arg_id, arg_str, not_found
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .sync_service import SyncService
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600.0
+DAY_S = 86_400.0
+
+
+@dataclass
+class _Job:
+    """One checked submission waiting for the group commit."""
+
+    text: str
+    source: str
+    contact: Contact
+    sealed: bytes | None
+    done: trio.Event = field(default_factory=trio.Event)
+    fid: str = ""
+    code: str = ""
+    error: Exception | None = None
+
+
+class CitizensService:
+    def __init__(self, node: "Node", *, sync: "SyncService") -> None:
+        self.node = node
+        self._svc = sync
+        self.settings = read_settings(node.data_dir)
+        self.book = ContactBook(node.data_dir)
+        self.submitted = 0
+        self.purged = 0
+        self._jobs: list[_Job] = []
+        self._have_jobs = trio.Event()
+        node.api_handlers.update({
+            "citizen_submit": self.submit, "citizen_lookup": self.lookup, "citizen_board": self.board,
+            "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
+        })
+        self.site = ResidentSite()
+        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=self.settings.listen),
+                                               self.site))
+        node.status_extras["citizens"] = self.status
+
+    @property
+    def _sync(self) -> "SyncService":
+        return self._svc
+
+    async def _write(self, tables: set[str], fn: Callable[[Any], Any]) -> Any:
+        svc = self._sync
+        async with svc.lock:
+            svc.check_writable(trio.current_time())
+            try:
+                result = fn(svc.store)
+            except DiskFull:
+                svc.note_disk_full(trio.current_time())
+                raise
+            except AuthorityError as e:
+                raise ApiError(403, "not_authorised", e.vi, e.en) from None
+            except NotFound as e:
+                raise ApiError(404, "not_found", e.vi, e.en) from None
+            except SyncError as e:
+                raise ApiError(400, "bad_request", e.vi, e.en) from None
+            svc.local_changed(trio.current_time(), tables=tables)
+            return result
+
+    def _hq_keys(self) -> dict[str, bytes]:
+        return {m.node_id: m.public_key for m in self.node.roster.members() if m.role == "hq"}
+
+    async def submit(self, args: dict) -> dict:
+        """A checked form from the page (web/citizens_page.py); checked again here."""
+        try:
+            text = clean_text(arg_str(args, "text", max_chars=MAX_TEXT_CHARS * 4) or "", "text", MAX_TEXT_CHARS,
+                              multiline=True)
+            name = clean_text(arg_str(args, "name", required=False) or "", "name", MAX_NAME_CHARS, multiline=False)
+            phone = clean_phone(arg_str(args, "phone", required=False) or "")
+        except FormError as e:
+            raise ApiError(e.status, e.code, e.vi, e.en) from None
+        source = arg_str(args, "source", required=False, choices=("hall_page", "zalo")) or "hall_page"
+        zalo_user = arg_str(args, "zalo_user_id", required=False, max_chars=64) if source == "zalo" else None
+        contact = Contact(name or None, phone, zalo_user)
+        job = _Job(text, source, contact, None if contact.empty() else seal(contact, self._hq_keys()))
+        self._jobs.append(job)
+        self._have_jobs.set()
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        self.submitted += 1
+        return {"id": job.fid, "code": codes.show(job.code)}
+
+    async def _writer(self) -> None:
+        """Group commit: every submission waiting when the lock comes free goes into one transaction
+        (one signed batch, one commit, one push to the peers) instead of one each."""
+        while True:
+            await self._have_jobs.wait()
+            self._have_jobs = trio.Event()
+            jobs, self._jobs = self._jobs, []
+            try:
+                await self._write({"feedback"}, lambda st: self._write_jobs(st, jobs))
+                self.book.put_many([(j.fid, j.contact, time.time()) for j in jobs if not j.contact.empty()])
+            except ApiError as e:
+                for j in jobs:
+                    j.error = e
+            except DiskFull as e:
+                for j in jobs:
+                    j.error = e
+            finally:
+                for j in jobs:
+                    j.done.set()
+
+    @staticmethod
+    def _write_jobs(store: Any, jobs: list["_Job"]) -> None:
+        with store.batch():
+            for j in jobs:
+                j.fid, j.code = ops.submit(store, j.text, j.source, j.sealed)
+
+    async def lookup(self, args: dict) -> dict:
+        code = codes.read_code(arg_str(args, "code", max_chars=32) or "")
+        if code is None:
+            raise ApiError(400, "bad_code", "Mã tra cứu gồm 8 ký tự, ví dụ 7KQ2-M9XD",
+                           "a short code has 8 characters, e.g. 7KQ2-M9XD")
+        svc = self._sync
+        async with svc.lock:
+            found = ops.lookup(svc.store, code)
+        if found is None:
+            not_found("ý kiến có mã", "feedback with code", codes.show(code))
+        return found
+
+    async def board(self, args: dict) -> dict:
+        svc = self._sync
+        async with svc.lock:
+            return ops.board(svc.store, time.time())
+
+    async def wall(self, args: dict) -> dict:
+        svc = self._sync
+        async with svc.lock:
+            return {"feedback": ops.wall(svc.store)}
+
+    async def hide(self, args: dict) -> dict:
+        fid = arg_id(args, "feedback_id")
+        hidden = arg_bool(args, "hidden", True)
+        await self._write({"feedback_moderation"}, lambda st: ops.set_hidden(st, fid, hidden))
+        return {"feedback_id": fid, "hidden": hidden}
+
+    async def inbox(self, args: dict) -> dict:
+        """HQ's inbox of residents' feedback with their contacts (opened here, within the retention)."""
+        svc = self._sync
+        async with svc.lock:
+            rows = ops.inbox_rows(svc.store)
+        cutoff = time.time() - self.settings.retention_days * DAY_S
+        out = []
+        for r in rows:
+            blob = r.pop("contact", None)
+            contact = self.book.get(r["id"])
+            if contact is None and blob and (r["at"] or 0.0) >= cutoff:
+                contact = unseal(blob, self.node.key.node_id, self.node.key.signing_key)
+                if contact is not None:
+                    self.book.put(r["id"], contact, r["at"] or time.time())
+            r.pop("code", None)
+            member = self.node.roster.member_by_node_id(r["node"])
+            out.append({**r, "site": member.site if member else "",
+                        "contact": None if contact is None else
+                        {"name": contact.name, "phone": contact.phone, "zalo": contact.zalo_user_id is not None}})
+        return {"feedback": out}
+
+    def status(self) -> dict:
+        return {"submitted": self.submitted, "contacts_purged": self.purged,
+                "retention_days": self.settings.retention_days, "residents_port": self.site.port,
+                "residents_error": self.site.error}
+
+    def purge_now(self) -> int:
+        n = self.book.purge(time.time() - self.settings.retention_days * DAY_S)
+        self.purged += n
+        return n
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            await self._purge_loop()
+
+    async def _purge_loop(self) -> None:
+        try:
+            while True:
+                n = self.purge_now()
+                if n:
+                    log.info("citizens: deleted %d contacts past the %g-day retention", n,
+                             self.settings.retention_days)
+                await trio.sleep(PURGE_EVERY_S)
+        finally:
+            self.book.close()

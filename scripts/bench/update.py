@@ -1,0 +1,232 @@
+"""Benchmark: a new release reaching every node of a commune over the mesh (real processes in
+network namespaces, each node run by `meshmeet supervise` from its own release root).
+
+HQ publishes a development bundle (the source tree plus incompressible padding, --bundle-mib)
+with `meshmeet release publish`; every node fetches it as documents, verifies, installs and
+restarts into it. Figures:
+  all_running_s     publish -> every node's /api/status reports the new version (healthy)
+  hq_tx_bytes       bytes that left HQ's interfaces meanwhile (all its links, restarts included)
+  api_down_max_s    the longest gap between two answers of any node's /api/status (polled every 0.2 s)
+Baseline, same run, same link: one plain TCP transfer of the bundle over HQ's uplink (HQ -> t1).
+Goals (issue 16): all_running_s <= 1.5 x baseline, hq_tx_bytes <= 2 x bundle, api_down_max_s <= 10.
+Topology (default `update-7`): HQ has one 10 Mbit/s uplink (to t1); halls t1..t6 on LAN and one
+4G hop. Run under `flock /tmp/meshmeet-netns.lock` (needs root, ip, tc).
+Usage: python scripts/bench/update.py [--json] [--bundle-mib 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from meshmeet import __version__  # noqa: E402
+from meshmeet.release.devbundle import make_source_bundle  # noqa: E402
+from meshmeet.sim.scenario import load_scenario  # noqa: E402
+from meshmeet.testbed import netns  # noqa: E402
+from meshmeet.testbed.bed import Testbed  # noqa: E402
+from meshmeet.testbed.plan import HTTP_HOST, HTTP_PORT, make_plan  # noqa: E402
+
+RUN = "upd"
+UPLINK_BPS = 10e6
+POLL_S = 0.2
+GUARD_S = 900.0
+BASELINE_PORT = 7999
+TOPOLOGY = {
+    "name": "update-7",
+    "nodes": [{"id": "hq", "role": "hq"}] + [{"id": f"t{i}"} for i in range(1, 7)],
+    "links": [
+        {"a": "hq", "b": "t1", "kind": "fibre", "bandwidth_bps": UPLINK_BPS, "delay_s": 0.01},
+        {"a": "t1", "b": "t2", "kind": "lan"}, {"a": "t1", "b": "t3", "kind": "lan"},
+        {"a": "t2", "b": "t3", "kind": "lan"}, {"a": "t2", "b": "t4", "kind": "lan"},
+        {"a": "t3", "b": "t5", "kind": "lan"}, {"a": "t4", "b": "t6", "kind": "4g", "loss": 0.0},
+    ],
+}
+
+
+def _next_version(version: str) -> str:
+    parts = [int(p) for p in version.split(".")]
+    parts[-1] += 1
+    return ".".join(map(str, parts))
+
+
+class SupervisedBed(Testbed):
+    """The testbed, with each node run by `meshmeet supervise --root WORK/roots/NODE`."""
+
+    def start_node(self, node: str) -> None:
+        host = self.plan.host(node)
+        root = self.work / "roots" / node
+        proc = self._spawn(f"node-{node}", host.netns, ["-m", "meshmeet", "supervise", "--root", str(root),
+                                                        "--data-dir", str(self.data_dir(node))])
+        self.procs[node] = proc
+        self.pids[f"node:{node}"] = proc.pid
+        self.stopped.discard(node)
+        self._save_state()
+
+    def cli_in(self, node: str, *args: str, timeout: float = 600) -> str:
+        argv = ["ip", "netns", "exec", self.plan.host(node).netns, self.python, "-m", "meshmeet", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"meshmeet {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+def tx_bytes(bed: Testbed, node: str) -> int:
+    def read() -> int:
+        total = 0
+        # /proc/thread-self/net: this thread's namespace (/sys/class/net shows the mount's)
+        for line in Path("/proc/thread-self/net/dev").read_text().splitlines()[2:]:
+            name, fields = line.split(":", 1)
+            if name.strip() != "lo":
+                total += int(fields.split()[8])
+        return total
+    return netns.in_netns(bed.plan.host(node).netns, read)
+
+
+def baseline_s(bed: Testbed, size: int) -> float:
+    """One plain TCP transfer of `size` bytes from HQ to t1 over the uplink."""
+    link = bed.plan.link("hq", "t1")
+    addr = link.addr_of("t1")
+    ready, done = threading.Event(), {}
+
+    def serve() -> None:
+        with socket.create_server((addr, BASELINE_PORT)) as srv:
+            ready.set()
+            conn, _ = srv.accept()
+            got = 0
+            with conn:
+                while chunk := conn.recv(1 << 16):
+                    got += len(chunk)
+            done["got"] = got
+
+    t = threading.Thread(target=netns.in_netns, args=(bed.plan.host("t1").netns, serve), daemon=True)
+    t.start()
+    ready.wait(10)
+
+    def send() -> float:
+        block = bytes(1 << 16)
+        start = time.monotonic()
+        with socket.create_connection((addr, BASELINE_PORT), timeout=60) as s:
+            left = size
+            while left > 0:
+                n = min(left, len(block))
+                s.sendall(block[:n])
+                left -= n
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+        return time.monotonic() - start
+    elapsed = netns.in_netns(bed.plan.host("hq").netns, send)
+    t.join(30)
+    return round(elapsed, 3)
+
+
+class ApiWatch:
+    """Polls every node's /api/status from inside its namespace; longest gap between answers."""
+
+    def __init__(self, bed: Testbed, nodes: list[str]) -> None:
+        self.bed, self.stop = bed, threading.Event()
+        self.last_ok: dict[str, float] = {}
+        self.max_gap: dict[str, float] = {n: 0.0 for n in nodes}
+        self.version: dict[str, str | None] = {n: None for n in nodes}
+        self.threads = [threading.Thread(target=netns.in_netns, args=(bed.plan.host(n).netns, self._poll, n),
+                                         daemon=True) for n in nodes]
+
+    def _poll(self, node: str) -> None:
+        import urllib.request
+        url = f"http://{HTTP_HOST}:{HTTP_PORT}/api/status"
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    st = json.loads(r.read())
+                now = time.monotonic()
+                if node in self.last_ok:
+                    self.max_gap[node] = max(self.max_gap[node], now - self.last_ok[node])
+                self.last_ok[node] = now
+                self.version[node] = (st.get("release") or {}).get("version")
+            except (OSError, ValueError):
+                pass
+            time.sleep(POLL_S)
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+
+def run(bundle_mib: int, work: Path) -> dict:
+    bed = SupervisedBed(make_plan(load_scenario(TOPOLOGY), RUN), work)
+    nodes = [h.node for h in bed.plan.hosts]
+    new = _next_version(__version__)
+    bundle = make_source_bundle(work / "bundle.tar", new, pad_bytes=bundle_mib << 20)
+    size = bundle.stat().st_size
+    try:
+        bed.prepare()
+        bed.up()
+        for n in nodes:
+            bed.wait_api(n, guard_s=180)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not all(
+                any(l["state"] == "up" for l in bed.status(n)["links"]) for n in nodes):
+            time.sleep(0.5)
+        base = baseline_s(bed, size)
+        watch = ApiWatch(bed, nodes)
+        watch.start()
+        time.sleep(2)
+        tx0 = tx_bytes(bed, "hq")
+        t0 = time.monotonic()
+        bed.cli_in("hq", "release", "publish", str(bundle), "--data-dir", str(bed.data_dir("hq")), "--version", new)
+        reached: dict[str, float] = {}
+        while time.monotonic() - t0 < GUARD_S and len(reached) < len(nodes):
+            for n in nodes:
+                if n not in reached and watch.version[n] == new:
+                    reached[n] = round(time.monotonic() - t0, 2)
+            time.sleep(0.2)
+        all_s = max(reached.values()) if len(reached) == len(nodes) else None
+        tx = tx_bytes(bed, "hq") - tx0
+        time.sleep(3)  # a last gap closes
+        watch.stop.set()
+        down = {n: round(g, 2) for n, g in watch.max_gap.items()}
+    finally:
+        bed.down()
+    return {"topology": TOPOLOGY["name"], "nodes": len(nodes), "uplink_bps": UPLINK_BPS, "bundle_bytes": size,
+            "new_version": new, "baseline_send_once_s": base, "all_running_s": all_s,
+            "all_running_ratio": round(all_s / base, 2) if all_s else None,
+            "per_node_running_s": reached, "hq_tx_bytes": tx, "hq_tx_ratio": round(tx / size, 2),
+            "api_down_max_s": max(down.values()), "api_down_s": down,
+            "goals": {"all_running_ratio": 1.5, "hq_tx_ratio": 2.0, "api_down_max_s": 10.0}}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--bundle-mib", type=int, default=32)
+    args = parser.parse_args(argv)
+    why = netns.missing_requirements()
+    if why:
+        print(f"update benchmark cannot run here: {why}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mm-bench-update-") as tmp:
+        r = run(args.bundle_mib, Path(tmp))
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"Update over the mesh: {r['nodes']} real nodes ({r['topology']}), bundle {r['bundle_bytes'] / 2**20:.1f} MiB, "
+          f"HQ uplink {r['uplink_bps'] / 1e6:.0f} Mbit/s")
+    print(f"{'figure':<28} {'value':>10} {'ratio':>8} {'goal':>8}")
+    print(f"{'baseline: send once (s)':<28} {r['baseline_send_once_s']:>10} {'1.00':>8} {'':>8}")
+    print(f"{'every node on new (s)':<28} {str(r['all_running_s']):>10} {str(r['all_running_ratio']):>8} {'<=1.5':>8}")
+    print(f"{'bytes HQ sent':<28} {r['hq_tx_bytes']:>10} {r['hq_tx_ratio']:>8} {'<=2.0':>8}")
+    print(f"{'longest API downtime (s)':<28} {r['api_down_max_s']:>10} {'':>8} {'<=10':>8}")
+    print(f"per node (s): {r['per_node_running_s']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""The layout stays true: sans-IO cores import no driver, event loop or I/O framework; only the bridge
+mixes trio and asyncio; the API never imports the web server; no module is over 400 lines.
+
+Imports are read from the source (ast), relative ones resolved; those under `if TYPE_CHECKING:` are
+types only and do not count. docs/architecture.md, "Layers", says why each rule holds.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "meshmeet"
+
+# Sans-IO cores: bytes, events and `now` in; bytes, events and deadlines out.
+CORES = ("wire", "tree", "sync", "store", "meeting", "membership", "media", "lora")
+# What runs the cores: event loops, sockets, serial ports, files, processes, the command line.
+DRIVERS = ("node", "web", "api", "lora_io", "recording", "testbed", "sim", "cli", "cli_lora", "cli_media",
+           "cli_state", "cli_webapp", "demo", "__main__")
+LOOPS = ("trio", "asyncio", "aiohttp", "zeroconf", "serial")
+MAX_LINES = 400
+# Modules over MAX_LINES, each to be split; shrink this list, never grow it.
+TOO_LONG = {
+    "meshmeet/media/relay.py",          # being changed by the media datagram work (issue 13): split after it lands
+    "meshmeet/node/media_service.py",   # likewise
+    "meshmeet/web/media_routes.py",     # likewise (the hub side of the same work)
+    "meshmeet/web/bridge.py",           # the ONE module importing trio and asyncio: its pipes cannot leave it
+    "meshmeet/store/db.py",             # issue 14 follow-up: the receive path (apply/replay) into its own module
+    "meshmeet/node/sync_service.py",    # issue 14 follow-up: the full-disk state machine into its own module
+    "meshmeet/node/lora_service.py",    # issue 14 follow-up: the counter/replay state file into its own module
+    "meshmeet/sim/network.py",          # issue 14 follow-up: one Simulator class; links and windows out
+    "meshmeet/testbed/bed.py",          # issue 14 follow-up: one Testbed class; faults and polling out
+}
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "static" not in p.parts)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names of the modules `path` imports at run time (TYPE_CHECKING blocks excluded)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for other in child.orelse:
+                    visit(other)
+                continue
+            if isinstance(child, ast.Import):
+                out.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    name = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    name = child.module or ""
+                out.add(name)
+                out.update(f"{name}.{alias.name}" for alias in child.names)  # `from pkg import module`
+            visit(child)
+
+    visit(tree)
+    return out
+
+
+def top(name: str) -> str:
+    """The first component of an import (`trio`), or the meshmeet package it is in (`meshmeet.node`)."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "meshmeet" and len(parts) > 1 else parts[0]
+
+
+def layer_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) in CORES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_cores_import_no_driver_and_no_event_loop(path: Path) -> None:
+    bad = sorted({top(name) for name in imports(path)}
+                 & ({f"meshmeet.{d}" for d in DRIVERS} | set(LOOPS)))
+    assert not bad, f"{path.relative_to(ROOT)} is a sans-IO core but imports {bad}"
+
+
+def test_only_the_bridge_imports_both_trio_and_asyncio() -> None:
+    tops = {p: {top(n) for n in imports(p)} for p in modules()}
+    both = [str(p.relative_to(ROOT)) for p, t in tops.items() if "trio" in t and t & {"asyncio", "aiohttp"}]
+    assert both == ["meshmeet/web/bridge.py"]
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) == "api"], ids=lambda p: p.name)
+def test_the_api_never_imports_the_web_server(path: Path) -> None:
+    tops = {top(name) for name in imports(path)}
+    assert not tops & {"aiohttp", "asyncio", "meshmeet.web"}, f"{path.name} imports {tops & {'aiohttp', 'asyncio', 'meshmeet.web'}}"
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) == "web"], ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_web_side_never_reaches_into_the_node(path: Path) -> None:
+    tops = {top(name) for name in imports(path)}
+    assert not tops & {"meshmeet.node", "meshmeet.store", "meshmeet.meeting"}, f"{path.name}: {tops}"
+
+
+def test_no_module_is_over_400_lines() -> None:
+    over = {str(p.relative_to(ROOT)): n for p in modules()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert set(over) <= TOO_LONG, {k: v for k, v in over.items() if k not in TOO_LONG}
+    assert not TOO_LONG - set(over), f"now short enough, take them off TOO_LONG: {sorted(TOO_LONG - set(over))}"
+
+
+def test_the_checker_sees_relative_imports_and_skips_type_checking(tmp_path: Path) -> None:
+    # The rules above are only as good as `imports`: it must resolve relative imports and the
+    # `from pkg import module` form, and ignore imports made for type hints only.
+    probe = PACKAGE / "tree" / "core.py"
+    names = imports(probe)
+    assert any(n.startswith("meshmeet.tree.") for n in names)
+    service = imports(PACKAGE / "node" / "sync_service.py")
+    assert "meshmeet.node.node" not in service  # imported under TYPE_CHECKING only
+    assert "meshmeet.meeting.meetings" in service  # `from ..meeting import meetings`
