@@ -91,7 +91,8 @@ def test_release_reaches_every_node_and_a_broken_one_is_rolled_back(tmp_path: Pa
         wait_for(lambda: running(nodes, NEXT), f"every node back on {NEXT}")
         for n in nodes:
             assert broken in n.state_file()["bad"]
-            assert n.release()["state"] == "rolled_back"
+        # the node restarted on the old version reports the rollback once it has read the state file
+        wait_for(lambda: all(n.release()["state"] == "rolled_back" for n in nodes), "rolled_back in every status")
         # A build that starts but never serves: the supervisors switch to it, the health check fails
         # within its bound, and they go back to the previous version by themselves (a real restart).
         hanging = _next(NEXT, 2)
