@@ -72,31 +72,37 @@ def add_document(store: Store, meeting_id: str, source: Path | BinaryIO, name: s
     own = isinstance(source, (str, Path))
     stream: BinaryIO = open(source, "rb") if own else source  # type: ignore[arg-type]
     try:
-        whole = hashlib.sha256()
-        hashes: list[bytes] = []
-        size = 0
-
-        def pieces():
-            nonlocal size
-            for h, data in chunking.split(stream):
-                size += len(data)
-                if size > chunking.MAX_DOCUMENT_BYTES:
-                    raise SyncError("Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
-                whole.update(data)
-                hashes.append(h)
-                yield h, data
-
-        doc = new_id()
-        with store.batch():
-            store.store_chunks(pieces())
-            store.write("documents", doc, {
-                "meeting_id": meeting_id, "name": name or Path(getattr(stream, "name", "document")).name,
-                "size": size, "sha256": whole.hexdigest(), "chunk_bytes": chunking.CHUNK_BYTES,
-                "chunks": chunking.join_hashes(hashes)})
-        return doc
+        return store_document(store, meeting_id, stream, name or Path(getattr(stream, "name", "document")).name)
     finally:
         if own:
             stream.close()
+
+
+def store_document(store: Store, meeting_id: str, stream: BinaryIO, name: str,
+                   max_bytes: int | None = chunking.MAX_DOCUMENT_BYTES) -> str:
+    """Chunk `stream` into the store and write its `documents` row under `meeting_id` (not checked:
+    releases use an id that is no meeting row); None for `max_bytes` takes any size."""
+    whole = hashlib.sha256()
+    hashes: list[bytes] = []
+    size = 0
+
+    def pieces():
+        nonlocal size
+        for h, data in chunking.split(stream):
+            size += len(data)
+            if max_bytes is not None and size > max_bytes:
+                raise SyncError("Tài liệu quá lớn (tối đa 200 MB)", "document too large (200 MB at most)")
+            whole.update(data)
+            hashes.append(h)
+            yield h, data
+
+    doc = new_id()
+    with store.batch():
+        store.store_chunks(pieces())
+        store.write("documents", doc, {
+            "meeting_id": meeting_id, "name": name, "size": size, "sha256": whole.hexdigest(),
+            "chunk_bytes": chunking.CHUNK_BYTES, "chunks": chunking.join_hashes(hashes)})
+    return doc
 
 
 def documents(store: Store, meeting_id: str) -> list[dict[str, Any]]:

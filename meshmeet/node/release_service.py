@@ -30,8 +30,7 @@ from .. import __version__
 from ..release.layout import ROOT_ENV, Layout
 from ..release.manifest import (MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, RELEASE_MEETING, Manifest, ReleaseError,
                                 check_bundle, check_manifest, parse_manifest)
-from ..meeting import queries
-from ..store import chunks as chunking
+from ..meeting import meetings, queries
 from ..store.chunks import parse_hashes
 from ..store.errors import SyncError
 from ..api.contract import ApiError
@@ -268,28 +267,8 @@ class ReleaseService:
 
 
 def _add_release_document(store, name: str, stream) -> str:
-    """Like meetings.add_document, under the release meeting id (which is no meeting row)."""
-    from ..meeting.meetings import new_id
-
-    whole = hashlib.sha256()
-    hashes: list[bytes] = []
-    size = 0
-
-    def pieces():
-        nonlocal size
-        for h, data in chunking.split(stream):
-            size += len(data)
-            whole.update(data)
-            hashes.append(h)
-            yield h, data
-
-    doc = new_id()
-    with store.batch():
-        store.store_chunks(pieces())
-        store.write("documents", doc, {"meeting_id": RELEASE_MEETING, "name": name, "size": size,
-                                       "sha256": whole.hexdigest(), "chunk_bytes": chunking.CHUNK_BYTES,
-                                       "chunks": chunking.join_hashes(hashes)})
-    return doc
+    """A release file as a document under the release meeting id (which is no meeting row), any size."""
+    return meetings.store_document(store, RELEASE_MEETING, stream, name, max_bytes=None)
 
 
 def _write_document(store, doc_id: str, path: Path) -> bytes:
