@@ -34,7 +34,7 @@ from ..api.contract import ApiError
 from ..api.state_args import arg_id, arg_int
 from . import record, state
 from .render import RenderFailed, Renderer
-from .web import slides_web_setup
+from ..web.slides_routes import slides_web_setup
 
 if TYPE_CHECKING:
     from ..node.lora_service import LoraService
