@@ -7,6 +7,7 @@ is a bug. This module must never implement protocol or storage logic itself.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -92,12 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("scenario", type=Path)
     c.add_argument("--json", action="store_true")
 
-    for module in EXTRA_COMMAND_MODULES:
-        try:
-            mod = __import__(f"meshmeet.{module}", fromlist=["add_commands"])
-        except ImportError:
-            continue
-        COMMANDS.update(mod.add_commands(sub, data_dir))
+    for module in EXTRA_COMMAND_MODULES:  # a module that fails to import is an error, not a missing command
+        COMMANDS.update(importlib.import_module(f"meshmeet.{module}").add_commands(sub, data_dir))
 
     c = cmd("config", "cấu hình / configuration")
     c.add_argument("--example", action="store_true", help="print a full, commented example config")
