@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import CHROMIUM, browser_missing_reason
+from browser.media_fixtures import launch_page_browser
 from browser.webapp_nodes import CHAIR_PIN
 from test_citizens_nodes import api, hq_and_hall, residents_url
 
@@ -28,17 +28,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 @pytest.fixture(scope="module")
 def browser():
-    reason = browser_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                               args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                                     "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
+    yield from launch_page_browser()
 
 
 def test_resident_feedback_from_a_phone_to_hq_and_back(browser, tmp_path: Path) -> None:

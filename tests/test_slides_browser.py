@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser.media_fixtures import CHROMIUM, browser_missing_reason  # noqa: E402
+from browser.media_fixtures import launch_page_browser  # noqa: E402
 from browser.webapp_nodes import CHAIR_PIN, set_pin  # noqa: E402
 from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for  # noqa: E402
 from pdfmake import make_pdf  # noqa: E402
@@ -72,17 +72,7 @@ def doc_whole(node: NodeProcess, doc_id: str) -> bool:
 
 @pytest.fixture(scope="module")
 def browser():
-    reason = browser_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                               args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                                     "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
+    yield from launch_page_browser()
 
 
 def open_tv(ctx, node: NodeProcess):

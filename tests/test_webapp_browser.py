@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.media_fixtures import CHROMIUM, browser_missing_reason
+from browser.media_fixtures import launch_page_browser
 from browser.webapp_nodes import CHAIR_PIN, get_json, hq_and_hall, webapp
 from nodeproc import wait_for
 
@@ -32,17 +32,7 @@ HOSTILE = '<img src=x onerror="window.__pwned=1"><b>Họp khẩn</b>'
 
 @pytest.fixture(scope="module")
 def browser():
-    reason = browser_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                               args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                                     "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
-        yield b
-        b.close()
+    yield from launch_page_browser("--autoplay-policy=no-user-gesture-required")
 
 
 def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:

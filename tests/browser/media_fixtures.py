@@ -41,6 +41,24 @@ def browser_missing_reason() -> str | None:
     return None
 
 
+PAGE_BROWSER_ARGS = ("--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync")
+
+
+def launch_page_browser(*extra_args: str):
+    """Headless Debian Chromium for page tests (a module fixture yields from this); skips the test
+    without Chromium or playwright."""
+    reason = browser_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*PAGE_BROWSER_ARGS, *extra_args])
+        yield b
+        b.close()
+
+
 def barcode_of(index: int) -> int:
     return index & 0xFFFF
 
