@@ -82,7 +82,7 @@ def test_audio_goes_as_datagrams_and_status_says_so(tmp_path: Path) -> None:
         assert 0.0 <= lk["loss"] <= 1.0 and lk["jitter_ms"] >= 0 and lk["rtt_ms"] >= 0
         assert lk["delay_trend_ms"] is not None
         d = media(hall)["datagrams"]["counters"]
-        assert d["auth"] == d["replay"] == d["unknown_channel"] == d["malformed"] == 0
+        assert d["auth"] == d["replay"] == d["unknown_channel"] == d["malformed"] == 0, d
 
 
 def _iptables(*args: str) -> None:

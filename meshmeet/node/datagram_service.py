@@ -57,7 +57,7 @@ class DatagramService:
         self._endpoints: dict[str, tuple] = {}
         self._redundancy: dict[str, int] = {}
         self._wake = trio.Event()
-        self.counters = {"in": 0, "out": 0, "malformed": 0, "unknown_channel": 0, "auth": 0, "replay": 0,
+        self.counters = {"in": 0, "out": 0, "malformed": 0, "unknown_channel": 0, "early": 0, "auth": 0, "replay": 0,
                          "send_dropped": 0, "offers_refused": 0, "errors": 0}
         node.services[services.DATAGRAM] = self._on_offer
         node.link_listeners.append(self._on_link_change)
@@ -201,9 +201,12 @@ class DatagramService:
         self.counters["in"] += 1
         try:
             peer = self._by_channel.get(D.peek_channel(data))
-            ch = self._channels.get(peer) if peer is not None else None
-            if ch is None:
+            if peer is None:
                 self.counters["unknown_channel"] += 1
+                return
+            ch = self._channels.get(peer)
+            if ch is None:  # our channel id, before the peer's offer reached us over the link: a race, not an attack
+                self.counters["early"] += 1
                 return
             events = ch.receive(data, trio.current_time())
         except D.DatagramError as e:
