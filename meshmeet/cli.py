@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import cli_pipe
 from . import config as config_mod
 from .errors import MeshmeetError, NotRunningError, leaf_errors
 
@@ -122,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             from .data_home import resolve_data_dir
 
             args.data_dir = resolve_data_dir(args.data_dir)
-        return int(COMMANDS[args.command](args) or 0)
+        code = int(COMMANDS[args.command](args) or 0)
+        cli_pipe.flush_stdout()
+        return code
+    except BrokenPipeError:  # `meshmeet ... | head -1`: the reader went away (cli_pipe.py)
+        if not cli_pipe.stdout_reader_gone():
+            raise
+        return cli_pipe.quiet_exit()
     except MeshmeetError as e:
         print(f"meshmeet: {e}", file=sys.stderr)
         return e.exit_code
