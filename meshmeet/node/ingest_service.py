@@ -106,9 +106,10 @@ class IngestService:
             log.info("ingest: starting from %s", src.shown)
             self._wake.set()
         elif action == "stop":
-            self.sup.stop()
+            stopped = self.sup.stop()
             await self._stop_worker()
-            log.info("ingest: stopped")
+            log.info("ingest: stopped %s", stopped.shown if stopped else "(nothing was running)")
+            return {**self.status(), "stopped": stopped.shown if stopped else None}
         return self.status()
 
     def status(self) -> dict:
