@@ -58,3 +58,22 @@ def test_stop_says_what_it_stopped_and_clears_the_error(hq):
 
     again = meshmeet("ingest", "stop", "--data-dir", d).stdout
     assert "Không có gì đang tiếp sóng" in again and "nothing was being relayed" in again
+
+
+def test_a_protocol_this_build_lacks_fails_at_once_others_keep_retrying(hq):
+    from meshmeet.ingest.protocols import input_protocols
+
+    have = input_protocols()
+    assert have is not None and "rtmp" in have and "tcp" in have
+    if "srt" in have:
+        pytest.skip("this PyAV build has SRT")
+    d = str(hq.data_dir)
+    line = one_line_error(meshmeet("ingest", "srt://127.0.0.1:9000?streamid=x", "--data-dir", d, check=False))
+    assert "không có giao thức srt" in line and "has no srt protocol" in line
+    st = ingest_status(hq.data_dir)
+    assert st["state"] == "idle" and st["source"] is None  # nothing started, nothing retries
+
+    meshmeet("ingest", f"rtmp://127.0.0.1:{dead_port()}/live/x", "--data-dir", d)  # a protocol it has: retries
+    st = wait_for(lambda: (s := ingest_status(hq.data_dir))["state"] == "retrying" and s, "a retry", proc=hq)
+    assert st["error"]["code"] == "refused"
+    meshmeet("ingest", "stop", "--data-dir", d)
