@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 
 from ..citizens import codes
+from ..config import host_port_or_off
 from ..meeting import citizens as ops
 from ..citizens.contacts import ContactBook
 from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
@@ -70,7 +71,8 @@ class CitizensService:
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
         })
         self.site = ResidentSite()
-        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=self.settings.listen),
+        listen = self.settings.listen if node.cfg.residents is None else host_port_or_off(node.cfg.residents, what="--residents")
+        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=listen),
                                                self.site))
         node.status_extras["citizens"] = self.status
 
