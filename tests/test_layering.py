@@ -27,7 +27,6 @@ TOO_LONG = {
     "meshmeet/media/relay.py",          # being changed by the media datagram work (issue 13): split after it lands
     "meshmeet/node/media_service.py",   # likewise
     "meshmeet/web/media_routes.py",     # likewise (the hub side of the same work)
-    "meshmeet/node/sync_service.py",    # issue 14 follow-up (427 after disk_watch.py): the outbox (live/bulk queues, pacing) out
     "meshmeet/testbed/bed.py",          # issue 14 follow-up: one Testbed class; faults and polling out
 }
 
