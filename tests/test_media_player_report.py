@@ -16,7 +16,7 @@ from meshmeet.media import chunk as C
 from meshmeet.media.player_report import (PLAYER_LAG_SLACK_S, PLAYER_REPORT_STALE_S, PlayerLag, PlayerReport,
                                           PlayerReportError, parse_player_report)
 from meshmeet.media.relay import MediaRelay
-from meshmeet.web.media_routes import MediaHub
+from meshmeet.web.media_hub import MediaHub
 
 
 def report(**kw) -> str:
