@@ -225,6 +225,10 @@ class MediaService:
                 if self.floor.source_link != LOCAL:
                     self.counters["presenter_refused"] += 1  # this site does not hold the floor
                     return
+                if kind == C.KIND_CONFIG:
+                    # a page starts with its configs: repeat the audio request it missed (a young
+                    # weak link wants 40 ms frames from the first one; the refresh came 2 s late)
+                    self.relay.source_reconnected()
                 if kind == C.KIND_CHUNK:
                     self._media_at = now
                 self._send_out(self.relay.receive(LOCAL, data, now))
