@@ -66,6 +66,20 @@ def test_presenter_takes_longer_frames_and_fec_and_the_player_reports(capture_fi
         assert d1["audioUnderruns"] - d0["audioUnderruns"] <= 1, (d0, d1)
         assert 40 <= d1["targetMs"] <= 300 and d1["targetMs"] >= 60 + 20  # a frame and the margin at least
 
+        # back to 20 ms frames at the same bitrate: Chromium's encoder keeps its frame duration through a
+        # configure() that changes nothing else, so the presenter re-creates it (flush, reset, configure)
+        app.call(lambda: app.hub.feed(C.encode(C.AudioRateRequest(16, 20, 5))))
+        poll(pres, "window.meshmeetPresenter.stats()", lambda s: s["audioFrameMs"] == 20)
+        poll(hall, "window.meshmeet.details()", lambda d: d["audioTsUs"] - d1["audioTsUs"] >= 500_000)
+        hall.evaluate("window.meshmeet.probe()")  # from here on
+        d2 = hall.evaluate("window.meshmeet.details()")
+        poll(hall, "window.meshmeet.details()", lambda d: d["audioTsUs"] - d2["audioTsUs"] >= 2_000_000)
+        probe = hall.evaluate("window.meshmeet.probe()")
+        steps = audio_steps(probe["decoded"])
+        short_steps = [s for s in steps if abs(s - 20_000) <= 1]
+        assert len(short_steps) >= 80 and len(short_steps) >= 0.9 * len(steps), steps  # 20 ms frames again
+        assert probe["audioGaps"] == [] and hall.evaluate("window.meshmeet.details()")["decoderErrors"] == 0
+
         # the player reports what it decoded: its node knows it is not stalled
         def lag():
             links = app.hub.stats()["links"]

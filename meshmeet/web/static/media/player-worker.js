@@ -161,7 +161,9 @@ function handle(u8) {
     if (m.keyframe && (m.layer !== s.videoLayer || m.generation !== s.videoGen || !s.videoDec || s.videoDec.state !== "configured")) {
       if (!startVideo(m.layer)) return;
     }
-    if (m.layer !== s.videoLayer || !s.videoDec || s.videoDec.state !== "configured") return;  // wait for a keyframe
+    // wait for a keyframe: of this layer, and of this generation (a delta of a re-configured encoder
+    // fed to the decoder configured for the old one is a decoder error, and the decoder closes)
+    if (m.layer !== s.videoLayer || m.generation !== s.videoGen || !s.videoDec || s.videoDec.state !== "configured") return;
     s.videoDec.decode(new EncodedVideoChunk({ type: m.keyframe ? "key" : "delta", timestamp: m.timestampUs,
       duration: m.durationUs, data: m.payload }));
   } catch (e) {

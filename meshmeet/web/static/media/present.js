@@ -27,6 +27,7 @@ const st = {
   audioRateRequests: 0, audioCfgText: null, audioTimer: null,
   audioRequestFrameMs: 20, audioRequestFec: 0,  // what the latest request asked for
   audioEncoding: null,  // {bitrate, frameMs, fec} the encoder runs with now
+  audioHeld: null,  // capture frames waiting while the encoder changes its frame duration
 };
 window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeErrors: st.encodeErrors,
   keyframesOnRequest: st.keyframesOnRequest,
@@ -144,18 +145,47 @@ function applyAudioBitrate() {
   const enc = st.audioEnc, want = wantedAudioEncoding(), cur = st.audioEncoding;
   if (!enc || enc.state !== "configured") return;
   if (cur && want.bitrate === cur.bitrate && want.frameMs === cur.frameMs && want.fec === cur.fec) return;
-  try {
-    enc.configure(audioEncoderConfig(want));  // queued after the frames already given: none is lost
-  } catch (e) {  // an encoder without these Opus options: keep the bitrate, 20 ms frames, no FEC
-    console.warn("AudioEncoder.configure", e);
-    want.frameMs = 20; want.fec = 0;
-    enc.configure(audioEncoderConfig(want));
+  if (st.audioHeld) return;  // a frame-duration change is under way: the next check applies this
+  if (cur && want.frameMs !== cur.frameMs) {
+    changeAudioFrames(enc, want);
+  } else {
+    try {
+      enc.configure(audioEncoderConfig(want));  // queued after the frames already given: none is lost
+    } catch (e) {  // an encoder without these Opus options: keep the bitrate, 20 ms frames, no FEC
+      console.warn("AudioEncoder.configure", e);
+      want.frameMs = 20; want.fec = 0;
+      enc.configure(audioEncoderConfig(want));
+    }
   }
   st.audioEncoding = want;
   st.audioBitrate = want.bitrate;
   const fec = want.fec ? `, FEC ${want.fec} %` : "";
   status(`Đang phát (${st.codec}), âm thanh ${want.bitrate / 1000} kbit/s, khung ${want.frameMs} ms${fec}`,
     `Live (${st.codec}), audio ${want.bitrate / 1000} kbit/s, ${want.frameMs} ms frames${fec}`);
+}
+
+// Chromium's AudioEncoder keeps its Opus frame duration through a configure() that changes nothing
+// else (measured: 20 -> 60 ms at one bitrate still gives 20 ms frames, and 60 -> 20 ms stays 60). A
+// new frame duration takes flush, reset and configure; the capture's frames meanwhile wait in
+// st.audioHeld and are encoded after it, so none is lost.
+function changeAudioFrames(enc, want) {
+  st.audioHeld = [];
+  const resume = () => {
+    const held = st.audioHeld || [];
+    st.audioHeld = null;
+    for (const ad of held) { if (enc.state === "configured") enc.encode(ad); ad.close(); }
+  };
+  enc.flush().then(() => {
+    enc.reset();
+    try {
+      enc.configure(audioEncoderConfig(want));
+    } catch (e) {
+      console.warn("AudioEncoder.configure", e);
+      want.frameMs = 20; want.fec = 0;
+      enc.configure(audioEncoderConfig(want));
+    }
+    resume();
+  }).catch((e) => { console.warn("AudioEncoder.flush", e); resume(); });
 }
 
 function requestAudioRate(bps, frameMs = 20, fecLossPercent = 0) {
@@ -213,6 +243,7 @@ async function startAudio(track, bitrate) {
       timestamp: st.audioStartUs + ev.data.index * 20000, data: ev.data.pcm });
     if (loop.on && loop.inQ.length < 500) loop.inQ.push(performance.timeOrigin + performance.now());
     if (loop.on && loop.tones.length < MAX_PROBE_ENTRIES) loop.tones.push([ad.timestamp, toneOf(ev.data.pcm)]);
+    if (st.audioHeld) { st.audioHeld.push(ad); return; }  // changeAudioFrames: encoded after it
     enc.encode(ad); ad.close();
   };
 }
