@@ -396,3 +396,28 @@ def test_an_estimate_pinned_by_an_app_limited_sender_is_not_taken_for_the_path()
         now += 0.25
         fb.report(now, 0.0, 0.005, 0.3 + now / 10, 0.1, sent)
     assert not fb.app_limited(now)
+
+
+def test_a_young_link_starts_audio_only_on_the_paths_round_trip_not_a_loaded_loops() -> None:
+    """A datagram link whose path is beyond a LAN starts at audio-only before its first audio. The
+    path's round trip is the kernel's TCP figure where the driver gives one: on a loaded machine the
+    reports' own RTT on loopback is 100 ms and more (how late the nodes' loops ran), and a LAN link
+    judged on it started audio-only (seen in tests/test_media_nodes_browser.py under load)."""
+    for path_rtt_s, layer in ((20e-6, "high"), (0.2, "audio"), (None, "audio")):
+        r, src = MediaRelay(source="src"), SourceF()
+        for m in src.configs():
+            r.receive("src", m, 0.0)
+        r.add_link("d", 0.0, simulcast=True)
+        r.set_link_framing("d", DGRAM_FRAMING_BYTES)
+        r.set_path_rtt("d", path_rtt_s)
+        src.force_key.update({0, 1})
+        for n in range(1, 31):  # 1.5 s of video (no audio yet), popped as sent; a report each 0.25 s
+            t = n * 0.05
+            for m in src.video():
+                r.receive("src", m, t)
+            if n % 5 == 0:  # each report with a 150 ms round trip (a loaded machine's loopback)
+                r.link_feedback("d", t, 0.0, 0.001, 0.0, 0.15)
+            r.tick(t)
+            while r.pop("d", t) is not None:
+                pass
+        assert r.link_stats("d", 1.5).layer == layer, (path_rtt_s, r.link_stats("d", 1.5).layer)

@@ -123,6 +123,7 @@ class _Link:
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
     young_carried_bps: float = 0.0  # a young datagram link: the most a clean probe of it carried
     media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
+    path_rtt_s: float | None = None  # the path's lowest round trip as the driver's kernel measured it (TCP_INFO)
 
 
 class MediaRelay(FeedbackRules):
@@ -219,6 +220,12 @@ class MediaRelay(FeedbackRules):
         """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
         lk = self._links[link]
         lk.cap = None if rate_bps is None else RateCap(rate_bps, lk.framing_bytes)
+
+    def set_path_rtt(self, link: str, rtt_s: float | None) -> None:
+        """The driver's lowest round trip for `link`'s path (the kernel's TCP min RTT), or None."""
+        lk = self._links.get(link)
+        if lk is not None:
+            lk.path_rtt_s = rtt_s
 
     def set_link_framing(self, link: str, framing_bytes: int) -> None:
         """What `link` adds per message (a datagram link's headers): counted in all its rates."""

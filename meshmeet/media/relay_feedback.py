@@ -206,10 +206,15 @@ class FeedbackRules:
 
     @staticmethod
     def _young_wide_area(lk: "_Link", fb: LinkFeedback) -> bool:
-        """A datagram link above audio-only, no audio sent on it yet, no estimate, whose reports
-        give a round trip beyond a LAN's (YOUNG_LAN_RTT_S): it should start at audio-only."""
-        return (lk.level < AUDIO_LEVEL and lk.media_since is None and fb.estimate_bps is None
-                and fb.reports >= YOUNG_LAN_REPORTS and math.isfinite(fb.min_rtt_s) and fb.min_rtt_s >= YOUNG_LAN_RTT_S)
+        """A datagram link above audio-only, no audio sent on it yet, no estimate, whose path has a
+        round trip beyond a LAN's (YOUNG_LAN_RTT_S): it should start at audio-only. The path's round
+        trip is the driver's kernel figure (`set_path_rtt`) where it gives one: the reports' own RTT
+        includes how late each node's loop ran, 100 ms and more on loopback on a loaded machine."""
+        if lk.level >= AUDIO_LEVEL or lk.media_since is not None or fb.estimate_bps is not None:
+            return False
+        if lk.path_rtt_s is not None:
+            return lk.path_rtt_s >= YOUNG_LAN_RTT_S
+        return fb.reports >= YOUNG_LAN_REPORTS and math.isfinite(fb.min_rtt_s) and fb.min_rtt_s >= YOUNG_LAN_RTT_S
 
     def _young(self, lk: "_Link", now: float) -> bool:
         """A datagram link (reports arrive) whose room is not known yet (no estimate)."""

@@ -176,6 +176,7 @@ class MediaService:
         elif isinstance(ev, FeedbackArrived):
             feedback = getattr(self.relay, "link_feedback", None)
             if callable(feedback) and peer in self._tree_links:
+                self.relay.set_path_rtt(peer, self.node.links.path_min_rtt_s(peer))
                 fb = ev.feedback
                 feedback(peer, now, fb.loss_fraction, fb.jitter_s, fb.delay_trend_s, fb.rtt_s)
             depth = getattr(self.relay, "audio_redundancy", None)  # the adaptation's redundancy depth
