@@ -421,3 +421,24 @@ def test_a_young_link_starts_audio_only_on_the_paths_round_trip_not_a_loaded_loo
             while r.pop("d", t) is not None:
                 pass
         assert r.link_stats("d", 1.5).layer == layer, (path_rtt_s, r.link_stats("d", 1.5).layer)
+
+
+def test_a_young_lan_link_repeats_audio_from_its_first_frame_a_wide_one_waits() -> None:
+    """Profile B (80 ms round trip, 1 % loss) lost 4 of 3,000 frames in the 3 s its young link waited
+    before the first audio copy; the UDP + redundancy baseline lost none. A young link on a path under
+    YOUNG_LAN_RTT_S (it starts with video) repeats from the first frame; a wider one (it may be a
+    32 kbit/s modem) waits for loss or for REDUNDANCY_KNOWN_AFTER_S of audio."""
+    for path_rtt_s, first_depth in ((0.08, 1), (0.2, 0)):
+        r, src = MediaRelay(source="src"), SourceF()
+        for m in src.configs():
+            r.receive("src", m, 0.0)
+        r.add_link("d", 0.0, simulcast=True)
+        r.set_link_framing("d", DGRAM_FRAMING_BYTES)
+        r.set_path_rtt("d", path_rtt_s)
+        r.link_feedback("d", 0.25, 0.0, 0.001, 0.0, path_rtt_s)  # a keepalive report: no loss seen
+        src.t = 0.3
+        r.receive("src", src.audio_tick(), 0.3)
+        while r.pop("d", 0.3) is not None:
+            pass
+        r.link_feedback("d", 0.5, 0.0, 0.001, 0.0, path_rtt_s)
+        assert r.audio_redundancy("d", 0.5) == first_depth, path_rtt_s
