@@ -442,3 +442,25 @@ def test_a_young_lan_link_repeats_audio_from_its_first_frame_a_wide_one_waits() 
             pass
         r.link_feedback("d", 0.5, 0.0, 0.001, 0.0, path_rtt_s)
         assert r.audio_redundancy("d", 0.5) == first_depth, path_rtt_s
+
+
+def test_the_source_link_asks_the_source_for_nothing() -> None:
+    """A hall's link to its parent (where the media comes from) is a young datagram link at the
+    audio-only level (nothing is sent down it): it must not ask the source for 40 ms frames or FEC
+    for everyone (seen on profile C: every hall got 40 ms frames with video flowing)."""
+    r, src = MediaRelay(source="up"), SourceF()
+    for m in src.configs():
+        r.receive("up", m, 0.0)
+    r.add_link("up", 0.0, simulcast=True, start_level=AUDIO_LEVEL)
+    r.add_link("page", 0.0)
+    asked = []
+    for n in range(1, 200):  # 4 s: lossy reports about the up direction, audio flowing down
+        t = n * 0.02
+        src.t = t
+        if n % 12 == 0:
+            r.link_feedback("up", t, 0.05, 0.01, 0.0, 0.2)
+        asked += [C.parse(o.data) for o in r.receive("up", src.audio_tick(), t) + r.tick(t)
+                  if C.parse(o.data).__class__ is C.AudioRateRequest]
+        while r.pop("page", t) is not None:
+            pass
+    assert asked == [], asked[:3]

@@ -54,6 +54,7 @@ YOUNG_PROBE_FACTOR = 1.5  # a young link's first probe: at most this multiple of
 # for 0.6 s queues ~0.25 s in a 32 kbit/s modem, and the reports then give the estimate)...
 YOUNG_STEP_FACTOR = 3.0  # ...each clean one: the next at this multiple of what it carried (A-D: video in ~3 steps)
 YOUNG_STEP_WAIT_S = 0.3  # ...this soon
+YOUNG_PACE_FACTOR = 1.5  # a young link beyond a LAN is paced at this x its level's measured rate (keyframe bursts)
 YOUNG_PROBE_AFTER_S = 1.0  # a datagram link without an estimate probes for video only after this much
 # media: audio alone overfills a path narrower than itself (E: 16 kbit/s Opus in 20 ms datagrams is
 # ~44 kbit/s on the wire) and so gives the estimate within ~1 s, before a probe floods its queue
@@ -128,10 +129,18 @@ class FeedbackRules:
         one runs), so that bursts (keyframes) wait in this relay, where audio goes first, and not
         in the path's queue, where audio would wait behind them."""
         fb = self._active_feedback(lk, now)
-        if fb is None or fb.estimate_bps is None:
+        if fb is None or (fb.estimate_bps is None and self._lan_like(lk, fb)):
             lk.pacer = None
             return None
-        rate = max(fb.estimate_bps, lk.probe.target_bps if lk.probe is not None else 0.0)
+        if fb.estimate_bps is None:
+            # a young link beyond a LAN: its room is not known, but a keyframe sent as one burst
+            # waits in its bottleneck's queue with the audio behind it (profile C, 1 Mbit/s: ~30 KB
+            # of keyframes every 2 s held the hall page's audio 300 ms); at YOUNG_PACE_FACTOR x
+            # what its level measures, the burst waits here instead, where audio goes first
+            rate = YOUNG_PACE_FACTOR * self._level_bps(lk, lk.level)
+        else:
+            rate = fb.estimate_bps
+        rate = max(rate, MIN_ESTIMATE_BPS, lk.probe.target_bps if lk.probe is not None else 0.0)
         if lk.pacer is None:
             lk.pacer = RateCap(rate, lk.framing_bytes)
         lk.pacer.rate_bps, lk.pacer.framing_bytes = rate, lk.framing_bytes
