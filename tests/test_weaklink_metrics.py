@@ -83,3 +83,19 @@ def test_status_summary_reads_transport_fields_when_present():
     assert s["relay_media_link_last"]["loss"] == 0.02
     empty = wl.StatusPoller(None, "relay", "END").summary()
     assert empty["transport"] is None and empty["relay_media_link_last"] is None
+
+
+def test_cap_metrics_shed_and_restore_times():
+    """Capped at 10 s, uncapped at 20 s: the last video frame that got through was sent 0.8 s after
+    the cap (later ones were shed), the first one sent after the uncap arrived 2.5 s after it."""
+    s0 = 1000.0
+    ns = lambda t: int((s0 + t) * 1e9)  # noqa: E731
+    video = [[ns(t), ns(t + 0.05), 0] for t in (9.0, 9.5, 10.2, 10.8)]
+    video += [[ns(22.4), ns(22.5), 1], [ns(23.0), ns(23.1), 0]]
+    audio = {str(i): [ns(10 + i * 0.1), ns(10 + i * 0.1 + 0.1 + 0.01 * i)] for i in range(100)}
+    m = wl.cap_metrics({"video": video, "audio": audio}, s0, 10.0, 20.0, 100.0)
+    assert m["video_shed_after_cap_s"] == 0.8 and m["video_after_cap_frames"] == 2
+    assert m["video_restored_after_uncap_s"] == 2.5
+    assert m["capped_audio"]["delivered"] == 100 and 930 <= m["capped_audio"]["p95_ms"] <= 960
+    never = wl.cap_metrics({"video": video[:2], "audio": {}}, s0, 10.0, 20.0, 100.0)
+    assert never["video_shed_after_cap_s"] == 0.0 and never["video_restored_after_uncap_s"] is None

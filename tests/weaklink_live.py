@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,9 +163,11 @@ def in_netns(bed, node: str, *argv: str) -> None:
                    timeout=30)
 
 
-def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
+def run_media(bed, profile: str, seconds: float, video: bool, reshape: list[tuple[float, str]] | None = None) -> dict:
     """One stretch of live media HQ -> end hall: the bench's audio (and video) figures, plus the
-    relay's media status rows for the end hall's link (`status`: [{t, layer, transport, ...}])."""
+    relay's media status rows for the end hall's link (`status`: [{t, layer, transport, ...}]).
+    `reshape`: [(seconds into the media, profile)] applied to relay~end while it runs; the figures
+    then use `profile`'s base delay, and `rx` (the subscriber's records) and `start_at` are kept."""
     from meshmeet.testbed.profiles import PRESETS
 
     hq, end = bed.plan.host("hq").netns, bed.plan.host("end").netns
@@ -173,9 +176,20 @@ def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
     hall = WL.Role(end, "hall", bed.env, seconds=seconds, start_at=start_at)
     time.sleep(0.5)
     pres = WL.Role(hq, "presenter", bed.env, seconds=seconds, video=video, start_at=start_at)
+    shaper = None
+    if reshape:
+        def shape() -> None:
+            for at, prof in reshape:
+                time.sleep(max(0.0, start_at + at - time.monotonic()))
+                bed.set_profile("relay", "end", prof)
+                bed.wl_profile = prof
+        shaper = threading.Thread(target=shape, daemon=True)
+        shaper.start()
     with WL.StatusPoller(bed, "relay", node_id(bed, "end")) as poll:
         p = pres.result(seconds + GUARD_S)
         rx = hall.result(seconds + WL.DRAIN_MAX_S + GUARD_S)
+    if shaper is not None:
+        shaper.join()
     assert "error" not in p, p["error"]
     assert "error" not in rx, rx["error"]
     out = WL.audio_metrics(rx, p["sent"], PRESETS[profile].base_delay_s * 1000)
@@ -187,6 +201,9 @@ def run_media(bed, profile: str, seconds: float, video: bool) -> dict:
     out["status"] = [r for r in poll.rows if "mesh" not in r]
     out["summary"] = poll.summary()
     out["opus_kbps_used"], out["frame_ms_used"] = p["kbps_used"], p["frame_ms"]
+    out["presenter_late_start_s"] = p.get("late_start_s")
+    if reshape:
+        out["rx"], out["start_at"] = rx, start_at
     return out
 
 
@@ -194,7 +211,7 @@ def figures(m: dict) -> dict:
     """What an assertion message shows: the measured figures, without the raw rows."""
     keep = ("sent", "delivered", "delivered_pct", "p50_ms", "p95_ms", "p99_ms", "max_ms", "gaps_over_200ms",
             "max_gap_ms", "heard_150ms_pct", "heard_300ms_pct", "video_frames", "video_sent", "video_off",
-            "opus_kbps_used", "frame_ms_used")
+            "opus_kbps_used", "frame_ms_used", "presenter_late_start_s")
     return {**{k: m[k] for k in keep if k in m}, "layers": m["summary"]["relay_layers"],
             "transport": m["summary"]["transport"]}
 

@@ -38,6 +38,9 @@ AUDIO_SQUEEZE_URGENT_S = 0.5  # ...unless its audio is about to miss the deadlin
 NO_RATE_LIMIT_KBPS = 255  # a want for FEC or frames only: the source keeps its own bitrate
 # What a narrow datagram link asks for, best first (kbit/s, frame ms): a lower bitrate first, then
 # longer frames (fewer headers per second: a 60 ms frame carries a third of the 20 ms framing)
+YOUNG_FRAME_MS = 40  # a datagram link of unknown room wants these frames: 16 kbit/s Opus in 20 ms datagrams is
+# ~44 kbit/s on the wire (too much for a 32 kbit/s modem link, whose queue then fills while the request for
+# less travels: ~1.6 s on a loaded machine), in 40 ms ones ~30 kbit/s; asked before the meeting's first frame
 AUDIO_PLANS = ((24, 20), (16, 20), (16, 40), (12, 40), (12, 60))
 FEC_MIN_LOSS = 0.01  # smoothed loss from which the source is asked for in-band FEC
 FEC_MAX_PERCENT = 30  # packetlossperc asked for at most (Opus spends its bitrate on FEC above)
@@ -133,8 +136,11 @@ class AudioRateRequester:
             self._wants[key] = (kbps, now)
 
     def resend(self) -> None:
-        """The source changed: the current request goes out again as soon as the interval allows."""
+        """The source changed: the current request goes out again at once (a new presenter's first
+        frames are sent before any request can reach it: each 0.5 s waited is 0.5 s of audio it
+        encodes as it likes, 20 ms frames that overfill a 32 kbit/s link)."""
         self._last_kbps = None
+        self._last_sent = None
 
     def wanted_for(self, link: str, now: float) -> "AudioWant | int | None":
         """What this hop asks for because of `link` (its own judgement or requests from it)."""
@@ -217,8 +223,10 @@ class AudioRateControl:
         self._link_wants.pop(link, None)
         self._plans.pop(link, None)
 
-    def _own_want(self, link: str, at_audio_level: bool) -> AudioWant | None:
+    def _own_want(self, link: str, at_audio_level: bool, young: bool = False) -> AudioWant | None:
         want = AudioWant(fec_loss_percent=self._fec.get(link, 0))
+        if at_audio_level and young:
+            want = want.merge(AudioWant(frame_ms=YOUNG_FRAME_MS))
         if at_audio_level:
             squeezed = self._link_wants.get(link)
             if squeezed is not None:
@@ -229,10 +237,11 @@ class AudioRateControl:
                 want = want.merge(AudioWant(kbps, planned[1]))
         return None if want.default else want
 
-    def refresh(self, link: str, at_audio_level: bool, now: float) -> None:
+    def refresh(self, link: str, at_audio_level: bool, now: float, young: bool = False) -> None:
         """Timer, per link: keep what `link` wants alive (rate and frames only while it is at
-        audio-only, FEC while it loses packets), else drop it."""
-        self._requester.want(("link", link), self._own_want(link, at_audio_level), now)
+        audio-only, FEC while it loses packets), else drop it. `young`: a datagram link whose room
+        is not known yet (no estimate): at audio-only it wants YOUNG_FRAME_MS frames."""
+        self._requester.want(("link", link), self._own_want(link, at_audio_level, young), now)
 
     def requested(self, link: str, want: "AudioWant | int", now: float) -> None:
         """A request arrived from downstream `link` (never the source's link)."""

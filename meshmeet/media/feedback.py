@@ -73,6 +73,7 @@ class LinkFeedback:
     last_high_at: float = -math.inf  # latest report with the delay above threshold or heavy loss
     last_sent_bps: float = 0.0  # what the link sent, as of the latest report
     reports: int = 0
+    min_rtt_s: float = math.inf  # the lowest round trip reported (a loaded machine delays some reports)
     _over_count: int = 0
     _settle_until: float = -math.inf
 
@@ -97,6 +98,8 @@ class LinkFeedback:
         self.last_loss, self.jitter_s, self.delay_s, self.rtt_s = loss_fraction, jitter_s, delay_trend_s, rtt_s
         self.last_report_at = now
         self.reports += 1
+        if rtt_s > 0:
+            self.min_rtt_s = min(self.min_rtt_s, rtt_s)
 
         threshold = OVERUSE_DELAY_S + OVERUSE_JITTER_FACTOR * jitter_s
         falling = gap is not None and delay_trend_s < prev_delay - DELAY_FALLING_S
@@ -133,6 +136,12 @@ class LinkFeedback:
                 grown = self.estimate_bps * (1 + INCREASE_PER_S * min(gap, MAX_SLOPE_GAP_S))
                 self.estimate_bps = min(cap, grown)
         return True
+
+    def forget_estimate(self) -> None:
+        """Back to no known estimate (what the reports said was not about the media)."""
+        self.estimate_bps = None
+        self.last_decrease_at = -math.inf
+        self._settle_until = -math.inf
 
     def probe_passed(self, achieved_bps: float) -> None:
         """A padding probe carried `achieved_bps` with clean reports: the link carries that much."""

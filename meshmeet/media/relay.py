@@ -121,6 +121,9 @@ class _Link:
     flush_until: float = 0.0  # the path's own queue is late: media for it dropped until then
     flush_blocked_until: float = 0.0  # reports until then still describe what was sent before the flush
     max_audio_wait_s: float = 0.0  # longest an audio chunk waited here (diagnostics; reset by caller)
+    young_carried_bps: float = 0.0  # a young datagram link: the most a clean probe of it carried
+    media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
+    path_rtt_s: float | None = None  # the path's lowest round trip as the driver's kernel measured it (TCP_INFO)
 
 
 class MediaRelay(FeedbackRules):
@@ -194,6 +197,11 @@ class MediaRelay(FeedbackRules):
         self._reassembly.clear()
         self._audio_rate.source_changed()
 
+    def source_reconnected(self) -> None:
+        """The source (a presenter page) has (re)connected: what downstream wants of its audio is
+        asked of it again at once (a request sent while no page listened was lost)."""
+        self._audio_rate.source_changed()
+
     def request_keyframes(self, now: float) -> list[Outgoing]:
         """Ask upstream for what every link is waiting for (e.g. after the source changed)."""
         out: list[Outgoing] = []
@@ -212,6 +220,12 @@ class MediaRelay(FeedbackRules):
         """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
         lk = self._links[link]
         lk.cap = None if rate_bps is None else RateCap(rate_bps, lk.framing_bytes)
+
+    def set_path_rtt(self, link: str, rtt_s: float | None) -> None:
+        """The driver's lowest round trip for `link`'s path (the kernel's TCP min RTT), or None."""
+        lk = self._links.get(link)
+        if lk is not None:
+            lk.path_rtt_s = rtt_s
 
     def set_link_framing(self, link: str, framing_bytes: int) -> None:
         """What `link` adds per message (a datagram link's headers): counted in all its rates."""
@@ -362,6 +376,8 @@ class MediaRelay(FeedbackRules):
             if data[0] == C.KIND_CHUNK:
                 lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
                 lk.player.sent(data)
+                if lk.media_since is None:
+                    lk.media_since = now
         elif pacer is not None and not pacer.can_send(now):
             return None  # audio is never paced (it is small, and late is lost); video and padding are
         elif lk.video:
@@ -425,7 +441,13 @@ class MediaRelay(FeedbackRules):
         for lk in self._links.values():
             self._trim_audio(lk, now)
             out += self._judge(lk, now)
-            self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now)
+            if lk.id == self.source:
+                # the source's own link carries this hop's media the other way: it asks nothing of
+                # the source (a young one at 'audio-only' asked for 40 ms frames for every hall)
+                self._audio_rate.set_fec(lk.id, 0)
+                self._audio_rate.refresh(lk.id, False, now)
+            else:
+                self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now, young=self._young(lk, now))
         return out + self._audio_rate_due(now)
 
     def next_deadline(self, now: float) -> float:
@@ -456,6 +478,11 @@ class MediaRelay(FeedbackRules):
 
     def _judge(self, lk: _Link, now: float) -> list[Outgoing]:
         fb = self._active_feedback(lk, now)
+        if fb is not None and self._young_wide_area(lk, fb):
+            # before its first audio: a datagram link of unknown room beyond a LAN starts at
+            # audio-only and climbs as its reports allow (a narrow path, profile E, would otherwise
+            # start with a flood of video in its modem queue)
+            return self._set_level(lk, AUDIO_LEVEL, now)
         self._audio_rate.set_fec(lk.id, fec_percent(fb.loss) if fb is not None else 0)
         fb_est = fb.estimate_bps if fb is not None else None
         if fb is not None and fb_est is not None:
@@ -465,6 +492,11 @@ class MediaRelay(FeedbackRules):
                 return acted
         qms = self._queue_ms(lk, now)
         est = lk.drain.estimate(now) if fb_est is None else fb_est
+        if fb is not None and fb_est is None:
+            # a datagram link whose reports gave no estimate yet: UDP takes whatever is sent, so
+            # what the relay sent says nothing of the path (it once 'passed' a 358 kbit/s probe on
+            # 32 kbit/s); only a probe that reports saw clean climbs it (`_young_probe_done`)
+            est = 0.0
         if qms <= STEADY_QUEUE_MS:
             lk.congested_since = None
         elif lk.congested_since is None:
@@ -488,6 +520,8 @@ class MediaRelay(FeedbackRules):
             return []
         if lk.probe is not None:
             achieved = lk.probe.achieved_bps(now)
+            if achieved is not None and fb is not None and fb_est is None:
+                return self._young_probe_done(lk, fb, achieved, now)
             if achieved is not None and fb is not None and fb_est is not None:
                 # padding has stopped; a report about packets sent at the probe's end decides
                 if fb.last_report_at is not None and fb.last_report_at >= lk.probe.started_at + PROBE_S + fb.rtt_s:
@@ -509,6 +543,10 @@ class MediaRelay(FeedbackRules):
             if est > 0 and self._fits(lk, lk.level - 1, est):
                 return self._set_level(lk, lk.level - 1, now)
             probe_bps = target / UPGRADE_HEADROOM
+            if fb is not None and fb.estimate_bps is None:
+                if not self._young_may_probe(lk, now):
+                    return []  # let the audio show a path narrower than itself first
+                probe_bps = self._young_probe_bps(lk, probe_bps, now)
             if fb is not None and fb.estimate_bps is not None:
                 # a datagram link: room for its audio redundancy too; in steps (a queue beyond costs audio delay)
                 probe_bps = self._feedback_probe_bps(lk, fb, fb_est, probe_bps)

@@ -22,26 +22,42 @@ from typing import TYPE_CHECKING, Any
 
 from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import plan_audio
-from meshmeet.media.feedback import LinkFeedback
+from meshmeet.media.feedback import MIN_ESTIMATE_BPS, LinkFeedback
 from meshmeet.media.ladder import AUDIO_LEVEL, UPGRADE_HEADROOM
 from meshmeet.media.linkmodel import RateCap
+from meshmeet.media.probe import PROBE_S
 
 if TYPE_CHECKING:
     from meshmeet.media.relay import Outgoing, _Link
 
 log = logging.getLogger(__name__)
 
+FIRST_AUDIO_DECREASE = 0.5  # a link at audio-only whose first reports show congestion: estimate at most this x sent
 FLUSH_MAX_S = 2.0  # a datagram link's reported queue beyond the budget: its media is dropped this long at most
 REDUNDANCY_LOSS = (0.0, 0.08)  # smoothed loss from which a datagram link sends 1, 2 earlier audio frames again
 # (one copy always, where it fits: random 4G loss comes before any report can show it, as the
 # UDP + redundancy baseline of scripts/bench/weaklink.py does; a copy costs ~17 kbit/s)...
 REDUNDANCY_YOUNG_LOSS = (0.01, 0.08)  # ...but on a link whose room is not known yet, only as loss shows
-REDUNDANCY_KNOWN_AFTER_REPORTS = 12  # ~3 s of reports without congestion: room enough for a copy
+REDUNDANCY_KNOWN_AFTER_S = 3.0  # audio has flowed this long without congestion: room enough for a copy
+# (counted from the first audio chunk, not in reports: a link's keepalive probes bring reports long
+# before any media, and a copy from the first frame on doubled E's audio to ~65 kbit/s on 32)
 FEEDBACK_BACKOFF_MAX_S = 30.0  # failed probes double the wait up to this (a failed probe fills the path's queue)
 FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
 # low end after a failed probe, x1.5 after each clean one...
 FEEDBACK_PROBE_EXTRA_BPS = 32_000.0  # ...and at most the low end of it plus this (a wide link's probe queues little)
 FEEDBACK_STEP_WAIT_S = 1.0  # after a clean probe, the next step is tried this soon
+YOUNG_LAN_RTT_S = 0.1  # a datagram link whose reports give a round trip at least this long starts at audio-only
+# (C, D, E: 160-300 ms; B's 80 ms and a LAN start with video as before: a full run with 20 ms here had
+# B climb for 12 s, its probes queueing in B's 400 ms buffer, p95 245 ms against 12 ms)
+YOUNG_LAN_REPORTS = 3  # ...the lowest of at least this many (one report's RTT on a loaded machine says little)
+YOUNG_PROBE_FACTOR = 1.5  # a young link's first probe: at most this multiple of what it sends (E: ~45 kbit/s
+# for 0.6 s queues ~0.25 s in a 32 kbit/s modem, and the reports then give the estimate)...
+YOUNG_STEP_FACTOR = 3.0  # ...each clean one: the next at this multiple of what it carried (A-D: video in ~3 steps)
+YOUNG_STEP_WAIT_S = 0.3  # ...this soon
+YOUNG_PACE_FACTOR = 1.5  # a young link beyond a LAN is paced at this x its level's measured rate (keyframe bursts)
+YOUNG_PROBE_AFTER_S = 1.0  # a datagram link without an estimate probes for video only after this much
+# media: audio alone overfills a path narrower than itself (E: 16 kbit/s Opus in 20 ms datagrams is
+# ~44 kbit/s on the wire) and so gives the estimate within ~1 s, before a probe floods its queue
 
 
 class FeedbackRules:
@@ -65,8 +81,19 @@ class FeedbackRules:
         if lk.feedback is None:
             lk.feedback = LinkFeedback()
         sent = lk.drain.sent_bps(now) if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
+        unknown = lk.feedback.estimate_bps is None
         if not lk.feedback.report(now, loss_fraction, jitter_s, delay_trend_s, rtt_s, sent):
             self.feedback_refused += 1
+        elif unknown and lk.feedback.estimate_bps is not None and lk.level == AUDIO_LEVEL and lk.media_since is not None:
+            # the first congestion a link shows, with audio alone on it: the path is narrower than
+            # the audio, and its modem queue fills while the request for less audio travels; asking
+            # at once for what half of it carries drains that queue within ~1 s (E: 16 kbit/s in
+            # 20 ms datagrams is ~44 kbit/s on 32), and the estimate climbs back if that was too little
+            lk.feedback.estimate_bps = max(MIN_ESTIMATE_BPS, min(lk.feedback.estimate_bps, FIRST_AUDIO_DECREASE * sent))
+        elif lk.media_since is None:
+            # no audio sent on the link yet: its reports are about keepalive probes, and one delay
+            # spike among them set the estimate to the 8 kbit/s floor before the meeting began
+            lk.feedback.forget_estimate()
 
     def audio_redundancy(self, link: str, now: float) -> int:
         """How many earlier audio frames a datagram driver should repeat with each audio frame on
@@ -78,8 +105,9 @@ class FeedbackRules:
         if fb is None or not fb.active(now):
             return 0
         depth = self._wanted_redundancy(fb)
-        if fb.estimate_bps is None and fb.reports < REDUNDANCY_KNOWN_AFTER_REPORTS:
-            depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link: it may be narrow
+        young = lk.media_since is None or now - lk.media_since < REDUNDANCY_KNOWN_AFTER_S
+        if fb.estimate_bps is None and young and not self._lan_like(lk, fb):
+            depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link beyond a LAN: it may be narrow
         copy_bps = self._copy_bps()
         if depth and fb.estimate_bps is not None and copy_bps > 0 and not fb.app_limited(now):
             # (an app-limited estimate says nothing of the room: the copies probe it, and a path
@@ -101,10 +129,18 @@ class FeedbackRules:
         one runs), so that bursts (keyframes) wait in this relay, where audio goes first, and not
         in the path's queue, where audio would wait behind them."""
         fb = self._active_feedback(lk, now)
-        if fb is None or fb.estimate_bps is None:
+        if fb is None or (fb.estimate_bps is None and self._lan_like(lk, fb)):
             lk.pacer = None
             return None
-        rate = max(fb.estimate_bps, lk.probe.target_bps if lk.probe is not None else 0.0)
+        if fb.estimate_bps is None:
+            # a young link beyond a LAN: its room is not known, but a keyframe sent as one burst
+            # waits in its bottleneck's queue with the audio behind it (profile C, 1 Mbit/s: ~30 KB
+            # of keyframes every 2 s held the hall page's audio 300 ms); at YOUNG_PACE_FACTOR x
+            # what its level measures, the burst waits here instead, where audio goes first
+            rate = YOUNG_PACE_FACTOR * self._level_bps(lk, lk.level)
+        else:
+            rate = fb.estimate_bps
+        rate = max(rate, MIN_ESTIMATE_BPS, lk.probe.target_bps if lk.probe is not None else 0.0)
         if lk.pacer is None:
             lk.pacer = RateCap(rate, lk.framing_bytes)
         lk.pacer.rate_bps, lk.pacer.framing_bytes = rate, lk.framing_bytes
@@ -177,6 +213,63 @@ class FeedbackRules:
         if self._fits(lk, lk.level - 1, self._video_estimate(fb) / (UPGRADE_HEADROOM if full else 1.0)):
             return self._set_level(lk, lk.level - 1, now)
         return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
+
+    @staticmethod
+    def _young_wide_area(lk: "_Link", fb: LinkFeedback) -> bool:
+        """A datagram link above audio-only, no audio sent on it yet, no estimate, whose path has a
+        round trip beyond a LAN's (YOUNG_LAN_RTT_S): it should start at audio-only. The path's round
+        trip is the driver's kernel figure (`set_path_rtt`) where it gives one: the reports' own RTT
+        includes how late each node's loop ran, 100 ms and more on loopback on a loaded machine."""
+        if lk.level >= AUDIO_LEVEL or lk.media_since is not None or fb.estimate_bps is not None:
+            return False
+        if lk.path_rtt_s is not None:
+            return lk.path_rtt_s >= YOUNG_LAN_RTT_S
+        return fb.reports >= YOUNG_LAN_REPORTS and math.isfinite(fb.min_rtt_s) and fb.min_rtt_s >= YOUNG_LAN_RTT_S
+
+    @staticmethod
+    def _lan_like(lk: "_Link", fb: LinkFeedback) -> bool:
+        """A path whose round trip is under YOUNG_LAN_RTT_S (the kernel's figure, else the reports'
+        lowest of at least YOUNG_LAN_REPORTS): it starts with video, so a ~17 kbit/s audio copy from
+        its first frame is nothing to it (profile B lost 4 of 3,000 frames to 1 % loss in the 3 s a
+        copy waited; the UDP + redundancy baseline lost none)."""
+        if lk.path_rtt_s is not None:
+            return lk.path_rtt_s < YOUNG_LAN_RTT_S
+        return fb.reports >= YOUNG_LAN_REPORTS and fb.min_rtt_s < YOUNG_LAN_RTT_S
+
+    def _young(self, lk: "_Link", now: float) -> bool:
+        """A datagram link (reports arrive) whose room is not known yet (no estimate)."""
+        fb = self._active_feedback(lk, now)
+        return fb is not None and fb.estimate_bps is None
+
+    def _young_probe_bps(self, lk: "_Link", level_probe_bps: float, now: float) -> float:
+        """A young link's probe: the next level, but at most YOUNG_PROBE_FACTOR x what it sends (a
+        full-level probe, ~180 kbit/s for 0.6 s, overfilled a 32 kbit/s modem queue by 1.5 s)."""
+        if lk.young_carried_bps > 0:   # after a clean step: YOUNG_STEP_FACTOR x what it carried
+            return min(level_probe_bps, YOUNG_STEP_FACTOR * lk.young_carried_bps)
+        return min(level_probe_bps, YOUNG_PROBE_FACTOR * max(lk.drain.sent_bps(now), MIN_ESTIMATE_BPS))
+
+    def _young_may_probe(self, lk: "_Link", now: float) -> bool:
+        """A datagram link whose reports gave no estimate yet may probe for video: media has
+        flowed on it for YOUNG_PROBE_AFTER_S (its audio had the time to show a narrow path)."""
+        return lk.media_since is not None and now - lk.media_since >= YOUNG_PROBE_AFTER_S
+
+    def _young_probe_done(self, lk: "_Link", fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
+        """A probe on a datagram link without an estimate has stopped: a report about packets sent
+        at its end decides (what the relay sent is no measure: UDP takes anything). Clean (no
+        high delay, no heavy loss since it started): one level up; else the probe failed."""
+        probe = lk.probe
+        assert probe is not None
+        if fb.last_report_at is None or fb.last_report_at < probe.started_at + PROBE_S + fb.rtt_s:
+            return []  # wait for a report that saw the probe
+        ok = probe.passed(achieved) and fb.clean_since(probe.started_at)
+        full = probe.target_bps >= 0.95 * self._level_bps(lk, lk.level - 1) / UPGRADE_HEADROOM
+        self._end_probe(lk, now, ok=ok)
+        if ok and not full:
+            # a step: the path carried this much without a queue; the next step soon, and bigger
+            lk.young_carried_bps = max(lk.young_carried_bps, achieved)
+            lk.backoff_s = YOUNG_STEP_WAIT_S
+            return []
+        return self._set_level(lk, lk.level - 1, now) if ok else []
 
     def _feedback_probe_bps(self, lk: "_Link", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
         """A datagram link's probe: the next level and its audio redundancy, in bounded steps."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -318,6 +319,26 @@ def limit_unsent(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, UNSENT_LOWAT_BYTES)
     except OSError:  # not Linux, or an old kernel: only congestion visibility suffers
         pass
+
+
+TCP_INFO_BYTES = 256  # more than struct tcp_info has on any kernel: the kernel returns what it has
+TCP_INFO_MIN_RTT_OFFSET = 148  # struct tcp_info.tcpi_min_rtt (µs, Linux >= 4.10)
+TCP_INFO_RTT_OFFSET = 68  # struct tcp_info.tcpi_rtt (smoothed, µs): older kernels
+
+
+def kernel_min_rtt_s(stream: trio.SocketStream) -> float | None:
+    """The lowest round trip the kernel's TCP measured on this link (tcpi_min_rtt): the path's own
+    delay, untouched by how late either node's event loop reads (a loaded machine adds 100 ms to an
+    application-level RTT on loopback). None where TCP_INFO is not available."""
+    try:
+        info = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+    except (OSError, AttributeError):
+        return None
+    offset = TCP_INFO_MIN_RTT_OFFSET if len(info) >= TCP_INFO_MIN_RTT_OFFSET + 4 else TCP_INFO_RTT_OFFSET
+    if len(info) < offset + 4:
+        return None
+    us = struct.unpack_from("=I", info, offset)[0]
+    return us / 1e6 if us else None
 
 
 def peer_address(stream: trio.SocketStream) -> str:

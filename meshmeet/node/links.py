@@ -24,7 +24,7 @@ import trio
 from ..membership.identity import KeyPair
 from ..wire import HandshakeComplete, LinkConnection, Role
 from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
-from .link import RECEIVE_BYTES, Link, LinkHooks, PeerRecord, keep_new, limit_unsent, peer_address, run_link
+from .link import RECEIVE_BYTES, Link, LinkHooks, PeerRecord, keep_new, kernel_min_rtt_s, limit_unsent, peer_address, run_link
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,11 @@ class LinkManager:
         record = self.peers.get(peer_node_id)
         return None if record is None else record.rtt_ms
 
+    def path_min_rtt_s(self, peer_node_id: str) -> float | None:
+        """The kernel's lowest TCP round trip on the link to a peer (see link.kernel_min_rtt_s)."""
+        record = self.peers.get(peer_node_id)
+        return kernel_min_rtt_s(record.link.stream) if record and record.link and record.state == "up" else None
+
     def queue_depth(self, peer_node_id: str) -> int:
         """Messages waiting in the link's writer queue (0 when no link is up)."""
         record = self.peers.get(peer_node_id)
@@ -190,23 +195,13 @@ class LinkManager:
 
     def snapshot(self) -> list[dict]:
         """Links for `status --json`."""
-        out = []
-        for rec in sorted(self.peers.values(), key=lambda r: r.node_id):
-            out.append(
-                {
-                    "peer": rec.node_id,
-                    "site": rec.site or self._site_of(rec.node_id),
-                    "transport": "tcp",
-                    "state": rec.state,
-                    "rtt_ms": None if rec.rtt_ms is None else round(rec.rtt_ms, 3),
-                    "address": rec.link.address if rec.link else None,
-                    "bytes_in": rec.link.conn.bytes_received if rec.link else 0,
-                    "bytes_out": rec.link.conn.bytes_sent if rec.link else 0,
-                    "links_opened": rec.links_opened,
-                    "last_error": rec.last_error,
-                }
-            )
-        return out
+        return [{"peer": rec.node_id, "site": rec.site or self._site_of(rec.node_id), "transport": "tcp",
+                 "state": rec.state, "rtt_ms": None if rec.rtt_ms is None else round(rec.rtt_ms, 3),
+                 "address": rec.link.address if rec.link else None,
+                 "bytes_in": rec.link.conn.bytes_received if rec.link else 0,
+                 "bytes_out": rec.link.conn.bytes_sent if rec.link else 0,
+                 "links_opened": rec.links_opened, "last_error": rec.last_error}
+                for rec in sorted(self.peers.values(), key=lambda r: r.node_id)]
 
     # ----- accept / dial ----------------------------------------------------------------
 

@@ -176,6 +176,7 @@ class MediaService:
         elif isinstance(ev, FeedbackArrived):
             feedback = getattr(self.relay, "link_feedback", None)
             if callable(feedback) and peer in self._tree_links:
+                self.relay.set_path_rtt(peer, self.node.links.path_min_rtt_s(peer))
                 fb = ev.feedback
                 feedback(peer, now, fb.loss_fraction, fb.jitter_s, fb.delay_trend_s, fb.rtt_s)
             depth = getattr(self.relay, "audio_redundancy", None)  # the adaptation's redundancy depth
@@ -225,6 +226,10 @@ class MediaService:
                 if self.floor.source_link != LOCAL:
                     self.counters["presenter_refused"] += 1  # this site does not hold the floor
                     return
+                if kind == C.KIND_CONFIG:
+                    # a page starts with its configs: repeat the audio request it missed (a young
+                    # weak link wants 40 ms frames from the first one; the refresh came 2 s late)
+                    self.relay.source_reconnected()
                 if kind == C.KIND_CHUNK:
                     self._media_at = now
                 self._send_out(self.relay.receive(LOCAL, data, now))

@@ -12,6 +12,14 @@ profile (default: all, 60 s each):
           namespaces (relay -> end hall) with the same profile: the same 20 ms frames over plain UDP,
           each packet also carrying the previous frame (RFC 2198-style); on links too thin for that
           (E: 32 kbit/s) plain UDP at 12 kbit/s, as the issue measured.
+  cap     (E only) audio and video with the link at B, capped to the profile at 30 % of the row and
+          back to B at 70 % (Testbed.set_profile, the queue starts empty): how long after the cap
+          video still left the relay (`video_shed_after_cap_s`: the latest send time of a video frame
+          that arrived), how long after the uncap it arrived again, the audio sent while capped
+          (`capped_audio`), and when the relay's status (polled each second) first said audio-only
+          after the cap (`relay_audio_only_after_cap_s`; frames the full modem queue dropped also
+          never arrive, so the first figure is a lower bound of the relay's shedding).
+          The row's other latency figures use the capped profile's base delay.
 Every frame carries its send time (CLOCK_MONOTONIC, shared by all namespaces) in its payload.
 Per row: frames delivered, one-way latency p50/p95/p99/max above the link's base one-way delay,
 gaps > 200 ms between audio arrivals, % heard at a 150 / 300 ms playout (arrived within X ms of the
@@ -58,6 +66,9 @@ STAMP = 8                    # bytes of send time (ns) at the start of each payl
 GAP_MS = 200
 PLAYOUTS_MS = (150, 300)
 VIDEO_SHED_S = 1.0
+CAP_FROM = "B"               # the `cap` row: the link starts as B (video flows), is capped to the profile...
+CAP_SHARE = (0.3, 0.7)       # ...at this share of the row and uncapped (B again) at this share
+CAP_PROFILES = ("E",)        # the rows that get a `cap` row (issue 13: "E: video shed within 1 s of the cap")
 DRAIN_QUIET_S = 3.0          # the subscriber stops this long after the last frame...
 DRAIN_MAX_S = 25.0           # ...or this long after the presenter stopped
 SETTLE_S = 3.0               # between runs
@@ -119,6 +130,11 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
             await ws.send_bytes(vp8)
         while time.monotonic() < start_at:
             await asyncio.sleep(0.005)
+        # a presenter process that started late (a loaded machine: Python and aiohttp take seconds
+        # to start) begins now, as a browser would, instead of sending the frames it missed in one
+        # burst (that burst alone filled E's 1.5 s modem queue and made runs bimodal)
+        late_s = max(0.0, time.monotonic() - start_at)
+        start_at += late_s
         n = nv = v = 0
         t_us = 0  # the audio's media time; frames last state["frame_ms"] each
         kbps_frames: list[int] = []
@@ -151,7 +167,7 @@ async def role_presenter(seconds: float, video: bool, start_at: float) -> dict:
         task.cancel()
     return {"sent": n, "video_sent": nv, "rate_requests": rates, "keyframe_requests": keyreqs, "other_upstream": other,
             "frame_ms": sorted(frame_ms_used), "kbps_used": sorted(set(kbps_frames)),
-            "kbps_last": kbps_frames[-1] if kbps_frames else None}
+            "kbps_last": kbps_frames[-1] if kbps_frames else None, "late_start_s": round(late_s, 3)}
 
 
 async def role_hall(seconds: float, start_at: float) -> dict:
@@ -335,6 +351,27 @@ def audio_metrics(rx: dict, sent: int, base_ms: float) -> dict:
     return out
 
 
+def cap_metrics(rx: dict, start_at: float, cap_s: float, uncap_s: float, base_ms: float) -> dict:
+    """The `cap` row (a clean link capped mid-stream, then uncapped): how long after the cap video
+    still left the relay (the latest send time of a video frame that arrived, minus the cap: frames
+    the relay shed never arrive), how long after the uncap video arrived again, and the audio sent
+    while capped (delivered, p95 above the capped profile's base delay)."""
+    cap, uncap = start_at + cap_s, start_at + uncap_s
+    video = [(s / 1e9, a / 1e9) for s, a, _ in rx.get("video", [])]
+    during = [s for s, _ in video if cap <= s < uncap]
+    later = [a for s, a in video if s >= uncap]
+    out = {"cap_at_s": cap_s, "uncap_at_s": uncap_s,
+           "video_shed_after_cap_s": round(max(during) - cap, 2) if during else 0.0,
+           "video_after_cap_frames": len(during),
+           "video_restored_after_uncap_s": round(min(later) - uncap, 2) if later else None}
+    frames = [v for v in rx.get("audio", {}).values() if cap <= v[0] / 1e9 < uncap]
+    lat = [(a - s) / 1e6 - base_ms for s, a in frames]
+    expected = (uncap_s - cap_s) / FRAME_S  # upper bound when the source was asked for longer frames
+    out["capped_audio"] = {"delivered": len(frames), "p95_ms": pct(lat, 0.95), "max_ms": round(max(lat), 1) if lat else None}
+    out["capped_audio"]["frames_per_s"] = round(len(frames) / (uncap_s - cap_s), 1) if expected else None
+    return out
+
+
 def video_metrics(rx: dict, start_at: float, seconds: float) -> dict:
     """Video off = no video frame for > VIDEO_SHED_S: [shed at s, restored at s (None: not before the end)]."""
     video = sorted(rx.get("video", []), key=lambda v: v[1])
@@ -356,7 +393,7 @@ class StatusPoller:
         self.bed, self.relay, self.end_id = bed, relay, end_id
         self.rows: list[dict] = []
         self._stop = threading.Event()
-        self._t0 = time.monotonic()
+        self._t0 = self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> StatusPoller:
@@ -434,7 +471,17 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
     start_at = time.monotonic() + 2.0
     hall = Role(end, "hall", env, seconds=seconds, start_at=start_at)
     time.sleep(0.5)
-    pres = Role(hq, "presenter", env, seconds=seconds, video=mode == "av", start_at=start_at)
+    pres = Role(hq, "presenter", env, seconds=seconds, video=mode in ("av", "cap"), start_at=start_at)
+    shaper = None
+    if mode == "cap":   # CAP_FROM clean, `profile` from CAP_SHARE[0] of the row, CAP_FROM again from CAP_SHARE[1]
+        plan = ((CAP_SHARE[0] * seconds, profile), (CAP_SHARE[1] * seconds, CAP_FROM))
+
+        def shape() -> None:
+            for at, prof in plan:
+                time.sleep(max(0.0, start_at + at - time.monotonic()))
+                bed.set_profile("relay", "end", prof)
+        shaper = threading.Thread(target=shape, daemon=True)
+        shaper.start()
     udp = None
     if mode == "audio":
         red = profile != "E"
@@ -449,10 +496,21 @@ def measure(bed, env: dict, profile: str, mode: str, seconds: float, base_link, 
         p = pres.result(seconds + GUARD_S)
         rx = hall.result(seconds + DRAIN_MAX_S + GUARD_S)
     drops = link_drops(bed) - drops0
-    row = {**audio_metrics(rx, p.get("sent", 0), base_ms), **(video_metrics(rx, start_at, seconds) if mode == "av" else {}),
-           **({"video_sent": p.get("video_sent")} if mode == "av" else {}),
+    if shaper is not None:
+        shaper.join()
+    video = mode in ("av", "cap")
+    relay_shed = None
+    if mode == "cap":   # the relay's own status (polled every STATUS_EVERY_S): audio-only since, after the cap
+        cap_t = start_at + CAP_SHARE[0] * seconds - poll.t0
+        relay_shed = next((round(r["t"] - cap_t, 1) for r in poll.rows if r.get("layer") == "audio" and r["t"] >= cap_t), None)
+    row = {**audio_metrics(rx, p.get("sent", 0), base_ms), **(video_metrics(rx, start_at, seconds) if video else {}),
+           **({"relay_audio_only_after_cap_s": relay_shed} if mode == "cap" else {}),
+           **({"video_sent": p.get("video_sent")} if video else {}),
+           **(cap_metrics(rx, start_at, CAP_SHARE[0] * seconds, CAP_SHARE[1] * seconds, base_ms)
+              if mode == "cap" and "error" not in rx else {}),
            "opus_kbps_used": p.get("kbps_used"), "opus_rate_requests": p.get("rate_requests"),
            "frame_ms": p.get("frame_ms"), "keyframe_requests": p.get("keyframe_requests"),
+           "presenter_late_start_s": p.get("late_start_s"),
            "other_upstream": p.get("other_upstream"), "mesh_link_drops": drops, **poll.summary()}
     if "error" in p:
         row["presenter_error"] = p["error"]
@@ -552,7 +610,9 @@ def main(argv: list[str]) -> int:
                 control(base_link.control, {"op": "profile", "spec": prof})
                 base_ms = PRESETS[prof].base_delay_s * 1000
                 rows: dict = {}
-                for mode in ("av", "audio"):
+                for mode in ("av", "audio", "cap") if prof in CAP_PROFILES else ("av", "audio"):
+                    if mode == "cap":
+                        bed.set_profile("relay", "end", CAP_FROM)
                     fresh_nodes(bed, log)
                     time.sleep(SETTLE_S)
                     log(f"profile {prof} {mode}: {args.seconds:g} s...")
@@ -586,7 +646,7 @@ def print_table(report: dict) -> None:
     print(head)
     for prof, rows in report["profiles"].items():
         udp_p95 = (rows.get("udp_red") or {}).get("p95_ms")
-        for mode in ("av", "audio", "udp_red"):
+        for mode in ("av", "audio", "udp_red", "cap"):
             r = rows.get(mode)
             if r is None:
                 continue
@@ -597,6 +657,12 @@ def print_table(report: dict) -> None:
             extra = f"{r.get('opus_kbps_used')}, {r.get('frame_ms')}"
             if mode == "av":
                 extra += f"; {r.get('video_off')}"
+            if mode == "cap":
+                ca = r.get("capped_audio") or {}
+                extra += (f"; {CAP_FROM}->{prof} at {_f(r.get('cap_at_s'))} s: last video sent "
+                          f"{_f(r.get('video_shed_after_cap_s'))} s after, relay audio-only after "
+                          f"{_f(r.get('relay_audio_only_after_cap_s'))} s, restored {_f(r.get('video_restored_after_uncap_s'))} s "
+                          f"after the uncap; audio while capped p95 {_f(ca.get('p95_ms'))} ms")
             if r.get("transport"):
                 extra += f"; {r['transport']}"
             print(f"{prof:<4} {mode:<8} {_f(r['delivered_pct']):>7} {_f(r['p50_ms']):>7} {_f(r['p95_ms']):>7} "
