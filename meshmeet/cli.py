@@ -238,9 +238,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen=args.listen, http=args.http, peers=args.peer, mdns_interfaces=args.mdns_interface,
         mdns=False if args.no_mdns else None, https=args.https, residents=args.residents,
     )
-    cli_ports.check_web_ports(args.data_dir, cfg)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log_level.upper())
-    node = Node(args.data_dir, cfg)
+    node = Node(args.data_dir, cfg)  # a bad key or data dir is the one error said, before any port warning
+    cli_ports.check_web_ports(args.data_dir, cfg)
     from .release.gate import wait_at_gate
 
     if not wait_at_gate():  # a new version started early by `meshmeet supervise` (docs/release.md)
