@@ -66,7 +66,8 @@ class MediaHub:
                  meeting_id: str | Callable[[], str] = "live", clock: Callable[[], float] = time.monotonic) -> None:
         self._upstream = upstream
         self._clock = clock
-        self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK)
+        # every voice comes from the node (or, standalone, the presenter); every hall page mixes them
+        self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK, voices_follow_source=True)
         self._subs: dict[str, tuple[web.WebSocketResponse, asyncio.BaseTransport | None]] = {}
         self._presenters: set[web.WebSocketResponse] = set()
         self._next_id = 0
@@ -221,7 +222,7 @@ class MediaHub:
         self._next_id += 1
         sub = f"hall-{self._next_id}"
         self._subs[sub] = (ws, transport)
-        self._send_out(self.relay.add_link(sub, self._clock(), best_level=best_level))
+        self._send_out(self.relay.add_link(sub, self._clock(), best_level=best_level, voices=True))
         self._ensure_ticker()
         return sub
 
