@@ -44,8 +44,11 @@ from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService
+from .media_voices import MediaVoices
+from ..media.voices import VOICE_KINDS, voice_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from .node import Node
     from .ports import StateReader, TreeView
 
@@ -77,7 +80,8 @@ class MediaService:
     the browser topics it reads. Needs: the node's links; the tree (`TreeView`) whose links media
     travels on; the replicated state (`StateReader`) for the started meeting's name."""
 
-    def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None) -> None:
+    def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None,
+                 knows_voices: "Callable[[str], bool] | None" = None) -> None:
         self.node = node
         self.tree = tree  # the links media travels on; None: no tree links (tests)
         self.state = state  # the started meeting names the recording; None: named by date
@@ -110,6 +114,7 @@ class MediaService:
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
+        self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -148,12 +153,15 @@ class MediaService:
         if body and body[0] in R.RECSYNC_KINDS:
             self._on_recsync(peer, body)
             return
+        if body and body[0] in VOICE_KINDS:
+            self.voices.on_message(peer, body, now)
+            return
         try:
             kind = C.peek_kind(body)
             if kind in C.UPSTREAM_KINDS:  # keyframe / audio rate requests
                 self._send_out(self.relay.receive(peer, body, now))
             elif kind != C.KIND_PADDING:
-                if peer != self.floor.source_link:
+                if peer != self.floor.source_link and not self._voice_message(body):
                     self.counters["not_from_source"] += 1
                     return
                 self.counters["chunks_in"] += 1
@@ -224,7 +232,10 @@ class MediaService:
                     assert isinstance(cfg, C.DecoderConfig)
                     self._presenter_configs[(cfg.track, cfg.layer)] = data
                 if self.floor.source_link != LOCAL:
-                    self.counters["presenter_refused"] += 1  # this site does not hold the floor
+                    if self.voices.from_presenter(data, now):  # it speaks as the chair or the extra voice
+                        self._media_at = now
+                        return
+                    self.counters["presenter_refused"] += 1  # this site may not speak
                     return
                 if kind == C.KIND_CONFIG:
                     # a page starts with its configs: repeat the audio request it missed (a young
@@ -280,31 +291,44 @@ class MediaService:
         if upd.holder_changed:
             self.relay.set_source(self.floor.source_link)
             self._publish(SOURCE_RESET)
-            if self.floor.source_link == LOCAL:
-                self._inject_presenter_configs(now)
+            self._inject_presenter_configs(now)
             self._send_out(self.relay.request_keyframes(now))
         elif upd.source_changed:
             self.relay.move_source(self.floor.source_link)
             self._send_out(self.relay.request_keyframes(now))
         self._kick()
 
+    def _voice_message(self, body: bytes) -> bool:
+        """Audio of voice 1 or 2: the relay checks it against that voice's own source link."""
+        try:
+            return bool(voice_of(body))
+        except C.MediaFormatError:
+            return False
+
     def _inject_presenter_configs(self, now: float) -> None:
-        for key in sorted(self._presenter_configs):
-            self._send_out(self.relay.receive(LOCAL, self._presenter_configs[key], now))
+        if self.floor.source_link == LOCAL:
+            for key in sorted(self._presenter_configs):
+                self._send_out(self.relay.receive(LOCAL, self._presenter_configs[key], now))
+        for cfg in self.voices.presenter_configs():
+            self._send_out(self.relay.receive(LOCAL, cfg, now))
         self._publish_accepted()
         self._next_configs = now + CONFIG_REPEAT_S
 
     async def _api_floor(self, args: dict) -> dict:
         action = args.get("action", "status")
-        if action not in ("grant", "release", "status"):
-            raise ApiError(400, "bad_action", "Cần action là grant, release hoặc status",
-                           "action must be grant, release or status")
+        if action not in ("grant", "release", "allow", "disallow", "status"):
+            raise ApiError(400, "bad_action", "Cần action là grant, release, allow, disallow hoặc status",
+                           "action must be grant, release, allow, disallow or status")
         if action != "status":
             me = self.node.me
             briefing_root = me.backup and self.tree is not None and self.tree.leads_briefing()
             if me.role != "hq" and not briefing_root:
                 raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
                                "only HQ or the briefing root may grant the floor")
+            if action in ("allow", "disallow"):  # one more voice besides the holder and the chair
+                extra = self._find_member(str(args.get("site", ""))) if action == "allow" else ""
+                self.voices.allow(extra, trio.current_time())
+                return self.floor_status()
             holder = ""
             if action == "grant":
                 holder = self._find_member(str(args.get("site", "")))
@@ -324,6 +348,7 @@ class MediaService:
         root = self.root()
         out = self.floor.status(root)
         out["holder_site"] = self._site(out["holder"])
+        out["voices"] = self.voices.status()
         return out
 
     async def _api_test_rate_cap(self, args: dict) -> dict:
@@ -345,6 +370,7 @@ class MediaService:
         upd = self.floor.link_gone(peer)
         if upd.source_changed:
             self.relay.move_source(None)
+        self.voices.link_gone(peer)
 
     def _sync_tree(self, now: float) -> None:
         root = self.root()
@@ -360,12 +386,14 @@ class MediaService:
             grant = self.floor.current_grant_bytes()
             if grant is not None:
                 self.node.send(peer, services.MEDIA, grant)
+        self.voices.sync(now)
 
     def _beacon(self, now: float) -> None:
         body = self.floor.beacon_due(self.root(), now)
         if body is not None:
             self._flood(body)
-        if self.floor.source_link == LOCAL and now >= self._next_configs and self._presenter_configs:
+        speaks = self.floor.source_link == LOCAL or self.voices.mine()
+        if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
 
     # ----- the drain task --------------------------------------------------------------------
@@ -402,9 +430,9 @@ class MediaService:
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
         wake = min(self._next_tick, now + TREE_POLL_S)
-        nb = self.floor.next_beacon_at(self.root())
-        if nb is not None:
-            wake = min(wake, max(nb, now))
+        for nb in (self.floor.next_beacon_at(self.root()), self.voices.beacon(now)):
+            if nb is not None:
+                wake = min(wake, max(nb, now))
         for peer in self.relay.links():
             w = self._drain(peer, now)
             if w is not None:
@@ -538,5 +566,5 @@ class MediaService:
             "floor": self.floor_status(),
             "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
             "recordings": {**self.recsync.status(), "live": self.live(now)},
-            "counters": dict(self.counters),
+            "counters": {**self.counters, "voices_refused": self.relay.voices_refused},
         }
