@@ -37,6 +37,9 @@ VOICE_FLOOR, VOICE_CHAIR, VOICE_EXTRA = 0, 1, 2
 FEATURE = "voices/1"  # capabilities feature: this peer takes voices 1 and 2 and the kinds below
 KIND_VOICE_GRANT = 0x14
 KIND_VOICE_BEACON = 0x15
+KIND_VOICE_ROLE = 0x16  # node -> its own web gateway only, never on a link: which voice this site speaks
+ROLE_NONE = 0xFF
+ROLE_ROOT = 0x01  # flags: this site is the tree root (the chair, who speaks through /present)
 VOICE_KINDS = frozenset({KIND_VOICE_GRANT, KIND_VOICE_BEACON})
 VOICE_GRANT_CONTEXT = b"meshmeet-voice-v1"
 VOICE_BEACON_CONTEXT = b"meshmeet-voice-beacon-v1"
@@ -88,6 +91,17 @@ def my_voice(me: str, holder: str, root: str, extra: str) -> int | None:
         if node == me:
             return voice
     return None
+
+
+def encode_role(voice: int | None, root: bool) -> bytes:
+    """`0x16 || voice (0..2, 0xFF none) || flags` for this node's own hall pages."""
+    return bytes((KIND_VOICE_ROLE, ROLE_NONE if voice is None else voice, ROLE_ROOT if root else 0))
+
+
+def parse_role(data: bytes) -> tuple[int | None, bool]:
+    if len(data) != 3 or data[0] != KIND_VOICE_ROLE or (data[1] >= C.MAX_VOICES and data[1] != ROLE_NONE) or data[2] & ~ROLE_ROOT:
+        raise VoiceError("bad voice role")
+    return (None if data[1] == ROLE_NONE else data[1]), bool(data[2] & ROLE_ROOT)
 
 
 # ---- voice grants and beacons --------------------------------------------------------------

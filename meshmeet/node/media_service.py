@@ -93,6 +93,7 @@ class MediaService:
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
         self._next_configs = math.inf
+        self._next_role = 0.0
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
@@ -395,6 +396,9 @@ class MediaService:
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
         if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
+        if now >= self._next_role:  # the hub may have restarted: say again which voice this site speaks
+            self._next_role = now + CONFIG_REPEAT_S
+            self.voices.publish_role()
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:

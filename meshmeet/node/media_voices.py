@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..media import chunk as C
 from ..media.voices import (FEATURE, LOCAL, VOICE_CHAIR, VOICE_EXTRA, ExtraVoice, VoiceBeacon, VoiceError,
-                            VoiceGrant, VoiceUpdate, as_voice, my_voice, owners, parse, voice_of)
+                            VoiceGrant, VoiceUpdate, as_voice, encode_role, my_voice, owners, parse, voice_of)
 from ..wire import services
 
 if TYPE_CHECKING:
@@ -76,6 +76,11 @@ class MediaVoices:
             log.info("voices: %s", [self.m._site(n) for n in own])
             self._owners = own
             self.m._inject_presenter_configs(now)
+            self.publish_role()
+
+    def publish_role(self) -> None:
+        """Tell this node's hall pages which voice the site speaks (the TV page captures then)."""
+        self.m._publish(encode_role(self.mine(), self.m.root() == self.m.node.key.node_id))
 
     # ---- from links ---------------------------------------------------------------------------
     def on_message(self, peer: str, body: bytes, now: float) -> None:

@@ -38,6 +38,7 @@ from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.recording.recorder import Recorder, RecordingError, read_records
 from meshmeet.media.relay import MediaRelay, Outgoing
+from meshmeet.media.voices import KIND_VOICE_ROLE, VoiceError, parse_role
 from meshmeet.slides.record import KIND_SLIDE_RECORD
 from meshmeet.slides.record import record_json as slide_record_json
 
@@ -82,12 +83,26 @@ class MediaHub:
         self._last_slide: tuple[bytes, float] | None = None  # the slide record a new file starts with
         self._checked_at = -1e18
         self.format_errors = 0
+        self._voice_role = json.dumps({"type": "voice", "mine": None, "root": False})
 
     # ---- input -------------------------------------------------------------------------
     def feed(self, data: bytes | str) -> None:
         """A media message from the node (call on the gateway loop)."""
         if not isinstance(data, bytes) or not data:
             self.format_errors += 1
+            return
+        if data[0] == KIND_VOICE_ROLE:  # which voice this site speaks: its hall pages capture then
+            try:
+                mine, root = parse_role(data)
+            except VoiceError:
+                self.format_errors += 1
+                return
+            text = json.dumps({"type": "voice", "mine": mine, "root": root})
+            if text != self._voice_role:
+                self._voice_role = text
+                for ws, _ in tuple(self._subs.values()):
+                    if not ws.closed:
+                        asyncio.get_running_loop().create_task(ws.send_str(text))
             return
         if data[0] == KIND_SOURCE_RESET:  # the floor moved: forget the old source's configs
             self.relay.set_source(NODE_LINK)
@@ -305,6 +320,7 @@ class MediaHub:
         sub = self.add_subscriber(ws, request.transport, best_level=best)
         try:
             await ws.send_str(f'{{"subscriber":"{sub}"}}')
+            await ws.send_str(self._voice_role)
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     ok = (self.player_report(sub, msg.data) if msg.type is WSMsgType.TEXT
