@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import cli_pipe, cli_ports
 from . import config as config_mod
 from .errors import MeshmeetError, NotRunningError, leaf_errors
 
@@ -75,12 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--peer", action="append", default=[], help="static peer HOST:PORT (4G/WAN)")
     c.add_argument("--mdns-interface", action="append", default=[], help="local IP for mDNS")
     c.add_argument("--no-mdns", action="store_true")
+    cli_ports.add_listener_options(c)
 
     c = cmd("status", "trạng thái nút đang chạy / status of the running node")
-    data_dir(c)
-    c.add_argument("--json", action="store_true")
-
-    c = cmd("roster", "danh sách thành viên / list the commune members")
     data_dir(c)
     c.add_argument("--json", action="store_true")
 
@@ -122,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             from .data_home import resolve_data_dir
 
             args.data_dir = resolve_data_dir(args.data_dir)
-        return int(COMMANDS[args.command](args) or 0)
+        code = int(COMMANDS[args.command](args) or 0)
+        cli_pipe.flush_stdout()
+        return code
+    except BrokenPipeError:  # `meshmeet ... | head -1`: the reader went away (cli_pipe.py)
+        if not cli_pipe.stdout_reader_gone():
+            raise
+        return cli_pipe.quiet_exit()
     except MeshmeetError as e:
         print(f"meshmeet: {e}", file=sys.stderr)
         return e.exit_code
@@ -222,32 +226,6 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_roster(args: argparse.Namespace) -> int:
-    from .membership.datadir import load_roster
-
-    roster = load_roster(args.data_dir)
-    now = time.time()
-    members = [
-        {"short_id": m.short_id, "node_id": m.node_id, "site": m.site, "role": m.role, "priority": m.priority,
-         "backup": m.backup, "seat": "claimed"}
-        for m in roster.members()
-    ]
-    seats = [
-        {"short_id": s.short_id, "site": s.site, "role": s.role, "expires_at": s.expires_at,
-         "seat": "open" if s.expires_at > now else "expired"}
-        for s in roster.open_seats(now=None)
-    ]
-    if args.json:
-        print(json.dumps({"commune": roster.commune_name, "members": members, "open_seats": seats}, ensure_ascii=False))
-        return 0
-    print(f"{roster.commune_name}: {len(members)} thành viên / members")
-    for m in members:
-        print(f"  #{m['short_id']:<4} {m['role']:<6} {m['node_id']}  {m['site']}")
-    for s in seats:
-        print(f"  #{s['short_id']:<4} {s['role']:<6} {'(chỗ trống / ' + s['seat'] + ')':<18}  {s['site']}")
-    return 0
-
-
 # ----- running ------------------------------------------------------------------------------
 
 
@@ -258,8 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.data_dir).with_overrides(
         listen=args.listen, http=args.http, peers=args.peer, mdns_interfaces=args.mdns_interface,
-        mdns=False if args.no_mdns else None,
+        mdns=False if args.no_mdns else None, https=args.https, residents=args.residents,
     )
+    cli_ports.check_web_ports(args.data_dir, cfg)
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else cfg.log_level.upper())
     node = Node(args.data_dir, cfg)
     from .release.gate import wait_at_gate
@@ -384,7 +363,6 @@ COMMANDS = {
     "join": cmd_join,
     "run": cmd_run,
     "status": cmd_status,
-    "roster": cmd_roster,
     "config": cmd_config,
     "briefing": cmd_briefing,
     "simulate": cmd_simulate,

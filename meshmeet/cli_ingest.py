@@ -51,7 +51,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise MeshmeetError("Cần địa chỉ nguồn: meshmeet ingest rtmp://… (hoặc --listen CỔNG, stop, status)",
                             "a source is needed: meshmeet ingest rtmp://… (or --listen PORT, stop, status)")
     st = api_call(args.data_dir, "ingest", body)
-    print(json.dumps(st, ensure_ascii=False) if args.json else _describe(st))
+    if args.json:
+        print(json.dumps(st, ensure_ascii=False))
+    elif target == "stop":
+        print(f"Đã dừng tiếp sóng {st['stopped']} / stopped relaying {st['stopped']}" if st.get("stopped") else
+              "Không có gì đang tiếp sóng, không có gì để dừng / nothing was being relayed, nothing to stop")
+    else:
+        print(_describe(st))
     return 0
 
 

@@ -21,6 +21,8 @@ from typing import Callable
 
 from .errors import ConfigError, MeshmeetError
 
+INSTALLED_UNIT = Path("/etc/systemd/system/meshmeet.service")  # install.sh's unit (meshmeet/install/)
+
 
 def _passphrase(args: argparse.Namespace, twice: bool) -> str:
     if args.passphrase_stdin:
@@ -142,8 +144,30 @@ def cmd_restore(args: argparse.Namespace) -> int:
         config_mod.save(args.data_dir, config_mod.NodeConfig())
     print(f"Đã khôi phục trụ sở / HQ restored: {roster.commune_name} ({roster.commune_id.hex()}), "
           f"{len(roster.members())} thành viên / members in the backup.\n"
-          f"Tiếp theo / next: meshmeet run --data-dir {args.data_dir} --peer HALL:PORT ; các điểm gửi lại dữ liệu / the halls sync everything back.")
+          f"Tiếp theo, chạy / next, run:\n  {next_step(Path(args.data_dir), args.via)}\n"
+          "Các điểm liên kết lại và gửi lại mọi dữ liệu / the halls link again and sync everything back."
+          + ("" if args.via else "\n(Thêm --peer HALL:7733 cho điểm mà mDNS không thấy / "
+                                 "add --peer HALL:7733 for a hall mDNS cannot see.)"))
     return 0
+
+
+def next_step(data_dir: Path, via: list[str], unit_file: Path = INSTALLED_UNIT) -> str:
+    """The exact command that starts the restored node: the installed service for the system data
+    dir, else `meshmeet run` spelled as it runs here, with --data-dir unless it is the default and a
+    --peer for each share-holding hall the restore reached."""
+    import shlex
+
+    from .command_name import meshmeet_command
+    from .data_home import SYSTEM_DATA_DIR, default_data_dir
+
+    if data_dir.absolute() == SYSTEM_DATA_DIR and unit_file.exists():
+        return "sudo systemctl enable --now meshmeet"
+    words = [meshmeet_command(), "run"]
+    if data_dir.absolute() != default_data_dir().absolute():
+        words += ["--data-dir", shlex.quote(str(data_dir))]
+    for address in via:
+        words += ["--peer", shlex.quote(address)]
+    return " ".join(words)
 
 
 def cmd_release_share(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`meshmeet revoke SITE`: withdraw a seat from the commune (HQ, admin key).
+"""`meshmeet revoke SITE`: withdraw a seat from the commune (HQ, admin key); `meshmeet roster`: list the seats.
 
 Writes an admin-signed Revocation entry into DIR/roster.bin (datadir.revoke_seat); the running
 HQ node picks it up within seconds and gossip carries it to every node, which closes its link to
@@ -44,6 +44,32 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_roster(args: argparse.Namespace) -> int:
+    from .membership.datadir import load_roster
+
+    roster = load_roster(args.data_dir)
+    now = time.time()
+    members = [
+        {"short_id": m.short_id, "node_id": m.node_id, "site": m.site, "role": m.role, "priority": m.priority,
+         "backup": m.backup, "seat": "claimed"}
+        for m in roster.members()
+    ]
+    seats = [
+        {"short_id": s.short_id, "site": s.site, "role": s.role, "expires_at": s.expires_at,
+         "seat": "open" if s.expires_at > now else "expired"}
+        for s in roster.open_seats(now=None)
+    ]
+    if args.json:
+        print(json.dumps({"commune": roster.commune_name, "members": members, "open_seats": seats}, ensure_ascii=False))
+        return 0
+    print(f"{roster.commune_name}: {len(members)} thành viên / members")
+    for m in members:
+        print(f"  #{m['short_id']:<4} {m['role']:<6} {m['node_id']}  {m['site']}")
+    for s in seats:
+        print(f"  #{s['short_id']:<4} {s['role']:<6} {'(chỗ trống / ' + s['seat'] + ')':<18}  {s['site']}")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> dict:
     text = "thu hồi một điểm khỏi xã (HQ; không thể hoàn tác) / revoke a site from the commune (HQ; cannot be undone)"
     p = subparsers.add_parser("revoke", help="thu hồi một điểm khỏi xã / revoke a site from the commune (HQ)", description=text)
@@ -52,4 +78,8 @@ def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[
     p.add_argument("--yes", action="store_true", help="không hỏi xác nhận / do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="cho phép thu hồi chỗ của trụ sở / allow revoking an HQ seat")
     p.add_argument("--json", action="store_true", help="in dạng JSON / print JSON")
-    return {"revoke": cmd_revoke}
+    text = "danh sách thành viên / list the commune members"
+    r = subparsers.add_parser("roster", help=text, description=text)
+    add_data_dir(r)
+    r.add_argument("--json", action="store_true")
+    return {"revoke": cmd_revoke, "roster": cmd_roster}

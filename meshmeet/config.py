@@ -43,6 +43,14 @@ def parse_host_port(text: str, *, what: str = "address") -> HostPort:
     return HostPort(host, int(port_text))
 
 
+def host_port_or_off(text: str, *, what: str) -> tuple[str, int] | None:
+    """A listener address "HOST:PORT", or None for "off"."""
+    if text.strip().lower() == "off":
+        return None
+    hp = parse_host_port(text, what=what)
+    return hp.host, hp.port
+
+
 LORA_MODELS = ("rak3172", "e22")
 LORA_ROLES = ("", "hq", "hall", "relay")
 LORA_KEYS = frozenset({"port", "model", "region", "role", "preset", "freq_hz", "power_dbm", "e22_channel", "beacon_s"})
@@ -130,6 +138,8 @@ class NodeConfig:
     lora: LoraSettings | None = None
     allowed_hosts: tuple[str, ...] = ()  # extra names the web app answers to (DNS-rebinding guard)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    https: str | None = None  # --https HOST:PORT | off: wins over DIR/webapp.toml (None: the file decides)
+    residents: str | None = None  # --residents HOST:PORT | off: wins over DIR/citizens.toml `listen`
 
     def with_overrides(
         self,
@@ -139,9 +149,16 @@ class NodeConfig:
         peers: list[str] | None = None,
         mdns_interfaces: list[str] | None = None,
         mdns: bool | None = None,
+        https: str | None = None,
+        residents: str | None = None,
     ) -> "NodeConfig":
         """Command-line flags win over the file."""
         cfg = self
+        for name, value in (("https", https), ("residents", residents)):
+            if value:
+                if value.strip().lower() != "off":
+                    parse_host_port(value, what=f"--{name}")
+                cfg = replace(cfg, **{name: value.strip()})
         if listen:
             cfg = replace(cfg, listen=parse_host_port(listen, what="--listen"))
         if http:

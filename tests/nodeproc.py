@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HANG_GUARD_S = 90.0
@@ -126,6 +127,43 @@ def make_commune(base: Path, halls: int, commune: str = "Xã Thử") -> tuple[Pa
         code = meshmeet("invite", "--data-dir", str(hq), "--site", f"Thôn {i}", "--address", "127.0.0.1:1").stdout.strip()
         invites.append((base / f"hall{i}", code))
     return hq, invites
+
+
+def join(hall_dir: Path, code: str, via: NodeProcess) -> None:
+    """`meshmeet join` of one hall through a running member's mesh port (`--via`, no mDNS)."""
+    meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"{LOOPBACK}:{via.mesh_port}", "--no-mdns")
+
+
+def start_commune(base: Path, halls: int, nodes: list | None = None, *,
+                  prepare: Callable[[Path], None] | None = None) -> tuple[NodeProcess, list[NodeProcess]]:
+    """HQ + `halls` halls joined via --peer: the commune most node tests start from.
+
+    Makes the data dirs (`make_commune`: HQ "UBND xã" in base/hq, halls "Thôn 1".."Thôn N" in
+    base/hall1..base/hallN), starts HQ without
+    mDNS, joins every hall through HQ's mesh port (`join`), then starts each hall with HQ as its
+    only static peer (`--peer`, no mDNS): a star with HQ at the centre, found without discovery.
+    `prepare(data_dir)`, if given, runs on each data dir just before its node first starts (HQ's
+    after init, a hall's after its join), e.g. to write webapp.toml or a chair PIN. Each process is
+    appended to `nodes` as soon as it runs, so the caller's `finally: stop_all(nodes)` stops them
+    even when a later one fails to start. Returns once every process has written its run file; it
+    does not wait for links to come up (wait_for what the test needs).
+    """
+    nodes = [] if nodes is None else nodes
+    hq_dir, invites = make_commune(base, halls)
+    if prepare is not None:
+        prepare(hq_dir)
+    hq = NodeProcess(hq_dir, mdns=False)
+    nodes.append(hq)
+    started = []
+    for hall_dir, code in invites:
+        join(hall_dir, code, via=hq)
+    for hall_dir, _ in invites:
+        if prepare is not None:
+            prepare(hall_dir)
+        hall = NodeProcess(hall_dir, "--peer", f"{LOOPBACK}:{hq.mesh_port}", mdns=False)
+        nodes.append(hall)
+        started.append(hall)
+    return hq, started
 
 
 def stop_all(nodes) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from meshmeet.membership.identity import load_key
 from meshmeet.store.db import Store
-from nodeproc import NodeProcess, stop_all, wait_for
-from test_node_sync import ok, start_commune, sync
+from nodeproc import NodeProcess, start_commune, stop_all, wait_for
+from test_node_sync import ok, sync
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import trio.testing
 
 from meshmeet.errors import MeshmeetError
 from meshmeet.api.contract import ApiError, dispatch_table
-from meshmeet.web.bridge import open_web_gateway
+from meshmeet.web.gateway_lifecycle import open_web_gateway
 from meshmeet.web.gateway import MAX_JSON_BODY_BYTES
 from meshmeet.web.hub import SlowClientPolicy
 

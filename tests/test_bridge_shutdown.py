@@ -26,7 +26,7 @@ import signal, threading, trio
 # A parent that ignores SIGINT (nohup, some CI runners) passes SIG_IGN on to us: trio would then
 # never see the test's Ctrl-C. Restore the default handling first, as a shell does for a foreground job.
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from meshmeet.web.bridge import open_web_gateway
+from meshmeet.web.gateway_lifecycle import open_web_gateway
 
 async def main():
     gw = None

@@ -10,6 +10,7 @@ import unicodedata
 import urllib.parse
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -19,12 +20,13 @@ from meshmeet.citizens.contacts import ContactBook
 from meshmeet.citizens.form import (MAX_BODY_BYTES, MAX_TEXT_CHARS, FeedbackForm, FormError, clean_text,
                                     parse_form)
 from meshmeet.citizens.limits import Buckets, PageLimiter, PageLimits, Rate
-from meshmeet.citizens.sealed import Contact, seal, unseal
+from meshmeet.citizens import form as form_mod
+from meshmeet.citizens.sealed import MAX_USES, ROTATE_S, Contact, Sealer, seal, seal_v2, unseal
 from meshmeet.store.batch import OP_UPSERT
 from meshmeet.store.errors import AuthorityError, SyncError
 from meshmeet.store.schema import specs_for
 
-from test_authority import HALL1, HALL2, HQ, RELAY, logged, mk, signed
+from test_authority import HALL1, HALL2, HQ, RELAY, STRANGER as HQ2, logged, mk, signed  # HQ2: a second HQ key
 
 SPECS = specs_for(6)
 
@@ -102,6 +104,39 @@ def test_what_the_form_accepts_is_clean_and_stable(text: str, name: str, phone: 
     assert again == got
 
 
+def test_the_quiet_fast_path_takes_exactly_the_characters_the_loop_lets_pass() -> None:
+    for multiline in (True, False):
+        quiet = form_mod._all_quiet(multiline)
+        for cp in [*range(0, 0x3100), *range(0xFE00, 0xFF00), *range(0x1F000, 0x1FB00), 0xE000, 0x10FFFF]:
+            ch = chr(cp)
+            loop_passes = (multiline and ch in "\n\t") or form_mod._quiet(ch)
+            if quiet.fullmatch(ch):
+                assert loop_passes, hex(cp)
+            if not loop_passes:
+                assert not quiet.fullmatch(ch), hex(cp)
+    assert form_mod._all_quiet(False).fullmatch("Đề nghị xã sửa đường 🙏 — số 5")  # the common case is fast
+
+
+_HOSTILE = st.sampled_from("aêệ\u0301\u0323\u202e\u2066\u200d\u200b\u00ad\x00\x85\n\t<&#;/🙏\ue000\U000e0001 ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.one_of(_HOSTILE, st.characters()), max_size=40), st.booleans())
+def test_clean_text_gives_the_same_answer_with_and_without_the_fast_path(text: str, multiline: bool) -> None:
+    def outcome() -> object:
+        try:
+            return clean_text(text, "text", 30, multiline=multiline)
+        except FormError as e:
+            return e.code
+    fast = outcome()
+    real = form_mod._all_quiet
+    form_mod._all_quiet = lambda multiline: __import__("re").compile("(?!)")  # the loop on every text
+    try:
+        assert outcome() == fast
+    finally:
+        form_mod._all_quiet = real
+
+
 # ----- short codes and limits ------------------------------------------------------------------
 
 @given(st.binary(min_size=5, max_size=5))
@@ -148,6 +183,69 @@ def test_a_contact_is_sealed_to_hq_only() -> None:
     assert unseal(blob, HALL1.node_id, HALL1.signing_key) is None
     assert unseal(blob, HQ.node_id, HALL1.signing_key) is None  # a hall pretending to be HQ
     assert unseal(os.urandom(80), HQ.node_id, HQ.signing_key) is None
+
+
+def test_a_contact_sealed_v2_opens_only_at_hq_and_its_ephemeral_key_is_replaced() -> None:
+    contact = Contact("Bà Lan", "0912345678", "zalo-1")
+    sealer = Sealer()
+    hqs = {HQ.node_id: HQ.public_key, HQ2.node_id: HQ2.public_key}
+    a, b = sealer.seal(contact, hqs, 100.0), sealer.seal(contact, hqs, 101.0)
+    for blob in (a, b):
+        assert b"0912345678" not in blob and "Bà Lan".encode() not in blob
+        assert unseal(blob, HQ.node_id, HQ.signing_key) == contact
+        assert unseal(blob, HQ2.node_id, HQ2.signing_key) == contact
+        assert unseal(blob, HALL1.node_id, HALL1.signing_key) is None
+        assert unseal(blob, HQ.node_id, HALL1.signing_key) is None  # a hall pretending to be HQ
+    top_a, top_b = msgpack.unpackb(a), msgpack.unpackb(b)
+    assert top_a[0] == top_b[0] == 2 and top_a[1] == top_b[1]  # one ephemeral key within ROTATE_S ...
+    assert top_a[2][0][1][:24] != top_b[2][0][1][:24]  # ... and a fresh nonce per contact
+    later = msgpack.unpackb(sealer.seal(contact, hqs, 101.0 + ROTATE_S))
+    assert later[1] != top_a[1] and sealer.keys_made == 2  # replaced after ROTATE_S
+    counted = Sealer(max_uses=3)
+    eph = {msgpack.unpackb(counted.seal(contact, hqs, 5.0))[1] for _ in range(3 * 2)}
+    assert len(eph) == 2 and counted.keys_made == 2 and MAX_USES >= 1000
+
+
+def test_a_tampered_or_foreign_v2_contact_opens_to_nothing() -> None:
+    blob = Sealer().seal(Contact(phone="0912345678"), {HQ.node_id: HQ.public_key}, 0.0)
+    _, eph, [[nid, box]] = msgpack.unpackb(blob)
+    for bad in ([2, eph, [[nid, box[:-1] + bytes([box[-1] ^ 1])]]], [2, bytes(32), [[nid, box]]],
+                [2, eph[:31], [[nid, box]]], [2, eph, [[nid, box[:20]]]], [2, "x" * 32, [[nid, box]]],
+                [2, eph, [[nid, "text"]]], [2, eph, []], [2, eph], [3, eph, [[nid, box]]], [2, eph, [[nid]]]):
+        assert unseal(msgpack.packb(bad), HQ.node_id, HQ.signing_key) is None, bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.integers(-3, 3) | st.binary(max_size=80) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4), max_leaves=12))
+def test_unseal_never_crashes_on_any_structure(tree: object) -> None:
+    assert unseal(msgpack.packb(tree), HQ.node_id, HQ.signing_key) is None
+
+
+def test_sealed_contact_vectors_from_the_doc() -> None:
+    import json
+    import re
+
+    from nacl.bindings import crypto_box
+    from nacl.public import PrivateKey
+    from meshmeet.membership.identity import KeyPair
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "citizens.md").read_text(encoding="utf-8")
+    v = json.loads(re.findall(r"```json citizens-contact-vectors\n(.*?)```", doc, re.S)[0])
+    hq = KeyPair.from_seed(bytes.fromhex(v["hq_seed"]))
+    assert hq.node_id == v["hq_node_id"]
+    contact = Contact(*v["contact"])
+    eph, nonce = PrivateKey(bytes.fromhex(v["ephemeral_secret"])), bytes.fromhex(v["nonce"])
+    blob = seal_v2(contact, {hq.node_id: hq.public_key}, eph, lambda: nonce)
+    assert blob.hex() == v["v2"]
+    # the same bytes from the documented construction, libsodium's crypto_box_easy called directly
+    hq_x = bytes(hq.signing_key.verify_key.to_curve25519_public_key())
+    plain = msgpack.packb(v["contact"])
+    assert msgpack.unpackb(blob) == [2, bytes(eph.public_key),
+                                     [[hq.node_id, nonce + crypto_box(plain, nonce, hq_x, bytes(eph))]]]
+    for version in ("v1", "v2"):
+        assert unseal(bytes.fromhex(v[version]), hq.node_id, hq.signing_key) == contact
+        assert unseal(bytes.fromhex(v[version]), hq.node_id, HALL1.signing_key) is None
 
 
 def test_contact_book_is_0600_and_forgets_after_the_retention(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from nodeproc import NodeProcess, start_commune, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -76,23 +76,18 @@ class Resident:
 
 @contextmanager
 def hq_and_hall(base: Path, pin: bool = False):
-    hq_dir, invites = make_commune(base, 1)
-    hall_dir, code = invites[0]
     nodes: list[NodeProcess] = []
-    if pin:
-        from browser.webapp_nodes import set_pin
 
-        assert set_pin(hq_dir).returncode == 0
+    def prepare(d: Path) -> None:
+        if pin and d == base / "hq":
+            from browser.webapp_nodes import set_pin
+
+            assert set_pin(d).returncode == 0
+        (d / "webapp.toml").write_text('https = "off"\n')
+        (d / "citizens.toml").write_text(RESIDENTS_ON_LOOPBACK)
+
     try:
-        (hq_dir / "webapp.toml").write_text('https = "off"\n')
-        (hq_dir / "citizens.toml").write_text(RESIDENTS_ON_LOOPBACK)
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        (hall_dir / "webapp.toml").write_text('https = "off"\n')
-        (hall_dir / "citizens.toml").write_text(RESIDENTS_ON_LOOPBACK)
-        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(hall)
+        hq, (hall,) = start_commune(base, 1, nodes, prepare=prepare)
         wait_for(lambda: hall.link_states().get(hq.node_id) == "up", "the hall's link to HQ", proc=hall)
         yield hq, hall
     finally:

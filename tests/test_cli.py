@@ -48,6 +48,11 @@ def test_init_invite_roster(tmp_path):
     assert [s["site"] for s in roster["open_seats"]] == ["Thôn Xuân Tiên"]
     again = meshmeet("init", "--data-dir", str(hq), "--commune", "X", "--site", "Y", check=False)
     one_line_error(again)
+    twice = one_line_error(meshmeet("invite", "--data-dir", str(hq), "--site", "Thôn Xuân Tiên", check=False))
+    assert "đã có mã mời đang chờ" in twice and "already has a pending invite" in twice
+    assert 'meshmeet revoke "#2"' in twice
+    roster = json.loads(meshmeet("roster", "--data-dir", str(hq), "--json").stdout)
+    assert [s["site"] for s in roster["open_seats"]] == ["Thôn Xuân Tiên"]  # still one seat for the site
 
 
 def test_status_without_a_running_node(tmp_path):

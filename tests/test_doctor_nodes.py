@@ -123,3 +123,32 @@ def test_doctor_on_a_nearly_full_disk(tmp_path):
         assert rc == 1 and disk["state"] == "problem" and "MiB free" in disk["en"] and "du -sh" in disk["fix_en"]
         rc, found = doctor(data, "--min-free-mib", "1")
         assert states(found, "disk") == {"ok"}
+
+
+def test_doctor_on_a_revoked_box_says_revoked_first_not_network(tmp_path):
+    from meshmeet.membership.datadir import load_roster
+
+    hq_dir, [(hall_dir, code)] = make_commune(tmp_path, 1)
+    nodes = []
+    try:
+        hq = NodeProcess(hq_dir, mdns=False)
+        nodes.append(hq)
+        meshmeet("join", "--data-dir", str(hall_dir), "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns", code)
+        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
+        nodes.append(hall)
+        wait_for(lambda: any(link["state"] == "up" for link in hall.status()["links"]), "the hall's link", proc=hall)
+        from meshmeet.doctor.membership import check_revoked
+
+        assert [f.state for f in check_revoked(hall_dir)] == ["ok"]  # linked, a member: nothing to say yet
+
+        meshmeet("revoke", "--data-dir", str(hq_dir), "Thôn 1", "--yes")
+        wait_for(lambda: load_roster(hall_dir).is_revoked(2), "the revocation reaches the hall's roster by gossip")
+        done = meshmeet("doctor", "--data-dir", str(hall_dir), "--json", "--min-free-mib", "1", check=False)
+        findings = json.loads(done.stdout)["findings"]
+        assert done.returncode == 1
+        first = findings[0]
+        assert first["check"] == "member" and first["state"] == "problem"
+        assert "THU HỒI" in first["vi"] and "REVOKED" in first["en"] and "#2" in first["en"]
+        assert not any(f["check"] in ("links", "mdns", "node", "ports") for f in findings), findings  # no network blame
+    finally:
+        stop_all(nodes)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshmeet.api.contract import ApiError, dispatch_table, error_body
-from meshmeet.web.bridge import open_web_gateway
+from meshmeet.web.gateway_lifecycle import open_web_gateway
 from meshmeet.web.gateway import parse_json_args
 from meshmeet.web.hub import Hub, SlowClientPolicy, encode_payload
 

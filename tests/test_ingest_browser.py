@@ -79,7 +79,7 @@ def test_chair_card_shows_the_bilingual_error_and_stops(tmp_path: Path) -> None:
 def test_present_shares_the_screen(capture_files, tmp_path: Path) -> None:  # noqa: F811
     from playwright.sync_api import sync_playwright
 
-    from meshmeet.web.media_routes import MediaHub
+    from meshmeet.web.media_hub import MediaHub
 
     y4m, wav = capture_files
     with AppThread(lambda: MediaHub(recordings_dir=tmp_path / "rec", meeting_id="m1")) as app, sync_playwright() as p:

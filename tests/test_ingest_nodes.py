@@ -29,7 +29,7 @@ from meshmeet.media import chunk as C  # noqa: E402
 from meshmeet.recording.recorder import read_records  # noqa: E402
 from browser.node_chain import api_post, media  # noqa: E402
 from ingest_tools import TONE_HZ, HallSubscriber, tone_hz  # noqa: E402
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for  # noqa: E402
+from nodeproc import NodeProcess, meshmeet, start_commune, stop_all, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TOOLS = str(Path(__file__).parent / "ingest_tools.py")
@@ -56,14 +56,9 @@ def ingest(node: NodeProcess) -> dict:
 
 @pytest.fixture
 def pair(tmp_path: Path):
-    hq_dir, invites = make_commune(tmp_path, 1)
     nodes: list[NodeProcess] = []
     try:
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        meshmeet("join", "--data-dir", str(invites[0][0]), invites[0][1], "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        hall = NodeProcess(invites[0][0], "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(hall)
+        hq, (hall,) = start_commune(tmp_path, 1, nodes)
         wait_for(lambda: media(hall)["source_link"] == hq.node_id, "source beacons from HQ")
         yield hq, hall
     finally:

@@ -26,12 +26,6 @@ MAX_LINES = 400
 TOO_LONG = {
     "meshmeet/media/relay.py",          # being changed by the media datagram work (issue 13): split after it lands
     "meshmeet/node/media_service.py",   # likewise
-    "meshmeet/web/media_routes.py",     # likewise (the hub side of the same work)
-    "meshmeet/web/bridge.py",           # the ONE module importing trio and asyncio: its pipes cannot leave it
-    "meshmeet/node/sync_service.py",    # issue 14 follow-up (427 after disk_watch.py): the outbox (live/bulk queues, pacing) out
-    "meshmeet/node/lora_service.py",    # issue 14 follow-up: the counter/replay state file into its own module
-    "meshmeet/sim/network.py",          # issue 14 follow-up: one Simulator class; links and windows out
-    "meshmeet/testbed/bed.py",          # issue 14 follow-up: one Testbed class; faults and polling out
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from nodeproc import NodeProcess, meshmeet, start_commune, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -42,15 +42,9 @@ def chunks_received(node: NodeProcess) -> int:
 
 
 def test_frozen_hall_mid_transfer_is_marked_down_and_relinks(tmp_path):
-    hq_dir, [(hall_dir, code)] = make_commune(tmp_path, 1)
-    set_keepalive(hq_dir, KEEPALIVE_S)
-    hq = NodeProcess(hq_dir, mdns=False)
-    nodes = [hq]
+    nodes: list[NodeProcess] = []
     try:
-        meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        set_keepalive(hall_dir, KEEPALIVE_S)
-        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(hall)
+        hq, (hall,) = start_commune(tmp_path, 1, nodes, prepare=lambda d: set_keepalive(d, KEEPALIVE_S))
         wait_for(lambda: link_state(hq, hall.node_id) == "up", "the hall's link at HQ")
         opened_before = {l["peer"]: l for l in hq.status()["links"]}[hall.node_id]["links_opened"]
 

@@ -23,7 +23,7 @@ def presenter_and_hall(capture_files: tuple, hall_path: str) -> Iterator[tuple]:
     """A media hub, the presenter page started and a hall page at `hall_path` decoding its audio."""
     from playwright.sync_api import sync_playwright
 
-    from meshmeet.web.media_routes import MediaHub
+    from meshmeet.web.media_hub import MediaHub
 
     y4m, wav = capture_files
     with AppThread(lambda: MediaHub()) as app, sync_playwright() as p:

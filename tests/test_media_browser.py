@@ -32,7 +32,7 @@ UNDERRUNS_TOLERATED = 1
 def test_present_to_hall_ladder_late_joiner_and_replay(capture_files, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from meshmeet.web.media_routes import MediaHub
+    from meshmeet.web.media_hub import MediaHub
 
     y4m, wav = capture_files
     rec_dir = tmp_path / "rec"

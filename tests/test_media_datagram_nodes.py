@@ -25,7 +25,7 @@ import pytest
 from meshmeet.media import chunk as C
 from meshmeet.recording.recorder import read_records
 from browser.node_chain import media
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from nodeproc import NodeProcess, start_commune, stop_all, wait_for
 from test_media_node import present_and_listen
 
 pytestmark = pytest.mark.slow
@@ -33,15 +33,9 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def pair(base: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
-    hq_dir, invites = make_commune(base, 1)
     nodes: list[NodeProcess] = []
     try:
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        hall_dir, code = invites[0]
-        meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(hall)
+        hq, (hall,) = start_commune(base, 1, nodes)
         wait_for(lambda: hall.status()["tree"]["parent"] == hq.node_id and media(hall)["source_link"] == hq.node_id,
                  "the hall under HQ, hearing HQ's source beacons")
         yield hq, hall

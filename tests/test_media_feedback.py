@@ -421,3 +421,46 @@ def test_a_young_link_starts_audio_only_on_the_paths_round_trip_not_a_loaded_loo
             while r.pop("d", t) is not None:
                 pass
         assert r.link_stats("d", 1.5).layer == layer, (path_rtt_s, r.link_stats("d", 1.5).layer)
+
+
+def test_a_young_lan_link_repeats_audio_from_its_first_frame_a_wide_one_waits() -> None:
+    """Profile B (80 ms round trip, 1 % loss) lost 4 of 3,000 frames in the 3 s its young link waited
+    before the first audio copy; the UDP + redundancy baseline lost none. A young link on a path under
+    YOUNG_LAN_RTT_S (it starts with video) repeats from the first frame; a wider one (it may be a
+    32 kbit/s modem) waits for loss or for REDUNDANCY_KNOWN_AFTER_S of audio."""
+    for path_rtt_s, first_depth in ((0.08, 1), (0.2, 0)):
+        r, src = MediaRelay(source="src"), SourceF()
+        for m in src.configs():
+            r.receive("src", m, 0.0)
+        r.add_link("d", 0.0, simulcast=True)
+        r.set_link_framing("d", DGRAM_FRAMING_BYTES)
+        r.set_path_rtt("d", path_rtt_s)
+        r.link_feedback("d", 0.25, 0.0, 0.001, 0.0, path_rtt_s)  # a keepalive report: no loss seen
+        src.t = 0.3
+        r.receive("src", src.audio_tick(), 0.3)
+        while r.pop("d", 0.3) is not None:
+            pass
+        r.link_feedback("d", 0.5, 0.0, 0.001, 0.0, path_rtt_s)
+        assert r.audio_redundancy("d", 0.5) == first_depth, path_rtt_s
+
+
+def test_the_source_link_asks_the_source_for_nothing() -> None:
+    """A hall's link to its parent (where the media comes from) is a young datagram link at the
+    audio-only level (nothing is sent down it): it must not ask the source for 40 ms frames or FEC
+    for everyone (seen on profile C: every hall got 40 ms frames with video flowing)."""
+    r, src = MediaRelay(source="up"), SourceF()
+    for m in src.configs():
+        r.receive("up", m, 0.0)
+    r.add_link("up", 0.0, simulcast=True, start_level=AUDIO_LEVEL)
+    r.add_link("page", 0.0)
+    asked = []
+    for n in range(1, 200):  # 4 s: lossy reports about the up direction, audio flowing down
+        t = n * 0.02
+        src.t = t
+        if n % 12 == 0:
+            r.link_feedback("up", t, 0.05, 0.01, 0.0, 0.2)
+        asked += [C.parse(o.data) for o in r.receive("up", src.audio_tick(), t) + r.tick(t)
+                  if C.parse(o.data).__class__ is C.AudioRateRequest]
+        while r.pop("page", t) is not None:
+            pass
+    assert asked == [], asked[:3]

@@ -11,7 +11,7 @@ import aiohttp
 
 from browser.media_fixtures import AppThread
 from meshmeet.media import chunk as C
-from meshmeet.web.media_routes import MediaHub
+from meshmeet.web.media_hub import MediaHub
 
 CFG_A = C.encode(C.DecoderConfig(0, 0, 1, {"codec": "opus", "sampleRate": 48000, "numberOfChannels": 1}))
 CFG_V = C.encode(C.DecoderConfig(1, 0, 1, {"codec": "vp8", "codedWidth": 640, "codedHeight": 360}))
@@ -69,7 +69,7 @@ def test_fan_out_configs_first_and_keyframe_request_reaches_presenter(tmp_path: 
                 await pres.close()
         asyncio.run(main())
         assert app.call(lambda: app.hub.format_errors) == 1
-        app.call(lambda: app.hub._recorder.sync(0.0))
+        app.call(lambda: app.hub.recording.recorder.sync(0.0))
     assert (tmp_path / "m2.mmrec").stat().st_size > 100
 
 
@@ -135,18 +135,18 @@ def test_recorder_waits_for_a_chunk_and_follows_a_replaced_file(tmp_path: Path) 
 
     hub = MediaHub(recordings_dir=tmp_path, meeting_id="m3")
     path = tmp_path / "m3.mmrec"
-    hub._record(CFG_A, 0.0)  # the holder's config repeats alone write no file
-    hub._record(CFG_A, 5.0)
+    hub.recording.add(CFG_A, 0.0)  # the holder's config repeats alone write no file
+    hub.recording.add(CFG_A, 5.0)
     assert not path.exists()
-    hub._record(chunk(0, 0), 6.0)
-    hub._recorder.sync(6.0)
+    hub.recording.add(chunk(0, 0), 6.0)
+    hub.recording.recorder.sync(6.0)
     assert [r.data for r in read_records(path.read_bytes())] == [CFG_A, chunk(0, 0)]
     fetched = MAGIC + b"\0\0\0\x01" + bytes(8) + b"\x02"  # recording sync renames a fetched copy over it
     (tmp_path / "m3.mmrec.part").write_bytes(fetched)
     (tmp_path / "m3.mmrec.part").replace(path)
-    hub._record(chunk(0, 1), 6.5)  # checked at most once a second: still the old file
-    hub._record(chunk(0, 2), 7.5)
-    hub._recorder.sync(7.5)
+    hub.recording.add(chunk(0, 1), 6.5)  # checked at most once a second: still the old file
+    hub.recording.add(chunk(0, 2), 7.5)
+    hub.recording.recorder.sync(7.5)
     data = path.read_bytes()
     assert data.startswith(fetched) and [r.data for r in read_records(data)][-1] == chunk(0, 2)
 

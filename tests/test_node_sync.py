@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from nodeproc import NodeProcess, meshmeet, start_commune, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +50,6 @@ def sync(node: NodeProcess) -> dict:
 def converged(nodes: list[NodeProcess]) -> bool:
     states = [sync(n) for n in nodes]
     return len({s["digest"] for s in states}) == 1 and all(s["pending_chunks"] == 0 for s in states)
-
-
-def start_commune(tmp_path: Path, halls: int, hq_env: dict | None = None) -> tuple[NodeProcess, list[NodeProcess]]:
-    hq_dir, invites = make_commune(tmp_path, halls)
-    hq = NodeProcess(hq_dir, mdns=False)
-    for d, code in invites:
-        meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-    return hq, [NodeProcess(d, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False) for d, _ in invites]
 
 
 def random_file(path: Path, size: int) -> Path:

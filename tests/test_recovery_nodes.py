@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from nodeproc import HANG_GUARD_S, NodeProcess, meshmeet, stop_all, wait_for
+from nodeproc import HANG_GUARD_S, NodeProcess, meshmeet, start_commune, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,8 @@ def meetings(d) -> list[str]:
 def test_hq_restored_from_two_of_three_shares_and_from_the_file(tmp_path):
     nodes: list[NodeProcess] = []
     try:
-        hq_dir = tmp_path / "hq"
-        meshmeet("init", "--data-dir", str(hq_dir), "--commune", "Xã Thử", "--site", "UBND xã")
-        codes = [meshmeet("invite", "--data-dir", str(hq_dir), "--site", f"Thôn {i}", "--address", "127.0.0.1:1")
-                 .stdout.split()[0] for i in range(1, 4)]
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        halls: list[NodeProcess] = []
-        for i, code in enumerate(codes, 1):
-            d = tmp_path / f"hall{i}"
-            meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-            halls.append(NodeProcess(d, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False))
-        nodes += halls
+        hq, halls = start_commune(tmp_path, 3, nodes)
+        hq_dir = hq.data_dir
         for h in halls:
             wait_for(lambda: h.link_states().get(hq.node_id) == "up", f"{h.data_dir.name} linked to HQ", proc=h)
         meshmeet("meeting", "create", "--title", "Họp trước sự cố", "--data-dir", str(hq_dir))

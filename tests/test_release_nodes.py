@@ -49,14 +49,18 @@ def api(node: SupervisedNode, name: str, args: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+HEALTH_TIMEOUT_S = 30.0  # a hanging build costs this per node (a healthy one is up in a few seconds)
+
+
 def commune(tmp_path: Path, halls: int) -> list[SupervisedNode]:
     hq_dir, invites = make_commune(tmp_path, halls)
-    hq = SupervisedNode(hq_dir, tmp_path / "root-hq")
+    hq = SupervisedNode(hq_dir, tmp_path / "root-hq", health_timeout_s=HEALTH_TIMEOUT_S)
     hq.wait_up()
     nodes = [hq]
     for i, (d, code) in enumerate(invites):
         meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        nodes.append(SupervisedNode(d, tmp_path / f"root-hall{i + 1}", peers=[hq.mesh_port]))
+        nodes.append(SupervisedNode(d, tmp_path / f"root-hall{i + 1}", peers=[hq.mesh_port],
+                                    health_timeout_s=HEALTH_TIMEOUT_S))
     for n in nodes[1:]:
         n.wait_up()
     return nodes

@@ -161,3 +161,19 @@ def test_revoke_seat(hq: Path, tmp_path: Path) -> None:
         revoke_seat(hq, 999, NOW)
     with pytest.raises(ConfigError, match="admin key"):
         revoke_seat(_with_admin_only(hq, tmp_path).parent / "nowhere", 1, NOW)
+
+
+def test_a_site_is_invited_once_until_its_seat_expires_or_is_revoked(hq: Path) -> None:
+    from meshmeet.membership.datadir import load_roster, revoke_seat
+
+    _, seat = create_invite(hq, "Thôn Hạ", "hall", 60, ADDR, NOW)
+    for same in ("Thôn Hạ", " thôn  HẠ ", "Tho\u0302n Hạ"):  # case, spaces, decomposed ô: the same site
+        with pytest.raises(ConfigError, match=f"pending invite \\(seat #{seat.short_id}"):
+            create_invite(hq, same, "hall", 60, ADDR, NOW + 1)
+    with pytest.raises(ConfigError, match="already a member"):
+        create_invite(hq, "UBND xã", "hq", 60, ADDR, NOW)
+    assert [s.site for s in load_roster(hq).open_seats(now=NOW)] == ["Thôn Hạ"]  # nothing was written
+    _, late = create_invite(hq, "Thôn Hạ", "hall", 60, ADDR, NOW + 61)  # the first one expired
+    revoke_seat(hq, late.short_id, NOW + 62)
+    _, again = create_invite(hq, "Thôn Hạ", "hall", 60, ADDR, NOW + 63)  # revoked: may be invited again
+    assert again.short_id not in (seat.short_id, late.short_id)

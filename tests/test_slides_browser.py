@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from browser.media_fixtures import launch_page_browser  # noqa: E402
 from browser.webapp_nodes import CHAIR_PIN, set_pin  # noqa: E402
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for  # noqa: E402
+from nodeproc import NodeProcess, make_commune, meshmeet, start_commune, stop_all, wait_for  # noqa: E402
 from pdfmake import make_pdf  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]
@@ -207,17 +207,12 @@ def test_page_turns_reach_the_tvs_over_lora_when_ip_is_down(browser, tmp_path: P
 
     expect.set_options(timeout=GUARD_MS)
     pdf = make_pdf(PAGES)
-    hq_dir, invites = make_commune(tmp_path, 2)
     nodes: list[NodeProcess] = []
     emulator = None
     try:
         # Phase 1, over IP: the halls get the deck and the commune LoRa key.
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        for d, code in invites:
-            meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        halls = [NodeProcess(d, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False) for d, _ in invites]
-        nodes += halls
+        hq, halls = start_commune(tmp_path, 2, nodes)
+        dirs = (hq.data_dir, halls[0].data_dir, halls[1].data_dir)
         (tmp_path / "deck.pdf").write_bytes(pdf)
         mid = api(hq, "meeting_create", {"title": "Họp khi mất mạng"})["id"]
         doc = api(hq, "doc_add", {"meeting_id": mid, "path": str(tmp_path / "deck.pdf")})["id"]
@@ -228,9 +223,9 @@ def test_page_turns_reach_the_tvs_over_lora_when_ip_is_down(browser, tmp_path: P
 
         # Phase 2: no IP peer anywhere, three emulated radios HQ(1) - hall 1(2) - hall 2(3).
         emulator = Emulator("--nodes", "3", log_path=tmp_path / "emulator.log")
-        for radio, d in zip((1, 2, 3), (hq_dir, invites[0][0], invites[1][0])):
+        for radio, d in zip((1, 2, 3), dirs):
             set_lora(d, emulator.paths[radio])
-        hq, h1, h2 = (NodeProcess(d, mdns=False) for d in (hq_dir, invites[0][0], invites[1][0]))
+        hq, h1, h2 = (NodeProcess(d, mdns=False) for d in dirs)
         nodes += [hq, h1, h2]
         for n in nodes:
             wait_for(lambda: n.status()["lora"]["state"] == "up", "LoRa up", proc=n)

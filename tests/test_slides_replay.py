@@ -17,7 +17,7 @@ import aiohttp
 from browser.media_fixtures import AppThread
 from meshmeet.recording.recorder import read_records
 from meshmeet.slides.record import encode_record
-from meshmeet.web.media_routes import MediaHub
+from meshmeet.web.media_hub import MediaHub
 from test_media_hub import CFG_A, chunk
 
 
@@ -25,13 +25,13 @@ def test_slide_records_go_into_the_recording_and_replay_as_text_in_order(tmp_pat
     now = [0.0]
     hub = MediaHub(recordings_dir=tmp_path, meeting_id="m1", clock=lambda: now[0])
     hub.feed(encode_record("deck01", 1))  # before any media: remembered for the file's start
-    hub._record(CFG_A, 0.5)
+    hub.recording.add(CFG_A, 0.5)
     now[0] = 1.0
-    hub._record(chunk(0, 0), 1.0)  # the file opens: configs, then the page in view
+    hub.recording.add(chunk(0, 0), 1.0)  # the file opens: configs, then the page in view
     now[0] = 2.0
     hub.feed(encode_record("deck01", 2))  # the chair turns the page
-    hub._record(chunk(0, 1), 3.0)
-    hub._recorder.sync(3.0)
+    hub.recording.add(chunk(0, 1), 3.0)
+    hub.recording.recorder.sync(3.0)
     records = list(read_records((tmp_path / "m1.mmrec").read_bytes()))
     assert [r.data for r in records] == [CFG_A, encode_record("deck01", 1), chunk(0, 0), encode_record("deck01", 2),
                                          chunk(0, 1)]

@@ -186,8 +186,8 @@ def test_real_nodes_hall_serves_the_document_and_hq_sees_both_halls_ready(tmp_pa
     """Three real `meshmeet run` processes: HQ adds a real file; each hall's /app/doc gives it back."""
     import urllib.request
 
-    from nodeproc import stop_all, wait_for
-    from test_node_sync import converged, ok, random_file, start_commune
+    from nodeproc import start_commune, stop_all, wait_for
+    from test_node_sync import converged, ok, random_file
 
     hq, halls = start_commune(tmp_path, 2)
     nodes = [hq, *halls]

@@ -10,7 +10,7 @@ _MARK = {OK: "[ OK ]", PROBLEM: "[LỖI ]", SKIPPED: "[ -- ]"}
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # keys, disk, ports, lora, node, links, mdns, clock, versions
+    check: str  # member, keys, disk, ports, lora, node, links, mdns, clock, versions
     state: str  # ok, problem, skipped (could not be checked here)
     vi: str
     en: str

@@ -11,7 +11,8 @@ from .. import __version__
 from .. import config as config_mod
 from ..errors import MeshmeetError
 from . import local, peers
-from .findings import Finding, ok, problem
+from .findings import PROBLEM, Finding, ok, problem
+from .membership import check_revoked
 
 
 def _role(data_dir: Path, status: dict | None) -> str:
@@ -29,8 +30,11 @@ def run_doctor(data_dir: Path, api_call: Callable[[Path, str], dict], *,
                min_free_bytes: int = local.MIN_FREE_BYTES) -> list[Finding]:
     from ..node.runfile import read_run_file
 
-    findings = local.check_keys(data_dir) + local.check_disk(data_dir if data_dir.exists() else data_dir.parent,
-                                                             min_free_bytes)
+    revoked = check_revoked(data_dir) if data_dir.is_dir() else []
+    if revoked and revoked[0].state == PROBLEM:  # the cause of everything below: say it first, blame nothing else
+        return revoked + local.check_keys(data_dir) + local.check_disk(data_dir, min_free_bytes)
+    findings = revoked + local.check_keys(data_dir) + local.check_disk(
+        data_dir if data_dir.exists() else data_dir.parent, min_free_bytes)
     try:
         cfg = config_mod.load(data_dir)
     except MeshmeetError as e:

@@ -146,8 +146,10 @@ def _listen_source(port: object, protocol: str, bind: str, protocols: Collection
 def _check_protocol(scheme: str, protocols: Collection[str] | None) -> None:
     need = NEEDED_PROTOCOL[scheme]
     if protocols is not None and need not in protocols:
-        raise _bad(f"Bản FFmpeg đi kèm PyAV trên máy này không có giao thức {scheme}",
-                   f"the FFmpeg build bundled with PyAV on this machine has no {scheme} protocol")
+        raise _bad(f"Bản FFmpeg đi kèm PyAV trên máy này không có giao thức {scheme}: "
+                   "hãy xin ban tổ chức địa chỉ RTMP hoặc HLS (https://….m3u8)",
+                   f"the FFmpeg build bundled with PyAV on this machine has no {scheme} protocol: "
+                   "ask the organisers for an RTMP or HLS (https://….m3u8) address")
 
 
 def _is_ip(text: str) -> bool:

@@ -54,8 +54,12 @@ class Supervisor:
         self.restarts, self._backoff, self.info, self.stats = 0, BACKOFF_MIN_S, {}, {}
         self._next_spawn_at = now
 
-    def stop(self) -> None:
+    def stop(self) -> IngestSource | None:
+        """Stop (the last run's error and stream info go with it); returns what was being relayed."""
+        stopped = self.source
         self.source, self.state, self._next_spawn_at = None, "idle", None
+        self.error, self.info, self.stats = None, {}, {}
+        return stopped
 
     # ----- events from the driver -------------------------------------------------------------
     def poll(self, now: float) -> Spawn | None:
@@ -88,6 +92,8 @@ class Supervisor:
 
     def on_status(self, event: dict, now: float) -> None:
         kind = event.get("event")
+        if self.source is None:  # a stopped worker's last words: nothing to show any more
+            return
         if kind == "opened":
             self.info = {k: event.get(k) for k in ("video", "audio", "codec", "first_source_s", "ts_base_us")}
         elif kind == "stats":

@@ -451,7 +451,13 @@ class MediaRelay(FeedbackRules, VoiceRules):
         for lk in self._links.values():
             self._trim_audio(lk, now)
             out += self._judge(lk, now)
-            self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now, young=self._young(lk, now))
+            if lk.id == self.source:
+                # the source's own link carries this hop's media the other way: it asks nothing of
+                # the source (a young one at 'audio-only' asked for 40 ms frames for every hall)
+                self._audio_rate.set_fec(lk.id, 0)
+                self._audio_rate.refresh(lk.id, False, now)
+            else:
+                self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now, young=self._young(lk, now))
         return out + self._audio_rate_due(now)
 
     def next_deadline(self, now: float) -> float:

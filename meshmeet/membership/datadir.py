@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from .identity import KeyPair, load_key, save_key
 from .invite import Invite, InviteError, decode_invite, encode_invite, make_invite
 from .join import JoinClient
+from .site_seats import refuse_second_invite
 from .roster import (
     ROLES,
     Entry,
@@ -292,6 +293,7 @@ def create_invite(
         roster = load_roster(d.root)
         if roster.admin_public_key != admin.public_key:
             raise ConfigError(f"{d.admin_key} không khớp danh sách thành viên", f"{d.admin_key} does not match the roster")
+        refuse_second_invite(roster, site, now)
         try:
             seat = make_seat(
                 admin,

@@ -4,5 +4,5 @@
 ``joining.py`` and one ``*_service.py`` per part (tree, sync, media, datagrams, LoRa, web app)
 move bytes between sockets, timers and the cores. This package must never parse a wire format
 or decide a protocol rule itself (the cores do), and never import aiohttp (the gateway is reached
-through ``meshmeet.web.bridge``).
+through ``meshmeet.web.gateway_lifecycle`` and its bridge).
 """

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 
 from ..citizens import codes
+from ..config import host_port_or_off
 from ..meeting import citizens as ops
 from ..citizens.contacts import ContactBook
 from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
-from ..citizens.sealed import Contact, seal, unseal
+from ..citizens.sealed import Contact, Sealer, unseal
 from ..citizens.settings import read_settings
 from ..store.diskfull import DiskFull
 from ..meeting.errors import NotFound
@@ -63,6 +64,8 @@ class CitizensService:
         self.book = ContactBook(node.data_dir)
         self.submitted = 0
         self.purged = 0
+        self.groups = 0  # group commits (submitted / groups: submissions per signed batch)
+        self._sealer = Sealer()
         self._jobs: list[_Job] = []
         self._have_jobs = trio.Event()
         node.api_handlers.update({
@@ -70,7 +73,8 @@ class CitizensService:
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
         })
         self.site = ResidentSite()
-        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=self.settings.listen),
+        listen = self.settings.listen if node.cfg.residents is None else host_port_or_off(node.cfg.residents, what="--residents")
+        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=listen),
                                                self.site))
         node.status_extras["citizens"] = self.status
 
@@ -111,7 +115,8 @@ class CitizensService:
         source = arg_str(args, "source", required=False, choices=("hall_page", "zalo")) or "hall_page"
         zalo_user = arg_str(args, "zalo_user_id", required=False, max_chars=64) if source == "zalo" else None
         contact = Contact(name or None, phone, zalo_user)
-        job = _Job(text, source, contact, None if contact.empty() else seal(contact, self._hq_keys()))
+        sealed = None if contact.empty() else self._sealer.seal(contact, self._hq_keys(), trio.current_time())
+        job = _Job(text, source, contact, sealed)
         self._jobs.append(job)
         self._have_jobs.set()
         await job.done.wait()
@@ -127,6 +132,7 @@ class CitizensService:
             await self._have_jobs.wait()
             self._have_jobs = trio.Event()
             jobs, self._jobs = self._jobs, []
+            self.groups += 1
             try:
                 await self._write({"feedback"}, lambda st: self._write_jobs(st, jobs))
                 self.book.put_many([(j.fid, j.contact, time.time()) for j in jobs if not j.contact.empty()])
@@ -196,7 +202,7 @@ class CitizensService:
         return {"feedback": out}
 
     def status(self) -> dict:
-        return {"submitted": self.submitted, "contacts_purged": self.purged,
+        return {"submitted": self.submitted, "groups": self.groups, "contacts_purged": self.purged,
                 "retention_days": self.settings.retention_days, "residents_port": self.site.port,
                 "residents_error": self.site.error}
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 READ_BYTES = 65536
 TO_WORKER_QUEUE = 64  # requests waiting for the worker's stdin; more are dropped (they repeat)
 KILL_WAIT_S = 2.0
+PROTOCOLS_PROBE_S = 30.0  # hang guard for the child that lists FFmpeg's protocols
 
 
 class IngestService:
@@ -60,6 +61,8 @@ class IngestService:
         self._browser_configs: dict[bytes, bytes] = {}  # stream byte -> /present's latest config
         self._was_live = False
         self._cancel: trio.CancelScope | None = None
+        self._protocols: frozenset[str] | None = None
+        self._protocols_asked = False
         self.counters = {"presenter_held": 0, "worker_pipe_errors": 0, "requests_to_worker": 0,
                          "requests_dropped": 0}
 
@@ -98,7 +101,8 @@ class IngestService:
             listen = args.get("listen")
             try:
                 src = parse_source(url=args.get("url") if listen is None else None, listen=listen,
-                                   protocol=str(args.get("protocol", "rtmp")), bind=str(args.get("bind", "0.0.0.0")))
+                                   protocol=str(args.get("protocol", "rtmp")), bind=str(args.get("bind", "0.0.0.0")),
+                                   protocols=await self._input_protocols())
             except SourceError as e:
                 raise ApiError(400, "bad_source", e.vi, e.en) from None
             await self._stop_worker()
@@ -106,13 +110,30 @@ class IngestService:
             log.info("ingest: starting from %s", src.shown)
             self._wake.set()
         elif action == "stop":
-            self.sup.stop()
+            stopped = self.sup.stop()
             await self._stop_worker()
-            log.info("ingest: stopped")
+            log.info("ingest: stopped %s", stopped.shown if stopped else "(nothing was running)")
+            return {**self.status(), "stopped": stopped.shown if stopped else None}
         return self.status()
 
     def status(self) -> dict:
         return {**self.sup.status(trio.current_time()), "counters": dict(self.counters)}
+
+    async def _input_protocols(self) -> frozenset[str] | None:
+        """The FFmpeg build's input protocols, asked once of a child (ingest/protocols.py); None:
+        unknown (then a missing protocol shows as the worker's 'unsupported' error)."""
+        if not self._protocols_asked:
+            self._protocols_asked = True
+            cmd = [sys.executable, "-m", "meshmeet.ingest.protocols"]
+            with trio.move_on_after(PROTOCOLS_PROBE_S):
+                try:
+                    done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True)
+                    names = json.loads(done.stdout)
+                    if isinstance(names, list):
+                        self._protocols = frozenset(str(n) for n in names)
+                except (OSError, subprocess.CalledProcessError, ValueError) as e:
+                    log.warning("ingest: cannot list FFmpeg's protocols (%s); not checked before a start", e)
+        return self._protocols
 
     # ----- the worker ----------------------------------------------------------------------------
     async def _stop_worker(self) -> None:

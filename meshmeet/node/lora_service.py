@@ -2,10 +2,10 @@
 
 Holds the commune LoRa key (`node/lora_key.py`: made by HQ, shared over the encrypted links,
 DIR/lora.key) whether or not [lora] is configured. When it is, this module opens the modem
-through its driver, runs LoraLink, persists the frame-counter mark (before any frame that needs
-it leaves) and the replay window (DIR/lora-state.json), sends beacons, serves the `lora_alert`
-and `lora_send` APIs, keeps recent alerts with their acks (DIR/lora-alerts.json) and publishes
-received ones to browsers (topics "alerts" and "lora"). An alert may mirror a sync announcement
+through its driver, runs LoraLink with `node/lora_persistence.py` keeping the frame-counter mark
+(on disk before any frame that needs it leaves), the replay window and the recent alerts with their
+acks, sends beacons, serves the `lora_alert` and `lora_send` APIs, and publishes received alerts
+to browsers (topics "alerts" and "lora"). An alert may mirror a sync announcement
 (its id travels with it): the hall records the id (`received_alert_ids`) and does not show an
 alert whose announcement sync already brought. While no IP link is up, `node/lora_mirror.py`
 mirrors meeting state over LoRa through `send`. This module must never write to the sync store,
@@ -19,21 +19,17 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from ..config import LoraSettings
 from ..errors import MeshmeetError
 from ..membership.identity import verify
-from ..lora_io import statefile
-from ..lora.alertlog import AlertLog
 from ..lora_io.check import LoraConfig
 from ..lora.core import CoreConfig, LoraCore, LoraPeers
 from ..lora.events import Acked, Delivered, Event, GaveUp
-from ..lora.counter import CounterReservation
 from ..lora.frames import FrameKeys
 from ..lora.keyshare import KeyOffer
 from ..lora_io.link import LoraLink
@@ -44,6 +40,8 @@ from ..api.contract import ApiError
 from ..wire import services
 from .lora_key import CommuneLoraKey
 from .lora_mirror import LoraStateMirror
+from .lora_persistence import LoraPersistence
+from .lora_roster import Authorities, RosterKeys
 
 if TYPE_CHECKING:
     from .node import Node
@@ -52,40 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REOPEN_S = 10.0  # wait before reopening a modem that failed or vanished
-STATE_SAVE_S = 10.0  # how often the replay window is saved when it changed
 RECENT_MESSAGES = 50
 PUBLISH_QUEUE = 64
 ROLE_BYTE = {"hq": 0, "hall": 1, "relay": 2}
-
-
-class _RosterKeys(Mapping):
-    """Ed25519 public keys by short id, looked up in the live roster."""
-
-    def __init__(self, node: "Node") -> None:
-        self._node = node
-
-    def __getitem__(self, short_id: int) -> bytes:
-        member = self._node.roster.member_by_short_id(short_id)
-        if member is None:
-            raise KeyError(short_id)
-        return member.public_key
-
-    def __iter__(self) -> Iterator[int]:
-        return (m.short_id for m in self._node.roster.members())
-
-    def __len__(self) -> int:
-        return len(self._node.roster.members())
-
-
-class _Authorities:
-    """Who may send alerts and meeting control over LoRa: HQ members and backup sites."""
-
-    def __init__(self, node: "Node") -> None:
-        self._node = node
-
-    def __contains__(self, short_id: object) -> bool:
-        member = self._node.roster.member_by_short_id(short_id) if isinstance(short_id, int) else None
-        return member is not None and (member.role == "hq" or member.backup)
 
 
 class LoraService:
@@ -103,19 +70,12 @@ class LoraService:
         self.lora_key = CommuneLoraKey(node, on_new_key=self._on_new_key)
         self.state = "off" if self.settings is None else ("starting" if self.offer else "waiting_key")
         self.error: MeshmeetError | None = None
-        self.core: LoraCore | None = None
         self.link: LoraLink | None = None
         self.modem: StartedModem | None = None
-        self.alerts = AlertLog.from_json(statefile.read_json(self.dir / statefile.ALERTS_FILE))
+        self.saved = LoraPersistence(self.dir, lambda: self.core, self._counter_not_saved)
+        self.alerts = self.saved.alerts
         self.received: deque[dict] = deque(maxlen=RECENT_MESSAGES)
         self.listeners: list[Callable[[int, Message], None]] = []  # (source short id, message) for other parts
-        self._reservation: CounterReservation | None = None
-        self._replay: dict[int, tuple[int, int]] = {}
-        self._state_error: MeshmeetError | None = None
-        self._load_state()
-        self._save_lock = trio.Lock()
-        self._dirty = trio.Event()
-        self._alerts_dirty = False
         self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, dict]](PUBLISH_QUEUE)
         self._rng = random.Random()
         self._session_scope: trio.CancelScope | None = None
@@ -140,71 +100,13 @@ class LoraService:
         if self.core is not None:
             self.core.set_keys(FrameKeys.derive(offer.key))
 
-    # ----- persisted counter mark and replay window --------------------------------------------
+    # ----- persisted counter mark and replay window (node/lora_persistence.py) ----------------
 
-    def _load_state(self) -> None:
-        path = self.dir / statefile.STATE_FILE
-        raw = statefile.read_json(path)
-        if raw is None and path.exists():
-            self._state_error = MeshmeetError(
-                f"Tệp {path} bị hỏng: LoRa tắt để không dùng lại bộ đếm (cần khóa LoRa mới)",
-                f"{path} is damaged: LoRa stays off so no frame counter is reused (a new LoRa key is needed)")
-            return
-        try:
-            reserved, self._replay = statefile.state_from_json(raw) if raw is not None else (0, {})
-        except ValueError:
-            self._state_error = MeshmeetError(f"Tệp {path} bị hỏng", f"{path} is damaged")
-            return
-        self._reservation = CounterReservation(reserved)
-
-    def _write_state(self, reserved: int | None = None) -> None:
-        assert self._reservation is not None
-        mark = self._reservation.reserved if reserved is None else reserved
-        replay = self.core.replay_state() if self.core is not None else self._replay
-        statefile.write_json(self.dir / statefile.STATE_FILE, statefile.state_to_json(mark, replay))
-
-    async def _before_transmit(self) -> None:
-        """Persist a new counter mark before a frame at or above the old one leaves. If the disk
-        refuses, the session stops here and the frame never leaves."""
-        assert self._reservation is not None and self.core is not None
-        mark = self._reservation.needed(self.core.next_counter)
-        if mark is None:
-            return
-        async with self._save_lock:
-            try:
-                await trio.to_thread.run_sync(self._write_state, mark)
-            except OSError as e:
-                self._fail(MeshmeetError(f"Không ghi được bộ đếm LoRa: {e}", f"cannot save the LoRa counter: {e}"))
-                if self._session_scope is not None:
-                    self._session_scope.cancel()
-                await trio.sleep_forever()
-        self._reservation.saved(mark)
-        log.debug("lora: counter mark %d saved", mark)
-
-    async def _saver(self) -> None:
-        try:
-            while True:
-                with trio.move_on_after(STATE_SAVE_S):
-                    await self._dirty.wait()
-                self._dirty = trio.Event()
-                async with self._save_lock:
-                    try:
-                        if self.core is not None and self._reservation is not None:
-                            await trio.to_thread.run_sync(self._write_state)
-                        if self._alerts_dirty:
-                            self._alerts_dirty = False
-                            await trio.to_thread.run_sync(
-                                statefile.write_json, self.dir / statefile.ALERTS_FILE, self.alerts.to_json())
-                    except OSError as e:
-                        log.error("lora: could not save state: %s", e)
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    if self.core is not None and self._reservation is not None:
-                        self._write_state()
-                    statefile.write_json(self.dir / statefile.ALERTS_FILE, self.alerts.to_json())
-                except OSError as e:
-                    log.error("lora: could not save state at shutdown: %s", e)
+    def _counter_not_saved(self, error: MeshmeetError) -> None:
+        """The disk refused a counter mark: stop the modem session (the frame never leaves)."""
+        self._fail(error)
+        if self._session_scope is not None:
+            self._session_scope.cancel()
 
     # ----- running the modem -------------------------------------------------------------------
 
@@ -217,12 +119,12 @@ class LoraService:
     async def run(self) -> None:
         if self.settings is None:
             return
-        if self._state_error is not None:
-            self.state, self.error = "error", self._state_error
-            log.error("lora: %s", self._state_error.en)
+        if self.saved.error is not None:
+            self.state, self.error = "error", self.saved.error
+            log.error("lora: %s", self.saved.error.en)
             return
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._saver)
+            nursery.start_soon(self.saved.run)
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._beacons)
             nursery.start_soon(self.mirror.run)
@@ -250,7 +152,7 @@ class LoraService:
                     nursery.cancel_scope.cancel()
                     return
                 core = self._core_for(self.modem, plan.budget_s_per_hour)
-                self.link = LoraLink(core, self.modem.driver, self._on_event, before_transmit=self._before_transmit)
+                self.link = LoraLink(core, self.modem.driver, self._on_event, before_transmit=self.saved.before_transmit)
                 self.state, self.error = "up", None
                 log.info("lora: %s on %s up (short id %d, budget %.1f s/h)", config.model, config.port,
                          self.node.me.short_id, plan.budget_s_per_hour)
@@ -280,12 +182,13 @@ class LoraService:
         old = self.core
         if old is not None and old.config == config:
             return old
-        assert self.offer is not None and self._reservation is not None
+        reservation = self.saved.reservation
+        assert self.offer is not None and reservation is not None
         self.core = LoraCore(
-            config, FrameKeys.derive(self.offer.key), LoraPeers(_RosterKeys(self.node), _Authorities(self.node)),
+            config, FrameKeys.derive(self.offer.key), LoraPeers(RosterKeys(self.node), Authorities(self.node)),
             sign=self.node.key.sign, verify=verify,
-            next_counter=max(self._reservation.resume_at, old.next_counter if old else 0),
-            replay_state=old.replay_state() if old else self._replay,
+            next_counter=max(reservation.resume_at, old.next_counter if old else 0),
+            replay_state=old.replay_state() if old else self.saved.replay,
         )
         return self.core
 
@@ -316,8 +219,7 @@ class LoraService:
                 await self.node.gateway.publish(topic, payload)
 
     def _changed(self, alerts: bool = False) -> None:
-        self._alerts_dirty |= alerts
-        self._dirty.set()
+        self.saved.changed(alerts)
 
     def _on_event(self, event: Event) -> None:
         me = self.node.me.short_id
@@ -403,7 +305,7 @@ class LoraService:
         except RequestError as e:
             raise ApiError(400, "bad_request", e.vi, e.en) from None
         kind = kind_of(req.message)
-        if kind is Kind.CONTROL and self.node.me.short_id not in _Authorities(self.node):
+        if kind is Kind.CONTROL and self.node.me.short_id not in Authorities(self.node):
             raise ApiError(403, "not_authorised", "Chỉ trụ sở được điều khiển cuộc họp qua LoRa",
                            "only HQ may send meeting control over LoRa")
         ack_from = req.ack_from

@@ -44,8 +44,8 @@ from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService
-from .media_voices import MediaVoices
-from ..media.voices import VOICE_KINDS, voice_of
+from .media_voices import MediaVoices, is_voice_audio
+from ..media.voices import VOICE_KINDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -93,7 +93,6 @@ class MediaService:
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
         self._next_configs = math.inf
-        self._next_role = 0.0
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
@@ -162,7 +161,7 @@ class MediaService:
             if kind in C.UPSTREAM_KINDS:  # keyframe / audio rate requests
                 self._send_out(self.relay.receive(peer, body, now))
             elif kind != C.KIND_PADDING:
-                if peer != self.floor.source_link and not self._voice_message(body):
+                if peer != self.floor.source_link and not is_voice_audio(body):
                     self.counters["not_from_source"] += 1
                     return
                 self.counters["chunks_in"] += 1
@@ -299,13 +298,6 @@ class MediaService:
             self._send_out(self.relay.request_keyframes(now))
         self._kick()
 
-    def _voice_message(self, body: bytes) -> bool:
-        """Audio of voice 1 or 2: the relay checks it against that voice's own source link."""
-        try:
-            return bool(voice_of(body))
-        except C.MediaFormatError:
-            return False
-
     def _inject_presenter_configs(self, now: float) -> None:
         if self.floor.source_link == LOCAL:
             for key in sorted(self._presenter_configs):
@@ -327,8 +319,7 @@ class MediaService:
                 raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
                                "only HQ or the briefing root may grant the floor")
             if action in ("allow", "disallow"):  # one more voice besides the holder and the chair
-                extra = self._find_member(str(args.get("site", ""))) if action == "allow" else ""
-                self.voices.allow(extra, trio.current_time())
+                self.voices.allow(self._find_member(str(args.get("site", ""))) if action == "allow" else "")
                 return self.floor_status()
             holder = ""
             if action == "grant":
@@ -396,9 +387,6 @@ class MediaService:
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
         if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
-        if now >= self._next_role:  # the hub may have restarted: say again which voice this site speaks
-            self._next_role = now + CONFIG_REPEAT_S
-            self.voices.publish_role()
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:

@@ -13,9 +13,12 @@ hall's presenter speak a voice the floor and the grant do not give it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import trio
 
 from ..media import chunk as C
 from ..media.voices import (FEATURE, LOCAL, VOICE_CHAIR, VOICE_EXTRA, ExtraVoice, VoiceBeacon, VoiceError,
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from .media_service import MediaService
 
 log = logging.getLogger(__name__)
+
+ROLE_REPEAT_S = 5.0  # the role is published again this often (a restarted hub learns it)
 
 KnowsVoices = Callable[[str], bool]
 
@@ -40,6 +45,7 @@ class MediaVoices:
         self._voice_links: set[str] = set()
         self._owners: tuple = (None, None, None)
         self.counters = {"voice_refused": 0, "voice_chunks_sent": 0, "presenter_voice": None}
+        self._next_role = 0.0
 
     def _member_key(self, node_id: str) -> bytes | None:
         m = self.m.node.roster.member_by_node_id(node_id)
@@ -114,10 +120,14 @@ class MediaVoices:
         self.extra.link_gone(peer)
 
     def beacon(self, now: float) -> float | None:
+        """The extra voice's beacon when due; the role again now and then (the hub may have restarted)."""
         body = self.extra.beacon_due(now)
         if body is not None:
             self.flood(body)
-        return self.extra.next_beacon_at()
+        if now >= self._next_role:
+            self._next_role = now + ROLE_REPEAT_S
+            self.publish_role()
+        return min(self._next_role, self.extra.next_beacon_at() or math.inf)
 
     # ---- this node's presenter ----------------------------------------------------------------
     def from_presenter(self, data: bytes, now: float) -> bool:
@@ -142,7 +152,9 @@ class MediaVoices:
         return [as_voice(cfg, voice)] if cfg is not None else []
 
     # ---- the API ------------------------------------------------------------------------------
-    def allow(self, extra: str, now: float) -> None:
+    def allow(self, extra: str) -> None:
+        """The `floor` API's allow (a member's node id) / disallow (""); the caller checked who asks."""
+        now = trio.current_time()
         body, upd = self.extra.issue(extra)
         log.info("voices: extra voice %s", self.m._site(extra) if extra else "withdrawn")
         self._after(upd, exclude=None, body=body, now=now)
@@ -153,6 +165,14 @@ class MediaVoices:
                 "speakers": [{"voice": v, "node": n, "site": self.m._site(n)} for v, n in enumerate(own) if n],
                 "mine": self.mine(), "links": sorted(self._voice_links),
                 "refused_in_relay": self.m.relay.voices_refused, **self.counters}
+
+
+def is_voice_audio(body: bytes) -> bool:
+    """Audio of voice 1 or 2 (the relay checks it against that voice's own source link)."""
+    try:
+        return bool(voice_of(body))
+    except C.MediaFormatError:
+        return False
 
 
 def knows_voices_from(caps: object) -> KnowsVoices:

@@ -4,7 +4,7 @@ Node owns the trio nursery in which every part runs, dispatches link messages to
 their first byte, answers join requests, replicates the roster, and serves `/api/status`. The
 services themselves are built by the composition root, compose.py, and started here in its order.
 This module must never parse wire formats itself (the sans-IO cores do) and never import
-aiohttp (the gateway is reached only through meshmeet.web.bridge).
+aiohttp (the gateway is reached only through meshmeet.web.gateway_lifecycle and its bridge).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..membership.join import JoinAccepted, JoinServer
 from ..membership.revocation import revocations_in, revoked_node_ids
 from ..membership.roster import Entry, RosterError, RosterGossip
 from ..api.contract import ApiCall, ApiError, dispatch_table
-from ..web.bridge import WebLimits, open_web_gateway
+from ..web.gateway_lifecycle import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
 from .compose import Service, assemble

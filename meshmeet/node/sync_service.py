@@ -1,10 +1,10 @@
 """The trio driver for replicated meeting state: one Store, one SyncSession per up link.
 
 Opens DIR/state.sqlite with authority taken from the node's roster, runs a SyncSession over
-every link (service 0x20), feeds their timers, and moves their output to the links: live
-messages (vectors, batches) first, document chunks only while the link's writer queue is
-short, so chunks never sit in front of live traffic. New batches or chunks from one peer are
-offered to the others (on_local_change). At start and whenever a document completes here it
+every link (service 0x20) on what `SyncInbox` (node/sync_inbox.py) queued, feeds their timers,
+and moves their output to the links through `SyncOutbox` (node/sync_outbox.py: live traffic
+first, document chunks behind it). New batches or chunks from one peer are offered to the
+others (on_local_change). At start and whenever a document completes here it
 records, for this node only, which documents it holds whole (table doc_holdings, which
 doc_readiness reads for every site). Adds "sync" to status, offers reads of the store to other
 services (`read`, `read_nowait`: ports.StateReader; the state API, api/state_api.py, is built on
@@ -32,8 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
@@ -46,6 +44,8 @@ from ..sync.session import ChunkClaims, SyncSession
 from ..store.db import Store
 from ..wire import services
 from .disk_watch import DiskWatch
+from .sync_inbox import RECEIVE_GROUP_MAX_MESSAGES, SyncInbox
+from .sync_outbox import BULK_QUEUE_MAX_MESSAGES, BUSY_POLL_S, LIVE_QUEUE_MAX_MESSAGES, SyncOutbox
 
 if TYPE_CHECKING:
     from .node import Node
@@ -55,23 +55,13 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
 STATE_TOPIC = "state"
-LIVE_QUEUE_MAX_MESSAGES = 512  # live sync messages allowed to wait in a link's writer queue
-BULK_QUEUE_MAX_MESSAGES = 4    # chunk pieces (60 kB each) allowed in a link's writer queue
-BUSY_POLL_S = 0.005            # retry a link whose writer queue was too full after this long
-RECEIVE_GROUP_MAX_MESSAGES = 16  # messages from one peer handled (batches committed) together
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 
 T = TypeVar("T")
 
-
-@dataclass
-class _Peer:
-    """Sync state for one up link: the session and what waits to go out on it."""
-
-    session: SyncSession
-    live: deque[bytes] = field(default_factory=deque)
-    bulk: deque[bytes] = field(default_factory=deque)
+__all__ = ["BULK_QUEUE_MAX_MESSAGES", "BUSY_POLL_S", "LIVE_QUEUE_MAX_MESSAGES", "RECEIVE_GROUP_MAX_MESSAGES",
+           "STATE_FILE", "STATE_TOPIC", "SyncService"]
 
 
 class SyncService:
@@ -86,12 +76,14 @@ class SyncService:
         self.disk = DiskWatch(node.data_dir)
         self.store = self.disk.open_store(node.data_dir / STATE_FILE, node.key, self.authority)
         self.claims = ChunkClaims()
-        self.peers: dict[str, _Peer] = {}
+        self.peers: dict[str, SyncSession] = {}  # one session per up link
+        self.outbox = SyncOutbox(node.links.queue_depth, lambda peer, body: node.send(peer, services.SYNC, body),
+                                 trio.current_time)
         self.lock = trio.Lock()
         self.counters = {"chunks_fetched": 0, "chunks_received": 0, "chunks_served": 0, "chunks_refused": 0,
                          "batches_applied": 0, "protocol_violations": 0, "sessions": 0}
         self.adding: dict[str, Any] | None = None  # a document import in progress
-        self._inbox: deque[tuple[str, str, bytes]] = deque()  # (kind, peer, body)
+        self._inbox = SyncInbox(lambda: self._wake.set())  # what link callbacks queued for the loop
         self._changed_tables: set[str] = set()
         # Other parts told which tables changed (called with the lock held; must not block).
         self.change_listeners: list[Callable[[list[str]], None]] = []
@@ -102,10 +94,8 @@ class SyncService:
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
         self._resync: set[str] = set()  # linked peers whose session was closed for a full disk
-        self.pace_pieces_per_s: float | None = None  # test hook: cap on chunk pieces sent per second
-        self._pace_next = 0.0
-        node.services[services.SYNC] = self._on_message
-        node.link_listeners.append(self._on_link_change)
+        node.services[services.SYNC] = self._inbox.message
+        node.link_listeners.append(self._inbox.link_changed)
         node.status_extras["sync"] = self.status
         node.status_extras["disk"] = self.disk.status
         if os.environ.get(TEST_HOOKS_ENV) == "1":
@@ -125,15 +115,6 @@ class SyncService:
         if self.tree is not None:
             return peer in self.tree.children()
         return peer > self.node.key.node_id
-
-    # ----- inputs (sync callbacks: queue and wake) ---------------------------------------------
-    def _on_message(self, peer: str, body: bytes) -> None:
-        self._inbox.append(("msg", peer, body))
-        self._wake.set()
-
-    def _on_link_change(self, peer: str, up: bool) -> None:
-        self._inbox.append(("up" if up else "down", peer, b""))
-        self._wake.set()
 
     # ----- running -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -160,7 +141,7 @@ class SyncService:
                         self._incomplete is None or (self._chunks_arrived and self._incomplete)):
                     self.check_holdings(now)
                 self._run_timers(now)
-                waiting = self._feed_links()
+                waiting = self.outbox.feed()  # True: some must wait for a shorter writer queue
                 self._publish_changes()
                 deadline = min(self._next_deadline(), self.disk.retry_at)
             if self._inbox:
@@ -173,14 +154,15 @@ class SyncService:
     def _next_deadline(self) -> float:
         deadline = math.inf
         for p in self.peers.values():
-            d = p.session.next_deadline()
+            d = p.next_deadline()
             if d is not None:
                 deadline = min(deadline, d)
         return deadline
 
     def _drain_inbox(self, now: float) -> None:
         while self._inbox:
-            kind, peer, body = self._inbox.popleft()
+            arrival = self._inbox.take()
+            kind, peer = arrival.kind, arrival.peer
             if kind == "up":
                 self._drop(peer)
                 if not self.disk.full:
@@ -189,24 +171,20 @@ class SyncService:
                     self._resync.add(peer)
             elif kind == "formats":
                 p = self.peers.get(peer)
-                if p is not None and not p.session.closed:
-                    p.session.peer_batch_versions = frozenset(body)
-                    self._queue(peer, p.session.on_local_change(now))
+                if p is not None and not p.closed:
+                    p.peer_batch_versions = arrival.formats
+                    self._queue(peer, p.on_local_change(now))
             elif kind == "down":
                 self._drop(peer)
                 self._resync.discard(peer)
                 self.local_changed(now)  # chunks this link was fetching may now be asked elsewhere
             else:
                 p = self.peers.get(peer)
-                if p is None or p.session.closed:
+                if p is None or p.closed:
                     continue
-                bodies = [body]  # what else this peer sent that is waiting: its batches commit together
-                while (self._inbox and len(bodies) < RECEIVE_GROUP_MAX_MESSAGES
-                       and self._inbox[0][0] == "msg" and self._inbox[0][1] == peer):
-                    bodies.append(self._inbox.popleft()[2])
                 claimed = len(self.claims)
                 try:
-                    out, events = p.session.receive_many(bodies, now)
+                    out, events = p.receive_many(arrival.bodies, now)
                 except DiskFull:
                     self._pause_for_full_disk(now)
                     continue
@@ -217,7 +195,8 @@ class SyncService:
 
     def _open_session(self, peer: str, now: float) -> None:
         session = SyncSession(self.store, peer, now, self.claims, self._may_owe)
-        self.peers[peer] = _Peer(session)
+        self.peers[peer] = session
+        self.outbox.open(peer)
         self.counters["sessions"] += 1
         self._queue(peer, session.on_connect())
 
@@ -281,18 +260,19 @@ class SyncService:
 
     def _run_timers(self, now: float) -> None:
         for peer, p in list(self.peers.items()):
-            d = p.session.next_deadline()
+            d = p.next_deadline()
             if d is not None and d <= now:
                 claimed = len(self.claims)
-                self._queue(peer, p.session.on_timer(now))
+                self._queue(peer, p.on_timer(now))
                 if len(self.claims) < claimed:
                     self.local_changed(now, except_peer=peer)
 
     def _drop(self, peer: str) -> None:
         p = self.peers.pop(peer, None)
+        self.outbox.drop(peer)
         if p is not None:
-            self._retire(p.session)
-            p.session.close()
+            self._retire(p)
+            p.close()
 
     def _retire(self, session: SyncSession) -> None:
         self.counters["chunks_received"] += session.chunks_in
@@ -320,53 +300,28 @@ class SyncService:
         finally:
             self.lock.release()
 
-    # ----- output ------------------------------------------------------------------------------
+    # ----- output (node/sync_outbox.py) -------------------------------------------------------
     def _queue(self, peer: str, out: list[Outgoing]) -> None:
-        p = self.peers.get(peer)
-        if p is None:
-            return
-        for o in out:
-            (p.bulk if o.bulk else p.live).append(o.data)
-        if out:
+        if peer in self.peers and self.outbox.put(peer, out):
             self._wake.set()
 
-    def _feed_links(self) -> bool:
-        """Move queued messages into the links' writer queues; True if some must wait."""
-        waiting = False
-        for peer, p in self.peers.items():
-            depth = self.node.links.queue_depth(peer)
-            while p.live and depth < LIVE_QUEUE_MAX_MESSAGES:
-                if not self.node.send(peer, services.SYNC, p.live[0]):
-                    break
-                p.live.popleft()
-                depth += 1
-            while p.bulk and not p.live and depth < BULK_QUEUE_MAX_MESSAGES and self._paced():
-                if not self.node.send(peer, services.SYNC, p.bulk[0]):
-                    break
-                p.bulk.popleft()
-                depth += 1
-                if self.pace_pieces_per_s:
-                    self._pace_next = max(self._pace_next, trio.current_time()) + 1.0 / self.pace_pieces_per_s
-            waiting = waiting or bool(p.live or p.bulk)
-        return waiting
+    @property
+    def pace_pieces_per_s(self) -> float | None:
+        """Test hook: the cap on chunk pieces sent per second (None: no cap)."""
+        return self.outbox.pace_pieces_per_s
 
-    def _paced(self) -> bool:
-        return not self.pace_pieces_per_s or trio.current_time() >= self._pace_next
+    @pace_pieces_per_s.setter
+    def pace_pieces_per_s(self, rate: float | None) -> None:
+        self.outbox.pace_pieces_per_s = rate
 
     async def _api_test_pace(self, args: dict) -> dict:
-        rate = args.get("pieces_per_s")
-        if rate is not None and (type(rate) not in (int, float) or rate <= 0):
-            from ..api.contract import ApiError
-
-            raise ApiError(400, "bad_request", "pieces_per_s phải > 0 hoặc null", "pieces_per_s must be > 0 or null")
-        self.pace_pieces_per_s = None if rate is None else float(rate)
+        answer = self.outbox.api_test_pace(args)
         self._wake.set()
-        return {"pieces_per_s": self.pace_pieces_per_s}
+        return answer
 
     def peer_formats_changed(self, peer: str, batch_versions: frozenset[int], now: float) -> None:
         """The peer told its batch formats (capability_service.py): its session sends only those."""
-        self._inbox.append(("formats", peer, bytes(sorted(v for v in batch_versions if 0 <= v < 256))))
-        self._wake.set()
+        self._inbox.formats(peer, batch_versions)
 
     def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
         """The store gained batches or chunks: let every other session push what its peer lacks.
@@ -376,7 +331,7 @@ class SyncService:
             self._changed_tables.update(tables)
         for peer, p in self.peers.items():
             if peer != except_peer:
-                self._queue(peer, p.session.on_local_change(now))
+                self._queue(peer, p.on_local_change(now))
         self._wake.set()
 
     def check_holdings(self, now: float, all_documents: bool = False) -> list[str]:
@@ -432,10 +387,11 @@ class SyncService:
     def _status_now(self) -> dict[str, Any]:
         counters = dict(self.counters)
         for p in self.peers.values():
-            counters["chunks_received"] += p.session.chunks_in
-            counters["chunks_served"] += p.session.chunks_out
-        peers = {peer: {"in_flight_chunks": p.session.in_flight_chunks, "queued_live": len(p.live),
-                        "queued_bulk": len(p.bulk), "bytes_in": p.session.bytes_in,
-                        "bytes_out": p.session.bytes_out, "in_sync_known": p.session.peer_vector is not None}
-                 for peer, p in self.peers.items()}
+            counters["chunks_received"] += p.chunks_in
+            counters["chunks_served"] += p.chunks_out
+        peers = {}
+        for peer, p in self.peers.items():
+            live, bulk = self.outbox.queued(peer)
+            peers[peer] = {"in_flight_chunks": p.in_flight_chunks, "queued_live": live, "queued_bulk": bulk,
+                           "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "in_sync_known": p.peer_vector is not None}
         return {**self.store.status(), **counters, "peers": peers, "busy": False, "adding": self.adding}

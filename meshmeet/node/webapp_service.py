@@ -48,11 +48,12 @@ WEBAPP_FILE = "webapp.toml"
 DEFAULT_HTTPS = "0.0.0.0:8443"
 
 
-def read_https_setting(data_dir: Path) -> tuple[str, int] | None:
-    """DIR/webapp.toml `https = "host:port"` or `"off"`; default DEFAULT_HTTPS."""
+def read_https_setting(data_dir: Path, override: str | None = None) -> tuple[str, int] | None:
+    """`meshmeet run --https` if given, else DIR/webapp.toml `https = "host:port"` or `"off"`;
+    default DEFAULT_HTTPS."""
     path = Path(data_dir) / WEBAPP_FILE
-    text = DEFAULT_HTTPS
-    if path.exists():
+    text = override or DEFAULT_HTTPS
+    if override is None and path.exists():
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -75,7 +76,7 @@ class WebappService:
         self.node = node
         self.tree = tree  # a hall's certificate request goes up the tree to HQ
         self.data_dir = node.data_dir
-        self.https = read_https_setting(node.data_dir)
+        self.https = read_https_setting(node.data_dir, node.cfg.https)
         self.shared = WebappShared()
         self.last_seen: dict[str, float] = {}
         self.cert_error: str | None = None

@@ -1,13 +1,14 @@
 """Deterministic discrete-event simulator: the real TreeNode and Forwarder cores over simulated links.
 
 A priority queue of (time, order) entries drives message deliveries, timers, scenario events and
-the broadcast workload; a seeded generator decides losses. Links have bandwidth (serialisation),
-delay, loss (the link layer retransmits, so a loss is a delay and order is kept; with the scenario's
-drop_lost = true a loss drops the message instead, to test robustness), and an
+the broadcast workload; a seeded generator decides losses. Links (sim/links.py) have bandwidth
+(serialisation), delay, loss (the link layer retransmits, so a loss is a delay and order is kept;
+with the scenario's drop_lost = true a loss drops the message instead, to test robustness), and an
 up/down state; a cut is noticed by both ends after the link's detect_s, a node that stops closes
-its links at once (like a dying process closing TCP). After every step the observers check for
-loops and track convergence. This module must never read the wall clock inside the simulation
-or use randomness other than the scenario's seed.
+its links at once (like a dying process closing TCP). After every step the observers
+(sim/observe.py) check for loops and track convergence; what a run records is in sim/records.py.
+This module must never read the wall clock inside the simulation or use randomness other than the
+scenario's seed.
 """
 
 from __future__ import annotations
@@ -16,66 +17,22 @@ import heapq
 import itertools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..tree.core import TreeNode
 from ..tree.outputs import Output, TreeChanged, TreeTimers
 from ..tree.cost import LinkCostInputs
 from ..tree.forward import Forwarder
-from .observe import ConvergenceTracker, find_loop
+from .links import RETRANSMIT_MIN_S, SimLink
+from .observe import ConvergenceTracker, components, find_loop, tree_depth
+from .records import BroadcastRecord, Window
 from .scenario import EventSpec, LinkSpec, Scenario
 
-RETRANSMIT_MIN_S = 0.2       # a lost message is resent by the link (TCP, LoRa acks) after about this much
+__all__ = ["BROADCAST_SETTLE_S", "RETRANSMIT_MIN_S", "Simulator", "Window"]
+
 BROADCAST_SETTLE_S = 5.0     # a broadcast counts as "sent while stable" if no event comes this soon after
 SERVICE_TREE = "tree"
 SERVICE_BROADCAST = "bcast"
-
-
-@dataclass
-class _Direction:
-    busy_until: float = 0.0
-    last_arrival: float = 0.0
-    bytes_control: int = 0
-    bytes_broadcast: int = 0
-    messages: int = 0
-    steady_control: int = 0
-
-
-@dataclass
-class _Link:
-    spec: LinkSpec
-    phys_up: bool = True
-    connected: bool = False
-    generation: int = 0
-    down_notice_at: float | None = None
-    dirs: dict[str, _Direction] = field(default_factory=dict)
-
-
-@dataclass
-class Window:
-    """What happened between one event (or the start) and the next."""
-
-    at: float
-    label: str
-    converged_at: float | None = None
-    converged_after_s: float | None = None
-    root: str | None = None
-    roots: int = 0
-    depth: int = 0
-    unreachable: list[str] = field(default_factory=list)
-    messages: int = 0
-    changes: int = 0
-
-
-@dataclass
-class _BroadcastRecord:
-    source: str
-    sent_at: float
-    expected: frozenset[str]
-    stable: bool
-    received: set[str] = field(default_factory=set)
-    duplicates: int = 0
 
 
 class Simulator:
@@ -91,10 +48,10 @@ class Simulator:
         self.specs = {n.id: n for n in scenario.nodes}
         self.cores: dict[str, TreeNode | None] = {n.id: None for n in scenario.nodes}
         self.forwarders: dict[str, Forwarder] = {}
-        self._links: dict[frozenset[str], _Link] = {}
+        self._links: dict[frozenset[str], SimLink] = {}
         self._adjacent: dict[str, list[str]] = {n.id: [] for n in scenario.nodes}
         for spec in scenario.links:
-            self._links[frozenset((spec.a, spec.b))] = _Link(spec, dirs={spec.a: _Direction(), spec.b: _Direction()})
+            self._links[frozenset((spec.a, spec.b))] = SimLink.of(spec)
             self._adjacent[spec.a].append(spec.b)
             self._adjacent[spec.b].append(spec.a)
         self._timer_at: dict[str, float] = {}
@@ -105,7 +62,7 @@ class Simulator:
         self._was_bad = True
         self._converged_since: float | None = None
         self.windows: list[Window] = [Window(0.0, "start")]
-        self.broadcasts: list[_BroadcastRecord] = []
+        self.broadcasts: list[BroadcastRecord] = []
         self._bcast_index: dict[tuple[str, int], int] = {}
         self.messages_total = 0
         self.messages_lost = 0
@@ -157,58 +114,14 @@ class Simulator:
 
     def depth(self) -> int:
         """Longest parent chain among live nodes (0 when every node is a root)."""
-        memo: dict[str, int] = {}
-
-        def walk(node: str) -> int:
-            chain = []
-            cur: str | None = node
-            while cur is not None and cur not in memo and len(chain) <= len(self.cores):
-                chain.append(cur)
-                core = self.cores.get(cur)
-                cur = core.parent if core is not None else None
-            base = memo.get(cur, -1) if cur is not None else -1
-            for n in reversed(chain):
-                base += 1
-                memo[n] = base
-            return memo[node]
-
-        return max((walk(n) for n, c in self.cores.items() if c is not None), default=0)
+        return tree_depth(self.cores)  # type: ignore[arg-type]
 
     def components(self) -> list[list[str]]:
-        seen: set[str] = set()
-        out = []
-        for start, core in self.cores.items():
-            if core is None or start in seen:
-                continue
-            comp, stack = [], [start]
-            seen.add(start)
-            while stack:
-                n = stack.pop()
-                comp.append(n)
-                for m in self._adjacent[n]:
-                    if m not in seen and self.link_phys_up(n, m):
-                        seen.add(m)
-                        stack.append(m)
-            out.append(comp)
-        return out
+        return components(self.cores, self._adjacent, self.link_phys_up)  # type: ignore[arg-type]
 
     def link_loads(self) -> list[dict[str, Any]]:
         minutes = self.steady_seconds / 60.0
-        rows = []
-        for link in self._links.values():
-            a, b = link.spec.a, link.spec.b
-            da, db = link.dirs[a], link.dirs[b]
-            steady = da.steady_control + db.steady_control
-            rows.append({
-                "a": a, "b": b, "kind": link.spec.kind,
-                "bytes_a_to_b": da.bytes_control + da.bytes_broadcast,
-                "bytes_b_to_a": db.bytes_control + db.bytes_broadcast,
-                "control_bytes": da.bytes_control + db.bytes_control,
-                "broadcast_bytes": da.bytes_broadcast + db.bytes_broadcast,
-                "messages": da.messages + db.messages,
-                "steady_control_bytes_per_min": round(steady / minutes, 1) if minutes > 0 else None,
-            })
-        return rows
+        return [link.load(minutes) for link in self._links.values()]
 
     # ---- internals ------------------------------------------------------------------------------
 
@@ -244,15 +157,11 @@ class Simulator:
             assert event.link is not None
             link = self._links[frozenset(event.link)]
             if event.action == "link_down" and link.phys_up:
-                link.phys_up = False
-                link.generation += 1           # what was in flight is lost with the cable
-                if link.connected:
-                    link.down_notice_at = self.now + link.spec.detect_s
-                    self._push(link.down_notice_at, "notice_down", link)
+                notice_at = link.cut(self.now)
+                if notice_at is not None:
+                    self._push(notice_at, "notice_down", link)
             elif event.action == "link_up" and not link.phys_up:
-                link.phys_up = True
-                after = link.down_notice_at if link.down_notice_at is not None and link.down_notice_at > self.now else self.now
-                self._push(after, "connect", link)
+                self._push(link.mend(self.now), "connect", link)
         elif event.action == "node_down":
             assert event.node is not None
             self._node_down(event.node)
@@ -286,31 +195,25 @@ class Simulator:
         for peer in self._adjacent[node]:
             link = self._links[frozenset((node, peer))]
             if link.connected:
-                link.connected = False
-                link.generation += 1
-                link.down_notice_at = None
+                link.close()
                 core = self.cores.get(peer)
                 if core is not None:
                     self._apply(peer, core.link_down(node, self.now))
 
-    def _notice_down(self, link: _Link) -> None:
+    def _notice_down(self, link: SimLink) -> None:
         if not link.connected or link.down_notice_at is None or self.now < link.down_notice_at:
             return
-        link.connected = False
-        link.generation += 1
-        link.down_notice_at = None
+        link.close()
         for end, other in ((link.spec.a, link.spec.b), (link.spec.b, link.spec.a)):
             core = self.cores.get(end)
             if core is not None:
                 self._apply(end, core.link_down(other, self.now))
 
-    def _connect(self, link: _Link) -> None:
+    def _connect(self, link: SimLink) -> None:
         a, b = link.spec.a, link.spec.b
         if link.connected or not link.phys_up or self.cores.get(a) is None or self.cores.get(b) is None:
             return
-        link.connected = True
-        link.generation += 1
-        link.down_notice_at = None
+        link.open()
         spec = link.spec
         inputs = LinkCostInputs(rtt_s=2 * spec.delay_s, loss=spec.loss, capacity_bps=spec.bandwidth_bps, metered=spec.metered)
         for end, other in ((a, b), (b, a)):
@@ -323,33 +226,18 @@ class Simulator:
         if link is None or not link.connected:
             self.messages_lost += 1
             return
-        direction = link.dirs[src]
         size = len(data) + self.scenario.wire_overhead_bytes
-        direction.messages += 1
         self.messages_total += 1
-        if service == SERVICE_TREE:
-            direction.bytes_control += size
-            if any(a <= self.now < b for a, b in self._steady):
-                direction.steady_control += size
-        else:
-            direction.bytes_broadcast += size
-        if not link.phys_up:
-            self.messages_lost += 1              # sent into a cut nobody has noticed yet
+        control = service == SERVICE_TREE
+        steady = control and any(a <= self.now < b for a, b in self._steady)
+        arrival = link.transmit(src, size, self.now, control=control, steady=steady, rng=self._rng,
+                                drop_lost=self.scenario.drop_lost)
+        if arrival is None:
+            self.messages_lost += 1
             return
-        spec = link.spec
-        start = max(self.now, direction.busy_until)
-        direction.busy_until = start + size * 8 / spec.bandwidth_bps
-        arrival = direction.busy_until + spec.delay_s
-        if spec.loss > 0 and self._rng.random() < spec.loss:
-            if self.scenario.drop_lost:
-                self.messages_lost += 1
-                return
-            arrival += RETRANSMIT_MIN_S + 4 * spec.delay_s
-        arrival = max(arrival, direction.last_arrival)   # links are FIFO
-        direction.last_arrival = arrival
         self._push(arrival, "deliver", (link, link.generation, src, dst, service, data))
 
-    def _deliver(self, link: _Link, generation: int, src: str, dst: str, service: str, data: bytes) -> None:
+    def _deliver(self, link: SimLink, generation: int, src: str, dst: str, service: str, data: bytes) -> None:
         core = self.cores.get(dst)
         if link.generation != generation or not link.connected or core is None:
             self.messages_lost += 1
@@ -445,6 +333,6 @@ class Simulator:
         stable = (self.converged and self.now + BROADCAST_SETTLE_S <= self.scenario.duration_s
                   and not any(self.now <= t < self.now + BROADCAST_SETTLE_S for t in self._event_times))
         self._bcast_index[(frame.source, frame.seq)] = len(self.broadcasts)
-        self.broadcasts.append(_BroadcastRecord(source, self.now, frozenset(component) - {source}, stable))
+        self.broadcasts.append(BroadcastRecord(source, self.now, frozenset(component) - {source}, stable))
         for peer, data in sends:
             self._send(source, peer, SERVICE_BROADCAST, data)

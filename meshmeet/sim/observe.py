@@ -1,8 +1,9 @@
-"""Observers for the simulator: the loop check and the "is the tree whole" convergence tracker.
+"""Observers for the simulator: the loop check, the "is the tree whole" convergence tracker, and the
+shape of what is up (connected components, the tree's depth).
 
-Both work incrementally from the nodes whose tree state changed in a step, so the simulator can
-check after every delivered message even with 1,000 nodes. This module must never change the
-nodes it looks at.
+The loop check and the tracker work incrementally from the nodes whose tree state changed in a
+step, so the simulator can check after every delivered message even with 1,000 nodes. This module
+must never change the nodes it looks at.
 """
 
 from __future__ import annotations
@@ -43,6 +44,47 @@ def find_loop(start: str, cores: dict[str, TreeView | None]) -> list[str] | None
         core = cores.get(node)
         node = core.parent if core is not None else None
     return None
+
+
+def tree_depth(cores: dict[str, TreeView | None]) -> int:
+    """Longest parent chain among live nodes (0 when every node is a root)."""
+    memo: dict[str, int] = {}
+
+    def walk(node: str) -> int:
+        chain = []
+        cur: str | None = node
+        while cur is not None and cur not in memo and len(chain) <= len(cores):
+            chain.append(cur)
+            core = cores.get(cur)
+            cur = core.parent if core is not None else None
+        base = memo.get(cur, -1) if cur is not None else -1
+        for n in reversed(chain):
+            base += 1
+            memo[n] = base
+        return memo[node]
+
+    return max((walk(n) for n, c in cores.items() if c is not None), default=0)
+
+
+def components(cores: dict[str, TreeView | None], adjacent: dict[str, list[str]],
+               link_up: Callable[[str, str], bool]) -> list[list[str]]:
+    """The live nodes in groups that reach each other over links that are physically up."""
+    seen: set[str] = set()
+    out = []
+    for start, core in cores.items():
+        if core is None or start in seen:
+            continue
+        comp, stack = [], [start]
+        seen.add(start)
+        while stack:
+            n = stack.pop()
+            comp.append(n)
+            for m in adjacent[n]:
+                if m not in seen and link_up(n, m):
+                    seen.add(m)
+                    stack.append(m)
+        out.append(comp)
+    return out
 
 
 def any_loop(cores: dict[str, TreeView | None]) -> list[str] | None:

@@ -1,8 +1,7 @@
 """The Testbed: a scenario built as real hosts, driven through faults, observed, torn down.
 
-`prepare()` creates every data dir through the real CLI (init, invite, and join over loopback
-to a temporary HQ process) and writes each config.toml (static peers = its emulator proxies,
-keepalive from the links' detect_s, no mDNS). `up()` builds the namespaces and links (plan.py),
+`prepare()` creates every data dir through the real CLI (datadirs.py: init, invite, and join
+over loopback to a temporary HQ process, then each config.toml). `up()` builds the namespaces and links (plan.py),
 starts one link emulator per namespace, one packet forwarder per profiled link (tunlink.py) and one
 `meshmeet run` per namespace, and records their pids in WORK/state.json so a later command (or
 `down` after a crash) can find them. Faults: `set_link`, `stop_node`, `start_node`, `set_profile`
@@ -27,13 +26,11 @@ from pathlib import Path
 
 import meshmeet
 
-from .. import config as config_mod
-from ..config import NodeConfig, parse_host_port
-from ..membership.datadir import load_roster, save_roster
 from . import netns
 from .converge import Verdict, check_tree, components
+from .datadirs import START_GUARD_S, DataDirs
 from .netns import TestbedError
-from .plan import HTTP_HOST, HTTP_PORT, MESH_PORT, Plan, link_commands, setup_commands
+from .plan import HTTP_HOST, HTTP_PORT, Plan, link_commands, setup_commands
 from .profiles import LinkProfile, parse_profile, profile_spec
 from .tunlink import control, start_tun_link
 
@@ -41,9 +38,6 @@ STATE_FILE = "state.json"
 POLL_S = 0.1
 STABLE_S = 1.0
 HANG_GUARD_S = 120.0
-START_GUARD_S = 60.0
-JOIN_GUARD_S = 90.0
-INVITE_EXPIRES = "1d"
 
 
 @dataclass(frozen=True)
@@ -104,114 +98,12 @@ class Testbed:
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.work / STATE_FILE)
 
-    # ----- data dirs -----------------------------------------------------------------------------
-
-    def _cli(self, *args: str, timeout: float = JOIN_GUARD_S) -> str:
-        argv = [self.python, "-m", "meshmeet", *args]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
-        except subprocess.TimeoutExpired:
-            raise TestbedError(f"lệnh quá lâu: meshmeet {args[0]}", f"meshmeet {args[0]} timed out") from None
-        if proc.returncode != 0:
-            raise TestbedError(f"meshmeet {args[0]} lỗi: {proc.stderr.strip()}", f"meshmeet {args[0]} failed: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def _first_node(self) -> str:
-        hqs = [h for h in self.plan.hosts if h.role == "hq"]
-        return (hqs or sorted(self.plan.hosts, key=lambda h: -h.priority))[0].node
+    # ----- data dirs (datadirs.py) --------------------------------------------------------------
 
     def prepare(self) -> None:
         """Create every node's data dir through the real CLI (skipped when they already exist)."""
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
-        first = self._first_node()
-        hq_dir = self.data_dir(first)
-        if not (hq_dir / config_mod.CONFIG_FILE).exists():
-            self._cli("init", "--data-dir", str(hq_dir), "--commune", f"Testbed {self.plan.run}", "--site", first)
-        pending = [h for h in self.plan.hosts if h.node != first and not (self.data_dir(h.node) / config_mod.CONFIG_FILE).exists()]
-        codes = {}
-        for host in pending:
-            role = "hall" if host.role == "backup" else host.role
-            args = ["invite", "--data-dir", str(hq_dir), "--site", host.node, "--role", role,
-                    "--priority", str(host.priority), "--expires", INVITE_EXPIRES, "--address", "127.0.0.1:1"]
-            if host.role == "backup":
-                args.append("--backup")
-            codes[host.node] = self._cli(*args).split()[0]
-        if codes:
-            self._join_all(hq_dir, codes)
-            self._share_roster(hq_dir)
-        for host in self.plan.hosts:
-            cfg = NodeConfig(
-                listen=parse_host_port(f"0.0.0.0:{MESH_PORT}"), http=parse_host_port(f"{HTTP_HOST}:{HTTP_PORT}"),
-                peers=tuple(parse_host_port(p) for p in host.peers), mdns=False, keepalive_s=host.keepalive_s,
-            )
-            config_mod.save(self.data_dir(host.node), cfg)
-        roster = json.loads(self._cli("roster", "--data-dir", str(hq_dir), "--json"))
-        self.ids = {m["node_id"]: m["site"] for m in roster["members"]}
-
-    def _share_roster(self, hq_dir: Path) -> None:
-        """Give every node the whole signed roster, as gossip would have once HQ reached it.
-
-        Halls that joined in parallel each hold the roster as it was when they joined; two of them
-        that only meet each other (a chain) would refuse each other's handshake. Merging HQ's
-        entries (admin-signed, verified on merge) is what the running node does with roster.bin."""
-        full = load_roster(hq_dir)
-        for host in self.plan.hosts:
-            d = self.data_dir(host.node)
-            if d == hq_dir:
-                continue
-            theirs = load_roster(d)
-            if theirs.merge(full.entries() + full.pending_claims()):
-                save_roster(d, theirs)
-
-    def _join_all(self, hq_dir: Path, codes: dict[str, str]) -> None:
-        """Run a temporary HQ on loopback (root namespace) and join every hall to it, in parallel."""
-        log = open(self.log_path("prepare-hq"), "ab")
-        hq = subprocess.Popen(
-            [self.python, "-m", "meshmeet", "run", "--data-dir", str(hq_dir), "--listen", "127.0.0.1:0",
-             "--http", "127.0.0.1:0", "--no-mdns"], stdout=log, stderr=log, env=self.env)
-        try:
-            port = self._wait_run_file(hq_dir, hq)["mesh_port"]
-            joins = {
-                node: subprocess.Popen(
-                    [self.python, "-m", "meshmeet", "join", "--data-dir", str(self.data_dir(node)), code,
-                     "--via", f"127.0.0.1:{port}", "--no-mdns"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
-                for node, code in codes.items()
-            }
-            for node, proc in joins.items():
-                try:
-                    _, err = proc.communicate(timeout=JOIN_GUARD_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
-                    err = "timed out"
-                if proc.returncode != 0:
-                    raise TestbedError(f"{node} không gia nhập được: {err.strip()}", f"{node} could not join: {err.strip()}")
-        finally:
-            hq.send_signal(signal.SIGTERM)
-            try:
-                hq.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                hq.kill()
-                hq.wait()
-            log.close()
-            # A node that exits removes its run file; make sure a killed one left none behind.
-            (hq_dir / "run" / "node.json").unlink(missing_ok=True)
-
-    @staticmethod
-    def _wait_run_file(data_dir: Path, proc: subprocess.Popen) -> dict:
-        deadline = time.monotonic() + START_GUARD_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise TestbedError("nút tạm thời đã dừng", f"temporary node in {data_dir} exited ({proc.returncode})")
-            try:
-                info = json.loads((data_dir / "run" / "node.json").read_text())
-                if info.get("pid") == proc.pid and info.get("mesh_port"):
-                    return info
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise TestbedError("nút tạm thời không khởi động", f"temporary node in {data_dir} did not start")
+        self.ids = DataDirs(self.plan, self.data_dir, self.log_path, self.python, self.env).prepare()
 
     # ----- up / down -----------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""The seam between the trio node and the aiohttp gateway running on its own asyncio thread.
+"""The seam between the trio node and the aiohttp gateway's asyncio thread: every crossing.
 
-trio owns the main thread, the signals and the shutdown order. ``open_web_gateway`` starts a
-stock asyncio loop in one dedicated thread, serves the gateway app there (both in ``serving``),
-and joins the two worlds with exactly three things:
+trio owns the main thread, the signals and the shutdown order; the gateway runs a stock asyncio
+loop in its own thread (web/gateway_lifecycle.py opens and closes it). The two worlds meet here
+and only here, through exactly three things:
 
-* calls: trio awaits a coroutine on the loop (setup, cleanup), and an HTTP handler awaits
-  ``api(name, args)``, which runs as a task in the trio nursery and returns its dict or raises
-  ``ApiError`` (anything else becomes a logged 500);
+* calls: trio awaits a coroutine on the loop (``run_in_loop``: setup, cleanup), and an HTTP
+  handler awaits ``TrioCalls.call(name, args)``, which runs ``api(name, args)`` as a task in the
+  trio nursery and returns its dict or raises ``ApiError`` (anything else becomes a logged 500);
 * ``Outbound``: a bounded one-way pipe trio -> asyncio (events and media chunks, fanned out to
   browsers by the hub on the asyncio side: one crossing per message, never per browser);
 * ``Inbound``: a bounded one-way pipe asyncio -> trio (what browsers send).
@@ -20,7 +20,8 @@ only by its own thread; the only traffic between threads is ``TrioToken.run_sync
 ``loop.call_soon_threadsafe`` with callbacks that never raise.
 
 This is the only module that imports both trio and asyncio. It must never share mutable state
-between the threads other than through those two calls, and never block either loop.
+between the threads other than through those two calls, never block either loop, and hold nothing
+but the crossings (what the gateway serves and how it starts and stops live elsewhere).
 """
 
 from __future__ import annotations
@@ -29,19 +30,14 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
 from ..api.contract import ApiCall, ApiError, internal_error, node_stopping
-from .gateway import AppSetup, RoutesFactory
-from .hub import Hub, Payload, SlowClientPolicy, encode_payload
-from .listen_guard import WebLimits
-from .serving import Served, serve_app, start_loop_thread
+from .hub import Payload
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +45,6 @@ T = TypeVar("T")
 
 OUTBOUND_CAPACITY = 1024
 INBOUND_CAPACITY = 256
-SHUTDOWN_S = 5.0
-THREAD_JOIN_S = 3.0
 
 
 # ---------------------------------------------------------------- thread-crossing primitives
@@ -104,6 +98,11 @@ async def run_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any,
         future.cancel()
         raise
     return future.result()
+
+
+def stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """From trio: ask the gateway's loop to stop (its thread then closes it); no-op once closed."""
+    _post_to_loop(loop, loop.stop)
 
 
 # ---------------------------------------------------------------- trio -> asyncio pipe
@@ -316,7 +315,7 @@ class Inbound:
 # ---------------------------------------------------------------- asyncio -> trio calls
 
 
-class _TrioCalls:
+class TrioCalls:
     """Runs ``api(name, args)`` in the trio nursery on behalf of asyncio HTTP handlers."""
 
     def __init__(
@@ -394,108 +393,3 @@ def _settle(future: asyncio.Future[dict], result: Any, error: BaseException | No
         future.set_exception(error)
     else:
         future.set_result(result)  # the gateway checks that it is a dict
-
-
-# ---------------------------------------------------------------- the gateway
-
-
-class WebGateway:
-    """A running gateway, as seen from trio."""
-
-    def __init__(self, url: str, host: str, port: int, outbound: Outbound, inbound: Inbound, loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
-        self.url = url
-        self.host = host
-        self.port = port
-        self.inbound = inbound
-        self._outbound = outbound
-        self._loop = loop
-        self._hub = hub
-
-    async def publish(self, topic: str, payload: bytes | str | dict) -> None:
-        """Send one message to every browser on ``topic``; waits while the pipe is full."""
-        await self._outbound.send(topic, encode_payload(payload))
-
-    def try_publish(self, topic: str, payload: bytes | str | dict) -> bool:
-        """Like ``publish`` but never waits: False means the message was dropped (pipe full)."""
-        return self._outbound.try_send(topic, encode_payload(payload))
-
-    @property
-    def outbound_stats(self) -> PipeStats:
-        return self._outbound.stats
-
-    async def run_in_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the gateway's asyncio loop (for setup/inspection) and return its result."""
-        return await run_in_loop(self._loop, coro)
-
-    async def subscriber_count(self, topic: str | None = None) -> int:
-        """How many browsers are subscribed (to ``topic``, or in total)."""
-
-        async def count() -> int:
-            return self._hub.subscriber_count(topic)
-
-        return await self.run_in_loop(count())
-
-
-@asynccontextmanager
-async def open_web_gateway(
-    nursery: trio.Nursery | None,
-    *,
-    host: str,
-    port: int,
-    api: ApiCall,
-    routes_factory: RoutesFactory | None = None,
-    static_dirs: Mapping[str, Path] | None = None,
-    app_setup: AppSetup | Iterable[AppSetup] | None = None,
-    outbound_capacity: int = OUTBOUND_CAPACITY,
-    inbound_capacity: int = INBOUND_CAPACITY,
-    client_queue_messages: int | None = None,
-    slow_client_policy: SlowClientPolicy = SlowClientPolicy.DROP_OLDEST,
-    limits: WebLimits | None = None,
-) -> AsyncIterator[WebGateway]:
-    """Serve the web gateway on ``host:port`` (0 picks a free port) for the block's duration.
-
-    ``routes_factory``, ``static_dirs`` and ``app_setup`` extend the app (see ``build_app``);
-    they run on the gateway thread. ``gw.publish(topic, ...)`` reaches the browsers on
-    ``/ws/{topic}`` and any hub sink an ``app_setup`` added for that topic.
-
-    API calls run as tasks in ``nursery`` (or as trio system tasks when None); either way the
-    gateway cancels the ones still running when it closes. On exit every
-    WebSocket is closed with 1001, aiohttp is cleaned up under a shielded deadline of
-    ``SHUTDOWN_S`` and the gateway thread is joined. Raises MeshmeetError if the port is busy.
-    """
-    token = trio.lowlevel.current_trio_token()
-    limits = limits or WebLimits()
-    loop, thread = start_loop_thread(f"meshmeet-web-{port}", limits)
-    spawn = nursery.start_soon if nursery is not None else trio.lowlevel.spawn_system_task
-    calls = _TrioCalls(token, loop, spawn, api)
-    inbound = Inbound(token, loop, inbound_capacity)
-    served: Served | None = None
-    outbound: Outbound | None = None
-    try:
-        serving = serve_app(
-            host, port, api_call=calls.call, inbound=inbound.send, routes_factory=routes_factory,
-            static_dirs=static_dirs, app_setup=app_setup, slow_client_policy=slow_client_policy,
-            client_queue_messages=client_queue_messages, idle_s=limits.idle_s,
-        )
-        served = await run_in_loop(loop, serving)
-        outbound = Outbound(token, loop, served.hub.publish, outbound_capacity)
-        log.info("web gateway listening on %s", served.url)
-        yield WebGateway(served.url, host, served.port, outbound, inbound, loop, served.hub)
-    finally:
-        with trio.CancelScope(shield=True):
-            if outbound is not None:
-                outbound.close()
-            inbound.close()
-            calls.close()
-            with trio.move_on_after(SHUTDOWN_S) as cleanup_scope:
-                if served is not None:
-                    try:
-                        await run_in_loop(loop, served.runner.cleanup())
-                    except Exception:  # noqa: BLE001 - keep shutting down
-                        log.exception("web gateway cleanup failed")
-            if cleanup_scope.cancelled_caught:
-                log.warning("web gateway cleanup took longer than %s s; stopping its loop anyway", SHUTDOWN_S)
-            _post_to_loop(loop, loop.stop)
-            await trio.to_thread.run_sync(thread.join, THREAD_JOIN_S, abandon_on_cancel=True)
-            if thread.is_alive():
-                log.warning("web gateway thread did not stop within %s s; leaving it (daemon)", THREAD_JOIN_S)

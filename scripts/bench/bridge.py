@@ -144,7 +144,7 @@ async def _baseline_fanout(n: int, m: int, payload: bytes) -> dict:
 async def _bridge_fanout(n: int, m: int, payload: bytes) -> dict:
     import trio
 
-    from meshmeet.web.bridge import open_web_gateway
+    from meshmeet.web.gateway_lifecycle import open_web_gateway
 
     async with open_web_gateway(None, host=HOST, port=0, api=_api, client_queue_messages=m + 2) as gw:
         url = gw.url.replace("http://", "ws://") + f"/ws/{TOPIC}"
@@ -191,7 +191,7 @@ async def _baseline_echo(m: int, payload: bytes) -> dict:
 async def _bridge_echo(m: int, payload: bytes) -> dict:
     import trio
 
-    from meshmeet.web.bridge import open_web_gateway
+    from meshmeet.web.gateway_lifecycle import open_web_gateway
 
     async with open_web_gateway(None, host=HOST, port=0, api=_api, client_queue_messages=m + 2) as gw:
         async with trio.open_nursery() as nursery:

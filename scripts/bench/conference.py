@@ -132,7 +132,7 @@ def slides(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 
     from browser.media_fixtures import CHROMIUM
-    from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+    from nodeproc import NodeProcess, start_commune, stop_all, wait_for
     from pdfmake import make_pdf
     from test_node_lora import Emulator
     from test_slides_browser import set_lora
@@ -148,13 +148,8 @@ def slides(args: argparse.Namespace) -> dict:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"])
         try:
-            hq_dir, invites = make_commune(base, 2)
-            hq = NodeProcess(hq_dir, mdns=False)
-            nodes.append(hq)
-            for d, code in invites:
-                meshmeet("join", "--data-dir", str(d), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-            halls = [NodeProcess(d, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False) for d, _ in invites]
-            nodes += halls
+            hq, halls = start_commune(base, 2, nodes)
+            dirs = (hq.data_dir, halls[0].data_dir, halls[1].data_dir)
             (base / "deck.pdf").write_bytes(pdf)
             mid = _api(hq, "meeting_create", {"title": "bench"})["id"]
             doc = _api(hq, "doc_add", {"meeting_id": mid, "path": str(base / "deck.pdf")})["id"]
@@ -195,9 +190,9 @@ def slides(args: argparse.Namespace) -> dict:
 
             # LoRa only: the same data dirs, no IP peer, emulated radios in a chain.
             emulator = Emulator("--nodes", "3")
-            for radio, d in zip((1, 2, 3), (hq_dir, invites[0][0], invites[1][0])):
+            for radio, d in zip((1, 2, 3), dirs):
                 set_lora(d, emulator.paths[radio])
-            nodes += [NodeProcess(d, mdns=False) for d in (hq_dir, invites[0][0], invites[1][0])]
+            nodes += [NodeProcess(d, mdns=False) for d in dirs]
             hq = nodes[0]
             for n in nodes:
                 wait_for(lambda: n.status()["lora"]["state"] == "up", "LoRa up", proc=n)

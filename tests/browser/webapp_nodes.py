@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nodeproc import NodeProcess, make_commune, meshmeet, stop_all, wait_for
+from nodeproc import NodeProcess, meshmeet, start_commune, stop_all, wait_for
 
 CHAIR_PIN = "246810"
 
@@ -36,18 +36,15 @@ def webapp(node: NodeProcess) -> dict:
 
 @contextmanager
 def hq_and_hall(base: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
-    hq_dir, invites = make_commune(base, 1)
-    hall_dir, code = invites[0]
-    (hq_dir / "webapp.toml").write_text('https = "127.0.0.1:0"\n')
-    assert set_pin(hq_dir).returncode == 0
     nodes: list[NodeProcess] = []
+
+    def prepare(d: Path) -> None:
+        (d / "webapp.toml").write_text('https = "127.0.0.1:0"\n')
+        if d == base / "hq":
+            assert set_pin(d).returncode == 0
+
     try:
-        hq = NodeProcess(hq_dir, mdns=False)
-        nodes.append(hq)
-        meshmeet("join", "--data-dir", str(hall_dir), code, "--via", f"127.0.0.1:{hq.mesh_port}", "--no-mdns")
-        (hall_dir / "webapp.toml").write_text('https = "127.0.0.1:0"\n')
-        hall = NodeProcess(hall_dir, "--peer", f"127.0.0.1:{hq.mesh_port}", mdns=False)
-        nodes.append(hall)
+        hq, (hall,) = start_commune(base, 1, nodes, prepare=prepare)
         wait_for(lambda: hall.link_states().get(hq.node_id) == "up", "the hall's link to HQ", proc=hall)
         wait_for(lambda: webapp(hall)["https"], "the hall's HTTPS listener (certificate from HQ)", proc=hall)
         yield hq, hall
