@@ -148,10 +148,12 @@ class DatagramChannel:
         return {**self._counters, **self._video_in.counters}
 
     # ----- receiving --------------------------------------------------------------------
-    def receive(self, data: bytes, now: float) -> list[Event]:
-        """An authentic datagram's events; DatagramError (counted by the caller) for anything else."""
+    def receive(self, data: bytes, now: float, *, arrived_at: float | None = None) -> list[Event]:
+        """An authentic datagram's events; DatagramError (counted by the caller) for anything else.
+        `arrived_at`: when it reached the host (the kernel's stamp), if before `now`: its delay is
+        the path's, not the time it waited for this process."""
         opened = self._opener.open(data)
-        self._rx.arrived(opened.counter, opened.send_time_us, now)
+        self._rx.arrived(opened.counter, opened.send_time_us, min(now, arrived_at) if arrived_at is not None else now)
         self._counters["received"] += 1
         t, body = opened.type, opened.body
         if t == D.T_PROBE:

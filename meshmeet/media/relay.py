@@ -27,7 +27,8 @@ Link rates (estimates, probes, caps, what a level needs) count each message's fr
 link (mesh link or WebSocket).
 
 Audio deadline: an audio chunk that waited in a link's queue longer than `audio_deadline_s`
-(the playout budget) is dropped and counted, never sent late.
+(the playout budget) is dropped and counted, never sent late. The time a driver ran late (its
+process busy or descheduled: `process_stalled`) is not the link's and does not count.
 
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
 `tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given; a datagram
@@ -428,6 +429,15 @@ class MediaRelay(FeedbackRules, VoiceRules):
         if lk.probe is not None:
             return max(lk.probe.next_padding_at(now), ready)
         return None
+
+    def process_stalled(self, since: float, now: float) -> None:
+        """The driver was due at `since` and runs only at `now`: audio queued since then waited
+        for it, not for its link (whatever was queued before keeps its time), and counts from now."""
+        for lk in self._links.values():
+            i = len(lk.audio)
+            while i and lk.audio[i - 1][0] >= since:
+                i -= 1
+                lk.audio[i] = (now, lk.audio[i][1])
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
         """The audio deadline: chunks older than the playout budget are dropped (configs stay)."""

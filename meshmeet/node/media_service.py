@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
 LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's writer queue (two keyframes in pieces; CPU stalls on a loaded host)
+STALL_S = 0.02  # the media step ran this much later than due: this process stalled (relay.process_stalled)
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
@@ -96,6 +97,7 @@ class MediaService:
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
+        self._kicked_at = math.inf
         self._next_tick = trio.current_time()
         self._media_at = -math.inf  # when the last media chunk went through this node
         self.recstore = RecordingStore(self.recordings_dir)
@@ -259,6 +261,8 @@ class MediaService:
 
     # ----- outputs ---------------------------------------------------------------------------
     def _kick(self) -> None:
+        if not self._wake.is_set():
+            self._kicked_at = trio.current_time()  # the step is due now: later is this process's stall
         self._wake.set()
 
     def _send_out(self, outs: list[Outgoing]) -> None:
@@ -403,7 +407,8 @@ class MediaService:
             data = self.relay.pop(peer, now)
             if data is None:
                 return self.relay.wake_at(peer, now)
-            if not (dgram and self._send_datagram(peer, data, now)):
+            # stamped when it leaves, not when this step began (a loaded step runs long: a path delay)
+            if not (dgram and self._send_datagram(peer, data, trio.current_time())):
                 self.node.send(peer, services.MEDIA, data)
 
     def _send_datagram(self, peer: str, data: bytes, now: float) -> bool:
@@ -441,6 +446,10 @@ class MediaService:
                 wake = self.step(trio.current_time())
                 with trio.move_on_at(wake):
                     await self._wake.wait()
+                now = trio.current_time()  # audio does not pay for this process running late
+                due = min(wake, self._kicked_at) if self._wake.is_set() else wake
+                if now - due > STALL_S:
+                    self.relay.process_stalled(due, now)
 
     # ----- the recording's name --------------------------------------------------------------
     async def _recording_name_loop(self) -> None:

@@ -40,6 +40,7 @@ TICK_S = 0.02
 WS_WRITE_BUFFER_BYTES = 32 * 1024  # above this a browser's socket is congested: leave it queued in the relay
 PRESENTER_LINK = "presenter"
 NODE_LINK = "node"
+STALL_S = 0.02  # the drain after a chunk ran this much late: this loop stalled (relay.process_stalled)
 
 Upstream = Callable[[bytes], Awaitable[None]]
 
@@ -62,6 +63,7 @@ class MediaHub:
         self._name = meeting_id if callable(meeting_id) else (lambda: meeting_id)
         self.recording = LiveRecording(recordings_dir, self._name) if recordings_dir is not None else None
         self.format_errors = 0
+        self._drain_due: float | None = None
         # which voice this site speaks (JSON text for its hall pages: the TV page captures then)
         self.voice_role = json.dumps({"type": "voice", "mine": None, "root": False})
 
@@ -139,6 +141,8 @@ class MediaHub:
 
     def _receive(self, link: str, data: bytes) -> None:
         now = self._clock()
+        if self._drain_due is None:
+            self._drain_due = now  # a drain is due now: a later one is this loop's stall, not the browsers'
         outs = self.relay.receive(link, data, now)
         if self.recording is not None:
             self.recording.add(data, now)
@@ -215,6 +219,10 @@ class MediaHub:
 
     async def _drain_all(self) -> None:
         now = self._clock()
+        if self._drain_due is not None:
+            if now - self._drain_due > STALL_S:
+                self.relay.process_stalled(self._drain_due, now)
+            self._drain_due = None
         for sub in tuple(self._subs):
             if sub in self._subs:
                 try:
