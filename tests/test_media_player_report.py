@@ -44,7 +44,7 @@ def test_bad_reports_are_refused() -> None:
         raise AssertionError(f"accepted {text!r}")
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)  # a loaded CI machine stalls single examples
 @given(st.one_of(st.text(max_size=600), st.binary(max_size=600),
                  st.dictionaries(st.sampled_from(["type", "audioSeq", "audioTsUs", "decoded", "underruns", "bufferMs",
                                                   "targetMs", "jitterMs", "missing", "x"]),

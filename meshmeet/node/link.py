@@ -104,6 +104,15 @@ class Link:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 
+    def _queued_into_conn(self) -> None:
+        while True:
+            try:
+                payload = self.outgoing_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if payload is not None and not self.conn.send_message(payload, trio.current_time()):
+                return
+
     async def send(self, payload: bytes) -> None:
         """Queue one message for the writer task (waits while the queue is full)."""
         if self.closed:
@@ -135,6 +144,7 @@ class Link:
         self.closed = True
         with trio.move_on_after(CLOSE_GRACE_S) as scope:
             scope.shield = True
+            self._queued_into_conn()  # what was queued before the close goes first (a revocation's entry)
             self.conn.close(reason, trio.current_time())
             await self._send_pending_quietly()
             await trio.aclose_forcefully(self.stream)

@@ -200,7 +200,6 @@ class Node:
 
     def _roster_grew(self, entries: list[Entry], source: str | None) -> None:
         log.info("roster: %d new entries (now %d members)", len(entries), len(self.roster.members()))
-        self._close_revoked(entries)
         try:
             save_roster(self.data_dir, self.roster)
             self._roster_mtime = self._roster_file_mtime()
@@ -210,6 +209,7 @@ class Node:
             for peer in self.links.up_peers():
                 if peer != source:
                     self.send(peer, services.ROSTER, body)
+        self._close_revoked(entries)  # after the entries are queued: the revoked node learns why
         for listener in self.roster_listeners:
             listener(entries)
 
