@@ -1,4 +1,5 @@
-"""`meshmeet floor grant SITE | release | status`: who speaks to every hall (talks to the running node).
+"""`meshmeet floor grant SITE | release | allow SITE | disallow | status`: who speaks to every hall
+(talks to the running node): the floor holder, and one more voice the chair allows.
 
 This module only parses arguments and prints; it must never decide authority (the node does,
 through the `floor` API) nor hold protocol logic.
@@ -15,11 +16,12 @@ def cmd_floor(args: argparse.Namespace) -> int:
     from .cli import api_call
 
     body: dict = {"action": args.action}
-    if args.action == "grant":
+    if args.action in ("grant", "allow"):
         if not args.site:
             from .errors import MeshmeetError
 
-            raise MeshmeetError("Cần tên điểm: meshmeet floor grant TÊN_ĐIỂM", "a site is needed: meshmeet floor grant SITE")
+            raise MeshmeetError(f"Cần tên điểm: meshmeet floor {args.action} TÊN_ĐIỂM",
+                                f"a site is needed: meshmeet floor {args.action} SITE")
         body["site"] = args.site
     floor = api_call(args.data_dir, "floor", body if args.action != "status" else None)
     if args.json:
@@ -30,6 +32,9 @@ def cmd_floor(args: argparse.Namespace) -> int:
         print(f"Đã trao quyền phát biểu cho {holder} / floor granted to {holder}")
     elif args.action == "release":
         print(f"Đã thu hồi quyền phát biểu; {holder} phát / floor released; {holder} speaks")
+    elif args.action in ("allow", "disallow"):
+        extra = (floor.get("voices") or {}).get("extra_site")
+        print(f"Thêm giọng nói: {extra or 'không'} / extra voice: {extra or 'none'} (đang phát biểu / floor: {holder})")
     else:
         print(f"Đang phát biểu / floor: {holder} (seq {floor.get('seq')})")
     return 0
@@ -39,7 +44,7 @@ def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[
                  ) -> dict[str, Callable[[argparse.Namespace], int]]:
     help_text = "quyền phát biểu: điểm nào phát tới mọi hội trường / the floor: whose presenter every hall hears"
     c = subparsers.add_parser("floor", help=help_text, description=help_text)
-    c.add_argument("action", choices=["grant", "release", "status"])
+    c.add_argument("action", choices=["grant", "release", "allow", "disallow", "status"])
     c.add_argument("site", nargs="?", default="", help="tên điểm (hoặc mã nút) / site name or node id")
     add_data_dir(c)
     c.add_argument("--json", action="store_true")

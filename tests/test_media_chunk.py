@@ -61,7 +61,7 @@ chunks = st.builds(
     timestamp_us=st.integers(0, C.MAX_TIMESTAMP_US), duration_us=st.integers(0, 0xFFFF).map(lambda d: d * 100),
     payload=st.binary(max_size=64),
 ) | st.builds(
-    C.Chunk, track=st.just(C.TRACK_AUDIO), layer=st.just(0), temporal_id=st.just(0), keyframe=st.booleans(),
+    C.Chunk, track=st.just(C.TRACK_AUDIO), layer=st.integers(0, C.MAX_VOICES - 1), temporal_id=st.just(0), keyframe=st.booleans(),
     generation=st.integers(0, 255), seq=st.integers(0, 2**32 - 1), timestamp_us=st.integers(0, C.MAX_TIMESTAMP_US),
     duration_us=st.integers(0, 0xFFFF).map(lambda d: d * 100), payload=st.binary(max_size=64))
 

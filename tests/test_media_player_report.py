@@ -122,6 +122,8 @@ def test_gateway_takes_reports_and_closes_only_a_page_that_sends_a_bad_one() -> 
                 bad = await http.ws_connect(base + "/media/ws/hall")
                 for ws in (good, bad):
                     assert (await asyncio.wait_for(ws.receive(), 10)).type == aiohttp.WSMsgType.TEXT  # its id
+                    role = await asyncio.wait_for(ws.receive(), 10)  # which voice this site speaks (none)
+                    assert role.type == aiohttp.WSMsgType.TEXT and '"voice"' in role.data
                 await good.send_str(report())
                 await bad.send_str(report(bufferMs=-1))
                 msg = await asyncio.wait_for(bad.receive(), 10)

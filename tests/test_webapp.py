@@ -130,6 +130,8 @@ def test_policy_chair_names_and_local_only_names() -> None:
     assert policy.needs_chair("floor", "POST", {})
     assert not policy.needs_chair("floor", "GET", {})
     assert policy.needs_chair("floor", "GET", {"action": "grant"})
+    assert policy.needs_chair("floor", "POST", {"action": "allow", "site": "Thôn 1"})
+    assert policy.needs_chair("floor", "GET", {"action": "disallow"})
     assert not policy.needs_chair("vote", "POST", {}) and not policy.needs_chair("checkin", "POST", {})
     assert "doc_add" in policy.LOCAL_ONLY_APIS and "vote" not in policy.LOCAL_ONLY_APIS
 

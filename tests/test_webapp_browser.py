@@ -2,7 +2,8 @@
 
 The chair logs in with the PIN, creates a meeting with two agenda items and a document, starts it
 and opens a motion; the hall tablet checks in 35 people, asks for the floor and votes; a second
-ballot is refused; the chair gives the floor and closes the motion; the hall TV shows the result
+ballot is refused; the chair lets the hall speak along (the extra voice) and stops it, gives the
+floor and closes the motion; the hall TV shows the result
 and the quorum; the minutes at the hall hash the same as at HQ. HTML typed into an announcement and
 a question stays text. Screenshots (Vietnamese) go to tests/artifacts/webapp-*.png. Waits are hang
 guards (Playwright's expect timeouts), never performance limits.
@@ -126,6 +127,14 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         # The chair sees the request, gives the floor, answers, closes the motion.
         expect(chair.get_by_test_id("queue-row")).to_have_count(1)
         expect(chair.get_by_test_id("queue-row")).to_contain_text("Thôn 1")
+        # ...lets it speak along with the chair without the floor (issue 15's extra voice), then stops it
+        expect(chair.get_by_test_id("voice-extra")).to_have_text("Chưa ai")
+        chair.get_by_test_id("voice-allow").click()
+        expect(chair.get_by_test_id("voice-extra")).to_have_text("Thôn 1")
+        wait_for(lambda: hall.status()["media"]["floor"]["voices"]["mine"] == 2, "the hall learns it speaks voice 2")
+        chair.get_by_test_id("voice-disallow").click()
+        expect(chair.get_by_test_id("voice-extra")).to_have_text("Chưa ai")
+        wait_for(lambda: hall.status()["media"]["floor"]["voices"]["mine"] is None, "the hall's extra voice withdrawn")
         chair.get_by_test_id("floor-grant").click()
         expect(chair.get_by_test_id("floor-holder")).to_have_text("Thôn 1")
         expect(chair.get_by_test_id("motion-tally")).to_contain_text("Đồng ý 25")

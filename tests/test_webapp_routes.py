@@ -164,6 +164,8 @@ def test_guard_cross_origin_forbidden_names_and_local_cli(hq: Path) -> None:
             out["floor_status"] = r.status
         async with http.post(url + "/api/floor", json={"action": "grant", "site": "x"}, headers=browser(url)) as r:
             out["floor_grant"] = r.status
+        async with http.post(url + "/api/floor", json={"action": "allow", "site": "x"}, headers=browser(url)) as r:
+            out["floor_allow"] = r.status  # the chair page's extra voice: the chair only
         async with http.post(url + "/api/meeting_create", json={"title": "no token"}) as r:
             out["loopback"] = r.status  # loopback and no browser headers: grants nothing any more
         async with http.post(url + "/api/meeting_create", json={"title": "x"}, headers={"X-Meshmeet-Token": "guess"}) as r:
@@ -176,6 +178,7 @@ def test_guard_cross_origin_forbidden_names_and_local_cli(hq: Path) -> None:
     assert out["cross"][0] == 403 and out["cross"][1]["error"]["code"] == "cross_origin"
     assert out["doc_add"][0] == 403 and "trình duyệt" in out["doc_add"][1]["error"]["vi"]
     assert out["vote"] == 200 and out["floor_status"] == 200 and out["floor_grant"] == 401 and out["cli"] == 200
+    assert out["floor_allow"] == 401
     assert out["loopback"] == 401 and out["bad_token"][0] == 401 and out["bad_token"][1]["error"]["code"] == "bad_token"
     assert calls == ["vote", "floor", "meeting_create"]
 

@@ -38,8 +38,11 @@ FRAGMENT_HEADER_BYTES = 2
 TRACK_AUDIO = 0
 TRACK_VIDEO = 1
 
-LAYER_HIGH = 0  # 640x360 (and the only audio layer)
+LAYER_HIGH = 0  # 640x360 (and, for audio, voice 0: the floor holder's)
 LAYER_LOW = 1  # 320x180
+# Audio's layer field names the voice (docs/protocol/media.md, "Voices"): 0 the floor holder, 1 the
+# chair, 2 the extra voice the chair allowed. Voices 1 and 2 go only to peers that said "voices/1".
+MAX_VOICES = 3
 
 CHUNK_HEADER_BYTES = 14
 CONFIG_HEADER_BYTES = 3
@@ -132,7 +135,7 @@ MediaMessage = Chunk | DecoderConfig | KeyframeRequest | Padding | Fragment | Au
 def _stream_byte(track: int, layer: int, temporal_id: int, keyframe: bool) -> int:
     if track not in (TRACK_AUDIO, TRACK_VIDEO):
         raise ValueError(f"track {track}")
-    if layer not in (LAYER_HIGH, LAYER_LOW):
+    if not 0 <= layer < (MAX_VOICES if track == TRACK_AUDIO else LAYER_LOW + 1):
         raise ValueError(f"layer {layer}")
     if not 0 <= temporal_id <= MAX_TEMPORAL_ID:
         raise ValueError(f"temporal id {temporal_id}")
@@ -145,12 +148,12 @@ def _split_stream_byte(b: int) -> tuple[int, int, int, bool]:
         raise MediaFormatError("reserved stream bit set")
     if track > TRACK_VIDEO:
         raise MediaFormatError(f"unknown track {track}")
-    if layer > LAYER_LOW:
+    if layer >= (MAX_VOICES if track == TRACK_AUDIO else LAYER_LOW + 1):
         raise MediaFormatError(f"unknown layer {layer}")
     if tid > MAX_TEMPORAL_ID:
         raise MediaFormatError(f"temporal id {tid} out of range")
-    if track == TRACK_AUDIO and (layer or tid):
-        raise MediaFormatError("audio has one layer and no temporal ids")
+    if track == TRACK_AUDIO and tid:
+        raise MediaFormatError("audio has no temporal ids")
     return track, layer, tid, bool(b & 2)
 
 
@@ -160,8 +163,8 @@ def encode_chunk(c: Chunk) -> bytes:
         raise ValueError("generation or seq out of range")
     if not 0 <= c.timestamp_us <= MAX_TIMESTAMP_US or not 0 <= c.duration_us <= MAX_DURATION_US:
         raise ValueError("timestamp or duration out of range")
-    if c.track == TRACK_AUDIO and (c.layer or c.temporal_id):
-        raise ValueError("audio has one layer and no temporal ids")
+    if c.track == TRACK_AUDIO and c.temporal_id:
+        raise ValueError("audio has no temporal ids")
     head = bytes((KIND_CHUNK, _stream_byte(c.track, c.layer, c.temporal_id, c.keyframe), c.generation))
     ts = c.timestamp_us
     return head + _SEQ_TS_DUR.pack(c.seq, ts & 0xFFFFFFFF, ts >> 32, round(c.duration_us / 100)) + c.payload
@@ -277,9 +280,8 @@ def parse(data: bytes) -> MediaMessage:
 def _parse_audio_rate_request(data: bytes) -> AudioRateRequest:
     if len(data) not in (AUDIO_RATE_REQUEST_BYTES, AUDIO_ENCODING_REQUEST_BYTES):
         raise MediaFormatError("audio rate request must be 3 or 6 bytes")
-    track, layer, tid, key = _split_stream_byte(data[1])
-    if track != TRACK_AUDIO or key:
-        raise MediaFormatError("audio rate request for a non-audio stream")
+    if data[1] != 0x00:
+        raise MediaFormatError("audio rate request for another stream than voice 0")
     if data[2] < AUDIO_RATE_MIN_KBPS:
         raise MediaFormatError(f"audio rate {data[2]} kbit/s below Opus's minimum")
     if len(data) == AUDIO_RATE_REQUEST_BYTES:

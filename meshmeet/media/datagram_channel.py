@@ -70,7 +70,8 @@ class DatagramChannel:
         self._rx = ReceiverStats()
         self._view = SenderView()
         self.rtt_s: float | None = None
-        self._audio_sent: deque[bytes] = deque(maxlen=B.MAX_REDUNDANCY)
+        # the last audio chunks sent, per voice (stream byte): copies repeat the same voice only
+        self._audio_sent: dict[int, deque[bytes]] = {}
         self._video_out = VideoSender(VIDEO_PIECE_BYTES)
         self._rejoin = Reassembly()
         self._video_in = VideoReceiver()
@@ -127,12 +128,13 @@ class DatagramChannel:
     def _send_audio(self, data: bytes, now: float) -> bool:
         if len(data) + 1 > D.MAX_BODY_BYTES:
             return False
-        earlier = [e for e in list(self._audio_sent)[-self.redundancy:] if B.redundant_fits(data, e)] if self.redundancy else []
+        sent = self._audio_sent.setdefault(data[1], deque(maxlen=B.MAX_REDUNDANCY))
+        earlier = [e for e in list(sent)[-self.redundancy:] if B.redundant_fits(data, e)] if self.redundancy else []
         body = B.encode_audio(data, earlier)
         while len(body) > D.MAX_BODY_BYTES and earlier:
             earlier = earlier[1:]
             body = B.encode_audio(data, earlier)
-        self._audio_sent.append(data)
+        sent.append(data)
         return self._seal(D.T_AUDIO, body, now)
 
     def _send_video(self, data: bytes, layer: int, now: float) -> bool:
@@ -146,10 +148,12 @@ class DatagramChannel:
         return {**self._counters, **self._video_in.counters}
 
     # ----- receiving --------------------------------------------------------------------
-    def receive(self, data: bytes, now: float) -> list[Event]:
-        """An authentic datagram's events; DatagramError (counted by the caller) for anything else."""
+    def receive(self, data: bytes, now: float, *, arrived_at: float | None = None) -> list[Event]:
+        """An authentic datagram's events; DatagramError (counted by the caller) for anything else.
+        `arrived_at`: when it reached the host (the kernel's stamp), if before `now`: its delay is
+        the path's, not the time it waited for this process."""
         opened = self._opener.open(data)
-        self._rx.arrived(opened.counter, opened.send_time_us, now)
+        self._rx.arrived(opened.counter, opened.send_time_us, min(now, arrived_at) if arrived_at is not None else now)
         self._counters["received"] += 1
         t, body = opened.type, opened.body
         if t == D.T_PROBE:

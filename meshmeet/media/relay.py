@@ -27,7 +27,8 @@ Link rates (estimates, probes, caps, what a level needs) count each message's fr
 link (mesh link or WebSocket).
 
 Audio deadline: an audio chunk that waited in a link's queue longer than `audio_deadline_s`
-(the playout budget) is dropped and counted, never sent late.
+(the playout budget) is dropped and counted, never sent late. The time a driver ran late (its
+process busy or descheduled: `process_stalled`) is not the link's and does not count.
 
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
 `tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given; a datagram
@@ -52,6 +53,7 @@ from meshmeet.media.ladder import KEYFRAME_HOL_MAX_S, AUDIO_LEVEL, LEVELS, LOW_L
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
 from meshmeet.media.player_report import PlayerLag
 from meshmeet.media.relay_feedback import FEEDBACK_BACKOFF_MAX_S, FEEDBACK_PROBE_FACTOR, FeedbackRules
+from meshmeet.media.relay_voices import VoiceRules, is_extra_voice
 from meshmeet.media.probe import PROBE_S, PaddingProbe
 
 log = logging.getLogger(__name__)
@@ -124,14 +126,17 @@ class _Link:
     young_carried_bps: float = 0.0  # a young datagram link: the most a clean probe of it carried
     media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
     path_rtt_s: float | None = None  # the path's lowest round trip as the driver's kernel measured it (TCP_INFO)
+    voices: bool = False  # the peer takes voices 1 and 2 (relay_voices.py)
 
 
-class MediaRelay(FeedbackRules):
-    """See the module docstring. `source` is the link chunks arrive on (None: taken from the first)."""
+class MediaRelay(FeedbackRules, VoiceRules):
+    """See the module docstring. `source` is the link chunks arrive on (None: taken from the first).
+    Voices 1 and 2 (relay_voices.py) have their own sources, or follow `source` (a hub)."""
 
     def __init__(self, *, source: str | None = None, keep_accepted: bool = False,
-                 audio_deadline_s: float = AUDIO_DEADLINE_S) -> None:
+                 audio_deadline_s: float = AUDIO_DEADLINE_S, voices_follow_source: bool = False) -> None:
         self.source = source
+        self._init_voices(voices_follow_source)
         self.audio_deadline_s = audio_deadline_s
         self.feedback_refused = 0  # receiver reports with values out of range (not counted otherwise)
         # whole messages taken from the source, for a driver that also hands them on elsewhere
@@ -151,7 +156,7 @@ class MediaRelay(FeedbackRules):
 
     # ---- links -------------------------------------------------------------------------
     def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
-                 best_level: int = 0, framing_bytes: int | None = None) -> list[Outgoing]:
+                 best_level: int = 0, framing_bytes: int | None = None, voices: bool = False) -> list[Outgoing]:
         """A new downstream link (tree neighbour: simulcast=True; browser: False).
 
         `framing_bytes`: what the link adds per message; by default a mesh link's for a tree
@@ -160,10 +165,11 @@ class MediaRelay(FeedbackRules):
         if framing_bytes is None:
             framing_bytes = MESH_LINK_FRAMING_BYTES if simulcast else WS_FRAMING_BYTES
         lk = _Link(link, simulcast, start_level, best_level, last_change=now, steady_since=now,
-                   framing_bytes=framing_bytes)
+                   framing_bytes=framing_bytes, voices=voices)
         self._links[link] = lk
         for key in sorted(self._configs):  # late joiner: decoder configs first
             lk.audio.append((now, self._configs[key]))
+        self._late_voice_configs(lk, now)
         return self._request_for_level(lk, now)
 
     def remove_link(self, link: str) -> None:
@@ -172,10 +178,12 @@ class MediaRelay(FeedbackRules):
         self._audio_rate.remove_link(link)
         if link == self.source:
             self.source = None
+        for voice in [v for v, src in self._voice_src.items() if src == link]:
+            self.set_voice_source(voice, None)
 
     def _repeated_audio(self, data: bytes) -> bool:
         """Whether this audio chunk (sequence and timestamp) was relayed lately; remembers it if not."""
-        key = (data[3:7], data[7:12])
+        key = (data[1], data[3:7], data[7:12])  # per voice
         if key in self._recent_audio:
             return True
         self._recent_audio.append(key)
@@ -266,6 +274,8 @@ class MediaRelay(FeedbackRules):
                 return []  # requests travel away from the source only
             self._audio_rate.requested(link, AudioWant(req.kbps, req.frame_ms, req.fec_loss_percent), now)
             return self._audio_rate_due(now)
+        if is_extra_voice(data):
+            return self._receive_voice(link, data, data[1] >> 4 & 3, now)
         if self.source is None:
             self.source = link
         elif link != self.source:
@@ -375,7 +385,8 @@ class MediaRelay(FeedbackRules):
             t_in, data = lk.audio.popleft()
             if data[0] == C.KIND_CHUNK:
                 lk.max_audio_wait_s = max(lk.max_audio_wait_s, now - t_in)
-                lk.player.sent(data)
+                if not data[1] & 0x30:  # voice 0: the player reports the timestamps of that one
+                    lk.player.sent(data)
                 if lk.media_since is None:
                     lk.media_since = now
         elif pacer is not None and not pacer.can_send(now):
@@ -418,6 +429,15 @@ class MediaRelay(FeedbackRules):
         if lk.probe is not None:
             return max(lk.probe.next_padding_at(now), ready)
         return None
+
+    def process_stalled(self, since: float, now: float) -> None:
+        """The driver was due at `since` and runs only at `now`: audio queued since then waited
+        for it, not for its link (whatever was queued before keeps its time), and counts from now."""
+        for lk in self._links.values():
+            i = len(lk.audio)
+            while i and lk.audio[i - 1][0] >= since:
+                i -= 1
+                lk.audio[i] = (now, lk.audio[i][1])
 
     def _trim_audio(self, lk: _Link, now: float) -> None:
         """The audio deadline: chunks older than the playout budget are dropped (configs stay)."""

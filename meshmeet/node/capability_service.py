@@ -18,6 +18,7 @@ import trio
 
 from .. import __version__
 from ..media import chunk as media_chunk
+from ..media.voices import FEATURE as VOICES_FEATURE
 from ..lora.messages import Kind as LoraKind
 from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2
 from ..sync.messages import PROTOCOL_VERSION as SYNC_PROTOCOL_VERSION
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURES = frozenset({"release/1", "node_versions"})
+FEATURES = frozenset({"release/1", "node_versions", VOICES_FEATURE})
 
 
 def my_capabilities() -> Capabilities:

@@ -20,6 +20,7 @@ from ..slides.service import SlidesService
 from .citizens_service import CitizensService
 from .lora_service import LoraService
 from .media_service import MediaService
+from .media_voices import knows_voices_from
 from .recovery_service import RecoveryService
 from .release_service import ReleaseService
 from .sync_service import SyncService
@@ -43,7 +44,8 @@ def assemble(node: "Node") -> list[Service]:
     tree = TreeService(node)                                # needs: links
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
     caps = CapabilityService(node, sync=sync)               # needs: links; tells sync each peer's batch formats
-    media = MediaService(node, tree=tree, state=sync)       # needs: links, tree, store reads
+    media = MediaService(node, tree=tree, state=sync,       # needs: links, tree, store reads, which peers know voices
+                         knows_voices=knows_voices_from(caps))
     ingest = IngestService(node, media=media)                # needs: media's presenter way in and its taps
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     StateApi(node, sync, lora_alert=lora.api_alert)         # handlers only: no task of its own

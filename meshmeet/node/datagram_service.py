@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from typing import TYPE_CHECKING, Callable
 
 import trio
@@ -29,12 +30,14 @@ import trio
 from ..media import datagram as D
 from ..media.datagram_channel import DATAGRAM, TCP, DatagramChannel, Event, ModeChanged
 from ..wire import services
+from . import udp_arrival
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger(__name__)
 
+RECEIVE_BUFFER_BYTES = 1 << 20  # the socket's receive buffer: seconds of audio datagrams (default ~200 KB)
 RECEIVE_BYTES = 2048  # larger than any datagram we send: a longer one arrives cut and fails its tag
 DISABLE_ENV = "MESHMEET_NO_DATAGRAMS"  # "1": send no offers, media stays on the TCP links
 PORT_WAIT_S = 0.05
@@ -50,6 +53,7 @@ class DatagramService:
         self.enabled = os.environ.get(DISABLE_ENV) != "1"
         self.port: int | None = None
         self._sock: socket.socket | None = None
+        self._stamped = False  # the kernel stamps arrivals (udp_arrival.py)
         self._mine: dict[str, D.Offer] = {}  # peer -> what we offered on its current link
         self._theirs: dict[str, D.Offer] = {}
         self._channels: dict[str, DatagramChannel] = {}
@@ -171,12 +175,17 @@ class DatagramService:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
+        try:  # a node stalled on a loaded box finds its datagrams still there (capped by net.core.rmem_max)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        except OSError:
+            pass
         try:
             sock.bind((host, self.node.mesh_port or 0))
         except OSError:
             sock.bind((host, 0))
         self._sock = sock
         self.port = sock.getsockname()[1]
+        self._stamped = udp_arrival.enable(sock)  # delays are the path's, not this process's stalls
         return trio.socket.from_stdlib_socket(sock)
 
     async def run(self) -> None:
@@ -191,13 +200,18 @@ class DatagramService:
                 nursery.start_soon(self._timers)
                 while True:
                     try:
-                        data, addr = await tsock.recvfrom(RECEIVE_BYTES)
+                        if self._stamped:
+                            data, anc, _flags, addr = await tsock.recvmsg(RECEIVE_BYTES, udp_arrival.ANCILLARY_BYTES)
+                            arrived = udp_arrival.arrival(anc, trio.current_time(), time.time())
+                        else:
+                            data, addr = await tsock.recvfrom(RECEIVE_BYTES)
+                            arrived = None
                     except OSError as e:  # e.g. ICMP port unreachable reported on the socket
                         log.debug("datagram socket: %s", e)
                         continue
-                    self._on_datagram(data, addr)
+                    self._on_datagram(data, addr, arrived)
 
-    def _on_datagram(self, data: bytes, addr: tuple) -> None:
+    def _on_datagram(self, data: bytes, addr: tuple, arrived: float | None = None) -> None:
         self.counters["in"] += 1
         try:
             peer = self._by_channel.get(D.peek_channel(data))
@@ -208,7 +222,7 @@ class DatagramService:
             if ch is None:  # our channel id, before the peer's offer reached us over the link: a race, not an attack
                 self.counters["early"] += 1
                 return
-            events = ch.receive(data, trio.current_time())
+            events = ch.receive(data, trio.current_time(), arrived_at=arrived)
         except D.DatagramError as e:
             self.counters[e.reason if e.reason in self.counters else "malformed"] += 1
             return

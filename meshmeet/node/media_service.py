@@ -44,8 +44,11 @@ from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService
+from .media_voices import MediaVoices, is_voice_audio
+from ..media.voices import VOICE_KINDS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from .node import Node
     from .ports import StateReader, TreeView
 
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
 TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
 LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's writer queue (two keyframes in pieces; CPU stalls on a loaded host)
+STALL_S = 0.02  # the media step ran this much later than due: this process stalled (relay.process_stalled)
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
@@ -77,7 +81,8 @@ class MediaService:
     the browser topics it reads. Needs: the node's links; the tree (`TreeView`) whose links media
     travels on; the replicated state (`StateReader`) for the started meeting's name."""
 
-    def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None) -> None:
+    def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None,
+                 knows_voices: "Callable[[str], bool] | None" = None) -> None:
         self.node = node
         self.tree = tree  # the links media travels on; None: no tree links (tests)
         self.state = state  # the started meeting names the recording; None: named by date
@@ -92,6 +97,7 @@ class MediaService:
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
+        self._kicked_at = math.inf
         self._next_tick = trio.current_time()
         self._media_at = -math.inf  # when the last media chunk went through this node
         self.recstore = RecordingStore(self.recordings_dir)
@@ -110,6 +116,7 @@ class MediaService:
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
+        self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -148,12 +155,15 @@ class MediaService:
         if body and body[0] in R.RECSYNC_KINDS:
             self._on_recsync(peer, body)
             return
+        if body and body[0] in VOICE_KINDS:
+            self.voices.on_message(peer, body, now)
+            return
         try:
             kind = C.peek_kind(body)
             if kind in C.UPSTREAM_KINDS:  # keyframe / audio rate requests
                 self._send_out(self.relay.receive(peer, body, now))
             elif kind != C.KIND_PADDING:
-                if peer != self.floor.source_link:
+                if peer != self.floor.source_link and not is_voice_audio(body):
                     self.counters["not_from_source"] += 1
                     return
                 self.counters["chunks_in"] += 1
@@ -224,7 +234,10 @@ class MediaService:
                     assert isinstance(cfg, C.DecoderConfig)
                     self._presenter_configs[(cfg.track, cfg.layer)] = data
                 if self.floor.source_link != LOCAL:
-                    self.counters["presenter_refused"] += 1  # this site does not hold the floor
+                    if self.voices.from_presenter(data, now):  # it speaks as the chair or the extra voice
+                        self._media_at = now
+                        return
+                    self.counters["presenter_refused"] += 1  # this site may not speak
                     return
                 if kind == C.KIND_CONFIG:
                     # a page starts with its configs: repeat the audio request it missed (a young
@@ -248,6 +261,8 @@ class MediaService:
 
     # ----- outputs ---------------------------------------------------------------------------
     def _kick(self) -> None:
+        if not self._wake.is_set():
+            self._kicked_at = trio.current_time()  # the step is due now: later is this process's stall
         self._wake.set()
 
     def _send_out(self, outs: list[Outgoing]) -> None:
@@ -280,8 +295,7 @@ class MediaService:
         if upd.holder_changed:
             self.relay.set_source(self.floor.source_link)
             self._publish(SOURCE_RESET)
-            if self.floor.source_link == LOCAL:
-                self._inject_presenter_configs(now)
+            self._inject_presenter_configs(now)
             self._send_out(self.relay.request_keyframes(now))
         elif upd.source_changed:
             self.relay.move_source(self.floor.source_link)
@@ -289,22 +303,28 @@ class MediaService:
         self._kick()
 
     def _inject_presenter_configs(self, now: float) -> None:
-        for key in sorted(self._presenter_configs):
-            self._send_out(self.relay.receive(LOCAL, self._presenter_configs[key], now))
+        if self.floor.source_link == LOCAL:
+            for key in sorted(self._presenter_configs):
+                self._send_out(self.relay.receive(LOCAL, self._presenter_configs[key], now))
+        for cfg in self.voices.presenter_configs():
+            self._send_out(self.relay.receive(LOCAL, cfg, now))
         self._publish_accepted()
         self._next_configs = now + CONFIG_REPEAT_S
 
     async def _api_floor(self, args: dict) -> dict:
         action = args.get("action", "status")
-        if action not in ("grant", "release", "status"):
-            raise ApiError(400, "bad_action", "Cần action là grant, release hoặc status",
-                           "action must be grant, release or status")
+        if action not in ("grant", "release", "allow", "disallow", "status"):
+            raise ApiError(400, "bad_action", "Cần action là grant, release, allow, disallow hoặc status",
+                           "action must be grant, release, allow, disallow or status")
         if action != "status":
             me = self.node.me
             briefing_root = me.backup and self.tree is not None and self.tree.leads_briefing()
             if me.role != "hq" and not briefing_root:
                 raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
                                "only HQ or the briefing root may grant the floor")
+            if action in ("allow", "disallow"):  # one more voice besides the holder and the chair
+                self.voices.allow(self._find_member(str(args.get("site", ""))) if action == "allow" else "")
+                return self.floor_status()
             holder = ""
             if action == "grant":
                 holder = self._find_member(str(args.get("site", "")))
@@ -324,6 +344,7 @@ class MediaService:
         root = self.root()
         out = self.floor.status(root)
         out["holder_site"] = self._site(out["holder"])
+        out["voices"] = self.voices.status()
         return out
 
     async def _api_test_rate_cap(self, args: dict) -> dict:
@@ -345,6 +366,7 @@ class MediaService:
         upd = self.floor.link_gone(peer)
         if upd.source_changed:
             self.relay.move_source(None)
+        self.voices.link_gone(peer)
 
     def _sync_tree(self, now: float) -> None:
         root = self.root()
@@ -360,12 +382,14 @@ class MediaService:
             grant = self.floor.current_grant_bytes()
             if grant is not None:
                 self.node.send(peer, services.MEDIA, grant)
+        self.voices.sync(now)
 
     def _beacon(self, now: float) -> None:
         body = self.floor.beacon_due(self.root(), now)
         if body is not None:
             self._flood(body)
-        if self.floor.source_link == LOCAL and now >= self._next_configs and self._presenter_configs:
+        speaks = self.floor.source_link == LOCAL or self.voices.mine()
+        if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
 
     # ----- the drain task --------------------------------------------------------------------
@@ -383,7 +407,8 @@ class MediaService:
             data = self.relay.pop(peer, now)
             if data is None:
                 return self.relay.wake_at(peer, now)
-            if not (dgram and self._send_datagram(peer, data, now)):
+            # stamped when it leaves, not when this step began (a loaded step runs long: a path delay)
+            if not (dgram and self._send_datagram(peer, data, trio.current_time())):
                 self.node.send(peer, services.MEDIA, data)
 
     def _send_datagram(self, peer: str, data: bytes, now: float) -> bool:
@@ -402,9 +427,9 @@ class MediaService:
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
         wake = min(self._next_tick, now + TREE_POLL_S)
-        nb = self.floor.next_beacon_at(self.root())
-        if nb is not None:
-            wake = min(wake, max(nb, now))
+        for nb in (self.floor.next_beacon_at(self.root()), self.voices.beacon(now)):
+            if nb is not None:
+                wake = min(wake, max(nb, now))
         for peer in self.relay.links():
             w = self._drain(peer, now)
             if w is not None:
@@ -421,6 +446,10 @@ class MediaService:
                 wake = self.step(trio.current_time())
                 with trio.move_on_at(wake):
                     await self._wake.wait()
+                now = trio.current_time()  # audio does not pay for this process running late
+                due = min(wake, self._kicked_at) if self._wake.is_set() else wake
+                if now - due > STALL_S:
+                    self.relay.process_stalled(due, now)
 
     # ----- the recording's name --------------------------------------------------------------
     async def _recording_name_loop(self) -> None:
@@ -538,5 +567,5 @@ class MediaService:
             "floor": self.floor_status(),
             "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
             "recordings": {**self.recsync.status(), "live": self.live(now)},
-            "counters": dict(self.counters),
+            "counters": {**self.counters, "voices_refused": self.relay.voices_refused},
         }

@@ -17,6 +17,7 @@ its only ways out are the WebSockets and the `upstream` callable it is given.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from meshmeet.media import chunk as C
 from meshmeet.media.floor import KIND_SOURCE_RESET
 from meshmeet.media.player_report import PlayerReportError, parse_player_report
 from meshmeet.media.relay import MediaRelay, Outgoing
+from meshmeet.media.voices import KIND_VOICE_ROLE, VoiceError, parse_role
 from meshmeet.recording.live import LiveRecording
 from meshmeet.slides.record import KIND_SLIDE_RECORD
 
@@ -38,6 +40,7 @@ TICK_S = 0.02
 WS_WRITE_BUFFER_BYTES = 32 * 1024  # above this a browser's socket is congested: leave it queued in the relay
 PRESENTER_LINK = "presenter"
 NODE_LINK = "node"
+STALL_S = 0.02  # the drain after a chunk ran this much late: this loop stalled (relay.process_stalled)
 
 Upstream = Callable[[bytes], Awaitable[None]]
 
@@ -49,7 +52,8 @@ class MediaHub:
                  meeting_id: str | Callable[[], str] = "live", clock: Callable[[], float] = time.monotonic) -> None:
         self._upstream = upstream
         self._clock = clock
-        self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK)
+        # every voice comes from the node (or, standalone, the presenter); every hall page mixes them
+        self.relay = MediaRelay(source=NODE_LINK if upstream is not None else PRESENTER_LINK, voices_follow_source=True)
         self._subs: dict[str, tuple[web.WebSocketResponse, asyncio.BaseTransport | None]] = {}
         self._presenters: set[web.WebSocketResponse] = set()
         self._next_id = 0
@@ -59,6 +63,9 @@ class MediaHub:
         self._name = meeting_id if callable(meeting_id) else (lambda: meeting_id)
         self.recording = LiveRecording(recordings_dir, self._name) if recordings_dir is not None else None
         self.format_errors = 0
+        self._drain_due: float | None = None
+        # which voice this site speaks (JSON text for its hall pages: the TV page captures then)
+        self.voice_role = json.dumps({"type": "voice", "mine": None, "root": False})
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -69,6 +76,9 @@ class MediaHub:
         """A media message from the node (call on the gateway loop)."""
         if not isinstance(data, bytes) or not data:
             self.format_errors += 1
+            return
+        if data[0] == KIND_VOICE_ROLE:
+            self._voice_role(data)
             return
         if data[0] == KIND_SOURCE_RESET:  # the floor moved: forget the old source's configs
             self.relay.set_source(NODE_LINK)
@@ -87,6 +97,20 @@ class MediaHub:
             self.format_errors += 1
             return
         asyncio.get_running_loop().create_task(self._drain_all())  # one task per chunk, not per browser
+
+    def _voice_role(self, data: bytes) -> None:
+        """The node says which voice this site speaks: every hall page hears it when it changes."""
+        try:
+            mine, root = parse_role(data)
+        except VoiceError:
+            self.format_errors += 1
+            return
+        text = json.dumps({"type": "voice", "mine": mine, "root": root})
+        if text != self.voice_role:
+            self.voice_role = text
+            for ws, _ in tuple(self._subs.values()):
+                if not ws.closed:
+                    asyncio.get_running_loop().create_task(ws.send_str(text))
 
     async def from_presenter(self, data: bytes) -> bool:
         """A message from the presenter page; False (and nothing done) when it is malformed."""
@@ -117,6 +141,8 @@ class MediaHub:
 
     def _receive(self, link: str, data: bytes) -> None:
         now = self._clock()
+        if self._drain_due is None:
+            self._drain_due = now  # a drain is due now: a later one is this loop's stall, not the browsers'
         outs = self.relay.receive(link, data, now)
         if self.recording is not None:
             self.recording.add(data, now)
@@ -172,7 +198,7 @@ class MediaHub:
         self._next_id += 1
         sub = f"hall-{self._next_id}"
         self._subs[sub] = (ws, transport)
-        self._send_out(self.relay.add_link(sub, self._clock(), best_level=best_level))
+        self._send_out(self.relay.add_link(sub, self._clock(), best_level=best_level, voices=True))
         self._ensure_ticker()
         return sub
 
@@ -193,6 +219,10 @@ class MediaHub:
 
     async def _drain_all(self) -> None:
         now = self._clock()
+        if self._drain_due is not None:
+            if now - self._drain_due > STALL_S:
+                self.relay.process_stalled(self._drain_due, now)
+            self._drain_due = None
         for sub in tuple(self._subs):
             if sub in self._subs:
                 try:

@@ -67,6 +67,7 @@ async def _hall_ws(hub: MediaHub, request: web.Request) -> web.StreamResponse:
     sub = hub.add_subscriber(ws, request.transport, best_level=best)
     try:
         await ws.send_str(f'{{"subscriber":"{sub}"}}')
+        await ws.send_str(hub.voice_role)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 ok = (hub.player_report(sub, msg.data) if msg.type is WSMsgType.TEXT

@@ -32,6 +32,9 @@
     renderInbox(fb.feedback || []);
     const floor = (status.media || {}).floor || {};
     fill("[data-testid=floor-holder]", floor.holder_site || MM.siteName(info.sites, floor.holder) || t("nobody"));
+    const extra = (floor.voices || {}).extra_site;  // one more site the chair lets speak at once (issue 15)
+    fill("[data-testid=voice-extra]", extra || t("nobody"));
+    q("[data-testid=voice-disallow]").disabled = !extra;
     if (!selected) { fill("[data-testid=meeting-status]", t("no_meeting")); return; }
     detail = await MM.get("meeting", { id: selected });
     renderMeeting(detail);
@@ -56,7 +59,9 @@
       const site = MM.siteName(info.sites, e);
       return el("li", { "data-testid": "queue-row" }, el("div", { class: "row" }, el("span", { class: "title" }, site),
         el("button", { "data-testid": "floor-grant", "aria-label": `${t("grant")}: ${site}`,
-          onclick: () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "grant", site })) }, t("grant"))));
+          onclick: () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "grant", site })) }, t("grant")),
+        el("button", { class: "secondary", "data-testid": "voice-allow", "aria-label": `${t("voice_allow")}: ${site}`,
+          onclick: () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "allow", site })) }, t("voice_allow"))));
     }));
     fill("[data-testid=motion-list]", (d.motions || []).slice().reverse().map((mo) => {
       const tl = MM.tallyOf(mo);
@@ -163,6 +168,7 @@
       q("[data-testid=motion-title]").value = "";
     }));
     q("[data-testid=floor-revoke]").addEventListener("click", () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "release" })));
+    q("[data-testid=voice-disallow]").addEventListener("click", () => act("[data-testid=queue-msg]", () => MM.api("floor", { action: "disallow" })));
     onSubmit("[data-testid=announce-form]", () => act("[data-testid=announce-msg]", async () => {
       const zalo = q("[data-testid=announce-zalo]");
       await MM.api("announce", { text: q("[data-testid=announce-text]").value, urgent: q("[data-testid=announce-urgent]").checked,

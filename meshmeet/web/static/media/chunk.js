@@ -14,6 +14,7 @@ export const TRACK_AUDIO = 0;
 export const TRACK_VIDEO = 1;
 export const LAYER_HIGH = 0;
 export const LAYER_LOW = 1;
+export const MAX_VOICES = 3;  // audio's layer field is the voice: 0 floor holder, 1 chair, 2 extra
 export const CHUNK_HEADER_BYTES = 14;
 
 export class MediaFormatError extends Error {}
@@ -26,9 +27,9 @@ function splitStreamByte(b) {
   const track = b >> 6, layer = (b >> 4) & 3, temporalId = (b >> 2) & 3;
   if (b & 1) throw new MediaFormatError("reserved stream bit set");
   if (track > TRACK_VIDEO) throw new MediaFormatError("unknown track");
-  if (layer > LAYER_LOW) throw new MediaFormatError("unknown layer");
+  if (layer >= (track === TRACK_AUDIO ? MAX_VOICES : LAYER_LOW + 1)) throw new MediaFormatError("unknown layer");
   if (temporalId > 2) throw new MediaFormatError("temporal id out of range");
-  if (track === TRACK_AUDIO && (layer || temporalId)) throw new MediaFormatError("audio has one layer");
+  if (track === TRACK_AUDIO && temporalId) throw new MediaFormatError("audio has no temporal ids");
   return { track, layer, temporalId, keyframe: !!(b & 2) };
 }
 
@@ -123,8 +124,7 @@ export function parseMessage(u8) {
   }
   if (kind === KIND_AUDIO_RATE_REQUEST) {
     if (u8.byteLength !== 3 && u8.byteLength !== 6) throw new MediaFormatError("audio rate request must be 3 or 6 bytes");
-    const s = splitStreamByte(u8[1]);
-    if (s.track !== TRACK_AUDIO || s.keyframe) throw new MediaFormatError("bad audio rate request");
+    if (u8[1] !== 0) throw new MediaFormatError("audio rate request for another stream than voice 0");
     if (u8[2] < AUDIO_RATE_MIN_KBPS) throw new MediaFormatError("audio rate below Opus's minimum");
     if (u8.byteLength === 3) return { kind: "audio-rate-request", kbps: u8[2], frameMs: 20, fecLossPercent: 0 };
     if (!AUDIO_FRAME_MS.includes(u8[3])) throw new MediaFormatError("audio frame duration not 20, 40 or 60 ms");

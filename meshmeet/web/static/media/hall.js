@@ -4,13 +4,21 @@
 // Once a second it reports what it decoded back to its node (a JSON text message, docs/protocol/media.md
 // "Player reports"): the node sees a stalled player. Never decodes on the main thread and never sends
 // anything but keyframe requests and those reports.
+// With ?speak=1 (the hall TV, /hall) the page also sends the hall's voice while its site may speak
+// (the node says which voice, text {"type":"voice","mine":V,"root":B}): hall-voice.js captures the
+// microphone (echo cancellation on, ducked while the others play) and this page's player does not
+// play that voice itself. The chair (the tree root) speaks through /present instead.
+import { HallVoice } from "./hall-voice.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const replay = params.get("replay");
 const probe = params.get("probe") === "1";
+const speak = params.get("speak") === "1" && !replay;
+const voice = new HallVoice();
+let voiceRole = { mine: null, root: false };
 let latest = { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only" };
-const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [] });
+const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [], voiceTones: [], voiceGaps: [] });
 let probeLog = emptyProbe();
 let ws = null, connected = false, lastMsgMs = 0, reconnectMs = 500;
 
@@ -21,6 +29,9 @@ window.meshmeet = {
   // probe=1 only: barcodes and tones seen, decoded frames as [track, capture timestamp µs, decoded at epoch ms],
   // and audio sequence gaps as [previous seq, seq]
   probe: () => { const p = probeLog; probeLog = emptyProbe(); return p; },
+  // the hall's own voice: {role: {mine, root}, sending, chunksSent, ducked, echoCancellation}; probe: [[ts µs, RMS sent]]
+  voice: () => ({ role: voiceRole, sending: voice.running, ...voice.stats }),
+  voiceProbe: () => voice.probe.splice(0),
 };
 
 const worker = new Worker("/media/static/player-worker.js", { type: "module" });
@@ -31,6 +42,7 @@ async function setup() {
   await ctx.audioWorklet.addModule("/media/static/playout-worklet.js");
   const node = new AudioWorkletNode(ctx, "mm-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
   node.connect(ctx.destination);
+  node.port.onmessage = (e) => { if (e.data && typeof e.data.level === "number") voice.playing(e.data.level); };
   node.port.postMessage({ port: channel.port1 }, [channel.port1]);
   const off = $("screen").transferControlToOffscreen();
   worker.postMessage({ type: "init", canvas: off, audioPort: channel.port2, probe }, [off, channel.port2]);
@@ -45,7 +57,8 @@ worker.onmessage = (ev) => {
   const d = ev.data;
   if (d.type === "stats") {
     latest = d.stats;
-    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.audioGaps.push(...d.audioGaps); }
+    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.audioGaps.push(...d.audioGaps);
+      probeLog.voiceTones.push(...d.voiceTones); probeLog.voiceGaps.push(...d.voiceGaps); }
     $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
     showConnection();
   } else if (d.type === "send" && ws && ws.readyState === WebSocket.OPEN) {
@@ -61,6 +74,11 @@ function connect() {
   ws.onopen = () => { connected = true; reconnectMs = 500; };
   ws.onmessage = (ev) => {
     lastMsgMs = performance.now();
+    if (typeof ev.data === "string") {  // the node says which voice this site speaks
+      let m = null;
+      try { m = JSON.parse(ev.data); } catch (e) { /* not JSON */ }
+      if (m && m.type === "voice") { onVoiceRole(m); return; }
+    }
     if (typeof ev.data === "string") {  // replay: a slide record of the recording, for the TV page around us
       if (replay && window.parent !== window) {
         try { const m = JSON.parse(ev.data); if (m.type === "slide") window.parent.postMessage(m, location.origin); } catch (e) { /* not ours */ }
@@ -73,6 +91,14 @@ function connect() {
     connected = false;
     if (!replay) { setTimeout(connect, reconnectMs); reconnectMs = Math.min(5000, reconnectMs * 2); }
   };
+}
+
+function onVoiceRole(m) {
+  voiceRole = { mine: Number.isInteger(m.mine) ? m.mine : null, root: !!m.root };
+  const mayspeak = speak && voiceRole.mine !== null && !voiceRole.root;
+  worker.postMessage({ type: "mute", voice: mayspeak ? voiceRole.mine : null });
+  if (mayspeak && !voice.running) voice.start().catch((e) => { console.error("hall voice", e); voice.stop(); });
+  else if (!mayspeak && voice.running) voice.stop();
 }
 
 function showConnection() {

@@ -1,14 +1,19 @@
 // Decoder worker for the hall page: parses media messages, decodes audio and video with
 // WebCodecs, sends PCM to the playout worklet, and draws video on the audio clock into an
 // OffscreenCanvas. Shows nothing itself (the page does) and never touches the network.
+// Voices (docs/protocol/media.md "Voices"): each audio voice (the layer field: 0 floor holder,
+// 1 chair, 2 extra) has its own decoder and sequence numbers; its PCM goes to the worklet tagged
+// with the voice (one jitter buffer each, mixed there). Voice 0 drives the stats the node reads
+// (audioSeq, audioTsUs) and the video clock; a muted voice (this page's own) is decoded, not played.
 import * as C from "./chunk.js";
 
 const AUDIO_ONLY_AFTER_MS = 350;   // no new picture for this long while audio plays: "audio only"
 const MAX_QUEUED_FRAMES = 8;
 const s = {
   canvas: null, ctx: null, audioPort: null, probe: false,
-  configs: new Map(),               // "track:layer" -> {generation, config}
-  audioDec: null, audioGen: null,
+  configs: new Map(),               // "track:layer" -> {generation, config} (audio: layer = voice)
+  voices: new Map(),                // voice -> {dec, gen, seq, lostBefore: µs lost before each pending output}
+  muted: null,                      // the voice this page speaks itself: not played here
   videoDec: null, videoLayer: null, videoGen: null,
   frames: [], clockUs: null, lastVideoMs: -1e9, lastAudioMs: -1e9,
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
@@ -18,9 +23,8 @@ const s = {
     jitterMs: 0, concealedMs: 0,    // playout: measured interarrival jitter, audio concealed (lost frames)
     audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
     modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
-  audioSeq: null,                   // sequence number of the latest audio chunk received
-  lostBefore: [],                   // per audio chunk in decode order: µs of audio lost just before it
-  barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...]
+  barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...] (voice 0)
+  voiceTones: [], voiceGaps: [],    // probe, every voice: [voice, Hz], [voice, previous seq, seq]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
 };
 const MAX_PROBE_DECODED = 5000;
@@ -36,31 +40,44 @@ function decoderConfig(cfg) {
   return out;
 }
 
-function ensureAudio(gen) {
-  const entry = s.configs.get("0:0");
+function voiceState(voice) {
+  let v = s.voices.get(voice);
+  if (!v) { v = { dec: null, gen: null, seq: null, lostBefore: [], decoded: 0, missing: 0 }; s.voices.set(voice, v); }
+  return v;
+}
+
+function ensureAudio(voice) {
+  const entry = s.configs.get(`0:${voice}`);
   if (!entry) return false;
-  if (s.audioDec && s.audioGen === entry.generation && s.audioDec.state === "configured") return true;
-  if (!s.audioDec || s.audioDec.state === "closed") {
-    s.audioDec = new AudioDecoder({ output: onAudio, error: (e) => { s.stats.decoderErrors++; console.error("AudioDecoder", e); } });
+  const v = voiceState(voice);
+  if (v.dec && v.gen === entry.generation && v.dec.state === "configured") return true;
+  if (!v.dec || v.dec.state === "closed") {
+    v.dec = new AudioDecoder({ output: (ad) => onAudio(voice, ad),
+      error: (e) => { s.stats.decoderErrors++; console.error("AudioDecoder", voice, e); } });
   }
-  s.audioDec.configure(decoderConfig(entry.config));
-  s.lostBefore = [];  // outputs pending before the reconfiguration are not matched any more
-  s.audioGen = entry.generation;
+  v.dec.configure(decoderConfig(entry.config));
+  v.lostBefore = [];  // outputs pending before the reconfiguration are not matched any more
+  v.gen = entry.generation;
   return true;
 }
 
-function onAudio(ad) {
+function onAudio(voice, ad) {
+  const v = voiceState(voice);
   const pcm = new Float32Array(ad.numberOfFrames);
   ad.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
   const ts = ad.timestamp;
-  if (s.probe) probeDecoded(0, ts);
   ad.close();
   s.stats.audioFramesDecoded++;
-  s.stats.audioTsUs = ts;
-  s.lastAudioMs = performance.now();
-  if (s.probe) s.tones.push(toneOf(pcm));
-  const lostUs = s.lostBefore.length ? s.lostBefore.shift() : 0;
-  if (s.audioPort) s.audioPort.postMessage({ ts, pcm, lostUs }, [pcm.buffer]);
+  v.decoded++;
+  if (s.probe && s.voiceTones.length < MAX_PROBE_DECODED) s.voiceTones.push([voice, toneOf(pcm)]);
+  if (voice === 0) {
+    if (s.probe) probeDecoded(0, ts);
+    s.stats.audioTsUs = ts;
+    s.lastAudioMs = performance.now();
+    if (s.probe) s.tones.push(toneOf(pcm));
+  }
+  const lostUs = v.lostBefore.length ? v.lostBefore.shift() : 0;
+  if (s.audioPort && voice !== s.muted) s.audioPort.postMessage({ voice, ts, pcm, lostUs }, [pcm.buffer]);
 }
 
 function toneOf(pcm) {  // zero crossings -> Hz (diagnostics probe)
@@ -145,17 +162,18 @@ function handle(u8) {
   } catch (e) { s.stats.formatErrors++; return; }
   if (m.kind === "config") {
     s.configs.set(`${m.track}:${m.layer}`, { generation: m.generation, config: m.config });
-    if (m.track === C.TRACK_AUDIO) ensureAudio();
+    if (m.track === C.TRACK_AUDIO) ensureAudio(m.layer);
     return;
   }
   if (m.kind !== "chunk") return;
   try {
     if (m.track === C.TRACK_AUDIO) {
-      const lostUs = noteAudioSeq(m.seq) * m.durationUs;
-      if (!ensureAudio()) return;
+      const v = voiceState(m.layer);
+      const lostUs = noteAudioSeq(m.layer, m.seq) * m.durationUs;
+      if (!ensureAudio(m.layer)) return;
       // Opus gives one output per chunk, in order: the loss before this chunk travels with its PCM
-      if (s.lostBefore.length < 64) s.lostBefore.push(lostUs);
-      s.audioDec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
+      if (v.lostBefore.length < 64) v.lostBefore.push(lostUs);
+      v.dec.decode(new EncodedAudioChunk({ type: "key", timestamp: m.timestampUs, duration: m.durationUs, data: m.payload }));
       return;
     }
     if (m.keyframe && (m.layer !== s.videoLayer || m.generation !== s.videoGen || !s.videoDec || s.videoDec.state !== "configured")) {
@@ -174,15 +192,26 @@ function handle(u8) {
 const MAX_PROBE_GAPS = 1000;
 // Relays pass audio frames in order and drop only late ones (or a datagram link lost them): a
 // sequence gap is audio lost on the way. Returns how many frames are missing before `seq`.
-function noteAudioSeq(seq) {
-  const prev = s.audioSeq;
-  s.audioSeq = seq; s.stats.audioSeq = seq;
+// Each voice counts its own sequence; voice 0's is what the node reads (player reports).
+function noteAudioSeq(voice, seq) {
+  const v = voiceState(voice);
+  const prev = v.seq;
+  v.seq = seq;
+  if (voice === 0) s.stats.audioSeq = seq;
   if (prev === null || seq === ((prev + 1) >>> 0)) return 0;
   const missing = (seq - prev - 1) >>> 0;
-  if (s.probe && s.audioGaps.length < MAX_PROBE_GAPS) s.audioGaps.push([prev, seq]);
+  if (s.probe && voice === 0 && s.audioGaps.length < MAX_PROBE_GAPS) s.audioGaps.push([prev, seq]);
+  if (s.probe && s.voiceGaps.length < MAX_PROBE_GAPS) s.voiceGaps.push([voice, prev, seq]);
   if (missing >= 0x80000000) return 0;  // a backwards step: a new presenter
-  s.stats.audioSeqMissing += missing;
+  v.missing += missing;
+  if (voice === 0) s.stats.audioSeqMissing += missing;
   return missing;
+}
+
+function voiceStats() {
+  const out = {};
+  for (const [voice, v] of s.voices) out[voice] = { decoded: v.decoded, seq: v.seq, missing: v.missing };
+  return out;
 }
 
 function publishStats() {
@@ -191,13 +220,16 @@ function publishStats() {
   const mode = videoFresh ? "video" : "audio-only";
   if (mode !== s.stats.mode) s.stats.modeSinceAudioTsUs = s.stats.audioTsUs;
   s.stats.mode = mode;
-  postMessage({ type: "stats", stats: { ...s.stats }, barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
-    decoded: s.probe ? s.decoded.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [] });
+  postMessage({ type: "stats", stats: { ...s.stats, voices: voiceStats(), mutedVoice: s.muted },
+    barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
+    decoded: s.probe ? s.decoded.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [],
+    voiceTones: s.probe ? s.voiceTones.splice(0) : [], voiceGaps: s.probe ? s.voiceGaps.splice(0) : [] });
 }
 
 onmessage = (ev) => {
   const d = ev.data;
   if (d instanceof ArrayBuffer) { handle(new Uint8Array(d)); return; }
+  if (d.type === "mute") { s.muted = Number.isInteger(d.voice) ? d.voice : null; return; }
   if (d.type === "init") {
     s.canvas = d.canvas; s.ctx = s.canvas.getContext("2d"); s.probe = d.probe;
     s.audioPort = d.audioPort;

@@ -2,6 +2,9 @@
 // jitter.js: from measured interarrival jitter, bounded), conceals lost frames (the last frame
 // repeated with a fade to silence: WebCodecs' AudioDecoder cannot decode Opus FEC from the next
 // packet), and reports the audio clock (timestamp now playing) back to the decoder worker.
+// Voices: one ring and jitter buffer per voice (each has its own capture clock and arrival
+// jitter), summed into the output through a peak limiter (instant attack, 100 ms release); the
+// clock and the figures reported are voice 0's (the floor holder: the video follows it).
 // Runs on the audio thread: no allocation per quantum, no decoding, no network.
 import { JitterBuffer } from "./jitter.js";
 
@@ -9,9 +12,10 @@ const RATE = 48000;
 const RING = RATE * 2;
 const CONCEAL_FADE_S = 0.04;  // a lost stretch: the last frame repeated, fading out over this, then silence
 const MAX_CONCEAL_S = 0.2;    // a longer gap is not concealed (the stream restarted or jumped)
-class Playout extends AudioWorkletProcessor {
+const LIMIT = 0.95;                // peak of the mix
+const RELEASE_PER_SAMPLE = 1 / (0.1 * RATE);
+class Voice {
   constructor() {
-    super();
     this.ring = new Float32Array(RING);
     this.last = new Float32Array(RATE / 10);  // the latest frame received (up to 100 ms), for concealment
     this.lastLen = 0;
@@ -21,8 +25,7 @@ class Playout extends AudioWorkletProcessor {
     this.playing = false; this.started = false;
     this.jb = new JitterBuffer();
     this.targetMs = this.jb.targetMs(0);
-    this.underruns = 0; this.quanta = 0; this.framesIn = 0; this.concealed = 0;
-    this.port.onmessage = (ev) => { if (ev.data.port) { this.out = ev.data.port; this.out.onmessage = (e) => this.push(e.data); } };
+    this.underruns = 0; this.framesIn = 0; this.concealed = 0;
   }
   buffered() { return this.w - this.r; }
   conceal(n) {  // n samples of a gap: the last frame again, fading out, then silence
@@ -51,9 +54,7 @@ class Playout extends AudioWorkletProcessor {
     this.w += m.pcm.length; this.framesIn++;
     this.nextTs = m.ts + m.pcm.length / RATE * 1e6;
   }
-  process(_inputs, outputs) {
-    const out = outputs[0][0];
-    const n = out.length;
+  render(mix, n) {  // adds this voice's next n samples into mix
     const targetSamples = this.targetMs / 1000 * RATE;
     if (!this.playing && this.buffered() >= targetSamples) { this.playing = true; this.started = true; }
     if (this.playing) {
@@ -63,17 +64,49 @@ class Playout extends AudioWorkletProcessor {
         this.playing = false; this.underruns++;
         this.jb.underrun(currentTime * 1000);
         this.targetMs = this.jb.targetMs(currentTime * 1000);
-        out.fill(0);
       } else {
-        for (let i = 0; i < n; i++) out[i] = this.ring[(this.r + i) % RING];
+        for (let i = 0; i < n; i++) mix[i] += this.ring[(this.r + i) % RING];
         this.r += n; this.headTs += n / RATE * 1e6;
       }
-    } else out.fill(0);
+    }
+  }
+}
+
+class Playout extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.voices = [new Voice(), new Voice(), new Voice()];  // 0 floor holder, 1 chair, 2 extra
+    this.gain = 1; this.quanta = 0; this.limited = 0;
+    this.port.onmessage = (ev) => {
+      if (ev.data.port) {
+        this.out = ev.data.port;
+        this.out.onmessage = (e) => { const v = this.voices[e.data.voice | 0]; if (v) v.push(e.data); };
+      }
+    };
+  }
+  process(_inputs, outputs) {
+    const out = outputs[0][0];
+    const n = out.length;
+    out.fill(0);
+    for (const v of this.voices) if (v.framesIn) v.render(out, n);
+    for (let i = 0; i < n; i++) {  // the limiter: a sum of voices never clips
+      const a = Math.abs(out[i]) * this.gain;
+      if (a > LIMIT) { this.gain = LIMIT / Math.abs(out[i]); this.limited++; }
+      out[i] *= this.gain;
+      if (this.gain < 1) this.gain = Math.min(1, this.gain + RELEASE_PER_SAMPLE);
+    }
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
+    let e = 0;
+    for (let i = 0; i < n; i++) e += out[i] * out[i];
+    this.level = Math.max(this.level || 0, Math.sqrt(e / n));
+    const v0 = this.voices[0];
     if (this.out && ++this.quanta % 4 === 0) {
-      this.out.postMessage({ clockUs: this.playing ? this.headTs : null, underruns: this.underruns,
-        bufferedMs: this.buffered() / RATE * 1000, targetMs: this.targetMs, concealedMs: this.concealed / RATE * 1000,
-        jitterMs: this.jb.jitterMs });
+      this.out.postMessage({ clockUs: v0.playing ? v0.headTs : null, underruns: v0.underruns,
+        bufferedMs: v0.buffered() / RATE * 1000, targetMs: v0.targetMs, concealedMs: v0.concealed / RATE * 1000,
+        jitterMs: v0.jb.jitterMs, limited: this.limited,
+        voicesPlaying: this.voices.map((v) => v.playing) });
+      this.port.postMessage({ level: this.level });  // the page: its own microphone ducks while others speak
+      this.level = 0;
     }
     return true;
   }
