@@ -16,6 +16,9 @@ bound), and the relay's link to the end hall on datagrams. The control: after th
 into the end hall is dropped for 1.5 s, and the same tap must report a silent run > 200 ms.
 Measured 2026-12-06: 0 underruns, longest silence 0.1 ms on datagrams; with MESHMEET_NO_DATAGRAMS=1
 (the TCP link) 2 underruns, 344 ms, the jitter buffer at its 300 ms maximum: the test fails there.
+Measured 2026-12-07 on a loaded machine: audio decoded up to 330-530 ms later than its least late
+frame (`late_ms`), silent runs of 300-700 ms while the player refilled its whole target after each
+underrun; with the restart after 40 ms of audio (test_media_playout_js.py), <= 101 ms in 4 runs.
 Needs root and Chromium (skips otherwise).
 """
 
@@ -99,6 +102,18 @@ def wrapper(tmp_path, netns_name: str) -> str:
     return str(path)
 
 
+def audio_lateness(pres, hall) -> dict:
+    """How late the hall decoded its audio frames, above the least late one (diagnostics: capture
+    to decode, both browsers on this machine's clock): p50, p95 and max in ms."""
+    epoch_ms = pres.evaluate("window.meshmeetPresenter.stats().epochMs")
+    decoded = hall.evaluate("window.meshmeet.probe()")["decoded"]
+    transit = sorted(at - epoch_ms - ts / 1000 for track, ts, at in decoded if track == 0)
+    if not transit:
+        return {}
+    above = [t - transit[0] for t in transit]
+    return {"p50": round(above[len(above) // 2]), "p95": round(above[int(len(above) * 0.95)]), "max": round(above[-1])}
+
+
 def test_hall_page_plays_audio_over_profile_c_without_long_underruns(capture_files, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -116,12 +131,13 @@ def test_hall_page_plays_audio_over_profile_c_without_long_underruns(capture_fil
             hall_ctx = at_end.new_context()
             hall_ctx.add_init_script(TAP_SCRIPT)
             hall = hall_ctx.new_page()
-            hall.goto(PAGE + "/media/hall")
+            hall.goto(PAGE + "/media/hall?probe=1")  # probe: when each audio frame was decoded
             s = poll(hall, STATS, lambda s: s["audioFramesDecoded"] > 100, timeout_s=GUARD_S)
             assert s["audioFramesDecoded"] > 100, f"the hall page decoded no audio: {s}"
             assert poll(hall, TAP, lambda t: t is not None and t["heardMs"] > 1000), "the output tap heard nothing"
 
             hall.evaluate("window.__mmTapReset()")  # from here on: ~20 s of what the hall plays
+            hall.evaluate("window.meshmeet.probe()")
             d0 = hall.evaluate(DETAILS)
             tap = poll(hall, TAP, lambda t: t is not None and t["heardMs"] >= AUDIO_S * 1000, timeout_s=AUDIO_S + GUARD_S,
                        every_s=0.5)
@@ -132,7 +148,8 @@ def test_hall_page_plays_audio_over_profile_c_without_long_underruns(capture_fil
                       "seq_missing": d1.get("audioSeqMissing", 0) - d0.get("audioSeqMissing", 0),
                       "concealed_ms": d1.get("concealedMs", 0) - d0.get("concealedMs", 0),
                       "target_ms": d1.get("targetMs"), "mode": d1["mode"],
-                      "relay_link": {k: link.get(k) for k in ("transport", "layer", "loss", "rtt_ms", "audio_late_dropped")}}
+                      "relay_link": {k: link.get(k) for k in ("transport", "layer", "loss", "rtt_ms", "audio_late_dropped")},
+                      "late_ms": audio_lateness(pres, hall)}
             print("profile C, hall page:", played)
             assert tap is not None and tap["heardMs"] >= AUDIO_S * 1000, f"the hall played < {AUDIO_S:g} s: {played}"
             assert tap["longestSilentMs"] <= MAX_SILENT_MS, \

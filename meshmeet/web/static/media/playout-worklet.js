@@ -12,6 +12,8 @@ const RATE = 48000;
 const RING = RATE * 2;
 const CONCEAL_FADE_S = 0.04;  // a lost stretch: the last frame repeated, fading out over this, then silence
 const MAX_CONCEAL_S = 0.2;    // a longer gap is not concealed (the stream restarted or jumped)
+const RESUME_S = 0.04;       // after an underrun, play again once this much is back (not the whole target:
+                             // the stall already grew the playout delay by as much as the audio was late)
 const LIMIT = 0.95;                // peak of the mix
 const RELEASE_PER_SAMPLE = 1 / (0.1 * RATE);
 class Voice {
@@ -56,7 +58,10 @@ class Voice {
   }
   render(mix, n) {  // adds this voice's next n samples into mix
     const targetSamples = this.targetMs / 1000 * RATE;
-    if (!this.playing && this.buffered() >= targetSamples) { this.playing = true; this.started = true; }
+    // the first start waits for the whole target; a restart after an underrun only for RESUME_S
+    // (waiting for the target again would add the target to every late frame's silence)
+    const startSamples = this.started ? Math.min(targetSamples, RESUME_S * RATE) : targetSamples;
+    if (!this.playing && this.buffered() >= startSamples) { this.playing = true; this.started = true; }
     if (this.playing) {
       const excess = this.buffered() - (targetSamples + 0.1 * RATE);
       if (excess > 0) { this.r += Math.floor(excess); this.headTs += excess / RATE * 1e6; }  // catch up
