@@ -23,7 +23,7 @@ from meshmeet.media import chunk as C
 from meshmeet.media.voices import voice_of
 
 if TYPE_CHECKING:
-    from meshmeet.media.relay import Outgoing, _Link
+    from meshmeet.media.relay_link import Outgoing, RelayLink
 
 
 class VoiceRules:
@@ -62,7 +62,7 @@ class VoiceRules:
         if on:
             self._late_voice_configs(lk, now)
 
-    def _late_voice_configs(self, lk: "_Link", now: float) -> None:
+    def _late_voice_configs(self, lk: "RelayLink", now: float) -> None:
         if lk.voices:  # a late joiner: each voice's decoder config first
             for voice in sorted(self._voice_configs):
                 lk.audio.append((now, self._voice_configs[voice]))
