@@ -42,7 +42,7 @@ from meshmeet.media.ladder import AUDIO_LEVEL, LEVELS, LOW_LEVEL, StreamRates, l
 from meshmeet.media.linkmodel import MESH_LINK_FRAMING_BYTES, WS_FRAMING_BYTES, RateCap
 from meshmeet.media.relay_feedback import FeedbackRules
 from meshmeet.media.relay_judge import QueueRules
-from meshmeet.media.relay_link import LinkStats, Outgoing, RelayLink
+from meshmeet.media.relay_link import LinkStats, Outgoing, RelayLink, queue_config
 from meshmeet.media.relay_voices import VoiceRules, is_extra_voice
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
         self._init_voices(voices_follow_source)
         self.audio_deadline_s = audio_deadline_s
         self.feedback_refused = 0  # receiver reports with values out of range (not counted otherwise)
-        # whole messages taken from the source, for a driver that also hands them on elsewhere
-        # (the node's own browsers): drained by take_accepted(); None when not wanted
+        # whole messages from the source for the driver's own browsers (take_accepted); None: not wanted
         self._accepted: list[bytes] | None = [] if keep_accepted else None
         self._layer_seen: dict[int, float] = {}  # video layer -> last time a frame of it arrived
         self._links: dict[str, RelayLink] = {}
@@ -91,7 +90,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
                    framing_bytes=framing_bytes, voices=voices)
         self._links[link] = lk
         for key in sorted(self._configs):  # late joiner: decoder configs first
-            lk.audio.append((now, self._configs[key]))
+            queue_config(lk, key, self._configs[key], now)
         self._late_voice_configs(lk, now)
         return self._request_for_level(lk, now)
 
@@ -121,6 +120,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
         for lk in self._links.values():
             lk.sending.clear()
             lk.video.clear()
+            lk.configs_sent.clear()  # every node forgot the old source's configs: the new ones go out
 
     def move_source(self, link: str | None) -> None:
         """The same source is now reached over another link (the tree changed): keep configs."""
@@ -147,22 +147,14 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
         out, self._accepted = self._accepted, []
         return out
 
+    def configs(self) -> list[bytes]:
+        """Every decoder config held now (the source's, then voices 1 and 2'): what a late browser needs."""
+        return [self._configs[k] for k in sorted(self._configs)] + [self._voice_configs[v] for v in sorted(self._voice_configs)]
+
     def set_rate_cap(self, link: str, rate_bps: float | None) -> None:
         """Emulate (or pace) a link at `rate_bps`; None lifts the cap."""
         lk = self._links[link]
         lk.cap = None if rate_bps is None else RateCap(rate_bps, lk.framing_bytes)
-
-    def set_path_rtt(self, link: str, rtt_s: float | None) -> None:
-        """The driver's lowest round trip for `link`'s path (the kernel's TCP min RTT), or None."""
-        lk = self._links.get(link)
-        if lk is not None:
-            lk.path_rtt_s = rtt_s
-
-    def set_link_framing(self, link: str, framing_bytes: int) -> None:
-        """What `link` adds per message (a datagram link's headers): counted in all its rates."""
-        lk = self._links.get(link)
-        if lk is not None and 0 <= framing_bytes <= 1500:
-            lk.framing_bytes = framing_bytes
 
     def links(self) -> list[str]:
         return list(self._links)
@@ -211,7 +203,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
                 self._accepted.append(bytes(data))
             for lk in self._links.values():
                 if lk.id != link:
-                    lk.audio.append((now, data))
+                    queue_config(lk, (cfg.track, cfg.layer), data, now)
             return []
         info = C.peek_chunk(data)
         if info.track == C.TRACK_AUDIO and self._repeated_audio(data):

@@ -95,6 +95,18 @@ class FeedbackRules:
             # spike among them set the estimate to the 8 kbit/s floor before the meeting began
             lk.feedback.forget_estimate()
 
+    def set_path_rtt(self, link: str, rtt_s: float | None) -> None:
+        """The driver's lowest round trip for `link`'s path (young-link rules below) (the kernel's TCP min RTT), or None."""
+        lk = self._links.get(link)
+        if lk is not None:
+            lk.path_rtt_s = rtt_s
+
+    def set_link_framing(self, link: str, framing_bytes: int) -> None:
+        """What `link` adds per message (a datagram link's headers): counted in all its rates."""
+        lk = self._links.get(link)
+        if lk is not None and 0 <= framing_bytes <= 1500:
+            lk.framing_bytes = framing_bytes
+
     def audio_redundancy(self, link: str, now: float) -> int:
         """How many earlier audio frames a datagram driver should repeat with each audio frame on
         `link` (RFC 2198-style; 0..2): as its reports show loss, and only while the link's

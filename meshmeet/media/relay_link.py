@@ -2,7 +2,8 @@
 control messages the relay hands its driver.
 
 Plain data: MediaRelay and its rule mixins (relay_judge.py, relay_feedback.py, relay_voices.py)
-read and change these. This module must never decide anything, do I/O or read a clock.
+read and change these (and `queue_config` skips a config the link already has). This module must
+never decide a link's quality, do I/O or read a clock.
 """
 
 from __future__ import annotations
@@ -79,3 +80,14 @@ class RelayLink:
     media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
     path_rtt_s: float | None = None  # the path's lowest round trip as the driver's kernel measured it (TCP_INFO)
     voices: bool = False  # the peer takes voices 1 and 2 (relay_voices.py)
+    configs_sent: dict = field(default_factory=dict)  # (track, layer) or ("voice", n) -> the config last queued
+
+
+def queue_config(lk: RelayLink, key: tuple, data: bytes, now: float) -> None:
+    """Queue a decoder config for `lk` unless it is the one the link was last given for `key`: the
+    holder repeats its configs every few seconds for nodes that reset, and a reset node comes back
+    on a new link (which gets every config); a repeat on a link that has it is ~1 KB every 5 s
+    (sent as a datagram and over TCP), 250 ms of audio delay on a 32 kbit/s path."""
+    if lk.configs_sent.get(key) != data:
+        lk.configs_sent[key] = bytes(data)
+        lk.audio.append((now, data))

@@ -80,6 +80,7 @@ class MediaService:
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
         self._next_configs = math.inf
+        self._next_local_configs = 0.0  # when this node's pages get its held configs again (not speaking)
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
@@ -323,6 +324,12 @@ class MediaService:
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
         if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
+        elif not speaks and now >= self._next_local_configs:
+            # relays pass a repeated config only to a link that lacks it (relay_link.queue_config):
+            # this node's own pages get what it holds again (a publish before the gateway was up is lost)
+            self._next_local_configs = now + CONFIG_REPEAT_S
+            for cfg in self.relay.configs():
+                self._publish(cfg)
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:
