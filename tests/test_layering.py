@@ -99,6 +99,14 @@ def test_the_web_side_never_reaches_into_the_node(path: Path) -> None:
     assert not tops & {"meshmeet.node", "meshmeet.store", "meshmeet.meeting"}, f"{path.name}: {tops}"
 
 
+@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) == "store"], ids=lambda p: p.name)
+def test_the_store_never_imports_the_meeting_domain(path: Path) -> None:
+    # the store merges changes under rules it is given (store/rules_port.py; meeting/replica.py
+    # joins them): the domain sits on the store, never the other way round
+    tops = {top(name) for name in imports(path)}
+    assert "meshmeet.meeting" not in tops, f"{path.name} imports the meeting domain"
+
+
 def test_no_module_is_over_400_lines() -> None:
     over = {str(p.relative_to(ROOT)): n for p in modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}

@@ -50,7 +50,7 @@ from meshmeet.lora.frames import MAX_OVERHEAD_BYTES  # noqa: E402
 from meshmeet.lora.messages import Slide as LoraSlide, encode_message  # noqa: E402
 from meshmeet.slides import state as slide_state  # noqa: E402
 from meshmeet.meeting import meetings  # noqa: E402
-from meshmeet.store.db import Store  # noqa: E402
+from meshmeet.meeting.replica import open_store  # noqa: E402
 
 GOAL_IP_P95_S = 1.0
 GOAL_LORA_P95_S = 5.0
@@ -112,7 +112,7 @@ def _turns(tvs: list, hq, doc: str, pages: int, turns: int, gap_s: float) -> lis
 def _payload_bytes() -> dict:
     """One turn's bytes, from the real encoders."""
     key = KeyPair.from_seed(b"\x01" * 32)
-    store = Store(":memory:", key, {key.node_id: "hq"}.get)
+    store = open_store(":memory:", key, {key.node_id: "hq"}.get)
     mid = meetings.create_meeting(store, "bench")
     doc = meetings.add_document(store, mid, io.BytesIO(b"%PDF-1.4 bench"), name="d.pdf")
     before = store.version_vector()
