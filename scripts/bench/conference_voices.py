@@ -59,14 +59,38 @@ GROUPS = {"echo": (440, 880), "own": (HALL_HZ,), "floor": (660,)}
 SETTLE_S = 3.0                  # after a voice starts: jitter buffers settle before anything is judged
 PLAY_OUT_S = 2.0                # after a window: its last frames are played before the reports are read
 GUARD_S = 120.0                 # hang guards only
+EVAL_GUARD_S = 60.0
+# every page plays or speaks at once: none may be throttled as a background tab
+AWAKE = ("--disable-renderer-backgrounding", "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows")
+
+
+def _log(what: str) -> None:
+    print(f"[voices {time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
+def _eval(page, expr: str, what: str = ""):
+    """page.evaluate with a hang guard (a page that never answers raises, naming itself)."""
+    try:
+        handle = page.wait_for_function(f"() => [{expr}]", timeout=EVAL_GUARD_S * 1000, polling=100)
+    except Exception as e:  # noqa: BLE001 - re-raised with the page's name
+        raise RuntimeError(f"{page.url} did not answer {expr} within {EVAL_GUARD_S} s ({what}): {e}") from e
+    return handle.json_value()[0]
 
 
 def _poll(page, expr: str, pred, what: str, guard_s: float = GUARD_S):
+    _log(f"waiting: {what}")
     end = time.monotonic() + guard_s
+    said = time.monotonic()
     while True:
-        v = page.evaluate(expr)
+        a = time.monotonic()
+        v = _eval(page, expr, what)
+        if time.monotonic() - a > 2:
+            _log(f"  slow evaluate ({time.monotonic() - a:.1f} s): {what}")
         if pred(v):
             return v
+        if time.monotonic() - said > 10:
+            _log(f"  still waiting: {what}: {str(v)[:200]}")
+            said = time.monotonic()
         if time.monotonic() > end:
             raise RuntimeError(f"never happened within {guard_s:g} s: {what} (last: {v})")
         time.sleep(0.1)
@@ -82,48 +106,54 @@ def _rendered(probe: dict, voice: int) -> list[tuple[float, float]]:
 
 def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo_seconds: float) -> dict:
     """One run: pages = {"chair", "hall", "listener"} browser launchers; returns the figures."""
+    chair_browser, hall_browser, listener_browser = pages["chair"](), pages["hall"](), pages["listener"]()
     grant()
-    hall = pages["hall"]().new_context().new_page()
+    hall = hall_browser.new_context().new_page()
     hall.goto(end_url + "/media/hall?speak=1&probe=1")
     _poll(hall, "window.meshmeet.voice()", lambda v: v["sending"] and v["chunksSent"] > 20, "the hall page sends its voice")
-    chair_ctx = pages["chair"]().new_context()
+    listener = listener_browser.new_context().new_page()
+    listener.goto(end_url + "/media/hall?probe=1")
+    chair_ctx = chair_browser.new_context()
     at_hq = chair_ctx.new_page()
     at_hq.goto(hq_url + "/media/hall?probe=1")
-    at_hq.evaluate(f"window.meshmeet.probeLevels({list(LEVEL_HZ)})")
+    _eval(at_hq, f"window.meshmeet.probeLevels({list(LEVEL_HZ)})")
     _voice_decoded(at_hq, 0, 50, "HQ hears the hall")
     time.sleep(SETTLE_S)
-    at_hq.evaluate("window.meshmeet.probe()")
-    v0 = hall.evaluate("window.meshmeet.voice()")
+    _eval(at_hq, "window.meshmeet.probe()")
+    v0 = _eval(hall, "window.meshmeet.voice()")
+    _log("step: time.sleep(echo_seconds)  # echo")
     time.sleep(echo_seconds)  # echo, chair silent: the hall page plays nothing
-    silent = VL.tone_levels(at_hq.evaluate("window.meshmeet.probe()")["levels"], 0, LEVEL_HZ, GROUPS)
-    v1 = hall.evaluate("window.meshmeet.voice()")
+    silent = VL.tone_levels(_eval(at_hq, "window.meshmeet.probe()")["levels"], 0, LEVEL_HZ, GROUPS)
+    v1 = _eval(hall, "window.meshmeet.voice()")
     silent["ducked_frames"] = v1["ducked"] - v0["ducked"]
 
+    _log("step: pres = chair_ctx.new_page()")
     pres = chair_ctx.new_page()
     pres.goto(hq_url + "/present?probe=1")
     pres.click("#start")
     _poll(pres, "window.meshmeetPresenter.stats().running", bool, "the chair's presenter runs")
     _voice_decoded(hall, 1, 50, "the hall hears the chair")
     _voice_decoded(at_hq, 1, 50, "HQ's player hears the chair")
-    listener = pages["listener"]().new_context().new_page()
-    listener.goto(end_url + "/media/hall?probe=1")
     _voice_decoded(listener, 0, 50, "the end hall's listener hears the hall")
+    _log("step: for p in (hall, at_hq, listener):")
     time.sleep(SETTLE_S)
     for p in (hall, at_hq, listener):
-        p.evaluate("window.meshmeet.probe()")
-    pres.evaluate("window.meshmeetPresenter.takeFed(); window.meshmeetPresenter.takeLoop()")
-    hall.evaluate("window.meshmeet.voiceProbe()")
-    v0 = hall.evaluate("window.meshmeet.voice()")
+        _eval(p, "window.meshmeet.probe()")
+    _eval(pres, "window.meshmeetPresenter.takeFed().length, window.meshmeetPresenter.takeLoop().length")
+    _eval(hall, "window.meshmeet.voiceProbe()")
+    v0 = _eval(hall, "window.meshmeet.voice()")
+    _log("step: time.sleep(seconds)")
     t0 = time.time()
     time.sleep(seconds)
-    chair_fed = pres.evaluate("window.meshmeetPresenter.takeFed()")
-    hall_fed = [(ts, at) for ts, _rms, at in hall.evaluate("window.meshmeet.voiceProbe()")]
-    loop = pres.evaluate("window.meshmeetPresenter.takeLoop()")
-    v1 = hall.evaluate("window.meshmeet.voice()")
+    chair_fed = _eval(pres, "window.meshmeetPresenter.takeFed()")
+    hall_fed = [(ts, at) for ts, _rms, at in _eval(hall, "window.meshmeet.voiceProbe()")]
+    loop = _eval(pres, "window.meshmeetPresenter.takeLoop()")
+    v1 = _eval(hall, "window.meshmeet.voice()")
     window_s = time.time() - t0
+    _log("step: time.sleep(PLAY_OUT_S)")
     time.sleep(PLAY_OUT_S)
-    got = {name: p.evaluate("window.meshmeet.probe()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
-    mapping = {name: p.evaluate("window.meshmeet.clockMapping()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
+    got = {name: _eval(p, "window.meshmeet.probe()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
+    mapping = {name: _eval(p, "window.meshmeet.clockMapping()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
     out: dict = {"window_s": round(window_s, 1)}
     for key, fed, probe, voice in (("hq_to_hall", chair_fed, got["hall"], 1), ("hall_to_hq", hall_fed, got["hq"], 0),
                                    ("chair_local", chair_fed, got["hq"], 1), ("hall_local", hall_fed, got["listener"], 0)):
@@ -146,10 +176,13 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
 
 
 def _capture_files(tmp: Path) -> tuple[Path, Path, Path]:
-    from browser.media_fixtures import TONE_S, TONES_HZ, Y4M_FRAMES, write_wav, write_y4m
+    from browser.media_fixtures import FPS, HEIGHT, TONE_S, TONES_HZ, WIDTH, write_wav
 
     y4m, chair, hall = tmp / "cam.y4m", tmp / "chair.wav", tmp / "hall.wav"
-    write_y4m(y4m, Y4M_FRAMES)
+    # a flat grey camera: the chair's video is not relayed while a hall holds the floor, and a flat
+    # picture costs the presenter's two VP8 encoders next to nothing on this shared machine
+    frame = b"FRAME\n" + bytes([60]) * (WIDTH * HEIGHT) + bytes([128]) * (WIDTH * HEIGHT // 2)
+    y4m.write_bytes(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{FPS}:1 Ip A1:1 C420jpeg\n".encode() + frame * FPS)
     write_wav(chair, 10.0)
     VL.write_mix_wav(hall, [(VL.sine(HALL_HZ), OWN_AMPLITUDE, 0.0),
                             (VL.alternating(TONES_HZ, TONE_S), ECHO_AMPLITUDE, ECHO_DELAY_S)])
@@ -158,7 +191,7 @@ def _capture_files(tmp: Path) -> tuple[Path, Path, Path]:
 
 def _launcher(stack: ExitStack, pw, executable: str, args: list[str]):
     def launch():
-        b = pw.chromium.launch(executable_path=executable, headless=True, args=args)
+        b = pw.chromium.launch(executable_path=executable, headless=True, args=[*args, *AWAKE])
         stack.callback(b.close)
         return b
     return launch
