@@ -35,7 +35,6 @@ microphone by 14 dB while it plays others). In the file, echo - own = -6.0 dB.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -59,7 +58,6 @@ GROUPS = {"echo": (440, 880), "own": (HALL_HZ,), "floor": (660,)}
 SETTLE_S = 3.0                  # after a voice starts: jitter buffers settle before anything is judged
 PLAY_OUT_S = 2.0                # after a window: its last frames are played before the reports are read
 GUARD_S = 120.0                 # hang guards only
-EVAL_GUARD_S = 60.0
 # every page plays or speaks at once: none may be throttled as a background tab
 AWAKE = ("--disable-renderer-backgrounding", "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows")
 
@@ -69,12 +67,7 @@ def _log(what: str) -> None:
 
 
 def _eval(page, expr: str, what: str = ""):
-    """page.evaluate with a hang guard (a page that never answers raises, naming itself)."""
-    try:
-        handle = page.wait_for_function(f"() => [{expr}]", timeout=EVAL_GUARD_S * 1000, polling=100)
-    except Exception as e:  # noqa: BLE001 - re-raised with the page's name
-        raise RuntimeError(f"{page.url} did not answer {expr} within {EVAL_GUARD_S} s ({what}): {e}") from e
-    return handle.json_value()[0]
+    return page.evaluate(expr)
 
 
 def _poll(page, expr: str, pred, what: str, guard_s: float = GUARD_S):
@@ -108,14 +101,10 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
     """One run: pages = {"chair", "hall", "listener"} browser launchers; returns the figures."""
     chair_browser, hall_browser, listener_browser = pages["chair"](), pages["hall"](), pages["listener"]()
     grant()
-    hall = hall_browser.new_context().new_page()
-    hall.goto(end_url + "/media/hall?speak=1&probe=1")
+    hall = hall_browser.new_page(end_url + "/media/hall?speak=1&probe=1")
     _poll(hall, "window.meshmeet.voice()", lambda v: v["sending"] and v["chunksSent"] > 20, "the hall page sends its voice")
-    listener = listener_browser.new_context().new_page()
-    listener.goto(end_url + "/media/hall?probe=1")
-    chair_ctx = chair_browser.new_context()
-    at_hq = chair_ctx.new_page()
-    at_hq.goto(hq_url + "/media/hall?probe=1")
+    listener = listener_browser.new_page(end_url + "/media/hall?probe=1")
+    at_hq = chair_browser.new_page(hq_url + "/media/hall?probe=1")
     _eval(at_hq, f"window.meshmeet.probeLevels({list(LEVEL_HZ)})")
     _voice_decoded(at_hq, 0, 50, "HQ hears the hall")
     time.sleep(SETTLE_S)
@@ -128,9 +117,8 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
     silent["ducked_frames"] = v1["ducked"] - v0["ducked"]
 
     _log("step: pres = chair_ctx.new_page()")
-    pres = chair_ctx.new_page()
-    pres.goto(hq_url + "/present?probe=1")
-    pres.click("#start")
+    pres = chair_browser.new_page(hq_url + "/present?probe=1")
+    _eval(pres, "document.querySelector('#start').click(), true")
     _poll(pres, "window.meshmeetPresenter.stats().running", bool, "the chair's presenter runs")
     _voice_decoded(hall, 1, 50, "the hall hears the chair")
     _voice_decoded(at_hq, 1, 50, "HQ's player hears the chair")
@@ -189,44 +177,38 @@ def _capture_files(tmp: Path) -> tuple[Path, Path, Path]:
     return y4m, chair, hall
 
 
-def _launcher(stack: ExitStack, pw, executable: str, args: list[str]):
+def _launcher(stack: ExitStack, netns_name: str | None, args: list[str]):
+    """Chromium driven over a DevTools pipe (scripts/bench/_cdp_pipe.py: Playwright's client falls
+    behind these media pages' WebSocket frames on a loaded machine), inside a namespace if named."""
+    from _cdp_pipe import Browser
+
+    from browser.media_fixtures import CHROMIUM
+
     def launch():
-        b = pw.chromium.launch(executable_path=executable, headless=True, args=[*args, *AWAKE])
+        b = Browser(["ip", "netns", "exec", netns_name] if netns_name else [], CHROMIUM, [*args, *AWAKE])
         stack.callback(b.close)
         return b
     return launch
 
 
 def _loopback(tmp: Path, files, seconds: float, echo_seconds: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    from browser.media_fixtures import CHROMIUM, chromium_args
+    from browser.media_fixtures import chromium_args
     from browser.node_chain import api_post, node_chain
 
     y4m, chair_wav, hall_wav = files
     local = lambda u: u.replace("127.0.0.1", "localhost")  # noqa: E731 - a secure context for WebCodecs
-    with node_chain(tmp / "loopback") as (hq, relay, end), sync_playwright() as pw, ExitStack() as stack:
-        pages = {"chair": _launcher(stack, pw, CHROMIUM, chromium_args(y4m, chair_wav)),
-                 "hall": _launcher(stack, pw, CHROMIUM, chromium_args(y4m, hall_wav)),
-                 "listener": _launcher(stack, pw, CHROMIUM, chromium_args(y4m, chair_wav))}
+    with node_chain(tmp / "loopback") as (hq, relay, end), ExitStack() as stack:
+        pages = {"chair": _launcher(stack, None, chromium_args(y4m, chair_wav)),
+                 "hall": _launcher(stack, None, chromium_args(y4m, hall_wav)),
+                 "listener": _launcher(stack, None, chromium_args(y4m, chair_wav))}
         out = _session(pages, local(hq.url), local(end.url),
                        lambda: api_post(hq, "floor", {"action": "grant", "site": end.node_id}), seconds, echo_seconds)
     out["goal_p95_ms"] = GOAL_LOOPBACK_P95_MS
     return out
 
 
-def _wrapper(tmp: Path, chromium: str, netns_name: str) -> str:
-    """A Chromium 'executable' that runs the real one inside `netns_name` (as tests/test_weaklink_browser.py)."""
-    path = tmp / f"chromium-{netns_name}"
-    path.write_text(f'#!/bin/sh\nexec ip netns exec {netns_name} {chromium} "$@"\n')
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
 def _profile_c(tmp: Path, files, seconds: float, echo_seconds: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    from browser.media_fixtures import CHROMIUM, chromium_args
+    from browser.media_fixtures import chromium_args
     from weaklink_live import node_id, relay_link, run_name, settle_on_datagrams, weak_bed, why_not
 
     reason = why_not()
@@ -234,12 +216,12 @@ def _profile_c(tmp: Path, files, seconds: float, echo_seconds: float) -> dict:
         return {"skipped": f"packet testbed unavailable (needs root): {reason}"}
     y4m, chair_wav, hall_wav = files
     page = "http://localhost:8080"
-    with weak_bed(tmp / "bed", run_name("vbc"), "C") as bed, sync_playwright() as pw, ExitStack() as stack:
+    with weak_bed(tmp / "bed", run_name("vbc"), "C") as bed, ExitStack() as stack:
         settle_on_datagrams(bed)
-        at_hq, at_end = (_wrapper(tmp, CHROMIUM, bed.plan.host(n).netns) for n in ("hq", "end"))
-        pages = {"chair": _launcher(stack, pw, at_hq, chromium_args(y4m, chair_wav)),
-                 "hall": _launcher(stack, pw, at_end, chromium_args(y4m, hall_wav)),
-                 "listener": _launcher(stack, pw, at_end, chromium_args(y4m, chair_wav))}
+        at_hq, at_end = (bed.plan.host(n).netns for n in ("hq", "end"))
+        pages = {"chair": _launcher(stack, at_hq, chromium_args(y4m, chair_wav)),
+                 "hall": _launcher(stack, at_end, chromium_args(y4m, hall_wav)),
+                 "listener": _launcher(stack, at_end, chromium_args(y4m, chair_wav))}
         out = _session(pages, page, page, lambda: bed.api("hq", "floor", {"action": "grant", "site": node_id(bed, "end")}),
                        seconds, echo_seconds)
         link = relay_link(bed) or {}
