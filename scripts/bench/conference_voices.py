@@ -1,6 +1,7 @@
 """Part (b) of scripts/bench/conference.py: two voices at once, mouth to ear, both directions; and echo.
 
-Real `meshmeet run` nodes, real headless Chromium (Debian's). HQ -> relay hall -> end hall:
+Real `meshmeet run` nodes, real headless Chromium (Debian's, driven over a DevTools pipe by
+scripts/bench/_cdp_pipe.py, not Playwright: see there). HQ -> relay hall -> end hall:
   loopback   the three nodes on 127.0.0.1 (tests/browser/node_chain.py)
   C          the testbed (tests/weaklink_live.py): relay~end on issue 13's profile C (80±30 ms, 3 %
              loss, 1 Mbit/s); each Chromium runs inside its node's namespace (needs root; run the
@@ -110,27 +111,27 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
     time.sleep(SETTLE_S)
     _eval(at_hq, "window.meshmeet.probe()")
     v0 = _eval(hall, "window.meshmeet.voice()")
-    _log("step: time.sleep(echo_seconds)  # echo")
+    _log("echo window, chair silent")
     time.sleep(echo_seconds)  # echo, chair silent: the hall page plays nothing
     silent = VL.tone_levels(_eval(at_hq, "window.meshmeet.probe()")["levels"], 0, LEVEL_HZ, GROUPS)
     v1 = _eval(hall, "window.meshmeet.voice()")
     silent["ducked_frames"] = v1["ducked"] - v0["ducked"]
 
-    _log("step: pres = chair_ctx.new_page()")
+    _log("the chair starts speaking")
     pres = chair_browser.new_page(hq_url + "/present?probe=1")
     _eval(pres, "document.querySelector('#start').click(), true")
     _poll(pres, "window.meshmeetPresenter.stats().running", bool, "the chair's presenter runs")
     _voice_decoded(hall, 1, 50, "the hall hears the chair")
     _voice_decoded(at_hq, 1, 50, "HQ's player hears the chair")
     _voice_decoded(listener, 0, 50, "the end hall's listener hears the hall")
-    _log("step: for p in (hall, at_hq, listener):")
+    _log("both voices flow: settling")
     time.sleep(SETTLE_S)
     for p in (hall, at_hq, listener):
         _eval(p, "window.meshmeet.probe()")
     _eval(pres, "window.meshmeetPresenter.takeFed().length, window.meshmeetPresenter.takeLoop().length")
     _eval(hall, "window.meshmeet.voiceProbe()")
     v0 = _eval(hall, "window.meshmeet.voice()")
-    _log("step: time.sleep(seconds)")
+    _log("measured window")
     t0 = time.time()
     time.sleep(seconds)
     chair_fed = _eval(pres, "window.meshmeetPresenter.takeFed()")
@@ -138,7 +139,7 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
     loop = _eval(pres, "window.meshmeetPresenter.takeLoop()")
     v1 = _eval(hall, "window.meshmeet.voice()")
     window_s = time.time() - t0
-    _log("step: time.sleep(PLAY_OUT_S)")
+    _log("window over: its last frames play out")
     time.sleep(PLAY_OUT_S)
     got = {name: _eval(p, "window.meshmeet.probe()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
     mapping = {name: _eval(p, "window.meshmeet.clockMapping()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
