@@ -144,6 +144,10 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
     got = {name: _eval(p, "window.meshmeet.probe()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
     mapping = {name: _eval(p, "window.meshmeet.clockMapping()") for name, p in (("hall", hall), ("hq", at_hq), ("listener", listener))}
     out: dict = {"window_s": round(window_s, 1)}
+    # the receivers' playout (voice 0's figures: the hall's voice at HQ and at the end hall's listener)
+    out["playout_voice0"] = {name: {k: d.get(k) for k in ("targetMs", "bufferedMs", "jitterMs", "audioUnderruns")}
+                             for name, d in (("hq", _eval(at_hq, "window.meshmeet.details()")),
+                                             ("listener", _eval(listener, "window.meshmeet.details()")))}
     for key, fed, probe, voice in (("hq_to_hall", chair_fed, got["hall"], 1), ("hall_to_hq", hall_fed, got["hq"], 0),
                                    ("chair_local", chair_fed, got["hq"], 1), ("hall_local", hall_fed, got["listener"], 0)):
         out[key] = VL.summary(*VL.mouth_to_ear(fed, _rendered(probe, voice)))
@@ -269,6 +273,8 @@ def voices_table(r: dict) -> str:
         lines.append(f"{'':<10}mesh adds at p95: HQ->hall {x['hq_to_hall']['p95_added_ms']} ms "
                      f"(x{x['hq_to_hall']['p95_vs_chair_local']}), hall->HQ {x['hall_to_hq']['p95_added_ms']} ms "
                      f"(x{x['hall_to_hq']['p95_vs_hall_local']})")
+        lines.append(f"{'':<10}playout of the hall's voice (target/buffered ms): " + ", ".join(
+            f"{n} {p['targetMs']}/{p['bufferedMs']}" for n, p in x.get("playout_voice0", {}).items()))
         e = x["echo"]
         for k in ("chair_silent", "chair_speaking"):
             lines.append(f"{'':<10}echo at HQ, {k.replace('_', ' ')}: chair tones {e[k]['echo']} dBFS, hall tone "
