@@ -465,3 +465,49 @@ def test_the_source_link_asks_the_source_for_nothing() -> None:
         while r.pop("page", t) is not None:
             pass
     assert asked == [], asked[:3]
+
+
+def test_audio_copies_probing_an_app_limited_path_back_off_when_it_queues() -> None:
+    """Copies on an app-limited estimate probe the path's room. On profile E (32 kbit/s) each probe
+    filled the modem queue (~250 ms of audio delay) and the next came ~12 s later, for good; now
+    each failed probe doubles the clean time the next one waits for, and a clean one resets it."""
+    from meshmeet.media.feedback import APP_LIMITED_CLEAN_S, LinkFeedback
+    from meshmeet.media.relay_feedback import COPY_PROBE_PASS_S, COPY_PROBE_WAIT_MAX_S, FeedbackRules
+    from meshmeet.media.relay_link import RelayLink
+
+    fb, lk, now, sent = LinkFeedback(), RelayLink("e", True, AUDIO_LEVEL), 0.0, 22_000.0
+
+    def congest() -> None:
+        nonlocal now
+        for _ in range(3):  # queueing delay high and rising: overuse
+            now += 0.25
+            fb.report(now, 0.0, 0.005, 0.3 + now / 100, 0.1, sent)
+            FeedbackRules._copy_probe(lk, fb, now)
+
+    def clean_until_copies(limit_s: float) -> float | None:
+        """Clean reports until the copies start; how long that took (None: not within limit_s)."""
+        nonlocal now
+        start = now
+        while now - start < limit_s:
+            now += 0.25
+            fb.report(now, 0.0, 0.005, 0.001, 0.1, sent)
+            if FeedbackRules._copy_probe(lk, fb, now):
+                return now - start
+        return None
+
+    congest()
+    waits = [clean_until_copies(400)]
+    for _ in range(5):  # each probe makes the path queue at once
+        congest()
+        waits.append(clean_until_copies(400))
+    assert all(w is not None for w in waits), waits
+    assert waits[0] >= APP_LIMITED_CLEAN_S and waits[0] < 2 * APP_LIMITED_CLEAN_S, waits
+    for a, b in zip(waits[1:], waits[2:]):
+        assert b >= min(2 * a, COPY_PROBE_WAIT_MAX_S) - 1, f"each failed probe doubles the wait: {waits}"
+    assert waits[-1] >= 8 * APP_LIMITED_CLEAN_S, waits
+    # a probe that stays clean for COPY_PROBE_PASS_S: the path carries the copies, the wait resets
+    while now - lk.copy_probe_at < COPY_PROBE_PASS_S + 0.5:
+        now += 0.25
+        fb.report(now, 0.0, 0.005, 0.001, 0.1, sent)
+        assert FeedbackRules._copy_probe(lk, fb, now)
+    assert lk.copy_probe_wait_s == APP_LIMITED_CLEAN_S

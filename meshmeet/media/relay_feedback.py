@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import plan_audio
-from meshmeet.media.feedback import MIN_ESTIMATE_BPS, LinkFeedback
+from meshmeet.media.feedback import APP_LIMITED_CLEAN_S, MIN_ESTIMATE_BPS, LinkFeedback
 from meshmeet.media.ladder import AUDIO_LEVEL, UPGRADE_HEADROOM
 from meshmeet.media.linkmodel import RateCap
 from meshmeet.media.probe import PROBE_S
@@ -41,6 +41,8 @@ REDUNDANCY_YOUNG_LOSS = (0.01, 0.08)  # ...but on a link whose room is not known
 REDUNDANCY_KNOWN_AFTER_S = 3.0  # audio has flowed this long without congestion: room enough for a copy
 # (counted from the first audio chunk, not in reports: a link's keepalive probes bring reports long
 # before any media, and a copy from the first frame on doubled E's audio to ~65 kbit/s on 32)
+COPY_PROBE_WAIT_MAX_S = 160.0  # audio copies probing an app-limited estimate: the longest clean wait after failures
+COPY_PROBE_PASS_S = 5.0  # ...copies flowing this long without a queue: the path carries them (the wait resets)
 FEEDBACK_BACKOFF_MAX_S = 30.0  # failed probes double the wait up to this (a failed probe fills the path's queue)
 FEEDBACK_PROBE_FACTOR = (1.25, 2.0)  # a datagram link probes at this multiple of its estimate: the
 # low end after a failed probe, x1.5 after each clean one...
@@ -121,12 +123,30 @@ class FeedbackRules:
         if fb.estimate_bps is None and young and not self._lan_like(lk, fb):
             depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link beyond a LAN: it may be narrow
         copy_bps = self._copy_bps()
-        if depth and fb.estimate_bps is not None and copy_bps > 0 and not fb.app_limited(now):
-            # (an app-limited estimate says nothing of the room: the copies probe it, and a path
-            # that cannot carry them shows overuse, which makes the estimate binding again)
+        if depth and fb.estimate_bps is not None and copy_bps > 0 and not self._copy_probe(lk, fb, now):
             room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
             depth = min(depth, max(0, int(room // copy_bps)))
         return depth
+
+    @staticmethod
+    def _copy_probe(lk: RelayLink, fb: LinkFeedback, now: float) -> bool:
+        """Whether copies may flow beyond the estimate's room now: an app-limited estimate says
+        nothing of the room, so the copies probe it (a path that cannot carry them shows overuse,
+        which makes the estimate binding again). A probe that made the path queue doubles the clean
+        time the next one waits for (COPY_PROBE_WAIT_MAX_S at most): on a 32 kbit/s modem one every
+        ~12 s held the audio ~250 ms each time (profile E). One clean for COPY_PROBE_PASS_S resets it."""
+        if lk.copy_probe_at is not None:
+            if fb.last_high_at >= lk.copy_probe_at:  # the path queued while the copies flowed
+                lk.copy_probe_wait_s = min(COPY_PROBE_WAIT_MAX_S, 2 * lk.copy_probe_wait_s)
+                lk.copy_probe_at = None
+            elif now - lk.copy_probe_at >= COPY_PROBE_PASS_S:
+                lk.copy_probe_wait_s = APP_LIMITED_CLEAN_S
+        limited = fb.app_limited(now) and now - fb.last_high_at >= lk.copy_probe_wait_s
+        if limited and lk.copy_probe_at is None:
+            lk.copy_probe_at = now
+        elif not limited:
+            lk.copy_probe_at = None
+        return limited
 
     @staticmethod
     def _wanted_redundancy(fb: LinkFeedback) -> int:

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from meshmeet.media.drain import DrainEstimate
-from meshmeet.media.feedback import LinkFeedback
+from meshmeet.media.feedback import APP_LIMITED_CLEAN_S, LinkFeedback
 from meshmeet.media.linkmodel import RateCap
 from meshmeet.media.player_report import PlayerLag
 from meshmeet.media.probe import PaddingProbe
@@ -80,6 +80,8 @@ class RelayLink:
     media_since: float | None = None  # the first audio chunk sent on it (a young datagram link's probe and copies wait)
     path_rtt_s: float | None = None  # the path's lowest round trip as the driver's kernel measured it (TCP_INFO)
     voices: bool = False  # the peer takes voices 1 and 2 (relay_voices.py)
+    copy_probe_at: float | None = None  # audio copies on an app-limited estimate began then (relay_feedback.py)...
+    copy_probe_wait_s: float = APP_LIMITED_CLEAN_S  # ...clean this long first (doubling each time they made the path queue)
     configs_sent: dict = field(default_factory=dict)  # (track, layer) or ("voice", n) -> the config last queued
 
 
