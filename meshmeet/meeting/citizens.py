@@ -43,6 +43,27 @@ def submit(store: Store, text: str, source: str, contact: bytes | None, *,
     return fid, code
 
 
+def submit_each(store: Store, entries: list[tuple[str, str, bytes | None]]) -> list[tuple[str, str] | SyncError]:
+    """Several residents' feedback, each `(text, source, sealed contact)`: in one transaction (one
+    signed batch, one commit) when the law takes every one; when it refuses one, each in a
+    transaction of its own, so that only the refused ones fail. Per entry, in order: (feedback id,
+    short code), or the SyncError that refused it. A full disk raises DiskFull (nothing written)."""
+    try:
+        with store.batch():
+            return [submit(store, text, source, contact) for text, source, contact in entries]
+    except SyncError as e:
+        if len(entries) == 1:
+            return [e]
+    out: list[tuple[str, str] | SyncError] = []
+    for text, source, contact in entries:
+        try:
+            with store.batch():
+                out.append(submit(store, text, source, contact))
+        except SyncError as e:
+            out.append(e)
+    return out
+
+
 def _replies(store: Store, fid: str) -> list[dict[str, Any]]:
     rows = sorted(store.rows("replies", "feedback_id = ?", (fid,)), key=lambda r: (r["at"] or 0.0, r["id"]))
     return [{"text": r["text"], "at": r["at"]} for r in rows]
