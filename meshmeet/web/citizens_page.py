@@ -22,6 +22,7 @@ import io
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "citizens_static"
 DEVICE_COOKIE = "mm_dev"
 DEVICE_COOKIE_S = 365 * 86_400
+DEVICE_RE = re.compile(r"(?:^|;)\s*" + DEVICE_COOKIE + r"=([A-Za-z0-9_-]{22})\s*(?:;|$)")  # in the Cookie header
 FORM_TYPE = "application/x-www-form-urlencoded"
 CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -135,8 +137,9 @@ def _mount(router: web.UrlDispatcher, ctx: GatewayContext, opts: PageOptions, li
            submissions: CallBatcher, site: ResidentSite) -> None:
 
     def device_of(request: web.Request) -> str:
-        value = request.cookies.get(DEVICE_COOKIE, "")
-        return value if len(value) == 22 and value.replace("-", "").replace("_", "").isalnum() else ""
+        """The device cookie (22 URL-safe characters, as `page` sets it), else ""."""
+        found = DEVICE_RE.search(request.headers.get("Cookie", ""))
+        return found.group(1) if found else ""
 
     async def page(request: web.Request) -> web.StreamResponse:
         resp = web.FileResponse(STATIC / "y-kien.html", headers=HEADERS)
