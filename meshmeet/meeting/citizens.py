@@ -86,7 +86,8 @@ def _fresh_codes(store: Store, n: int, random) -> list[str]:
             out.extend(sorted(want - held))
         if len(out) == n:
             return out
-    raise SyncError("Không tạo được mã tra cứu", "could not make a short code")  # 2^40 codes: a broken random source
+    # 2^40 codes: only a broken random source gets here
+    raise SyncError("Không tạo được mã tra cứu", "could not make a short code")
 
 
 def _replies(store: Store, fid: str) -> list[dict[str, Any]]:

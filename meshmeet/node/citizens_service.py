@@ -1,12 +1,12 @@
 """The resident feedback page's node plugin: its API handlers, the contact book and its retention.
 
 Registers `citizen_submit` (one, checked here: the CLI), `citizen_submit_page` (the page's checked
-forms, many per call: one group commit each), `citizen_lookup`, `citizen_board`, `citizen_wall` (what the page and the
-TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI: web/app/policy.py), and
-mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY for browsers: only the
-page's own routes reach them, after the form checks and rate limits. Contacts go into the node's
-contact book and, sealed to HQ, into the replicated row; every hour contacts older than the
-retention are deleted here (HQ's too). This module must never put a contact in a reply to a page
+forms, many per call: one group commit each), `citizen_lookup`, `citizen_board`, `citizen_wall`
+(what the page and the TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI:
+web/app/policy.py), and mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY
+for browsers: only the page's own routes reach them, after the form checks and rate limits.
+Contacts go into the node's contact book and, sealed to HQ, into the replicated row; every hour
+contacts older than the retention are deleted here (HQ's too). This module must never put a contact in a reply to a page
 or a TV, and never touch the store outside the sync service's lock.
 """
 
@@ -55,7 +55,8 @@ class CitizensService:
         self.groups = 0  # group commits (submitted / groups: submissions per signed batch)
         self._sealer = Sealer()
         node.api_handlers.update({
-            "citizen_submit": self.submit, "citizen_submit_page": self.submit_page, "citizen_lookup": self.lookup, "citizen_board": self.board,
+            "citizen_submit": self.submit, "citizen_submit_page": self.submit_page, "citizen_lookup": self.lookup,
+            "citizen_board": self.board,
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
         })
         self.site = ResidentSite()

@@ -231,7 +231,8 @@ class Store(StoreReads, ChunkStore):
             except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
                 raise SyncError("Giá trị không lưu được", f"value cannot be stored: {exc}") from None
             if size > LOCAL_BATCH_BYTES:
-                raise SyncError("Thay đổi quá lớn", f"change too large ({size} bytes, at most {LOCAL_BATCH_BYTES})")
+                raise SyncError("Thay đổi quá lớn",
+                                f"change too large ({size} bytes, at most {LOCAL_BATCH_BYTES})")
             checked.append((pk, indexed, size))
         seqs: list[int] = []
         origin_raw = _origin_raw(self.node_id)
