@@ -24,6 +24,7 @@ from meshmeet.meeting.authority import COLUMNS, MAX_PEOPLE, NAMESPACED, markdown
 from meshmeet.store.batch import OP_DELETE, OP_UPSERT, SignedBatch, decode_batch, encode_batch
 from meshmeet.store.errors import AuthorityError, SyncError
 from meshmeet.store.schema import ADDONLY, INTEGER, LATEST_VERSION, LWW, REAL, TABLES, TableSpec, specs_for
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 from meshmeet.store.schema import LATEST_VERSION
 
@@ -44,7 +45,7 @@ class Clock:
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", **kw) -> Store:
-    return Store(path, key, ROLES.get, clock=kw.pop("clock", None) or Clock(), **kw)
+    return open_store(path, key, ROLES.get, clock=kw.pop("clock", None) or Clock(), **kw)
 
 
 def logged(store: Store, after: dict | None = None) -> list[SignedBatch]:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from meshmeet.membership.identity import load_key
-from meshmeet.store.db import Store
+from meshmeet.meeting.replica import open_store
 from nodeproc import NodeProcess, start_commune, stop_all, wait_for
 from test_node_sync import ok, sync
 
@@ -42,7 +42,7 @@ def test_hall_key_cannot_rename_end_hq_meeting_or_stuff_a_closed_motion(tmp_path
         hall_dir = halls[0].data_dir
         halls[0].stop()
         key = load_key(hall_dir / "node.key")
-        forged = Store(hall_dir / STATE_FILE, key, lambda node_id: "hq")
+        forged = open_store(hall_dir / STATE_FILE, key, lambda node_id: "hq")
         forged.rules.check = lambda *change: None  # type: ignore[method-assign]
         forged.write("meetings", mid, {"title": "Cuộc họp đã hủy", "status": "ended"})
         forged.write("ballots", (motion, key.node_id, "#no"), {"choice": "no", "count": 1_000_000, "at": time.time()})

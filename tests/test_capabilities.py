@@ -15,7 +15,7 @@ from meshmeet.store.batch import BATCH_VERSION, batch_format
 from meshmeet.store.errors import ProtocolError
 from meshmeet.sync.messages import Hello, decode as sync_decode, encode as sync_encode
 from meshmeet.sync.session import ProtocolViolation, SyncSession
-from meshmeet.store.db import Store
+from meshmeet.meeting.replica import open_store
 from meshmeet.wire.capabilities import LEGACY, Capabilities, CapabilityError, decode, encode
 
 HQ, HALL = KeyPair.from_seed(bytes([41]) * 32), KeyPair.from_seed(bytes([42]) * 32)
@@ -61,7 +61,7 @@ def _pump(a: SyncSession, b: SyncSession, first_a, first_b) -> list:
 
 
 def test_a_batch_format_the_peer_does_not_accept_is_withheld_not_sent() -> None:
-    hq, hall = Store(":memory:", HQ, ROLES.get), Store(":memory:", HALL, ROLES.get)
+    hq, hall = open_store(":memory:", HQ, ROLES.get), open_store(":memory:", HALL, ROLES.get)
     mid = m.create_meeting(hq, "Họp")
     assert all(batch_format(b.body) == BATCH_VERSION for b in hq.batches_after({}))
     a, b = SyncSession(hq, HALL.node_id, 0.0), SyncSession(hall, HQ.node_id, 0.0)

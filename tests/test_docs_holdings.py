@@ -23,6 +23,7 @@ from meshmeet.store.batch import decode_batch, encode_batch
 from meshmeet.store.errors import AuthorityError, SyncError
 from meshmeet.meeting.rules import Rejection
 from meshmeet.store.schema import LATEST_VERSION, current_version, specs_for
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in range(11, 16)]
@@ -32,7 +33,7 @@ HOLDINGS_TID = specs_for(3)["doc_holdings"].tid
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", **kw) -> Store:
-    return Store(path, key, ROLES.get, clock=lambda: 1_800_000_000.0, **kw)
+    return open_store(path, key, ROLES.get, clock=lambda: 1_800_000_000.0, **kw)
 
 
 def sync(dst: Store, src: Store):

@@ -15,7 +15,8 @@ from meshmeet.media import chunk as C
 from meshmeet.media.audio_rate import AUDIO_PLANS, AudioLoad, AudioWant, fec_percent, plan_audio
 from meshmeet.media.feedback import (INCREASE_AFTER_S, MIN_ESTIMATE_BPS, OVERUSE_DELAY_S, LinkFeedback)
 from meshmeet.media.ladder import AUDIO_LEVEL
-from meshmeet.media.relay import DOWNGRADE_HOLD_S, MediaRelay
+from meshmeet.media.relay import MediaRelay
+from meshmeet.media.relay_judge import DOWNGRADE_HOLD_S
 
 OFFERED_BPS = 320_000.0  # what the source's simulcast (both layers + audio) takes on a mesh link
 

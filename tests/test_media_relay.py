@@ -321,3 +321,27 @@ def test_hostile_input_only_raises_media_format_error(events) -> None:
         for lk in ("a", "b"):
             while (d := r.pop(lk, t)) is not None:
                 C.parse(d)
+
+
+def test_a_repeated_config_goes_once_to_a_link_that_has_it() -> None:
+    # The holder repeats its decoder configs every few seconds for nodes that reset (they come back
+    # on a new link). Repeating them on a link that has them put ~1 KB every 5 s on a 32 kbit/s
+    # path (a datagram copy and the TCP one): 250 ms of audio delay each time (profile E).
+    r, src = MediaRelay(source="src"), Source()
+    r.add_link("hall", 0.0, simulcast=True)
+    for t in (0.0, 5.0, 10.0):
+        for m in src.configs():
+            r.receive("src", m, t)
+    sent = [r.pop("hall", 10.0) for _ in range(10)]
+    assert [d for d in sent if d is not None] == src.configs(), "each config once"
+    changed = C.encode(C.DecoderConfig(C.TRACK_AUDIO, 0, 1, {"codec": "opus", "sampleRate": 48000, "numberOfChannels": 2}))
+    r.receive("src", changed, 11.0)
+    assert r.pop("hall", 11.0) == changed, "a changed config goes out"
+    r.add_link("late", 12.0, simulcast=True)
+    late = [r.pop("late", 12.0) for _ in range(4)]
+    assert [C.parse(d) for d in late if d is not None and C.peek_kind(d) == C.KIND_CONFIG] == \
+        [C.parse(m) for m in sorted([changed] + src.configs()[1:], key=lambda b: (C.parse(b).track, C.parse(b).layer))]
+    r.set_source("src")  # the floor moved (here: back to the same presenter): every node forgot its configs
+    for m in src.configs():
+        r.receive("src", m, 13.0)
+    assert [r.pop("hall", 13.0) for _ in range(3)] == src.configs(), "after a source change they go again"

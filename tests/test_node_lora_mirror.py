@@ -22,6 +22,7 @@ from meshmeet.node.lora_mirror import WATCH_S
 from meshmeet.node.lora_service import LoraService
 from meshmeet.meeting import meetings as m
 from meshmeet.store.batch import decode_batch
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 from meshmeet.wire import services
 
@@ -33,7 +34,7 @@ class StubSync:
     store under its lock."""
 
     def __init__(self, path: Path, key: KeyPair, roles: dict[str, str]) -> None:
-        self.store = Store(path, key, roles.get)
+        self.store = open_store(path, key, roles.get)
         self.lock = trio.Lock()
 
     async def read(self, query):

@@ -20,6 +20,7 @@ from meshmeet.meeting import meetings as m
 from meshmeet.sync.messages import NoChunk, Want, decode
 from meshmeet.sync.events import ChunkStored
 from meshmeet.sync.session import ChunkClaims, SyncSession
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 
 KEYS = [KeyPair.from_seed(bytes([i]) * 32) for i in (11, 12, 13)]
@@ -28,7 +29,7 @@ ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall"}
 
 
 def mk(key: KeyPair) -> Store:
-    return Store(":memory:", key, ROLES.get, clock=lambda: 1_700_000_000.0)
+    return open_store(":memory:", key, ROLES.get, clock=lambda: 1_700_000_000.0)
 
 
 def with_document(chunks: int, seed: int = 0) -> tuple[Store, str]:

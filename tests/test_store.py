@@ -21,6 +21,7 @@ from meshmeet.meeting import meetings as m
 from meshmeet.store.batch import ForgedBatchError, decode_batch, encode_batch
 from meshmeet.store.errors import AuthorityError, ProtocolError, SyncError
 from meshmeet.store.schema import LATEST_VERSION
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 
 from conftest import FakeClock
@@ -32,7 +33,7 @@ ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.n
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None, **kw) -> Store:
-    return Store(path, key, ROLES.get, clock=clock or FakeClock(), **kw)
+    return open_store(path, key, ROLES.get, clock=clock or FakeClock(), **kw)
 
 
 def logged(store: Store, after: dict | None = None) -> list:
@@ -312,10 +313,11 @@ def test_migration_steps_are_recorded(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from meshmeet.membership.identity import KeyPair
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 from meshmeet.meeting import meetings as m
 key = KeyPair.from_seed(bytes([1]) * 32)
-store = Store(sys.argv[1], key, lambda n: "hq")
+store = open_store(sys.argv[1], key, lambda n: "hq")
 mid = m.create_meeting(store, "Họp")
 print("ready", flush=True)
 i = 0
@@ -454,7 +456,7 @@ def test_errors_are_bilingual() -> None:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> None:
     import meshmeet.store.merge as merge_module
-    import meshmeet.store.db as store_module
+    import meshmeet.meeting.rules as rules_module
     clock = FakeClock()
     hq, hall = mk(HQ, clock=clock), mk(HALL1, clock=clock)
     with hall.batch():
@@ -482,7 +484,7 @@ def test_bulk_fast_path_matches_general_merge(overlap: bool, monkeypatch) -> Non
     monkeypatch.setattr(merge_module.Merger, "insert_runs", lambda self, spec, runs: False)
     for b in batches:
         slow.apply([b])
-    monkeypatch.setattr(store_module.Rules, "run_passes", lambda self, *args: False)
+    monkeypatch.setattr(rules_module.Rules, "run_passes", lambda self, *args: False)
     slowest = mk(RELAY)
     slowest.apply(batches)
     assert fast.digest() == slow.digest() == slowest.digest()

@@ -19,6 +19,7 @@ from meshmeet.store.errors import ProtocolError
 from meshmeet.sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, InSync, ProtocolViolation
 from meshmeet.sync.session import CHUNK_RETRY_S, SyncSession
 from meshmeet.sync.sim import SimNet
+from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 
 from conftest import FakeClock
@@ -30,7 +31,7 @@ ROLES = {HQ.node_id: "hq", HALL1.node_id: "hall", HALL2.node_id: "hall", RELAY.n
 
 
 def mk(key: KeyPair, path: str | Path = ":memory:", clock=None) -> Store:
-    return Store(path, key, ROLES.get, clock=clock or FakeClock())
+    return open_store(path, key, ROLES.get, clock=clock or FakeClock())
 
 
 def pair(a: Store, b: Store) -> tuple[SyncSession, SyncSession]:

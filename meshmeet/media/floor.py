@@ -66,7 +66,8 @@ class SourceBeacon:
     counter: int  # u32, changes with every beacon (dedupe on loops during tree changes)
 
 
-def _is_node_id(x: object, *, empty_ok: bool = False) -> bool:
+def is_node_id(x: object, *, empty_ok: bool = False) -> bool:
+    """A 16-hex-digit node id (or "" where `empty_ok`): checked where control messages enter."""
     if not isinstance(x, str):
         return False
     if x == "" and empty_ok:
@@ -79,7 +80,7 @@ def _signed_bytes(commune_id: bytes, seq: int, holder: str, granter: str) -> byt
 
 
 def make_grant(key: KeyPair, commune_id: bytes, seq: int, holder: str) -> FloorGrant:
-    if not 0 <= seq <= MAX_SEQ or not _is_node_id(holder, empty_ok=True):
+    if not 0 <= seq <= MAX_SEQ or not is_node_id(holder, empty_ok=True):
         raise ValueError("bad floor grant fields")
     granter = key.node_id
     return FloorGrant(seq, holder, granter, key.sign(_signed_bytes(commune_id, seq, holder, granter)))
@@ -105,7 +106,7 @@ def _unpack(data: bytes) -> list:
     return obj
 
 
-def _is_u32(x: object) -> bool:
+def is_u32(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SEQ
 
 
@@ -118,7 +119,7 @@ def parse(data: bytes) -> FloorGrant | SourceBeacon:
         if len(obj) != 4:
             raise FloorError("floor grant must have 4 fields")
         seq, holder, granter, sig = obj
-        if not _is_u32(seq) or not _is_node_id(holder, empty_ok=True) or not _is_node_id(granter):
+        if not is_u32(seq) or not is_node_id(holder, empty_ok=True) or not is_node_id(granter):
             raise FloorError("bad floor grant fields")
         if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
             raise FloorError("floor grant signature must be 64 bytes")
@@ -126,7 +127,7 @@ def parse(data: bytes) -> FloorGrant | SourceBeacon:
     if len(obj) != 3:
         raise FloorError("source beacon must have 3 fields")
     seq, holder, counter = obj
-    if not _is_u32(seq) or not _is_node_id(holder) or not _is_u32(counter):
+    if not is_u32(seq) or not is_node_id(holder) or not is_u32(counter):
         raise FloorError("bad source beacon fields")
     return SourceBeacon(seq, holder, counter)
 

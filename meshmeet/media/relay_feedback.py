@@ -28,7 +28,7 @@ from meshmeet.media.linkmodel import RateCap
 from meshmeet.media.probe import PROBE_S
 
 if TYPE_CHECKING:
-    from meshmeet.media.relay import Outgoing, _Link
+    from meshmeet.media.relay_link import Outgoing, RelayLink
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ class FeedbackRules:
             # spike among them set the estimate to the 8 kbit/s floor before the meeting began
             lk.feedback.forget_estimate()
 
+    def set_path_rtt(self, link: str, rtt_s: float | None) -> None:
+        """The driver's lowest round trip for `link`'s path (young-link rules below) (the kernel's TCP min RTT), or None."""
+        lk = self._links.get(link)
+        if lk is not None:
+            lk.path_rtt_s = rtt_s
+
+    def set_link_framing(self, link: str, framing_bytes: int) -> None:
+        """What `link` adds per message (a datagram link's headers): counted in all its rates."""
+        lk = self._links.get(link)
+        if lk is not None and 0 <= framing_bytes <= 1500:
+            lk.framing_bytes = framing_bytes
+
     def audio_redundancy(self, link: str, now: float) -> int:
         """How many earlier audio frames a datagram driver should repeat with each audio frame on
         `link` (RFC 2198-style; 0..2): as its reports show loss, and only while the link's
@@ -124,7 +136,7 @@ class FeedbackRules:
         """What one redundant copy of the audio stream costs: the chunks and a 2 B length each."""
         return self._rates.audio_bps() + self._rates.audio_messages_per_s() * 2 * 8
 
-    def _pacer(self, lk: _Link, now: float) -> RateCap | None:
+    def _pacer(self, lk: RelayLink, now: float) -> RateCap | None:
         """A datagram link whose reports gave an estimate is paced at it (at a probe's rate while
         one runs), so that bursts (keyframes) wait in this relay, where audio goes first, and not
         in the path's queue, where audio would wait behind them."""
@@ -146,7 +158,7 @@ class FeedbackRules:
         lk.pacer.rate_bps, lk.pacer.framing_bytes = rate, lk.framing_bytes
         return lk.pacer
 
-    def _flush(self, lk: _Link) -> None:
+    def _flush(self, lk: RelayLink) -> None:
         """Drop queued media for a link whose path holds a queue longer than the playout budget:
         whatever goes in now comes out late, and sending nothing drains that queue (configs stay)."""
         kept = [item for item in lk.audio if item[1][0] != C.KIND_CHUNK]
@@ -156,7 +168,7 @@ class FeedbackRules:
         lk.video.clear()
         lk.sending.clear()  # video restarts at a keyframe
 
-    def _active_feedback(self, lk: _Link, now: float) -> LinkFeedback | None:
+    def _active_feedback(self, lk: RelayLink, now: float) -> LinkFeedback | None:
         fb = lk.feedback
         return fb if fb is not None and fb.active(now) else None
 
@@ -165,7 +177,7 @@ class FeedbackRules:
         assert fb.estimate_bps is not None
         return max(0.0, fb.estimate_bps - self._wanted_redundancy(fb) * self._copy_bps() / UPGRADE_HEADROOM)
 
-    def _judge_feedback(self, lk: _Link, fb: LinkFeedback, now: float) -> list[Outgoing] | None:
+    def _judge_feedback(self, lk: RelayLink, fb: LinkFeedback, now: float) -> list[Outgoing] | None:
         """A datagram link whose reports gave an estimate: shed what it cannot carry, plan its
         audio; None to go on with the queue-delay rules."""
         assert fb.estimate_bps is not None
@@ -193,7 +205,7 @@ class FeedbackRules:
             return self._downgrade(lk, est, now)
         return None
 
-    def _feedback_probe_done(self, lk: _Link, fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
+    def _feedback_probe_done(self, lk: RelayLink, fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
         """A probe on a datagram link ended with a report that saw it: clean reports raise the estimate."""
         probe = lk.probe
         assert probe is not None
@@ -215,7 +227,7 @@ class FeedbackRules:
         return []  # a step on the way (a probe asks for probe_factor x the estimate at most)
 
     @staticmethod
-    def _young_wide_area(lk: "_Link", fb: LinkFeedback) -> bool:
+    def _young_wide_area(lk: "RelayLink", fb: LinkFeedback) -> bool:
         """A datagram link above audio-only, no audio sent on it yet, no estimate, whose path has a
         round trip beyond a LAN's (YOUNG_LAN_RTT_S): it should start at audio-only. The path's round
         trip is the driver's kernel figure (`set_path_rtt`) where it gives one: the reports' own RTT
@@ -227,7 +239,7 @@ class FeedbackRules:
         return fb.reports >= YOUNG_LAN_REPORTS and math.isfinite(fb.min_rtt_s) and fb.min_rtt_s >= YOUNG_LAN_RTT_S
 
     @staticmethod
-    def _lan_like(lk: "_Link", fb: LinkFeedback) -> bool:
+    def _lan_like(lk: "RelayLink", fb: LinkFeedback) -> bool:
         """A path whose round trip is under YOUNG_LAN_RTT_S (the kernel's figure, else the reports'
         lowest of at least YOUNG_LAN_REPORTS): it starts with video, so a ~17 kbit/s audio copy from
         its first frame is nothing to it (profile B lost 4 of 3,000 frames to 1 % loss in the 3 s a
@@ -236,24 +248,24 @@ class FeedbackRules:
             return lk.path_rtt_s < YOUNG_LAN_RTT_S
         return fb.reports >= YOUNG_LAN_REPORTS and fb.min_rtt_s < YOUNG_LAN_RTT_S
 
-    def _young(self, lk: "_Link", now: float) -> bool:
+    def _young(self, lk: "RelayLink", now: float) -> bool:
         """A datagram link (reports arrive) whose room is not known yet (no estimate)."""
         fb = self._active_feedback(lk, now)
         return fb is not None and fb.estimate_bps is None
 
-    def _young_probe_bps(self, lk: "_Link", level_probe_bps: float, now: float) -> float:
+    def _young_probe_bps(self, lk: "RelayLink", level_probe_bps: float, now: float) -> float:
         """A young link's probe: the next level, but at most YOUNG_PROBE_FACTOR x what it sends (a
         full-level probe, ~180 kbit/s for 0.6 s, overfilled a 32 kbit/s modem queue by 1.5 s)."""
         if lk.young_carried_bps > 0:   # after a clean step: YOUNG_STEP_FACTOR x what it carried
             return min(level_probe_bps, YOUNG_STEP_FACTOR * lk.young_carried_bps)
         return min(level_probe_bps, YOUNG_PROBE_FACTOR * max(lk.drain.sent_bps(now), MIN_ESTIMATE_BPS))
 
-    def _young_may_probe(self, lk: "_Link", now: float) -> bool:
+    def _young_may_probe(self, lk: "RelayLink", now: float) -> bool:
         """A datagram link whose reports gave no estimate yet may probe for video: media has
         flowed on it for YOUNG_PROBE_AFTER_S (its audio had the time to show a narrow path)."""
         return lk.media_since is not None and now - lk.media_since >= YOUNG_PROBE_AFTER_S
 
-    def _young_probe_done(self, lk: "_Link", fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
+    def _young_probe_done(self, lk: "RelayLink", fb: LinkFeedback, achieved: float, now: float) -> list[Outgoing]:
         """A probe on a datagram link without an estimate has stopped: a report about packets sent
         at its end decides (what the relay sent is no measure: UDP takes anything). Clean (no
         high delay, no heavy loss since it started): one level up; else the probe failed."""
@@ -271,7 +283,7 @@ class FeedbackRules:
             return []
         return self._set_level(lk, lk.level - 1, now) if ok else []
 
-    def _feedback_probe_bps(self, lk: "_Link", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
+    def _feedback_probe_bps(self, lk: "RelayLink", fb: LinkFeedback, video_est: float, level_probe_bps: float) -> float:
         """A datagram link's probe: the next level and its audio redundancy, in bounded steps."""
         assert fb.estimate_bps is not None
         lk.probe_from_bps = fb.estimate_bps

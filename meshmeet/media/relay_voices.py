@@ -20,10 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshmeet.media import chunk as C
+from meshmeet.media.relay_link import queue_config
 from meshmeet.media.voices import voice_of
 
 if TYPE_CHECKING:
-    from meshmeet.media.relay import Outgoing, _Link
+    from meshmeet.media.relay_link import Outgoing, RelayLink
 
 
 class VoiceRules:
@@ -49,6 +50,8 @@ class VoiceRules:
             self._voice_src[voice] = link
         if new_origin:
             self._voice_configs.pop(voice, None)
+            for lk in self._links.values():  # type: ignore[attr-defined]
+                lk.configs_sent.pop(("voice", voice), None)
 
     def voice_source(self, voice: int) -> str | None:
         return self.source if self.voices_follow_source else self._voice_src.get(voice)  # type: ignore[attr-defined]
@@ -62,10 +65,10 @@ class VoiceRules:
         if on:
             self._late_voice_configs(lk, now)
 
-    def _late_voice_configs(self, lk: "_Link", now: float) -> None:
+    def _late_voice_configs(self, lk: "RelayLink", now: float) -> None:
         if lk.voices:  # a late joiner: each voice's decoder config first
             for voice in sorted(self._voice_configs):
-                lk.audio.append((now, self._voice_configs[voice]))
+                queue_config(lk, ("voice", voice), self._voice_configs[voice], now)
 
     def _receive_voice(self, link: str, data: bytes, voice: int, now: float) -> list["Outgoing"]:
         if link != self.voice_source(voice):
@@ -85,7 +88,10 @@ class VoiceRules:
             self._accepted.append(bytes(data))  # type: ignore[attr-defined]
         for lk in self._links.values():  # type: ignore[attr-defined]
             if lk.id != link and lk.voices:
-                lk.audio.append((now, data))
+                if data[0] == C.KIND_CONFIG:
+                    queue_config(lk, ("voice", voice), data, now)
+                else:
+                    lk.audio.append((now, data))
         return []
 
 

@@ -31,6 +31,7 @@ import msgpack
 
 from meshmeet.errors import MeshmeetError
 from meshmeet.media import chunk as C
+from meshmeet.media.floor import MAX_SEQ, is_node_id, is_u32
 from meshmeet.membership.identity import KeyPair, verify
 
 VOICE_FLOOR, VOICE_CHAIR, VOICE_EXTRA = 0, 1, 2
@@ -46,8 +47,6 @@ VOICE_BEACON_CONTEXT = b"meshmeet-voice-beacon-v1"
 VOICE_BEACON_S = 1.0
 BEACON_FORGET_S = 10.0  # no beacon from the extra voice for this long: the next counter is taken as new
 MAX_VOICE_BYTES = 256
-MAX_U32 = 0xFFFFFFFF
-NODE_ID_CHARS = 16
 SIGNATURE_BYTES = 64
 LOCAL = "presenter"  # the source "link" of a voice this node speaks itself
 
@@ -121,24 +120,12 @@ class VoiceBeacon:
     signature: bytes
 
 
-def _is_node_id(x: object, *, empty_ok: bool = False) -> bool:
-    if not isinstance(x, str):
-        return False
-    if x == "" and empty_ok:
-        return True
-    return len(x) == NODE_ID_CHARS and all(c in "0123456789abcdef" for c in x)
-
-
-def _is_u32(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_U32
-
-
 def _signed(context: bytes, commune_id: bytes, fields: list) -> bytes:
     return context + commune_id + msgpack.packb(fields)
 
 
 def make_grant(key: KeyPair, commune_id: bytes, seq: int, extra: str) -> VoiceGrant:
-    if not _is_u32(seq) or not _is_node_id(extra, empty_ok=True):
+    if not is_u32(seq) or not is_node_id(extra, empty_ok=True):
         raise ValueError("bad voice grant fields")
     return VoiceGrant(seq, extra, key.node_id, key.sign(_signed(VOICE_GRANT_CONTEXT, commune_id, [seq, extra, key.node_id])))
 
@@ -170,10 +157,10 @@ def parse(data: bytes) -> VoiceGrant | VoiceBeacon:
     if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
         raise VoiceError("voice message signature must be 64 bytes")
     if data[0] == KIND_VOICE_GRANT:
-        if not _is_u32(seq) or not _is_node_id(who, empty_ok=True) or not _is_node_id(third):
+        if not is_u32(seq) or not is_node_id(who, empty_ok=True) or not is_node_id(third):
             raise VoiceError("bad voice grant fields")
         return VoiceGrant(seq, who, third, sig)
-    if not _is_u32(seq) or not _is_node_id(who) or not _is_u32(third):
+    if not is_u32(seq) or not is_node_id(who) or not is_u32(third):
         raise VoiceError("bad voice beacon fields")
     return VoiceBeacon(seq, who, third, sig)
 
@@ -208,7 +195,7 @@ class ExtraVoice:
         self.grant: VoiceGrant | None = None
         self.source_link: str | None = None
         self._last: tuple[int, float] | None = None  # (counter, when) of the last beacon taken
-        self._counter = counter_start & MAX_U32
+        self._counter = counter_start & MAX_SEQ
         self._next_beacon = 0.0
         self.refused = 0
 
@@ -222,7 +209,7 @@ class ExtraVoice:
 
     def issue(self, extra: str) -> tuple[bytes, VoiceUpdate]:
         """A new grant by this node (the caller checked it may grant)."""
-        g = make_grant(self._key, self._commune_id, min(MAX_U32, self.seq + 1), extra)
+        g = make_grant(self._key, self._commune_id, min(MAX_SEQ, self.seq + 1), extra)
         return encode(g), self._take(g)
 
     def receive_grant(self, g: VoiceGrant) -> VoiceUpdate:
@@ -255,7 +242,7 @@ class ExtraVoice:
         if self.extra != self.me or now < self._next_beacon:
             return None
         self._next_beacon = now + VOICE_BEACON_S
-        self._counter = (self._counter + 1) & MAX_U32
+        self._counter = (self._counter + 1) & MAX_SEQ
         return encode(make_beacon(self._key, self._commune_id, self.seq, self._counter))
 
     def next_beacon_at(self) -> float | None:

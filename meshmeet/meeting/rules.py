@@ -14,20 +14,12 @@ from dataclasses import dataclass
 
 from .authority import COLUMNS, MAX_MEMBER_CHARS, NAMESPACED, Col, namespace_of
 from ..store.batch import OP_DELETE
+from ..store.errors import Rejection
 from ..store.schema import ADDONLY, LWW, TableSpec
 
 MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 32 * 1024  # a document row of 200 MB lists 800 chunk names: 25,600 bytes
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a change is refused; `authority` tells a missing right from a malformed change."""
-
-    authority: bool
-    vi: str
-    en: str
 
 
 def _deny(vi: str, en: str) -> Rejection:

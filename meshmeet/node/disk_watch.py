@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ..membership.identity import KeyPair
 from ..store.chunks import CHUNK_BYTES
+from ..meeting.replica import open_store
 from ..store.db import Store
 from ..store.diskfull import free_bytes
 
@@ -44,14 +45,14 @@ class DiskWatch:
         """The store; on a disk too full for its shared-memory file, opened for this process
         alone (and the disk marked full: sync starts paused) rather than not at all."""
         try:
-            return Store(path, key, authority)
+            return open_store(path, key, authority)
         except sqlite3.OperationalError as e:
             if not 0 <= free_bytes(self.data_dir) < DISK_RESUME_FREE_BYTES:
                 raise
             log.error("sync: the disk is full (%s): the store is opened for this process alone", e)
             self.full_since = time.time()
             self.retry_at = -math.inf  # look at the free space as soon as the loop runs
-            return Store(path, key, authority, exclusive=True)
+            return open_store(path, key, authority, exclusive=True)
 
     def found_full(self, now: float) -> None:
         """The store could not write (it rolled back): look again after DISK_RETRY_S."""

@@ -7,9 +7,8 @@ LINK_QUEUE_MAX_MESSAGES in the link layer so that congestion shows up as relay q
 hands every accepted chunk once to the web gateway (topic "media"), where MediaHub fans it out
 to hall pages and records it. Floor grants and source beacons (meshmeet.media.floor) decide
 which link is the source. Adds "media" to status, the `floor` API, and (only with
-MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`. Also drives recording sync (meshmeet.media.recsync
-and recstore): lists to each tree neighbour, pieces fetched and served only while no media flows
-through this node and the link's writer queue is short; files are hashed and verified in threads.
+MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`. Recordings (their name, and
+sync with tree neighbours while no media flows) are node/media_recordings.py's, fed from here.
 Live media for a tree link whose datagram channel (meshmeet/node/datagram_service.py) is in
 datagram mode goes out as datagrams, at once, instead of into the link's writer queue; media from
 datagrams is handled exactly like media from the link; receiver reports reach the relay's
@@ -25,7 +24,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,17 +31,16 @@ import trio
 from ..media import chunk as C
 from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
                            FloorUpdate, SourceBeacon, parse as parse_floor)
-from ..media import recsync as R
-from ..meeting import queries
-from ..recording.recstore import RecordingStore
+from ..media.recsync import RECSYNC_KINDS
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
 from ..media.linkmodel import MESH_LINK_FRAMING_BYTES
 from ..media.relay import MediaRelay, Outgoing
-from ..api.contract import ApiError
 from ..web.media_routes import MEDIA_TOPIC, STATS_TOPIC, UP_TOPIC, node_media_setup
 from ..wire import services
 from .datagram_service import DatagramService
+from .media_api import MediaApi
+from .media_recordings import MediaRecordings
 from .media_voices import MediaVoices, is_voice_audio
 from ..media.voices import VOICE_KINDS
 
@@ -61,17 +58,8 @@ STALL_S = 0.02  # the media step ran this much later than due: this process stal
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
 CONFIG_REPEAT_S = 5.0  # the holder repeats its decoder configs (nodes that reset get them back)
 BROWSERS = "browsers"  # the link name keyframe requests from local hall pages arrive on
-LIVE_QUIET_S = 3.0  # media flowed this recently: this node is live (no recording sync, its meeting file is growing)
-RECSYNC_QUEUE_MAX_MESSAGES = 4  # recording pieces go out only while fewer messages wait in the link's writer queue
-RECSYNC_POLL_S = 0.1
-RESCAN_S = 10.0  # the recordings directory is rescanned (hashes cached) this often
 UDP_IP_HEADER_BYTES = 28  # IPv4 + UDP: every datagram pays them (TCP links amortise theirs over segments)
 DATAGRAM_FRAMING_BYTES = DATAGRAM_OVERHEAD_BYTES + UDP_IP_HEADER_BYTES
-RECORDING_NAME_CHECK_S = 1.0  # how often the started meeting (the recording's name) is looked up
-
-
-def _today() -> str:
-    return time.strftime("%Y%m%d", time.localtime())
 
 
 class MediaService:
@@ -88,35 +76,29 @@ class MediaService:
         self.state = state  # the started meeting names the recording; None: named by date
         self.relay = MediaRelay(source=None, keep_accepted=True)
         self.floor = Floor(node.key.node_id, node.roster.commune_id, self._may_grant)
-        self.recordings_dir = node.data_dir / "recordings"
-        self.meeting_id = _today()  # the recording's name: see _recording_name_loop
         self._tree_links: set[str] = set()
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
         self._next_configs = math.inf
+        self._next_local_configs = 0.0  # when this node's pages get its held configs again (not speaking)
         self._hub: dict = {}
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
         self._kicked_at = math.inf
         self._next_tick = trio.current_time()
-        self._media_at = -math.inf  # when the last media chunk went through this node
-        self.recstore = RecordingStore(self.recordings_dir)
-        self.recsync = R.RecordingSync(partial=self.recstore.partials())
-        self._recsync_wake = trio.Event()
-        self._to_verify: list[R.Verify] = []
         self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
+        self.recordings = MediaRecordings(node, state=state, tree_neighbours=self._tree_neighbours,
+                                          counters=self.counters)
         node.services[services.MEDIA] = self._on_message
         node.link_listeners.append(self._on_link_change)
-        node.status_extras["media"] = self.status
-        node.api_handlers["floor"] = self._api_floor
-        if os.environ.get(TEST_HOOKS_ENV) == "1":
-            node.api_handlers["media_test_rate_cap"] = self._api_test_rate_cap
-        node.web_setups.append(node_media_setup(recordings_dir=self.recordings_dir, meeting_id=lambda: self.meeting_id))
+        node.web_setups.append(node_media_setup(recordings_dir=self.recordings.recordings_dir,
+                                                meeting_id=lambda: self.recordings.meeting_id))
         node.inbound_handlers[UP_TOPIC] = self._from_browsers
         node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
+        self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -142,9 +124,7 @@ class MediaService:
     def _on_link_change(self, peer: str, up: bool) -> None:
         if not up:
             self._drop_link(peer)
-            self.recsync.peer_down(peer)
-        else:
-            self._recsync_do(self.recsync.peer_up(peer))  # exchange recording lists on link up
+        self.recordings.link_change(peer, up)
         self._kick()
 
     def _on_message(self, peer: str, body: bytes) -> None:
@@ -152,8 +132,8 @@ class MediaService:
         if body and body[0] in FLOOR_KINDS:
             self._on_floor(peer, body, now)
             return
-        if body and body[0] in R.RECSYNC_KINDS:
-            self._on_recsync(peer, body)
+        if body and body[0] in RECSYNC_KINDS:
+            self.recordings.on_message(peer, body)
             return
         if body and body[0] in VOICE_KINDS:
             self.voices.on_message(peer, body, now)
@@ -168,7 +148,7 @@ class MediaService:
                     return
                 self.counters["chunks_in"] += 1
                 if kind == C.KIND_CHUNK:
-                    self._media_at = now
+                    self.recordings.media_at = now
                 self._send_out(self.relay.receive(peer, body, now))
                 self._publish_accepted()
         except C.MediaFormatError as e:
@@ -235,7 +215,7 @@ class MediaService:
                     self._presenter_configs[(cfg.track, cfg.layer)] = data
                 if self.floor.source_link != LOCAL:
                     if self.voices.from_presenter(data, now):  # it speaks as the chair or the extra voice
-                        self._media_at = now
+                        self.recordings.media_at = now
                         return
                     self.counters["presenter_refused"] += 1  # this site may not speak
                     return
@@ -244,7 +224,7 @@ class MediaService:
                     # weak link wants 40 ms frames from the first one; the refresh came 2 s late)
                     self.relay.source_reconnected()
                 if kind == C.KIND_CHUNK:
-                    self._media_at = now
+                    self.recordings.media_at = now
                 self._send_out(self.relay.receive(LOCAL, data, now))
                 self._publish_accepted()
         except C.MediaFormatError:
@@ -311,53 +291,6 @@ class MediaService:
         self._publish_accepted()
         self._next_configs = now + CONFIG_REPEAT_S
 
-    async def _api_floor(self, args: dict) -> dict:
-        action = args.get("action", "status")
-        if action not in ("grant", "release", "allow", "disallow", "status"):
-            raise ApiError(400, "bad_action", "Cần action là grant, release, allow, disallow hoặc status",
-                           "action must be grant, release, allow, disallow or status")
-        if action != "status":
-            me = self.node.me
-            briefing_root = me.backup and self.tree is not None and self.tree.leads_briefing()
-            if me.role != "hq" and not briefing_root:
-                raise ApiError(403, "not_authorised", "Chỉ trụ sở hoặc điểm chủ trì họp khẩn được trao quyền phát biểu",
-                               "only HQ or the briefing root may grant the floor")
-            if action in ("allow", "disallow"):  # one more voice besides the holder and the chair
-                self.voices.allow(self._find_member(str(args.get("site", ""))) if action == "allow" else "")
-                return self.floor_status()
-            holder = ""
-            if action == "grant":
-                holder = self._find_member(str(args.get("site", "")))
-            body, upd = self.floor.issue(self.node.key, holder, self.root())
-            self._flood(body)
-            log.info("floor: granted to %s (%s)", holder or "the tree root", self._site(holder or self.root()))
-            self._apply_floor(upd, trio.current_time())
-        return self.floor_status()
-
-    def _find_member(self, site: str) -> str:
-        for m in self.node.roster.members():
-            if site in (m.site, m.node_id):
-                return m.node_id
-        raise ApiError(404, "unknown_site", f"Không có điểm “{site}” trong danh sách xã", f"no site “{site}” on the roster")
-
-    def floor_status(self) -> dict:
-        root = self.root()
-        out = self.floor.status(root)
-        out["holder_site"] = self._site(out["holder"])
-        out["voices"] = self.voices.status()
-        return out
-
-    async def _api_test_rate_cap(self, args: dict) -> dict:
-        peer = str(args.get("peer", ""))
-        if peer not in self.relay.links():
-            peer = next((p for p in self.relay.links() if self._site(p) == peer), peer)
-        if peer not in self.relay.links():
-            raise ApiError(404, "unknown_link", "Không có liên kết media này", f"no media link to {peer}")
-        bps = args.get("bps")
-        self.relay.set_rate_cap(peer, None if bps is None else float(bps))
-        self._kick()
-        return {"peer": peer, "bps": bps}
-
     # ----- tree ------------------------------------------------------------------------------
     def _drop_link(self, peer: str) -> None:
         if peer in self._tree_links:
@@ -391,6 +324,12 @@ class MediaService:
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
         if speaks and now >= self._next_configs and self._presenter_configs:
             self._inject_presenter_configs(now)
+        elif not speaks and now >= self._next_local_configs:
+            # relays pass a repeated config only to a link that lacks it (relay_link.queue_config):
+            # this node's own pages get what it holds again (a publish before the gateway was up is lost)
+            self._next_local_configs = now + CONFIG_REPEAT_S
+            for cfg in self.relay.configs():
+                self._publish(cfg)
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:
@@ -439,8 +378,7 @@ class MediaService:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.dgram.run)
-            nursery.start_soon(self._recsync_loop)
-            nursery.start_soon(self._recording_name_loop)
+            nursery.start_soon(self.recordings.run)
             while True:
                 self._wake = trio.Event()
                 wake = self.step(trio.current_time())
@@ -450,122 +388,3 @@ class MediaService:
                 due = min(wake, self._kicked_at) if self._wake.is_set() else wake
                 if now - due > STALL_S:
                     self.relay.process_stalled(due, now)
-
-    # ----- the recording's name --------------------------------------------------------------
-    async def _recording_name_loop(self) -> None:
-        """Name the recording after the meeting the chair has started (`meeting_update` status
-        "started"; the latest by `starts`, then id, if several), so /hall?replay=MEETING_ID
-        finds it on every node; with none started, after the date (kept while media flows, so a
-        meeting is not cut at midnight). The hub reads `meeting_id` before each write check."""
-        while True:
-            started = await self._started_meeting()
-            if started is not None:
-                name = started
-            elif self.live(trio.current_time()):
-                name = self.meeting_id  # media still flows: the file it goes to keeps its name
-            else:
-                name = _today()
-            if name != self.meeting_id:
-                log.info("recording name: %s", name)
-                self.meeting_id = name
-            await trio.sleep(RECORDING_NAME_CHECK_S)
-
-    async def _started_meeting(self) -> str | None:
-        if self.state is None:
-            return None
-        ids = [r["id"] for r in await self.state.read(queries.started_meetings)]
-        return next((i for i in reversed(ids) if R.NAME_RE.match(i)), None)
-
-    # ----- recording sync --------------------------------------------------------------------
-    def live(self, now: float) -> bool:
-        return now - self._media_at < LIVE_QUIET_S
-
-    def _on_recsync(self, peer: str, body: bytes) -> None:
-        try:
-            self._recsync_do(self.recsync.receive(peer, body, trio.current_time()))
-        except R.RecSyncError as e:
-            self.counters["format_errors"] += 1
-            log.debug("recording sync from %s: %s", peer, e.en)
-        self._recsync_wake.set()
-
-    def _recsync_broadcast(self) -> None:
-        body = self.recsync.list_message()
-        for peer in self.recsync.peers():
-            self.node.send(peer, services.MEDIA, body)
-
-    def _recsync_do(self, actions: list[R.Action]) -> None:
-        for a in actions:
-            if isinstance(a, R.Send):
-                self.node.send(a.peer, services.MEDIA, a.body)
-            elif isinstance(a, R.Serve):
-                try:
-                    data = self.recstore.read(a.name, a.offset, a.length)  # one piece: a short blocking read
-                except OSError as e:
-                    log.warning("recording %s: %s", a.name, e)
-                    continue
-                if len(data) == a.length:
-                    self.node.send(a.peer, services.MEDIA, R.encode(R.RecPiece(a.name, a.offset, data)))
-            elif isinstance(a, R.Write):
-                try:
-                    self.recstore.append_part(a.name, a.offset, a.data)
-                except OSError as e:
-                    log.warning("recording %s: %s", a.name, e)
-                    self.recsync.abandon(a.name)
-            else:
-                self._to_verify.append(a)
-
-    async def _recsync_loop(self) -> None:
-        next_scan = trio.current_time()
-        live = False
-        while True:
-            self._recsync_wake = trio.Event()
-            now = trio.current_time()
-            if live and not self.live(now):
-                # the meeting file stopped growing: list it before anything is fetched, or the core,
-                # not knowing this node holds it, would replace it by a neighbour's shorter copy
-                next_scan = now
-            if now >= next_scan:
-                recording = frozenset({self.meeting_id}) if self.live(now) else frozenset()
-                items = await trio.to_thread.run_sync(self.recstore.scan, recording)
-                if self.recsync.set_local(items):
-                    self._recsync_broadcast()
-                now = trio.current_time()
-                next_scan = now + RESCAN_S
-            live = self.live(now)  # judged after the scan: hashing takes a while, media may have started
-            self.recsync.busy = frozenset({self.meeting_id}) if live else frozenset()
-            ready = [] if live else [p for p in sorted(self._tree_neighbours())
-                                     if self.node.links.queue_depth(p) < RECSYNC_QUEUE_MAX_MESSAGES]
-            self._recsync_do(self.recsync.poll(now, ready))
-            while self._to_verify:
-                v = self._to_verify.pop(0)
-                ok = await trio.to_thread.run_sync(self.recstore.finish, v.name, v.size, v.sha256)
-                log.info("recording %s fetched: %s", v.name, "verified" if ok else "sha256 mismatch, discarded")
-                self._recsync_do(self.recsync.verified(v.name, ok))
-            with trio.move_on_after(RECSYNC_POLL_S):
-                await self._recsync_wake.wait()
-
-    # ----- status ----------------------------------------------------------------------------
-    def status(self) -> dict:
-        now = trio.current_time()
-        root = self.root()
-        holder = self.floor.holder(root)
-        return {
-            "source": holder,
-            "source_site": self._site(holder),
-            "source_link": self.floor.source_link,
-            "links": [{"peer": s.peer, "site": self._site(s.peer), "layer": s.layer, "queue_ms": s.queue_ms,
-                       "estimate_kbps": s.estimate_kbps, "audio_request_kbps": s.audio_request_kbps,
-                       "audio_frame_ms": s.audio_frame_ms or 20, "audio_fec_percent": s.audio_fec_percent,
-                       "audio_late_dropped": s.audio_late_dropped, "feedback": s.feedback,
-                       "player_lag_ms": s.player_lag_ms,
-                       **self.dgram.link_status(s.peer)}
-                      for s in self.relay.stats(now)],
-            "datagrams": self.dgram.status(),
-            "subscribers": int(self._hub.get("subscribers", 0)),
-            "presenters": int(self._hub.get("presenters", 0)),
-            "browsers": self._hub.get("links", []),
-            "floor": self.floor_status(),
-            "recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
-            "recordings": {**self.recsync.status(), "live": self.live(now)},
-            "counters": {**self.counters, "voices_refused": self.relay.voices_refused},
-        }

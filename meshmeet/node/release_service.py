@@ -205,6 +205,7 @@ class ReleaseService:
             if self.layout is None:
                 self._set("fetching", f"{m.version}: held; not installed (node not run by `meshmeet supervise`)")
                 return
+            self.layout.mark(m.version, "held")
             if m.version in self.layout.installed():
                 incoming = None
             else:
@@ -214,7 +215,9 @@ class ReleaseService:
         if incoming is not None:
             try:
                 check_bundle(m, incoming.stat().st_size, digest)
+                self.layout.mark(m.version, "verified")
                 await trio.to_thread.run_sync(self.layout.install, m.version, incoming)
+                self.layout.mark(m.version, "installed")
             except ReleaseError as e:
                 self.refused[bundle["id"]] = e.en
                 self.layout.update_state(bad=sorted(set(st.get("bad", [])) | {m.version}),
@@ -248,6 +251,7 @@ class ReleaseService:
             return
         up = sum(1 for link in self.node.links.snapshot() if link.get("state") == "up")
         self.layout.update_state(pending=m.version, links_before=up, event=f"restart into {m.version} requested")
+        self.layout.mark(m.version, "requested")
         self._set("switching", m.version)
         await self._record()
         # The supervisor starts the new version at its gate and then stops this node; if it has not

@@ -4,7 +4,7 @@ and the node tell each other through ROOT/state.json.
 ```
 ROOT/versions/0.2.0/bin/meshmeet   one installed version (complete once .installed exists)
 ROOT/current -> versions/0.2.0     what the supervisor starts
-ROOT/state.json                    {"highest", "previous", "pending", "trying", "bad", "links_before", "events"}
+ROOT/state.json                    {"highest", "previous", "pending", "trying", "bad", "links_before", "events", "timeline"}
 ```
 
 A verified bundle is installed by an InstallStep into a fresh directory beside the running
@@ -34,6 +34,7 @@ STATE_FILE = "state.json"
 INSTALLED_MARK = ".installed"
 INSTALL_TIMEOUT_S = 900.0
 ROOT_ENV = "MESHMEET_RELEASE_ROOT"
+TIMELINE_VERSIONS = 3  # versions whose update timeline state.json keeps
 
 InstallStep = Callable[[Path, Path], None]  # (bundle file, empty target dir) -> DIR/bin/meshmeet exists
 
@@ -70,6 +71,19 @@ class Layout:
             state["events"].append({"at": time.time(), "event": event})
         self.save_state(state)
         return state
+
+    def mark(self, version: str, step: str) -> None:
+        """Note when `version` first reached `step` (held, verified, installed, requested, at_gate,
+        switched, healthy): state.json "timeline", wall-clock seconds, read by the update benchmark."""
+        state = self.state()
+        timeline = state.setdefault("timeline", {})
+        steps = timeline.setdefault(version, {})
+        if step in steps:
+            return
+        steps[step] = round(time.time(), 3)
+        for old in sorted(timeline, key=version_key)[:-TIMELINE_VERSIONS]:
+            del timeline[old]
+        self.save_state(state)
 
     # ----- versions -----------------------------------------------------------------------------
     def installed(self) -> list[str]:

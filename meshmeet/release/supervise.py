@@ -105,6 +105,7 @@ class Supervisor:
                     if not highest or version_key(version) > version_key(highest):
                         highest = version
                     lay.update_state(trying=None, highest=highest, event=f"{version} up and healthy")
+                    lay.mark(version, "healthy")
                     lay.prune({version, st.get("previous") or version})
                     log.info("supervise: %s is healthy", version)
                 elif not self.stopping:
@@ -170,10 +171,12 @@ class Supervisor:
                 log.error("supervise: %s did not start; %s keeps running", new, old)
                 return False if self.child is None or self.child.poll() is not None else self._wait_or_switch(old)
             time.sleep(0.05)
+        lay.mark(new, "at_gate")
         self._stop_child()  # the old node's ordinary shutdown
         lay.switch(new)
         lay.update_state(previous=old, trying=new, pending=None, event=f"switching {old} -> {new}")
         gate.write_text(new)
+        lay.mark(new, "switched")
         self.child = nxt
         return True
 

@@ -35,7 +35,8 @@ from .reads import StoreReads
 from .errors import AuthorityError, SyncError
 from .hlc import HybridClock
 from .merge import Merger, MergeItem
-from ..meeting.rules import Rejection, Rules
+from .errors import Rejection
+from .rules_port import RulesFor
 from .schema import LATEST_VERSION, REPLAY_FLAG, TableSpec, migrate, specs_for
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,12 @@ def _run_items(run: Any, origin_raw: bytes) -> Iterator[tuple]:
 class Store(StoreReads, ChunkStore):
     """One node's replicated store."""
 
-    def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *,
+    def __init__(self, path: str | Path, key: KeyPair, authority: Authority, *, rules: RulesFor,
                  clock: Callable[[], float] = time.time, schema_version: int = LATEST_VERSION,
                  exclusive: bool = False) -> None:
-        """`exclusive`: for this connection alone, with the WAL index in memory instead of in
-        PATH-shm (which cannot be made on a full disk)."""
+        """`rules`: the rules every change must pass, for the opened schema's tables
+        (meshmeet.meeting.open_store gives the meeting's). `exclusive`: for this connection alone,
+        with the WAL index in memory instead of in PATH-shm (which cannot be made on a full disk)."""
         self.path = str(path)
         self.key = key
         self.node_id = key.node_id
@@ -125,7 +127,7 @@ class Store(StoreReads, ChunkStore):
         self.db = sqlite_utils.Database(self._conn)
         before, self.version = migrate(self._conn, schema_version)
         self.specs: dict[str, TableSpec] = specs_for(self.version)
-        self.rules = Rules(self.specs)
+        self.rules = rules(self.specs)
         self._col_index = {n: {c.name: i for i, c in enumerate(s.columns)} for n, s in self.specs.items()}
         self._depth = 0
         self._pending: list[Entry] | None = None

@@ -6,7 +6,19 @@ hostile or malformed bytes from a peer turn into. This module must never log or 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import MeshmeetError
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a change is refused (by the rules the store was opened with: meshmeet.meeting.rules);
+    `authority` tells a missing right from a malformed change."""
+
+    authority: bool
+    vi: str
+    en: str
 
 
 class SyncError(MeshmeetError):

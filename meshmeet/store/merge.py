@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 
 from .batch import OP_DELETE, Run
-from ..meeting.rules import Rules
+from .rules_port import ChangeRules
 from .schema import LWW, TableSpec
 
 # One change to merge: (table id, op, key tuple, {column index: value}, clock), the clock as
@@ -51,7 +51,7 @@ def _fold_lww(st: list, op: int, values: dict, ck: bytes, ncols: int) -> None:
 class Merger:
     """Writes merge items into the tables of one SQLite connection (the store's)."""
 
-    def __init__(self, conn: sqlite3.Connection, rules: Rules, *, int_clocks: bool) -> None:
+    def __init__(self, conn: sqlite3.Connection, rules: ChangeRules, *, int_clocks: bool) -> None:
         """`int_clocks`: schema v4 or later, where a uniform clock is stored as (HLC, origin number)."""
         self._conn = conn
         self._rules = rules

@@ -7,6 +7,15 @@ against plain PyAV decode + encode of the same stream in the same process model.
 Goals (issue 15): added latency p95 <= 1 s, ingest <= 1 core at 720p.
     python scripts/bench/conference.py --parts ingest [--ingest-seconds 20]
 
+(b) "voices": two live voices at once (scripts/bench/conference_voices.py): mouth-to-ear p50/p95/max
+HQ -> hall (the chair's voice at the hall page that holds the floor) and hall -> HQ (the hall's voice
+at a player at HQ), on loopback and on profile C (relay~end hall, in network namespaces: root, run
+under `flock /tmp/meshmeet-netns.lock`); baseline the same voices at a player on their own node, and
+the chair's bare in-page loop. Also the echo test: the chair's tones in the hall's microphone file,
+measured in the hall's voice at HQ with the chair silent and speaking.
+Goals (issue 15): p95 <= 150 ms each way on loopback, <= 400 ms on profile C.
+    python scripts/bench/conference.py --parts voices [--voices-on loopback,C] [--voices-seconds 20]
+
 (c) "slides": the chair's page turn to every hall's TV. Three real `meshmeet run` processes (HQ and
 two halls) and real Chromium TVs (/hall) at each of them; a turn is `slide_show` at HQ, and it has
 arrived when the TV has drawn the page from its own copy (the <img> onload time the TV records).
@@ -50,7 +59,7 @@ from meshmeet.lora.frames import MAX_OVERHEAD_BYTES  # noqa: E402
 from meshmeet.lora.messages import Slide as LoraSlide, encode_message  # noqa: E402
 from meshmeet.slides import state as slide_state  # noqa: E402
 from meshmeet.meeting import meetings  # noqa: E402
-from meshmeet.store.db import Store  # noqa: E402
+from meshmeet.meeting.replica import open_store  # noqa: E402
 
 GOAL_IP_P95_S = 1.0
 GOAL_LORA_P95_S = 5.0
@@ -112,7 +121,7 @@ def _turns(tvs: list, hq, doc: str, pages: int, turns: int, gap_s: float) -> lis
 def _payload_bytes() -> dict:
     """One turn's bytes, from the real encoders."""
     key = KeyPair.from_seed(b"\x01" * 32)
-    store = Store(":memory:", key, {key.node_id: "hq"}.get)
+    store = open_store(":memory:", key, {key.node_id: "hq"}.get)
     mid = meetings.create_meeting(store, "bench")
     doc = meetings.add_document(store, mid, io.BytesIO(b"%PDF-1.4 bench"), name="d.pdf")
     before = store.version_vector()
@@ -234,14 +243,17 @@ def slides(args: argparse.Namespace) -> dict:
 
 
 from conference_ingest import ingest, ingest_table  # noqa: E402
+from conference_voices import voices, voices_table  # noqa: E402
 
-PARTS = {"ingest": ingest, "slides": slides}
+PARTS = {"ingest": ingest, "voices": voices, "slides": slides}
 
 
 def _table(result: dict) -> str:
     lines = []
     if result.get("ingest"):
         lines.append(ingest_table(result["ingest"]))
+    if result.get("voices"):
+        lines.append(voices_table(result["voices"]))
     s = result.get("slides")
     if s:
         b = s["bytes"]
@@ -263,6 +275,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     ap.add_argument("--ingest-seconds", type=float, default=20.0)
+    ap.add_argument("--voices-seconds", type=float, default=20.0, help="voices: the measured window per path")
+    ap.add_argument("--voices-echo-seconds", type=float, default=8.0, help="voices: the echo window with the chair silent")
+    ap.add_argument("--voices-on", default="loopback,C", help="voices: loopback, C (profile C needs root: run under "
+                    "flock /tmp/meshmeet-netns.lock)")
     ap.add_argument("--turns", type=int, default=20)
     ap.add_argument("--lora-turns", type=int, default=8)
     ap.add_argument("--baseline-turns", type=int, default=5)

@@ -37,6 +37,7 @@ from meshmeet.sync.messages import Batch, encode  # noqa: E402
 from meshmeet.sync.events import InSync  # noqa: E402
 from meshmeet.sync.session import SyncSession  # noqa: E402
 from meshmeet.sync.sim import SimNet  # noqa: E402
+from meshmeet.meeting.replica import open_store  # noqa: E402
 from meshmeet.store.db import Store  # noqa: E402
 
 APPLY_CHANGES = 100_000
@@ -60,7 +61,7 @@ def value_bytes(values: dict) -> int:
 
 
 def make_source(key: KeyPair, roles, n: int) -> tuple[Store, list[tuple]]:
-    src = Store(":memory:", key, roles.get)
+    src = open_store(":memory:", key, roles.get)
     rows = []
     with src.batch():
         src.write("meetings", "m0000000000000001", {"title": "Hội nghị", "status": "scheduled"})
@@ -101,7 +102,7 @@ def bench_apply(tmp: Path) -> dict:
         plain_s, plain_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         conn.close()
 
-        dst = Store(tmp / f"hall{rep}.db", hall, roles.get)
+        dst = open_store(tmp / f"hall{rep}.db", hall, roles.get)
         session = SyncSession(dst, hq.node_id, 0.0)
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(messages), RECEIVE_GROUP_MAX_MESSAGES):  # as the node's driver does
@@ -140,7 +141,7 @@ def bench_converge() -> dict:
     keys = [KeyPair.generate() for _ in range(REPLICAS)]
     roles = {k.node_id: "hall" for k in keys}
     roles[keys[0].node_id] = "hq"
-    stores = [Store(":memory:", k, roles.get) for k in keys]
+    stores = [open_store(":memory:", k, roles.get) for k in keys]
     net = SimNet(stores)
     half = REPLICAS // 2
     for side in (range(0, half), range(half, REPLICAS)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -131,11 +132,13 @@ def baseline_s(bed: Testbed, size: int) -> float:
 class ApiWatch:
     """Polls every node's /api/status from inside its namespace; longest gap between answers."""
 
-    def __init__(self, bed: Testbed, nodes: list[str]) -> None:
+    def __init__(self, bed: Testbed, nodes: list[str], new: str) -> None:
         self.bed, self.stop = bed, threading.Event()
         self.last_ok: dict[str, float] = {}
         self.max_gap: dict[str, float] = {n: 0.0 for n in nodes}
         self.version: dict[str, str | None] = {n: None for n in nodes}
+        self.seen: dict[str, dict[str, float]] = {}  # node -> release state -> first seen (wall clock)
+        self.new = new
         self.threads = [threading.Thread(target=netns.in_netns, args=(bed.plan.host(n).netns, self._poll, n),
                                          daemon=True) for n in nodes]
 
@@ -150,7 +153,16 @@ class ApiWatch:
                 if node in self.last_ok:
                     self.max_gap[node] = max(self.max_gap[node], now - self.last_ok[node])
                 self.last_ok[node] = now
-                self.version[node] = (st.get("release") or {}).get("version")
+                rel = st.get("release") or {}
+                self.version[node] = rel.get("version")
+                state = rel.get("state")
+                detail = str(rel.get("detail") or "")
+                if state == "fetching" and ": 0/" not in detail and "chunks" in detail:
+                    state = "receiving"  # at least one chunk held
+                if state and state not in self.seen.setdefault(node, {}):
+                    self.seen[node][state] = time.time()
+                if self.version[node] == self.new and "running_new" not in self.seen[node]:
+                    self.seen[node]["running_new"] = time.time()
             except (OSError, ValueError):
                 pass
             time.sleep(POLL_S)
@@ -158,6 +170,52 @@ class ApiWatch:
     def start(self) -> None:
         for t in self.threads:
             t.start()
+
+
+# Per node, seconds after publish: first seen in its status (the bench polls every POLL_S) as
+# receiving (a chunk held) / installed / switching, and from ROOT/state.json "timeline" (written
+# as it happens by the node and its supervisor): held (bundle whole; noticed within the release
+# service's check period), verified (size + SHA-256), installed, requested (restart asked),
+# at_gate (new version loaded), switched (old stopped, gate open), running_new (its API answers
+# with the new version), healthy (the supervisor's check passed).
+TIMELINE_STEPS = ("receiving", "held", "verified", "installed", "requested", "at_gate", "switched",
+                  "running_new", "healthy")
+
+
+def node_timeline(bed: Testbed, node: str, version: str, t0_wall: float, seen: dict[str, float]) -> dict:
+    try:
+        marks = json.loads((bed.work / "roots" / node / "state.json").read_text()).get("timeline", {}).get(version, {})
+    except (OSError, ValueError):
+        marks = {}
+    at = {**{k: v for k, v in seen.items() if k in ("receiving", "running_new")}, **marks}
+    return {k: round(at[k] - t0_wall, 2) for k in TIMELINE_STEPS if k in at}
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy, total) jiffies-as-seconds of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / hz, sum(fields) / hz
+
+
+def our_cpu_s(bed: Testbed) -> float:
+    """CPU seconds used by this run's processes: supervisors, nodes, link emulators and their
+    children (reaped children counted through their parents' cutime/cstime)."""
+    hz, seen, todo, total = os.sysconf("SC_CLK_TCK"), set(), list(bed.pids.values()), 0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / hz
 
 
 def run(bundle_mib: int, work: Path) -> dict:
@@ -176,11 +234,12 @@ def run(bundle_mib: int, work: Path) -> dict:
                 any(l["state"] == "up" for l in bed.status(n)["links"]) for n in nodes):
             time.sleep(0.5)
         base = baseline_s(bed, size)
-        watch = ApiWatch(bed, nodes)
+        watch = ApiWatch(bed, nodes, new)
         watch.start()
         time.sleep(2)
         tx0 = tx_bytes(bed, "hq")
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
+        busy0, ours0 = cpu_seconds()[0], our_cpu_s(bed)
         bed.cli_in("hq", "release", "publish", str(bundle), "--data-dir", str(bed.data_dir("hq")), "--version", new)
         reached: dict[str, float] = {}
         while time.monotonic() - t0 < GUARD_S and len(reached) < len(nodes):
@@ -189,10 +248,15 @@ def run(bundle_mib: int, work: Path) -> dict:
                     reached[n] = round(time.monotonic() - t0, 2)
             time.sleep(0.2)
         all_s = max(reached.values()) if len(reached) == len(nodes) else None
+        wall = time.monotonic() - t0
+        cpu = {"cores": os.cpu_count(), "machine_busy_cores": round((cpu_seconds()[0] - busy0) / wall, 2),
+               "run_processes_cores": round((our_cpu_s(bed) - ours0) / wall, 2),
+               "loadavg_1m_at_end": float(Path("/proc/loadavg").read_text().split()[0])}
         tx = tx_bytes(bed, "hq") - tx0
         time.sleep(3)  # a last gap closes
         watch.stop.set()
         down = {n: round(g, 2) for n, g in watch.max_gap.items()}
+        timeline = {n: node_timeline(bed, n, new, t0_wall, watch.seen.get(n, {})) for n in nodes}
     finally:
         bed.down()
     return {"topology": TOPOLOGY["name"], "nodes": len(nodes), "uplink_bps": UPLINK_BPS, "bundle_bytes": size,
@@ -200,6 +264,8 @@ def run(bundle_mib: int, work: Path) -> dict:
             "all_running_ratio": round(all_s / base, 2) if all_s else None,
             "per_node_running_s": reached, "hq_tx_bytes": tx, "hq_tx_ratio": round(tx / size, 2),
             "api_down_max_s": max(down.values()), "api_down_s": down,
+            "timeline_steps": list(TIMELINE_STEPS), "timeline_s": timeline,
+            "cpu": cpu,
             "goals": {"all_running_ratio": 1.5, "hq_tx_ratio": 2.0, "api_down_max_s": 10.0}}
 
 
@@ -207,13 +273,18 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--bundle-mib", type=int, default=32)
+    parser.add_argument("--work", help="a new directory to run in and keep (logs, release roots)")
     args = parser.parse_args(argv)
     why = netns.missing_requirements()
     if why:
         print(f"update benchmark cannot run here: {why}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="mm-bench-update-") as tmp:
-        r = run(args.bundle_mib, Path(tmp))
+    if args.work:  # kept afterwards: node logs in WORK/logs, release roots in WORK/roots
+        Path(args.work).mkdir(parents=True, exist_ok=False)
+        r = run(args.bundle_mib, Path(args.work).resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="mm-bench-update-") as tmp:
+            r = run(args.bundle_mib, Path(tmp))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -224,7 +295,10 @@ def main(argv: list[str]) -> int:
     print(f"{'every node on new (s)':<28} {str(r['all_running_s']):>10} {str(r['all_running_ratio']):>8} {'<=1.5':>8}")
     print(f"{'bytes HQ sent':<28} {r['hq_tx_bytes']:>10} {r['hq_tx_ratio']:>8} {'<=2.0':>8}")
     print(f"{'longest API downtime (s)':<28} {r['api_down_max_s']:>10} {'':>8} {'<=10':>8}")
-    print(f"per node (s): {r['per_node_running_s']}")
+    print(f"cpu during the update: {r['cpu']}")
+    print(f"{'node':<10}" + "".join(f"{k[:11]:>12}" for k in r["timeline_steps"]))
+    for node, t in r["timeline_s"].items():
+        print(f"{node:<10}" + "".join(f"{str(t.get(k, '-')):>12}" for k in r["timeline_steps"]))
     return 0
 
 

@@ -18,7 +18,7 @@ export class HallVoice {
     this.running = false; this.ws = null; this.enc = null; this.ctx = null; this.stream = null;
     this.seq = 0; this.gen = 0; this.cfgText = null; this.startUs = null; this.t0 = performance.now();
     this.othersLoudAt = -1e9; this.stats = { chunksSent: 0, ducked: 0, echoCancellation: null, errors: 0 };
-    this.probe = [];  // [timestamp µs, RMS sent] per frame (probe pages)
+    this.probe = [];  // [timestamp µs, RMS sent, epoch ms it reached the encoder] per frame (probe pages)
   }
 
   playing(level) {  // the RMS of what the page plays now (the worklet reports it)
@@ -60,7 +60,7 @@ export class HallVoice {
         this.stats.ducked++;
       }
       const timestamp = this.startUs + ev.data.index * 20000;
-      if (this.probe.length < 5000) { let e = 0; for (const x of pcm) e += x * x; this.probe.push([timestamp, Math.sqrt(e / pcm.length)]); }
+      if (this.probe.length < 5000) { let e = 0; for (const x of pcm) e += x * x; this.probe.push([timestamp, Math.sqrt(e / pcm.length), performance.timeOrigin + performance.now()]); }
       const ad = new AudioData({ format: "f32-planar", sampleRate: 48000, numberOfFrames: pcm.length, numberOfChannels: 1,
         timestamp, data: pcm });
       this.enc.encode(ad); ad.close();

@@ -18,7 +18,9 @@ const speak = params.get("speak") === "1" && !replay;
 const voice = new HallVoice();
 let voiceRole = { mine: null, root: false };
 let latest = { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only" };
-const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [], voiceTones: [], voiceGaps: [] });
+const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [], voiceTones: [], voiceGaps: [],
+  rendered: [], levels: [] });
+const MAX_PROBE_RENDERED = 30000;
 let probeLog = emptyProbe();
 let ws = null, connected = false, lastMsgMs = 0, reconnectMs = 500;
 
@@ -27,11 +29,18 @@ window.meshmeet = {
     audioUnderruns: latest.audioUnderruns, mode: latest.mode }),
   details: () => ({ ...latest, connected }),
   // probe=1 only: barcodes and tones seen, decoded frames as [track, capture timestamp µs, decoded at epoch ms],
-  // and audio sequence gaps as [previous seq, seq]
+  // and audio sequence gaps as [previous seq, seq]; rendered: [voice, timestamp µs, epoch ms] when that
+  // voice's audio of that timestamp reaches the output (the worklet's position, ~every 10.7 ms, mapped
+  // to the epoch by AudioContext.getOutputTimestamp(): includes the output latency); levels: see probeLevels
   probe: () => { const p = probeLog; probeLog = emptyProbe(); return p; },
-  // the hall's own voice: {role: {mine, root}, sending, chunksSent, ducked, echoCancellation}; probe: [[ts µs, RMS sent]]
+  // probe=1 only: from now on, per decoded audio frame [voice, timestamp µs, [amplitude at each Hz]]
+  // (Hann-windowed Goertzel; a full-scale sine at that frequency reads 1.0) in probe().levels
+  probeLevels: (hz) => { worker.postMessage({ type: "levels", hz }); },
+  // probe=1 only: how rendered times are mapped to the epoch ("output-timestamp" or "current-time")
+  clockMapping: () => clockMapping,
+  // the hall's own voice: {role: {mine, root}, sending, chunksSent, ducked, echoCancellation}
   voice: () => ({ role: voiceRole, sending: voice.running, ...voice.stats }),
-  voiceProbe: () => voice.probe.splice(0),
+  voiceProbe: () => voice.probe.splice(0),  // [[timestamp µs, RMS sent, epoch ms the PCM reached the encoder]]
 };
 
 const worker = new Worker("/media/static/player-worker.js", { type: "module" });
@@ -42,7 +51,11 @@ async function setup() {
   await ctx.audioWorklet.addModule("/media/static/playout-worklet.js");
   const node = new AudioWorkletNode(ctx, "mm-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
   node.connect(ctx.destination);
-  node.port.onmessage = (e) => { if (e.data && typeof e.data.level === "number") voice.playing(e.data.level); };
+  node.port.onmessage = (e) => {
+    if (!e.data || typeof e.data.level !== "number") return;
+    voice.playing(e.data.level);
+    if (probe && e.data.heads) noteRendered(e.data.at, e.data.heads);
+  };
   node.port.postMessage({ port: channel.port1 }, [channel.port1]);
   const off = $("screen").transferControlToOffscreen();
   worker.postMessage({ type: "init", canvas: off, audioPort: channel.port2, probe }, [off, channel.port2]);
@@ -58,7 +71,7 @@ worker.onmessage = (ev) => {
   if (d.type === "stats") {
     latest = d.stats;
     if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.audioGaps.push(...d.audioGaps);
-      probeLog.voiceTones.push(...d.voiceTones); probeLog.voiceGaps.push(...d.voiceGaps); }
+      probeLog.voiceTones.push(...d.voiceTones); probeLog.voiceGaps.push(...d.voiceGaps); probeLog.levels.push(...(d.levels || [])); }
     $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
     showConnection();
   } else if (d.type === "send" && ws && ws.readyState === WebSocket.OPEN) {
@@ -91,6 +104,23 @@ function connect() {
     connected = false;
     if (!replay) { setTimeout(connect, reconnectMs); reconnectMs = Math.min(5000, reconnectMs * 2); }
   };
+}
+
+// probe=1: when each voice's timestamp `heads[v]` plays, in epoch ms (context time `at` mapped
+// through getOutputTimestamp(), which says when a context time leaves the output device)
+let clockMapping = null;
+function noteRendered(at, heads) {
+  const o = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : null;
+  let epoch;
+  if (o && o.performanceTime > 0) {
+    epoch = performance.timeOrigin + o.performanceTime + (at - o.contextTime) * 1000; clockMapping = "output-timestamp";
+  } else {
+    epoch = performance.timeOrigin + performance.now() + (at - ctx.currentTime + (ctx.outputLatency || ctx.baseLatency || 0)) * 1000;
+    clockMapping = "current-time";
+  }
+  for (let v = 0; v < heads.length; v++) {
+    if (heads[v] !== null && probeLog.rendered.length < MAX_PROBE_RENDERED) probeLog.rendered.push([v, heads[v], epoch]);
+  }
 }
 
 function onVoiceRole(m) {

@@ -26,6 +26,7 @@ const s = {
   barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...] (voice 0)
   voiceTones: [], voiceGaps: [],    // probe, every voice: [voice, Hz], [voice, previous seq, seq]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
+  levelHz: null, levels: [],        // probe: Hz asked for (page's probeLevels), [voice, ts µs, [amplitude per Hz]]
 };
 const MAX_PROBE_DECODED = 5000;
 function probeDecoded(track, tsUs) {
@@ -70,6 +71,7 @@ function onAudio(voice, ad) {
   s.stats.audioFramesDecoded++;
   v.decoded++;
   if (s.probe && s.voiceTones.length < MAX_PROBE_DECODED) s.voiceTones.push([voice, toneOf(pcm)]);
+  if (s.probe && s.levelHz && s.levels.length < MAX_PROBE_DECODED) s.levels.push([voice, ts, s.levelHz.map((hz) => amplitudeAt(pcm, hz))]);
   if (voice === 0) {
     if (s.probe) probeDecoded(0, ts);
     s.stats.audioTsUs = ts;
@@ -84,6 +86,16 @@ function toneOf(pcm) {  // zero crossings -> Hz (diagnostics probe)
   let z = 0;
   for (let i = 1; i < pcm.length; i++) if ((pcm[i - 1] < 0) !== (pcm[i] < 0)) z++;
   return Math.round(z / 2 / (pcm.length / 48000));
+}
+
+function amplitudeAt(pcm, hz) {  // Hann-windowed Goertzel: a sine of amplitude A at hz reads ~A (probe)
+  const w = 2 * Math.PI * hz / 48000, coeff = 2 * Math.cos(w), n = pcm.length;
+  let s1 = 0, s2 = 0, sumW = 0;
+  for (let i = 0; i < n; i++) {
+    const win = 0.5 - 0.5 * Math.cos(2 * Math.PI * i / (n - 1));
+    const x = pcm[i] * win + coeff * s1 - s2; s2 = s1; s1 = x; sumW += win;
+  }
+  return Math.round(2 * Math.sqrt(Math.max(0, s1 * s1 + s2 * s2 - coeff * s1 * s2)) / sumW * 1e5) / 1e5;
 }
 
 function startVideo(layer) {
@@ -223,13 +235,15 @@ function publishStats() {
   postMessage({ type: "stats", stats: { ...s.stats, voices: voiceStats(), mutedVoice: s.muted },
     barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
     decoded: s.probe ? s.decoded.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [],
-    voiceTones: s.probe ? s.voiceTones.splice(0) : [], voiceGaps: s.probe ? s.voiceGaps.splice(0) : [] });
+    voiceTones: s.probe ? s.voiceTones.splice(0) : [], voiceGaps: s.probe ? s.voiceGaps.splice(0) : [],
+    levels: s.probe ? s.levels.splice(0) : [] });
 }
 
 onmessage = (ev) => {
   const d = ev.data;
   if (d instanceof ArrayBuffer) { handle(new Uint8Array(d)); return; }
   if (d.type === "mute") { s.muted = Number.isInteger(d.voice) ? d.voice : null; return; }
+  if (d.type === "levels") { s.levelHz = Array.isArray(d.hz) ? d.hz.filter((x) => Number.isFinite(x)).slice(0, 8) : null; return; }
   if (d.type === "init") {
     s.canvas = d.canvas; s.ctx = s.canvas.getContext("2d"); s.probe = d.probe;
     s.audioPort = d.audioPort;

@@ -30,6 +30,7 @@ class Voice {
     this.underruns = 0; this.framesIn = 0; this.concealed = 0;
   }
   buffered() { return this.w - this.r; }
+  head() { return this.playing ? this.headTs : null; }  // timestamp (µs) of the next sample played
   conceal(n) {  // n samples of a gap: the last frame again, fading out, then silence
     const fade = CONCEAL_FADE_S * RATE;
     for (let i = 0; i < n; i++) {
@@ -110,7 +111,11 @@ class Playout extends AudioWorkletProcessor {
         bufferedMs: v0.buffered() / RATE * 1000, targetMs: v0.targetMs, concealedMs: v0.concealed / RATE * 1000,
         jitterMs: v0.jb.jitterMs, limited: this.limited,
         voicesPlaying: this.voices.map((v) => v.playing) });
-      this.port.postMessage({ level: this.level });  // the page: its own microphone ducks while others speak
+      // the page: its own microphone ducks while others speak; `at` (context time s) is when the next
+      // quantum starts playing and `heads` each voice's timestamp (µs) at it (null: not playing), so
+      // a probe page knows when each voice's audio was rendered
+      this.port.postMessage({ level: this.level, at: currentTime + n / RATE,
+        heads: [this.voices[0].head(), this.voices[1].head(), this.voices[2].head()] });
       this.level = 0;
     }
     return true;

@@ -44,11 +44,15 @@ window.meshmeetPresenter = { stats: () => ({ chunksSent: st.chunksSent, encodeEr
   // in order; chunk timestamps are not exactly the input's, and count frames, not capture instants)
   takeLoop: () => loop.lat.splice(0),
   takeCaptures: () => loop.captures.splice(0),
+  // probe=1 only: [timestamp µs, epoch ms] of each 20 ms capture frame handed to the encoder (its
+  // input timestamp, whatever frame duration the encoder runs: a decoded sample of timestamp t is
+  // the captured sample of timestamp t, Opus's delay being taken off by the decoder's timestamps)
+  takeFed: () => loop.fed.splice(0),
   // probe=1 only: [timestamp µs, Hz by zero crossings] of each 20 ms frame the capture worklet
   // handed over, before encoding (what the capture device gave us; compare with the player's tones)
   takeTones: () => loop.tones.splice(0) };
 const loop = { on: new URLSearchParams(location.search).get("probe") === "1", dec: null, lat: [], captures: [],
-  at: new Map(), inQ: [], tones: [] };
+  at: new Map(), inQ: [], tones: [], fed: [] };
 const MAX_PROBE_ENTRIES = 5000;
 
 function loopAudio(chunk, meta) {
@@ -243,6 +247,7 @@ async function startAudio(track, bitrate) {
       timestamp: st.audioStartUs + ev.data.index * 20000, data: ev.data.pcm });
     if (loop.on && loop.inQ.length < 500) loop.inQ.push(performance.timeOrigin + performance.now());
     if (loop.on && loop.tones.length < MAX_PROBE_ENTRIES) loop.tones.push([ad.timestamp, toneOf(ev.data.pcm)]);
+    if (loop.on && loop.fed.length < MAX_PROBE_ENTRIES) loop.fed.push([ad.timestamp, performance.timeOrigin + performance.now()]);
     if (st.audioHeld) { st.audioHeld.push(ad); return; }  // changeAudioFrames: encoded after it
     enc.encode(ad); ad.close();
   };
