@@ -22,6 +22,10 @@ long one takes from a hall to HQ's inbox over a weak link.
    feedback a second through the page; one in HQ's polls HQ's feedback list every 20 ms; CLOCK_MONOTONIC
    is shared by the namespaces. Goal: p95 <= 2 s.
 
+Last figures (docs/protocol/citizens.md, "Measured"; cit17c, 18 rounds alternated with main): >= 200/s
+met (651-954/s in the quiet rounds, 328-781 before); the ratio to bare not met: 0.29-0.35 when the
+machine is quiet (bare 2,200-2,800/s, client-bound), node ~1.0 ms of CPU a submission (~1.2 before).
+
     python scripts/bench/citizens.py [--json] [--seconds 8] [--clients 8] [--samples 20] [--no-weaklink]
 """
 
