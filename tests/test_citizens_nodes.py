@@ -125,6 +125,9 @@ def test_hall_page_feedback_reaches_hq_and_the_reply_comes_back(tmp_path: Path) 
         assert call(phone.url + "/y-kien/gui", data=b"text=hello", headers={
             "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"})[0] == 403
         assert api(hall, "citizen_submit", {"text": "xin chào"}, token=False)[0] == 403
+        # The page's batch call takes only the forms the page checked: no JSON is one, token or not.
+        assert api(hall, "citizen_submit_page", {"items": [{"text": "xin chào"}]}, token=False)[0] == 403
+        assert api(hall, "citizen_submit_page", {"items": [{"text": "xin chào"}]})[0] == 400
         assert api(hall, "citizen_lookup", {"code": code}, token=False)[0] == 403
 
         status, out = phone.reply(code.lower())

@@ -43,6 +43,53 @@ def submit(store: Store, text: str, source: str, contact: bytes | None, *,
     return fid, code
 
 
+def submit_each(store: Store, entries: list[tuple[str, str, bytes | None]], *,
+                random=os.urandom) -> list[tuple[str, str] | SyncError]:
+    """Several residents' feedback, each `(text, source, sealed contact)`: in one transaction (one
+    signed batch, one commit) when the law takes every one; when it refuses one, each in a
+    transaction of its own, so that only the refused ones fail. Per entry, in order: (feedback id,
+    short code), or the SyncError that refused it. A full disk raises DiskFull (nothing written)."""
+    try:
+        with store.batch():
+            return list(_submit_group(store, entries, random))
+    except SyncError as e:
+        if len(entries) == 1:
+            return [e]
+    out: list[tuple[str, str] | SyncError] = []
+    for entry in entries:
+        try:
+            with store.batch():
+                out.extend(_submit_group(store, [entry], random))
+        except SyncError as e:
+            out.append(e)
+    return out
+
+
+def _submit_group(store: Store, entries: list[tuple[str, str, bytes | None]], random) -> list[tuple[str, str]]:
+    """Write feedback rows with fresh random ids and short codes no row holds; (id, code) each."""
+    codes_ = _fresh_codes(store, len(entries), random)
+    ids = [namespaced_id(random(8).hex(), store.node_id) for _ in entries]
+    store.write_many("feedback", [
+        (fid, {"node": store.node_id, "meeting_id": None, "text": text, "at": store.clock(), "source": source,
+               "code": code, "contact": contact})
+        for fid, code, (text, source, contact) in zip(ids, codes_, entries)])
+    return list(zip(ids, codes_))
+
+
+def _fresh_codes(store: Store, n: int, random) -> list[str]:
+    """`n` different short codes that no feedback row holds (one look-up for them all)."""
+    out: list[str] = []
+    for _ in range(MAX_CODE_TRIES):
+        want = {codes.make_code(random(codes.RANDOM_BYTES)) for _ in range(n - len(out))} - set(out)
+        if want:
+            held = {r["code"] for r in store.rows("feedback", f"code IN ({','.join('?' * len(want))})", list(want))}
+            out.extend(sorted(want - held))
+        if len(out) == n:
+            return out
+    # 2^40 codes: only a broken random source gets here
+    raise SyncError("Không tạo được mã tra cứu", "could not make a short code")
+
+
 def _replies(store: Store, fid: str) -> list[dict[str, Any]]:
     rows = sorted(store.rows("replies", "feedback_id = ?", (fid,)), key=lambda r: (r["at"] or 0.0, r["id"]))
     return [{"text": r["text"], "at": r["at"]} for r in rows]

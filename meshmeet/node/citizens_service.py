@@ -1,19 +1,20 @@
 """The resident feedback page's node plugin: its API handlers, the contact book and its retention.
 
-Registers `citizen_submit`, `citizen_lookup`, `citizen_board`, `citizen_wall` (what the page and the
-TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI: web/app/policy.py), and
-mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY for browsers: only the
-page's own routes reach them, after the form checks and rate limits. Contacts go into the node's
-contact book and, sealed to HQ, into the replicated row; every hour contacts older than the
-retention are deleted here (HQ's too). This module must never put a contact in a reply to a page
+Registers `citizen_submit` (one, checked here: the CLI), `citizen_submit_page` (the page's checked
+forms, many per call: one group commit each), `citizen_lookup`, `citizen_board`, `citizen_wall`
+(what the page and the TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI:
+web/app/policy.py), and mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY
+for browsers: only the page's own routes reach them, after the form checks and rate limits.
+Contacts go into the node's contact book and, sealed to HQ, into the replicated row; every hour
+contacts older than the retention are deleted here (HQ's too). This module must never put a contact in a reply to a page
 or a TV, and never touch the store outside the sync service's lock.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import trio
@@ -22,7 +23,7 @@ from ..citizens import codes
 from ..config import host_port_or_off
 from ..meeting import citizens as ops
 from ..citizens.contacts import ContactBook
-from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FormError, clean_phone, clean_text
+from ..citizens.form import MAX_NAME_CHARS, MAX_TEXT_CHARS, FeedbackForm, FormError, clean_phone, clean_text
 from ..citizens.sealed import Contact, Sealer, unseal
 from ..citizens.settings import read_settings
 from ..store.diskfull import DiskFull
@@ -40,20 +41,7 @@ log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
 DAY_S = 86_400.0
-
-
-@dataclass
-class _Job:
-    """One checked submission waiting for the group commit."""
-
-    text: str
-    source: str
-    contact: Contact
-    sealed: bytes | None
-    done: trio.Event = field(default_factory=trio.Event)
-    fid: str = ""
-    code: str = ""
-    error: Exception | None = None
+MAX_BATCH_FORMS = 256  # the page's batcher sends at most 64 (web/call_batch.py)
 
 
 class CitizensService:
@@ -66,10 +54,9 @@ class CitizensService:
         self.purged = 0
         self.groups = 0  # group commits (submitted / groups: submissions per signed batch)
         self._sealer = Sealer()
-        self._jobs: list[_Job] = []
-        self._have_jobs = trio.Event()
         node.api_handlers.update({
-            "citizen_submit": self.submit, "citizen_lookup": self.lookup, "citizen_board": self.board,
+            "citizen_submit": self.submit, "citizen_submit_page": self.submit_page, "citizen_lookup": self.lookup,
+            "citizen_board": self.board,
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
         })
         self.site = ResidentSite()
@@ -104,7 +91,7 @@ class CitizensService:
         return {m.node_id: m.public_key for m in self.node.roster.members() if m.role == "hq"}
 
     async def submit(self, args: dict) -> dict:
-        """A checked form from the page (web/citizens_page.py); checked again here."""
+        """One submission by the API (the local CLI); checked here, as every argument of a call is."""
         try:
             text = clean_text(arg_str(args, "text", max_chars=MAX_TEXT_CHARS * 4) or "", "text", MAX_TEXT_CHARS,
                               multiline=True)
@@ -114,43 +101,66 @@ class CitizensService:
             raise ApiError(e.status, e.code, e.vi, e.en) from None
         source = arg_str(args, "source", required=False, choices=("hall_page", "zalo")) or "hall_page"
         zalo_user = arg_str(args, "zalo_user_id", required=False, max_chars=64) if source == "zalo" else None
-        contact = Contact(name or None, phone, zalo_user)
-        sealed = None if contact.empty() else self._sealer.seal(contact, self._hq_keys(), trio.current_time())
-        job = _Job(text, source, contact, sealed)
-        self._jobs.append(job)
-        self._have_jobs.set()
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        self.submitted += 1
-        return {"id": job.fid, "code": codes.show(job.code)}
+        (outcome,) = await self._submit_all([(text, source, Contact(name or None, phone, zalo_user))])
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
 
-    async def _writer(self) -> None:
-        """Group commit: every submission waiting when the lock comes free goes into one transaction
-        (one signed batch, one commit, one push to the peers) instead of one each."""
-        while True:
-            await self._have_jobs.wait()
-            self._have_jobs = trio.Event()
-            jobs, self._jobs = self._jobs, []
+    async def submit_page(self, args: dict) -> dict:
+        """The resident page's submissions, many per call (web/citizens_page.py through
+        web/call_batch.py): each a FeedbackForm, which only citizens/form.py's `parse_form` makes,
+        after the whole check of the form; so the JSON of an /api call (dicts) is refused here.
+        {"results": [{"id", "code"} or ApiError, one per form, in order]}."""
+        forms = page_forms(args)
+        return {"results": await self._submit_all([(f.text, "hall_page", Contact(f.name, f.phone)) for f in forms])}
+
+    async def _submit_all(self, entries: list[tuple[str, str, Contact]]) -> list[dict | ApiError]:
+        """Checked submissions into the store in one group commit (meeting/citizens.py
+        `submit_each`: one signed batch; only a change the law refuses fails alone), their
+        contacts sealed to HQ into the rows and kept in the contact book."""
+        hq, now = self._hq_keys(), trio.current_time()
+        outcomes: list[dict | ApiError | None] = [None] * len(entries)
+        rows: list[tuple[int, str, str, bytes | None]] = []
+        for i, (text, source, contact) in enumerate(entries):
+            try:
+                sealed = None if contact.empty() else self._sealer.seal(contact, hq, now)
+            except ValueError:  # more HQ keys than the column's bound holds
+                outcomes[i] = ApiError(500, "contact_too_large", "Không niêm phong được thông tin liên hệ",
+                                       "the contact could not be sealed (too many HQ keys)")
+                continue
+            rows.append((i, text, source, sealed))
+        if rows:
             self.groups += 1
             try:
-                await self._write({"feedback"}, lambda st: self._write_jobs(st, jobs))
-                self.book.put_many([(j.fid, j.contact, time.time()) for j in jobs if not j.contact.empty()])
-            except ApiError as e:
-                for j in jobs:
-                    j.error = e
+                written = await self._write({"feedback"}, lambda st: ops.submit_each(st, [r[1:] for r in rows]))
             except DiskFull as e:
-                for j in jobs:
-                    j.error = e
-            finally:
-                for j in jobs:
-                    j.done.set()
+                written = [ApiError(507, "disk_full", e.vi, e.en)] * len(rows)
+            except ApiError as e:
+                written = [e] * len(rows)
+            kept = []
+            for (i, *_), got in zip(rows, written):
+                if isinstance(got, ApiError):
+                    outcomes[i] = got
+                elif isinstance(got, SyncError):
+                    outcomes[i] = _refused(got)
+                else:
+                    fid, code = got
+                    outcomes[i] = {"id": fid, "code": codes.show(code)}
+                    self.submitted += 1
+                    if not entries[i][2].empty():
+                        kept.append((fid, entries[i][2], time.time()))
+            self._keep_contacts(kept)
+        return outcomes  # type: ignore[return-value]  # every entry has its outcome now
 
-    @staticmethod
-    def _write_jobs(store: Any, jobs: list["_Job"]) -> None:
-        with store.batch():
-            for j in jobs:
-                j.fid, j.code = ops.submit(store, j.text, j.source, j.sealed)
+    def _keep_contacts(self, kept: list[tuple[str, Contact, float]]) -> None:
+        """The hall's own copy of the contacts just written. Their rows are committed and hold the
+        contacts sealed to HQ, so a failure here is logged, not reported as a lost submission."""
+        if not kept:
+            return
+        try:
+            self.book.put_many(kept)
+        except (sqlite3.Error, OSError) as e:
+            log.error("citizens: %d contacts not kept in the contact book (%s); HQ holds them sealed", len(kept), e)
 
     async def lookup(self, args: dict) -> dict:
         code = codes.read_code(arg_str(args, "code", max_chars=32) or "")
@@ -212,9 +222,7 @@ class CitizensService:
         return n
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer)
-            await self._purge_loop()
+        await self._purge_loop()
 
     async def _purge_loop(self) -> None:
         try:
@@ -226,3 +234,20 @@ class CitizensService:
                 await trio.sleep(PURGE_EVERY_S)
         finally:
             self.book.close()
+
+
+def _refused(e: SyncError) -> ApiError:
+    """A change the law refused, as the page's error (as `_write` maps it)."""
+    if isinstance(e, AuthorityError):
+        return ApiError(403, "not_authorised", e.vi, e.en)
+    return ApiError(400, "bad_request", e.vi, e.en)
+
+
+def page_forms(args: dict) -> list[FeedbackForm]:
+    """The forms of a `citizen_submit_page` call: 1..MAX_BATCH_FORMS FeedbackForms, else a 400."""
+    forms = args.get("items")
+    if (not isinstance(forms, list) or not 1 <= len(forms) <= MAX_BATCH_FORMS
+            or not all(type(f) is FeedbackForm for f in forms)):
+        raise ApiError(400, "bad_request", "Chỉ trang /y-kien gửi được ý kiến theo lô",
+                       "only the /y-kien page's own route sends feedback in batches")
+    return forms

@@ -203,40 +203,56 @@ class Store(StoreReads, ChunkStore):
     # ----------------------------------------------------------------- local writes
     def write(self, table: str, key: Any, values: dict[str, Any] | None = None, op: str = "upsert") -> int:
         """Record one local change; returns its sequence number. Raises AuthorityError/SyncError."""
+        return self.write_many(table, [(key, values)], op)[0]
+
+    def write_many(self, table: str, changes: Sequence[tuple[Any, dict[str, Any] | None]],
+                   op: str = "upsert") -> list[int]:
+        """Record local changes `(key, values)` to one table, each checked by the law as `write`
+        checks one (the first refused raises AuthorityError/SyncError before any is recorded), and
+        merged into the table together; their sequence numbers."""
         spec = self.specs.get(table)
         if spec is None:
             raise SyncError(f"Không có bảng {table}", f"no such table: {table}")
         if op not in OPS:
             raise SyncError(f"Thao tác không hợp lệ: {op}", f"unknown operation: {op}")
-        pk = self._key_tuple(spec, key)
-        cols = self._col_index[table]
-        indexed: dict[int, Any] = {}
-        for name, value in (values or {}).items():
-            if name not in cols:
-                raise SyncError(f"Bảng {table} không có cột {name}", f"table {table} has no column {name}")
-            indexed[cols[name]] = int(value) if type(value) is bool else value
-        rejection = self.rules.check(self.authority(self.node_id), self.node_id, spec.tid, OPS[op], pk, indexed)
-        if rejection is not None:
-            cls = AuthorityError if rejection.authority else SyncError
-            raise cls(rejection.vi, rejection.en)
-        try:
-            size = len(msgpack.packb([0, 0, list(pk), indexed], use_bin_type=True)) + CHANGE_HEADER_BYTES
-        except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
-            raise SyncError("Giá trị không lưu được", f"value cannot be stored: {exc}") from None
-        if size > LOCAL_BATCH_BYTES:
-            raise SyncError("Thay đổi quá lớn", f"change too large ({size} bytes, at most {LOCAL_BATCH_BYTES})")
+        opn, cols, role = OPS[op], self._col_index[table], self.authority(self.node_id)
+        checked: list[tuple[tuple, dict[int, Any], int]] = []
+        for key, values in changes:
+            pk = self._key_tuple(spec, key)
+            indexed: dict[int, Any] = {}
+            for name, value in (values or {}).items():
+                if name not in cols:
+                    raise SyncError(f"Bảng {table} không có cột {name}", f"table {table} has no column {name}")
+                indexed[cols[name]] = int(value) if type(value) is bool else value
+            rejection = self.rules.check(role, self.node_id, spec.tid, opn, pk, indexed)
+            if rejection is not None:
+                cls = AuthorityError if rejection.authority else SyncError
+                raise cls(rejection.vi, rejection.en)
+            try:
+                size = len(msgpack.packb([0, 0, list(pk), indexed], use_bin_type=True)) + CHANGE_HEADER_BYTES
+            except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
+                raise SyncError("Giá trị không lưu được", f"value cannot be stored: {exc}") from None
+            if size > LOCAL_BATCH_BYTES:
+                raise SyncError("Thay đổi quá lớn",
+                                f"change too large ({size} bytes, at most {LOCAL_BATCH_BYTES})")
+            checked.append((pk, indexed, size))
+        seqs: list[int] = []
+        origin_raw = _origin_raw(self.node_id)
         with self.batch():
             assert self._pending is not None
-            if self._pending and self._pending_bytes + size > LOCAL_BATCH_BYTES:
-                self._flush()  # keep every batch within one link message
-            hlc = self.hlc.tick(self.clock())
-            seq = self._next_seq + len(self._pending)
-            self._merge([(spec.tid, OPS[op], pk, indexed, _clock_bytes(hlc, _origin_raw(self.node_id)))])
-            self._pending.append((hlc, spec.tid, OPS[op], pk, indexed))
-            self._pending_bytes += size
-            if len(self._pending) >= MAX_BATCH_CHANGES:
-                self._flush()
-        return seq
+            items: list[MergeItem] = []
+            for pk, indexed, size in checked:
+                if self._pending and self._pending_bytes + size > LOCAL_BATCH_BYTES:
+                    self._flush()  # keep every batch within one link message
+                hlc = self.hlc.tick(self.clock())
+                seqs.append(self._next_seq + len(self._pending))
+                items.append((spec.tid, opn, pk, indexed, _clock_bytes(hlc, origin_raw)))
+                self._pending.append((hlc, spec.tid, opn, pk, indexed))
+                self._pending_bytes += size
+                if len(self._pending) >= MAX_BATCH_CHANGES:
+                    self._flush()
+            self._merge(items)
+        return seqs
 
     def delete(self, table: str, key: Any) -> int:
         """Tombstone a row of a mutable table (HQ only)."""

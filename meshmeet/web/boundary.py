@@ -10,11 +10,13 @@ A browser on the hall's LAN may have any web page open. Two checks keep those pa
   origin (scheme, host and port), never another site, another port or the opaque ``null``.
   Requests without either header are not from a browser page (the CLI, tests, curl).
 
-Pure functions over header strings; this module must never import aiohttp and never do I/O.
+Pure functions over header strings (the parsers' answers memoised, bounded); this module must
+never import aiohttp and never do I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Collection
@@ -22,14 +24,17 @@ from collections.abc import Collection
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 MAX_HOST_CHARS = 300
+HOSTS_REMEMBERED = 256  # answers of the pure parsers kept (a request pays ~4 IP parses otherwise)
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 CROSS_FETCH_SITES = frozenset({"cross-site", "same-site"})
 """Fetch Metadata values that mean "another page made this request" (same-site: another port)."""
 
 
+@functools.lru_cache(maxsize=HOSTS_REMEMBERED)
 def split_host(value: str | None) -> tuple[str, int | None] | None:
     """``name``, ``name:port``, ``v4:port``, ``[v6]:port`` -> (lower-case name or IP, port);
-    None for anything malformed (empty, bad port, bad characters, a bare v6 without brackets)."""
+    None for anything malformed (empty, bad port, bad characters, a bare v6 without brackets).
+    Remembered for the last HOSTS_REMEMBERED values (every request names one or two of a few)."""
     if not value or len(value) > MAX_HOST_CHARS:
         return None
     value = value.strip().lower()
@@ -65,6 +70,7 @@ def _port(text: str) -> int | None:
     return int(text)
 
 
+@functools.lru_cache(maxsize=HOSTS_REMEMBERED)
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)

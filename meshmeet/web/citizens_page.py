@@ -8,7 +8,8 @@ cannot reach any other API through it. Its requests pass the same Host and Origi
 
 A resident's phone on the hall's Wi-Fi, no login: GET /y-kien (the page; sets a random device
 cookie), GET /y-kien/bang (today's announcements and agenda), POST /y-kien/gui (the form:
-citizens/form.py checks it, citizens/limits.py limits it per device, per address and per hall),
+citizens/form.py checks it, citizens/limits.py limits it per device, per address and per hall, and
+the checked form goes to the node with the others that came meanwhile: web/call_batch.py),
 GET /y-kien/tra-loi?ma=CODE (HQ's reply by short code, limited per address), GET /y-kien/qr.svg.
 These routes call only the `citizen_*` node calls, which browsers cannot reach through /api
 (web/app/policy.py LOCAL_ONLY_APIS); the page's CSP lets its script talk to nothing else. This
@@ -21,6 +22,7 @@ import io
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -36,6 +38,7 @@ from ..citizens.form import MAX_BODY_BYTES, FormError, parse_form
 from ..citizens.limits import PageLimiter, PageLimits
 from . import boundary
 from ..api.contract import ApiError
+from .call_batch import CallBatcher
 from .gateway import GatewayContext
 
 log = logging.getLogger(__name__)
@@ -43,9 +46,11 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "citizens_static"
 DEVICE_COOKIE = "mm_dev"
 DEVICE_COOKIE_S = 365 * 86_400
+DEVICE_RE = re.compile(r"(?:^|;)\s*" + DEVICE_COOKIE + r"=([A-Za-z0-9_-]{22})\s*(?:;|$)")  # in the Cookie header
 FORM_TYPE = "application/x-www-form-urlencoded"
 CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SUBMIT_CALL = "citizen_submit_page"  # FeedbackForms in batches (node/citizens_service.py)
 HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer"}
 
@@ -83,11 +88,12 @@ def _too_many(wait_s: float) -> web.Response:
 def make_page_setup(opts: PageOptions, site: ResidentSite) -> Callable[[web.Application, GatewayContext], None]:
     def setup(app: web.Application, ctx: GatewayContext) -> None:
         limiter = PageLimiter(opts.limits)  # one set of buckets for both listeners
-        _mount(app.router, ctx, opts, limiter, site)
+        submissions = CallBatcher(ctx.api_call, SUBMIT_CALL)  # and one batch of submissions
+        _mount(app.router, ctx, opts, limiter, submissions, site)
         if opts.listen is None:
             return
         residents = web.Application(middlewares=[_boundary(ctx)], client_max_size=MAX_BODY_BYTES * 2)
-        _mount(residents.router, ctx, opts, limiter, site)
+        _mount(residents.router, ctx, opts, limiter, submissions, site)
         runner = web.AppRunner(residents, access_log=None, handler_cancellation=True)
 
         async def start(_gateway: web.AppRunner) -> None:
@@ -128,11 +134,12 @@ def _boundary(ctx: GatewayContext) -> Callable:
 
 
 def _mount(router: web.UrlDispatcher, ctx: GatewayContext, opts: PageOptions, limiter: PageLimiter,
-           site: ResidentSite) -> None:
+           submissions: CallBatcher, site: ResidentSite) -> None:
 
     def device_of(request: web.Request) -> str:
-        value = request.cookies.get(DEVICE_COOKIE, "")
-        return value if len(value) == 22 and value.replace("-", "").replace("_", "").isalnum() else ""
+        """The device cookie (22 URL-safe characters, as `page` sets it), else ""."""
+        found = DEVICE_RE.search(request.headers.get("Cookie", ""))
+        return found.group(1) if found else ""
 
     async def page(request: web.Request) -> web.StreamResponse:
         resp = web.FileResponse(STATIC / "y-kien.html", headers=HEADERS)
@@ -164,7 +171,10 @@ def _mount(router: web.UrlDispatcher, ctx: GatewayContext, opts: PageOptions, li
         wait = limiter.submit(device, request.remote or "?", opts.clock())
         if wait > 0:
             return _too_many(wait)
-        return await call("citizen_submit", {"text": form.text, "name": form.name, "phone": form.phone})
+        try:  # the checked form itself goes to the node, with the others sent meanwhile
+            return _json(await submissions.call(form))
+        except ApiError as e:
+            return _error(e.status, e.code, e.vi, e.en)
 
     async def reply(request: web.Request) -> web.Response:
         code = codes.read_code(request.query.get("ma", "")[:32])

@@ -19,11 +19,12 @@ CHAIR_APIS = frozenset({
 
 LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace", "release_publish",
                              "recovery_deliver", "recovery_release", "recovery_status",
-                             "citizen_submit", "citizen_lookup", "zalo_webhook"})
+                             "citizen_submit", "citizen_submit_page", "citizen_lookup", "zalo_webhook"})
 """Only with the local token: doc_add and release_publish name a file on the node (browsers use the
 upload route; a release is published with `meshmeet release publish`, which holds the admin key);
 citizen_submit/citizen_lookup only through the resident page's routes (web/citizens_page.py), which
-check the form and apply the rate limits first."""
+check the form and apply the rate limits first (citizen_submit_page takes only the forms that page
+checked: no JSON can be one)."""
 
 
 def needs_chair(name: str, method: str, query: Mapping[str, str]) -> bool:

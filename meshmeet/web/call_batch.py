@@ -1,0 +1,92 @@
+"""Many HTTP requests' calls to one node handler, carried across the bridge as one call (asyncio side).
+
+A page whose requests each end in the same node call (the resident page's submissions) gives each
+request's item to a ``CallBatcher``: the items that arrive while the previous batch is with the
+node, or within the same loop tick, go over as one ``api_call(name, {"items": [...]})``, and the
+node's answer ``{"results": [...]}`` (one entry per item, in order: a dict, or an ``ApiError`` for
+that item alone) is handed back to each request. One crossing each way and one node task per batch
+instead of per request, and the node sees the whole batch at once (one transaction, one signed
+batch). At most one batch is in flight, so the batch grows exactly when the node is busy.
+
+Every item gets exactly one outcome: its own result, its own error, or, when the whole call fails
+(the node stopping, a disk full, a malformed answer), that call's error. A request whose handler
+gave up (the client went away) still has its item carried: the node decides, the answer is dropped.
+Runs on the gateway's loop only; this module must never import trio, never hand an item's result
+to another item's request, and never retry a call (the node may have acted on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..api.contract import ApiCall, ApiError, internal_error, node_stopping
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 64  # items per call: a batch's answer waits for all of them
+
+
+class CallBatcher:
+    def __init__(self, api_call: ApiCall, name: str, *, max_items: int = MAX_ITEMS) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self._api_call = api_call
+        self._name = name
+        self._max = max_items
+        self._queue: list[tuple[Any, asyncio.Future[dict]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.calls = 0  # node calls made (items / calls: the mean batch)
+        self.items = 0
+
+    async def call(self, item: Any) -> dict:
+        """This item's result from the node, or its ApiError raised."""
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        batch: list[tuple[Any, asyncio.Future[dict]]] = []
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # the requests read in this same tick join the batch
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                self.calls += 1
+                self.items += len(batch)
+                outcomes = await self._outcomes([item for item, _ in batch])
+                for (_item, future), outcome in zip(batch, outcomes):
+                    if future.done():  # its request gave up
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+                batch = []
+        finally:
+            self._sender = None
+            # cancelled (the loop is closing): nobody is left to carry these, or to answer them
+            for _item, future in (*batch, *self._queue):
+                if not future.done():
+                    future.set_exception(node_stopping())
+            self._queue = []
+
+    async def _outcomes(self, items: list[Any]) -> list[dict | ApiError]:
+        """One outcome per item, whatever the call does."""
+        try:
+            answer = await self._api_call(self._name, {"items": items})
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list) or len(results) != len(items) or not all(
+                    isinstance(r, (dict, ApiError)) for r in results):
+                log.error("%s answered %d items with a malformed answer", self._name, len(items))
+                return [internal_error()] * len(items)
+            return results
+        except ApiError as e:
+            return [e] * len(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - every waiting request still gets an answer
+            log.exception("%s failed for a batch of %d", self._name, len(items))
+            return [internal_error()] * len(items)
