@@ -18,7 +18,7 @@ const speak = params.get("speak") === "1" && !replay;
 const voice = new HallVoice();
 let voiceRole = { mine: null, root: false };
 let latest = { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only" };
-const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], audioGaps: [], voiceTones: [], voiceGaps: [],
+const emptyProbe = () => ({ barcodes: [], tones: [], decoded: [], arrived: [], audioGaps: [], voiceTones: [], voiceGaps: [],
   rendered: [], levels: [] });
 const MAX_PROBE_RENDERED = 30000;
 let probeLog = emptyProbe();
@@ -29,6 +29,7 @@ window.meshmeet = {
     audioUnderruns: latest.audioUnderruns, mode: latest.mode }),
   details: () => ({ ...latest, connected }),
   // probe=1 only: barcodes and tones seen, decoded frames as [track, capture timestamp µs, decoded at epoch ms],
+  // voice 0's audio chunks as they reached the decoder worker, arrived: [capture timestamp µs, epoch ms],
   // and audio sequence gaps as [previous seq, seq]; rendered: [voice, timestamp µs, epoch ms] when that
   // voice's audio of that timestamp reaches the output (the worklet's position, ~every 10.7 ms, mapped
   // to the epoch by AudioContext.getOutputTimestamp(): includes the output latency); levels: see probeLevels
@@ -70,7 +71,7 @@ worker.onmessage = (ev) => {
   const d = ev.data;
   if (d.type === "stats") {
     latest = d.stats;
-    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.audioGaps.push(...d.audioGaps);
+    if (probe) { probeLog.barcodes.push(...d.barcodes); probeLog.tones.push(...d.tones); probeLog.decoded.push(...d.decoded); probeLog.arrived.push(...d.arrived); probeLog.audioGaps.push(...d.audioGaps);
       probeLog.voiceTones.push(...d.voiceTones); probeLog.voiceGaps.push(...d.voiceGaps); probeLog.levels.push(...(d.levels || [])); }
     $("audioonly").style.display = latest.mode === "audio-only" && latest.audioFramesDecoded > 0 ? "flex" : "none";
     showConnection();

@@ -15,7 +15,7 @@ const s = {
   voices: new Map(),                // voice -> {dec, gen, seq, lostBefore: µs lost before each pending output}
   muted: null,                      // the voice this page speaks itself: not played here
   videoDec: null, videoLayer: null, videoGen: null,
-  frames: [], clockUs: null, lastVideoMs: -1e9, lastAudioMs: -1e9,
+  frames: [], drawn: null, clockUs: null, lastVideoMs: -1e9, lastAudioMs: -1e9,
   stats: { audioFramesDecoded: 0, videoFramesDecoded: 0, audioUnderruns: 0, mode: "audio-only",
     decoderErrors: 0, formatErrors: 0, videoLayer: null, bufferedMs: 0, targetMs: 0, framesDrawn: 0, keyframeRequests: 0,
     audioSeqMissing: 0,             // audio chunks never received: sum of sequence gaps (loss on the way here)
@@ -26,6 +26,7 @@ const s = {
   barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...] (voice 0)
   voiceTones: [], voiceGaps: [],    // probe, every voice: [voice, Hz], [voice, previous seq, seq]
   decoded: [],                      // probe: [track, capture timestamp µs, decoded at (ms since the epoch)]
+  arrived: [],                      // probe: [capture timestamp µs, epoch ms] of each voice-0 audio chunk reaching this worker
   levelHz: null, levels: [],        // probe: Hz asked for (page's probeLevels), [voice, ts µs, [amplitude per Hz]]
 };
 const MAX_PROBE_DECODED = 5000;
@@ -151,6 +152,8 @@ function draw() {
   }
   if (pick < 0) return;
   const f = s.frames[pick];
+  if (f === s.drawn) return;  // already on the canvas: the audio clock ticks ~94 times a second, pictures 20
+  s.drawn = f;
   if (s.canvas.width !== f.displayWidth || s.canvas.height !== f.displayHeight) {
     s.canvas.width = f.displayWidth; s.canvas.height = f.displayHeight;
   }
@@ -182,6 +185,7 @@ function handle(u8) {
     if (m.track === C.TRACK_AUDIO) {
       const v = voiceState(m.layer);
       const lostUs = noteAudioSeq(m.layer, m.seq) * m.durationUs;
+      if (s.probe && m.layer === 0 && s.arrived.length < MAX_PROBE_DECODED) s.arrived.push([m.timestampUs, performance.timeOrigin + performance.now()]);
       if (!ensureAudio(m.layer)) return;
       // Opus gives one output per chunk, in order: the loss before this chunk travels with its PCM
       if (v.lostBefore.length < 64) v.lostBefore.push(lostUs);
@@ -234,7 +238,7 @@ function publishStats() {
   s.stats.mode = mode;
   postMessage({ type: "stats", stats: { ...s.stats, voices: voiceStats(), mutedVoice: s.muted },
     barcodes: s.probe ? s.barcodes.splice(0) : [], tones: s.probe ? s.tones.splice(0) : [],
-    decoded: s.probe ? s.decoded.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [],
+    decoded: s.probe ? s.decoded.splice(0) : [], arrived: s.probe ? s.arrived.splice(0) : [], audioGaps: s.probe ? s.audioGaps.splice(0) : [],
     voiceTones: s.probe ? s.voiceTones.splice(0) : [], voiceGaps: s.probe ? s.voiceGaps.splice(0) : [],
     levels: s.probe ? s.levels.splice(0) : [] });
 }
