@@ -15,7 +15,6 @@ Screenshots go to tests/artifacts/slides-*.png. Waits are hang guards, never per
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import sys

@@ -20,7 +20,7 @@ import stat
 import sys
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 FORMAT = "meshmeet-bundle/1"
 MANIFEST_NAME = "manifest.json"

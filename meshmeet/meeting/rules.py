@@ -199,7 +199,6 @@ class Rules:
         for part in key:
             if type(part) is not str or not 0 < len(part) <= MAX_KEY_CHARS:
                 return BAD_KEY
-        types = self._types[tid]
         if op == OP_DELETE:
             if spec.kind != LWW:
                 return NO_DELETE_ADDONLY

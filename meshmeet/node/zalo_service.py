@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import socket
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 

@@ -35,12 +35,9 @@ Goals (issue 15): ip p95 <= 1 s, lora p95 <= 5 s, payload <= 64 B.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import io
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile

@@ -98,7 +98,6 @@ def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
     wait_for(lambda: hq.status()["ingest"]["state"] in ("starting", "retrying")
              and hq.status()["ingest"]["next_try_in_s"] in (None, 0.0), "the ingest listening")
     time.sleep(1.0)
-    base_before = hq.status()["ingest"].get("ts_base_us")
     sub = HallSubscriber()
     cpu: list[tuple[float, float]] = []
     done = threading.Event()
