@@ -25,8 +25,8 @@ QUANTUM = 128
 FRAME_MS = 20
 
 # Drives one Playout: frames [arrival ms, media ts µs] (voice 0, a constant 0.5 signal), rendered
-# quantum by quantum until `until_ms`; gives the silent runs (ms) after the first sound and the
-# underruns the worklet counted.
+# quantum by quantum until `until_ms`; gives the silent runs (ms) after the first sound, the
+# underruns the worklet counted, what it drained, and the most it held above its target in the last 5 s.
 RUNNER = """
 import fs from 'fs';
 globalThis.currentTime = 0;
@@ -40,7 +40,7 @@ let report = null;
 const port = { postMessage(m) { report = m; }, onmessage: null };
 p.port.onmessage({ data: { port } });
 const n = rate * frame_ms / 1000;
-let next = 0, heard = false, run = 0;
+let next = 0, heard = false, run = 0, lateMaxExcess = -Infinity;
 const runs = [];
 for (let q = 0; q * quantum / rate * 1000 < until_ms; q++) {
   const nowMs = q * quantum / rate * 1000;
@@ -51,12 +51,14 @@ for (let q = 0; q * quantum / rate * 1000 < until_ms; q++) {
   }
   const out = [[new Float32Array(quantum)]];
   p.process([], out);
+  if (report && nowMs > until_ms - 5000) lateMaxExcess = Math.max(lateMaxExcess, report.bufferedMs - report.targetMs);
   for (const x of out[0][0]) {
     if (Math.abs(x) > 1e-3) { if (heard && run > 0) runs.push(run / rate * 1000); heard = true; run = 0; }
     else if (heard) run++;
   }
 }
-console.log(JSON.stringify({ runs, underruns: report ? report.underruns : null }));
+console.log(JSON.stringify({ runs, underruns: report ? report.underruns : null, drainedMs: report ? report.drainedMs : null,
+  targetMs: report ? report.targetMs : null, lateMaxExcessMs: lateMaxExcess }));
 """
 
 
@@ -96,3 +98,15 @@ def test_a_late_stretch_is_silent_only_for_its_lateness(tmp_path: Path) -> None:
     longest = max(got["runs"])
     assert longest < step_ms, f"silent {longest:.0f} ms for frames {step_ms:.0f} ms late: {got}"
     assert len(got["runs"]) == 1, f"after the restart the stream plays on without another gap: {got}"
+
+
+def test_a_fast_sender_clock_is_drained_back_to_the_target_without_a_gap(tmp_path: Path) -> None:
+    """A sender whose clock runs 1 % fast (frames every 19.8 ms) gives the buffer 200 ms more in
+    20 s: every frame would play that much later, until the catch-up jump at target + 100 ms cut
+    the audio. Read 1.6 % fast while its least exceeds what the target needs: it stays near it."""
+    frames = [(k * FRAME_MS * 0.99 + 50, k * FRAME_MS * 1000) for k in range(int(20_000 / (FRAME_MS * 0.99)))]
+    got = play(tmp_path, frames, 20_000)
+    assert got["runs"] == [] and got["underruns"] == 0, f"draining must not empty the buffer: {got}"
+    assert got["drainedMs"] > 100, f"~200 ms came in faster than real time and was not drained: {got}"
+    # the buffer is a sawtooth of one frame above what the target needs, plus the drain's slack
+    assert got["lateMaxExcessMs"] < FRAME_MS + 15, f"held {got['lateMaxExcessMs']:.0f} ms above the target: {got}"

@@ -21,6 +21,7 @@ const s = {
     audioSeqMissing: 0,             // audio chunks never received: sum of sequence gaps (loss on the way here)
     audioSeq: null,                 // sequence number of the latest audio chunk received
     jitterMs: 0, concealedMs: 0,    // playout: measured interarrival jitter, audio concealed (lost frames)
+    drainedMs: 0,                   // playout: excess buffer played away (read 1.6 % fast) to get back to the target
     audioTsUs: null,                // capture timestamp (µs, the source's media clock) of the latest decoded audio frame
     modeSinceAudioTsUs: null },     // audioTsUs when `mode` last changed (media time of the flip)
   barcodes: [], tones: [], audioGaps: [],  // probe: audioGaps = [[previous seq, seq], ...] (voice 0)
@@ -256,6 +257,7 @@ onmessage = (ev) => {
       s.clockUs = m.clockUs; s.lastClockMs = performance.now();
       s.stats.audioUnderruns = m.underruns; s.stats.bufferedMs = Math.round(m.bufferedMs); s.stats.targetMs = Math.round(m.targetMs);
       s.stats.jitterMs = Math.round(m.jitterMs * 10) / 10; s.stats.concealedMs = Math.round(m.concealedMs);
+      s.stats.drainedMs = Math.round(m.drainedMs || 0);
       draw();
     };
     setInterval(publishStats, 100);

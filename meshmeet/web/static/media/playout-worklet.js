@@ -14,6 +14,10 @@ const CONCEAL_FADE_S = 0.04;  // a lost stretch: the last frame repeated, fading
 const MAX_CONCEAL_S = 0.2;    // a longer gap is not concealed (the stream restarted or jumped)
 const RESUME_S = 0.04;       // after an underrun, play again once this much is back (not the whole target:
                              // the stall already grew the playout delay by as much as the audio was late)
+const DRAIN_WINDOW_S = 1.0;   // the least buffered over each window this long...
+const DRAIN_SLACK_S = 0.01;   // ...above what the target needs by more than this: play fast until the next window
+const DRAIN_EXTRA = 2;        // ...reading this many samples more per 128-sample quantum (1.6 % fast, linear
+                              // interpolation: 50 ms of excess goes in ~3 s, a pitch change of ~0.3 semitone)
 const LIMIT = 0.95;                // peak of the mix
 const RELEASE_PER_SAMPLE = 1 / (0.1 * RATE);
 class Voice {
@@ -28,6 +32,7 @@ class Voice {
     this.jb = new JitterBuffer();
     this.targetMs = this.jb.targetMs(0);
     this.underruns = 0; this.framesIn = 0; this.concealed = 0;
+    this.winMin = Infinity; this.winSamples = 0; this.draining = false; this.drained = 0;
   }
   buffered() { return this.w - this.r; }
   head() { return this.playing ? this.headTs : null; }  // timestamp (µs) of the next sample played
@@ -57,6 +62,17 @@ class Voice {
     this.w += m.pcm.length; this.framesIn++;
     this.nextTs = m.ts + m.pcm.length / RATE * 1e6;
   }
+  // The buffer holds more than the target needs when a late stretch (or a sender's faster clock)
+  // left audio behind: every frame then plays that much later than it must. Its least over a window,
+  // plus a frame (it dips by a frame between arrivals), against the target: drain the excess slowly.
+  noteLevel(targetSamples, n) {
+    this.winMin = Math.min(this.winMin, this.buffered());
+    this.winSamples += n;
+    if (this.winSamples < DRAIN_WINDOW_S * RATE) return;
+    const frameSamples = this.jb.frameMs / 1000 * RATE;
+    this.draining = this.winMin + frameSamples - targetSamples > DRAIN_SLACK_S * RATE;
+    this.winMin = Infinity; this.winSamples = 0;
+  }
   render(mix, n) {  // adds this voice's next n samples into mix
     const targetSamples = this.targetMs / 1000 * RATE;
     // the first start waits for the whole target; a restart after an underrun only for RESUME_S
@@ -70,9 +86,20 @@ class Voice {
         this.playing = false; this.underruns++;
         this.jb.underrun(currentTime * 1000);
         this.targetMs = this.jb.targetMs(currentTime * 1000);
+        this.winMin = Infinity; this.winSamples = 0; this.draining = false;
       } else {
-        for (let i = 0; i < n; i++) mix[i] += this.ring[(this.r + i) % RING];
-        this.r += n; this.headTs += n / RATE * 1e6;
+        this.noteLevel(targetSamples, n);
+        const k = this.draining && this.buffered() >= n + DRAIN_EXTRA ? DRAIN_EXTRA : 0;
+        if (k === 0) {
+          for (let i = 0; i < n; i++) mix[i] += this.ring[(this.r + i) % RING];
+        } else {  // n output samples from n + k: read a little fast, interpolating between neighbours
+          for (let i = 0; i < n; i++) {
+            const pos = i * (n + k) / n, i0 = Math.floor(pos), f = pos - i0;
+            mix[i] += this.ring[(this.r + i0) % RING] * (1 - f) + this.ring[(this.r + i0 + 1) % RING] * f;
+          }
+          this.drained += k;
+        }
+        this.r += n + k; this.headTs += (n + k) / RATE * 1e6;
       }
     }
   }
@@ -109,6 +136,7 @@ class Playout extends AudioWorkletProcessor {
     if (this.out && ++this.quanta % 4 === 0) {
       this.out.postMessage({ clockUs: v0.playing ? v0.headTs : null, underruns: v0.underruns,
         bufferedMs: v0.buffered() / RATE * 1000, targetMs: v0.targetMs, concealedMs: v0.concealed / RATE * 1000,
+        drainedMs: v0.drained / RATE * 1000,
         jitterMs: v0.jb.jitterMs, limited: this.limited,
         voicesPlaying: this.voices.map((v) => v.playing) });
       // the page: its own microphone ducks while others speak; `at` (context time s) is when the next
