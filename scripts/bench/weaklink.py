@@ -346,6 +346,16 @@ def audio_metrics(rx: dict, sent: int, base_ms: float) -> dict:
     out = {"sent": sent, "delivered": len(frames), "delivered_pct": round(100 * len(frames) / sent, 2) if sent else None,
            "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95), "p99_ms": pct(lat, 0.99),
            "max_ms": round(max(lat), 1) if lat else None, "gaps_over_200ms": gaps}
+    if frames:  # when the lost frames were sent (s after the first; a lost frame: its delivered predecessor's)
+        t0 = min(s for s, _ in frames.values())
+        sends = sorted((k, s) for k, (s, _) in frames.items())
+        lost_at, i = [], 0
+        for seq in range(sent):
+            while i + 1 < len(sends) and sends[i + 1][0] < seq:
+                i += 1
+            if seq not in frames and len(lost_at) < 100:
+                lost_at.append(round((sends[i][1] - t0) / 1e9, 1) if sends[i][0] < seq else 0.0)
+        out["lost_at_s"] = lost_at
     for x in PLAYOUTS_MS:
         out[f"heard_{x}ms_pct"] = round(100 * sum(1 for v in lat if v <= fastest + x) / sent, 2) if sent else None
     return out
