@@ -7,7 +7,9 @@
 //   jitter     RFC 3550 interarrival jitter: the smoothed change in transit time (arrival time minus
 //              media timestamp) between consecutive frames
 //   late peak  the most a frame's transit time grew over the previous frame's (TCP head-of-line
-//              stalls come in bursts that smoothing hides), decaying by PEAK_DECAY_PER_S
+//              stalls come in bursts that smoothing hides), decaying by PEAK_DECAY_PER_S; until
+//              measured, at least a cautious START_LATE_MS that fades by START_DECAY_PER_S (a
+//              start that lingered like a measured peak kept every page ~100 ms late for a minute)
 //   boost      UNDERRUN_BOOST_MS after each underrun, decaying by BOOST_DECAY_PER_S
 
 export const MIN_MS = 40;
@@ -18,13 +20,15 @@ export const MARGIN_MS = 20;  // render quanta and scheduling slack
 export const PEAK_DECAY_PER_S = 0.98;  // the late peak keeps 98 % of itself per second (half-life ~34 s)
 export const UNDERRUN_BOOST_MS = 40;
 export const BOOST_DECAY_PER_S = 0.98;
-export const START_LATE_MS = 100;  // until measured: cautious (a loaded host's decoder is jittery too)
+export const START_LATE_MS = 100;  // until measured: cautious (a loaded host's decoder is jittery too)...
+export const START_DECAY_PER_S = 0.9;  // ...fading to 12 ms in 20 s (half-life ~6.6 s): what was measured stays
 export const SOURCE_JUMP_MS = 5000;  // a transit change above this is a new source, not jitter
 
 export class JitterBuffer {
   constructor() {
     this.jitterMs = 0;
-    this.peakLateMs = START_LATE_MS;
+    this.peakLateMs = 0;
+    this.startLateMs = START_LATE_MS;
     this.boostMs = 0;
     this.frameMs = 20;
     this.prevTransit = null;
@@ -36,6 +40,7 @@ export class JitterBuffer {
       const s = (nowMs - this.lastDecayMs) / 1000;
       this.peakLateMs *= Math.pow(PEAK_DECAY_PER_S, s);
       this.boostMs *= Math.pow(BOOST_DECAY_PER_S, s);
+      this.startLateMs *= Math.pow(START_DECAY_PER_S, s);
     }
     this.lastDecayMs = nowMs;
   }
@@ -61,7 +66,7 @@ export class JitterBuffer {
 
   targetMs(nowMs) {
     this._decay(nowMs);
-    const spread = Math.max(JITTER_MULT * this.jitterMs, this.peakLateMs);
+    const spread = Math.max(JITTER_MULT * this.jitterMs, this.peakLateMs, this.startLateMs);
     return Math.min(MAX_MS, Math.max(MIN_MS, this.frameMs + spread + MARGIN_MS + this.boostMs));
   }
 }
