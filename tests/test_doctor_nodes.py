@@ -127,9 +127,9 @@ def test_doctor_on_a_nearly_full_disk(tmp_path):
 
 @pytest.mark.flaky(reruns=2)
 def test_doctor_on_a_revoked_box_says_revoked_first_not_network(tmp_path):
-    """Known race (not diagnosed, 1 of 3 runs on a loaded machine): HQ queues the revocation entry
-    to the hall before it closes the link (Link.close sends what was queued first), yet the hall
-    sometimes never merges it; it is then shut out, so the wait below gives up after 30 s."""
+    """HQ queues the revocation entry to the hall and closes the link at once; the hall must learn
+    why it was shut out. (Until 2026-12-07 it sometimes never got the entry, 1 run in 3: the close
+    overtook the entry in the writer. test_link_close_order.py reproduces that in one round.)"""
     from meshmeet.membership.datadir import load_roster
 
     hq_dir, [(hall_dir, code)] = make_commune(tmp_path, 1)

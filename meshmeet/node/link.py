@@ -62,8 +62,11 @@ class Link:
         self.write_timeout_s = conn.dead_after_s
         self.failure = ""  # why the writer gave up, for status
         self._kicked = False
-        # bytes: an application message; None: "the connection has bytes to send" (a kick)
-        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes | None](OUTGOING_QUEUE_MESSAGES)
+        # bytes: an application message; None: "the connection has bytes to send" (a kick);
+        # _CloseRequest: close after everything queued before it (see close)
+        self.outgoing_send, self.outgoing_receive = trio.open_memory_channel[bytes | None | _CloseRequest](
+            OUTGOING_QUEUE_MESSAGES)
+        self._writer_done = trio.Event()  # the writer sent the close frame, or stopped
 
     def kick(self) -> None:
         """Tell the writer the connection queued bytes (handshake, pong, ping); never waits.
@@ -131,23 +134,47 @@ class Link:
 
     async def write_loop(self) -> None:
         """Move queued messages through the connection to the socket: the link's only writer."""
-        async for payload in self.outgoing_receive:
-            if payload is None:
-                self._kicked = False
-            elif not self.conn.send_message(payload, trio.current_time()):
-                return
-            await self.flush()
+        try:
+            async for payload in self.outgoing_receive:
+                if isinstance(payload, _CloseRequest):
+                    self.conn.close(payload.reason, trio.current_time())
+                    await self._send_pending_quietly()
+                    return
+                if payload is None:
+                    self._kicked = False
+                elif not self.conn.send_message(payload, trio.current_time()):
+                    return
+                await self.flush()
+        finally:
+            self._writer_done.set()
 
     async def close(self, reason: str) -> None:
+        """Send what was queued, then a close frame, then drop the stream (at most CLOSE_GRACE_S).
+
+        The close goes through the writer's queue: the writer may hold a message it took off the
+        queue and has not handed to the connection yet (a revocation's entry, queued just before),
+        and closing the connection under it dropped that message."""
         if self.closed:
             return
         self.closed = True
         with trio.move_on_after(CLOSE_GRACE_S) as scope:
             scope.shield = True
-            self._queued_into_conn()  # what was queued before the close goes first (a revocation's entry)
+            try:
+                self.outgoing_send.send_nowait(_CloseRequest(reason))
+                await self._writer_done.wait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the queue is full or the writer is gone: close here, with what is queued first
+            self._queued_into_conn()  # all three do nothing once the writer has closed it
             self.conn.close(reason, trio.current_time())
             await self._send_pending_quietly()
             await trio.aclose_forcefully(self.stream)
+
+
+@dataclass(frozen=True)
+class _CloseRequest:
+    """In a link's queue: close the connection once everything before it is sent."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,47 @@
+"""A link closed right after a message was queued still delivers that message, then the close.
+
+HQ revokes a seat by queueing the revocation entry to the revoked node and closing the link at once
+(node.py `_roster_grew`: "the revoked node learns why"). The writer task may already hold the entry,
+taken off the queue but not yet handed to the connection, when the close runs: the close then shut
+the connection first and the entry was dropped (test_doctor_nodes' "known race", 1 run in 3). Real
+loopback TCP, the real sans-IO connection on both ends, the real writer; repeated, since which of
+two ready trio tasks runs first is up to the scheduler."""
+
+from __future__ import annotations
+
+import trio
+
+from meshmeet.node.link import Link, guard_writer
+from meshmeet.wire import ConnectionClosed, MessageReceived
+from meshmeet.wire.testing import connected_pair
+
+ROUNDS = 40
+
+
+async def one_round() -> list:
+    a_conn, b_conn = connected_pair()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    link = Link(client, a_conn, "loopback", 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard_writer, link)
+        await trio.sleep(0.001)  # the writer waits on its empty queue
+        assert link.send_nowait(b"revocation entry")
+        nursery.start_soon(link.close, "revoked")  # as Links.close_peer does: a task of its own
+        got = b""
+        with trio.fail_after(10):  # hang guard
+            async for data in server:
+                got += data
+        await server.aclose()
+    return b_conn.receive_data(got, trio.current_time())
+
+
+def test_a_message_queued_just_before_a_close_arrives_before_it() -> None:
+    for i in range(ROUNDS):
+        events = trio.run(one_round)
+        payloads = [e.payload for e in events if isinstance(e, MessageReceived)]
+        assert payloads == [b"revocation entry"], f"round {i}: {events}"
+        assert isinstance(events[-1], ConnectionClosed) and events[-1].reason == "revoked", f"round {i}: {events}"
