@@ -45,3 +45,28 @@ def test_a_message_queued_just_before_a_close_arrives_before_it() -> None:
         payloads = [e.payload for e in events if isinstance(e, MessageReceived)]
         assert payloads == [b"revocation entry"], f"round {i}: {events}"
         assert isinstance(events[-1], ConnectionClosed) and events[-1].reason == "revoked", f"round {i}: {events}"
+
+
+def test_closing_a_link_whose_writer_already_stopped_raises_nothing() -> None:
+    """The writer stops when a write fails (the socket is gone), its connection still open; a close
+    after that finds its own close request still queued and must not send it as a message (it did:
+    a TypeError that took the whole node down, seen once in a full test run)."""
+    async def main() -> None:
+        a_conn, _ = connected_pair()
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listeners[0].accept()
+        await listeners[0].aclose()
+        link = Link(client, a_conn, "loopback", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guard_writer, link)
+            await trio.sleep(0.01)
+            await client.aclose()  # the socket is gone under the writer
+            assert link.send_nowait(b"too late")  # the writer takes it, its write fails, and it stops
+            await trio.sleep(0.01)
+            with trio.fail_after(5):
+                await link.close("revoked")
+        await server.aclose()
+
+    trio.run(main)

@@ -113,7 +113,7 @@ class Link:
                 payload = self.outgoing_receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if payload is not None and not self.conn.send_message(payload, trio.current_time()):
+            if isinstance(payload, bytes) and not self.conn.send_message(payload, trio.current_time()):
                 return
 
     async def send(self, payload: bytes) -> None:
