@@ -70,3 +70,39 @@ def test_closing_a_link_whose_writer_already_stopped_raises_nothing() -> None:
         await server.aclose()
 
     trio.run(main)
+
+
+def test_a_bug_in_one_links_close_drops_that_link_and_nothing_else() -> None:
+    """A close that raises, run in the node-wide nursery as Links runs it, must not end that
+    nursery (the node): it is logged and the link's stream is dropped."""
+    from meshmeet.node.links import close_guarded
+
+    class BuggyLink:
+        address = "loopback"
+
+        def __init__(self, stream: trio.SocketStream) -> None:
+            self.stream = stream
+
+        async def close(self, reason: str) -> None:
+            raise TypeError("a bug in close")
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listeners[0].accept()
+        await listeners[0].aclose()
+        sibling_ran = trio.Event()
+        async with trio.open_nursery() as nursery:  # the node's nursery
+            nursery.start_soon(close_guarded, BuggyLink(client), "revoked")
+
+            async def sibling() -> None:
+                await trio.sleep(0.05)
+                sibling_ran.set()
+            nursery.start_soon(sibling)
+            with trio.fail_after(10):  # hang guard
+                assert await server.receive_some(100) == b""  # the peer sees the stream closed
+        assert sibling_ran.is_set()
+        await server.aclose()
+
+    trio.run(main)

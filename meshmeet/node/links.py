@@ -182,7 +182,7 @@ class LinkManager:
         """Close the link to a peer (it is redialled as usual); nothing when none is open."""
         record = self.peers.get(peer_node_id)
         if record is not None and record.link is not None:
-            await record.link.close(reason)
+            await close_guarded(record.link, reason)
 
     def peer_host(self, peer_node_id: str) -> str | None:
         """The IP address the link to a peer is connected to, None when no link is open."""
@@ -367,9 +367,9 @@ class LinkManager:
         if old is not None and not old.closed:
             if not keep_new(old, link):
                 log.info("link %s: duplicate of an existing link to %s, closing", link.address, peer)
-                self._nursery.start_soon(link.close, "duplicate link")  # type: ignore[union-attr]
+                self._nursery.start_soon(close_guarded, link, "duplicate link")  # type: ignore[union-attr]
                 return None
-            self._nursery.start_soon(old.close, "replaced by a newer link")  # type: ignore[union-attr]
+            self._nursery.start_soon(close_guarded, old, "replaced by a newer link")  # type: ignore[union-attr]
             record.link = None
             self._on_link_change(peer, False)  # listeners see down before the new link's up
         record.link = link
@@ -392,3 +392,11 @@ class LinkManager:
             log.exception("handler failed for a message from %s", peer)
 
 
+async def close_guarded(link: Link, reason: str) -> None:
+    """`link.close(reason)`, run in the node-wide nursery: a bug in one link's close must end only
+    that link (its stream is dropped), never the node (it did once: a TypeError in close)."""
+    try:
+        await link.close(reason)
+    except Exception:
+        log.exception("closing link %s failed; dropping its stream", link.address)
+        await trio.aclose_forcefully(link.stream)
