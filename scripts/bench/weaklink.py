@@ -402,6 +402,7 @@ class StatusPoller:
     def __init__(self, bed, relay: str, end_id: str) -> None:
         self.bed, self.relay, self.end_id = bed, relay, end_id
         self.rows: list[dict] = []
+        self.datagram_counters: dict | None = None  # per node, its per-peer datagram channel counters, last seen
         self._stop = threading.Event()
         self._t0 = self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -421,6 +422,13 @@ class StatusPoller:
             except (OSError, ValueError):
                 continue
             t = round(time.monotonic() - self._t0, 1)
+            self.datagram_counters = {"relay": ((st.get("media") or {}).get("datagrams") or {}).get("channels")}
+            for name in ("hq", "end"):
+                try:
+                    other = self.bed.status(name)
+                except (OSError, ValueError):
+                    continue
+                self.datagram_counters[name] = ((other.get("media") or {}).get("datagrams") or {}).get("channels")
             for link in (st.get("media") or {}).get("links", []):
                 if link.get("peer") == self.end_id:
                     self.rows.append({"t": t, **link})
@@ -442,7 +450,8 @@ class StatusPoller:
         last = {k: v for k, v in (media[-1] if media else {}).items() if k not in ("t", "peer", "site")}
         return {"relay_layers": layers, "relay_queue_ms_max": max(queue) if queue else None,
                 "mesh_rtt_ms_max": max(rtt) if rtt else None, "transport": transport or None,
-                "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None}
+                "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None,
+                "relay_datagram_counters": self.datagram_counters}
 
 
 def link_drops(bed) -> int:
