@@ -243,6 +243,33 @@ def test_lossy_link_asks_for_fec_and_repeats_audio() -> None:
     assert r2.audio_redundancy("tcp", 1.0) == 0 and r2.link_stats("tcp", 1.0).audio_fec_percent == 0
 
 
+def test_random_loss_keeps_a_second_audio_copy_where_it_fits_and_queue_drops_do_not() -> None:
+    """Profile B: 1 % random loss, ~12 datagrams per report, so most reports show none and the
+    smoothed loss stays under REDUNDANCY_LOSS[1]; two losses in a row then lost a frame under one
+    copy (the weak-link bench, 6 runs of 7). A report with loss and no queue keeps two copies for
+    SECOND_COPY_AFTER_LOSS_S; loss that comes with a queue (a full modem's drops) does not."""
+    r, src = video_relay()
+    t = 0.0
+    depths = []
+    for i in range(120):  # 30 s of reports every 0.25 s; one in 8 sees one datagram lost in 12
+        advance(r, src, t, t + 0.25)
+        t += 0.25
+        r.link_feedback("dg", t, 1 / 12 if i % 8 == 0 else 0.0, 0.005, 0.01, 0.09)
+        if t >= 3.0:
+            depths.append(r.audio_redundancy("dg", t))
+    assert r.link_stats("dg", t).audio_fec_percent < 100  # sanity: the link lives
+    assert min(depths) == 2, depths  # without the memory: 1 most of the time (smoothed loss ~1-1.6 %)
+    # loss only with a high queueing delay: no second copy from it
+    r2, src2 = video_relay()
+    t = 0.0
+    for i in range(120):
+        advance(r2, src2, t, t + 0.25)
+        t += 0.25
+        r2.link_feedback("dg", t, 1 / 12 if i % 8 == 0 else 0.0, 0.005, 0.3 if i % 8 == 0 else 0.01, 0.09)
+    assert r2.audio_redundancy("dg", t) <= 1
+    assert r2._links["dg"].feedback.last_random_loss_at == -math.inf  # every loss came with a queue
+
+
 def test_link_feedback_for_unknown_link_or_bad_values_is_refused_quietly() -> None:
     r, _ = video_relay()
     r.link_feedback("nope", 1.0, 0.0, 0.0, 0.0, 0.1)

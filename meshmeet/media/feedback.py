@@ -71,6 +71,7 @@ class LinkFeedback:
     last_report_at: float | None = None
     last_decrease_at: float = -math.inf
     last_high_at: float = -math.inf  # latest report with the delay above threshold or heavy loss
+    last_random_loss_at: float = -math.inf  # latest report with loss but no high delay
     last_sent_bps: float = 0.0  # what the link sent, as of the latest report
     reports: int = 0
     min_rtt_s: float = math.inf  # the lowest round trip reported (a loaded machine delays some reports)
@@ -113,6 +114,8 @@ class LinkFeedback:
             (over and self.loss > LOSS_DECREASE_FRACTION) or self.loss > LOSS_SEVERE_FRACTION)
         if high or heavy_loss:
             self.last_high_at = now
+        elif loss_fraction > 0:
+            self.last_random_loss_at = now  # loss without a queue: radio, not our own congestion
 
         known = self.estimate_bps
         est = math.inf if known is None else known

@@ -360,7 +360,7 @@ def audio_metrics(rx: dict, sent: int, base_ms: float) -> dict:
         # on time should have been recovered from that successor's copy
         out["lost_context_ms"] = [[round((frames[q][1] - frames[q][0]) / 1e6 - base_ms, 1) if q in frames else None
                                    for q in (seq - 2, seq - 1, seq + 1, seq + 2)]
-                                  for seq in range(sent) if seq not in frames][:20]
+                                  for seq in range(sent) if seq not in frames][-20:]
     for x in PLAYOUTS_MS:
         out[f"heard_{x}ms_pct"] = round(100 * sum(1 for v in lat if v <= fastest + x) / sent, 2) if sent else None
     return out
