@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 4.0  # a failing dial costs one SYN; a returning cable is used within ~4-6 s
-JOIN_FIRST_BYTE = 0x4A
 FIRST_BYTE_TIMEOUT_S = 10.0
 ACCEPT_RETRY_S = 0.1
 
@@ -70,7 +69,6 @@ class LinkManager:
         site_of: Callable[[str], str],
         on_message: MessageHandler,
         on_link_change: Callable[[str, bool], None] = lambda peer, up: None,
-        on_join: JoinHandler | None = None,
         keepalive_s: float = 5.0,
         rng: random.Random | None = None,
         limits: MeshLimits = MeshLimits(),
@@ -82,7 +80,7 @@ class LinkManager:
         self._site_of = site_of
         self._on_message = on_message
         self._on_link_change = on_link_change
-        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}  # + "R"
+        self.first_byte_handlers: dict[int, JoinHandler] = {}  # join "J", HQ recovery "R": node/provides.py fills it
         self._keepalive_s = keepalive_s
         self._rng = rng or random.Random()
         self.peers: dict[str, PeerRecord] = {}
