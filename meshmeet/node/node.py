@@ -44,7 +44,6 @@ ROSTER_POLL_S = 2.0
 JOIN_IO_TIMEOUT_S = 30.0
 
 
-
 class Node:
     """A running site: call `run()` inside trio; everything stops when it is cancelled."""
 
