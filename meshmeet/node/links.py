@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 
 import trio
 
+from ..errors import MeshmeetError
 from ..membership.identity import KeyPair
 from ..wire import HandshakeComplete, LinkConnection, Role
 from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
@@ -42,9 +43,8 @@ class MeshLimits:
     max_connections: int = 512  # accepted connections in all, links included
     max_per_address: int = 16  # accepted connections from one source
     max_pending: int = 64  # accepted, not yet authenticated; the oldest silent one (else oldest) makes room
-    # accepted connections from one source that have sent nothing yet (a new connection is silent
-    # for a moment: halls joining at once behind one NAT, or the testbed's parallel joins on
-    # loopback, must not be refused; a slow-loris source is still held by max_per_address)
+    # accepted from one source and silent yet (halls joining at once behind one NAT, or the testbed's
+    # parallel joins on loopback, must not be refused; max_per_address still holds a slow loris)
     max_silent_per_address: int = 8
     handshakes_per_s: float = 2.0  # per source: link handshakes answered (each costs a signature)
     handshake_burst: int = 10
@@ -108,8 +108,6 @@ class LinkManager:
             try:
                 listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
             except OSError as e:
-                from ..errors import MeshmeetError
-
                 raise MeshmeetError(
                     f"Không mở được cổng mesh {listen_host}:{listen_port}: {e.strerror}",
                     f"cannot listen on mesh port {listen_host}:{listen_port}: {e.strerror}",
@@ -164,9 +162,8 @@ class LinkManager:
     def queue_depth(self, peer_node_id: str) -> int:
         """Messages waiting in the link's writer queue (0 when no link is up)."""
         record = self.peers.get(peer_node_id)
-        if record is None or record.link is None:
-            return 0
-        return record.link.outgoing_send.statistics().current_buffer_used
+        link = None if record is None else record.link
+        return 0 if link is None else link.outgoing_send.statistics().current_buffer_used
 
     def close_peer(self, peer_node_id: str, reason: str) -> bool:
         """close_link without waiting (a revoked member: its redials then fail the handshake)."""
