@@ -4,6 +4,8 @@
 - `FakeClock`: a wall clock the test moves by hand (`clock.t += 1`), for stores and sessions.
 - `Commune`: a commune's membership made in memory (admin, header, seats, claims, invites).
 - `doc_vectors`: the ```vectors block of a protocol document, parsed (tests check the code by it).
+- `registered(service)`: a node service built on a stand-in node, with what it provides put on
+  that node's tables by the real `node.provides.register`, as node/compose.py does.
 Import them with `from conftest import FakeClock, Commune, doc_vectors`; fixtures need no import.
 """
 
@@ -18,6 +20,7 @@ from trio.testing import MockClock
 from meshmeet.membership.identity import KeyPair, commune_id_of
 from meshmeet.membership.invite import Invite, make_invite
 from meshmeet.membership.roster import Roster, make_claim, make_header, make_seat
+from meshmeet.node.provides import Provider, register
 
 MEMBERSHIP_NOW = 1_700_000_000  # the wall time (s) membership fakes are made at
 
@@ -86,6 +89,12 @@ class Commune:
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def registered(service: Provider) -> Provider:
+    """`service` (which has a `.node`) with what it provides registered on that node's tables."""
+    register(service.node, [service])
+    return service
 
 
 def doc_vectors(relative_path: str) -> dict[str, bytes]:

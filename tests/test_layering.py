@@ -1,5 +1,6 @@
 """The layout stays true: sans-IO cores import no driver, event loop or I/O framework; only the bridge
-mixes trio and asyncio; the API never imports the web server; no module is over 400 lines.
+mixes trio and asyncio; the API never imports the web server; no module is over 400 lines; only the
+composition root's registration (node/provides.py) writes the node's dispatch tables.
 
 Imports are read from the source (ast), relative ones resolved; those under `if TYPE_CHECKING:` are
 types only and do not count. docs/architecture.md, "Layers", says why each rule holds.
@@ -123,3 +124,80 @@ def test_the_checker_sees_relative_imports_and_skips_type_checking(tmp_path: Pat
     service = imports(PACKAGE / "node" / "sync_service.py")
     assert "meshmeet.node.node" not in service  # imported under TYPE_CHECKING only
     assert "meshmeet.meeting.meetings" in service  # `from ..meeting import meetings`
+
+
+# The node's dispatch tables. Every part states what it provides (`provides()`) and only
+# node/provides.py's `register`, called by the composition root, writes them; node.py and links.py
+# create them, empty, in their constructors.
+DISPATCH_TABLES = {"services", "api_handlers", "status_extras", "link_listeners", "roster_listeners", "web_setups",
+                   "inbound_handlers", "first_byte_handlers"}
+MUTATORS = {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "remove",
+            "__setitem__", "__delitem__", "__iadd__"}
+REGISTRATION = "meshmeet/node/provides.py"
+TABLE_OWNERS = {"meshmeet/node/node.py", "meshmeet/node/links.py"}
+
+
+def table_writes(source: str, *, owner: bool = False) -> list[str]:
+    """The lines of `source` that write a dispatch table: `x.TABLE[k] = v`, `del x.TABLE[k]`,
+    `x.TABLE += ...`, `x.TABLE.append(...)` (any mutating method), and `x.TABLE = ...` except, for a
+    table's `owner`, inside `__init__`. (A table passed around under another name is not seen.)"""
+    found: list[str] = []
+
+    def is_table(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr in DISPATCH_TABLES
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            targets: list[ast.AST] = []
+            if isinstance(child, ast.Assign):
+                targets = child.targets
+            elif isinstance(child, (ast.AnnAssign, ast.AugAssign)):
+                targets = [child.target]
+            elif isinstance(child, ast.Delete):
+                targets = child.targets
+            for target in targets:
+                rebinds = is_table(target) and not (owner and function == "__init__"
+                                                    and not isinstance(child, (ast.AugAssign, ast.Delete)))
+                if (isinstance(target, ast.Subscript) and is_table(target.value)) or rebinds \
+                        or (isinstance(child, ast.AugAssign) and is_table(target)):
+                    found.append(f"{child.lineno}: {ast.unparse(child).splitlines()[0]}")
+            if (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
+                    and child.func.attr in MUTATORS and is_table(child.func.value)):
+                found.append(f"{child.lineno}: {ast.unparse(child)}")
+            visit(child, inner)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if str(p.relative_to(ROOT)) != REGISTRATION],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_registration_writes_the_nodes_dispatch_tables(path: Path) -> None:
+    writes = table_writes(path.read_text(encoding="utf-8"), owner=str(path.relative_to(ROOT)) in TABLE_OWNERS)
+    assert not writes, (f"{path.relative_to(ROOT)} writes the node's dispatch tables; state it in the service's "
+                        f"provides() instead (node/provides.py): {writes}")
+
+
+def test_the_table_checker_sees_every_kind_of_write() -> None:
+    # The rule above is only as good as `table_writes`: each of these is one write, in any module.
+    probe = (
+        "class S:\n"
+        "    def __init__(self, node):\n"
+        "        node.services[0x20] = self.on\n"                      # 3
+        "        node.api_handlers.update({'x': self.x})\n"             # 4
+        "        node.link_listeners.append(self.up)\n"                 # 5
+        "        self.node.links.first_byte_handlers[0x52] = self.r\n"  # 6
+        "        node.web_setups += [self.setup]\n"                     # 7
+        "        node.status_extras.setdefault('k', self.s)\n"          # 8
+        "        del node.inbound_handlers['media_up']\n"               # 9
+        "    def later(self, node):\n"
+        "        node.roster_listeners = []\n"                          # 11
+        "        handler = node.services.get(0x20)\n"                   # reads are fine
+        "        for fn in node.link_listeners: fn('p', True)\n"
+    )
+    assert [w.split(":")[0] for w in table_writes(probe)] == ["3", "4", "5", "6", "7", "8", "9", "11"]
+    # the tables' owners create them in __init__ (and nowhere else)
+    assert [w.split(":")[0] for w in table_writes(probe, owner=True)] == ["3", "4", "5", "6", "7", "8", "9", "11"]
+    assert table_writes("class N:\n    def __init__(self):\n        self.services: dict = {}\n", owner=True) == []
+    assert table_writes("class N:\n    def __init__(self):\n        self.services: dict = {}\n") != []

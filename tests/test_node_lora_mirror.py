@@ -26,6 +26,8 @@ from meshmeet.meeting.replica import open_store
 from meshmeet.store.db import Store
 from meshmeet.wire import services
 
+from conftest import registered
+
 from test_node_lora_service import Gateway, StubNode
 
 
@@ -118,7 +120,7 @@ async def test_alert_ids_state_mirror_and_ip_return(dirs, pty_clock):
         hq_sync = StubSync(hq_dir / "state.db", hq_node.key, roles)
         hall_sync = StubSync(hall_dir / "state.db", hall_key, roles)
         hq_node.gateway, hall_node.gateway = Gateway(), Gateway()
-        hq, hall = LoraService(hq_node, state=hq_sync), LoraService(hall_node, state=hall_sync)
+        hq, hall = registered(LoraService(hq_node, state=hq_sync)), registered(LoraService(hall_node, state=hall_sync))
         hall_node.services[services.LORA]("ip-peer", hq.offer.to_bytes())
 
         # Before the outage: a started meeting with a current agenda item reaches the hall by sync.

@@ -23,6 +23,8 @@ from meshmeet.node.lora_service import LoraService
 from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
+from conftest import registered
+
 
 class Links:
     def __init__(self, peers: list[str]) -> None:
@@ -77,7 +79,7 @@ def hq_dir(tmp_path: Path) -> Path:
 def test_hq_makes_a_private_key_once_and_offers_it_on_link_up(hq_dir):
     async def main():
         node = StubNode(hq_dir, lora=None)
-        svc = LoraService(node)
+        svc = registered(LoraService(node))
         assert svc.status() == {"enabled": False, "key": "ok", "state": "off"}
         assert stat.S_IMODE(os.stat(hq_dir / "lora.key").st_mode) == 0o600
         first = (hq_dir / "lora.key").read_bytes()
@@ -100,7 +102,7 @@ def test_hall_waits_for_the_key_takes_only_hq_offers_and_passes_them_on(hq_dir, 
         base = StubNode(hall_dir, lora=LoraSettings(port="/dev/null"))
         me = dataclasses.replace(base.me, short_id=2, role="hall")
         node = StubNode(hall_dir, lora=LoraSettings(port="/dev/null"), me=me, peers=["a", "b"])
-        hall = LoraService(node)
+        hall = registered(LoraService(node))
         assert hall.status()["key"] == "missing" and hall.status()["state"] == "waiting_key"
         forged = dataclasses.replace(hq.offer, key=bytes(32)).to_bytes()
         node.services[services.LORA]("a", forged)
@@ -127,7 +129,7 @@ async def test_modem_session_alert_state_and_unplug(hq_dir, pty_clock):
         await n.start(serve)
         await n.start(other.serve)
         node = StubNode(hq_dir, lora=LoraSettings(port=modem.path, preset="fast", beacon_s=5.0))
-        svc = LoraService(node)
+        svc = registered(LoraService(node))
         n.start_soon(svc.run)
         while svc.state != "up":
             await trio.sleep(0.1)
@@ -156,7 +158,7 @@ def test_api_alert_refused_for_a_hall(hq_dir):
         base = StubNode(hq_dir, lora=None)
         me = dataclasses.replace(base.me, short_id=2, role="hall", backup=False)
         node = StubNode(hq_dir, lora=None, me=me, key=KeyPair.generate())
-        LoraService(node)
+        registered(LoraService(node))
         with pytest.raises(ApiError) as refused:
             await node.api_handlers["lora_alert"]({"text": "x"})
         assert refused.value.status == 403
@@ -184,12 +186,12 @@ async def test_received_alert_is_kept_and_published_once(hq_dir, tmp_path, pty_c
         for m in modems:
             await n.start(m.serve)
         hq_node = StubNode(hq_dir, lora=LoraSettings(port=modems[0].path, preset="fast", beacon_s=5.0))
-        hq = LoraService(hq_node)
+        hq = registered(LoraService(hq_node))
         base = StubNode(hall_dir, lora=None)
         hall_node = StubNode(hall_dir, lora=LoraSettings(port=modems[1].path, preset="fast", beacon_s=5.0),
                              me=dataclasses.replace(base.me, short_id=2, role="hall"), key=KeyPair.generate())
         hall_node.gateway = Gateway()
-        hall = LoraService(hall_node)
+        hall = registered(LoraService(hall_node))
         hall_node.services[services.LORA]("hq", hq.offer.to_bytes())
         n.start_soon(hq.run)
         n.start_soon(hall.run)

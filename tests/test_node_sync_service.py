@@ -29,6 +29,8 @@ from meshmeet.node.sync_service import BULK_QUEUE_MAX_MESSAGES, SyncService
 from meshmeet.api.contract import ApiError
 from meshmeet.wire import services
 
+from conftest import registered
+
 HANG_GUARD_S = 30.0
 
 
@@ -164,8 +166,8 @@ async def commune(tmp_path, nursery):
         d = tmp_path / f"n{i}"
         d.mkdir()
         node = FakeNode(net, k, r, roster, d)
-        node.sync = SyncService(node)
-        StateApi(node, node.sync)  # as node/compose.py wires them (no LoRa here)
+        node.sync = registered(SyncService(node))
+        registered(StateApi(node, node.sync))  # as node/compose.py wires them (no LoRa here)
         nursery.start_soon(node.sync.run)
         nodes.append(node)
     nursery.start_soon(net.pump)

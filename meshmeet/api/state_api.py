@@ -7,7 +7,7 @@ topic. Authority is the store's: a change this node's role may not make is refus
 the domain's refusals (meshmeet.meeting.errors) map to 404 and 409 in `_write`, the one place.
 GET query arguments arrive as strings, so integer and boolean arguments also accept their
 decimal/"true"/"false" spellings (the checks live in state_args.py; the document handlers in
-state_documents.py, registered here). Filtered reads go through meshmeet.meeting.queries.
+state_documents.py, provided with these). Filtered reads go through meshmeet.meeting.queries.
 This module must never write SQL, never bypass the
 store's change capture, and never touch the store outside the service lock.
 """
@@ -31,6 +31,7 @@ from .contract import ApiError
 from .state_args import (AGENDA_STATES, MAX_ID_CHARS, MAX_TEXT_CHARS, MEETING_STATES, SPEAK_STATES, arg_bool,
                          arg_id, arg_int, arg_str, bad, forbidden, not_found)
 from .state_documents import DocumentApi
+from ..node.provides import Provides
 
 if TYPE_CHECKING:
     from ..node.node import Node
@@ -44,7 +45,7 @@ Handler = Callable[[dict], Awaitable[dict]]
 
 # ----- the API -----------------------------------------------------------------------------------
 class StateApi:
-    """Registers the state handlers on `node.api_handlers`; see docs/api.md.
+    """The state API's handlers, provided to the node (`provides()`); see docs/api.md.
 
     Provides: the state API handlers. Needs: the SyncService (store, lock, change push), the
     node's roster and links, and optionally the LoRa alert sender for urgent announcements."""
@@ -67,7 +68,10 @@ class StateApi:
             "speak_request": self.speak_request, "speak_queue": self.speak_queue, "state": self.state,
             "roster": self.roster,
         }
-        node.api_handlers.update(handlers)
+        self._handlers = handlers
+
+    def provides(self) -> Provides:
+        return Provides(apis=self._handlers)
 
     # ----- plumbing --------------------------------------------------------------------------
     async def _write(self, tables: set[str], fn: Callable[[], Any]) -> Any:

@@ -25,6 +25,7 @@ from ..sync.messages import PROTOCOL_VERSION as SYNC_PROTOCOL_VERSION
 from ..store.schema import LATEST_VERSION as SCHEMA_VERSION
 from ..wire import services
 from ..wire.capabilities import LEGACY, Capabilities, CapabilityError, decode, encode
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -54,9 +55,10 @@ class CapabilityService:
         self.mine = my_capabilities()
         self._encoded = encode(self.mine)
         self.peers: dict[str, Capabilities] = {}
-        node.services[services.CAPABILITIES] = self._on_message
-        node.link_listeners.append(self._on_link_change)
-        node.status_extras["peer_versions"] = self.status
+
+    def provides(self) -> Provides:
+        return Provides(services={services.CAPABILITIES: self._on_message}, link_listeners=(self._on_link_change,),
+                        status={"peer_versions": self.status})
 
     def of(self, peer: str) -> Capabilities:
         return self.peers.get(peer, LEGACY)

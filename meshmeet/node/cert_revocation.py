@@ -20,6 +20,7 @@ from cryptography import x509
 
 from ..web import crl as crl_mod
 from ..web import tls
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -53,7 +54,10 @@ class CertRevocation:
         self.service = service
         self._on_changed = on_changed  # the CRL file changed: reload the HTTPS listener
         self.crls_received = 0
-        node.roster_listeners.append(self.on_roster)
+
+    def provides(self) -> Provides:
+        """A roster listener (a revocation) and a link listener (a new link gets the CRL): part of WebappService's."""
+        return Provides(roster_listeners=(self.on_roster,), link_listeners=(self.on_link,))
 
     @property
     def is_issuer(self) -> bool:

@@ -1,6 +1,6 @@
 """The resident feedback page's node plugin: its API handlers, the contact book and its retention.
 
-Registers `citizen_submit` (one, checked here: the CLI), `citizen_submit_page` (the page's checked
+Provides `citizen_submit` (one, checked here: the CLI), `citizen_submit_page` (the page's checked
 forms, many per call: one group commit each), `citizen_lookup`, `citizen_board`, `citizen_wall`
 (what the page and the TV may read), `feedback_hide` and `citizen_inbox` (chair or the local CLI:
 web/app/policy.py), and mounts the page (web/citizens_page.py). The page's calls are LOCAL_ONLY
@@ -32,6 +32,7 @@ from ..store.errors import AuthorityError, SyncError
 from ..api.contract import ApiError
 from ..web.citizens_page import PageOptions, ResidentSite, make_page_setup
 from ..api.state_args import arg_bool, arg_id, arg_str, not_found
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -54,16 +55,16 @@ class CitizensService:
         self.purged = 0
         self.groups = 0  # group commits (submitted / groups: submissions per signed batch)
         self._sealer = Sealer()
-        node.api_handlers.update({
+        self.site = ResidentSite()
+        listen = self.settings.listen if node.cfg.residents is None else host_port_or_off(node.cfg.residents, what="--residents")
+        self._page_setup = make_page_setup(PageOptions(limits=self.settings.limits, listen=listen), self.site)
+
+    def provides(self) -> Provides:
+        return Provides(apis={
             "citizen_submit": self.submit, "citizen_submit_page": self.submit_page, "citizen_lookup": self.lookup,
             "citizen_board": self.board,
             "citizen_wall": self.wall, "feedback_hide": self.hide, "citizen_inbox": self.inbox,
-        })
-        self.site = ResidentSite()
-        listen = self.settings.listen if node.cfg.residents is None else host_port_or_off(node.cfg.residents, what="--residents")
-        node.web_setups.append(make_page_setup(PageOptions(limits=self.settings.limits, listen=listen),
-                                               self.site))
-        node.status_extras["citizens"] = self.status
+        }, web_setups=(self._page_setup,), status={"citizens": self.status})
 
     @property
     def _sync(self) -> "SyncService":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..wire import clock, services
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -27,9 +28,10 @@ class ClockService:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.samples: dict[str, dict] = {}
-        node.services[services.CLOCK] = self._on_message
-        node.link_listeners.append(self._on_link_change)
-        node.status_extras["clock"] = lambda: dict(self.samples)
+
+    def provides(self) -> Provides:
+        return Provides(services={services.CLOCK: self._on_message}, link_listeners=(self._on_link_change,),
+                        status={"clock": lambda: dict(self.samples)})
 
     async def run(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from ..media import datagram as D
 from ..media.datagram_channel import DATAGRAM, TCP, DatagramChannel, Event, ModeChanged
 from ..wire import services
 from . import udp_arrival
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -63,8 +64,10 @@ class DatagramService:
         self._wake = trio.Event()
         self.counters = {"in": 0, "out": 0, "malformed": 0, "unknown_channel": 0, "early": 0, "auth": 0, "replay": 0,
                          "send_dropped": 0, "offers_refused": 0, "errors": 0}
-        node.services[services.DATAGRAM] = self._on_offer
-        node.link_listeners.append(self._on_link_change)
+
+    def provides(self) -> Provides:
+        """Service 0x80 (datagram offers) and a link listener: part of MediaService's."""
+        return Provides(services={services.DATAGRAM: self._on_offer}, link_listeners=(self._on_link_change,))
 
     # ----- for MediaService --------------------------------------------------------------
     def mode(self, peer: str) -> str:

@@ -2,14 +2,15 @@
 
 Runs meshmeet/ingest/worker.py as a child process (why a process: see that module), moves its
 media messages into the node through the very way the browser presenter's messages come in
-(MediaService's "media_up" handler, so the floor decides exactly as for /present: at a node that
+(MediaService.from_browsers, so the floor decides exactly as for /present: at a node that
 does not hold the floor they are refused), and the keyframe and audio rate requests meant for the
 local presenter to the worker's stdin (MediaService.local_taps). While the ingest is live it is
 this site's presenter: chunks from a /present page are held back (counted) and that page's last
 decoder configs are handed on when the ingest stops, so the chair's camera takes over cleanly.
 meshmeet/ingest/supervisor.py decides restarts and what status says. Adds the `ingest` API
 (start, stop, status; HQ or a backup site only) and "ingest" to status. Needs: the MediaService
-(constructed before it in node/compose.py) for its presenter handler and `local_taps`.
+(constructed before it in node/compose.py) for its presenter way in and `local_taps`; it fronts the
+"media_up" topic MediaService provides (node/provides.py), holding /present's chunks while live.
 
 This module must never parse media itself beyond peeking at a chunk's timestamp, decode
 anything, or let a worker's failure reach the node (a bad pipe frame kills that worker only).
@@ -31,6 +32,7 @@ from ..ingest.supervisor import Spawn, Supervisor
 from ..media import chunk as C
 from ..api.contract import ApiError
 from ..web.media_routes import UP_TOPIC
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .media_service import MediaService
@@ -50,12 +52,8 @@ class IngestService:
     def __init__(self, node: "Node", *, media: "MediaService") -> None:
         self.node = node
         self.sup = Supervisor()
-        # the presenter's way in, as MediaService registered it (so it must be constructed first)
-        self._up = node.inbound_handlers[UP_TOPIC]
-        node.inbound_handlers[UP_TOPIC] = self._from_browsers
+        self._up = media.from_browsers  # the presenter's way in: what /present's messages go through
         media.local_taps.append(self._to_worker)
-        node.api_handlers["ingest"] = self._api
-        node.status_extras["ingest"] = self.status
         self._wake = trio.Event()
         self._to_worker_send, self._to_worker_recv = trio.open_memory_channel[bytes](TO_WORKER_QUEUE)
         self._browser_configs: dict[bytes, bytes] = {}  # stream byte -> /present's latest config
@@ -65,6 +63,12 @@ class IngestService:
         self._protocols_asked = False
         self.counters = {"presenter_held": 0, "worker_pipe_errors": 0, "requests_to_worker": 0,
                          "requests_dropped": 0}
+
+    def provides(self) -> Provides:
+        """The `ingest` API, status["ingest"], and a front on MediaService's topic "media_up": browsers'
+        messages come here first and go on to MediaService.from_browsers unless held."""
+        return Provides(apis={"ingest": self._api}, status={"ingest": self.status},
+                        fronts={UP_TOPIC: self._from_browsers})
 
     # ----- the presenter's way in --------------------------------------------------------------
     async def _from_browsers(self, data: object) -> None:

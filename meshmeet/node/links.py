@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 
 import trio
 
+from ..errors import MeshmeetError
 from ..membership.identity import KeyPair
 from ..wire import HandshakeComplete, LinkConnection, Role
 from ..wire.admission import ConnectionCounter, PendingSet, SourceRateLimiter, source_key
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 4.0  # a failing dial costs one SYN; a returning cable is used within ~4-6 s
-JOIN_FIRST_BYTE = 0x4A
 FIRST_BYTE_TIMEOUT_S = 10.0
 ACCEPT_RETRY_S = 0.1
 
@@ -43,9 +43,8 @@ class MeshLimits:
     max_connections: int = 512  # accepted connections in all, links included
     max_per_address: int = 16  # accepted connections from one source
     max_pending: int = 64  # accepted, not yet authenticated; the oldest silent one (else oldest) makes room
-    # accepted connections from one source that have sent nothing yet (a new connection is silent
-    # for a moment: halls joining at once behind one NAT, or the testbed's parallel joins on
-    # loopback, must not be refused; a slow-loris source is still held by max_per_address)
+    # accepted from one source and silent yet (halls joining at once behind one NAT, or the testbed's
+    # parallel joins on loopback, must not be refused; max_per_address still holds a slow loris)
     max_silent_per_address: int = 8
     handshakes_per_s: float = 2.0  # per source: link handshakes answered (each costs a signature)
     handshake_burst: int = 10
@@ -70,7 +69,6 @@ class LinkManager:
         site_of: Callable[[str], str],
         on_message: MessageHandler,
         on_link_change: Callable[[str, bool], None] = lambda peer, up: None,
-        on_join: JoinHandler | None = None,
         keepalive_s: float = 5.0,
         rng: random.Random | None = None,
         limits: MeshLimits = MeshLimits(),
@@ -82,7 +80,7 @@ class LinkManager:
         self._site_of = site_of
         self._on_message = on_message
         self._on_link_change = on_link_change
-        self.first_byte_handlers: dict[int, JoinHandler] = {} if on_join is None else {JOIN_FIRST_BYTE: on_join}  # + "R"
+        self.first_byte_handlers: dict[int, JoinHandler] = {}  # join "J", HQ recovery "R": node/provides.py fills it
         self._keepalive_s = keepalive_s
         self._rng = rng or random.Random()
         self.peers: dict[str, PeerRecord] = {}
@@ -110,8 +108,6 @@ class LinkManager:
             try:
                 listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
             except OSError as e:
-                from ..errors import MeshmeetError
-
                 raise MeshmeetError(
                     f"Không mở được cổng mesh {listen_host}:{listen_port}: {e.strerror}",
                     f"cannot listen on mesh port {listen_host}:{listen_port}: {e.strerror}",
@@ -166,9 +162,8 @@ class LinkManager:
     def queue_depth(self, peer_node_id: str) -> int:
         """Messages waiting in the link's writer queue (0 when no link is up)."""
         record = self.peers.get(peer_node_id)
-        if record is None or record.link is None:
-            return 0
-        return record.link.outgoing_send.statistics().current_buffer_used
+        link = None if record is None else record.link
+        return 0 if link is None else link.outgoing_send.statistics().current_buffer_used
 
     def close_peer(self, peer_node_id: str, reason: str) -> bool:
         """close_link without waiting (a revoked member: its redials then fail the handshake)."""

@@ -42,6 +42,7 @@ from .lora_key import CommuneLoraKey
 from .lora_mirror import LoraStateMirror
 from .lora_persistence import LoraPersistence
 from .lora_roster import Authorities, RosterKeys
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -82,12 +83,12 @@ class LoraService:
         self.mirror = LoraStateMirror(node, send=self.send, others=self._others,
                                       modem_up=lambda: self.core is not None and self.link is not None,
                                       state=state)
-        node.services[services.LORA] = self.lora_key.on_offer
-        node.link_listeners.append(self.lora_key.on_link_change)
-        node.roster_listeners.append(self.lora_key.on_roster)
-        node.status_extras["lora"] = self.status
-        node.api_handlers["lora_alert"] = self.api_alert
-        node.api_handlers["lora_send"] = self._api_send
+
+    def provides(self) -> Provides:
+        key = self.lora_key  # the commune key's offers travel on IP links (node/lora_key.py)
+        return Provides(services={services.LORA: key.on_offer}, link_listeners=(key.on_link_change,),
+                        roster_listeners=(key.on_roster,), status={"lora": self.status},
+                        apis={"lora_alert": self.api_alert, "lora_send": self._api_send})
 
     # ----- the commune LoRa key (node/lora_key.py) --------------------------------------------
 

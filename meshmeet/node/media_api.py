@@ -1,7 +1,7 @@
 """What the node's API and status say of live media: the `floor` API, status["media"], and (only
 with MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`.
 
-MediaService (node/media_service.py) owns one; it registers its handlers on the node. The API's
+MediaService (node/media_service.py) owns one and provides what it `provides()` as its own. The API's
 checks (only HQ or the briefing root grants the floor) are a courtesy: every node checks a floor
 grant's signature and the granter's right itself (meshmeet.media.floor). This module must never
 change media state except through MediaService's floor and relay.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..api.contract import ApiError
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .media_service import MediaService
@@ -25,11 +26,12 @@ log = logging.getLogger(__name__)
 class MediaApi:
     def __init__(self, media: "MediaService", *, test_hooks: bool) -> None:
         self.m = media
-        node = media.node
-        node.status_extras["media"] = self.status
-        node.api_handlers["floor"] = self.floor
-        if test_hooks:
-            node.api_handlers["media_test_rate_cap"] = self.test_rate_cap
+        self.test_hooks = test_hooks
+
+    def provides(self) -> Provides:
+        """status["media"], `floor` (and `media_test_rate_cap` with the test hooks): part of MediaService's."""
+        tests = {"media_test_rate_cap": self.test_rate_cap} if self.test_hooks else {}
+        return Provides(status={"media": self.status}, apis={"floor": self.floor, **tests})
 
     async def floor(self, args: dict) -> dict:
         """The `floor` API: grant, release, allow, disallow (HQ or the briefing root), status."""

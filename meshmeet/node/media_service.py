@@ -42,6 +42,7 @@ from .datagram_service import DatagramService
 from .media_api import MediaApi
 from .media_recordings import MediaRecordings
 from .media_voices import MediaVoices, is_voice_audio
+from .provides import Provides
 from ..media.voices import VOICE_KINDS
 
 if TYPE_CHECKING:
@@ -90,15 +91,16 @@ class MediaService:
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
         self.recordings = MediaRecordings(node, state=state, tree_neighbours=self._tree_neighbours,
                                           counters=self.counters)
-        node.services[services.MEDIA] = self._on_message
-        node.link_listeners.append(self._on_link_change)
-        node.web_setups.append(node_media_setup(recordings_dir=self.recordings.recordings_dir,
-                                                meeting_id=lambda: self.recordings.meeting_id))
-        node.inbound_handlers[UP_TOPIC] = self._from_browsers
-        node.inbound_handlers[STATS_TOPIC] = self._from_hub_stats
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
         self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
+
+    def provides(self) -> Provides:
+        setup = node_media_setup(recordings_dir=self.recordings.recordings_dir,
+                                 meeting_id=lambda: self.recordings.meeting_id)
+        own = Provides(services={services.MEDIA: self._on_message}, link_listeners=(self._on_link_change,),
+                       web_setups=(setup,), topics={UP_TOPIC: self.from_browsers, STATS_TOPIC: self._from_hub_stats})
+        return own + self.dgram.provides() + self.api.provides()  # + 0x80 datagram offers; `floor`, status["media"]
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -198,7 +200,7 @@ class MediaService:
             log.info("floor: %s (%s) holds the floor now", self.floor.holder(root), self._site(self.floor.holder(root)))
         self._apply_floor(upd, now)
 
-    async def _from_browsers(self, data: object) -> None:
+    async def from_browsers(self, data: object) -> None:
         """Presenter chunks/configs and hall keyframe requests from this node's web gateway."""
         if not isinstance(data, (bytes, bytearray)):
             return

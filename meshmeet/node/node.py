@@ -15,7 +15,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 import trio
 
@@ -24,7 +24,7 @@ from ..config import NodeConfig
 from ..membership.datadir import DataDir, load_membership, load_roster, save_roster
 from .runfile import RUN_FILE, read_run_file
 from ..store.diskfull import DiskFull, is_disk_full
-from ..membership.join import JoinAccepted, JoinServer
+from ..membership.join import JOIN_MAGIC, JoinAccepted, JoinServer
 from ..membership.revocation import revocations_in, revoked_node_ids
 from ..membership.roster import Entry, RosterError, RosterGossip
 from ..api.contract import ApiCall, ApiError, dispatch_table
@@ -32,6 +32,8 @@ from ..web.gateway_lifecycle import WebLimits, open_web_gateway
 from ..wire import services
 from .discovery import Discovery, MdnsDialer, Sighting, Withdrawn
 from .compose import Service, assemble
+from .provides import (ApiHandler, InboundHandler, LinkListener, Provides, RosterListener, ServiceHandler, StatusFn,
+                       WebSetup)
 from .link import RECEIVE_BYTES
 from .links import LinkManager, MeshLimits
 from .sightings import Sightings
@@ -40,9 +42,6 @@ log = logging.getLogger(__name__)
 
 ROSTER_POLL_S = 2.0
 JOIN_IO_TIMEOUT_S = 30.0
-
-ServiceHandler = Callable[[str, bytes], None]
-ApiHandler = Callable[[dict], Awaitable[dict]]
 
 
 class Node:
@@ -61,14 +60,15 @@ class Node:
             site_of=self._site_of,
             on_message=self._on_message,
             on_link_change=self._on_link_change,
-            on_join=self._serve_join,
             keepalive_s=cfg.keepalive_s,
             limits=mesh_limits(cfg),
         )
-        self.services: dict[int, ServiceHandler] = {services.ROSTER: self._on_roster}
-        self.api_handlers: dict[str, ApiHandler] = {"status": self._api_status}
-        self.link_listeners: list[Callable[[str, bool], None]] = []
-        self.status_extras: dict[str, Callable[[], object]] = {}
+        # The dispatch tables: filled once, by node/provides.py's `register` (called by compose.assemble)
+        # from what the node itself and each service provide; nothing else writes them.
+        self.services: dict[int, ServiceHandler] = {}  # link messages, by service byte
+        self.api_handlers: dict[str, ApiHandler] = {}  # /api/NAME
+        self.link_listeners: list[LinkListener] = []  # fn(peer, up), after the node's own roster gossip
+        self.status_extras: dict[str, StatusFn] = {}  # status()[key]
         self.http_url: str | None = None
         self.mesh_port: int | None = None
         self.started_at = time.time()
@@ -76,10 +76,17 @@ class Node:
         self.gateway = None
         self._assemble = assemble
         self.parts: list[Service] = []  # built by compose.assemble when the node runs, in start order
-        # Dispatch tables the services fill in when they are built (see compose.py):
-        self.web_setups: list[Callable] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
-        self.inbound_handlers: dict[str, Callable[[object], Awaitable[None]]] = {}  # browser -> node, by topic
-        self.roster_listeners: list[Callable[[list[Entry]], None]] = []  # fn(new entries) after the roster grew
+        self.web_setups: list[WebSetup] = []  # app_setup(app, ctx) functions from meshmeet.web, run on the web thread
+        self.inbound_handlers: dict[str, InboundHandler] = {}  # browser -> node, by topic
+        self.roster_listeners: list[RosterListener] = []  # fn(new entries) after the roster grew
+        self._sightings = Sightings()  # mDNS dial targets (used when mDNS runs)
+
+    def provides(self) -> Provides:
+        """What the node itself provides: roster gossip (service 0x10), joins on the mesh port (first byte
+        "J"), the `status` API, and status["mdns"] when mDNS runs."""
+        return Provides(services={services.ROSTER: self._on_roster}, first_bytes={JOIN_MAGIC[0]: self._serve_join},
+                        apis={"status": self._api_status},
+                        status={"mdns": self._sightings.status} if self.cfg.mdns else {})
 
     # ----- lookups for the link layer ---------------------------------------------------------
 
@@ -154,13 +161,12 @@ class Node:
             withdrawals=True,
         )
         dialer = MdnsDialer(
-            Sightings(),
+            self._sightings,
             dial=self.links.dial_once,  # one dial and its link; the sightings table paces redials
             is_member=lambda node_id: self.roster.member_by_node_id(node_id) is not None,
             is_linked=lambda node_id: node_id in self.links.up_peers(),
             resolve=discovery.resolve,
         )
-        self.status_extras["mdns"] = dialer.table.status
         nursery.start_soon(discovery.run)
         await dialer.run(receive)
 

@@ -25,6 +25,7 @@ from ..recovery import shares as sh
 from ..web import tls
 from ..api.contract import ApiError
 from ..wire import services
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -48,12 +49,12 @@ class RecoveryService:
         self.acks: dict[str, str] = {}  # holder node id -> bundle check (hex), at HQ
         self.asks: OrderedDict[bytes, float] = OrderedDict()  # one-time key -> when asked
         self.released: dict[bytes, float] = {}  # one-time key -> release expiry
-        node.services[services.RECOVERY] = self._on_message
-        node.links.first_byte_handlers[sh.RECOVERY_FIRST_BYTE] = self._serve_ask
-        node.api_handlers["recovery_deliver"] = self._api_deliver
-        node.api_handlers["recovery_status"] = self._api_status
-        node.api_handlers["recovery_release"] = self._api_release
-        node.status_extras["recovery"] = self.status
+
+    def provides(self) -> Provides:
+        return Provides(services={services.RECOVERY: self._on_message},
+                        first_bytes={sh.RECOVERY_FIRST_BYTE: self._serve_ask}, status={"recovery": self.status},
+                        apis={"recovery_deliver": self._api_deliver, "recovery_status": self._api_status,
+                              "recovery_release": self._api_release})
 
     async def run(self) -> None:
         await trio.sleep_forever()

@@ -35,6 +35,7 @@ from ..store.chunks import parse_hashes
 from ..store.errors import SyncError
 from ..api.contract import ApiError
 from ..api.doc_source import SourceRefused, open_operator_file
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -62,9 +63,10 @@ class ReleaseService:
         self._written: tuple[str, str] | None = None
         self.nodes: dict[str, dict[str, Any]] = {}  # node id -> its node_versions row (for the map)
         self._installed_at = 0.0
-        node.status_extras["release"] = self.status
-        node.api_handlers["release_publish"] = self._api_publish
-        node.api_handlers["release_versions"] = self._api_versions
+
+    def provides(self) -> Provides:
+        return Provides(status={"release": self.status},
+                        apis={"release_publish": self._api_publish, "release_versions": self._api_versions})
 
     # ----- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

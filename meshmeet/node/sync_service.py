@@ -44,6 +44,7 @@ from ..sync.session import ChunkClaims, SyncSession
 from ..store.db import Store
 from ..wire import services
 from .disk_watch import DiskWatch
+from .provides import Provides
 from .sync_inbox import RECEIVE_GROUP_MAX_MESSAGES, SyncInbox
 from .sync_outbox import BULK_QUEUE_MAX_MESSAGES, BUSY_POLL_S, LIVE_QUEUE_MAX_MESSAGES, SyncOutbox
 
@@ -94,12 +95,12 @@ class SyncService:
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
         self._resync: set[str] = set()  # linked peers whose session was closed for a full disk
-        node.services[services.SYNC] = self._inbox.message
-        node.link_listeners.append(self._inbox.link_changed)
-        node.status_extras["sync"] = self.status
-        node.status_extras["disk"] = self.disk.status
-        if os.environ.get(TEST_HOOKS_ENV) == "1":
-            node.api_handlers["sync_test_pace"] = self._api_test_pace
+
+    def provides(self) -> Provides:
+        test_hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
+        return Provides(services={services.SYNC: self._inbox.message}, link_listeners=(self._inbox.link_changed,),
+                        status={"sync": self.status, "disk": self.disk.status},
+                        apis={"sync_test_pace": self._api_test_pace} if test_hooks else {})
 
     # ----- store and roster --------------------------------------------------------------------
     def authority(self, node_id: str) -> str | None:

@@ -19,6 +19,7 @@ from ..tree.outputs import Output, TreeChanged
 from ..tree.cost import LinkCostInputs
 from ..api.contract import ApiError
 from ..wire import services
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -40,10 +41,10 @@ class TreeService:
         self._wake = trio.Event()
         self.changes = 0
         self.listeners: list[Callable[[TreeChanged], None]] = []  # fn(TreeChanged) after every tree change
-        node.services[services.TREE] = self._on_message
-        node.link_listeners.append(self._on_link_change)
-        node.status_extras["tree"] = self.status
-        node.api_handlers["briefing"] = self._api_briefing
+
+    def provides(self) -> Provides:
+        return Provides(services={services.TREE: self._on_message}, link_listeners=(self._on_link_change,),
+                        status={"tree": self.status}, apis={"briefing": self._api_briefing})
 
     def status(self) -> dict:
         out = dict(self.core.status())

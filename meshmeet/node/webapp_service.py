@@ -33,6 +33,7 @@ from ..web import tls
 from ..api.contract import ApiError
 from ..wire import services
 from .cert_revocation import CertRevocation
+from .provides import Provides
 from ..web.app import WebappOptions, WebappShared, make_setup
 
 if TYPE_CHECKING:
@@ -94,12 +95,12 @@ class WebappService:
         opts = WebappOptions(data_dir=node.data_dir, https_host=None if self.https is None else self.https[0],
                              https_port=0 if self.https is None else self.https[1],
                              local_token=create_token(node.data_dir), allowed_hosts=hosts)
-        node.web_setups.append(make_setup(opts, self.shared))
-        node.api_handlers["webapp_info"] = self._api_info
-        node.status_extras["webapp"] = self.status
-        node.link_listeners.append(self._on_link)
-        node.link_listeners.append(self.revocation.on_link)
-        node.services[CERT_SERVICE] = self._on_cert_message
+        self._web_setup = make_setup(opts, self.shared)
+
+    def provides(self) -> Provides:
+        return Provides(web_setups=(self._web_setup,), apis={"webapp_info": self._api_info},
+                        status={"webapp": self.status}, link_listeners=(self._on_link,),
+                        services={CERT_SERVICE: self._on_cert_message}) + self.revocation.provides()
 
     def _configured_ips(self) -> list[str]:
         hosts = [self.node.cfg.http.host] + ([self.https[0]] if self.https else [])

@@ -39,6 +39,7 @@ from ..zalo.creds import ZaloCreds, read_creds
 from ..zalo.outbox import Item, Outbox
 from ..zalo.webhook import WebhookError, verify
 from ..api.state_args import arg_str
+from .provides import Provides
 
 if TYPE_CHECKING:
     from .node import Node
@@ -100,8 +101,6 @@ class ZaloService:
         except MeshmeetError as e:
             self.error = e.en
             log.error("zalo: %s", e.en)
-        node.api_handlers["zalo_status"] = self.status_api
-        node.status_extras["zalo"] = self.status
         self.alert: tuple[str, str] | None = None
         self.online: bool | None = None
         self.sent_total = 0
@@ -115,12 +114,17 @@ class ZaloService:
         self._next_poll = 0.0
         self._next_purge = 0.0
         self._offline_until = 0.0
-        node.api_handlers["zalo_retry"] = self.retry_api
-        node.api_handlers["zalo_webhook"] = self.webhook_api
-        node.web_setups.append(make_webhook_setup())
         if self.box.token("setup_refresh_token") != self.creds.refresh_token:  # a new setup wins
             self.box.set_tokens({"setup_refresh_token": self.creds.refresh_token,
                                  "refresh_token": self.creds.refresh_token, "access_token": "", "expires_at": "0"})
+
+    def provides(self) -> Provides:
+        """`zalo_status` and status["zalo"]; once set up, `zalo_retry`, `zalo_webhook` and the webhook route."""
+        own = Provides(apis={"zalo_status": self.status_api}, status={"zalo": self.status})
+        if self.creds is None:
+            return own
+        return own + Provides(apis={"zalo_retry": self.retry_api, "zalo_webhook": self.webhook_api},
+                              web_setups=(make_webhook_setup(),))
 
     # ----- status and API -----------------------------------------------------------------------
     def status(self) -> dict:

@@ -35,6 +35,7 @@ from ..api.state_args import arg_id, arg_int
 from . import record, state
 from .render import RenderFailed, Renderer
 from ..web.slides_routes import slides_web_setup
+from ..node.provides import Provides
 
 if TYPE_CHECKING:
     from ..node.lora_service import LoraService
@@ -65,10 +66,10 @@ class SlidesService:
         self._shown: dict[str, Any] | None = None
         self._prerender: trio.MemorySendChannel | None = None
         self.lora_turns = 0
-        node.api_handlers.update({"slide_show": self.api_show, "slide_state": self.api_state,
-                                  "slide_page": self.api_page})
-        node.status_extras["slides"] = self.status
-        node.web_setups.append(slides_web_setup())
+
+    def provides(self) -> Provides:
+        return Provides(apis={"slide_show": self.api_show, "slide_state": self.api_state, "slide_page": self.api_page},
+                        status={"slides": self.status}, web_setups=(slides_web_setup(),))
 
     def _sync(self) -> Any:
         return self.sync
