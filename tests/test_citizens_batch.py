@@ -38,6 +38,7 @@ def plans(draw: st.DrawFn) -> dict:
         "whole": draw(st.dictionaries(st.integers(0, 12), st.sampled_from(WHOLE_FAULTS))),  # call number -> fault
         "node_ticks": draw(st.lists(st.integers(0, 4), min_size=1, max_size=8)),  # how long each call takes
         "max_items": draw(st.integers(1, 8)),
+        "linger_s": draw(st.sampled_from([0.0, 0.0005])),  # the busy batcher's wait for more, or none
     }
 
 
@@ -67,7 +68,8 @@ def run_plan(plan: dict) -> tuple[dict[int, object], list[list[int]], set[int]]:
         return {"results": results}
 
     async def main() -> dict[int, object]:
-        batcher = CallBatcher(node, "citizen_submit_page", max_items=plan["max_items"])
+        batcher = CallBatcher(node, "citizen_submit_page", max_items=plan["max_items"],
+                              linger_s=plan.get("linger_s", 0.0))
         outcomes: dict[int, object] = {}
 
         async def request(i: int) -> None:
@@ -128,6 +130,49 @@ def test_a_batch_gathers_what_arrives_while_the_node_is_busy() -> None:
     outcomes, seen, _ = run_plan(plan)
     assert [len(b) for b in seen] == [1, 9]  # one alone, then the nine that came meanwhile
     assert all(o == ("ok", i) for i, o in outcomes.items())
+
+
+def test_a_busy_batch_waits_for_more_items_but_a_full_one_and_a_lone_one_go_at_once() -> None:
+    """The linger: after a batch of one the next goes at once; after a bigger one the next waits
+    for more (here for ever: it goes only because it fills up, else the guard fails the test)."""
+    seen: list[list[int]] = []
+    release: list[asyncio.Event] = []
+
+    async def node(name: str, args: dict) -> dict:
+        seen.append(list(args["items"]))
+        release.append(asyncio.Event())
+        await release[-1].wait()
+        return {"results": [{"echo": i} for i in args["items"]]}
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        batcher = CallBatcher(node, "citizen_submit_page", max_items=3, linger_s=3600.0)
+        asked: list[asyncio.Future] = []
+
+        async def ask(*items: int) -> None:
+            asked.extend(asyncio.ensure_future(batcher.call(i)) for i in items)
+            await settle()
+
+        await ask(0)                  # alone: goes at once
+        await ask(1, 2)               # while [0] is with the node
+        release[0].set()
+        await settle()                # [1, 2] goes: the batch before was one item
+        await ask(3)                  # while [1, 2] is with the node
+        release[1].set()
+        await settle()                # busy now: [3] waits for more
+        assert seen == [[0], [1, 2]]
+        await ask(4)
+        assert len(seen) == 2         # still waiting
+        await ask(5)                  # full: goes at once
+        assert seen[-1] == [3, 4, 5]
+        release[2].set()
+        got = await asyncio.wait_for(asyncio.gather(*asked), HANG_GUARD_S)
+        assert [g["echo"] for g in got] == list(range(6))
+
+    asyncio.run(main())
 
 
 def test_the_sender_gone_with_its_loop_fails_its_requests_instead_of_leaving_them_waiting() -> None:
