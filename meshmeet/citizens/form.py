@@ -138,8 +138,6 @@ def _unquote_plus(raw: bytes) -> str:
         return raw.decode("ascii")
     if b"\\" in raw or _LONE_PERCENT.search(raw):
         return urllib.parse.unquote_to_bytes(raw).decode("utf-8")
-    # codecs.escape_decode is CPython's (pickle uses it) and not in the docs: the oracle test in
-    # tests/test_citizens_core.py fails on a Python where it would decode differently
     return codecs.escape_decode(raw.replace(b"%", b"\\x"))[0].decode("utf-8")
 
 
