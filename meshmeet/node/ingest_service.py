@@ -4,7 +4,7 @@ Runs meshmeet/ingest/worker.py as a child process (why a process: see that modul
 media messages into the node through the very way the browser presenter's messages come in
 (MediaService.from_browsers, so the floor decides exactly as for /present: at a node that
 does not hold the floor they are refused), and the keyframe and audio rate requests meant for the
-local presenter to the worker's stdin (MediaService.local_taps). While the ingest is live it is
+local presenter to the worker's stdin (MediaService.add_local_tap). While the ingest is live it is
 this site's presenter: chunks from a /present page are held back (counted) and that page's last
 decoder configs are handed on when the ingest stops, so the chair's camera takes over cleanly.
 meshmeet/ingest/supervisor.py decides restarts and what status says. Adds the `ingest` API
@@ -53,7 +53,7 @@ class IngestService:
         self.node = node
         self.sup = Supervisor()
         self._up = media.from_browsers  # the presenter's way in: what /present's messages go through
-        media.local_taps.append(self._to_worker)
+        media.add_local_tap(self._to_worker)
         self._wake = trio.Event()
         self._to_worker_send, self._to_worker_recv = trio.open_memory_channel[bytes](TO_WORKER_QUEUE)
         self._browser_configs: dict[bytes, bytes] = {}  # stream byte -> /present's latest config

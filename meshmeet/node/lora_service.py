@@ -76,13 +76,17 @@ class LoraService:
         self.saved = LoraPersistence(self.dir, lambda: self.core, self._counter_not_saved)
         self.alerts = self.saved.alerts
         self.received: deque[dict] = deque(maxlen=RECENT_MESSAGES)
-        self.listeners: list[Callable[[int, Message], None]] = []  # (source short id, message) for other parts
+        self._listeners: list[Callable[[int, Message], None]] = []  # (source short id, message) for other parts
         self._publish_send, self._publish_recv = trio.open_memory_channel[tuple[str, dict]](PUBLISH_QUEUE)
         self._rng = random.Random()
         self._session_scope: trio.CancelScope | None = None
         self.mirror = LoraStateMirror(node, send=self.send, others=self._others,
                                       modem_up=lambda: self.core is not None and self.link is not None,
                                       state=state)
+
+    def on_message(self, listener: Callable[[int, Message], None]) -> None:
+        """`listener(source short id, message)` for every LoRa message this node takes in."""
+        self._listeners.append(listener)
 
     def provides(self) -> Provides:
         key = self.lora_key  # the commune key's offers travel on IP links (node/lora_key.py)
@@ -246,7 +250,7 @@ class LoraService:
                      "at": time.time(), **message_json(message), **self.mirror.refs.resolve(message)}
             self.received.append(entry)
             self._publish("lora", entry)
-            for listener in self.listeners:
+            for listener in self._listeners:
                 try:
                     listener(event.source, message)
                 except Exception:  # one listener's bug must not stop LoRa

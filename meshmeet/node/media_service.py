@@ -83,7 +83,7 @@ class MediaService:
         self._next_configs = math.inf
         self._next_local_configs = 0.0  # when this node's pages get its held configs again (not speaking)
         self._hub: dict = {}
-        self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
+        self._local_taps: list[Callable[[bytes], None]] = []  # also get what goes to the local presenter
         self._wake = trio.Event()
         self._kicked_at = math.inf
         self._next_tick = trio.current_time()
@@ -94,6 +94,10 @@ class MediaService:
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
         self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
+
+    def add_local_tap(self, tap: "Callable[[bytes], None]") -> None:
+        """`tap(message)` also gets every media message sent to this node's local presenter (the ingest)."""
+        self._local_taps.append(tap)
 
     def provides(self) -> Provides:
         setup = node_media_setup(recordings_dir=self.recordings.recordings_dir,
@@ -251,7 +255,7 @@ class MediaService:
         for o in outs:
             if o.link == LOCAL:
                 self._publish(o.data)  # to the presenter page, through the hub
-                for tap in self.local_taps:
+                for tap in self._local_taps:
                     tap(o.data)
             else:
                 self.node.send(o.link, services.MEDIA, o.data)

@@ -86,8 +86,7 @@ class SyncService:
         self.adding: dict[str, Any] | None = None  # a document import in progress
         self._inbox = SyncInbox(lambda: self._wake.set())  # what link callbacks queued for the loop
         self._changed_tables: set[str] = set()
-        # Other parts told which tables changed (called with the lock held; must not block).
-        self.change_listeners: list[Callable[[list[str]], None]] = []
+        self._change_listeners: list[Callable[[list[str]], None]] = []  # on_tables_changed
         self._incomplete: set[str] | None = None  # documents not yet whole here; None: look at all
         self._chunks_arrived = False
         self._wake = trio.Event()
@@ -95,6 +94,10 @@ class SyncService:
         self._in_thread = False
         self._last_status: dict[str, Any] = {}
         self._resync: set[str] = set()  # linked peers whose session was closed for a full disk
+
+    def on_tables_changed(self, listener: Callable[[list[str]], None]) -> None:
+        """`listener(tables)` after each change to the store (with the lock held: it must not block)."""
+        self._change_listeners.append(listener)
 
     def provides(self) -> Provides:
         test_hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
@@ -109,10 +112,8 @@ class SyncService:
         return None if member is None else member.role
 
     def _may_owe(self, peer: str) -> bool:
-        """May a chunk request from `peer` wait here until we have the chunk ourselves?
-
-        Only for our tree children (without a tree: peers with a greater node id), so requests
-        held for each other always point one way and can never form a cycle."""
+        """May a chunk request from `peer` wait here until we have the chunk ourselves? Only for our
+        tree children (no tree: peers with a greater node id): held requests never form a cycle."""
         if self.tree is not None:
             return peer in self.tree.children()
         return peer > self.node.key.node_id
@@ -363,7 +364,7 @@ class SyncService:
         gateway = self.node.gateway
         tables = sorted(self._changed_tables)
         self._changed_tables.clear()
-        for listener in self.change_listeners:
+        for listener in self._change_listeners:
             listener(tables)
         if gateway is not None:
             gateway.try_publish(STATE_TOPIC, {"type": "state_changed", "tables": tables})

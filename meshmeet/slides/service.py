@@ -103,9 +103,9 @@ class SlidesService:
         if sync is None:
             log.info("slides: no sync service, slide show off")
             return
-        sync.change_listeners.append(self._on_tables)
+        sync.on_tables_changed(self._on_tables)
         if self.lora is not None:
-            self.lora.listeners.append(self._on_lora)
+            self.lora.on_message(self._on_lora)
         send, recv = trio.open_memory_channel[tuple[str, str, int, int]](8)
         self._prerender = send
         async with trio.open_nursery() as nursery:
