@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from .gate import GATE_ENV
-from .layout import ROOT_ENV, Layout
+from .layout import ROOT_ENV, STATE_FILE, Layout
 from .manifest import version_key
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,15 @@ class Supervisor:
         """Wait for the child to exit (False), or for the node to ask for a switch: then start the
         new version at its gate, stop the old one, open the gate (True)."""
         assert self.child is not None
+        quiet = None  # state.json's stamp when it last held no pending switch: not parsed again until it changes
         while not self.stopping:
-            try:
-                self.child.wait(SWITCH_POLL_S)
+            if wait_exit(self.child, SWITCH_POLL_S):
                 return False
-            except subprocess.TimeoutExpired:
-                pass
+            stamp = _stamp(self.layout.root / STATE_FILE)
+            if stamp is not None and stamp == quiet:
+                continue
             pending = self.layout.state().get("pending")
+            quiet = None if pending else stamp
             if pending and pending != version and pending in self.layout.installed():
                 return self._switch(version, pending)
         return False
@@ -189,6 +192,37 @@ class Supervisor:
             self.layout.switch(previous)
         self.layout.update_state(trying=None, pending=None, bad=bad, rolled_back=version,
                                  event=f"{version} unhealthy: rolled back to {previous}")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def wait_exit(child: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether `child` exited within `timeout_s`. Sleeps in the kernel on a pidfd where there is one:
+    Popen.wait(timeout) polls waitpid with sleeps of at most 50 ms (~50 wake-ups a second of an
+    otherwise idle supervisor, issue 16)."""
+    if child.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: the polling wait
+        try:
+            child.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(timeout_s * 1000.0)  # readable once the child has exited (a signal returns early)
+    finally:
+        os.close(fd)
+    return child.poll() is not None
 
 
 def _status(data_dir: Path, pid: int) -> dict | None:
