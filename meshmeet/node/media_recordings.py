@@ -71,6 +71,7 @@ class MediaRecordings:
             self._do(self.recsync.peer_up(peer))  # exchange recording lists on link up
         else:
             self.recsync.peer_down(peer)
+        self._wake.set()
 
     def status(self, now: float) -> dict:
         return {"recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
@@ -166,5 +167,9 @@ class MediaRecordings:
                 ok = await trio.to_thread.run_sync(self.recstore.finish, v.name, v.size, v.sha256)
                 log.info("recording %s fetched: %s", v.name, "verified" if ok else "sha256 mismatch, discarded")
                 self._do(self.recsync.verified(v.name, ok))
-            with trio.move_on_after(RECSYNC_POLL_S):
+            wake = now + RECSYNC_POLL_S  # pieces to serve or fetch: the writer queues have no hook, look again soon
+            if self.recsync.idle():  # else sleep until a message, a link change or a timer (issue 16: idle CPU)
+                wake = max(wake, min(next_scan, self.recsync.wake_at(now) or math.inf,
+                                     self.media_at + LIVE_QUIET_S if live else math.inf))
+            with trio.move_on_at(wake):
                 await self._wake.wait()
