@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
-TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
+# a pass at least every RESYNC_S (tree changes and inputs wake it at once); every TREE_POLL_S for CAPS_SETTLE_S after
+TREE_POLL_S, CAPS_SETTLE_S, RESYNC_S = 0.1, 5.0, 1.0  # a link change (a peer's capabilities come then, with no hook)
 LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's writer queue (two keyframes in pieces; CPU stalls on a loaded host)
 STALL_S = 0.02  # the media step ran this much later than due: this process stalled (relay.process_stalled)
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
@@ -85,7 +86,7 @@ class MediaService:
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
         self._kicked_at = math.inf
-        self._next_tick = trio.current_time()
+        self._next_tick, self._settle_until = trio.current_time(), 0.0  # _settle_until: see CAPS_SETTLE_S
         self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
         self.recordings = MediaRecordings(node, state=state, tree_neighbours=self._tree_neighbours,
@@ -99,6 +100,8 @@ class MediaService:
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
         self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
+        if tree is not None:  # a new root, parent or child: the next pass now
+            tree.listeners.append(lambda _changed: self._kick())
 
     # ----- who is who ----------------------------------------------------------------------
     def root(self) -> str:
@@ -122,6 +125,7 @@ class MediaService:
 
     # ----- inputs ----------------------------------------------------------------------------
     def _on_link_change(self, peer: str, up: bool) -> None:
+        self._settle_until = trio.current_time() + CAPS_SETTLE_S
         if not up:
             self._drop_link(peer)
         self.recordings.link_change(peer, up)
@@ -317,19 +321,22 @@ class MediaService:
                 self.node.send(peer, services.MEDIA, grant)
         self.voices.sync(now)
 
-    def _beacon(self, now: float) -> None:
+    def _beacon(self, now: float) -> float:  # beacons and config repeats due; when configs are due again
         body = self.floor.beacon_due(self.root(), now)
         if body is not None:
             self._flood(body)
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
-        if speaks and now >= self._next_configs and self._presenter_configs:
-            self._inject_presenter_configs(now)
-        elif not speaks and now >= self._next_local_configs:
+        if speaks:
+            if now >= self._next_configs and self._presenter_configs:
+                self._inject_presenter_configs(now)
+            return self._next_configs if self._presenter_configs else math.inf
+        if now >= self._next_local_configs:
             # relays pass a repeated config only to a link that lacks it (relay_link.queue_config):
             # this node's own pages get what it holds again (a publish before the gateway was up is lost)
             self._next_local_configs = now + CONFIG_REPEAT_S
             for cfg in self.relay.configs():
                 self._publish(cfg)
+        return self._next_local_configs
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:
@@ -359,13 +366,13 @@ class MediaService:
     def step(self, now: float) -> float:
         """One pass: tree, beacons, timers, drains. Returns when to run again."""
         self._sync_tree(now)
-        self._beacon(now)
+        configs_at = self._beacon(now)
         if now >= self._next_tick:
             for peer in self.relay.links():  # drain first: after a stall of this process, judge the
                 self._drain(peer, now)       # queue the link left, not the one the stall left
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
-        wake = min(self._next_tick, now + TREE_POLL_S)
+        wake = min(self._next_tick, now + (TREE_POLL_S if now < self._settle_until else RESYNC_S), configs_at)
         for nb in (self.floor.next_beacon_at(self.root()), self.voices.beacon(now)):
             if nb is not None:
                 wake = min(wake, max(nb, now))
