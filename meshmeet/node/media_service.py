@@ -86,7 +86,7 @@ class MediaService:
         self.local_taps: list = []  # callables(bytes): also get what goes to the local presenter (the ingest)
         self._wake = trio.Event()
         self._kicked_at = math.inf
-        self._next_tick, self._settle_until = trio.current_time(), 0.0  # _settle_until: see CAPS_SETTLE_S
+        self._next_tick, self._quiet, self._settle_until = trio.current_time(), False, 0.0  # _quiet: at the last tick
         self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
         self.recordings = MediaRecordings(node, state=state, tree_neighbours=self._tree_neighbours,
@@ -181,7 +181,8 @@ class MediaService:
             if peer in self._tree_links:  # rates on this link count what each message costs there
                 framing = DATAGRAM_FRAMING_BYTES if ev.mode == DATAGRAM else MESH_LINK_FRAMING_BYTES
                 self.relay.set_link_framing(peer, framing)
-        self._kick()
+        if not (isinstance(ev, FeedbackArrived) and self.relay.quiet(now)):  # idle links report 4x/s:
+            self._kick()  # a quiet relay has nothing to pace out, it judges the report at its next tick
 
     def _on_floor(self, peer: str, body: bytes, now: float) -> None:
         root = self.root()
@@ -367,11 +368,13 @@ class MediaService:
         """One pass: tree, beacons, timers, drains. Returns when to run again."""
         self._sync_tree(now)
         configs_at = self._beacon(now)
-        if now >= self._next_tick:
-            for peer in self.relay.links():  # drain first: after a stall of this process, judge the
-                self._drain(peer, now)       # queue the link left, not the one the stall left
+        waking = self._quiet and not self.relay.quiet(now)  # media back after a quiet spell (1 s ticks)
+        if now >= self._next_tick or waking:  # drain first (waking: judge first, nothing leaves at an old level)
+            for peer in () if waking else self.relay.links():  # after a stall of this process, judge the
+                self._drain(peer, now)                          # queue the link left, not the one the stall left
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
+            self._quiet = self.relay.quiet(now)
         wake = min(self._next_tick, now + (TREE_POLL_S if now < self._settle_until else RESYNC_S), configs_at)
         for nb in (self.floor.next_beacon_at(self.root()), self.voices.beacon(now)):
             if nb is not None:
