@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from meshmeet.release.layout import INSTALLED_MARK, Layout
-from meshmeet.release.supervise import Supervisor, wait_exit
+from meshmeet.release.supervise import ChildWatch, Supervisor
 
 HANG_GUARD_S = 60.0
 
@@ -20,15 +20,18 @@ def sleeper() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
 
-def test_wait_exit_sees_a_running_child_and_its_exit() -> None:
+def test_child_watch_sees_a_running_child_and_its_exit() -> None:
     child = sleeper()
     try:
-        assert wait_exit(child, 0.05) is False
-        assert child.poll() is None
-        threading.Timer(0.2, child.terminate).start()
-        assert wait_exit(child, HANG_GUARD_S) is True  # woken by the exit, not by the guard
-        assert child.returncode is not None
-        assert wait_exit(child, HANG_GUARD_S) is True  # already reaped
+        with ChildWatch(child) as watch:
+            assert watch.wait(0.05) is False
+            assert child.poll() is None
+            threading.Timer(0.2, child.terminate).start()
+            assert watch.wait(HANG_GUARD_S) is True  # woken by the exit, not by the guard
+            assert child.returncode is not None
+            assert watch.wait(HANG_GUARD_S) is True  # already reaped
+        with ChildWatch(child) as watch:  # made after the exit
+            assert watch.wait(HANG_GUARD_S) is True
     finally:
         child.kill()
         child.wait()
