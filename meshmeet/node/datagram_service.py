@@ -83,6 +83,8 @@ class DatagramService:
 
     def set_redundancy(self, peer: str, depth: int) -> None:
         """Earlier audio chunks each audio datagram to `peer` carries (0 where it does not fit)."""
+        if self._redundancy.get(peer) != depth:
+            log.debug("audio copies to %s: %d", peer, depth)
         self._redundancy[peer] = depth
         ch = self._channels.get(peer)
         if ch is not None:

@@ -233,7 +233,7 @@ async def read_link(
     link: Link, first: bytes, initiator: int | None, established: Callable[[], None] | None, hooks: "LinkHooks"
 ) -> str | None:
     """Feed the link's bytes and timers to its connection until it closes; the peer's node id
-    if the link came up. It ends one of three ways: a close event from the connection
+    if the link came up (or the peer was authenticated but already linked: a duplicate). It ends one of three ways: a close event from the connection
     (`_take_events`), the peer closing the socket, or a timer closing it (`_receive_or_tick`)."""
     reading = _Reading(link, initiator, established, hooks)
     try:
@@ -284,6 +284,10 @@ def _handshake_done(reading: _Reading, event: HandshakeComplete) -> bool:
         reading.established()
     reading.record = reading.hooks.link_up(link, event)
     if reading.record is None:
+        # the peer is authenticated and already linked the other way: the dialer learns who is
+        # at this address and waits on that link instead of redialing it every few seconds (it
+        # did: a full handshake every ~5 s on the weak link, forever)
+        reading.came_up = event.peer_node_id
         return False
     reading.came_up = link.peer_node_id = reading.record.node_id
     return True

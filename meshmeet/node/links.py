@@ -96,6 +96,7 @@ class LinkManager:
         self._handshake_rate = SourceRateLimiter(limits.handshakes_per_s, limits.handshake_burst)
         self._join_rate = SourceRateLimiter(limits.joins_per_s, limits.join_burst)
         self.refused_connections = 0
+        self.accepted_connections = 0  # since start (a peer redialing a link it already has shows here)
         self._silent_by_source: dict[str, int] = {}
         self._hooks = LinkHooks(link_up=self._link_up, deliver=self._deliver, refused=self._count_refused,
                                 link_down=lambda peer: self._on_link_change(peer, False))
@@ -209,6 +210,7 @@ class LinkManager:
         """What the listener refused, for status."""
         return {
             "connections": self._connections.total,
+            "accepted_connections": self.accepted_connections,
             "pending": len(self._pending),
             "refused_connections": self.refused_connections,
             "dropped_pending": self._pending.dropped,
@@ -232,6 +234,7 @@ class LinkManager:
                 self.refused_connections += 1
                 stream.socket.close()
                 continue
+            self.accepted_connections += 1
             self._silent_by_source[source] = self._silent_by_source.get(source, 0) + 1
             self._nursery.start_soon(self._accept, stream, address, source)  # type: ignore[union-attr]
 

@@ -356,6 +356,11 @@ def audio_metrics(rx: dict, sent: int, base_ms: float) -> dict:
             if seq not in frames and len(lost_at) < 100:
                 lost_at.append(round((sends[i][1] - t0) / 1e9, 1) if sends[i][0] < seq else 0.0)
         out["lost_at_s"] = lost_at
+        # each lost frame's neighbours, ms above base (None: lost too): a frame whose successor came
+        # on time should have been recovered from that successor's copy
+        out["lost_context_ms"] = [[round((frames[q][1] - frames[q][0]) / 1e6 - base_ms, 1) if q in frames else None
+                                   for q in (seq - 2, seq - 1, seq + 1, seq + 2)]
+                                  for seq in range(sent) if seq not in frames][:20]
     for x in PLAYOUTS_MS:
         out[f"heard_{x}ms_pct"] = round(100 * sum(1 for v in lat if v <= fastest + x) / sent, 2) if sent else None
     return out
@@ -402,6 +407,7 @@ class StatusPoller:
     def __init__(self, bed, relay: str, end_id: str) -> None:
         self.bed, self.relay, self.end_id = bed, relay, end_id
         self.rows: list[dict] = []
+        self.datagram_counters: dict | None = None  # per node, its per-peer datagram channel counters, last seen
         self._stop = threading.Event()
         self._t0 = self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -421,6 +427,13 @@ class StatusPoller:
             except (OSError, ValueError):
                 continue
             t = round(time.monotonic() - self._t0, 1)
+            self.datagram_counters = {"relay": ((st.get("media") or {}).get("datagrams") or {}).get("channels")}
+            for name in ("hq", "end"):
+                try:
+                    other = self.bed.status(name)
+                except (OSError, ValueError):
+                    continue
+                self.datagram_counters[name] = ((other.get("media") or {}).get("datagrams") or {}).get("channels")
             for link in (st.get("media") or {}).get("links", []):
                 if link.get("peer") == self.end_id:
                     self.rows.append({"t": t, **link})
@@ -442,7 +455,8 @@ class StatusPoller:
         last = {k: v for k, v in (media[-1] if media else {}).items() if k not in ("t", "peer", "site")}
         return {"relay_layers": layers, "relay_queue_ms_max": max(queue) if queue else None,
                 "mesh_rtt_ms_max": max(rtt) if rtt else None, "transport": transport or None,
-                "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None}
+                "mesh_transport": mesh_transport or None, "relay_media_link_last": last or None,
+                "relay_datagram_counters": self.datagram_counters}
 
 
 def link_drops(bed) -> int:
