@@ -85,7 +85,7 @@ def measure(pids: dict[str, int], window_s: float) -> tuple[dict[str, float], di
     time.sleep(window_s)
     wall = time.monotonic() - t0
     end = {k: (run_ns(p), cpu_s(p)) for k, p in pids.items()}
-    exact = {k: round(ms_per_s(start[k][0], end[k][0], wall), 2) for k in pids}
+    exact = {k: round(ms_per_s(start[k][0], end[k][0], wall), 3) for k in pids}
     ticks = {k: round((end[k][1] - start[k][1]) * 1000.0 / wall, 2) for k in pids}
     return exact, ticks
 
@@ -135,13 +135,13 @@ def run_one(n: int, settle_s: float, window_s: float) -> dict:
                 node.stop()
             baseline.terminate()
             baseline.wait()
-    base_ms = max(per["baseline"], 0.01)
+    base_ms = max(per["baseline"], 0.001)  # an idle trio + aiohttp process sleeps: ~0 (1 us/s floor, no division by 0)
     sup = [v for k, v in per.items() if k.endswith("/supervise")]
     nod = [v for k, v in per.items() if k.endswith("/node")]
     return {
         "nodes": n, "window_s": window_s, "baseline_ms_per_s": per["baseline"],
         "supervise_ms_per_s_mean": round(sum(sup) / n, 2), "node_ms_per_s_mean": round(sum(nod) / n, 2),
-        "node_ratio_to_baseline": round(sum(nod) / n / base_ms, 1),
+        "node_ratio_to_baseline": round(sum(nod) / n / base_ms),
         "total_cores": round((sum(sup) + sum(nod)) / 1000.0, 3),
         "per_process_ms_per_s": per,
         "per_process_ms_per_s_ticks": ticks,  # /proc/PID/stat (10 ms resolution; counts ended threads)
