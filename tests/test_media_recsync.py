@@ -236,3 +236,21 @@ def test_piece_size_follows_how_fast_pieces_come(link_bytes_per_s: float, rtt_s:
         assert asked[-1] == R.PIECE_BYTES
     else:  # never much more than the target once settled (the round trip counts too)
         assert max(held_s) <= 2 * R.PIECE_TARGET_S or asked[-1] == R.PIECE_MIN_BYTES, (asked, held_s)
+
+
+def test_idle_only_with_nothing_to_serve_fetch_or_want() -> None:
+    """The driver sleeps until a message, a link change or a timer only while the core is idle
+    (issue 16); with anything wanted, served or fetched it keeps looking at its links."""
+    core = R.RecordingSync(local=[R.RecordingInfo("m", 100, bytes(32))])
+    core.peer_up("p")
+    assert core.idle()
+    core.receive("p", R.encode(R.RecList((R.RecordingInfo("m", 100, bytes(32)),))))
+    assert core.idle()  # the same file: nothing to fetch
+    core.receive("p", R.encode(R.RecGet("m", 0, 50)))
+    assert not core.idle()  # a piece to serve
+    core.poll(0.0, ["p"])
+    assert core.idle()
+    core.receive("p", R.encode(R.RecList((R.RecordingInfo("n", 10, bytes(32)),))))
+    assert not core.idle()  # wanted, even with no link ready
+    core.poll(0.0, [])
+    assert not core.idle()

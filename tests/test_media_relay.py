@@ -345,3 +345,26 @@ def test_a_repeated_config_goes_once_to_a_link_that_has_it() -> None:
     for m in src.configs():
         r.receive("src", m, 13.0)
     assert [r.pop("hall", 13.0) for _ in range(3)] == src.configs(), "after a source change they go again"
+
+
+def test_a_quiet_relay_ticks_once_a_second_and_is_not_quiet_once_media_or_a_queue_is_there() -> None:
+    """Issue 16 (idle CPU): nothing from any link for QUIET_AFTER_S and nothing queued or probing:
+    timers every QUIET_TICK_S instead of 50 ms. Any bytes from a link, or anything still queued,
+    bring the 50 ms timers back."""
+    from meshmeet.media.relay import QUIET_AFTER_S, QUIET_TICK_S, TICK_S
+
+    r, src = MediaRelay(source="src"), Source()
+    r.add_link("src", 0.0, simulcast=True)
+    r.add_link("hall", 0.0, simulcast=True)
+    r.tick(0.5)  # the new links' merged keyframe requests
+    assert r.quiet(0.5) and r.next_deadline(0.5) == 0.5 + QUIET_TICK_S  # nothing ever came
+    r.receive("src", src.audio(), 1.0)  # queued for the hall
+    assert not r.quiet(1.0) and r.next_deadline(1.0) <= 1.0 + TICK_S
+    assert not r.quiet(1.0 + QUIET_AFTER_S)  # still waiting in the hall's queue
+    while r.pop("hall", 1.1) is not None:
+        pass
+    assert not r.quiet(1.0 + QUIET_AFTER_S - 0.01)  # media came lately
+    t = 1.0 + QUIET_AFTER_S
+    assert r.quiet(t) and r.next_deadline(t) == t + QUIET_TICK_S
+    r.receive("hall", C.encode_keyframe_request(C.KeyframeRequest(C.LAYER_HIGH)), t + 0.5)  # any bytes from a link
+    assert not r.quiet(t + 0.5) and r.next_deadline(t + 0.5) <= t + 0.5 + TICK_S

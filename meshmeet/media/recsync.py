@@ -360,6 +360,11 @@ class RecordingSync:
         times += [f.retry_at for f in self._fetches.values() if f.retry_at is not None]
         return min(times, default=None)
 
+    def idle(self) -> bool:
+        """Nothing to serve, fetch, verify or want: only a message, a link or a rescan brings work."""
+        return (not self._fetches and not self._verifying and not any(self._serving.values())
+                and not self.wanted())
+
     def wanted(self) -> list[str]:
         """Names a linked neighbour lists that this node would fetch (missing or shorter here),
         whether or not a link is ready for it now."""

@@ -23,10 +23,10 @@ Audio deadline: an audio chunk that waited in a link's queue longer than `audio_
 process busy or descheduled: `process_stalled`) is not the link's and does not count.
 
 Drivers call `receive()` with bytes from a link, `pop()` when a link can take a message,
-`tick()` at `next_deadline()`, and send the `Outgoing` control messages they are given; a datagram
-driver also calls `link_feedback()` with each receiver report (decisions follow at the next
-`tick()`). This module must never do I/O, sleep, read a clock, or raise anything but
-MediaFormatError for bytes.
+`tick()` at `next_deadline()` (50 ms; 1 s while `quiet()`), and send the `Outgoing` control
+messages they are given (a quiet relay that gets input is ticked at once); a datagram driver
+also calls `link_feedback()` with each receiver report (decisions follow at the next `tick()`).
+This module must never do I/O, sleep, read a clock, or raise anything but MediaFormatError for bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 AUDIO_DEADLINE_S = 0.25  # default playout budget: audio that waited longer in a queue is dropped
 RECENT_AUDIO_CHUNKS = 64  # audio chunks remembered to drop repeats (redundant copies): > 2 copies x reordering
 LAYER_FLOWING_S = 0.5  # a video layer with no frame for this long is not flowing (upstream shed it)
+# timers' period; while quiet() (rates roll once per RATE_WINDOW_S = 1 s either way); quiet: no bytes from a link this long
+TICK_S, QUIET_TICK_S, QUIET_AFTER_S = 0.05, 1.0, 5.0
 
 
 class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
@@ -75,6 +77,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
         self.format_errors = 0
         self.audio_repeats = 0  # audio chunks that arrived again (redundancy copies) and were dropped
         self._recent_audio: deque = deque(maxlen=RECENT_AUDIO_CHUNKS)  # (seq, timestamp) relayed lately
+        self._input_at = float("-inf")  # when bytes last came from a link (quiet())
 
     # ---- links -------------------------------------------------------------------------
     def add_link(self, link: str, now: float, *, simulcast: bool = False, start_level: int = 0,
@@ -170,6 +173,7 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
     # ---- input ---------------------------------------------------------------------------
     def receive(self, link: str, data: bytes, now: float) -> list[Outgoing]:
         """Bytes from `link` (the local presenter is a link too). MediaFormatError if malformed."""
+        self._input_at = now
         kind = C.peek_kind(data)
         if kind == C.KIND_PADDING:
             return []
@@ -365,11 +369,16 @@ class MediaRelay(QueueRules, FeedbackRules, VoiceRules):
                 self._audio_rate.refresh(lk.id, lk.level == AUDIO_LEVEL, now, young=self._young(lk, now))
         return out + self._audio_rate_due(now)
 
+    def quiet(self, now: float) -> bool:
+        """Nothing came from any link for QUIET_AFTER_S, nothing waits or probes (timers: QUIET_TICK_S)."""
+        return now - self._input_at >= QUIET_AFTER_S and not any(
+            lk.audio or lk.video or lk.probe is not None for lk in self._links.values())
+
     def next_deadline(self, now: float) -> float:
         t = self._kf.next_deadline()
         a = self._audio_rate.next_deadline(now)
         t = a if t is None else (t if a is None else min(t, a))
-        nxt = now + 0.05
+        nxt = now + (QUIET_TICK_S if self.quiet(now) else TICK_S)
         return nxt if t is None else min(nxt, max(t, now))
 
     # ---- status --------------------------------------------------------------------------

@@ -36,7 +36,8 @@ LIVE_QUIET_S = 3.0  # media flowed this recently: this node is live (no recordin
 RECSYNC_QUEUE_MAX_MESSAGES = 4  # recording pieces go out only while fewer messages wait in the link's writer queue
 RECSYNC_POLL_S = 0.1
 RESCAN_S = 10.0  # the recordings directory is rescanned (hashes cached) this often
-RECORDING_NAME_CHECK_S = 1.0  # how often the started meeting (the recording's name) is looked up
+RECORDING_NAME_CHECK_S = 1.0  # how often the started meeting (the recording's name) is looked up while media flows
+RECORDING_NAME_IDLE_S = 10.0  # otherwise (a change of the meetings table wakes the lookup at once): the date's turn
 
 
 def _today() -> str:
@@ -60,6 +61,11 @@ class MediaRecordings:
         self.recsync = R.RecordingSync(partial=self.recstore.partials())
         self._wake = trio.Event()
         self._to_verify: list[R.Verify] = []
+        self._meetings_changed = trio.Event()
+        listeners = getattr(state, "change_listeners", None)  # SyncService tells which tables changed
+        self._hooked = listeners is not None
+        if listeners is not None:
+            listeners.append(self._on_tables)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -71,6 +77,7 @@ class MediaRecordings:
             self._do(self.recsync.peer_up(peer))  # exchange recording lists on link up
         else:
             self.recsync.peer_down(peer)
+        self._wake.set()
 
     def status(self, now: float) -> dict:
         return {"recording": str(self.recordings_dir / f"{self.meeting_id}.mmrec"),
@@ -82,6 +89,7 @@ class MediaRecordings:
         finds it on every node; with none started, after the date (kept while media flows, so a
         meeting is not cut at midnight). The hub reads `meeting_id` before each write check."""
         while True:
+            self._meetings_changed = trio.Event()
             started = await self._started_meeting()
             if started is not None:
                 name = started
@@ -92,7 +100,13 @@ class MediaRecordings:
             if name != self.meeting_id:
                 log.info("recording name: %s", name)
                 self.meeting_id = name
-            await trio.sleep(RECORDING_NAME_CHECK_S)
+            live = self.live(trio.current_time())
+            with trio.move_on_after(RECORDING_NAME_IDLE_S if self._hooked and not live else RECORDING_NAME_CHECK_S):
+                await self._meetings_changed.wait()
+
+    def _on_tables(self, tables: list[str]) -> None:
+        if "meetings" in tables:
+            self._meetings_changed.set()
 
     async def _started_meeting(self) -> str | None:
         if self.state is None:
@@ -166,5 +180,9 @@ class MediaRecordings:
                 ok = await trio.to_thread.run_sync(self.recstore.finish, v.name, v.size, v.sha256)
                 log.info("recording %s fetched: %s", v.name, "verified" if ok else "sha256 mismatch, discarded")
                 self._do(self.recsync.verified(v.name, ok))
-            with trio.move_on_after(RECSYNC_POLL_S):
+            wake = now + RECSYNC_POLL_S  # pieces to serve or fetch: the writer queues have no hook, look again soon
+            if self.recsync.idle():  # else sleep until a message, a link change or a timer (issue 16: idle CPU)
+                wake = max(wake, min(next_scan, self.recsync.wake_at(now) or math.inf,
+                                     self.media_at + LIVE_QUIET_S if live else math.inf))
+            with trio.move_on_at(wake):
                 await self._wake.wait()

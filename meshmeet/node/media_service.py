@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
-TREE_POLL_S = 0.1  # how often tree neighbours and root are re-read (no tree-change hook yet)
+# a pass at least every RESYNC_S (tree changes and inputs wake it at once); every TREE_POLL_S for CAPS_SETTLE_S after
+TREE_POLL_S, CAPS_SETTLE_S, RESYNC_S = 0.1, 5.0, 1.0  # a link change (a peer's capabilities come then, with no hook)
 LINK_QUEUE_MAX_MESSAGES = 64  # media messages allowed to wait in a link's writer queue (two keyframes in pieces; CPU stalls on a loaded host)
 STALL_S = 0.02  # the media step ran this much later than due: this process stalled (relay.process_stalled)
 LINK_BUSY_POLL_S = 0.002  # retry a link whose writer queue was full after this long
@@ -86,7 +87,7 @@ class MediaService:
         self._local_taps: list[Callable[[bytes], None]] = []  # also get what goes to the local presenter
         self._wake = trio.Event()
         self._kicked_at = math.inf
-        self._next_tick = trio.current_time()
+        self._next_tick, self._quiet, self._settle_until = trio.current_time(), False, 0.0  # _quiet: at the last tick
         self.counters = {"chunks_in": 0, "not_from_source": 0, "presenter_refused": 0, "format_errors": 0,
                          "floor_refused": 0, "published": 0, "publish_dropped": 0}
         self.recordings = MediaRecordings(node, state=state, tree_neighbours=self._tree_neighbours,
@@ -94,6 +95,8 @@ class MediaService:
         self.dgram = DatagramService(node, on_event=self._on_datagram_event)
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
         self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
+        if tree is not None:  # a new root, parent or child: the next pass now
+            tree.listeners.append(lambda _changed: self._kick())
 
     def add_local_tap(self, tap: "Callable[[bytes], None]") -> None:
         """`tap(message)` also gets every media message sent to this node's local presenter (the ingest)."""
@@ -128,6 +131,7 @@ class MediaService:
 
     # ----- inputs ----------------------------------------------------------------------------
     def _on_link_change(self, peer: str, up: bool) -> None:
+        self._settle_until = trio.current_time() + CAPS_SETTLE_S
         if not up:
             self._drop_link(peer)
         self.recordings.link_change(peer, up)
@@ -183,7 +187,8 @@ class MediaService:
             if peer in self._tree_links:  # rates on this link count what each message costs there
                 framing = DATAGRAM_FRAMING_BYTES if ev.mode == DATAGRAM else MESH_LINK_FRAMING_BYTES
                 self.relay.set_link_framing(peer, framing)
-        self._kick()
+        if not (isinstance(ev, FeedbackArrived) and self.relay.quiet(now)):  # idle links report 4x/s:
+            self._kick()  # a quiet relay has nothing to pace out, it judges the report at its next tick
 
     def _on_floor(self, peer: str, body: bytes, now: float) -> None:
         root = self.root()
@@ -323,19 +328,22 @@ class MediaService:
                 self.node.send(peer, services.MEDIA, grant)
         self.voices.sync(now)
 
-    def _beacon(self, now: float) -> None:
+    def _beacon(self, now: float) -> float:  # beacons and config repeats due; when configs are due again
         body = self.floor.beacon_due(self.root(), now)
         if body is not None:
             self._flood(body)
         speaks = self.floor.source_link == LOCAL or self.voices.mine()
-        if speaks and now >= self._next_configs and self._presenter_configs:
-            self._inject_presenter_configs(now)
-        elif not speaks and now >= self._next_local_configs:
+        if speaks:
+            if now >= self._next_configs and self._presenter_configs:
+                self._inject_presenter_configs(now)
+            return self._next_configs if self._presenter_configs else math.inf
+        if now >= self._next_local_configs:
             # relays pass a repeated config only to a link that lacks it (relay_link.queue_config):
             # this node's own pages get what it holds again (a publish before the gateway was up is lost)
             self._next_local_configs = now + CONFIG_REPEAT_S
             for cfg in self.relay.configs():
                 self._publish(cfg)
+        return self._next_local_configs
 
     # ----- the drain task --------------------------------------------------------------------
     def _link_backlog(self, peer: str) -> int:
@@ -365,13 +373,15 @@ class MediaService:
     def step(self, now: float) -> float:
         """One pass: tree, beacons, timers, drains. Returns when to run again."""
         self._sync_tree(now)
-        self._beacon(now)
-        if now >= self._next_tick:
-            for peer in self.relay.links():  # drain first: after a stall of this process, judge the
-                self._drain(peer, now)       # queue the link left, not the one the stall left
+        configs_at = self._beacon(now)
+        waking = self._quiet and not self.relay.quiet(now)  # media back after a quiet spell (1 s ticks)
+        if now >= self._next_tick or waking:  # drain first (waking: judge first, nothing leaves at an old level)
+            for peer in () if waking else self.relay.links():  # after a stall of this process, judge the
+                self._drain(peer, now)                          # queue the link left, not the one the stall left
             self._send_out(self.relay.tick(now))
             self._next_tick = self.relay.next_deadline(now)
-        wake = min(self._next_tick, now + TREE_POLL_S)
+            self._quiet = self.relay.quiet(now)
+        wake = min(self._next_tick, now + (TREE_POLL_S if now < self._settle_until else RESYNC_S), configs_at)
         for nb in (self.floor.next_beacon_at(self.root()), self.voices.beacon(now)):
             if nb is not None:
                 wake = min(wake, max(nb, now))

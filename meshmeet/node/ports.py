@@ -8,9 +8,12 @@ may call on another.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TypeVar
 
 from ..store.db import Store
+
+if TYPE_CHECKING:
+    from ..tree.outputs import TreeChanged
 
 T = TypeVar("T")
 
@@ -36,6 +39,11 @@ class TreeView(Protocol):
 
     def leads_briefing(self) -> bool:
         """Whether this node is the root of a briefing tree (an emergency meeting without HQ)."""
+        ...
+
+    @property
+    def listeners(self) -> "list[Callable[[TreeChanged], None]]":
+        """Called after every change of root, parent or children (append to be told; never raise)."""
         ...
 
 

@@ -35,7 +35,7 @@ from ..wire.admission import ConnectionCounter, SourceRateLimiter, source_key
 
 log = logging.getLogger(__name__)
 
-ACCEPT_POLL_S = 0.25  # how soon an accept loop notices its listener was closed
+ACCEPT_POLL_S = 5.0  # an accept loop looks whether its listener was closed (Server.close wakes it at once)
 ACCEPT_RETRY_S = 0.1  # after EMFILE and the like
 ACCEPT_BURST = 64  # connections accepted per wake-up before yielding to other tasks
 LISTENER = "*"  # the rate-limiter key for a whole listener
@@ -78,6 +78,7 @@ class ListenerGuard:
         self.evicted = 0
         self.accepted = 0
         self._tasks: set[asyncio.Task] = set()
+        self._wakers: dict[int, asyncio.Event] = {}  # the server's socket's fd -> its accept loop's event
 
     def start(self, listening: Iterable, backlog: int) -> None:
         """Listen and accept on (duplicates of) the server's sockets until the server closes them."""
@@ -98,6 +99,8 @@ class ListenerGuard:
         # never served, ~1 in a few hundred under load). Waiting on an Event loses nothing when
         # cancelled; the accept itself is a plain non-blocking call.
         readable = asyncio.Event()
+        served_fd = served.fileno()
+        self._wakers[served_fd] = readable  # set by served_closed: no need to poll for the close
         self._loop.add_reader(listening.fileno(), readable.set)
         try:
             while served.fileno() != -1:  # the server's own socket: -1 once aiohttp stopped the site
@@ -121,8 +124,15 @@ class ListenerGuard:
                 else:
                     readable.set()  # more may be waiting: let other tasks run, then go on
         finally:
+            self._wakers.pop(served_fd, None)
             self._loop.remove_reader(listening.fileno())
             listening.close()
+
+    def served_closed(self, served_fd: int) -> None:
+        """The server closed its socket `served_fd`: that accept loop stops now (its duplicate closes)."""
+        waker = self._wakers.get(served_fd)
+        if waker is not None:
+            waker.set()
 
     def _admit(self, conn: socket.socket, source: str) -> None:
         if self._silent_by_source.get(source, 0) >= self.limits.max_silent_per_address:
@@ -246,6 +256,12 @@ class GuardedLoop(asyncio.SelectorEventLoop):
                 seen = accepted
                 trim(0)
                 self.trims += 1
+
+    def _stop_serving(self, sock) -> None:  # asyncio.Server.close() calls this for each of its sockets
+        fd = sock.fileno()
+        super()._stop_serving(sock)  # type: ignore[misc]
+        for guard in self.guards:
+            guard.served_closed(fd)
 
     async def create_server(  # type: ignore[override]
         self, protocol_factory, host=None, port=None, *, ssl=None, **kwargs

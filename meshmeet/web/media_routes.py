@@ -137,17 +137,20 @@ def node_media_setup(*, recordings_dir: Path, meeting_id: Callable[[], str]) -> 
         ctx.hub.add_sink(MEDIA_TOPIC, hub.feed)
 
         async def report() -> None:
+            sent = None  # the node keeps the last report: an unchanged one does not cross again (idle CPU)
             while inbound is not None:
                 await asyncio.sleep(NODE_STATS_S)
                 hub.sync_recording()
                 stats = hub.stats()
+                body = json.dumps({"subscribers": stats["subscribers"], "format_errors": hub.format_errors,
+                                   "presenters": hub.presenter_count, "links": stats["links"]})
+                if body == sent:
+                    continue
                 try:
-                    await inbound(STATS_TOPIC, json.dumps({"subscribers": stats["subscribers"],
-                                                           "format_errors": hub.format_errors,
-                                                           "presenters": hub.presenter_count,
-                                                           "links": stats["links"]}))
+                    await inbound(STATS_TOPIC, body)
                 except ConnectionError:
                     return
+                sent = body
 
         async def start(_app: web.Application) -> None:
             _app[_REPORT_KEY] = asyncio.get_running_loop().create_task(report())
