@@ -62,10 +62,9 @@ class MediaRecordings:
         self._wake = trio.Event()
         self._to_verify: list[R.Verify] = []
         self._meetings_changed = trio.Event()
-        listeners = getattr(state, "change_listeners", None)  # SyncService tells which tables changed
-        self._hooked = listeners is not None
-        if listeners is not None:
-            listeners.append(self._on_tables)
+        self._hooked = state is not None
+        if state is not None:
+            state.on_tables_changed(self._on_tables)  # SyncService tells which tables changed
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -1,18 +1,16 @@
 """The trio driver for live media in the node: relay along the tree, the floor, the browsers' hub.
 
-Feeds meshmeet.media.relay.MediaRelay (links = this node's *tree* neighbours, simulcast) with
-chunks from the link towards the floor holder (service 0x40) or, at the holder, from the local
-presenter page; drains each link's queues as the relay's pop()/wake_at() allow, keeping at most
-LINK_QUEUE_MAX_MESSAGES in the link layer so that congestion shows up as relay queue delay;
-hands every accepted chunk once to the web gateway (topic "media"), where MediaHub fans it out
-to hall pages and records it. Floor grants and source beacons (meshmeet.media.floor) decide
-which link is the source. Adds "media" to status, the `floor` API, and (only with
-MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`. Recordings (their name, and
-sync with tree neighbours while no media flows) are node/media_recordings.py's, fed from here.
-Live media for a tree link whose datagram channel (meshmeet/node/datagram_service.py) is in
-datagram mode goes out as datagrams, at once, instead of into the link's writer queue; media from
-datagrams is handled exactly like media from the link; receiver reports reach the relay's
-`link_feedback` (when it has one) and status.
+Feeds meshmeet.media.relay.MediaRelay (links = this node's *tree* neighbours, simulcast) with chunks
+from the link towards the floor holder (service 0x40) or, at the holder, from the local presenter
+page; drains each link's queues as the relay's pop()/wake_at() allow, keeping at most
+LINK_QUEUE_MAX_MESSAGES in the link layer so that congestion shows up as relay queue delay; hands
+every accepted chunk once to the web gateway (topic "media"), where MediaHub fans it out to hall
+pages and records it. Floor grants and source beacons (meshmeet.media.floor) decide which link is
+the source. Adds "media" to status, the `floor` API, and (only with MESHMEET_TEST_HOOKS=1)
+`media_test_rate_cap`. Recordings are node/media_recordings.py's, fed from here. A tree link whose
+datagram channel (node/datagram_service.py) is in datagram mode gets live media as datagrams, at
+once, not through the link's writer queue; media from datagrams is handled like media from the
+link; receiver reports reach the relay's `link_feedback` and status.
 
 This module must never decide quality or parse media bytes itself (the sans-IO cores do), never
 block the link handlers, and never take chunks from a link that does not lead to the holder.
@@ -65,11 +63,8 @@ DATAGRAM_FRAMING_BYTES = DATAGRAM_OVERHEAD_BYTES + UDP_IP_HEADER_BYTES
 
 
 class MediaService:
-    """Owns this node's media relay and floor state; see the module docstring.
-
-    Provides: service byte MEDIA, the `floor` API, status["media"], the media gateway setup and
-    the browser topics it reads. Needs: the node's links; the tree (`TreeView`) whose links media
-    travels on; the replicated state (`StateReader`) for the started meeting's name."""
+    """Owns this node's media relay and floor state (module docstring); provides: `provides()`.
+    Needs: the node's links, the tree (`TreeView`) media travels on, the store (`StateReader`)."""
 
     def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None,
                  knows_voices: "Callable[[str], bool] | None" = None) -> None:
@@ -96,10 +91,10 @@ class MediaService:
         self.voices = MediaVoices(self, knows_voices)  # voices 1 and 2 (the chair, the extra site)
         self.api = MediaApi(self, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")  # `floor`, status["media"]
         if tree is not None:  # a new root, parent or child: the next pass now
-            tree.listeners.append(lambda _changed: self._kick())
+            tree.on_change(lambda _changed: self._kick())
 
     def add_local_tap(self, tap: "Callable[[bytes], None]") -> None:
-        """`tap(message)` also gets every media message sent to this node's local presenter (the ingest)."""
+        """`tap(message)` also gets what is sent to this node's local presenter (the ingest)."""
         self._local_taps.append(tap)
 
     def provides(self) -> Provides:
@@ -114,9 +109,7 @@ class MediaService:
         return self.tree.root() if self.tree is not None else self.node.key.node_id
 
     def _tree_neighbours(self) -> set[str]:
-        if self.tree is None:
-            return set()
-        return set(self.tree.neighbours()) & set(self.node.links.up_peers())
+        return set() if self.tree is None else set(self.tree.neighbours()) & set(self.node.links.up_peers())
 
     def _may_grant(self, node_id: str) -> bytes | None:
         """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor."""

@@ -41,9 +41,8 @@ class TreeView(Protocol):
         """Whether this node is the root of a briefing tree (an emergency meeting without HQ)."""
         ...
 
-    @property
-    def listeners(self) -> "list[Callable[[TreeChanged], None]]":
-        """Called after every change of root, parent or children (append to be told; never raise)."""
+    def on_change(self, listener: "Callable[[TreeChanged], None]") -> None:
+        """`listener` is called after every change of root, parent or children (it must not raise)."""
         ...
 
 
@@ -56,6 +55,10 @@ class StateReader(Protocol):
 
     def read_nowait(self, query: Callable[[Store], T]) -> T | None:
         """`query`'s answer now, or None when the store is busy (for callers that must not wait)."""
+        ...
+
+    def on_tables_changed(self, listener: Callable[[list[str]], None]) -> None:
+        """`listener(tables)` after each change to the store (with its lock held: it must not block)."""
         ...
 
 

@@ -40,7 +40,11 @@ class TreeService:
         self.core = TreeNode(node.key.node_id, node.me.priority, trio.current_time())
         self._wake = trio.Event()
         self.changes = 0
-        self.listeners: list[Callable[[TreeChanged], None]] = []  # fn(TreeChanged) after every tree change
+        self._listeners: list[Callable[[TreeChanged], None]] = []  # on_change
+
+    def on_change(self, listener: Callable[[TreeChanged], None]) -> None:
+        """`listener(change)` after every change of root, parent or children (it must not raise)."""
+        self._listeners.append(listener)
 
     def provides(self) -> Provides:
         return Provides(services={services.TREE: self._on_message}, link_listeners=(self._on_link_change,),
@@ -93,7 +97,7 @@ class TreeService:
                     "tree: root %s parent %s children %d cost %s%s",
                     event.root, event.parent, len(event.children), event.cost, " (briefing)" if event.briefing else "",
                 )
-                for listener in self.listeners:
+                for listener in self._listeners:
                     try:
                         listener(event)
                     except Exception:  # a listener's bug must not stop the tree
