@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from meshmeet.media import chunk as C
 from meshmeet.media import datagram as D
 from meshmeet.media import datagram_bodies as B
-from meshmeet.media.datagram_channel import (DATAGRAM, FALLBACK_S, PROBE_KEEPALIVE_S, REPORT_S, TCP, DatagramChannel,
-                                             Deliver, FeedbackArrived, KeyframeWanted, ModeChanged)
+from meshmeet.media.datagram_channel import (DATAGRAM, FALLBACK_S, TCP, DatagramChannel, Deliver, FeedbackArrived,
+                                             KeyframeWanted, ModeChanged)
 from meshmeet.media.datagram_stats import ReceiverStats, SenderView
 from meshmeet.media.datagram_video import Nack, decode_nacks, encode_nacks
 
@@ -468,26 +468,3 @@ def test_two_voices_interleaved_each_carry_their_own_earlier_chunk() -> None:
                 got += delivered(b.receive(dg, 0.11 + i * 0.02))
     assert sorted(got) == sorted(sent) and len(got) == len(sent)
     assert [c for c in got if c[1] == 0x12] == [c for c in sent if c[1] == 0x12]  # per voice, in order
-
-
-def test_an_idle_channel_wakes_its_driver_for_probes_only_and_reports_on_the_same_grid() -> None:
-    """Issue 16 (idle CPU): with nothing arrived since the last report the next deadline is the
-    probe's, not the 250 ms report timer's; once something arrives a report is due within
-    REPORT_S, on the grid the report timer would have kept had the driver woken every 250 ms."""
-
-    a, b = connected()
-    for t in (REPORT_S, 2 * REPORT_S):  # a's first report (about b's acknowledgement), then its probe
-        a.tick(t)
-        a.datagrams_to_send()
-    assert a.next_deadline() == pytest.approx(2 * REPORT_S + PROBE_KEEPALIVE_S)  # not the report timer
-    grid = a._next_report  # where the report timer stands: 3 x REPORT_S
-    arrival = grid + 1.3 * REPORT_S  # the driver slept through a report time
-    b.tick(1.0)
-    for dg in b.datagrams_to_send():
-        a.receive(dg, arrival)
-    a.datagrams_to_send()  # its acknowledgement of b's probe
-    due = a.next_deadline()
-    assert due == pytest.approx(grid + 2 * REPORT_S)  # within REPORT_S, on the old grid
-    a.tick(due)
-    sent = [D.Opener(KA).open(dg).type for dg in a.datagrams_to_send()]
-    assert sent == [D.T_REPORT]

@@ -11,7 +11,7 @@ through meshmeet/media/datagram_video.py (pieces, NACKs, frames in order; a fram
 time is lost, its layer waits for a keyframe and a KeyframeWanted event asks the driver for one
 upstream). Transport: probes go out until the peer acknowledges one, then the channel is in
 "datagram" mode; no acknowledgement or report for FALLBACK_S puts it back to "tcp" (probing goes
-on). The receiver reports every REPORT_S while datagrams arrive.
+on). The receiver reports every REPORT_S.
 
 This module must never do I/O, read a clock, decide media quality, or raise anything but
 DatagramError for bytes (the driver counts and drops them).
@@ -19,7 +19,6 @@ DatagramError for bytes (the driver counts and drops them).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -154,9 +153,6 @@ class DatagramChannel:
         `arrived_at`: when it reached the host (the kernel's stamp), if before `now`: its delay is
         the path's, not the time it waited for this process."""
         opened = self._opener.open(data)
-        if self._next_report < now:  # nothing was pending, so no tick kept the report timer going:
-            # the next report is due on its 250 ms grid, as if it had (a report within REPORT_S)
-            self._next_report += math.ceil((now - self._next_report) / REPORT_S) * REPORT_S
         self._rx.arrived(opened.counter, opened.send_time_us, min(now, arrived_at) if arrived_at is not None else now)
         self._counters["received"] += 1
         t, body = opened.type, opened.body
@@ -233,10 +229,7 @@ class DatagramChannel:
 
     # ----- timers -----------------------------------------------------------------------
     def next_deadline(self) -> float:
-        """When `tick` has something to do: a probe, a report (only once something arrived since
-        the last: an idle channel wakes its driver once per probe, not four times a second), video
-        repair, the fallback to TCP."""
-        t = min(self._next_probe, self._next_report) if self._rx.pending() else self._next_probe
+        t = min(self._next_probe, self._next_report)
         v = self._video_in.next_deadline()
         if v is not None:
             t = min(t, v)

@@ -62,7 +62,6 @@ class DatagramService:
         self._endpoints: dict[str, tuple] = {}
         self._redundancy: dict[str, int] = {}
         self._wake = trio.Event()
-        self._wake_at = math.inf  # when the timer loop wakes next unless woken
         self.counters = {"in": 0, "out": 0, "malformed": 0, "unknown_channel": 0, "early": 0, "auth": 0, "replay": 0,
                          "send_dropped": 0, "offers_refused": 0, "errors": 0}
 
@@ -239,8 +238,6 @@ class DatagramService:
         self._endpoints[peer] = addr[:2]  # authentic and new: the peer is there now (roaming, NAT)
         self._emit(peer, events)
         self._flush(peer, ch)
-        if ch.next_deadline() < self._wake_at:  # a report (or video repair) is now due before the timers wake
-            self._wake.set()
 
     def _emit(self, peer: str, events: list[Event]) -> None:
         for ev in events:
@@ -278,7 +275,6 @@ class DatagramService:
                     self._flush(peer, ch)
                 wake = min(wake, max(ch.next_deadline(), now + MIN_TIMER_S))
             self._wake = trio.Event()
-            self._wake_at = wake
             with trio.move_on_at(wake):
                 await self._wake.wait()
 
