@@ -18,13 +18,19 @@ from meshmeet.wire.testing import connected_pair
 ROUNDS = 40
 
 
-async def one_round() -> list:
-    a_conn, b_conn = connected_pair()
+async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Both ends of one real loopback TCP connection: (client, server)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     client = await trio.open_tcp_stream("127.0.0.1", port)
     server = await listeners[0].accept()
     await listeners[0].aclose()
+    return client, server
+
+
+async def one_round() -> list:
+    a_conn, b_conn = connected_pair()
+    client, server = await tcp_pair()
     link = Link(client, a_conn, "loopback", 1)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(guard_writer, link)
@@ -53,11 +59,7 @@ def test_closing_a_link_whose_writer_already_stopped_raises_nothing() -> None:
     a TypeError that took the whole node down, seen once in a full test run)."""
     async def main() -> None:
         a_conn, _ = connected_pair()
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listeners[0].accept()
-        await listeners[0].aclose()
+        client, server = await tcp_pair()
         link = Link(client, a_conn, "loopback", 1)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(guard_writer, link)
@@ -87,11 +89,7 @@ def test_a_bug_in_one_links_close_drops_that_link_and_nothing_else() -> None:
             raise TypeError("a bug in close")
 
     async def main() -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listeners[0].accept()
-        await listeners[0].aclose()
+        client, server = await tcp_pair()
         sibling_ran = trio.Event()
         async with trio.open_nursery() as nursery:  # the node's nursery
             nursery.start_soon(close_guarded, BuggyLink(client), "revoked")
