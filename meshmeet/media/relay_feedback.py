@@ -133,17 +133,16 @@ class FeedbackRules:
             depth = sum(fb.loss >= x for x in REDUNDANCY_YOUNG_LOSS)  # a new link beyond a LAN: it may be narrow
         elif depth and now - fb.last_random_loss_at <= SECOND_COPY_AFTER_LOSS_S:
             second = len(REDUNDANCY_LOSS)
+        wanted, depth = depth, max(depth, second)
         copy_bps = self._copy_bps()
         if depth and fb.estimate_bps is not None and copy_bps > 0:
             if not self._copy_probe(lk, fb, now):
                 room = UPGRADE_HEADROOM * fb.estimate_bps - self._level_bps(lk, lk.level)
-                depth = min(max(depth, second), max(0, int(room // copy_bps)))
-            elif lk.copy_probe_wait_s <= APP_LIMITED_CLEAN_S:
+                depth = min(depth, max(0, int(room // copy_bps)))
+            elif lk.copy_probe_wait_s > APP_LIMITED_CLEAN_S:
                 # an app-limited estimate: the copies probe the path's room, the second one too
                 # unless a copy probe queued lately (a narrow lossy path then probes with one)
-                depth = max(depth, second)
-        else:
-            depth = max(depth, second)  # no estimate yet: nothing limits the copies (as the first)
+                depth = wanted
         return depth
 
     @staticmethod

@@ -233,8 +233,9 @@ async def read_link(
     link: Link, first: bytes, initiator: int | None, established: Callable[[], None] | None, hooks: "LinkHooks"
 ) -> str | None:
     """Feed the link's bytes and timers to its connection until it closes; the peer's node id
-    if the link came up (or the peer was authenticated but already linked: a duplicate). It ends one of three ways: a close event from the connection
-    (`_take_events`), the peer closing the socket, or a timer closing it (`_receive_or_tick`)."""
+    if the link came up (or the peer was authenticated but already linked: a duplicate). It ends
+    one of three ways: a close event from the connection (`_take_events`), the peer closing the
+    socket, or a timer closing it (`_receive_or_tick`)."""
     reading = _Reading(link, initiator, established, hooks)
     try:
         pending: bytes | None = first
