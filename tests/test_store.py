@@ -233,7 +233,7 @@ def test_chunk_must_match_its_hash() -> None:
     hall.apply(logged(hq))
     assert hall.pending_chunks() == 1 and hall.document_progress(doc) == (0, 1)
     [want] = hall.wanted_chunks(10)
-    assert hall.put_chunk(want, data[:-1] + b"!") == "corrupt"
+    assert hall.put_chunk(want, data[:-1] + bytes([data[-1] ^ 1])) == "corrupt"  # always differs (b"!" did not, 1 in 256)
     assert hall.put_chunk(os.urandom(32), b"junk") == "corrupt"
     assert hall.pending_chunks() == 1
     assert hall.put_chunk(want, data) == "stored"
