@@ -1,0 +1,212 @@
+"""The chunk swarm, sans-IO: who around this node holds which chunk, and whom to ask for it.
+
+With feature "swarm/1" (told in capabilities, docs/protocol.md "Compatibility") each side of a
+sync link announces the chunks it holds in HAVE messages: once its newest inventory when the
+peer's feature becomes known, then, batched and at most every HAVE_MIN_INTERVAL_S, every chunk
+stored since (received or imported: the store's chunk rowids tell). `Swarm` (one per node,
+shared by its sessions like ChunkClaims) keeps what each peer announced; `Swarm.pick` chooses
+which wanted chunks one session asks of its peer: only chunks that peer announced, rarest
+first (fewest holders around), each of a holder that is not better placed elsewhere (a peer
+that holds fewer chunks - not the source - is preferred), and of a *source* (a peer holding
+every chunk we want, e.g. HQ) at most SOURCE_WINDOW at a time while other peers can trade
+with us, so halls fetch from each other instead of all from HQ. A chunk no peer announced is
+asked of anyone only after UNANNOUNCED_WAIT_S (a holder past the inventory cap, a lost
+announcement). Ties are broken by a hash of this node's id and the chunk, so neighbours start
+on different chunks. This module must never do I/O, read a clock, or send a HAVE to a peer that
+has not announced the feature (the session only makes an Announcer once the driver says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Iterable, Sequence
+
+from .messages import MAX_WANT_HASHES, Have
+
+FEATURE = "swarm/1"
+HAVE_MIN_INTERVAL_S = 0.2        # at most one HAVE of new chunks per peer per this
+MAX_INVENTORY_HASHES = 8192      # newest held chunks announced when the feature comes up (256 KiB)
+MAX_HELD_PER_PEER = 65536        # announced chunks remembered per peer (2 MiB of names)
+SOURCE_WINDOW = 2                # requests in flight to a source peer while others can trade
+UNANNOUNCED_WAIT_S = 60.0        # then a chunk nobody announced is asked of any swarm peer
+MAX_UNANNOUNCED_TRACKED = 8192
+SWARM_SCAN_CHUNKS = 2048         # wanted chunks a swarm session looks over to pick the rarest
+RECHECK_S = 1.0                  # a session that wants chunks it could not ask for looks again
+
+
+class Swarm:
+    """What each swarm peer of this node announced holding (shared by the node's sessions)."""
+
+    def __init__(self, node_id: str, sources: Callable[[str], bool] | None = None, i_am_source: bool = False) -> None:
+        self.node_id = node_id
+        self.is_source = sources or (lambda peer: False)
+        self.i_am_source = i_am_source
+        self._sent: dict[bytes, set[str]] = {}     # (a source) chunk -> swarm peers it was sent to
+        self._meshed: set[str] = set()             # (a source) peers that got a chunk elsewhere
+        self._isolated: set[str] = set()           # (a source) peers that seem to have no other
+        self._refused: set[tuple[str, bytes]] = set()
+        self._start = int.from_bytes(hashlib.blake2b(node_id.encode(), digest_size=8).digest(), "big")
+        self._held: dict[str, set[bytes]] = {}
+        self._holders: dict[bytes, set[str]] = {}
+        self._unannounced_since: dict[bytes, float] = {}
+        self._spare: dict[str, int] = {}           # per peer, requests its session could still make
+
+    # ----- what peers said ---------------------------------------------------------------------
+    def peer_has(self, peer: str, hashes: Iterable[bytes]) -> None:
+        held = self._held.setdefault(peer, set())
+        for h in hashes:
+            if self.i_am_source and peer not in self._sent.get(h, ()):
+                self._meshed.add(peer)
+            if h not in held and len(held) < MAX_HELD_PER_PEER:
+                held.add(h)
+                self._holders.setdefault(h, set()).add(peer)
+                self._unannounced_since.pop(h, None)
+
+    def peer_lacks(self, peer: str, h: bytes) -> None:
+        """The peer answered NO_CHUNK for a chunk it announced (it dropped it; a source only says
+        "from the mesh, please", so its word stands): forget that."""
+        held = self._held.get(peer)
+        if held is not None and h in held and not self.is_source(peer):
+            held.discard(h)
+            self._holders[h].discard(peer)
+            if not self._holders[h]:
+                del self._holders[h]
+
+    def serve(self, peer: str, h: bytes) -> bool:
+        """May this node send chunk `h` (which it holds) to swarm peer `peer` now? Always, but at a
+        source a chunk already sent to another peer not known to be isolated is refused once
+        ("fetch it from the mesh"); asked again, it is served, and a peer that asks again without
+        ever having announced a chunk from elsewhere is taken to be isolated (served at once)."""
+        if not self.i_am_source:
+            return True
+        if (peer, h) in self._refused:
+            self._refused.discard((peer, h))
+            if peer not in self._meshed:
+                self._isolated.add(peer)
+        elif peer not in self._isolated and self._sent.get(h, set()) - {peer} - self._isolated:
+            if len(self._refused) >= MAX_UNANNOUNCED_TRACKED:
+                self._refused.clear()
+            self._refused.add((peer, h))
+            return False
+        if self.i_am_source:
+            self._sent.setdefault(h, set()).add(peer)
+        return True
+
+    def peer_gone(self, peer: str) -> None:
+        self._meshed.discard(peer)
+        self._isolated.discard(peer)
+        self._spare.pop(peer, None)
+        for h in self._held.pop(peer, set()):
+            holders = self._holders.get(h)
+            if holders is not None:
+                holders.discard(peer)
+                if not holders:
+                    del self._holders[h]
+
+    def holders(self, h: bytes) -> set[str]:
+        return self._holders.get(h, set())
+
+    def is_peer(self, peer: str) -> bool:
+        return peer in self._held
+
+    def _placed(self, peer: str, h: bytes) -> tuple[bool, bytes]:
+        """Lower is better: a holder with spare requests, then a hash of (peer, chunk) that spreads
+        the chunks among holders the same way at every look (rendezvous hashing)."""
+        return self._spare.get(peer, 1) <= 0, hashlib.blake2b(peer.encode() + h, digest_size=8).digest()
+
+    # ----- whom to ask -------------------------------------------------------------------------
+    def pick(self, peer: str, wanted: Sequence[bytes], room: int, in_flight: int,
+             free: Callable[[bytes], bool], now: float) -> list[bytes]:
+        """Up to `room` chunks of `wanted` for `peer`'s session to ask for now (`free`: not asked
+        or claimed anywhere and not refused by this peer; `in_flight`: its requests outstanding)."""
+        held = self._held.get(peer, set())
+        self._spare[peer] = room
+        traders = [q for q in self._held if not self.is_source(q)]
+        from_trader: list[tuple[int, bytes, bytes]] = []
+        from_source: list[tuple[bytes, bytes]] = []
+        late: list[tuple[bytes, bytes]] = []
+        mesh_busy = False  # some wanted chunk is held by a trader: sources wait
+        for h in wanted:
+            holders = self._holders.get(h, ())
+            trading = [q for q in holders if not self.is_source(q)]
+            mesh_busy = mesh_busy or bool(trading)
+            if not free(h):
+                continue
+            if h not in held:
+                if not holders and self._waited(h, now):
+                    late.append((self._order(h), h))
+            elif self.is_source(peer):
+                if not trading:
+                    from_source.append((self._order(h), h))
+            elif min(trading, key=lambda q: self._placed(q, h)) == peer:  # the best placed holder
+                from_trader.append((len(holders), self._order(h), h))
+        if self.is_source(peer) and traders:
+            room = min(room, SOURCE_WINDOW - in_flight) if not mesh_busy else 0
+        from_trader.sort()
+        from_source.sort()
+        late.sort()
+        picked = ([h for _, _, h in from_trader] + [h for _, h in from_source] + [h for _, h in late])[:max(room, 0)]
+        self._spare[peer] = room - len(picked)
+        return picked
+
+    def unclaimed_by_swarm(self, h: bytes) -> bool:
+        """For a session without the feature: leave a chunk a swarm peer announced to its session."""
+        return h not in self._holders
+
+    def _order(self, h: bytes) -> bytes:
+        """Where `h` lies on a ring starting at this node's place: neighbours begin apart."""
+        return ((int.from_bytes(h[:8], "big") - self._start) % (1 << 64)).to_bytes(8, "big")
+
+    def _waited(self, h: bytes, now: float) -> bool:
+        since = self._unannounced_since.get(h)
+        if since is None:
+            if len(self._unannounced_since) >= MAX_UNANNOUNCED_TRACKED:
+                self._unannounced_since.clear()
+            self._unannounced_since[h] = now
+            return False
+        return now - since >= UNANNOUNCED_WAIT_S
+
+
+class Announcer:
+    """What one session has told its (swarm) peer it holds; `store` is the node's Store."""
+
+    def __init__(self, store: "ChunkSource", now: float) -> None:
+        self.store = store
+        self._sent_at = float("-inf")
+        self._recheck_at: float | None = None
+        self._watermark, newest = store.newest_chunks(MAX_INVENTORY_HASHES)
+        self.inventory: list[Have] = _haves(newest)
+
+    def recheck(self, now: float, wanting: bool) -> None:
+        """Chunks are wanted that could not be asked of this peer now: look again in RECHECK_S
+        (holders change; another session's better-placed peer may have gone quiet)."""
+        self._recheck_at = now + RECHECK_S if wanting else None
+
+    def deadline(self) -> float | None:
+        """When `flush` should run: something new to announce, or a recheck (None: neither)."""
+        times = [self._recheck_at] if self._recheck_at is not None else []
+        if self.store.chunks_since(self._watermark, 1):
+            times.append(self._sent_at + HAVE_MIN_INTERVAL_S)
+        return min(times) if times else None
+
+    def flush(self, now: float) -> list[Have]:
+        """HAVEs of chunks stored since the last one, unless one left less than the interval ago."""
+        if self._recheck_at is not None and self._recheck_at <= now:
+            self._recheck_at = None  # the caller asks for chunks next
+        if now < self._sent_at + HAVE_MIN_INTERVAL_S:
+            return []
+        rows = self.store.chunks_since(self._watermark, MAX_INVENTORY_HASHES)
+        if not rows:
+            return []
+        self._watermark = rows[-1][0]
+        self._sent_at = now
+        return _haves([h for _, h in rows])
+
+
+def _haves(hashes: list[bytes]) -> list[Have]:
+    return [Have(tuple(hashes[i:i + MAX_WANT_HASHES])) for i in range(0, len(hashes), MAX_WANT_HASHES)]
+
+
+class ChunkSource:  # the part of Store an Announcer reads (store/chunkstore.py)
+    def newest_chunks(self, limit: int) -> tuple[int, list[bytes]]: ...  # pragma: no cover
+    def chunks_since(self, rowid: int, limit: int) -> list[tuple[int, bytes]]: ...  # pragma: no cover
