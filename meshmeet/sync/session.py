@@ -191,6 +191,8 @@ class SyncSession:
             if asked + CHUNK_TIMEOUT_S <= now:
                 del self._asked[h]
                 self.claims.release(h, self)
+                if self.announcer is not None:  # a trader that announced it and never sent it: ask elsewhere
+                    self.swarm.peer_lacks(self.peer_node_id, h, 0.0)
                 self._partial.pop(h, None)
         for h, until in list(self._lacking.items()):
             if until <= now:
@@ -247,11 +249,11 @@ class SyncSession:
             return self._request_chunks(now), []
         if isinstance(msg, NoChunk):
             for h in msg.hashes:
-                if self.announcer is not None:
-                    self.swarm.peer_lacks(self.peer_node_id, h)
+                retry_s = CHUNK_RETRY_S if self.announcer is None else self.swarm.peer_lacks(
+                    self.peer_node_id, h, CHUNK_RETRY_S)
                 if self._asked.pop(h, None) is not None:
                     self.claims.release(h, self)
-                    self._lacking[h] = now + CHUNK_RETRY_S
+                    self._lacking[h] = now + retry_s
             return self._request_chunks(now), []
         raise ProtocolError("unexpected message")  # pragma: no cover - decode returns only the above
 

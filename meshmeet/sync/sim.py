@@ -38,7 +38,7 @@ class SimNet:
         self.sent_bytes = [0] * len(stores)   # per node, every byte it sent
         self.swarm_nodes = swarm or set()
         ids = {s.node_id: i for i, s in enumerate(stores)}
-        self.swarms = [Swarm(s.node_id, lambda peer: ids[peer] in sources, i in sources) if i in self.swarm_nodes else None
+        self.swarms = [Swarm(s.node_id, lambda peer: ids[peer] in sources, lambda i=i: i in sources) if i in self.swarm_nodes else None
                        for i, s in enumerate(stores)]
         self.claims = [ChunkClaims() if shared_claims else None for _ in stores]
 

@@ -37,10 +37,13 @@ RECHECK_S = 1.0                  # a session that wants chunks it could not ask 
 class Swarm:
     """What each swarm peer of this node announced holding (shared by the node's sessions)."""
 
-    def __init__(self, node_id: str, sources: Callable[[str], bool] | None = None, i_am_source: bool = False) -> None:
+    def __init__(self, node_id: str, sources: Callable[[str], bool] | None = None,
+                 i_am_source: Callable[[], bool] | None = None) -> None:
+        """`sources(peer)`: is that peer a source (HQ)? `i_am_source()`: is this node one (asked anew
+        each time: the roster may change)?"""
         self.node_id = node_id
         self.is_source = sources or (lambda peer: False)
-        self.i_am_source = i_am_source
+        self._i_am_source = i_am_source or (lambda: False)
         self._sent: dict[bytes, set[str]] = {}     # (a source) chunk -> swarm peers it was sent to
         self._meshed: set[str] = set()             # (a source) peers that got a chunk elsewhere
         self._isolated: set[str] = set()           # (a source) peers that seem to have no other
@@ -54,30 +57,35 @@ class Swarm:
     # ----- what peers said ---------------------------------------------------------------------
     def peer_has(self, peer: str, hashes: Iterable[bytes]) -> None:
         held = self._held.setdefault(peer, set())
+        source = self._i_am_source()
         for h in hashes:
-            if self.i_am_source and peer not in self._sent.get(h, ()):
+            if source and peer not in self._sent.get(h, ()):
                 self._meshed.add(peer)
             if h not in held and len(held) < MAX_HELD_PER_PEER:
                 held.add(h)
                 self._holders.setdefault(h, set()).add(peer)
                 self._unannounced_since.pop(h, None)
 
-    def peer_lacks(self, peer: str, h: bytes) -> None:
-        """The peer answered NO_CHUNK for a chunk it announced (it dropped it; a source only says
-        "from the mesh, please", so its word stands): forget that."""
+    def peer_lacks(self, peer: str, h: bytes, retry_s: float) -> float:
+        """The peer answered NO_CHUNK: after how long to ask it again. A trader that announced the
+        chunk dropped it (forget that); a source means "from the mesh, please" (see `serve`), and
+        with no trader around to get it from, we ask it again at once."""
         held = self._held.get(peer)
-        if held is not None and h in held and not self.is_source(peer):
-            held.discard(h)
-            self._holders[h].discard(peer)
-            if not self._holders[h]:
-                del self._holders[h]
+        if not self.is_source(peer):
+            if held is not None and h in held:
+                held.discard(h)
+                self._holders[h].discard(peer)
+                if not self._holders[h]:
+                    del self._holders[h]
+            return retry_s
+        return retry_s if any(not self.is_source(q) for q in self._held) else 0.0
 
     def serve(self, peer: str, h: bytes) -> bool:
         """May this node send chunk `h` (which it holds) to swarm peer `peer` now? Always, but at a
         source a chunk already sent to another peer not known to be isolated is refused once
         ("fetch it from the mesh"); asked again, it is served, and a peer that asks again without
         ever having announced a chunk from elsewhere is taken to be isolated (served at once)."""
-        if not self.i_am_source:
+        if not self._i_am_source():
             return True
         if (peer, h) in self._refused:
             self._refused.discard((peer, h))
@@ -88,7 +96,7 @@ class Swarm:
                 self._refused.clear()
             self._refused.add((peer, h))
             return False
-        if self.i_am_source:
+        if self._i_am_source():
             self._sent.setdefault(h, set()).add(peer)
         return True
 
