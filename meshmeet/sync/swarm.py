@@ -1,19 +1,20 @@
 """The chunk swarm, sans-IO: who around this node holds which chunk, and whom to ask for it.
 
 With feature "swarm/1" (told in capabilities, docs/protocol.md "Compatibility") each side of a
-sync link announces the chunks it holds in HAVE messages: once its newest inventory when the
-peer's feature becomes known, then, batched and at most every HAVE_MIN_INTERVAL_S, every chunk
-stored since (received or imported: the store's chunk rowids tell). `Swarm` (one per node,
-shared by its sessions like ChunkClaims) keeps what each peer announced; `Swarm.pick` chooses
-which wanted chunks one session asks of its peer: only chunks that peer announced, rarest
-first (fewest holders around), each of a holder that is not better placed elsewhere (a peer
-that holds fewer chunks - not the source - is preferred), and of a *source* (a peer holding
-every chunk we want, e.g. HQ) at most SOURCE_WINDOW at a time while other peers can trade
-with us, so halls fetch from each other instead of all from HQ. A chunk no peer announced is
-asked of anyone only after UNANNOUNCED_WAIT_S (a holder past the inventory cap, a lost
-announcement). Ties are broken by a hash of this node's id and the chunk, so neighbours start
-on different chunks. This module must never do I/O, read a clock, or send a HAVE to a peer that
-has not announced the feature (the session only makes an Announcer once the driver says so).
+sync link announces the chunks it holds in HAVE messages: its newest inventory when the peer's
+feature becomes known, then, batched and at most every HAVE_MIN_INTERVAL_S, every chunk stored
+since (received or imported: the store's chunk rowids tell) - `Announcer`, one per session.
+`Swarm` (one per node, shared by its sessions like ChunkClaims) keeps what each peer announced,
+and `pick` chooses which wanted chunks one session asks of its peer: only chunks that peer
+announced; of *traders* (peers that are not a source) first, rarest first, each chunk of one
+holder (spare requests, then rendezvous hashing); of a *source* (HQ, as the driver says) only
+chunks no trader holds, and only while no trader holds anything we want, SOURCE_WINDOW at a
+time. At a source, `serve` refuses once a chunk it already sent into the mesh ("fetch it
+there"), and serves a second ask; a peer that asks again having never got a chunk elsewhere is
+isolated and served at once. Together HQ sends each chunk about once per part of the map that
+has no other way to it (docs/protocol/sync.md "Swarm"). This module must never do I/O, read a
+clock, or make a HAVE for a peer that has not announced the feature (the session only makes an
+Announcer once the driver says so).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ MAX_INVENTORY_HASHES = 8192      # newest held chunks announced when the feature
 MAX_HELD_PER_PEER = 65536        # announced chunks remembered per peer (2 MiB of names)
 SOURCE_WINDOW = 2                # requests in flight to a source peer while others can trade
 UNANNOUNCED_WAIT_S = 60.0        # then a chunk nobody announced is asked of any swarm peer
-MAX_UNANNOUNCED_TRACKED = 8192
+MAX_UNANNOUNCED_TRACKED = 8192   # chunk names remembered as unannounced / refused
 SWARM_SCAN_CHUNKS = 2048         # wanted chunks a swarm session looks over to pick the rarest
 RECHECK_S = 1.0                  # a session that wants chunks it could not ask for looks again
 
@@ -113,9 +114,6 @@ class Swarm:
 
     def holders(self, h: bytes) -> set[str]:
         return self._holders.get(h, set())
-
-    def is_peer(self, peer: str) -> bool:
-        return peer in self._held
 
     def _placed(self, peer: str, h: bytes) -> tuple[bool, bytes]:
         """Lower is better: a holder with spare requests, then a hash of (peer, chunk) that spreads
