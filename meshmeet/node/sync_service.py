@@ -39,8 +39,7 @@ from ..store.diskfull import DiskFull
 from ..meeting import meetings
 from ..store.errors import SyncError
 from ..sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Outgoing, ProtocolViolation
-from ..sync.session import ChunkClaims, SyncSession
-from ..sync.swarm import Swarm
+from ..sync.session import ChunkClaims, SyncSession, Swarm
 from ..store.db import Store
 from ..wire import services
 from .disk_watch import DiskWatch
@@ -394,6 +393,7 @@ class SyncService:
         peers = {}
         for peer, p in self.peers.items():
             live, bulk = self.outbox.queued(peer)
-            peers[peer] = {"in_flight_chunks": p.in_flight_chunks, "queued_live": live, "queued_bulk": bulk,
-                           "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "in_sync_known": p.peer_vector is not None}
+            peers[peer] = {"in_flight_chunks": p.in_flight_chunks, "queued_live": live, "queued_bulk": bulk, "bytes_in":
+                           p.bytes_in, "bytes_out": p.bytes_out, "in_sync_known": p.peer_vector is not None,
+                           "swarm": p.announcer is not None}
         return {**self.store.status(), **counters, "peers": peers, "busy": False, "adding": self.adding}
