@@ -26,7 +26,7 @@ from meshmeet.sync.events import ProtocolViolation
 from meshmeet.sync.messages import HAVE, Have, Want, decode, encode
 from meshmeet.sync.session import CHUNK_TIMEOUT_S, SyncSession
 from meshmeet.sync.sim import SimNet
-from meshmeet.sync.swarm import HAVE_MIN_INTERVAL_S, SOURCE_WINDOW, Swarm
+from meshmeet.sync.swarm import HAVE_MIN_INTERVAL_S, MAX_HELD_PER_PEER, SOURCE_WINDOW, Swarm
 
 N = 22
 KEYS = [KeyPair.from_seed(bytes([i + 40]) * 32) for i in range(N)]
@@ -185,6 +185,17 @@ def test_a_peer_announcing_chunks_it_never_sends_only_delays_them() -> None:
     end = net.run_timed(0.0, STEP_S, max_steps=100_000)
     assert [s.pending_chunks() for s in stores] == [0, 0, 0]
     assert end >= CHUNK_TIMEOUT_S  # node 1 waited for the liar once per chunk, then asked elsewhere
+
+
+def test_a_peer_announcing_more_than_the_cap_is_remembered_for_its_newest_only() -> None:
+    swarm = Swarm("me")
+    names = [i.to_bytes(32, "big") for i in range(MAX_HELD_PER_PEER + 10)]
+    for start in range(0, len(names), 256):
+        swarm.peer_has("flood", names[start:start + 256])
+    assert not swarm.holders(names[0]) and swarm.holders(names[-1]) == {"flood"}
+    assert sum(1 for h in names if swarm.holders(h)) == MAX_HELD_PER_PEER
+    swarm.peer_gone("flood")
+    assert not any(swarm.holders(h) for h in names)
 
 
 # ----- liveness with any mix -----------------------------------------------------------------------

@@ -27,7 +27,8 @@ from .messages import MAX_WANT_HASHES, Have
 FEATURE = "swarm/1"
 HAVE_MIN_INTERVAL_S = 0.2        # at most one HAVE of new chunks per peer per this
 MAX_INVENTORY_HASHES = 8192      # newest held chunks announced when the feature comes up (256 KiB)
-MAX_HELD_PER_PEER = 65536        # announced chunks remembered per peer (2 MiB of names)
+MAX_HELD_PER_PEER = 8192         # announced chunks remembered per peer, the newest (2 GiB of chunks)
+MAX_SENT_TRACKED = 8192          # (a source) chunks whose recipients it remembers
 SOURCE_WINDOW = 2                # requests in flight to a source peer while others can trade
 UNANNOUNCED_WAIT_S = 60.0        # then a chunk nobody announced is asked of any swarm peer
 MAX_UNANNOUNCED_TRACKED = 8192   # chunk names remembered as unannounced / refused
@@ -50,34 +51,32 @@ class Swarm:
         self._isolated: set[str] = set()           # (a source) peers that seem to have no other
         self._refused: set[tuple[str, bytes]] = set()
         self._start = int.from_bytes(hashlib.blake2b(node_id.encode(), digest_size=8).digest(), "big")
-        self._held: dict[str, set[bytes]] = {}
+        self._held: dict[str, dict[bytes, None]] = {}  # per peer, announced names, oldest first
         self._holders: dict[bytes, set[str]] = {}
         self._unannounced_since: dict[bytes, float] = {}
         self._spare: dict[str, int] = {}           # per peer, requests its session could still make
 
     # ----- what peers said ---------------------------------------------------------------------
     def peer_has(self, peer: str, hashes: Iterable[bytes]) -> None:
-        held = self._held.setdefault(peer, set())
+        held = self._held.setdefault(peer, {})
         source = self._i_am_source()
         for h in hashes:
             if source and peer not in self._sent.get(h, ()):
                 self._meshed.add(peer)
-            if h not in held and len(held) < MAX_HELD_PER_PEER:
-                held.add(h)
-                self._holders.setdefault(h, set()).add(peer)
-                self._unannounced_since.pop(h, None)
+            if h in held:
+                continue
+            if len(held) >= MAX_HELD_PER_PEER:  # forget its oldest announcement
+                self._forget(peer, next(iter(held)))
+            held[h] = None
+            self._holders.setdefault(h, set()).add(peer)
+            self._unannounced_since.pop(h, None)
 
     def peer_lacks(self, peer: str, h: bytes, retry_s: float) -> float:
         """The peer answered NO_CHUNK: after how long to ask it again. A trader that announced the
         chunk dropped it (forget that); a source means "from the mesh, please" (see `serve`), and
         with no trader around to get it from, we ask it again at once."""
-        held = self._held.get(peer)
         if not self.is_source(peer):
-            if held is not None and h in held:
-                held.discard(h)
-                self._holders[h].discard(peer)
-                if not self._holders[h]:
-                    del self._holders[h]
+            self._forget(peer, h)
             return retry_s
         return retry_s if any(not self.is_source(q) for q in self._held) else 0.0
 
@@ -98,14 +97,24 @@ class Swarm:
             self._refused.add((peer, h))
             return False
         if self._i_am_source():
+            if h not in self._sent and len(self._sent) >= MAX_SENT_TRACKED:
+                del self._sent[next(iter(self._sent))]
             self._sent.setdefault(h, set()).add(peer)
         return True
+
+    def _forget(self, peer: str, h: bytes) -> None:
+        held = self._held.get(peer)
+        if held is not None and h in held:
+            del held[h]
+            self._holders[h].discard(peer)
+            if not self._holders[h]:
+                del self._holders[h]
 
     def peer_gone(self, peer: str) -> None:
         self._meshed.discard(peer)
         self._isolated.discard(peer)
         self._spare.pop(peer, None)
-        for h in self._held.pop(peer, set()):
+        for h in self._held.pop(peer, {}):
             holders = self._holders.get(h)
             if holders is not None:
                 holders.discard(peer)
@@ -125,7 +134,7 @@ class Swarm:
              free: Callable[[bytes], bool], now: float) -> list[bytes]:
         """Up to `room` chunks of `wanted` for `peer`'s session to ask for now (`free`: not asked
         or claimed anywhere and not refused by this peer; `in_flight`: its requests outstanding)."""
-        held = self._held.get(peer, set())
+        held = self._held.get(peer, {})
         self._spare[peer] = room
         traders = [q for q in self._held if not self.is_source(q)]
         from_trader: list[tuple[int, bytes, bytes]] = []
