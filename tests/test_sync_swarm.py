@@ -26,7 +26,8 @@ from meshmeet.sync.events import ProtocolViolation
 from meshmeet.sync.messages import HAVE, Have, Want, decode, encode
 from meshmeet.sync.session import CHUNK_TIMEOUT_S, SyncSession
 from meshmeet.sync.sim import SimNet
-from meshmeet.sync.swarm import HAVE_MIN_INTERVAL_S, MAX_HELD_PER_PEER, SOURCE_WINDOW, Swarm
+from meshmeet.sync.swarm import (HAVE_MIN_INTERVAL_S, MAX_HELD_PER_PEER, MESH_PATIENCE_S, SOURCE_WINDOW, YOUNG_S,
+                                 Swarm)
 
 N = 22
 KEYS = [KeyPair.from_seed(bytes([i + 40]) * 32) for i in range(N)]
@@ -157,15 +158,39 @@ def test_the_source_refuses_once_what_the_mesh_has_serves_a_second_ask_and_isola
     swarm = Swarm("hq", i_am_source=lambda: True)
     for p in ("a", "b", "lone"):
         swarm.peer_has(p, ())
-    assert swarm.serve("a", H[0])
-    assert not swarm.serve("b", H[0])       # already sent into the mesh: "fetch it there"
-    swarm.peer_has("b", [H[0]])             # b got it from a: b is in the mesh
-    assert swarm.serve("b", H[1])           # nobody else has H[1]
-    assert not swarm.serve("lone", H[0])
-    assert swarm.serve("lone", H[0])        # asked again having got nothing elsewhere: isolated
-    assert swarm.serve("lone", H[1])        # ... and served at once from now on
-    assert not swarm.serve("a", H[1]) and swarm.serve("a", H[1])  # a meshed peer asking again is served
-    assert Swarm("hall").serve("x", H[0]) and Swarm("hall").serve("y", H[0])  # only a source refuses
+    assert swarm.serve("a", H[0], 0.0)
+    assert not swarm.serve("b", H[0], 0.0)       # already sent into the mesh: "fetch it there"
+    swarm.peer_has("b", [H[0]])                  # b got it from a: b is in the mesh
+    assert swarm.serve("b", H[1], 0.0)           # nobody else has H[1]
+    assert not swarm.serve("lone", H[0], 0.0)
+    assert swarm.serve("lone", H[0], 1.0)        # asked again having got nothing elsewhere: isolated
+    assert swarm.serve("lone", H[1], 1.0)        # ... and served at once from now on
+    assert not swarm.serve("a", H[1], 1.0) and swarm.serve("a", H[1], 1.0)  # a meshed peer asking again is served
+    assert Swarm("hall").serve("x", H[0], 0.0) and Swarm("hall").serve("y", H[0], 0.0)  # only a source refuses
+
+
+def test_a_peer_that_never_shows_it_is_in_the_mesh_stops_counting_after_a_while() -> None:
+    swarm = Swarm("hq", i_am_source=lambda: True)
+    for p in ("quiet", "b", "c", "d"):
+        swarm.peer_has(p, ())
+    assert swarm.serve("quiet", H[0], 0.0)
+    assert not swarm.serve("b", H[0], YOUNG_S / 2)  # "quiet" is new: the chunk may be in the mesh
+    assert swarm.serve("c", H[0], YOUNG_S)  # it never showed a chunk from elsewhere: not in c's mesh
+    swarm.peer_has("c", [H[5]])  # c got a chunk HQ never sent it: it is in the mesh for good
+    assert not swarm.serve("d", H[0], 10 * YOUNG_S)
+
+
+def test_a_source_refusal_is_retried_at_once_alone_soon_before_trading_and_later_after() -> None:
+    swarm = Swarm("me", sources=lambda p: p == "hq")
+    swarm.peer_has("hq", H)
+    assert swarm.peer_lacks("hq", H[0], 5.0) == 0.0  # no trader: ask again at once
+    swarm.peer_has("t", ())
+    assert swarm.peer_lacks("hq", H[0], 5.0) == 5.0
+    swarm.stored_from("hq")
+    assert swarm.peer_lacks("hq", H[0], 5.0) == 5.0
+    swarm.stored_from("t")  # the mesh gave us a chunk: be patient with it
+    assert swarm.peer_lacks("hq", H[0], 5.0) == MESH_PATIENCE_S
+    assert swarm.holders(H[0]) == {"hq"}  # a source's refusal does not mean it lacks the chunk
 
 
 class Liar(SimNet):

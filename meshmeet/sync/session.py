@@ -234,7 +234,7 @@ class SyncSession:
                     lacking.append(h)
                 elif data is None and self._may_owe(h) and self.store.is_wanted(h):
                     self._owed.add(h)  # we are fetching it ourselves: send it when it arrives
-                elif data is None or (self.announcer is not None and not self.swarm.serve(self.peer_node_id, h)):
+                elif data is None or (self.announcer is not None and not self.swarm.serve(self.peer_node_id, h, now)):
                     lacking.append(h)  # (a source tells a meshed swarm peer to fetch it from the mesh)
                 else:
                     out += self._send_chunk(h, data)
@@ -305,6 +305,8 @@ class SyncSession:
         events: list[Event] = []
         if result == "stored":
             events.append(ChunkStored(msg.sha256, self.store.pending_chunks()))
+            if self.announcer is not None:
+                self.swarm.stored_from(self.peer_node_id)
         return self._request_chunks(now), events
 
     # ------------------------------------------------------------------ helpers

@@ -33,6 +33,8 @@ SOURCE_WINDOW = 2                # requests in flight to a source peer while oth
 UNANNOUNCED_WAIT_S = 60.0        # then a chunk nobody announced is asked of any swarm peer
 MAX_UNANNOUNCED_TRACKED = 8192   # chunk names remembered as unannounced / refused
 SWARM_SCAN_CHUNKS = 2048         # wanted chunks a swarm session looks over to pick the rarest
+YOUNG_S = 10.0                   # (a source) a peer first served less than this ago counts as meshed
+MESH_PATIENCE_S = 15.0           # a source's "from the mesh" is asked again after this, once the mesh gave us one
 RECHECK_S = 1.0                  # a session that wants chunks it could not ask for looks again
 
 
@@ -50,10 +52,12 @@ class Swarm:
         self._meshed: set[str] = set()             # (a source) peers that got a chunk elsewhere
         self._isolated: set[str] = set()           # (a source) peers that seem to have no other
         self._refused: set[tuple[str, bytes]] = set()
+        self._first_sent: dict[str, float] = {}     # (a source) when it first served each peer
         self._start = int.from_bytes(hashlib.blake2b(node_id.encode(), digest_size=8).digest(), "big")
         self._held: dict[str, dict[bytes, None]] = {}  # per peer, announced names, oldest first
         self._holders: dict[bytes, set[str]] = {}
         self._unannounced_since: dict[bytes, float] = {}
+        self._traded = False                       # a trader has given us a chunk
         self._spare: dict[str, int] = {}           # per peer, requests its session could still make
 
     # ----- what peers said ---------------------------------------------------------------------
@@ -73,14 +77,20 @@ class Swarm:
 
     def peer_lacks(self, peer: str, h: bytes, retry_s: float) -> float:
         """The peer answered NO_CHUNK: after how long to ask it again. A trader that announced the
-        chunk dropped it (forget that); a source means "from the mesh, please" (see `serve`), and
-        with no trader around to get it from, we ask it again at once."""
+        chunk dropped it (forget that); a source means "from the mesh, please" (see `serve`): with no
+        trader around we ask it again at once, once a trader gave us a chunk after MESH_PATIENCE_S."""
         if not self.is_source(peer):
             self._forget(peer, h)
             return retry_s
-        return retry_s if any(not self.is_source(q) for q in self._held) else 0.0
+        if not any(not self.is_source(q) for q in self._held):
+            return 0.0
+        return MESH_PATIENCE_S if self._traded else retry_s
 
-    def serve(self, peer: str, h: bytes) -> bool:
+    def stored_from(self, peer: str) -> None:
+        """A chunk from `peer` was stored here: from a trader, the mesh works for us (patience)."""
+        self._traded = self._traded or not self.is_source(peer)
+
+    def serve(self, peer: str, h: bytes, now: float) -> bool:
         """May this node send chunk `h` (which it holds) to swarm peer `peer` now? Always, but at a
         source a chunk already sent to another peer not known to be isolated is refused once
         ("fetch it from the mesh"); asked again, it is served, and a peer that asks again without
@@ -91,16 +101,25 @@ class Swarm:
             self._refused.discard((peer, h))
             if peer not in self._meshed:
                 self._isolated.add(peer)
-        elif peer not in self._isolated and self._sent.get(h, set()) - {peer} - self._isolated:
+        elif peer not in self._isolated and any(self._in_mesh(q, now) for q in self._sent.get(h, ()) if q != peer):
             if len(self._refused) >= MAX_UNANNOUNCED_TRACKED:
                 self._refused.clear()
             self._refused.add((peer, h))
             return False
-        if self._i_am_source():
+        self._first_sent.setdefault(peer, now)
+        if True:
             if h not in self._sent and len(self._sent) >= MAX_SENT_TRACKED:
                 del self._sent[next(iter(self._sent))]
             self._sent.setdefault(h, set()).add(peer)
         return True
+
+    def _in_mesh(self, peer: str, now: float) -> bool:
+        """Is a chunk sent to `peer` in the mesh? Yes if it got a chunk elsewhere, or if it is new
+        (first served less than YOUNG_S ago: it has not had time to show it); a peer that has not
+        shown it since is probably cut off from the others (isolated or not yet known to be)."""
+        if peer in self._meshed:
+            return True
+        return peer not in self._isolated and now - self._first_sent.get(peer, now) < YOUNG_S
 
     def _forget(self, peer: str, h: bytes) -> None:
         held = self._held.get(peer)
@@ -113,6 +132,7 @@ class Swarm:
     def peer_gone(self, peer: str) -> None:
         self._meshed.discard(peer)
         self._isolated.discard(peer)
+        self._first_sent.pop(peer, None)
         self._spare.pop(peer, None)
         for h in self._held.pop(peer, {}):
             holders = self._holders.get(h)
