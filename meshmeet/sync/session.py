@@ -100,6 +100,7 @@ class SyncSession:
         self._more_to_push = False
         self._owed: set[bytes] = set()
         self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far
+        self._piece_at = float("-inf")                  # when a piece we asked for last came
         self.bytes_in = 0
         self.bytes_out = 0
         self.chunks_in = 0    # whole chunks received (stored, duplicate or corrupt)
@@ -191,8 +192,8 @@ class SyncSession:
             if asked + CHUNK_TIMEOUT_S <= now:
                 del self._asked[h]
                 self.claims.release(h, self)
-                if self.announcer is not None:  # a trader that announced it and never sent it: ask elsewhere
-                    self.swarm.peer_lacks(self.peer_node_id, h, 0.0)
+                if self.announcer is not None:  # a trader that announced it and did not send it
+                    self.swarm.timed_out(self.peer_node_id, h, sending=now - self._piece_at < CHUNK_TIMEOUT_S)
                 self._partial.pop(h, None)
         for h, until in list(self._lacking.items()):
             if until <= now:
@@ -288,6 +289,7 @@ class SyncSession:
         h = msg.sha256
         if h not in self._asked:
             return [], []  # not asked for (or given up on): ignore
+        self._piece_at = now
         part = self._partial.pop(h, None) if msg.offset else bytearray()
         if part is None or len(part) != msg.offset:
             return [], []  # out of order: drop it; the request times out and is made again
@@ -305,8 +307,6 @@ class SyncSession:
         events: list[Event] = []
         if result == "stored":
             events.append(ChunkStored(msg.sha256, self.store.pending_chunks()))
-            if self.announcer is not None:
-                self.swarm.stored_from(self.peer_node_id)
         return self._request_chunks(now), events
 
     # ------------------------------------------------------------------ helpers

@@ -11,7 +11,8 @@ holder (spare requests, then rendezvous hashing); of a *source* (HQ, as the driv
 chunks no trader holds, and only while no trader holds anything we want, SOURCE_WINDOW at a
 time. At a source, `serve` refuses once a chunk it already sent into the mesh ("fetch it
 there"), and serves a second ask; a peer that asks again having never got a chunk elsewhere is
-isolated and served at once. Together HQ sends each chunk about once per part of the map that
+isolated and served at once. A refused chunk is asked again only once the mesh has had nothing
+for us for MESH_PATIENCE_S. Together HQ sends each chunk about once per part of the map that
 has no other way to it (docs/protocol/sync.md "Swarm"). This module must never do I/O, read a
 clock, or make a HAVE for a peer that has not announced the feature (the session only makes an
 Announcer once the driver says so).
@@ -34,7 +35,7 @@ UNANNOUNCED_WAIT_S = 60.0        # then a chunk nobody announced is asked of any
 MAX_UNANNOUNCED_TRACKED = 8192   # chunk names remembered as unannounced / refused
 SWARM_SCAN_CHUNKS = 2048         # wanted chunks a swarm session looks over to pick the rarest
 YOUNG_S = 10.0                   # (a source) a peer first served less than this ago counts as meshed
-MESH_PATIENCE_S = 15.0           # a source's "from the mesh" is asked again after this, once the mesh gave us one
+MESH_PATIENCE_S = 15.0           # a chunk a source refused is asked again once the mesh had nothing for us this long
 RECHECK_S = 1.0                  # a session that wants chunks it could not ask for looks again
 
 
@@ -57,7 +58,9 @@ class Swarm:
         self._held: dict[str, dict[bytes, None]] = {}  # per peer, announced names, oldest first
         self._holders: dict[bytes, set[str]] = {}
         self._unannounced_since: dict[bytes, float] = {}
-        self._traded = False                       # a trader has given us a chunk
+        self._slow: set[tuple[str, bytes]] = set()  # requests that timed out once at a peer still sending
+        self._from_mesh: set[bytes] = set()        # chunks a source told us to fetch from the mesh
+        self._news_at = float("-inf")              # when a trader last held a chunk we wanted
         self._spare: dict[str, int] = {}           # per peer, requests its session could still make
 
     # ----- what peers said ---------------------------------------------------------------------
@@ -78,17 +81,28 @@ class Swarm:
     def peer_lacks(self, peer: str, h: bytes, retry_s: float) -> float:
         """The peer answered NO_CHUNK: after how long to ask it again. A trader that announced the
         chunk dropped it (forget that); a source means "from the mesh, please" (see `serve`): with no
-        trader around we ask it again at once, once a trader gave us a chunk after MESH_PATIENCE_S."""
+        trader around we ask it again at once, else (`pick`) once the mesh has had nothing we want
+        for MESH_PATIENCE_S (while it has, the chunk is on its way through it)."""
         if not self.is_source(peer):
             self._forget(peer, h)
             return retry_s
         if not any(not self.is_source(q) for q in self._held):
             return 0.0
-        return MESH_PATIENCE_S if self._traded else retry_s
+        if len(self._from_mesh) >= MAX_UNANNOUNCED_TRACKED:
+            self._from_mesh.clear()
+        self._from_mesh.add(h)
+        return retry_s
 
-    def stored_from(self, peer: str) -> None:
-        """A chunk from `peer` was stored here: from a trader, the mesh works for us (patience)."""
-        self._traded = self._traded or not self.is_source(peer)
+    def timed_out(self, peer: str, h: bytes, sending: bool) -> None:
+        """A request for `h` to `peer` was not answered in time. A trader still sending us pieces is
+        only slow (its queue is long): its announcement stands once; else it is forgotten."""
+        if sending and (peer, h) not in self._slow:
+            if len(self._slow) >= MAX_UNANNOUNCED_TRACKED:
+                self._slow.clear()
+            self._slow.add((peer, h))
+            return
+        self._slow.discard((peer, h))
+        self.peer_lacks(peer, h, 0.0)
 
     def serve(self, peer: str, h: bytes, now: float) -> bool:
         """May this node send chunk `h` (which it holds) to swarm peer `peer` now? Always, but at a
@@ -171,10 +185,12 @@ class Swarm:
                 if not holders and self._waited(h, now):
                     late.append((self._order(h), h))
             elif self.is_source(peer):
-                if not trading:
-                    from_source.append((self._order(h), h))
+                if not trading and (h not in self._from_mesh or now - self._news_at >= MESH_PATIENCE_S):
+                    from_source.append((self._order(h), h))  # (a refused one once the mesh goes quiet)
             elif min(trading, key=lambda q: self._placed(q, h)) == peer:  # the best placed holder
                 from_trader.append((len(holders), self._order(h), h))
+        if mesh_busy:
+            self._news_at = now  # the mesh around us has had something for us
         if self.is_source(peer) and traders:
             room = min(room, SOURCE_WINDOW - in_flight) if not mesh_busy else 0
         from_trader.sort()
