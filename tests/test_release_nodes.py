@@ -111,6 +111,9 @@ def test_release_reaches_every_node_and_a_broken_one_is_rolled_back(tmp_path: Pa
         # the updated nodes told each other their capabilities (service 0xA0)
         wait_for(lambda: [p["software"] for p in hq.status()["peer_versions"].values()] == [NEXT, NEXT],
                  "HQ knows both halls' capabilities")
+        # ... and, both naming feature swarm/1, announce their chunks to each other (sync/swarm.py)
+        wait_for(lambda: [p["swarm"] for p in hq.status()["sync"]["peers"].values()] == [True, True],
+                 "the swarm on between HQ and both halls")
     finally:
         for n in nodes:
             n.stop()

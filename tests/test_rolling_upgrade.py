@@ -112,6 +112,16 @@ def test_previous_release_hall_in_the_middle_of_a_meeting(tmp_path: Path) -> Non
             return all(v == views[0] for v in views) and len(views[0]["ballots"] or []) == 2 \
                 and len(views[0]["attendance"] or []) == 2
         wait_for(same_meeting, "agenda, check-ins and ballots equal at all three nodes")
+        # a document travels through the old hall: HQ never sends it a HAVE (kind 7 would close the link)
+        doc_file = tmp_path / "tai-lieu.bin"
+        doc_file.write_bytes(os.urandom(1 << 20))  # 4 chunks
+        meshmeet("doc", "add", mid, str(doc_file), "--data-dir", d)
+
+        def new_hall_holds_it() -> bool:
+            docs = json.loads(meshmeet("doc", "list", mid, "--data-dir", str(b_dir), "--json").stdout)
+            return bool(docs) and all(x["chunks_held"] == x["chunks_total"] == 4 for x in docs)
+        wait_for(new_hall_holds_it, "the document at the new hall, through the old one")
+        assert [p["swarm"] for p in hq.status()["sync"]["peers"].values()] == [False]
         result = json.loads(meshmeet("motion", "close", motion, "--data-dir", d, "--json").stdout)
         assert (result["yes"], result["no"], result["present"]) == (10, 3, 20)
         wait_for(same_meeting, "the close replicated to both halls")

@@ -8,7 +8,7 @@ import pytest
 
 from meshmeet.membership.identity import KeyPair
 from meshmeet.store.batch import ForgedBatchError, decode_batch, encode_batch
-from meshmeet.sync.messages import Batch, Hello, Vector, Want, decode, encode, vector_hash
+from meshmeet.sync.messages import Batch, Have, Hello, Vector, Want, decode, encode, vector_hash
 
 from conftest import doc_vectors
 
@@ -27,7 +27,8 @@ def test_hello_vector_and_want() -> None:
     assert encode(Hello(vector_hash({}))) == V["hello_empty"] and len(V["hello_empty"]) == 21
     assert encode(Vector({key.node_id: 3})) == V["vector_one"]
     assert encode(Want((bytes(32),))) == V["want_zero"]
-    for name in ("hello_empty", "vector_one", "want_zero", "batch_message"):
+    assert encode(Have((bytes(32), bytes(range(32))))) == V["have_two"] and len(V["have_two"]) == 71
+    for name in ("hello_empty", "vector_one", "want_zero", "have_two", "batch_message"):
         assert encode(decode(V[name])) == V[name]  # and each decodes to what re-encodes the same
 
 

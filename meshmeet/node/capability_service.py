@@ -22,6 +22,7 @@ from ..media.voices import FEATURE as VOICES_FEATURE
 from ..lora.messages import Kind as LoraKind
 from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2
 from ..sync.messages import PROTOCOL_VERSION as SYNC_PROTOCOL_VERSION
+from ..sync.swarm import FEATURE as SWARM_FEATURE
 from ..store.schema import LATEST_VERSION as SCHEMA_VERSION
 from ..wire import services
 from ..wire.capabilities import LEGACY, Capabilities, CapabilityError, decode, encode
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURES = frozenset({"release/1", "node_versions", VOICES_FEATURE})
+FEATURES = frozenset({"release/1", "node_versions", VOICES_FEATURE, SWARM_FEATURE})
 
 
 def my_capabilities() -> Capabilities:
@@ -83,7 +84,8 @@ class CapabilityService:
         self.peers[peer] = caps
         log.info("peer %s runs meshmeet %s", peer, caps.software)
         if self.sync is not None:
-            self.sync.peer_formats_changed(peer, caps.formats.get("batch", frozenset()), trio.current_time())
+            self.sync.peer_formats_changed(peer, caps.formats.get("batch", frozenset()), trio.current_time(),
+                                           swarm=SWARM_FEATURE in caps.features)
 
     async def run(self) -> None:
         return None

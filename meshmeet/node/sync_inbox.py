@@ -18,12 +18,13 @@ RECEIVE_GROUP_MAX_MESSAGES = 16  # messages from one peer handled (batches commi
 
 @dataclass(frozen=True)
 class Arrival:
-    """One thing to handle: kind "up", "down", "formats" (`formats` set) or "msg" (`bodies`)."""
+    """One thing to handle: kind "up", "down", "formats" (`formats`, `swarm` set) or "msg" (`bodies`)."""
 
     kind: str
     peer: str
     bodies: list[bytes] = field(default_factory=list)
     formats: frozenset[int] = frozenset()
+    swarm: bool = False  # the peer announced feature swarm/1 (sync/swarm.py)
 
 
 class SyncInbox:
@@ -41,8 +42,8 @@ class SyncInbox:
         self._items.append(("up" if up else "down", peer, None))
         self._wake()
 
-    def formats(self, peer: str, batch_versions: frozenset[int]) -> None:
-        self._items.append(("formats", peer, frozenset(v for v in batch_versions if 0 <= v < 256)))
+    def formats(self, peer: str, batch_versions: frozenset[int], swarm: bool = False) -> None:
+        self._items.append(("formats", peer, (frozenset(v for v in batch_versions if 0 <= v < 256), swarm)))
         self._wake()
 
     def __bool__(self) -> bool:
@@ -52,8 +53,8 @@ class SyncInbox:
         """The next arrival (call only while the inbox is not empty)."""
         kind, peer, item = self._items.popleft()
         if kind == "formats":
-            assert isinstance(item, frozenset)
-            return Arrival(kind, peer, formats=item)
+            assert isinstance(item, tuple)
+            return Arrival(kind, peer, formats=item[0], swarm=item[1])
         if kind != "msg":
             return Arrival(kind, peer)
         assert isinstance(item, bytes)

@@ -1,17 +1,16 @@
 """The trio driver for replicated meeting state: one Store, one SyncSession per up link.
 
-Opens DIR/state.sqlite with authority taken from the node's roster, runs a SyncSession over
-every link (service 0x20) on what `SyncInbox` (node/sync_inbox.py) queued, feeds their timers,
-and moves their output to the links through `SyncOutbox` (node/sync_outbox.py: live traffic
-first, document chunks behind it). New batches or chunks from one peer are offered to the
-others (on_local_change). At start and whenever a document completes here it
-records, for this node only, which documents it holds whole (table doc_holdings, which
-doc_readiness reads for every site). Adds "sync" to status, offers reads of the store to other
-services (`read`, `read_nowait`: ports.StateReader; the state API, api/state_api.py, is built on
-it by the composition root) and publishes {"type": "state_changed", "tables": [...]} on gateway topic
-"state" whenever replicated state changes. With MESHMEET_TEST_HOOKS=1 it also offers
-`sync_test_pace` (cap the rate at which this node sends chunk pieces; tests use it to catch a
-transfer in the middle).
+Opens DIR/state.sqlite with authority taken from the node's roster, runs a SyncSession over every link
+(service 0x20) on what `SyncInbox` (node/sync_inbox.py) queued, feeds their timers, and moves their output to
+the links through `SyncOutbox` (node/sync_outbox.py: live traffic first, document chunks behind it). New
+batches or chunks from one peer are offered to the others (on_local_change); its sessions share chunk claims
+and a Swarm (sync/swarm.py; HQ is the source). At start and whenever a document completes here it records, for
+this node only, which documents it holds whole (table doc_holdings, which doc_readiness reads for every site).
+Adds "sync" to status, offers reads of the store to other services (`read`, `read_nowait`: ports.StateReader;
+the state API, api/state_api.py, is built on it by the composition root) and publishes {"type":
+"state_changed", "tables": [...]} on gateway topic "state" whenever replicated state changes. With
+MESHMEET_TEST_HOOKS=1 it also offers `sync_test_pace` (cap the rate at which this node sends chunk pieces;
+tests use it to catch a transfer in the middle).
 
 A full disk never stops it: when the store refuses a write with DiskFull (the transaction is
 rolled back whole), every sync session is closed and sync pauses, status says
@@ -40,7 +39,7 @@ from ..store.diskfull import DiskFull
 from ..meeting import meetings
 from ..store.errors import SyncError
 from ..sync.events import Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Outgoing, ProtocolViolation
-from ..sync.session import ChunkClaims, SyncSession
+from ..sync.session import ChunkClaims, SyncSession, Swarm
 from ..store.db import Store
 from ..wire import services
 from .disk_watch import DiskWatch
@@ -58,7 +57,6 @@ STATE_FILE = "state.sqlite"
 STATE_TOPIC = "state"
 
 TEST_HOOKS_ENV = "MESHMEET_TEST_HOOKS"
-
 T = TypeVar("T")
 
 __all__ = ["BULK_QUEUE_MAX_MESSAGES", "BUSY_POLL_S", "LIVE_QUEUE_MAX_MESSAGES", "RECEIVE_GROUP_MAX_MESSAGES",
@@ -77,6 +75,8 @@ class SyncService:
         self.disk = DiskWatch(node.data_dir)
         self.store = self.disk.open_store(node.data_dir / STATE_FILE, node.key, self.authority)
         self.claims = ChunkClaims()
+        self.swarm = Swarm(node.key.node_id, lambda peer: self.authority(peer) == "hq",
+                           lambda: self.authority(node.key.node_id) == "hq")  # HQ is the source
         self.peers: dict[str, SyncSession] = {}  # one session per up link
         self.outbox = SyncOutbox(node.links.queue_depth, lambda peer, body: node.send(peer, services.SYNC, body),
                                  trio.current_time)
@@ -175,7 +175,7 @@ class SyncService:
                 p = self.peers.get(peer)
                 if p is not None and not p.closed:
                     p.peer_batch_versions = arrival.formats
-                    self._queue(peer, p.on_local_change(now))
+                    self._queue(peer, (p.enable_swarm(now) if arrival.swarm else []) + p.on_local_change(now))
             elif kind == "down":
                 self._drop(peer)
                 self._resync.discard(peer)
@@ -196,7 +196,7 @@ class SyncService:
                     self.local_changed(now, except_peer=peer)
 
     def _open_session(self, peer: str, now: float) -> None:
-        session = SyncSession(self.store, peer, now, self.claims, self._may_owe)
+        session = SyncSession(self.store, peer, now, self.claims, self._may_owe, swarm=self.swarm)
         self.peers[peer] = session
         self.outbox.open(peer)
         self.counters["sessions"] += 1
@@ -308,8 +308,7 @@ class SyncService:
             self._wake.set()
 
     @property
-    def pace_pieces_per_s(self) -> float | None:
-        """Test hook: the cap on chunk pieces sent per second (None: no cap)."""
+    def pace_pieces_per_s(self) -> float | None:  # test hook: the cap on chunk pieces sent per second
         return self.outbox.pace_pieces_per_s
 
     @pace_pieces_per_s.setter
@@ -321,9 +320,9 @@ class SyncService:
         self._wake.set()
         return answer
 
-    def peer_formats_changed(self, peer: str, batch_versions: frozenset[int], now: float) -> None:
-        """The peer told its batch formats (capability_service.py): its session sends only those."""
-        self._inbox.formats(peer, batch_versions)
+    def peer_formats_changed(self, peer: str, batch_versions: frozenset[int], now: float, swarm: bool = False) -> None:
+        """The peer's batch formats (its session sends only those) and feature swarm/1 (capability_service.py)."""
+        self._inbox.formats(peer, batch_versions, swarm)
 
     def local_changed(self, now: float, except_peer: str | None = None, tables: set[str] | None = None) -> None:
         """The store gained batches or chunks: let every other session push what its peer lacks.
@@ -394,6 +393,7 @@ class SyncService:
         peers = {}
         for peer, p in self.peers.items():
             live, bulk = self.outbox.queued(peer)
-            peers[peer] = {"in_flight_chunks": p.in_flight_chunks, "queued_live": live, "queued_bulk": bulk,
-                           "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "in_sync_known": p.peer_vector is not None}
+            peers[peer] = {"in_flight_chunks": p.in_flight_chunks, "queued_live": live, "queued_bulk": bulk, "bytes_in":
+                           p.bytes_in, "bytes_out": p.bytes_out, "in_sync_known": p.peer_vector is not None,
+                           "swarm": p.announcer is not None}
         return {**self.store.status(), **counters, "peers": peers, "busy": False, "adding": self.adding}

@@ -60,6 +60,16 @@ class ChunkStore:
         """Chunks of live documents not held yet."""
         return [r[0] for r in self._conn.execute("SELECT sha256 FROM wanted_chunks ORDER BY rowid LIMIT ?", (limit,))]
 
+    def chunks_since(self, rowid: int, limit: int) -> list[tuple[int, bytes]]:
+        """(rowid, sha256) of chunks stored after `rowid`, oldest first (announcements, sync/swarm.py)."""
+        return self._conn.execute("SELECT rowid, sha256 FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                  (rowid, limit)).fetchall()
+
+    def newest_chunks(self, limit: int) -> tuple[int, list[bytes]]:
+        """(highest chunk rowid, the `limit` newest chunks' names, newest first)."""
+        rows = self._conn.execute("SELECT rowid, sha256 FROM chunks ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+        return (rows[0][0] if rows else 0), [r[1] for r in rows]
+
     def is_wanted(self, sha256: bytes) -> bool:
         return self._conn.execute("SELECT 1 FROM wanted_chunks WHERE sha256=?", (sha256,)).fetchone() is not None
 

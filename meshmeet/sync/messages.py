@@ -25,7 +25,7 @@ CHUNK_PIECE_BYTES = 60_000   # a chunk travels in pieces of at most this many by
 MAX_VECTOR_ORIGINS = 65536
 MAX_WANT_HASHES = 256
 
-HELLO, VECTOR, BATCH, WANT, CHUNK, NO_CHUNK = 1, 2, 3, 4, 5, 6
+HELLO, VECTOR, BATCH, WANT, CHUNK, NO_CHUNK, HAVE = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,14 @@ class NoChunk:
     hashes: tuple[bytes, ...]
 
 
-Message = Union[Hello, Vector, Batch, Want, Chunk, NoChunk]
+@dataclass(frozen=True)
+class Have:
+    """The sender now holds these chunks (feature "swarm/1" only: never sent to a peer without it)."""
+
+    hashes: tuple[bytes, ...]
+
+
+Message = Union[Hello, Vector, Batch, Want, Chunk, NoChunk, Have]
 
 
 def vector_hash(vector: dict[str, int]) -> bytes:
@@ -98,6 +105,8 @@ def encode(msg: Message) -> bytes:
         obj = [CHUNK, msg.sha256, msg.offset, msg.total, msg.data]
     elif isinstance(msg, NoChunk):
         obj = [NO_CHUNK, list(msg.hashes)]
+    elif isinstance(msg, Have):
+        obj = [HAVE, list(msg.hashes)]
     else:
         raise TypeError(f"not a sync message: {msg!r}")
     return msgpack.packb(obj, use_bin_type=True)
@@ -151,6 +160,8 @@ def decode(data: bytes) -> Message:
         return Want(_hashes(args[0]))
     if kind == NO_CHUNK and len(args) == 1:
         return NoChunk(_hashes(args[0]))
+    if kind == HAVE and len(args) == 1:
+        return Have(_hashes(args[0]))
     if kind == CHUNK and len(args) == 4:
         sha, offset, total, payload = args
         if not isinstance(sha, bytes) or len(sha) != HASH_BYTES or not isinstance(payload, bytes) \

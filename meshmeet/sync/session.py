@@ -11,7 +11,9 @@ held and answered when the chunk arrives, but only when `may_owe(peer)` allows i
 allows it towards tree children, so held requests can never wait on each other in a cycle)
 and never when this node is fetching that chunk from the same peer. Outgoing chunk traffic is flagged `bulk` so the
 driver can queue it behind live traffic. Sessions of one node may share a ChunkClaims, so that
-two peers are never asked for the same chunk at once. The session takes bytes and `now` and returns
+two peers are never asked for the same chunk at once; with a shared Swarm, once the driver says the
+peer has feature swarm/1 (`enable_swarm`), both sides announce held chunks (HAVE) and chunks are
+asked only of peers that announced them, as sync/swarm.py chooses. The session takes bytes and `now` and returns
 bytes, events and a deadline; it must never do I/O itself, read a clock, or raise on bad
 input (hostile bytes become a ProtocolViolation event).
 """
@@ -25,8 +27,9 @@ from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2, ForgedBatchError, Sig
 from ..store.errors import ProtocolError
 from .events import (Applied, BatchForged, ChangeRejected, ChunkRefused, ChunkStored, Event, InSync, Outgoing,
                      ProtocolViolation)
-from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Hello, Message, NoChunk, Vector, Want, decode,
+from .messages import (CHUNK_PIECE_BYTES, Batch, Chunk, Have, Hello, Message, NoChunk, Vector, Want, decode,
                        encode, vector_hash)
+from .swarm import SWARM_SCAN_CHUNKS, Announcer, Swarm
 from ..store.db import Store
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,6 @@ class ChunkClaims:
         return len(self._owner)
 
 
-
-
 LEGACY_BATCH_VERSIONS = frozenset({BATCH_VERSION_V2, BATCH_VERSION})  # what a peer without capabilities takes
 
 
@@ -82,8 +83,10 @@ class SyncSession:
     """Sync state for one peer link."""
 
     def __init__(self, store: Store, peer_node_id: str, now: float, claims: ChunkClaims | None = None,
-                 may_owe: Callable[[str], bool] | None = None) -> None:
+                 may_owe: Callable[[str], bool] | None = None, swarm: Swarm | None = None) -> None:
         self.store = store
+        self.swarm = swarm
+        self.announcer: Announcer | None = None  # once the peer announced feature swarm/1 (swarm.py)
         self.may_owe = may_owe
         self.claims = claims if claims is not None else ChunkClaims()
         self.peer_node_id = peer_node_id
@@ -97,6 +100,7 @@ class SyncSession:
         self._more_to_push = False
         self._owed: set[bytes] = set()
         self._partial: dict[bytes, bytearray] = {}      # chunk -> pieces received so far
+        self._piece_at = float("-inf")                  # when a piece we asked for last came
         self.bytes_in = 0
         self.bytes_out = 0
         self.chunks_in = 0    # whole chunks received (stored, duplicate or corrupt)
@@ -110,6 +114,14 @@ class SyncSession:
     # ------------------------------------------------------------------ driver API
     def on_connect(self) -> list[Outgoing]:
         return self._out([Hello(vector_hash(self.store.version_vector()))])
+
+    def enable_swarm(self, now: float) -> list[Outgoing]:
+        """The peer announced feature swarm/1: tell it what we hold, and from now on each new chunk."""
+        if self.swarm is None or self.announcer is not None or self.closed:
+            return []
+        self.announcer = Announcer(self.store, now)
+        self.swarm.peer_has(self.peer_node_id, ())  # a swarm peer from now on, holding nothing yet
+        return self._out(list(self.announcer.inventory), bulk=True) + self._request_chunks(now)
 
     def receive(self, data: bytes, now: float) -> tuple[list[Outgoing], list[Event]]:
         """Handle one message from the peer."""
@@ -151,12 +163,14 @@ class SyncSession:
         """The store gained batches (local writes or from another peer): push what the peer lacks."""
         if self.closed or self.peer_vector is None:
             return []
-        return self._push() + self._serve_owed() + self._request_chunks(now)
+        return self._push() + self._serve_owed() + self._announce(now) + self._request_chunks(now)
 
     def close(self) -> None:
         """The link is gone: give up this session's chunk requests so other sessions can ask."""
         self.closed = True
         self.claims.release_all(self)
+        if self.swarm is not None:
+            self.swarm.peer_gone(self.peer_node_id)
         self._asked.clear()
         self._partial.clear()
 
@@ -167,6 +181,8 @@ class SyncSession:
         if self._more_to_push:
             return float("-inf")
         times = [t + CHUNK_TIMEOUT_S for t in self._asked.values()] + list(self._lacking.values())
+        have_at = self.announcer.deadline() if self.announcer is not None else None
+        times += [have_at] if have_at is not None else []
         return min(times) if times else None
 
     def on_timer(self, now: float) -> list[Outgoing]:
@@ -176,12 +192,14 @@ class SyncSession:
             if asked + CHUNK_TIMEOUT_S <= now:
                 del self._asked[h]
                 self.claims.release(h, self)
+                if self.announcer is not None:  # a trader that announced it and did not send it
+                    self.swarm.timed_out(self.peer_node_id, h, sending=now - self._piece_at < CHUNK_TIMEOUT_S)
                 self._partial.pop(h, None)
         for h, until in list(self._lacking.items()):
             if until <= now:
                 del self._lacking[h]
         out = self._push() if self._more_to_push else []
-        return out + self._request_chunks(now)
+        return out + self._announce(now) + self._request_chunks(now)
 
     @property
     def in_flight_chunks(self) -> int:
@@ -217,8 +235,8 @@ class SyncSession:
                     lacking.append(h)
                 elif data is None and self._may_owe(h) and self.store.is_wanted(h):
                     self._owed.add(h)  # we are fetching it ourselves: send it when it arrives
-                elif data is None:
-                    lacking.append(h)
+                elif data is None or (self.announcer is not None and not self.swarm.serve(self.peer_node_id, h, now)):
+                    lacking.append(h)  # (a source tells a meshed swarm peer to fetch it from the mesh)
                 else:
                     out += self._send_chunk(h, data)
             if lacking:
@@ -226,11 +244,17 @@ class SyncSession:
             return out, []
         if isinstance(msg, Chunk):
             return self._on_chunk(msg, now)
+        if isinstance(msg, Have):
+            if self.swarm is not None and self.announcer is not None:  # else ignored (we did not ask for them)
+                self.swarm.peer_has(self.peer_node_id, msg.hashes)
+            return self._request_chunks(now), []
         if isinstance(msg, NoChunk):
             for h in msg.hashes:
+                retry_s = CHUNK_RETRY_S if self.announcer is None else self.swarm.peer_lacks(
+                    self.peer_node_id, h, CHUNK_RETRY_S)
                 if self._asked.pop(h, None) is not None:
                     self.claims.release(h, self)
-                    self._lacking[h] = now + CHUNK_RETRY_S
+                    self._lacking[h] = now + retry_s
             return self._request_chunks(now), []
         raise ProtocolError("unexpected message")  # pragma: no cover - decode returns only the above
 
@@ -265,6 +289,7 @@ class SyncSession:
         h = msg.sha256
         if h not in self._asked:
             return [], []  # not asked for (or given up on): ignore
+        self._piece_at = now
         part = self._partial.pop(h, None) if msg.offset else bytearray()
         if part is None or len(part) != msg.offset:
             return [], []  # out of order: drop it; the request times out and is made again
@@ -333,22 +358,35 @@ class SyncSession:
                 out += self._out([NoChunk((h,))], bulk=True)
         return out
 
+    def _announce(self, now: float) -> list[Outgoing]:
+        return [] if self.announcer is None else self._out(list(self.announcer.flush(now)))
+
     def _request_chunks(self, now: float) -> list[Outgoing]:
         room = CHUNK_WINDOW - len(self._asked)
         if room <= 0:
             return []
-        skip = len(self._asked) + len(self._lacking) + len(self.claims)
-        ask = []
-        for h in self.store.wanted_chunks(room + skip):
-            if len(ask) >= room:
-                break
-            if h not in self._asked and h not in self._lacking and self.claims.take(h, self):
-                ask.append(h)
+        if self.announcer is not None and self.swarm is not None:
+            wanted = self.store.wanted_chunks(SWARM_SCAN_CHUNKS)
+            picked = self.swarm.pick(self.peer_node_id, wanted, room, len(self._asked), self._free, now)
+            ask = [h for h in picked if self.claims.take(h, self)]
+            self.announcer.recheck(now, bool(wanted) and len(ask) < room)
+        else:
+            skip = len(self._asked) + len(self._lacking) + len(self.claims)
+            ask = []
+            for h in self.store.wanted_chunks(room + skip):
+                if len(ask) >= room:
+                    break
+                if self._free(h) and (self.swarm is None or self.swarm.unclaimed_by_swarm(h)) \
+                        and self.claims.take(h, self):
+                    ask.append(h)
         if not ask:
             return []
         for h in ask:
             self._asked[h] = now
         return self._out([Want(tuple(ask))], bulk=True)
+
+    def _free(self, h: bytes) -> bool:
+        return h not in self._asked and h not in self._lacking and self.claims.owner(h) is None
 
     def _send_chunk(self, h: bytes, data: bytes) -> list[Outgoing]:
         self.chunks_out += 1

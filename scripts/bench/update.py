@@ -10,8 +10,12 @@ restarts into it. Figures:
 Baseline, same run, same link: one plain TCP transfer of the bundle over HQ's uplink (HQ -> t1).
 Goals (issue 16): all_running_s <= 1.5 x baseline, hq_tx_bytes <= 2 x bundle, api_down_max_s <= 10.
 Topology (default `update-7`): HQ has one 10 Mbit/s uplink (to t1); halls t1..t6 on LAN and one
-4G hop. Run under `flock /tmp/meshmeet-netns.lock` (needs root, ip, tc).
-Usage: python scripts/bench/update.py [--json] [--bundle-mib 32]
+4G hop. `--nodes 21`: `update-21`, the map of scripts/scenarios/commune-21.toml (HQ linked to
+18 halls, halls meshed among themselves) with each of HQ's links capped at 10 Mbit/s and without
+its LoRa links (a radio link carries no sync; without HQ the map falls into 3 parts, so HQ must
+send the bundle 3 times at least); baseline over HQ -> thon-01.
+Run under `flock /tmp/meshmeet-netns.lock` (needs root, ip, tc).
+Usage: python scripts/bench/update.py [--json] [--bundle-mib 32] [--nodes 7|21]
 """
 
 from __future__ import annotations
@@ -53,6 +57,27 @@ TOPOLOGY = {
 }
 
 
+COMMUNE_21 = Path(__file__).resolve().parents[1] / "scenarios" / "commune-21.toml"
+
+
+def topology(nodes: int) -> dict:
+    """The bench's map: update-7 (above) or update-21 (commune-21 without LoRa, HQ links <= the uplink)."""
+    if nodes == 7:
+        return TOPOLOGY
+    import tomllib
+    data = tomllib.loads(COMMUNE_21.read_text(encoding="utf-8"))
+    links = []
+    for link in data["links"]:
+        if link.get("kind") == "lora":
+            continue
+        link = {k: v for k, v in link.items() if k in ("a", "b", "kind", "bandwidth_bps", "delay_s", "loss")}
+        if "hq" in (link["a"], link["b"]):
+            link["bandwidth_bps"] = min(link.get("bandwidth_bps", UPLINK_BPS), UPLINK_BPS)
+        links.append(link)
+    return {"name": "update-21", "nodes": [{k: v for k, v in n.items() if k in ("id", "role")} for n in data["nodes"]],
+            "links": links}
+
+
 def _next_version(version: str) -> str:
     parts = [int(p) for p in version.split(".")]
     parts[-1] += 1
@@ -92,10 +117,10 @@ def tx_bytes(bed: Testbed, node: str) -> int:
     return netns.in_netns(bed.plan.host(node).netns, read)
 
 
-def baseline_s(bed: Testbed, size: int) -> float:
-    """One plain TCP transfer of `size` bytes from HQ to t1 over the uplink."""
-    link = bed.plan.link("hq", "t1")
-    addr = link.addr_of("t1")
+def baseline_s(bed: Testbed, size: int, peer: str) -> float:
+    """One plain TCP transfer of `size` bytes from HQ to `peer` over the uplink."""
+    link = bed.plan.link("hq", peer)
+    addr = link.addr_of(peer)
     ready, done = threading.Event(), {}
 
     def serve() -> None:
@@ -108,7 +133,7 @@ def baseline_s(bed: Testbed, size: int) -> float:
                     got += len(chunk)
             done["got"] = got
 
-    t = threading.Thread(target=netns.in_netns, args=(bed.plan.host("t1").netns, serve), daemon=True)
+    t = threading.Thread(target=netns.in_netns, args=(bed.plan.host(peer).netns, serve), daemon=True)
     t.start()
     ready.wait(10)
 
@@ -218,8 +243,9 @@ def our_cpu_s(bed: Testbed) -> float:
     return total / hz
 
 
-def run(bundle_mib: int, work: Path) -> dict:
-    bed = SupervisedBed(make_plan(load_scenario(TOPOLOGY), RUN), work)
+def run(bundle_mib: int, work: Path, n_nodes: int = 7) -> dict:
+    topo = topology(n_nodes)
+    bed = SupervisedBed(make_plan(load_scenario(topo), RUN), work)
     nodes = [h.node for h in bed.plan.hosts]
     new = _next_version(__version__)
     bundle = make_source_bundle(work / "bundle.tar", new, pad_bytes=bundle_mib << 20)
@@ -233,7 +259,7 @@ def run(bundle_mib: int, work: Path) -> dict:
         while time.monotonic() < deadline and not all(
                 any(l["state"] == "up" for l in bed.status(n)["links"]) for n in nodes):
             time.sleep(0.5)
-        base = baseline_s(bed, size)
+        base = baseline_s(bed, size, "t1" if n_nodes == 7 else "thon-01")
         watch = ApiWatch(bed, nodes, new)
         watch.start()
         time.sleep(2)
@@ -259,7 +285,7 @@ def run(bundle_mib: int, work: Path) -> dict:
         timeline = {n: node_timeline(bed, n, new, t0_wall, watch.seen.get(n, {})) for n in nodes}
     finally:
         bed.down()
-    return {"topology": TOPOLOGY["name"], "nodes": len(nodes), "uplink_bps": UPLINK_BPS, "bundle_bytes": size,
+    return {"topology": topo["name"], "nodes": len(nodes), "uplink_bps": UPLINK_BPS, "bundle_bytes": size,
             "new_version": new, "baseline_send_once_s": base, "all_running_s": all_s,
             "all_running_ratio": round(all_s / base, 2) if all_s else None,
             "per_node_running_s": reached, "hq_tx_bytes": tx, "hq_tx_ratio": round(tx / size, 2),
@@ -273,6 +299,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--bundle-mib", type=int, default=32)
+    parser.add_argument("--nodes", type=int, choices=(7, 21), default=7, help="update-7 or update-21 (commune-21)")
     parser.add_argument("--work", help="a new directory to run in and keep (logs, release roots)")
     args = parser.parse_args(argv)
     why = netns.missing_requirements()
@@ -281,10 +308,10 @@ def main(argv: list[str]) -> int:
         return 2
     if args.work:  # kept afterwards: node logs in WORK/logs, release roots in WORK/roots
         Path(args.work).mkdir(parents=True, exist_ok=False)
-        r = run(args.bundle_mib, Path(args.work).resolve())
+        r = run(args.bundle_mib, Path(args.work).resolve(), args.nodes)
     else:
         with tempfile.TemporaryDirectory(prefix="mm-bench-update-") as tmp:
-            r = run(args.bundle_mib, Path(tmp))
+            r = run(args.bundle_mib, Path(tmp), args.nodes)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
