@@ -30,7 +30,8 @@ from ..api.contract import ApiCall, ApiError, internal_error, node_stopping
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 64  # items per call: a batch's answer waits for all of them
-BUSY_LINGER_S = 0.001  # while busy, how long a batch waits for more items (scripts/bench/citizens.py)
+BUSY_LINGER_S = 0.004  # while busy, how long a batch waits for more items (scripts/bench/citizens.py:
+# 4 ms: groups of ~7.7 instead of ~4.6 under 8 phones, ~20 % less node CPU per submission)
 
 
 class CallBatcher:
