@@ -7,7 +7,6 @@ is a bug. This module must never implement protocol or storage logic itself.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import signal
@@ -25,10 +24,6 @@ log = logging.getLogger("meshmeet")
 
 HTTP_TIMEOUT_S = 10.0
 # Modules that add subcommands: each has add_commands(subparsers, add_data_dir) -> {name: fn(args) -> int}.
-EXTRA_COMMAND_MODULES = ("cli_state", "cli_media", "cli_ingest", "cli_lora", "cli_webapp", "cli_trust", "cli_recovery",
-                         "cli_zalo", "cli_install", "cli_doctor", "cli_release")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshmeet",
@@ -91,8 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("scenario", type=Path)
     c.add_argument("--json", action="store_true")
 
-    for module in EXTRA_COMMAND_MODULES:  # a module that fails to import is an error, not a missing command
-        COMMANDS.update(importlib.import_module(f"meshmeet.{module}").add_commands(sub, data_dir))
+    # imported here, not at the top: these modules import helpers from this one
+    from . import (cli_doctor, cli_ingest, cli_install, cli_lora, cli_media, cli_recovery, cli_release, cli_state,
+                   cli_trust, cli_webapp, cli_zalo)
+
+    for module in (cli_state, cli_media, cli_ingest, cli_lora, cli_webapp, cli_trust, cli_recovery, cli_zalo,
+                   cli_install, cli_doctor, cli_release):
+        COMMANDS.update(module.add_commands(sub, data_dir))
 
     c = cmd("config", "cấu hình / configuration")
     c.add_argument("--example", action="store_true", help="print a full, commented example config")

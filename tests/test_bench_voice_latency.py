@@ -96,3 +96,10 @@ def test_the_echo_file_holds_the_own_tone_alone_until_the_echo_delay(tmp_path):
     assert max(abs(a - b) for a, b in zip(x[:2400], own[:2400])) < 1e-4  # first 50 ms: no echo yet
     echo = [a - b for a, b in zip(x[2400:], own[2400:])]
     assert abs(max(echo) - 0.125) < 2e-3  # then the echo at its level
+
+
+def test_median_by_part_shows_whether_the_figure_settles():
+    xs = [200.0] * 25 + [150.0] * 25 + [120.0] * 25 + [100.0] * 25
+    assert VL.median_by_part(xs) == [200.0, 150.0, 120.0, 100.0]
+    assert VL.median_by_part([]) == [None, None, None, None]
+    assert VL.median_by_part([5.0], parts=2) == [None, 5.0]

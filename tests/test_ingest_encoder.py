@@ -16,7 +16,11 @@ import pytest
 av = pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from meshmeet.ingest import pipe  # noqa: E402
+from meshmeet.ingest.fit import fitted_size  # noqa: E402
 from meshmeet.ingest.mesh_encoder import MeshEncoder, video_codecs_available  # noqa: E402
 from meshmeet.ingest.source import parse_source  # noqa: E402
 from meshmeet.media import chunk as C  # noqa: E402
@@ -172,3 +176,38 @@ def test_worker_errors_are_bilingual(url: str, code: str) -> None:
     err = [e for e in events if e["event"] == "error"]
     assert rc == 2 and err and err[0]["code"] == code, events
     assert err[0]["vi"] and err[0]["en"] and err[0]["vi"] != err[0]["en"]
+
+
+def _white(w: int, h: int):
+    return av.VideoFrame.from_ndarray(np.full((h, w, 3), 255, np.uint8), format="rgb24")
+
+
+@pytest.mark.parametrize("w,h,bars", [(480, 360, "sides"), (720, 1280, "sides"), (1280, 400, "top"), (1920, 1080, None)])
+def test_a_source_of_another_shape_gets_black_bars_not_a_stretch(w: int, h: int, bars: str | None) -> None:
+    enc = MeshEncoder(generation=1, codec="vp8")
+    msgs = [C.parse(m) for i in range(3) for m in enc.video(_white(w, h), i * 50_000)]
+    for layer, (lw, lh) in ((C.LAYER_HIGH, (640, 360)), (C.LAYER_LOW, (320, 180))):
+        pics = pictures([m for m in msgs if isinstance(m, C.Chunk) and m.track == 1 and m.layer == layer])
+        y = pics[max(pics)]
+        assert y.shape == (lh, lw)
+        assert y[lh // 2, lw // 2] > 200  # the picture itself, centred
+        fw, fh = fitted_size(w, h, lw, lh)
+        edge_cols = [y[lh // 2, 1], y[lh // 2, lw - 2]]
+        edge_rows = [y[1, lw // 2], y[lh - 2, lw // 2]]
+        if bars == "sides":
+            assert max(edge_cols) < 40 and min(edge_rows) > 200, (edge_cols, edge_rows)
+            inside = (lw - fw) // 2 + 4
+            assert y[lh // 2, inside] > 200 and y[lh // 2, lw - 1 - inside] > 200  # no more bar than needed
+        elif bars == "top":
+            assert max(edge_rows) < 40 and min(edge_cols) > 200, (edge_cols, edge_rows)
+        else:
+            assert min(edge_cols + edge_rows) > 200  # 16:9 in: the whole frame, no bars
+
+
+@given(st.integers(1, 8000), st.integers(1, 8000))
+def test_fitted_size_fits_keeps_the_shape_and_is_even(w: int, h: int) -> None:
+    fw, fh = fitted_size(w, h, 640, 360)
+    assert 2 <= fw <= 640 and 2 <= fh <= 360 and fw % 2 == 0 and fh % 2 == 0
+    assert fw == 640 or fh == 360 or fw == 2 or fh == 2  # as large as fits
+    if fw > 20 and fh > 20:
+        assert abs(fw / fh - w / h) / (w / h) < 0.1

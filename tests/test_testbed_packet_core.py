@@ -198,6 +198,10 @@ def test_plan_puts_a_profiled_link_on_a_forwarder():
     flat = [" ".join(c) for c in setup_commands(plan)]
     assert not any(f" {link.dev} " in c or c.endswith(f" {link.dev}") for c in flat)
     assert any("veth" in c for c in flat)
+    # the forwarder's loss and jitter repeat run after run unless another seed is asked for
+    assert link.packet.seed == make_plan(scenario, "pt", {("relay", "end"): "D"}).link("relay", "end").packet.seed
+    other = make_plan(scenario, "pt", {("relay", "end"): "D"}, seed="7").link("relay", "end").packet
+    assert other.seed == "7-1" and other.seed != link.packet.seed and "7-1" in other.forwarder_argv()
     with pytest.raises(EmulatorError):
         make_plan(scenario, "pt", {("hq", "end"): "C"})       # no such link
     with pytest.raises(EmulatorError):

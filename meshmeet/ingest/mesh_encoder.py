@@ -24,6 +24,7 @@ from fractions import Fraction
 import av
 
 from ..media import chunk as C
+from .fit import Fitter
 
 AUDIO_RATE = 48000
 AUDIO_PRESET_KBPS = 24
@@ -114,6 +115,7 @@ class MeshEncoder:
         self._video = [_Video(layer, w, h, br, make(w, h, br), "vp8" if codec == "vp8" else H264_CODEC)
                        for layer, w, h, br in LAYERS]
         self._next_video_us: int | None = None
+        self._fit = Fitter(LAYERS[0][1], LAYERS[0][2])  # a 4:3 source gets black bars, not a stretch
         # audio
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
         self._fifo = av.AudioFifo()
@@ -171,9 +173,10 @@ class MeshEncoder:
             self._next_video_us = ts_us
         self._next_video_us += FRAME_INTERVAL_US
         out: list[bytes] = []
-        img = frame
+        img = self._fit.fit(frame)
         for v in self._video:  # high first: the low layer is scaled from the high one (cheaper)
-            img = img.reformat(width=v.width, height=v.height, format="yuv420p")
+            if (img.width, img.height) != (v.width, v.height):
+                img = img.reformat(width=v.width, height=v.height, format="yuv420p")
             img.pts = ts_us
             img.time_base = TIME_BASE_US
             key = v.force_key or ts_us - v.last_key_us >= KEYFRAME_EVERY_US

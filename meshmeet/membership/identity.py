@@ -11,6 +11,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
@@ -39,11 +40,11 @@ class KeyPair:
 
     signing_key: SigningKey
 
-    @property
+    @cached_property  # both are asked for on every signed batch and link frame: derive them once
     def public_key(self) -> bytes:
         return bytes(self.signing_key.verify_key)
 
-    @property
+    @cached_property
     def node_id(self) -> str:
         return node_id_of(self.public_key)
 

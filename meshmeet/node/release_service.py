@@ -4,8 +4,9 @@ verify it, install it beside the running version and ask the supervisor to switc
 A release is two documents under the meeting id `release` (manifest.RELEASE_MEETING): the
 signed manifest and the bundle. They replicate and their chunks travel exactly as meeting
 documents do (content-addressed, resumable, one peer per chunk, behind live media), so halls
-fetch from each other. Every CHECK_S this service looks for the newest manifest held whole that
-check_manifest accepts; once its bundle is whole it is hashed against the manifest, installed
+fetch from each other. Whenever a table it reads changes (WAKE_TABLES), and at least every CHECK_S
+while a release is under way (IDLE_CHECK_S when none is), this service looks for the newest manifest
+held whole that check_manifest accepts; once its bundle is whole it is hashed against the manifest, installed
 by release/layout.py (only when the node runs under `meshmeet supervise`, i.e. MESHMEET_RELEASE_ROOT
 is set), and, when no meeting is started and the manifest's not_before has passed, the node
 writes `pending` and stops itself so the supervisor starts the new version. The node's version
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECK_S = 2.0
+CHECK_S = 2.0  # a release under way: look again this often anyway (links, the clock, the supervisor's file)
+IDLE_CHECK_S = 30.0  # no release to install: a change to WAKE_TABLES wakes the service before this
+WAKE_TABLES = frozenset({"documents", "doc_holdings", "node_versions", "meetings"})  # what _step reads
 SERVE_PEERS_MAX_S = 600.0  # wait at most this long for linked peers to hold the bundle before restarting
 SWITCH_WAIT_S = 180.0  # after writing `pending`: the supervisor stops this node well before
 
@@ -63,6 +66,7 @@ class ReleaseService:
         self._written: tuple[str, str] | None = None
         self.nodes: dict[str, dict[str, Any]] = {}  # node id -> its node_versions row (for the map)
         self._installed_at = 0.0
+        self._wake = trio.Event()
 
     def provides(self) -> Provides:
         return Provides(status={"release": self.status},
@@ -127,18 +131,27 @@ class ReleaseService:
     async def run(self) -> None:
         if self.sync is None:
             return
+        self.sync.on_tables_changed(self._tables_changed)
         if self.layout is not None:
             st = self.layout.state()
             if st.get("rolled_back") and st.get("rolled_back") not in self.refused.values():
                 self.state, self.detail = "rolled_back", st["rolled_back"]
         while True:
+            self._wake = trio.Event()  # a change from here on wakes the wait below at once
             try:
                 await self._step()
             except (SyncError, OSError, ReleaseError) as e:
                 self._set("failed", getattr(e, "en", str(e)))
                 log.warning("release: %s", getattr(e, "en", e))
             await self._record()
-            await trio.sleep(CHECK_S)
+            idle = self.target is None and self.state in ("running", "rolled_back")
+            with trio.move_on_after(IDLE_CHECK_S if idle else CHECK_S):
+                await self._wake.wait()
+
+    def _tables_changed(self, tables: list[str]) -> None:
+        """The store changed (called with its lock held: only sets the event)."""
+        if WAKE_TABLES.intersection(tables):
+            self._wake.set()
 
     def _set(self, state: str, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):

@@ -151,10 +151,12 @@ def control_path(run: str, index: int) -> Path:
     return Path(CONTROL_DIR) / check_run_name(run) / f"link{index}.sock"
 
 
-def make_plan(scenario: Scenario, run: str, profiles: Mapping[tuple[str, str], str] | None = None) -> Plan:
+def make_plan(scenario: Scenario, run: str, profiles: Mapping[tuple[str, str], str] | None = None,
+              seed: str | None = None) -> Plan:
     """Lay the scenario out: one namespace per node, one veth pair and /30 per link.
 
-    `profiles`: (a, b) -> profile spec puts that link on a packet forwarder, `forward` shaping a -> b."""
+    `profiles`: (a, b) -> profile spec puts that link on a packet forwarder, `forward` shaping a -> b.
+    `seed`: what the forwarders' loss and jitter draw from (default: the run's name, so a run repeats)."""
     prefix = run_prefix(run)
     profiles = dict(profiles or {})
     for (pa, pb), spec in profiles.items():
@@ -180,7 +182,7 @@ def make_plan(scenario: Scenario, run: str, profiles: Mapping[tuple[str, str], s
             if {pa, pb} == {spec.a, spec.b}:
                 packet = TunLinkPlan(mid=f"{prefix}_link{i}", ns_a=names[pa], ns_b=names[pb], dev=f"mm{i}",
                                      addr_a=addr[pa], addr_b=addr[pb], profile=pspec, control=control_path(run, i),
-                                     seed=f"{run}-{i}")
+                                     seed=f"{run if seed is None else seed}-{i}")
         links.append(LinkPlan(
             index=i, a=spec.a, b=spec.b, dev=f"mm{i}", addr_a=addr[spec.a], addr_b=addr[spec.b],
             delay_s=spec.delay_s, rate_bps=spec.bandwidth_bps, loss=spec.loss, proxy_port=PROXY_BASE_PORT + i,

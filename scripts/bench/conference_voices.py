@@ -150,7 +150,8 @@ def _session(pages: dict, hq_url: str, end_url: str, grant, seconds: float, echo
                                              ("listener", _eval(listener, "window.meshmeet.details()")))}
     for key, fed, probe, voice in (("hq_to_hall", chair_fed, got["hall"], 1), ("hall_to_hq", hall_fed, got["hq"], 0),
                                    ("chair_local", chair_fed, got["hq"], 1), ("hall_local", hall_fed, got["listener"], 0)):
-        out[key] = VL.summary(*VL.mouth_to_ear(fed, _rendered(probe, voice)))
+        lat, unplayed = VL.mouth_to_ear(fed, _rendered(probe, voice))
+        out[key] = {**VL.summary(lat, unplayed), "p50_by_quarter_ms": VL.median_by_part(lat)}
     out["loop"] = VL.summary(loop)
     speaking = VL.tone_levels(got["hq"]["levels"], 0, LEVEL_HZ, GROUPS)
     speaking["ducked_frames"] = v1["ducked"] - v0["ducked"]

@@ -70,6 +70,13 @@ def summary(xs: Sequence[float], unplayed: int = 0) -> dict:
             "max_ms": r(max(xs) if xs else None), "unplayed": unplayed}
 
 
+def median_by_part(xs: Sequence[float], parts: int = 4) -> list[float | None]:
+    """The median of each of `parts` equal stretches of xs (in time order): is the figure settling?"""
+    n = len(xs)
+    stretches = [xs[i * n // parts:(i + 1) * n // parts] for i in range(parts)]
+    return [None if not s else round(percentile(s, 50), 1) for s in stretches]
+
+
 def db(amplitude: float) -> float | None:
     """dB relative to full scale (an amplitude of 1.0); None for silence."""
     return round(20 * math.log10(amplitude), 1) if amplitude > 0 else None

@@ -584,6 +584,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profiles", default="A,B,C,D,E")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep the work dir (node and forwarder logs) in DIR")
+    parser.add_argument("--seed", default=None, help="the emulators' loss and jitter seed (default: the same every run, "
+                        "so runs compare; another seed meets other loss bursts)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -611,14 +613,15 @@ def main(argv: list[str]) -> int:
                           {"a": "relay", "b": "end", "kind": "4g", "detect_s": DETECT_S}]}
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     started = time.monotonic()
-    report: dict = {"seconds": args.seconds, "profiles": {}}
+    report: dict = {"seconds": args.seconds, "seed": args.seed or RUN, "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="mm-bench-weaklink-") as tmp:
         tmp = args.keep or tmp
-        bed = Testbed(make_plan(load_scenario(scenario), RUN, {("relay", "end"): profiles[0]}), Path(tmp))
+        bed = Testbed(make_plan(load_scenario(scenario), RUN, {("relay", "end"): profiles[0]}, seed=args.seed), Path(tmp))
         env = {**bed.env, "PYTHONPATH": str(REPO) + os.pathsep + bed.env.get("PYTHONPATH", "")}
         base_link = TunLinkPlan(mid=bed.plan.prefix + "_base", ns_a=bed.plan.host("relay").netns,
                                 ns_b=bed.plan.host("end").netns, dev="mmb", addr_a=BASE_NET + "1", addr_b=BASE_NET + "2",
-                                profile="A", control=control_path(RUN, 99), seed="baseline")
+                                profile="A", control=control_path(RUN, 99),
+                                seed="baseline" if args.seed is None else f"{args.seed}-baseline")
         try:
             log("building the testbed (3 nodes, packet link relay~end)...")
             bed.prepare()
