@@ -175,6 +175,72 @@ def test_a_busy_batch_waits_for_more_items_but_a_full_one_and_a_lone_one_go_at_o
     asyncio.run(main())
 
 
+def test_a_lingering_batch_goes_once_every_sender_lately_seen_is_in_and_a_timed_out_wait_lowers_that_mark() -> None:
+    """Busy, a batch waits for as many items as were waiting at once lately (queued and with the
+    node: the senders that are active), not for the timer (here an hour: only that rule lets it
+    go, else the guard fails the test); once a wait times out with fewer, the mark is what came."""
+    seen: list[list[int]] = []
+    release: list[asyncio.Event] = []
+
+    async def node(name: str, args: dict) -> dict:
+        seen.append(list(args["items"]))
+        release.append(asyncio.Event())
+        await release[-1].wait()
+        return {"results": [{"echo": i} for i in args["items"]]}
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        batcher = CallBatcher(node, "citizen_submit_page", max_items=64, linger_s=3600.0)
+        asked: list[asyncio.Future] = []
+
+        async def ask(*items: int) -> None:
+            asked.extend(asyncio.ensure_future(batcher.call(i)) for i in items)
+            await settle()
+
+        await ask(0)                  # alone: goes at once
+        await ask(1, 2, 3)            # four waiting at once: [0] with the node, three queued
+        release[0].set()
+        await settle()                # [1, 2, 3] goes: the batch before was one item
+        await ask(4)                  # four again: [1, 2, 3] with the node, [4] queued
+        assert batcher.target == 4
+        release[1].set()
+        await settle()
+        await ask(5, 6)
+        assert seen == [[0], [1, 2, 3]]   # busy: [4, 5, 6] waits for a fourth
+        await ask(7)                  # the fourth: goes at once, far from full and from the timer
+        assert seen[-1] == [4, 5, 6, 7]
+        release[2].set()
+        assert [g["echo"] for g in await asyncio.wait_for(asyncio.gather(*asked), HANG_GUARD_S)] == list(range(8))
+
+        short = CallBatcher(node, "citizen_submit_page", max_items=64, linger_s=0.001)
+        asked.clear()
+        asked.append(asyncio.ensure_future(short.call(10)))
+        await settle()                # alone: goes at once
+        asked.extend(asyncio.ensure_future(short.call(i)) for i in (11, 12, 13))
+        await settle()
+        release[3].set()
+        await settle()                # [11, 12, 13] with the node
+        asked.append(asyncio.ensure_future(short.call(14)))
+        await settle()
+        assert short.target == 4      # four waiting at once
+        release[4].set()
+        await settle()                # busy: [14] waits for three more that never come
+        await asyncio.wait_for(_until(lambda: len(seen) == 6), HANG_GUARD_S)
+        assert seen[-1] == [14] and short.target == 1   # the wait timed out: one came, one is waited for
+        release[5].set()
+        await asyncio.wait_for(asyncio.gather(*asked), HANG_GUARD_S)
+
+    asyncio.run(main())
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.001)
+
+
 def test_the_sender_gone_with_its_loop_fails_its_requests_instead_of_leaving_them_waiting() -> None:
     async def node(name: str, args: dict) -> dict:
         await asyncio.sleep(3600)

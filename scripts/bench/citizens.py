@@ -22,10 +22,10 @@ long one takes from a hall to HQ's inbox over a weak link.
    feedback a second through the page; one in HQ's polls HQ's feedback list every 20 ms; CLOCK_MONOTONIC
    is shared by the namespaces. Goal: p95 <= 2 s.
 
-Last figures (docs/protocol/citizens.md, "Measured"; cit17d, 18 rounds alternated with main, load
-3-10): >= 200/s met (node 824/s median, up to 1,055); node server CPU per submission 644 us median
-(main 759), bare/node CPU 0.48 (main 0.39); per-round rate ratio median 0.72 (main 0.55), but the
-loaded bare server flatters it: by CPU the node still costs ~2.1x the bare server.
+Last figures (docs/protocol/citizens.md, "Measured", fifth pass; cit17e, rounds alternated with
+main): >= 200/s met (node 684-1,071/s median); node server CPU per submission 557 us median quiet
+(main 685), 802 loaded (main 1,061); bare/node CPU 0.50 median (main 0.37); groups of ~7.8 forms
+(main ~4.6) under 8 phones.
 
     python scripts/bench/citizens.py [--json] [--seconds 8] [--clients 8] [--samples 20] [--no-weaklink]
 """
