@@ -132,9 +132,8 @@ def test_a_batch_gathers_what_arrives_while_the_node_is_busy() -> None:
     assert all(o == ("ok", i) for i, o in outcomes.items())
 
 
-def test_a_busy_batch_waits_for_more_items_but_a_full_one_and_a_lone_one_go_at_once() -> None:
-    """The linger: after a batch of one the next goes at once; after a bigger one the next waits
-    for more (here for ever: it goes only because it fills up, else the guard fails the test)."""
+def _held_node():
+    """A node call that records each batch and answers it only when its event is set."""
     seen: list[list[int]] = []
     release: list[asyncio.Event] = []
 
@@ -144,9 +143,18 @@ def test_a_busy_batch_waits_for_more_items_but_a_full_one_and_a_lone_one_go_at_o
         await release[-1].wait()
         return {"results": [{"echo": i} for i in args["items"]]}
 
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
+    return seen, release, node
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_busy_batch_waits_for_more_items_but_a_full_one_and_a_lone_one_go_at_once() -> None:
+    """The linger: after a batch of one the next goes at once; after a bigger one the next waits
+    for more (here for ever: it goes only because it fills up, else the guard fails the test)."""
+    seen, release, node = _held_node()
 
     async def main() -> None:
         batcher = CallBatcher(node, "citizen_submit_page", max_items=3, linger_s=3600.0)
@@ -179,18 +187,7 @@ def test_a_lingering_batch_goes_once_every_sender_lately_seen_is_in_and_a_timed_
     """Busy, a batch waits for as many items as were waiting at once lately (queued and with the
     node: the senders that are active), not for the timer (here an hour: only that rule lets it
     go, else the guard fails the test); once a wait times out with fewer, the mark is what came."""
-    seen: list[list[int]] = []
-    release: list[asyncio.Event] = []
-
-    async def node(name: str, args: dict) -> dict:
-        seen.append(list(args["items"]))
-        release.append(asyncio.Event())
-        await release[-1].wait()
-        return {"results": [{"echo": i} for i in args["items"]]}
-
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
+    seen, release, node = _held_node()
 
     async def main() -> None:
         batcher = CallBatcher(node, "citizen_submit_page", max_items=64, linger_s=3600.0)
