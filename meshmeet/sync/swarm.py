@@ -121,10 +121,9 @@ class Swarm:
             self._refused.add((peer, h))
             return False
         self._first_sent.setdefault(peer, now)
-        if True:
-            if h not in self._sent and len(self._sent) >= MAX_SENT_TRACKED:
-                del self._sent[next(iter(self._sent))]
-            self._sent.setdefault(h, set()).add(peer)
+        if h not in self._sent and len(self._sent) >= MAX_SENT_TRACKED:
+            del self._sent[next(iter(self._sent))]
+        self._sent.setdefault(h, set()).add(peer)
         return True
 
     def _in_mesh(self, peer: str, now: float) -> bool:
@@ -148,12 +147,9 @@ class Swarm:
         self._isolated.discard(peer)
         self._first_sent.pop(peer, None)
         self._spare.pop(peer, None)
-        for h in self._held.pop(peer, {}):
-            holders = self._holders.get(h)
-            if holders is not None:
-                holders.discard(peer)
-                if not holders:
-                    del self._holders[h]
+        for h in list(self._held.get(peer, ())):
+            self._forget(peer, h)
+        self._held.pop(peer, None)
 
     def holders(self, h: bytes) -> set[str]:
         return self._holders.get(h, set())
