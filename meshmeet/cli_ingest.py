@@ -45,6 +45,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if target:
             raise MeshmeetError("Cần URL hoặc --listen, không cả hai", "give a URL or --listen, not both")
         body = {"action": "start", "listen": args.listen, "protocol": args.protocol, "bind": args.bind}
+        if args.key is not None:
+            body["key"] = args.key
     elif target:
         body = {"action": "start", "url": target}
     else:
@@ -58,7 +60,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               "Không có gì đang tiếp sóng, không có gì để dừng / nothing was being relayed, nothing to stop")
     else:
         print(_describe(st))
+        if st.get("push"):
+            print(_push_lines(st["push"], args.bind))
     return 0
+
+
+def _push_lines(push: dict, bind: str) -> str:
+    """Where the encoder pushes: the key is shown here, to whoever started the ingest, and nowhere else."""
+    host = bind if bind not in ("0.0.0.0", "::") else "ĐỊA-CHỈ-MÁY-NÀY"
+    base = f"{push['protocol']}://{host}:{push['port']}"
+    lines = [f"Bộ mã hoá đẩy tới / the encoder pushes to: {base}{push['path']}"]
+    if push["protocol"] == "rtmp":
+        lines.append(f"  (OBS: máy chủ / server {base}/live, khoá luồng / stream key {push['key']})")
+    if host != bind:
+        lines.append("  ĐỊA-CHỈ-MÁY-NÀY: địa chỉ IP của máy trụ sở trong mạng của bộ mã hoá / "
+                     "HQ's IP address on the encoder's network")
+    lines.append("  Luồng không đúng khoá bị từ chối / a push without this key is refused")
+    return "\n".join(lines)
 
 
 def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[[argparse.ArgumentParser], None]
@@ -71,6 +89,9 @@ def add_commands(subparsers: argparse._SubParsersAction, add_data_dir: Callable[
                    help="nhận luồng đẩy tới cổng này / receive a pushed stream on this port")
     c.add_argument("--protocol", choices=["rtmp", "rtsp"], default="rtmp", help="với --listen: giao thức nhận / with --listen: the protocol to receive (default rtmp)")
     c.add_argument("--bind", default="0.0.0.0", help="với --listen: địa chỉ nghe / with --listen: the address to listen on (default 0.0.0.0)")
+    c.add_argument("--key", default=None, help="với --listen: khoá luồng bộ mã hoá phải gửi (mặc định: khoá "
+                   "ngẫu nhiên giữ trong thư mục dữ liệu) / with --listen: the stream key the encoder must send "
+                   "(default: a random key kept in the data dir)")
     add_data_dir(c)
     c.add_argument("--json", action="store_true", help="in dạng JSON / print JSON")
     return {"ingest": cmd_ingest}

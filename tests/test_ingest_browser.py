@@ -69,6 +69,17 @@ def test_chair_card_shows_the_bilingual_error_and_stops(tmp_path: Path) -> None:
             expect(status).to_contain_text("the source refused the connection")
             expect(status).to_contain_text("retry in")
 
+            # a listening ingest: the chair who started it is shown the push path and its stream key,
+            # which the open status never carries
+            chair.get_by_test_id("ingest-listen").check()
+            chair.get_by_test_id("ingest-port").fill(str(_dead_port()))
+            chair.get_by_test_id("ingest-start").click()
+            msg = chair.get_by_test_id("ingest-msg")
+            expect(msg).to_contain_text("stream key: ")
+            key = (Path(hq.data_dir) / "ingest-key").read_text().strip()
+            expect(msg).to_contain_text(f"path /live/{key}")
+            expect(status).not_to_contain_text(key)
+
             chair.get_by_test_id("ingest-stop").click()
             expect(status).to_have_attribute("data-state", "idle")
             expect(status).to_contain_text("Not relaying")

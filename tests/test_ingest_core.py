@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.ingest import pipe
-from meshmeet.ingest.source import IngestSource, SourceError, parse_source
+from meshmeet.ingest.source import IngestSource, SourceError, behind_gate, parse_source
 from meshmeet.ingest.supervisor import BACKOFF_MAX_S, GENERATION_FIRST, TS_GAP_US, Supervisor
 from meshmeet.media import chunk as C
 
@@ -33,6 +33,12 @@ def test_listen_sources() -> None:
     assert (r.url, r.format, r.options["listen"], r.listen) == ("rtmp://0.0.0.0:1935/live/stream", "flv", "1", True)
     s = parse_source(listen=8554, protocol="rtsp", bind="127.0.0.1")
     assert (s.url, s.options["rtsp_flags"], s.shown) == ("rtsp://127.0.0.1:8554/live", "listen", "rtsp listen 127.0.0.1:8554")
+    # FFmpeg itself listens on loopback behind the stream-key gate; status still names the public port
+    g = behind_gate(r, 40001)
+    assert (g.url, g.options, g.shown, g.listen) == ("rtmp://127.0.0.1:40001/live/stream", r.options, r.shown, True)
+    assert behind_gate(s, 40002).url == "rtsp://127.0.0.1:40002/live"
+    with pytest.raises(ValueError):
+        behind_gate(parse_source(url="rtmp://h/live/k"), 40003)
 
 
 @pytest.mark.parametrize("kwargs,en", [
@@ -157,6 +163,18 @@ def test_supervisor_listen_restarts_quickly_after_a_push_ends() -> None:
     sup.on_media(0, 1.0)
     sup.on_exit(3.0)
     assert sup.next_spawn_at() == 3.5
+
+
+def test_supervisor_listens_again_at_once_after_the_gate_refused_a_pusher_and_says_why() -> None:
+    sup = Supervisor()
+    sup.start(parse_source(listen=1935), 0.0)
+    sup.poll(0.0)
+    sup.on_status({"event": "error", "code": "other", "vi": "lỗi", "en": "error while reading the source"}, 1.0)
+    sup.on_exit(2.0, pusher_refused=True)
+    assert sup.next_spawn_at() == 2.5 and sup.error["code"] == "pusher_refused" and sup.error["vi"]
+    sup.poll(2.5)  # a listen run that failed on its own (no pusher refused) backs off as before
+    sup.on_exit(3.0)
+    assert sup.next_spawn_at() > 3.5 and sup.error["code"] == "pusher_refused"
 
 
 def test_configs_from_the_worker_are_the_presenters_shape() -> None:

@@ -95,11 +95,22 @@ def test_rtmp_push_reaches_the_hall_and_restarts_after_a_drop(pair) -> None:
     out = meshmeet("ingest", "--listen", str(port), "--bind", "127.0.0.1", "--data-dir", str(hq.data_dir), "--json")
     st = json.loads(out.stdout)
     assert st["listen"] is True and st["source"] == f"rtmp listen 127.0.0.1:{port}"
+    key = st["push"]["key"]
+    assert st["push"]["path"] == f"/live/{key}" and key not in json.dumps(ingest(hq))  # never in the open status
     wait_for(lambda: ingest(hq)["state"] in ("starting", "retrying"), "ingest listening")
-    gen0 = wait_for(lambda: ingest(hq)["generation"], "a generation")
+    gen_stranger = wait_for(lambda: ingest(hq)["generation"], "a generation")
+
+    # a pusher without the key is refused at the gate: nothing of it reaches FFmpeg or any hall
+    stranger = push(f"rtmp://127.0.0.1:{port}/live/stream", "flv", 3)
+    assert stranger.wait(timeout=60) != 0
+    assert ingest(hq)["gate"]["refused"] >= 1 and "stream key" in ingest(hq)["gate"]["last_refused"]
+    assert ingest(hq)["state"] != "live" and media(hall)["counters"]["chunks_in"] == 0
+    # FFmpeg had the stranger's handshake: its run ends, the chair is told why, it listens again at once
+    wait_for(lambda: (ingest(hq)["error"] or {}).get("code") == "pusher_refused", "the refusal shown")
+    gen0 = wait_for(lambda: (g := ingest(hq)["generation"]) != gen_stranger and g, "listening again")
 
     sub = HallSubscriber()
-    src = push(f"rtmp://127.0.0.1:{port}/live/stream", "flv", 12)
+    src = push(f"rtmp://127.0.0.1:{port}/live/{key}", "flv", 12)
     asyncio.run(sub.listen(ws_url(hall, "/media/ws/hall"), lambda s: heard(s, gen0)))
     assert heard(sub, gen0), (sub.frames, sub.audio_chunks, ingest(hq))
     assert sub.errors == 0
@@ -123,7 +134,7 @@ def test_rtmp_push_reaches_the_hall_and_restarts_after_a_drop(pair) -> None:
     refused0 = media(hq)["counters"]["presenter_refused"]
     meshmeet("floor", "grant", "Thôn 1", "--data-dir", str(hq.data_dir))
     wait_for(lambda: media(hall)["source_link"] == "presenter", "the hall holds the floor")
-    src = push(f"rtmp://127.0.0.1:{port}/live/stream", "flv", 40)  # cut below, once heard
+    src = push(f"rtmp://127.0.0.1:{port}/live/{key}", "flv", 40)  # cut below, once heard
     wait_for(lambda: media(hq)["counters"]["presenter_refused"] > refused0 + 20, "the ingest refused without the floor")
     meshmeet("floor", "release", "--data-dir", str(hq.data_dir))
     sub2 = HallSubscriber()
@@ -166,12 +177,14 @@ def test_hls_pull_and_rtsp_push(pair, tmp_path: Path) -> None:
 
     # RTSP: FFmpeg's rtsp listen mode receives a push (ANNOUNCE/RECORD)
     port = free_port()
-    api_post(hq, "ingest", {"action": "start", "listen": port, "protocol": "rtsp", "bind": "127.0.0.1"})
+    key = api_post(hq, "ingest", {"action": "start", "listen": port, "protocol": "rtsp", "bind": "127.0.0.1",
+                                  "key": "rtsp-key-0042"})["push"]["key"]
+    assert key == "rtsp-key-0042"
     wait_for(lambda: ingest(hq)["source"] == f"rtsp listen 127.0.0.1:{port}" and ingest(hq)["generation"] is not None,
              "rtsp listening")
     gen = ingest(hq)["generation"]
     sub = HallSubscriber()
-    src = wait_for(lambda: _rtsp_push(port), "the rtsp listener accepting")
+    src = wait_for(lambda: _rtsp_push(port, key), "the rtsp listener accepting")
     try:
         asyncio.run(sub.listen(ws_url(hall, "/media/ws/hall"), lambda s: any(
             heard(s, g, 10, 50) for g in range(gen, gen + 4))))
@@ -195,8 +208,8 @@ async def _present_a_little(node: NodeProcess) -> None:
         await asyncio.sleep(0.5)
 
 
-def _rtsp_push(port: int) -> subprocess.Popen | None:
-    p = push(f"rtsp://127.0.0.1:{port}/live", "rtsp", 10, "rtsp_transport=tcp")
+def _rtsp_push(port: int, key: str) -> subprocess.Popen | None:
+    p = push(f"rtsp://127.0.0.1:{port}/live/{key}", "rtsp", 10, "rtsp_transport=tcp")
     try:
         p.wait(timeout=1.5)  # refused at once while the listener is not up yet
     except subprocess.TimeoutExpired:

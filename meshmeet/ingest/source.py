@@ -143,6 +143,18 @@ def _listen_source(port: object, protocol: str, bind: str, protocols: Collection
     return IngestSource(url=url, format=fmt, options=opts, shown=f"{protocol} listen {host}:{port}", listen=True)
 
 
+def behind_gate(src: IngestSource, inner_port: int) -> IngestSource:
+    """The listening source FFmpeg opens behind the stream-key gate: the same protocol and options
+    on 127.0.0.1:`inner_port` (node/ingest_gate.py relays approved encoders there); `shown` stays
+    the public port."""
+    if not src.listen:
+        raise ValueError("only a listening source goes behind the gate")
+    scheme = src.url.split("://", 1)[0]
+    path = urlsplit(src.url).path
+    return IngestSource(url=f"{scheme}://127.0.0.1:{inner_port}{path}", format=src.format, options=dict(src.options),
+                        shown=src.shown, listen=True)
+
+
 def _check_protocol(scheme: str, protocols: Collection[str] | None) -> None:
     need = NEEDED_PROTOCOL[scheme]
     if protocols is not None and need not in protocols:

@@ -104,15 +104,21 @@ class Supervisor:
             self.error = {"code": "ended", "vi": "Nguồn đã ngừng phát; đang chờ nguồn trở lại",
                           "en": "the source stopped; waiting for it to return", "detail": str(event.get("detail", ""))}
 
-    def on_exit(self, now: float) -> None:
-        """The worker process ended (for any reason)."""
+    def on_exit(self, now: float, pusher_refused: bool = False) -> None:
+        """The worker process ended (for any reason). `pusher_refused`: the stream-key gate refused a
+        pusher during this run (FFmpeg had its handshake, then lost it): wait for the encoder again."""
         if self.source is None:
             self.state = "idle"
             return
         stable = self._run_live_at is not None and now - self._run_live_at >= STABLE_S
         if stable:
             self._backoff = BACKOFF_MIN_S
-        delay = LISTEN_RESTART_S if self.source.listen and (stable or self._run_live_at is not None) else self._backoff
+        refused = pusher_refused and self.source.listen and self._run_live_at is None
+        if refused:
+            self.error = {"code": "pusher_refused", "vi": "Đã từ chối một luồng đẩy tới không đúng khoá; đang chờ bộ mã hoá",
+                          "en": "refused a push without the stream key; waiting for the encoder", "detail": ""}
+        delay = LISTEN_RESTART_S if self.source.listen and (stable or self._run_live_at is not None or refused) \
+            else self._backoff
         if not stable:
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         self.state = "retrying"

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..ingest import pipe
-from ..ingest.source import SourceError, parse_source
+from ..ingest.source import SourceError, behind_gate, parse_source
+from ..ingest.stream_key import stream_key
 from ..ingest.supervisor import Spawn, Supervisor
 from ..media import chunk as C
 from ..api.contract import ApiError
 from ..web.media_routes import UP_TOPIC
+from .ingest_gate import GateCounters, serve_gate
 from .provides import Provides
 
 if TYPE_CHECKING:
@@ -61,6 +63,10 @@ class IngestService:
         self._cancel: trio.CancelScope | None = None
         self._protocols: frozenset[str] | None = None
         self._protocols_asked = False
+        self._nursery: trio.Nursery | None = None
+        self._gate_scope: trio.CancelScope | None = None
+        self._gate: GateCounters | None = None
+        self._gate_done = trio.Event()
         self.counters = {"presenter_held": 0, "worker_pipe_errors": 0, "requests_to_worker": 0,
                          "requests_dropped": 0}
 
@@ -103,25 +109,68 @@ class IngestService:
                                "only HQ (or a backup site) may relay an upstream conference")
         if action == "start":
             listen = args.get("listen")
+            protocol, bind = str(args.get("protocol", "rtmp")), str(args.get("bind", "0.0.0.0"))
             try:
                 src = parse_source(url=args.get("url") if listen is None else None, listen=listen,
-                                   protocol=str(args.get("protocol", "rtmp")), bind=str(args.get("bind", "0.0.0.0")),
-                                   protocols=await self._input_protocols())
+                                   protocol=protocol, bind=bind, protocols=await self._input_protocols())
+                key = stream_key(self.node.data_dir, args.get("key")) if src.listen else None
             except SourceError as e:
                 raise ApiError(400, "bad_source", e.vi, e.en) from None
+            await self._stop_gate()
             await self._stop_worker()
+            if key is not None:
+                inner = _free_loopback_port()
+                try:
+                    await self._start_gate(protocol, bind, listen, inner, key)
+                except OSError as e:
+                    self.sup.stop()
+                    raise ApiError(400, "port_busy", f"Không nghe được trên {bind}:{listen} ({e.strerror or e})",
+                                   f"cannot listen on {bind}:{listen} ({e.strerror or e})") from None
+                src = behind_gate(src, inner)
             self.sup.start(src, trio.current_time())
             log.info("ingest: starting from %s", src.shown)
             self._wake.set()
+            if key is not None:
+                # only here, to the chair or the CLI that started it: never in the open status
+                return {**self.status(), "push": {"path": f"/live/{key}", "key": key, "port": listen,
+                                                  "protocol": protocol}}
         elif action == "stop":
             stopped = self.sup.stop()
+            await self._stop_gate()
             await self._stop_worker()
             log.info("ingest: stopped %s", stopped.shown if stopped else "(nothing was running)")
             return {**self.status(), "stopped": stopped.shown if stopped else None}
         return self.status()
 
     def status(self) -> dict:
-        return {**self.sup.status(trio.current_time()), "counters": dict(self.counters)}
+        out = {**self.sup.status(trio.current_time()), "counters": dict(self.counters)}
+        if self._gate is not None:
+            out["gate"] = self._gate.as_dict()
+        return out
+
+    # ----- the stream-key gate on a listening ingest's port ----------------------------------------
+    async def _start_gate(self, protocol: str, bind: str, port: int, inner: int, key: str) -> None:
+        assert self._nursery is not None, "run() has not started"
+        counters = GateCounters()
+
+        scope, done = trio.CancelScope(), trio.Event()
+
+        async def gate(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await serve_gate(protocol, bind, port, inner, key, counters, task_status=task_status)
+            finally:
+                done.set()
+
+        await self._nursery.start(gate)
+        self._gate, self._gate_scope, self._gate_done = counters, scope, done
+
+    async def _stop_gate(self) -> None:
+        """Close the gate's listener (and the encoders it relays) before anything binds the port again."""
+        if self._gate_scope is not None:
+            self._gate_scope.cancel()
+            await self._gate_done.wait()
+        self._gate = self._gate_scope = None
 
     async def _input_protocols(self) -> frozenset[str] | None:
         """The FFmpeg build's input protocols, asked once of a child (ingest/protocols.py); None:
@@ -147,12 +196,19 @@ class IngestService:
             await trio.sleep(0.01)
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._loop()
+
+    async def _loop(self) -> None:
         while True:
             now = trio.current_time()
             spawn = self.sup.poll(now)
             if spawn is not None:
+                gate = self._gate
+                refused_before = gate.refused if gate is not None else 0
                 await self._run_worker(spawn)
-                self.sup.on_exit(trio.current_time())
+                self.sup.on_exit(trio.current_time(), pusher_refused=gate is not None and gate.refused > refused_before)
                 await self._check_handover()
                 continue
             await self._check_handover()
@@ -242,3 +298,12 @@ class IngestService:
             raise C.MediaFormatError(f"kind {kind} from the ingest worker")
         self._was_live = True
         await self._up(fr.body)
+
+
+def _free_loopback_port() -> int:
+    """A free TCP port on 127.0.0.1 for FFmpeg to listen on behind the gate."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

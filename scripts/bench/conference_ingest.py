@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import os
 import socket
 import subprocess
@@ -68,15 +69,15 @@ class SentTimes:
         return xs[i][1] if i >= 0 else None
 
 
-def _spawn(port: int, size: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(TOOLS), f"rtmp://127.0.0.1:{port}/live/stream", "flv", str(seconds), size],
+def _spawn(port: int, size: str, seconds: float, path: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TOOLS), f"rtmp://127.0.0.1:{port}{path}", "flv", str(seconds), size],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "INGEST_TOOLS_LOG": "1"})
 
 
-def _push(port: int, size: str, seconds: float) -> tuple[subprocess.Popen, SentTimes]:
+def _push(port: int, size: str, seconds: float, path: str = "/live/stream") -> tuple[subprocess.Popen, SentTimes]:
     """Push until the listener takes it; a thread keeps reading the generator's packet times."""
-    gen = _spawn(port, size, seconds)
+    gen = _spawn(port, size, seconds, path)
     deadline = time.time() + 30
     while True:  # the listener may not be up yet: the push is refused at once, try again
         line = gen.stdout.readline()
@@ -88,10 +89,10 @@ def _push(port: int, size: str, seconds: float) -> tuple[subprocess.Popen, SentT
         if time.time() > deadline:
             raise RuntimeError("the RTMP listener never accepted the push")
         time.sleep(0.3)
-        gen = _spawn(port, size, seconds)
+        gen = _spawn(port, size, seconds, path)
 
 
-def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
+def _ingest_run(hq, hall, port: int, size: str, seconds: float, path: str) -> dict:
     from ingest_tools import HallSubscriber
     from nodeproc import wait_for
 
@@ -114,7 +115,7 @@ def _ingest_run(hq, hall, port: int, size: str, seconds: float) -> dict:
             time.sleep(1.0)
 
     def stream() -> None:
-        gen, sent = _push(port, size, seconds)
+        gen, sent = _push(port, size, seconds, path)
         holder["sent"] = sent
         holder["t0"] = time.time()
         gen.wait()
@@ -194,9 +195,10 @@ def ingest(args) -> dict:
             nodes.append(hall)
             wait_for(lambda: hall.status()["media"]["source_link"] == hq.node_id, "source beacons from HQ")
             port = _free_port()
-            meshmeet("ingest", "--listen", str(port), "--bind", "127.0.0.1", "--data-dir", str(hq_dir))
+            started = meshmeet("ingest", "--listen", str(port), "--bind", "127.0.0.1", "--data-dir", str(hq_dir), "--json")
+            path = json.loads(started.stdout)["push"]["path"]  # /live/KEY: the gate refuses any other
             for name, size in SIZES:
-                out["runs"][name] = _ingest_run(hq, hall, port, size, seconds)
+                out["runs"][name] = _ingest_run(hq, hall, port, size, seconds, path)
             meshmeet("ingest", "stop", "--data-dir", str(hq_dir))
         finally:
             stop_all(nodes)

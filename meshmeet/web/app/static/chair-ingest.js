@@ -7,12 +7,14 @@
     ingest_stop: "Dừng", ingest_listen: "Nhận luồng đẩy tới cổng", ingest_idle: "Không tiếp sóng",
     ingest_starting: "Đang mở nguồn…", ingest_live: "Đang tiếp sóng", ingest_retrying: "Đang thử lại",
     ingest_stalled: "Nguồn im lặng", ingest_retry_in: "thử lại sau", ingest_need_url: "Cần địa chỉ nguồn hoặc cổng nhận",
+    ingest_push: "Bộ mã hoá đẩy tới cổng {port} của máy này, đường dẫn {path} (khoá luồng: {key}). Luồng không đúng khoá bị từ chối.",
   });
   Object.assign(MM_TEXT.en, {
     ingest_title: "Relay the upstream conference", ingest_url: "Source address", ingest_start: "Start relaying",
     ingest_stop: "Stop", ingest_listen: "Receive a push on port", ingest_idle: "Not relaying",
     ingest_starting: "Opening the source…", ingest_live: "Relaying", ingest_retrying: "Retrying",
     ingest_stalled: "The source is silent", ingest_retry_in: "retry in", ingest_need_url: "A source address or a port is needed",
+    ingest_push: "The encoder pushes to port {port} of this machine, path {path} (stream key: {key}). A push without this key is refused.",
   });
   const q = (s) => document.querySelector(s);
   let last = null;
@@ -47,8 +49,14 @@
     const listen = q("[data-testid=ingest-listen]").checked;
     const args = listen ? { action: "start", listen: Number(q("[data-testid=ingest-port]").value) } : { action: "start", url };
     if (!listen && !url) { MM.say("[data-testid=ingest-msg]", MM.t("ingest_need_url"), true); return; }
-    try { show(await MM.api("ingest", args)); MM.say("[data-testid=ingest-msg]", ""); }
-    catch (e) { MM.say("[data-testid=ingest-msg]", MM.errText(e), true); }
+    try {
+      const st = await MM.api("ingest", args);
+      show(st);
+      // the key is in the start answer only (never in the open status): shown to the chair who started it
+      const p = st.push;
+      MM.say("[data-testid=ingest-msg]", p ? MM.t("ingest_push").replace("{port}", p.port).replace("{path}", p.path)
+        .replace("{key}", p.key) : "");
+    } catch (e) { MM.say("[data-testid=ingest-msg]", MM.errText(e), true); }
   }
 
   async function stop() {
