@@ -117,6 +117,13 @@ def test_hall_page_feedback_reaches_hq_and_the_reply_comes_back(tmp_path: Path) 
         for node in (hq, hall):
             dump = json.dumps(api(node, "state", {"format": "json"})[1], ensure_ascii=False)
             assert "0912345678" not in dump and "Bà Lan" not in dump
+            # nor the resident's reply code (it opens the reply): not for a LAN page, not for the CLI
+            for token in (False, True):
+                status, dump = api(node, "state", {"format": "json"}, token=token)
+                assert status == 200 and dump["feedback"], dump
+                text = json.dumps(dump, ensure_ascii=False)
+                assert code not in text and code.replace("-", "") not in text
+                assert all("code" not in r and "contact" not in r for r in dump["feedback"])
         assert api(hall, "citizen_inbox", token=False)[0] == 401  # chair only
         # The residents' listener has the page and nothing else; the page's calls are not
         # reachable through the gateway's /api from a browser either.

@@ -362,7 +362,7 @@ class StateApi:
         async with self.svc.lock:
             if fmt == "digest":
                 return {"digest": self.store.digest(), "origins": self.store.version_vector()}
-            return self.store.dump()
+            return _without_private_columns(self.store.dump())
 
     async def roster(self, args: dict) -> dict:
         roster = self.node.roster
@@ -372,6 +372,19 @@ class StateApi:
         seats = [{"short_id": s.short_id, "site": s.site, "role": s.role, "expires_at": s.expires_at,
                   "seat": "open" if s.expires_at > now else "expired"} for s in roster.open_seats(now=None)]
         return {"commune": roster.commune_name, "members": members, "open_seats": seats}
+
+
+# columns a dump leaves out: a resident's reply code opens their reply, a contact is theirs (sealed
+# to HQ); `state` is a read any LAN page may make, and the CLI has citizen_inbox for what it needs
+PRIVATE_COLUMNS = {"feedback": ("code", "contact")}
+
+
+def _without_private_columns(dump: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    for table, columns in PRIVATE_COLUMNS.items():
+        for row in dump.get(table, []):
+            for column in columns:
+                row.pop(column, None)
+    return dump
 
 
 def _json_or_none(text: str | None) -> Any:
