@@ -4,7 +4,12 @@ confirmed downgrades)."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +28,12 @@ def authority(node_id: str) -> bytes | None:
     return HQ.public_key if node_id == HQ.node_id else None
 
 
-def floor_at(key: KeyPair) -> F.Floor:
-    return F.Floor(key.node_id, COMMUNE, authority)
+KEYS = {k.node_id: k.public_key for k in (HQ, HALL, OTHER)}  # the roster's members
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol" / "media.md"
+
+
+def floor_at(key: KeyPair, counter_start: int = 1_765_000_000) -> F.Floor:
+    return F.Floor(key, COMMUNE, authority, KEYS.get, counter_start=counter_start)
 
 
 def test_grant_moves_the_holder_and_is_flooded_once() -> None:
@@ -68,36 +77,111 @@ def test_grants_need_authority_and_a_valid_signature() -> None:
     assert hall.refused == 3 and hall.grant is None
 
 
-def test_beacons_point_at_the_holder_and_stop_on_loops() -> None:
+def test_a_neighbour_cannot_forge_the_holders_beacon() -> None:
+    """The attack: OTHER, a roster member and HALL's neighbour off the path to the holder (HQ),
+    makes up beacons for HQ with fresh counters to become HALL's voice-0 source."""
+    hq, hall = floor_at(HQ), floor_at(HALL)
+    root = HQ.node_id
+    real = F.parse(hq.beacon_due(root, 0.0) or b"")
+    assert isinstance(real, F.SourceBeacon) and real.holder == HQ.node_id and len(real.signature) == 64
+    assert hall.receive_beacon("to-hq", real, root, 0.0, signed_only=True).source_changed
+    signed_by_other = F.make_beacon(OTHER, COMMUNE, real.seq, real.counter + 5)
+    forged = [
+        F.SourceBeacon(real.seq, HQ.node_id, real.counter + 5, signed_by_other.signature),  # its own key
+        F.SourceBeacon(real.seq, HQ.node_id, real.counter + 6, real.signature),  # HQ's signature, new counter
+        F.make_beacon(HQ, bytes([9]) * 16, real.seq, real.counter + 7),  # signed for another commune
+    ]
+    for i, b in enumerate(forged):
+        with pytest.raises(F.FloorError):
+            hall.receive_beacon("to-other", F.parse(F.encode_signed_beacon(b)), root, 0.1 + i, signed_only=True)
+    # the unsigned form from a peer that names the feature is refused, whatever its counter
+    with pytest.raises(F.FloorError):
+        hall.receive_beacon("to-other", F.SourceBeacon(real.seq, HQ.node_id, F.MAX_SEQ), root, 0.5, signed_only=True)
+    # a beacon naming itself (it does not hold the floor) is ignored
+    own = F.make_beacon(OTHER, COMMUNE, real.seq, F.MAX_SEQ)
+    assert hall.receive_beacon("to-other", own, root, 0.6, signed_only=True) == F.FloorUpdate()
+    assert hall.source_link == "to-hq" and hall.refused == 4 and hall.unsigned_taken == 0
+    # the holder's own next beacon still counts
+    assert hall.receive_beacon("to-hq", F.parse(hq.beacon_due(root, 1.0) or b""), root, 1.0, signed_only=True).forward
+
+
+def test_beacons_point_at_the_holder_and_drop_replays_and_loops() -> None:
     hq, relay = floor_at(HQ), floor_at(HALL)
     root = HQ.node_id
     b = hq.beacon_due(root, 0.0)
     assert b is not None and hq.beacon_due(root, 0.5) is None and hq.beacon_due(root, 1.0) is not None
-    beacon = F.parse(b)
-    assert isinstance(beacon, F.SourceBeacon)
-    upd = relay.receive_beacon("link-to-hq", beacon, root)
+    b1 = F.parse(b)
+    assert isinstance(b1, F.SourceBeacon) and b[0] == F.KIND_SIGNED_BEACON
+    upd = relay.receive_beacon("link-to-hq", b1, root, 0.0, signed_only=True)
     assert upd.forward and upd.source_changed and relay.source_link == "link-to-hq"
-    assert relay.receive_beacon("other-link", beacon, root) == F.FloorUpdate()  # came round a loop
-    stale = F.SourceBeacon(beacon.seq, OTHER.node_id, 7)  # not the holder: ignored
-    assert relay.receive_beacon("x", stale, root) == F.FloorUpdate() and relay.source_link == "link-to-hq"
+    assert relay.receive_beacon("other-link", b1, root, 0.1, signed_only=True) == F.FloorUpdate()  # a loop
+    b3 = F.parse(hq.beacon_due(root, 2.0) or b"")
+    assert relay.receive_beacon("link-to-hq", b3, root, 2.0, signed_only=True).forward
+    # an older real beacon, replayed by a neighbour (signed or in the 0x11 form of an old peer): dropped
+    assert relay.receive_beacon("other-link", b1, root, 2.5, signed_only=True) == F.FloorUpdate()
+    unsigned_b1 = F.parse(F.encode_beacon(b1))
+    assert relay.receive_beacon("old-peer", unsigned_b1, root, 2.6, signed_only=False) == F.FloorUpdate()
+    assert relay.receive_beacon("old-peer", F.parse(F.encode_beacon(b3)), root, 2.7, signed_only=False) == F.FloorUpdate()
+    stale = F.make_beacon(OTHER, COMMUNE, b1.seq, 7)  # not the holder: ignored
+    assert relay.receive_beacon("x", stale, root, 2.8, signed_only=True) == F.FloorUpdate()
+    assert relay.source_link == "link-to-hq" and relay.refused == 0
     assert relay.link_gone("link-to-hq").source_changed and relay.source_link is None
     assert relay.beacon_due(root, 0.0) is None  # only the holder beacons
+
+
+def test_a_restarted_holder_is_taken_after_the_forget_time() -> None:
+    root = HQ.node_id
+    hq, hall = floor_at(HQ, counter_start=5000), floor_at(HALL)
+    assert hall.receive_beacon("a", F.parse(hq.beacon_due(root, 0.0) or b""), root, 0.0, signed_only=True).forward
+    # HQ restarts with its clock set back: its counter starts lower than the last one taken
+    hq2 = floor_at(HQ, counter_start=100)
+    b = F.parse(hq2.beacon_due(root, 1.0) or b"")
+    assert hall.receive_beacon("b", b, root, 1.0, signed_only=True) == F.FloorUpdate()
+    assert hall.receive_beacon("b", b, root, F.BEACON_FORGET_S - 0.1, signed_only=True) == F.FloorUpdate()
+    b = F.parse(hq2.beacon_due(root, 2.0) or b"")
+    assert hall.receive_beacon("b", b, root, F.BEACON_FORGET_S + 0.5, signed_only=True).source_changed
+    assert hall.source_link == "b"
+    # a restart with the wall clock going forward is taken at once
+    hq3 = floor_at(HQ, counter_start=6000)
+    assert hall.receive_beacon("c", F.parse(hq3.beacon_due(root, 0.0) or b""), root, 11.0, signed_only=True).forward
+
+
+def test_unsigned_beacons_from_old_peers_are_the_open_window_and_never_block_signed_ones() -> None:
+    hq, hall = floor_at(HQ), floor_at(HALL)
+    root = HQ.node_id
+    b1 = F.parse(hq.beacon_due(root, 0.0) or b"")
+    assert hall.receive_beacon("old-relay", F.parse(F.encode_beacon(b1)), root, 0.0, signed_only=False).forward
+    assert hall.source_link == "old-relay" and hall.unsigned_taken == 1
+    # an old peer (or one that claims to be old) makes up a beacon with the highest counter:
+    # the open window lets it take the source, but the holder's next signed beacon takes it back
+    assert hall.receive_beacon("liar", F.SourceBeacon(b1.seq, HQ.node_id, F.MAX_SEQ), root, 0.5, signed_only=False).forward
+    assert hall.source_link == "liar"
+    b2 = F.parse(hq.beacon_due(root, 1.0) or b"")
+    assert hall.receive_beacon("new-relay", b2, root, 1.0, signed_only=True).source_changed
+    assert hall.source_link == "new-relay" and hall.unsigned_taken == 2
+    assert hall.status(root)["unsigned_taken"] == 2
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_bytes_give_floor_errors_only(data: bytes) -> None:
-    for kind in (F.KIND_FLOOR, F.KIND_SOURCE_BEACON):
+    for kind in (F.KIND_FLOOR, F.KIND_SOURCE_BEACON, F.KIND_SIGNED_BEACON):
         try:
-            F.parse(bytes([kind]) + data)
+            m = F.parse(bytes([kind]) + data)
         except F.FloorError:
-            pass
+            continue
+        if isinstance(m, F.SourceBeacon):
+            for signed_only in (False, True):
+                try:
+                    floor_at(HALL).receive_beacon("l", m, HQ.node_id, 0.0, signed_only=signed_only)
+                except F.FloorError:
+                    pass
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.integers(-2, 2**33), st.text(max_size=20), st.binary(max_size=70), st.none()), max_size=5))
 def test_hostile_msgpack_fields_give_floor_errors_only(fields: list) -> None:
-    for kind in (F.KIND_FLOOR, F.KIND_SOURCE_BEACON):
+    for kind in (F.KIND_FLOOR, F.KIND_SOURCE_BEACON, F.KIND_SIGNED_BEACON):
         data = bytes([kind]) + msgpack.packb(fields)
         try:
             m = F.parse(data)
@@ -110,12 +194,71 @@ def test_hostile_msgpack_fields_give_floor_errors_only(fields: list) -> None:
                 pass
 
 
+        elif isinstance(m, F.SourceBeacon):
+            for signed_only in (False, True):
+                try:
+                    floor_at(HALL).receive_beacon("l", m, HQ.node_id, 0.0, signed_only=signed_only)
+                except F.FloorError:
+                    pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, F.MAX_SEQ), st.binary(min_size=64, max_size=64),
+                          st.floats(0, 100)), max_size=6))
+def test_made_up_signed_beacons_for_the_holder_never_move_the_source(forgeries: list) -> None:
+    """Hostile beacons naming the real holder (fields valid, bytes on the wire, any counter and
+    signature, any arrival time) from a peer that names the feature: FloorError or ignored, and
+    the source stays on the link the holder's real beacon came on."""
+    hq, hall = floor_at(HQ), floor_at(HALL)
+    root = HQ.node_id
+    hall.receive_beacon("to-hq", F.parse(hq.beacon_due(root, 0.0) or b""), root, 0.0, signed_only=True)
+    for seq, counter, sig, now in forgeries:
+        for body in (F.encode_signed_beacon(F.SourceBeacon(seq, HQ.node_id, counter, sig)),
+                     F.encode_beacon(F.SourceBeacon(seq, HQ.node_id, counter))):
+            try:
+                hall.receive_beacon("to-forger", F.parse(body), root, now, signed_only=True)
+            except F.FloorError:
+                pass
+    assert hall.source_link == "to-hq" and hall.unsigned_taken == 0
+
+
 def test_grant_and_beacon_round_trip_bytes() -> None:
     g = F.make_grant(HQ, COMMUNE, 3, HALL.node_id)
     assert F.parse(F.encode_grant(g)) == g
     b = F.SourceBeacon(3, HALL.node_id, 12345)
     assert F.parse(F.encode_beacon(b)) == b
-    assert len(F.encode_grant(g)) < 110 and len(F.encode_beacon(b)) < 30
+    signed = F.make_beacon(HALL, COMMUNE, 3, 1_765_000_000)
+    assert F.parse(F.encode_signed_beacon(signed)) == signed
+    assert F.parse(F.encode_beacon(signed)) == F.SourceBeacon(3, HALL.node_id, 1_765_000_000)  # its 0x11 form
+    with pytest.raises(ValueError):
+        F.encode_signed_beacon(b)  # a relay cannot make the signed form of an unsigned beacon
+    assert len(F.encode_grant(g)) < 110 and len(F.encode_beacon(b)) < 30 and len(F.encode_signed_beacon(signed)) < 100
+
+
+def floor_vectors() -> list[dict]:
+    blocks = re.findall(r"```json floor-beacon-vectors\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1
+    return json.loads(blocks[0])
+
+
+def test_doc_signed_beacon_vectors() -> None:
+    vs = floor_vectors()
+    assert vs
+    for v in vs:
+        key = KeyPair.from_seed(bytes.fromhex(v["signer_seed_hex"]))
+        commune = bytes.fromhex(v["commune_hex"])
+        assert key.node_id == v["signer_node_id"]
+        assert F.SOURCE_BEACON_CONTEXT.hex() == v["context_hex"]
+        signed_input = F.SOURCE_BEACON_CONTEXT + commune + msgpack.packb([v["seq"], key.node_id, v["counter"]])
+        assert signed_input.hex() == v["signed_input_hex"]
+        m = F.make_beacon(key, commune, v["seq"], v["counter"])
+        assert F.encode_signed_beacon(m).hex() == v["hex"] and F.parse(bytes.fromhex(v["hex"])) == m
+        assert F.encode_beacon(m).hex() == v["unsigned_hex"]
+        # a node of this release takes it (the roster gives the signer's key)
+        holder_floor = F.Floor(KeyPair.from_seed(bytes([7]) * 32), commune, lambda _n: None,
+                               {key.node_id: key.public_key}.get)
+        holder_floor.grant = F.FloorGrant(v["seq"], key.node_id, "0" * 16, bytes(64))
+        assert holder_floor.receive_beacon("l", F.parse(bytes.fromhex(v["hex"])), "0" * 16, 0.0, signed_only=True).forward
 
 
 # ---- relay additions -------------------------------------------------------------------------

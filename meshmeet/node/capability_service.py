@@ -18,6 +18,7 @@ import trio
 
 from .. import __version__
 from ..media import chunk as media_chunk
+from ..media.floor import FEATURE as FLOOR_FEATURE
 from ..media.voices import FEATURE as VOICES_FEATURE
 from ..lora.messages import Kind as LoraKind
 from ..store.batch import BATCH_VERSION, BATCH_VERSION_V2
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEATURES = frozenset({"release/1", "node_versions", VOICES_FEATURE, SWARM_FEATURE})
+FEATURES = frozenset({"release/1", "node_versions", VOICES_FEATURE, SWARM_FEATURE, FLOOR_FEATURE})
 
 
 def my_capabilities() -> Capabilities:

@@ -22,13 +22,13 @@ import json
 import logging
 import math
 import os
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
 from ..media import chunk as C
-from ..media.floor import (FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorGrant,
-                           FloorUpdate, SourceBeacon, parse as parse_floor)
+from ..media.floor import FLOOR_KINDS, LOCAL, SOURCE_RESET, Floor, FloorError, FloorUpdate, for_peer as floor_for_peer, parse as parse_floor
 from ..media.recsync import RECSYNC_KINDS
 from ..media.datagram_channel import DATAGRAM, Deliver, FeedbackArrived, KeyframeWanted, ModeChanged
 from ..media.datagram import OVERHEAD_BYTES as DATAGRAM_OVERHEAD_BYTES
@@ -67,12 +67,13 @@ class MediaService:
     Needs: the node's links, the tree (`TreeView`) media travels on, the store (`StateReader`)."""
 
     def __init__(self, node: "Node", *, tree: "TreeView | None" = None, state: "StateReader | None" = None,
-                 knows_voices: "Callable[[str], bool] | None" = None) -> None:
+                 knows_voices: "Callable[[str], bool] | None" = None, signs_beacons: "Callable[[str], bool] | None" = None) -> None:
         self.node = node
         self.tree = tree  # the links media travels on; None: no tree links (tests)
         self.state = state  # the started meeting names the recording; None: named by date
         self.relay = MediaRelay(source=None, keep_accepted=True)
-        self.floor = Floor(node.key.node_id, node.roster.commune_id, self._may_grant)
+        self.floor = Floor(node.key, node.roster.commune_id, self._may_grant, lambda n: self._may_grant(n, True), counter_start=int(time.time()))
+        self.signs_beacons = signs_beacons or (lambda peer: False)  # the peer names floor.FEATURE
         self._tree_links: set[str] = set()
         self._root: str | None = None
         self._presenter_configs: dict[tuple[int, int], bytes] = {}
@@ -111,10 +112,11 @@ class MediaService:
     def _tree_neighbours(self) -> set[str]:
         return set() if self.tree is None else set(self.tree.neighbours()) & set(self.node.links.up_peers())
 
-    def _may_grant(self, node_id: str) -> bytes | None:
-        """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor."""
+    def _may_grant(self, node_id: str, any_member: bool = False) -> bytes | None:
+        """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor;
+        `any_member`: any member's key (the floor holder's and the extra voice's beacons' signer)."""
         m = self.node.roster.member_by_node_id(node_id)
-        return m.public_key if m is not None and (m.role == "hq" or m.backup) else None
+        return m.public_key if m is not None and (any_member or m.role == "hq" or m.backup) else None
 
     def _site(self, node_id: str | None) -> str | None:
         if node_id is None:
@@ -186,12 +188,7 @@ class MediaService:
     def _on_floor(self, peer: str, body: bytes, now: float) -> None:
         root = self.root()
         try:
-            msg = parse_floor(body)
-            if isinstance(msg, FloorGrant):
-                upd = self.floor.receive_grant(msg, root)
-            else:
-                assert isinstance(msg, SourceBeacon)
-                upd = self.floor.receive_beacon(peer, msg, root)
+            upd = self.floor.receive(peer, parse_floor(body), root, now, signed_only=bool(self.signs_beacons(peer)))
         except FloorError as e:
             self.counters["floor_refused"] += 1
             log.warning("floor message from %s refused: %s", peer, e.en)
@@ -270,9 +267,10 @@ class MediaService:
             self._publish(data)
 
     def _flood(self, body: bytes, *, exclude: str | None = None) -> None:
-        for peer in self._tree_links:
-            if peer != exclude:
-                self.node.send(peer, services.MEDIA, body)
+        for peer in self._tree_links - {exclude}:  # a beacon signed or 0x11, as each peer takes it
+            out = floor_for_peer(body, bool(self.signs_beacons(peer)))
+            if out is not None:
+                self.node.send(peer, services.MEDIA, out)
 
     # ----- floor -----------------------------------------------------------------------------
     def _apply_floor(self, upd: FloorUpdate, now: float) -> None:

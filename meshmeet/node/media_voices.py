@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..media import chunk as C
+from ..media.floor import FEATURE as FLOOR_FEATURE
 from ..media.voices import (FEATURE, LOCAL, VOICE_CHAIR, VOICE_EXTRA, ExtraVoice, VoiceBeacon, VoiceError,
                             VoiceGrant, VoiceUpdate, as_voice, encode_role, my_voice, owners, parse, voice_of)
 from ..wire import services
@@ -40,16 +41,12 @@ class MediaVoices:
         self.m = media
         node = media.node
         self.knows = knows_voices or (lambda peer: False)
-        self.extra = ExtraVoice(node.key, node.roster.commune_id, media._may_grant, self._member_key,
+        self.extra = ExtraVoice(node.key, node.roster.commune_id, media._may_grant, lambda n: media._may_grant(n, True),
                                 counter_start=int(time.time()))
         self._voice_links: set[str] = set()
         self._owners: tuple = (None, None, None)
         self.counters = {"voice_refused": 0, "voice_chunks_sent": 0, "presenter_voice": None}
         self._next_role = 0.0
-
-    def _member_key(self, node_id: str) -> bytes | None:
-        m = self.m.node.roster.member_by_node_id(node_id)
-        return m.public_key if m is not None else None
 
     # ---- who speaks what --------------------------------------------------------------------
     def owners(self) -> tuple:
@@ -173,6 +170,12 @@ def is_voice_audio(body: bytes) -> bool:
         return bool(voice_of(body))
     except C.MediaFormatError:
         return False
+
+
+def signs_beacons_from(caps: object) -> KnowsVoices:
+    """`caps.of(peer).features` names floor.FEATURE: that peer sends and takes only signed
+    source beacons (kind 0x17; the floor's, not a voice's, but named from the same caps)."""
+    return lambda peer: FLOOR_FEATURE in caps.of(peer).features  # type: ignore[attr-defined]
 
 
 def knows_voices_from(caps: object) -> KnowsVoices:
