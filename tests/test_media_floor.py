@@ -162,6 +162,21 @@ def test_unsigned_beacons_from_old_peers_are_the_open_window_and_never_block_sig
     assert hall.status(root)["unsigned_taken"] == 2
 
 
+def test_each_peer_gets_the_form_it_takes() -> None:
+    """What the driver floods (MediaService._flood -> floor.for_peer): a peer that names the feature
+    gets the holder's signed bytes unchanged, a peer of the previous release the 0x11 form; a relay
+    holding only an unsigned beacon (from an old peer) has nothing for a feature peer; grants pass."""
+    assert F.FEATURE == "floor-beacons/2"
+    signed = F.encode_signed_beacon(F.make_beacon(HQ, COMMUNE, 2, 77))
+    assert F.for_peer(signed, True) == signed
+    old = F.for_peer(signed, False)
+    assert old is not None and old[0] == F.KIND_SOURCE_BEACON and F.parse(old) == F.SourceBeacon(2, HQ.node_id, 77)
+    unsigned = F.encode_beacon(F.SourceBeacon(2, HQ.node_id, 78))
+    assert F.for_peer(unsigned, True) is None and F.for_peer(unsigned, False) == unsigned
+    grant = F.encode_grant(F.make_grant(HQ, COMMUNE, 2, HALL.node_id))
+    assert F.for_peer(grant, True) == F.for_peer(grant, False) == grant
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_bytes_give_floor_errors_only(data: bytes) -> None:

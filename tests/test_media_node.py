@@ -103,6 +103,9 @@ def test_chain_floor_rate_cap_and_recording(chain) -> None:
     wait_for(lambda: media(end)["source_link"] == "presenter" and media(hq)["source_link"] == relay.node_id
              and media(relay)["source_link"] == end.node_id, "everyone follows the new holder")
     assert all(media(n)["source"] == end.node_id for n in (hq, relay, end))
+    # nodes of this release take the holder's signed beacons only (kind 0x17, feature floor-beacons/2)
+    assert all(media(n)["floor"]["unsigned_taken"] == 0 and media(n)["counters"]["floor_refused"] == 0
+               for n in (hq, relay, end))
     got = asyncio.run(present_and_listen(end, hq, b"T2"))
     assert [c.seq for c in got if c.track == C.TRACK_AUDIO] == list(range(100))
     refused0 = media(hq)["counters"]["presenter_refused"]

@@ -138,6 +138,14 @@ def test_previous_release_hall_in_the_middle_of_a_meeting(tmp_path: Path) -> Non
         assert "peer_versions" not in old.status()
         assert new.status()["peer_versions"] == {}  # and so is the new hall's only peer
         assert all(l["state"] == "up" for l in old.status()["links"])  # 0xA0 was dropped, not fatal
+        # floor source beacons: HQ signs them (0x17) but sends the old hall the 0x11 form it knows, the
+        # old hall takes it and passes it on, and the new hall takes the unsigned form from its old
+        # peer (the rolling upgrade's open window): voice 0's source at both halls is towards HQ
+        wait_for(lambda: old.status()["media"]["floor"]["source_link"] == hq.node_id and
+                 new.status()["media"]["floor"]["source_link"] == old.node_id, "voice-0 sources through the old hall")
+        assert new.status()["media"]["floor"]["unsigned_taken"] > 0
+        assert old.status()["media"]["counters"]["format_errors"] == 0  # no 0x17 reached it
+        assert all(n.status()["media"]["counters"]["floor_refused"] == 0 for n in nodes)
         assert hq.status()["release"]["version"] == __version__
     finally:
         stop_all(nodes)
