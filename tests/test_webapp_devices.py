@@ -151,3 +151,25 @@ def test_device_pin_command_sets_and_clears(tmp_path: Path) -> None:
     cleared = subprocess.run([sys.executable, "-m", "meshmeet", "device-pin", "--data-dir", str(data), "--clear"],
                              capture_output=True, text=True)
     assert cleared.returncode == 0 and not devices.DeviceBook(data).required()
+
+
+def test_an_unpaired_phone_cannot_open_the_presenter_socket(tmp_path: Path) -> None:
+    """/media/ws/present is what /present and the hall's speaking page send through: with a device
+    PIN set, an unpaired browser is refused at the upgrade; a paired one gets past the guard."""
+    devices.write_device_pin(tmp_path, DEVICE_PIN)
+
+    async def scenario(http, url, stub, shared):
+        out = {}
+        ws_headers = {**browser(url), "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+        async with http.get(url + "/media/ws/present", headers=ws_headers) as r:
+            out["phone"] = await _json(r)
+        async with http.post(url + "/app/pair", json={"pin": DEVICE_PIN}, headers=browser(url)) as r:
+            assert r.status == 200
+        async with http.get(url + "/media/ws/present", headers=ws_headers) as r:
+            out["tablet"] = r.status  # past the guard (this harness has no media routes: 404)
+        return out
+
+    out = run(tmp_path, scenario)
+    assert out["phone"][0] == 401 and out["phone"][1]["error"]["code"] == "device_pairing"
+    assert out["tablet"] == 404

@@ -156,6 +156,10 @@ class _WebApp:
                 raise _err(401, "device_pairing", "Máy này chưa được ghép với điểm họp: nhập mã PIN thiết bị trên "
                            "trang máy tính bảng", "this device is not paired with the site: enter the device PIN on "
                            "the tablet page")
+        elif request.path == policy.PRESENT_SOCKET and not self.is_paired(request):
+            raise _err(401, "device_pairing", "Máy này chưa được ghép với điểm họp: không phát biểu, trình bày được từ "
+                       "đây (ghép ở trang máy tính bảng, hoặc đăng nhập chủ toạ)", "this device is not paired with the "
+                       "site: it may not speak or present from here (pair on the tablet page, or log in as the chair)")
         return await handler(request)
 
     async def page(self, request: web.Request) -> web.FileResponse:
