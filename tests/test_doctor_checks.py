@@ -142,3 +142,16 @@ def test_keys_open_dir_loose_key_foreign_owner_and_link(tmp_path):
         os.chown(d / "admin.key", 65534, 65534)
         [f] = check_keys(d)
         assert "belongs to another user" in f.en and "chown meshmeet:" in f.fix_en
+
+
+def test_an_open_residents_page_without_a_device_pin_is_a_finding(tmp_path):
+    from meshmeet.doctor import local
+    from meshmeet.web.app import devices
+
+    status = {"citizens": {"residents_port": 8088}}
+    (got,) = local.check_devices(tmp_path, status)
+    assert got.state == "problem" and "device-pin" in got.fix_en and "8088" in got.vi
+    devices.write_device_pin(tmp_path, "135790")
+    assert local.check_devices(tmp_path, status)[0].state == "ok"
+    assert local.check_devices(tmp_path, {"citizens": {"residents_port": None}})[0].state == "skipped"
+    assert local.check_devices(tmp_path, None)[0].state == "skipped"

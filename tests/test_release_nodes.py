@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ from meshmeet.membership.identity import load_key
 from meshmeet.release.devbundle import make_source_bundle
 from meshmeet.release.manifest import sign_manifest
 from nodeproc import make_commune, meshmeet, wait_for
-from releaseproc import SupervisedNode, free_port
+from releaseproc import SupervisedNode
 
 pytestmark = pytest.mark.slow
 

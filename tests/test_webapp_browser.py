@@ -12,6 +12,8 @@ guards (Playwright's expect timeouts), never performance limits.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import ssl
 from pathlib import Path
 
@@ -89,9 +91,28 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         chair.get_by_test_id("motion-open").click()
         expect(chair.get_by_test_id("motion-close")).to_have_count(1)
 
+        # The hall sets a device PIN (its Wi-Fi is open to residents for /y-kien): a phone that is
+        # not paired cannot check in for the hall; the tablet pairs once and goes on.
+        subprocess.run([sys.executable, "-m", "meshmeet", "device-pin", "--data-dir", str(hall.data_dir), "--pin-stdin"],
+                       input="135790\n", text=True, check=True, capture_output=True)
+        phone = browser.new_context(locale="vi-VN").new_page()
+        phone.goto(hall.url + "/tablet")
+        expect(phone.get_by_test_id("pair-card")).to_be_visible()
+        phone.get_by_test_id("checkin-count").fill("500")
+        phone.get_by_test_id("checkin-submit").click()
+        expect(phone.get_by_test_id("checkin-msg")).to_contain_text("chưa được ghép")
+        phone.context.close()
+
         tablet = ctx.new_page()
         tablet.set_viewport_size({"width": 1280, "height": 800})
         tablet.goto(hall.url + "/tablet")
+        expect(tablet.get_by_test_id("pair-card")).to_be_visible()
+        tablet.get_by_test_id("pair-pin").fill("000000")
+        tablet.get_by_test_id("pair-submit").click()
+        expect(tablet.get_by_test_id("pair-msg")).to_contain_text("Mã PIN không đúng")
+        tablet.get_by_test_id("pair-pin").fill("135790")
+        tablet.get_by_test_id("pair-submit").click()
+        expect(tablet.get_by_test_id("pair-card")).to_be_hidden()
         expect(tablet.get_by_test_id("tablet-meeting-title")).to_have_text("Họp dân thôn quý IV")
         expect(tablet.get_by_test_id("agenda-item")).to_have_count(2)
         expect(tablet.get_by_test_id("doc-item")).to_have_count(1)

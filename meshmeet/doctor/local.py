@@ -14,7 +14,8 @@ from ..config import NodeConfig
 from .findings import Finding, ok, problem, skipped
 
 MIN_FREE_BYTES = 512 * 1024 * 1024  # a meeting's documents and recordings need room; below this, warn
-SECRET_NAMES = ("node.key", "admin.key", "ca.key", "lora.key", "run/api-token")
+SECRET_NAMES = ("node.key", "admin.key", "ca.key", "lora.key", "run/api-token", "chair-pin", "device-pin",
+                "devices.json", "ingest-key")
 SECRET_SUFFIXES = (".key",)
 
 
@@ -157,3 +158,20 @@ def check_lora(cfg: NodeConfig, role: str, config_dir: Path | None = None) -> li
         return [problem("lora", p.vi, p.en, fix_vi, fix_en) for p in found]
     return [ok("lora", f"Cấu hình LoRa hợp lệ ở vùng {region.name} ({freq_hz / 1e6:.3f} MHz, {power} dBm)",
                f"LoRa settings are legal in region {region.name} ({freq_hz / 1e6:.3f} MHz, {power} dBm)")]
+
+
+def check_devices(data_dir: Path, status: dict | None) -> list[Finding]:
+    """A site whose residents' page listens for phones on its network should make its tablets pair
+    (a device PIN): otherwise any phone on that Wi-Fi may check in and vote for the hall."""
+    residents_port = ((status or {}).get("citizens") or {}).get("residents_port")
+    if status is None or not residents_port:
+        return [skipped("devices", "Trang người dân không mở (hoặc nút không chạy): không kiểm tra việc ghép máy",
+                        "the residents' page is not open (or the node is not running): device pairing not checked")]
+    if (data_dir / "device-pin").exists():
+        return [ok("devices", "Máy tính bảng phải ghép (đã đặt mã PIN thiết bị)", "tablets must pair (a device PIN is set)")]
+    return [problem("devices", f"Trang người dân mở ở cổng {residents_port} nhưng chưa đặt mã PIN thiết bị: điện thoại "
+                    "nào trong Wi-Fi của điểm họp cũng điểm danh, biểu quyết được thay hội trường",
+                    f"the residents' page is open on port {residents_port} but no device PIN is set: any phone on "
+                    "the site's Wi-Fi may check in and vote for the hall",
+                    f"meshmeet device-pin --data-dir {data_dir}, rồi ghép từng máy tính bảng (nhập mã trên trang máy tính bảng)",
+                    f"meshmeet device-pin --data-dir {data_dir}, then pair each tablet (enter the PIN on its tablet page)")]

@@ -63,4 +63,5 @@ def run_doctor(data_dir: Path, api_call: Callable[[Path, str], dict], *,
         findings += peers.check_mdns(status, "mdns" in status)
         findings += peers.check_clock(status)
         findings += peers.check_versions(status, __version__)
+    findings += local.check_devices(data_dir, status)
     return findings

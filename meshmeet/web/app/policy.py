@@ -17,6 +17,13 @@ CHAIR_APIS = frozenset({
 })
 """Calls that change the meeting for everyone: without the local token they need a chair session."""
 
+DEVICE_APIS = frozenset({"checkin", "vote", "speak_request", "feedback"})
+"""What a hall's tablet does for the hall: once the site sets a device PIN, only a paired device
+(web/app/devices.py), the chair's session or the local CLI may call them."""
+
+PRESENT_SOCKET = "/media/ws/present"
+"""The presenter's and the hall's speaking page's socket: behind the same pairing as DEVICE_APIS."""
+
 LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace", "release_publish",
                              "recovery_deliver", "recovery_release", "recovery_status",
                              "citizen_submit", "citizen_submit_page", "citizen_lookup", "zalo_webhook"})

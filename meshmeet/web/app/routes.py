@@ -1,6 +1,7 @@
-"""The hall web app's aiohttp side: pages, chair login/sessions, document upload and download,
+"""The hall web app's aiohttp side: pages, chair login/sessions, tablet pairing, document upload and download,
 CA download, minutes, the API guard (the node's local API token for the CLI, else the chair session
-for chair calls; loopback alone grants nothing) and the HTTPS listener, mounted on the gateway app
+for chair calls, a paired device for the hall's own calls once a device PIN is set; loopback alone
+grants nothing) and the HTTPS listener, mounted on the gateway app
 by `make_setup`.
 
 Pages are static HTML+JS (static/) that talk to the node's JSON API and /ws/state. Node state is
@@ -31,7 +32,7 @@ from ... import api_token
 from .. import tls
 from ...api.contract import ApiError
 from ..gateway import GatewayContext
-from . import auth, policy
+from . import auth, devices, policy
 from .https import HttpsListener
 from .minutes import minutes_record, record_hash
 
@@ -115,6 +116,7 @@ class _WebApp:
     def __init__(self, ctx: GatewayContext, opts: WebappOptions, shared: WebappShared) -> None:
         self.ctx, self.opts, self.shared = ctx, opts, shared
         self.access = _Access()
+        self.devices = devices.DeviceBook(opts.data_dir)
         self.clock = time.monotonic
 
     def is_chair(self, request: web.Request) -> bool:
@@ -150,6 +152,14 @@ class _WebApp:
             if policy.needs_chair(name, request.method, request.query) and not self.is_chair(request):
                 raise _err(401, "chair_login", "Cần đăng nhập chủ toạ (mã PIN) cho thao tác này",
                            "this action needs the chair login (PIN)")
+            if name in policy.DEVICE_APIS and not self.is_paired(request):
+                raise _err(401, "device_pairing", "Máy này chưa được ghép với điểm họp: nhập mã PIN thiết bị trên "
+                           "trang máy tính bảng", "this device is not paired with the site: enter the device PIN on "
+                           "the tablet page")
+        elif request.path == policy.PRESENT_SOCKET and not self.is_paired(request):
+            raise _err(401, "device_pairing", "Máy này chưa được ghép với điểm họp: không phát biểu, trình bày được từ "
+                       "đây (ghép ở trang máy tính bảng, hoặc đăng nhập chủ toạ)", "this device is not paired with the "
+                       "site: it may not speak or present from here (pair on the tablet page, or log in as the chair)")
         return await handler(request)
 
     async def page(self, request: web.Request) -> web.FileResponse:
@@ -164,7 +174,11 @@ class _WebApp:
             pin_set = auth.read_pin_hash(self.opts.data_dir) is not None
         except auth.PinError:
             pin_set = False
-        return web.json_response({**info, "chair": self.is_chair(request), "pin_set": pin_set})
+        try:
+            device = {"required": self.devices.required(), "paired": self.is_paired(request)}
+        except (auth.PinError, ApiError):
+            device = {"required": True, "paired": False}
+        return web.json_response({**info, "chair": self.is_chair(request), "pin_set": pin_set, "device": device})
 
     async def login(self, request: web.Request) -> web.Response:
         info = await self.ctx.api_call("webapp_info", {})
@@ -178,6 +192,18 @@ class _WebApp:
         if stored is None:
             raise _err(409, "no_pin", f"Chưa đặt mã PIN chủ toạ. Trên máy trụ sở chạy: meshmeet chair-pin --data-dir {self.opts.data_dir}",
                        f"no chair PIN is set. On the HQ computer run: meshmeet chair-pin --data-dir {self.opts.data_dir}")
+        client = await self._check_pin(request, lambda pin: auth.verify_pin(pin, stored))
+        self.access.limit.succeeded(client)
+        self.access.pin_seen = stored
+        token = self.access.sessions.create(self.clock())
+        resp = web.json_response({"ok": True, "expires_s": self.access.sessions.lifetime_s})
+        resp.set_cookie(COOKIE, token, max_age=int(self.access.sessions.lifetime_s), httponly=True,
+                        samesite="Strict", secure=request.secure, path="/")
+        return resp
+
+    async def _check_pin(self, request: web.Request, check: Callable[[str], bool]) -> str:
+        """Read {"pin"} from the body and check it (scrypt, off the loop) within the per-client
+        wrong-PIN limit; the client's address when right, else the error to answer."""
         if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
             raise _err(413, "body_too_large", "Nội dung gửi lên quá lớn", "request body too large")
         raw = await request.content.read(MAX_LOGIN_BYTES + 1)
@@ -194,16 +220,38 @@ class _WebApp:
             raise _err(429, "too_many_tries", f"Nhập sai quá nhiều lần; thử lại sau {int(wait) + 1} giây",
                        f"too many wrong PINs; try again in {int(wait) + 1} s")
         self.access.limit.failed(client, self.clock())  # counted before checking: parallel guesses queue behind it
-        ok = await asyncio.get_running_loop().run_in_executor(None, auth.verify_pin, pin, stored)
+        ok = await asyncio.get_running_loop().run_in_executor(None, check, pin)
         if not ok:
             self.shared.logins_refused += 1
             raise _err(401, "wrong_pin", "Mã PIN không đúng", "wrong PIN")
+        return client
+
+    def is_paired(self, request: web.Request) -> bool:
+        """A hall device call may go: no device PIN is set, or this browser is paired, or is the chair's."""
+        try:
+            if not self.devices.required():
+                return True
+            return self.devices.paired(request.cookies.get(devices.COOKIE)) or self.is_chair(request)
+        except auth.PinError as e:
+            raise _err(500, "pin_file", e.vi, e.en) from None
+
+    async def pair(self, request: web.Request) -> web.Response:
+        """A tablet pairs with this site by its device PIN (devices.py)."""
+        try:
+            required = self.devices.required()
+        except auth.PinError as e:
+            raise _err(500, "pin_file", e.vi, e.en) from None
+        if not required:
+            raise _err(409, "no_device_pin", "Điểm này chưa đặt mã PIN thiết bị: máy tính bảng không cần ghép "
+                       f"(đặt mã: meshmeet device-pin --data-dir {self.opts.data_dir})",
+                       "this site has no device PIN: tablets need no pairing "
+                       f"(set one: meshmeet device-pin --data-dir {self.opts.data_dir})")
+        client = await self._check_pin(request, self.devices.check_pin)
         self.access.limit.succeeded(client)
-        self.access.pin_seen = stored
-        token = self.access.sessions.create(self.clock())
-        resp = web.json_response({"ok": True, "expires_s": self.access.sessions.lifetime_s})
-        resp.set_cookie(COOKIE, token, max_age=int(self.access.sessions.lifetime_s), httponly=True,
-                        samesite="Strict", secure=request.secure, path="/")
+        token = await asyncio.get_running_loop().run_in_executor(None, self.devices.pair)
+        resp = web.json_response({"ok": True, "paired": True})
+        resp.set_cookie(devices.COOKIE, token, max_age=devices.COOKIE_MAX_AGE_S, httponly=True, samesite="Strict",
+                        secure=request.secure, path="/")
         return resp
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -308,6 +356,7 @@ class _WebApp:
         app.router.add_get("/app/session", self.session)
         app.router.add_post("/app/login", self.login)
         app.router.add_post("/app/logout", self.logout)
+        app.router.add_post("/app/pair", self.pair)
         app.router.add_post("/app/upload", self.upload)
         app.router.add_get("/app/ca.crt", self.ca_cert)
         app.router.add_get("/app/ca-qr.svg", self.ca_qr)

@@ -1,6 +1,16 @@
 // The hall tablet: agenda and documents, check-in, request to speak, the hall's ballots, feedback.
 // Every action is the node's own: the node adds its site; the store refuses a second ballot.
 (() => {
+  Object.assign(MM_TEXT.vi, {
+    pair_title: "Ghép máy tính bảng với điểm họp", pair_pin: "Mã PIN thiết bị",
+    pair_help: "Điểm họp này cần máy tính bảng được ghép trước khi điểm danh, biểu quyết hay xin phát biểu (để máy của người dân trong Wi-Fi không làm được). Nhập mã PIN thiết bị một lần.",
+    pair_send: "Ghép", pair_done: "Đã ghép máy này với điểm họp",
+  });
+  Object.assign(MM_TEXT.en, {
+    pair_title: "Pair this tablet with the site", pair_pin: "Device PIN",
+    pair_help: "This site needs its tablets paired before they check in, vote or ask to speak (so residents' phones on the Wi-Fi cannot). Enter the device PIN once.",
+    pair_send: "Pair", pair_done: "This tablet is paired with the site",
+  });
   const { t, el, fill, say } = MM;
   let info = { sites: {} }, meeting = null, motion = null;
 
@@ -37,8 +47,15 @@
         : el("div", { class: "muted" }, t("no_replies")))));
   }
 
+  function showPairing(needed) {
+    document.querySelector("[data-testid=pair-card]").classList.toggle("hidden", !needed);
+  }
+
   async function act(msgSel, fn, okText) {
-    try { await fn(); say(msgSel, okText); await refresh(); } catch (e) { say(msgSel, MM.errText(e), true); }
+    try { await fn(); say(msgSel, okText); await refresh(); } catch (e) {
+      say(msgSel, MM.errText(e), true);
+      if (e.err && e.err.code === "device_pairing") showPairing(true);
+    }
   }
 
   function count(sel) {
@@ -52,6 +69,17 @@
     try { info = await MM.request("/app/session"); } catch (e) { /* offline: keep trying via refresh */ }
     fill("[data-testid=tablet-site]", [info.site, t("tablet")].filter(Boolean).join(" — "));
     const q = (s) => document.querySelector(s);
+    showPairing(!!(info.device && info.device.required && !info.device.paired));
+    q("[data-testid=pair-form]").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await MM.request("/app/pair", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ pin: q("[data-testid=pair-pin]").value }) });
+        q("[data-testid=pair-pin]").value = "";
+        showPairing(false);
+        say("[data-testid=checkin-msg]", t("pair_done"));
+      } catch (e) { say("[data-testid=pair-msg]", MM.errText(e), true); }
+    });
     q("[data-testid=checkin-submit]").addEventListener("click", () => act("[data-testid=checkin-msg]", async () => {
       if (!meeting) throw new Error(t("no_meeting"));
       const n = count("[data-testid=checkin-count]");
