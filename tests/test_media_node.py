@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from meshmeet.media import chunk as C
+from meshmeet.media import floor as F
+from meshmeet.membership.identity import KeyPair
 from meshmeet.recording.recorder import read_records
 from browser.node_chain import api_post, media, node_chain
 from nodeproc import NodeProcess, make_commune, meshmeet, wait_for
@@ -120,6 +123,18 @@ def test_chain_floor_rate_cap_and_recording(chain) -> None:
     meshmeet("floor", "release", "--data-dir", str(hq.data_dir))
     wait_for(lambda: media(end)["source_link"] == relay.node_id and media(hq)["source_link"] == "presenter",
              "floor back at the root")
+
+    # the attack: the end hall (a roster member, the relay's child, off its path to HQ) makes up
+    # HQ's beacons with a fresh counter, signed with its own key and in the unsigned 0x11 form, to
+    # become the relay's voice-0 source; the relay refuses both and keeps taking media from HQ
+    wait_for(lambda: media(relay)["source_link"] == hq.node_id, "the relay's source: HQ")
+    seq, refused = media(hq)["floor"]["seq"], media(relay)["counters"]["floor_refused"]
+    fake = F.make_beacon(KeyPair.from_seed(bytes(32)), bytes(16), seq, int(time.time()) + 1000)
+    for body in (F.encode_signed_beacon(F.SourceBeacon(seq, hq.node_id, fake.counter, fake.signature)),
+                 F.encode_beacon(F.SourceBeacon(seq, hq.node_id, fake.counter + 1))):
+        api_post(end, "media_test_send", {"peer": relay.node_id, "hex": body.hex()})
+    wait_for(lambda: media(relay)["counters"]["floor_refused"] == refused + 2, "both made-up beacons refused")
+    assert media(relay)["source_link"] == hq.node_id and media(relay)["floor"]["unsigned_taken"] == 0
 
     # the test-only rate cap puts the relay -> end link down to audio
     with_cap = meshmeet("status", "--json", "--data-dir", str(relay.data_dir))
@@ -227,10 +242,11 @@ def test_rate_cap_hook_is_off_without_the_env(tmp_path: Path) -> None:
         import urllib.error
         import urllib.request
 
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(urllib.request.Request(hq.url + "/api/media_test_rate_cap", data=b"{}",
-                                                          headers=hq.token_header()), timeout=10)
-        assert e.value.code == 404
+        for hook in ("media_test_rate_cap", "media_test_send"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(urllib.request.Request(hq.url + "/api/" + hook, data=b"{}",
+                                                              headers=hq.token_header()), timeout=10)
+            assert e.value.code == 404
         assert hq.status()["media"]["source"] == hq.node_id
         out = meshmeet("floor", "status", "--data-dir", str(hq_dir))
         assert hq.status()["node"]["site"] in out.stdout

@@ -1,5 +1,6 @@
 """What the node's API and status say of live media: the `floor` API, status["media"], and (only
-with MESHMEET_TEST_HOOKS=1) `media_test_rate_cap`.
+with MESHMEET_TEST_HOOKS=1) `media_test_rate_cap` and `media_test_send` (a test plays a hostile
+neighbour: raw bytes on the media service to one link peer).
 
 MediaService (node/media_service.py) owns one and provides what it `provides()` as its own. The API's
 checks (only HQ or the briefing root grants the floor) are a courtesy: every node checks a floor
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..api.contract import ApiError
+from ..wire import services
 from .provides import Provides
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ class MediaApi:
 
     def provides(self) -> Provides:
         """status["media"], `floor` (and `media_test_rate_cap` with the test hooks): part of MediaService's."""
-        tests = {"media_test_rate_cap": self.test_rate_cap} if self.test_hooks else {}
+        tests = {"media_test_rate_cap": self.test_rate_cap, "media_test_send": self.test_send} if self.test_hooks else {}
         return Provides(status={"media": self.status}, apis={"floor": self.floor, **tests})
 
     async def floor(self, args: dict) -> dict:
@@ -81,6 +83,15 @@ class MediaApi:
         self.m.relay.set_rate_cap(peer, None if bps is None else float(bps))
         self.m._kick()
         return {"peer": peer, "bps": bps}
+
+    async def test_send(self, args: dict) -> dict:
+        """`media_test_send {"peer": node id, "hex": bytes}` (MESHMEET_TEST_HOOKS=1 only): send raw
+        bytes on service 0x40 to a link peer, as a hostile node of the roster would."""
+        peer, data = str(args.get("peer", "")), bytes.fromhex(str(args.get("hex", "")))
+        if peer not in self.m.node.links.up_peers():
+            raise ApiError(404, "unknown_link", "Không có liên kết này", f"no link to {peer}")
+        self.m.node.send(peer, services.MEDIA, data)
+        return {"peer": peer, "bytes": len(data)}
 
     def status(self) -> dict:
         """status["media"]: the source, each link's quality and transport, the floor, recordings."""

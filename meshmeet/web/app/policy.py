@@ -24,7 +24,7 @@ DEVICE_APIS = frozenset({"checkin", "vote", "speak_request", "feedback"})
 PRESENT_SOCKET = "/media/ws/present"
 """The presenter's and the hall's speaking page's socket: behind the same pairing as DEVICE_APIS."""
 
-LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "sync_test_pace", "release_publish",
+LOCAL_ONLY_APIS = frozenset({"doc_add", "media_test_rate_cap", "media_test_send", "sync_test_pace", "release_publish",
                              "recovery_deliver", "recovery_release", "recovery_status",
                              "citizen_submit", "citizen_submit_page", "citizen_lookup", "zalo_webhook"})
 """Only with the local token: doc_add and release_publish name a file on the node (browsers use the
