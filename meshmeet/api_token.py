@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from .errors import MeshmeetError
+from .private_file import write_private
 
 TOKEN_FILE = "api-token"
 RUN_DIR = "run"
@@ -41,13 +42,7 @@ def create_token(data_dir: Path) -> str:
         raise TokenError(f"{run} không phải thư mục", f"{run} is not a directory")
     os.chmod(run, 0o700)
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    path = token_path(data_dir)
-    tmp = path.with_name(f"{TOKEN_FILE}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    write_private(token_path(data_dir), token + "\n")
     return token
 
 

@@ -173,3 +173,40 @@ def test_an_unpaired_phone_cannot_open_the_presenter_socket(tmp_path: Path) -> N
     out = run(tmp_path, scenario)
     assert out["phone"][0] == 401 and out["phone"][1]["error"]["code"] == "device_pairing"
     assert out["tablet"] == 404
+
+
+def test_a_secret_file_is_written_whole_and_private_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
+    """meshmeet/private_file.py (the API token, PIN hashes, the stream key, devices, TLS keys and
+    Zalo credentials): 0600 from the start, never through a planted link, and a failed write (a
+    full disk) leaves the old file as it was and no temporary file behind."""
+    import os
+
+    from meshmeet.private_file import write_private
+
+    target = tmp_path / "secret"
+    write_private(target, "first\n")
+    assert target.read_text() == "first\n" and target.stat().st_mode & 0o777 == 0o600
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / f"secret.{os.getpid()}.tmp").symlink_to(elsewhere)  # a link planted at the temporary name
+    write_private(target, b"second\n")
+    assert target.read_bytes() == b"second\n" and not elsewhere.exists()
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd, *a, **k):
+            self.f = real_fdopen(fd, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    with pytest.raises(OSError, match="No space"):
+        write_private(target, "third\n")
+    assert target.read_bytes() == b"second\n" and sorted(p.name for p in tmp_path.iterdir()) == ["secret"]

@@ -13,6 +13,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from ..private_file import write_private
 from .push_gate import valid_key
 from .source import SourceError
 
@@ -45,9 +46,4 @@ def stream_key(data_dir: Path, given: str | None = None) -> str:
 
 
 def _write(path: Path, key: str) -> None:
-    tmp = path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    os.replace(tmp, path)
+    write_private(path, key + "\n")

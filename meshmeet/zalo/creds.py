@@ -14,12 +14,12 @@ A file readable by others is refused. This module must never print a secret.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MeshmeetError
+from ..private_file import write_private
 from .api import API_BASE, OAUTH_BASE
 
 FILE = "zalo.toml"
@@ -48,14 +48,11 @@ def write_creds(data_dir: Path, creds: ZaloCreds) -> Path:
         if not value or len(value) > 4096 or any(ord(c) < 32 for c in value):
             raise MeshmeetError(f"Thiếu hoặc sai {name}", f"missing or malformed {name}")
     path = Path(data_dir) / FILE
-    tmp = path.with_name(FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for name in ("app_id", "app_secret", "oa_secret_key", "refresh_token", "api_base", "oauth_base"):
-            f.write(f"{name} = {_toml_str(getattr(creds, name))}\n")
-        f.write(f"webhook = {'true' if creds.webhook else 'false'}\npoll_s = {creds.poll_s}\n"
-                f"retry_max_s = {creds.retry_max_s}\n")
-    os.replace(tmp, path)
+    text = "".join(f"{name} = {_toml_str(getattr(creds, name))}\n"
+                   for name in ("app_id", "app_secret", "oa_secret_key", "refresh_token", "api_base", "oauth_base"))
+    text += (f"webhook = {'true' if creds.webhook else 'false'}\npoll_s = {creds.poll_s}\n"
+             f"retry_max_s = {creds.retry_max_s}\n")
+    write_private(path, text)
     return path
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import MeshmeetError
+from ...private_file import write_private
 
 PIN_FILE = "chair-pin"
 PIN_MIN_DIGITS = 6
@@ -72,12 +73,7 @@ def pin_path(data_dir: Path) -> Path:
 def write_pin(data_dir: Path, pin: str) -> None:
     """Store the hash of `pin` in DIR/chair-pin (0600), atomically."""
     check_pin_format(pin)
-    path = pin_path(data_dir)
-    tmp = path.with_name(PIN_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(hash_pin(pin) + "\n")
-    os.replace(tmp, path)
+    write_private(pin_path(data_dir), hash_pin(pin) + "\n")
 
 
 def read_pin_hash(data_dir: Path) -> str | None:

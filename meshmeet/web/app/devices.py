@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from pathlib import Path
 
+from ...private_file import write_private
 from . import auth
 
 DEVICE_PIN_FILE = "device-pin"
@@ -28,15 +28,6 @@ DEVICES_FILE = "devices.json"
 COOKIE = "mm_device"
 COOKIE_MAX_AGE_S = 400 * 86400   # browsers cap cookie lifetimes at 400 days
 MAX_DEVICES = 256                # paired devices kept; pairing one more forgets the oldest
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _read_private(path: Path) -> str | None:
@@ -58,7 +49,7 @@ def write_device_pin(data_dir: Path, pin: str | None) -> None:
         pin_file.unlink(missing_ok=True)
         return
     auth.check_pin_format(pin)
-    _write_private(pin_file, auth.hash_pin(pin) + "\n")
+    write_private(pin_file, auth.hash_pin(pin) + "\n")
 
 
 def _digest(token: str) -> str:
@@ -102,7 +93,7 @@ class DeviceBook:
             del devices[min(devices, key=devices.__getitem__)]
         token = secrets.token_urlsafe(32)
         devices[_digest(token)] = max(devices.values(), default=0) + 1
-        _write_private(self.data_dir / DEVICES_FILE, json.dumps({"pin": pin_hash, "devices": devices}))
+        write_private(self.data_dir / DEVICES_FILE, json.dumps({"pin": pin_hash, "devices": devices}))
         return token
 
     def paired(self, token: str | None) -> bool:
