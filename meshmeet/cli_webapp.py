@@ -17,20 +17,30 @@ from typing import Callable
 from .errors import MeshmeetError
 
 
-def cmd_chair_pin(args: argparse.Namespace) -> int:
-    from .web.app import auth  # here, not at the top: the web app's import costs every CLI call a second
-
+def _data_dir(args: argparse.Namespace) -> Path:
     data_dir = Path(args.data_dir)
     if not (data_dir / "node.key").exists():
         raise MeshmeetError(f"{data_dir} chưa phải thư mục dữ liệu của meshmeet (chạy meshmeet init trước)",
                             f"{data_dir} is not a meshmeet data dir (run meshmeet init first)")
+    return data_dir
+
+
+def _read_pin(args: argparse.Namespace, prompt: str) -> str:
+    """The new PIN: one line of stdin with --pin-stdin, else typed twice at the terminal."""
     if args.pin_stdin:
-        pin = sys.stdin.readline().strip()
-    else:
-        pin = getpass.getpass("Mã PIN chủ toạ mới / new chair PIN: ").strip()
-        again = getpass.getpass("Nhập lại / again: ").strip()
-        if pin != again:
-            raise MeshmeetError("Hai lần nhập không khớp", "the two PINs differ")
+        return sys.stdin.readline().strip()
+    pin = getpass.getpass(prompt).strip()
+    again = getpass.getpass("Nhập lại / again: ").strip()
+    if pin != again:
+        raise MeshmeetError("Hai lần nhập không khớp", "the two PINs differ")
+    return pin
+
+
+def cmd_chair_pin(args: argparse.Namespace) -> int:
+    from .web.app import auth  # here, not at the top: the web app's import costs every CLI call a second
+
+    data_dir = _data_dir(args)
+    pin = _read_pin(args, "Mã PIN chủ toạ mới / new chair PIN: ")
     auth.write_pin(data_dir, pin)
     print(f"Đã đặt mã PIN chủ toạ ({auth.pin_path(data_dir)}); mọi phiên chủ toạ cũ đã hết hạn.\n"
           f"Chair PIN set; earlier chair sessions have ended.")
@@ -40,23 +50,13 @@ def cmd_chair_pin(args: argparse.Namespace) -> int:
 def cmd_device_pin(args: argparse.Namespace) -> int:
     from .web.app import devices
 
-    data_dir = Path(args.data_dir)
-    if not (data_dir / "node.key").exists():
-        raise MeshmeetError(f"{data_dir} chưa phải thư mục dữ liệu của meshmeet (chạy meshmeet init trước)",
-                            f"{data_dir} is not a meshmeet data dir (run meshmeet init first)")
+    data_dir = _data_dir(args)
     if args.clear:
         devices.write_device_pin(data_dir, None)
         print("Đã bỏ mã PIN thiết bị: mọi máy trong mạng của điểm họp lại điểm danh, biểu quyết được như trước.\n"
               "Device PIN cleared: any computer on the site's network may check in and vote again.")
         return 0
-    if args.pin_stdin:
-        pin = sys.stdin.readline().strip()
-    else:
-        pin = getpass.getpass("Mã PIN thiết bị mới / new device PIN: ").strip()
-        again = getpass.getpass("Nhập lại / again: ").strip()
-        if pin != again:
-            raise MeshmeetError("Hai lần nhập không khớp", "the two PINs differ")
-    devices.write_device_pin(data_dir, pin)
+    devices.write_device_pin(data_dir, _read_pin(args, "Mã PIN thiết bị mới / new device PIN: "))
     print("Đã đặt mã PIN thiết bị; mọi máy tính bảng phải ghép lại (mở trang máy tính bảng, nhập mã này một lần).\n"
           "Device PIN set; every tablet must pair again (open the tablet page, enter this PIN once).")
     return 0
