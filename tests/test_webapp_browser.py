@@ -98,6 +98,7 @@ def test_meeting_flow_chair_tablet_tv_minutes(browser, tmp_path: Path) -> None:
         phone = browser.new_context(locale="vi-VN").new_page()
         phone.goto(hall.url + "/tablet")
         expect(phone.get_by_test_id("pair-card")).to_be_visible()
+        expect(phone.get_by_test_id("tablet-meeting-title")).to_have_text("Họp dân thôn quý IV")  # else "no meeting"
         phone.get_by_test_id("checkin-count").fill("500")
         phone.get_by_test_id("checkin-submit").click()
         expect(phone.get_by_test_id("checkin-msg")).to_contain_text("chưa được ghép")
