@@ -240,6 +240,11 @@ class Roster:
     def member_by_node_id(self, node_id: str) -> Member | None:
         return self._member_index()[3].get(node_id)
 
+    def public_key_of(self, node_id: str) -> bytes | None:
+        """A member's public key by node id (who signs its beacons); None for a non-member."""
+        member = self.member_by_node_id(node_id)
+        return member.public_key if member is not None else None
+
     def is_member(self, public_key: bytes) -> bool:
         return self.member_by_public_key(public_key) is not None
 

@@ -12,7 +12,7 @@ peer stays LEGACY) and never send anything but its own capabilities.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -64,6 +64,10 @@ class CapabilityService:
 
     def of(self, peer: str) -> Capabilities:
         return self.peers.get(peer, LEGACY)
+
+    def names(self, feature: str) -> Callable[[str], bool]:
+        """A predicate: the peer's capabilities name `feature` (a peer not heard from yet: no)."""
+        return lambda peer: feature in self.of(peer).features
 
     def accepts(self, peer: str, name: str, version: int) -> bool:
         return self.of(peer).accepts(name, version)

@@ -24,7 +24,8 @@ from ..slides.service import SlidesService
 from .citizens_service import CitizensService
 from .lora_service import LoraService
 from .media_service import MediaService
-from .media_voices import knows_voices_from, signs_beacons_from
+from ..media.floor import FEATURE as FLOOR_FEATURE
+from ..media.voices import FEATURE as VOICES_FEATURE
 from .provides import Provider, register
 from .recovery_service import RecoveryService
 from .release_service import ReleaseService
@@ -51,7 +52,7 @@ def build(node: "Node") -> tuple[list[Service], list[Provider]]:
     sync = SyncService(node, tree=tree)                     # needs: links, roster, tree children
     caps = CapabilityService(node, sync=sync)               # needs: links; tells sync each peer's batch formats
     media = MediaService(node, tree=tree, state=sync,       # needs: links, tree, store reads, which peers know voices
-                         knows_voices=knows_voices_from(caps), signs_beacons=signs_beacons_from(caps))
+                         knows_voices=caps.names(VOICES_FEATURE), signs_beacons=caps.names(FLOOR_FEATURE))
     ingest = IngestService(node, media=media)               # needs: media's way in, taps; fronts "media_up"
     lora = LoraService(node, state=sync)                    # needs: links, roster, store reads
     state_api = StateApi(node, sync, lora_alert=lora.api_alert)  # handlers only: no task of its own

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
 from ..ingest.push_gate import GateRefused, RtmpGate, RtspGate
+from .link import peer_address
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class GateCounters:
     busy: int = 0            # connections over MAX_GATE_CONNECTIONS
     upstream_down: int = 0   # the key was fine but FFmpeg was not listening (a restart in between)
     last_refused: str = ""
-    open_now: int = field(default=0)
+    open_now: int = 0
 
     def as_dict(self) -> dict:
         return {"accepted": self.accepted, "refused": self.refused, "busy": self.busy,
@@ -65,7 +66,7 @@ async def serve_gate(protocol: str, bind: str, port: int, upstream_port: int, ke
 
 
 async def _relay(client: trio.SocketStream, gate, upstream_port: int, counters: GateCounters) -> None:
-    peer, upstream = _peer(client), _Upstream(upstream_port, counters)
+    peer, upstream = peer_address(client), _Upstream(upstream_port, counters)
     try:
         async with trio.open_nursery() as nursery:
             refused = await _until_key(client, gate, upstream, nursery)
@@ -136,11 +137,3 @@ async def _pump(src: trio.SocketStream, dst: trio.SocketStream, done: trio.Cance
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     done.cancel()
-
-
-def _peer(stream: trio.SocketStream) -> str:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"

@@ -72,7 +72,8 @@ class MediaService:
         self.tree = tree  # the links media travels on; None: no tree links (tests)
         self.state = state  # the started meeting names the recording; None: named by date
         self.relay = MediaRelay(source=None, keep_accepted=True)
-        self.floor = Floor(node.key, node.roster.commune_id, self._may_grant, lambda n: self._may_grant(n, True), counter_start=int(time.time()))
+        self.floor = Floor(node.key, node.roster.commune_id, self._may_grant, lambda n: node.roster.public_key_of(n),
+                           counter_start=int(time.time()))
         self.signs_beacons = signs_beacons or (lambda peer: False)  # the peer names floor.FEATURE
         self._tree_links: set[str] = set()
         self._root: str | None = None
@@ -112,11 +113,10 @@ class MediaService:
     def _tree_neighbours(self) -> set[str]:
         return set() if self.tree is None else set(self.tree.neighbours()) & set(self.node.links.up_peers())
 
-    def _may_grant(self, node_id: str, any_member: bool = False) -> bytes | None:
-        """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor;
-        `any_member`: any member's key (the floor holder's and the extra voice's beacons' signer)."""
+    def _may_grant(self, node_id: str) -> bytes | None:
+        """Roster authority: HQ, or a backup site (which may run a briefing), may grant the floor."""
         m = self.node.roster.member_by_node_id(node_id)
-        return m.public_key if m is not None and (any_member or m.role == "hq" or m.backup) else None
+        return m.public_key if m is not None and (m.role == "hq" or m.backup) else None
 
     def _site(self, node_id: str | None) -> str | None:
         if node_id is None:

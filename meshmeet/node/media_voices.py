@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..media import chunk as C
-from ..media.floor import FEATURE as FLOOR_FEATURE
-from ..media.voices import (FEATURE, LOCAL, VOICE_CHAIR, VOICE_EXTRA, ExtraVoice, VoiceBeacon, VoiceError,
+from ..media.voices import (LOCAL, VOICE_CHAIR, VOICE_EXTRA, ExtraVoice, VoiceBeacon, VoiceError,
                             VoiceGrant, VoiceUpdate, as_voice, encode_role, my_voice, owners, parse, voice_of)
 from ..wire import services
 
@@ -41,7 +40,8 @@ class MediaVoices:
         self.m = media
         node = media.node
         self.knows = knows_voices or (lambda peer: False)
-        self.extra = ExtraVoice(node.key, node.roster.commune_id, media._may_grant, lambda n: media._may_grant(n, True),
+        self.extra = ExtraVoice(node.key, node.roster.commune_id, media._may_grant,
+                                lambda n: node.roster.public_key_of(n),
                                 counter_start=int(time.time()))
         self._voice_links: set[str] = set()
         self._owners: tuple = (None, None, None)
@@ -170,14 +170,3 @@ def is_voice_audio(body: bytes) -> bool:
         return bool(voice_of(body))
     except C.MediaFormatError:
         return False
-
-
-def signs_beacons_from(caps: object) -> KnowsVoices:
-    """`caps.of(peer).features` names floor.FEATURE: that peer sends and takes only signed
-    source beacons (kind 0x17; the floor's, not a voice's, but named from the same caps)."""
-    return lambda peer: FLOOR_FEATURE in caps.of(peer).features  # type: ignore[attr-defined]
-
-
-def knows_voices_from(caps: object) -> KnowsVoices:
-    """`caps.of(peer).features` names FEATURE (a CapabilityService)."""
-    return lambda peer: FEATURE in caps.of(peer).features  # type: ignore[attr-defined]
