@@ -101,6 +101,12 @@ def encode_grant(g: FloorGrant) -> bytes:
     return bytes((KIND_FLOOR,)) + msgpack.packb([g.seq, g.holder, g.granter, g.signature])
 
 
+def counter_is_new(last: tuple[int, float] | None, counter: int, now: float) -> bool:
+    """A signed beacon's counter against the last one taken, `(counter, when)`: newer, or the last
+    is BEACON_FORGET_S old (a restarted sender). The replay and loop rule of every beacon kind."""
+    return last is None or counter > last[0] or now - last[1] >= BEACON_FORGET_S
+
+
 def _beacon_bytes(commune_id: bytes, seq: int, holder: str, counter: int) -> bytes:
     return SOURCE_BEACON_CONTEXT + commune_id + msgpack.packb([seq, holder, counter])
 
@@ -302,7 +308,7 @@ class Floor:
         if b.seq != self.seq or b.holder != self.holder(root) or b.holder == self.me:
             return FloorUpdate()
         last = self._last_signed if b.signature else self._last_any
-        if last is not None and b.counter <= last[0] and now - last[1] < BEACON_FORGET_S:
+        if not counter_is_new(last, b.counter, now):
             return FloorUpdate()  # seen (a loop while the tree re-forms), or replayed
         if b.signature:
             key = self._member_key(b.holder)
@@ -312,7 +318,7 @@ class Floor:
             self._last_signed = (b.counter, now)
         else:
             self.unsigned_taken += 1  # the rolling upgrade's open window, in use
-        if self._last_any is None or b.counter > self._last_any[0] or now - self._last_any[1] >= BEACON_FORGET_S:
+        if counter_is_new(self._last_any, b.counter, now):
             self._last_any = (b.counter, now)
         changed = self.source_link != link
         self.source_link = link

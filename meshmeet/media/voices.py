@@ -31,7 +31,7 @@ import msgpack
 
 from meshmeet.errors import MeshmeetError
 from meshmeet.media import chunk as C
-from meshmeet.media.floor import MAX_SEQ, is_node_id, is_u32
+from meshmeet.media.floor import MAX_SEQ, counter_is_new, is_node_id, is_u32
 from meshmeet.membership.identity import KeyPair, verify
 
 VOICE_FLOOR, VOICE_CHAIR, VOICE_EXTRA = 0, 1, 2
@@ -45,7 +45,6 @@ VOICE_KINDS = frozenset({KIND_VOICE_GRANT, KIND_VOICE_BEACON})
 VOICE_GRANT_CONTEXT = b"meshmeet-voice-v1"
 VOICE_BEACON_CONTEXT = b"meshmeet-voice-beacon-v1"
 VOICE_BEACON_S = 1.0
-BEACON_FORGET_S = 10.0  # no beacon from the extra voice for this long: the next counter is taken as new
 MAX_VOICE_BYTES = 256
 SIGNATURE_BYTES = 64
 LOCAL = "presenter"  # the source "link" of a voice this node speaks itself
@@ -252,7 +251,7 @@ class ExtraVoice:
         """A beacon from `link`. VoiceError for a forged one; a stale or repeated one is ignored."""
         if b.seq != self.seq or b.node != self.extra or b.node == self.me:
             return VoiceUpdate()
-        if self._last is not None and b.counter <= self._last[0] and now - self._last[1] < BEACON_FORGET_S:
+        if not counter_is_new(self._last, b.counter, now):
             return VoiceUpdate()  # seen (a loop while the tree re-forms), or replayed
         key = self._member_key(b.node)
         if key is None or not verify(key, _signed(VOICE_BEACON_CONTEXT, self._commune_id, [b.seq, b.node, b.counter]),
