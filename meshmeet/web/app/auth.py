@@ -76,9 +76,16 @@ def write_pin(data_dir: Path, pin: str) -> None:
     write_private(pin_path(data_dir), hash_pin(pin) + "\n")
 
 
-def read_pin_hash(data_dir: Path) -> str | None:
-    """The stored hash, or None when no PIN is set; PinError when the file is unsafe."""
-    path = pin_path(data_dir)
+def read_pin_hash(data_dir: Path, name: str = PIN_FILE) -> str | None:
+    """The stored hash (DIR/`name`: the chair's PIN, or the devices' in devices.py), or None when no
+    PIN is set; PinError when the file is unsafe."""
+    text = read_private_text(Path(data_dir) / name)
+    return text.strip() or None if text is not None else None
+
+
+def read_private_text(path: Path) -> str | None:
+    """A 0600 file's text (a PIN hash, the paired devices), None when absent; PinError when others
+    may read it."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -86,7 +93,7 @@ def read_pin_hash(data_dir: Path) -> str | None:
     if mode & 0o077:
         raise PinError(f"Tệp {path} cho phép người khác đọc; chạy chmod 600 {path}",
                        f"{path} is readable by others; run chmod 600 {path}")
-    return path.read_text().strip() or None
+    return path.read_text()
 
 
 @dataclass

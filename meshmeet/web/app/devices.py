@@ -30,17 +30,6 @@ COOKIE_MAX_AGE_S = 400 * 86400   # browsers cap cookie lifetimes at 400 days
 MAX_DEVICES = 256                # paired devices kept; pairing one more forgets the oldest
 
 
-def _read_private(path: Path) -> str | None:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return None
-    if mode & 0o077:
-        raise auth.PinError(f"Tệp {path} cho phép người khác đọc; chạy chmod 600 {path}",
-                            f"{path} is readable by others; run chmod 600 {path}")
-    return path.read_text()
-
-
 def write_device_pin(data_dir: Path, pin: str | None) -> None:
     """Set the device PIN (6-12 digits) or, with None, clear it; either way every device is unpaired."""
     pin_file, book = Path(data_dir) / DEVICE_PIN_FILE, Path(data_dir) / DEVICES_FILE
@@ -64,8 +53,7 @@ class DeviceBook:
 
     def pin_hash(self) -> str | None:
         """The device PIN's hash; None: no PIN, devices need no pairing. PinError: an unsafe file."""
-        text = _read_private(self.data_dir / DEVICE_PIN_FILE)
-        return text.strip() or None if text is not None else None
+        return auth.read_pin_hash(self.data_dir, DEVICE_PIN_FILE)
 
     def required(self) -> bool:
         return self.pin_hash() is not None
@@ -76,7 +64,7 @@ class DeviceBook:
 
     def _load(self, pin_hash: str) -> dict[str, int]:
         try:
-            data = json.loads(_read_private(self.data_dir / DEVICES_FILE) or "{}")
+            data = json.loads(auth.read_private_text(self.data_dir / DEVICES_FILE) or "{}")
         except ValueError:
             return {}
         if not isinstance(data, dict) or data.get("pin") != pin_hash or not isinstance(data.get("devices"), dict):
