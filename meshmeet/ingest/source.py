@@ -149,9 +149,8 @@ def behind_gate(src: IngestSource, inner_port: int) -> IngestSource:
     the public port."""
     if not src.listen:
         raise ValueError("only a listening source goes behind the gate")
-    scheme = src.url.split("://", 1)[0]
-    path = urlsplit(src.url).path
-    return IngestSource(url=f"{scheme}://127.0.0.1:{inner_port}{path}", format=src.format, options=dict(src.options),
+    parts = urlsplit(src.url)
+    return IngestSource(url=f"{parts.scheme}://127.0.0.1:{inner_port}{parts.path}", format=src.format, options=dict(src.options),
                         shown=src.shown, listen=True)
 
 
