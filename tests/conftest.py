@@ -6,11 +6,12 @@
 - `doc_vectors`: the ```vectors block of a protocol document, parsed (tests check the code by it).
 - `registered(service)`: a node service built on a stand-in node, with what it provides put on
   that node's tables by the real `node.provides.register`, as node/compose.py does.
-Import them with `from conftest import FakeClock, Commune, doc_vectors`; fixtures need no import.
+Import them with `from conftest import FakeClock, Commune, doc_vectors, doc_json_blocks`; fixtures need no import.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def registered(service: Provider) -> Provider:
     """`service` (which has a `.node`) with what it provides registered on that node's tables."""
     register(service.node, [service])
     return service
+
+
+def doc_json_blocks(relative_path: str, tag: str) -> list:
+    """The ```json TAG blocks of a document under docs/ (at least one), each parsed."""
+    text = (DOCS / relative_path).read_text(encoding="utf-8")
+    blocks = re.findall(rf"```json {re.escape(tag)}\n(.*?)```", text, re.S)
+    assert blocks, f"no ```json {tag} block in docs/{relative_path}"
+    return [json.loads(b) for b in blocks]
 
 
 def doc_vectors(relative_path: str) -> dict[str, bytes]:

@@ -27,6 +27,7 @@ from meshmeet.store.errors import AuthorityError, SyncError
 from meshmeet.store.schema import specs_for
 
 from test_authority import HALL1, HALL2, HQ, RELAY, STRANGER as HQ2, logged, mk, signed  # HQ2: a second HQ key
+from conftest import doc_json_blocks
 
 SPECS = specs_for(6)
 
@@ -223,15 +224,12 @@ def test_unseal_never_crashes_on_any_structure(tree: object) -> None:
 
 
 def test_sealed_contact_vectors_from_the_doc() -> None:
-    import json
-    import re
 
     from nacl.bindings import crypto_box
     from nacl.public import PrivateKey
     from meshmeet.membership.identity import KeyPair
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "citizens.md").read_text(encoding="utf-8")
-    v = json.loads(re.findall(r"```json citizens-contact-vectors\n(.*?)```", doc, re.S)[0])
+    v = doc_json_blocks("protocol/citizens.md", "citizens-contact-vectors")[0]
     hq = KeyPair.from_seed(bytes.fromhex(v["hq_seed"]))
     assert hq.node_id == v["hq_node_id"]
     contact = Contact(*v["contact"])

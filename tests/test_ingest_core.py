@@ -11,6 +11,7 @@ from meshmeet.ingest import pipe
 from meshmeet.ingest.source import IngestSource, SourceError, behind_gate, parse_source
 from meshmeet.ingest.supervisor import BACKOFF_MAX_S, GENERATION_FIRST, TS_GAP_US, Supervisor
 from meshmeet.media import chunk as C
+from conftest import doc_json_blocks
 
 
 # ----- source ---------------------------------------------------------------------------------
@@ -191,12 +192,8 @@ def test_configs_from_the_worker_are_the_presenters_shape() -> None:
 
 
 def test_pipe_vectors_in_the_doc() -> None:
-    import json
-    import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol" / "ingest.md").read_text()
-    vectors = json.loads(re.search(r"```json ingest-pipe-vectors\n(.*?)```", text, re.S).group(1))
+    vectors = doc_json_blocks("protocol/ingest.md", "ingest-pipe-vectors")[0]
     assert len(vectors) == 3
     for v in vectors:
         frames = pipe.FrameReader().feed(bytes.fromhex(v["hex"]))

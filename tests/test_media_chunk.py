@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,18 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmeet.media import chunk as C
+from conftest import doc_json_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "protocol" / "media.md"
 JS = ROOT / "meshmeet" / "web" / "static" / "media" / "chunk.js"
 
 
 def doc_vectors() -> list[dict]:
     """The JSON test vectors in docs/protocol/media.md (fenced ```json vectors blocks)."""
-    text = DOC.read_text()
-    blocks = re.findall(r"```json vectors\n(.*?)```", text, re.S)
-    assert blocks, "media.md has no vector block"
-    return [v for b in blocks for v in json.loads(b)]
+    return [v for block in doc_json_blocks("protocol/media.md", "vectors") for v in block]
 
 
 def message_of(v: dict) -> C.MediaMessage:

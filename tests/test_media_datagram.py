@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -18,15 +15,13 @@ from meshmeet.media.datagram_channel import (DATAGRAM, FALLBACK_S, TCP, Datagram
                                              KeyframeWanted, ModeChanged)
 from meshmeet.media.datagram_stats import ReceiverStats, SenderView
 from meshmeet.media.datagram_video import Nack, decode_nacks, encode_nacks
+from conftest import doc_json_blocks
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol" / "media.md"
 KA, KB = bytes(range(32)), bytes(range(100, 132))
 
 
 def doc_vectors() -> list[dict]:
-    blocks = re.findall(r"```json datagram-vectors\n(.*?)```", DOC.read_text(), re.S)
-    assert blocks, "no datagram vectors in docs/protocol/media.md"
-    return [v for b in blocks for v in json.loads(b)]
+    return [v for block in doc_json_blocks("protocol/media.md", "datagram-vectors") for v in block]
 
 
 def test_doc_vectors() -> None:

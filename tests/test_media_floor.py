@@ -4,9 +4,6 @@ confirmed downgrades)."""
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -17,6 +14,7 @@ from meshmeet.membership.identity import KeyPair
 from meshmeet.media import chunk as C
 from meshmeet.media import floor as F
 from meshmeet.media.relay import MediaRelay
+from conftest import doc_json_blocks
 
 COMMUNE = bytes(16)
 HQ = KeyPair.from_seed(bytes([1]) * 32)
@@ -29,7 +27,6 @@ def authority(node_id: str) -> bytes | None:
 
 
 KEYS = {k.node_id: k.public_key for k in (HQ, HALL, OTHER)}  # the roster's members
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol" / "media.md"
 
 
 def floor_at(key: KeyPair, counter_start: int = 1_765_000_000) -> F.Floor:
@@ -244,9 +241,8 @@ def test_grant_and_beacon_round_trip_bytes() -> None:
 
 
 def floor_vectors() -> list[dict]:
-    blocks = re.findall(r"```json floor-beacon-vectors\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 1
-    return json.loads(blocks[0])
+    (vectors,) = doc_json_blocks("protocol/media.md", "floor-beacon-vectors")
+    return vectors
 
 
 def test_doc_signed_beacon_vectors() -> None:

@@ -4,9 +4,6 @@ beacons), then routing on a tree of real relay cores, the wire (Hypothesis) and 
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -18,13 +15,13 @@ from meshmeet.media import voices as V
 from meshmeet.media.ladder import AUDIO_LEVEL
 from meshmeet.media.relay import MediaRelay
 from meshmeet.membership.identity import KeyPair
+from conftest import doc_json_blocks
 
 COMMUNE = bytes(16)
 HQ = KeyPair.from_seed(bytes([1]) * 32)
 HALL = KeyPair.from_seed(bytes([2]) * 32)  # the extra voice
 OTHER = KeyPair.from_seed(bytes([3]) * 32)  # a hall that is not allowed
 KEYS = {k.node_id: k.public_key for k in (HQ, HALL, OTHER)}
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol" / "media.md"
 
 
 def authority(node_id: str) -> bytes | None:
@@ -260,9 +257,8 @@ def test_audio_voice_3_and_audio_rate_requests_for_other_voices_are_format_error
 
 
 def voice_vectors() -> list[dict]:
-    blocks = re.findall(r"```json voice-vectors\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 1
-    return json.loads(blocks[0])
+    (vectors,) = doc_json_blocks("protocol/media.md", "voice-vectors")
+    return vectors
 
 
 def test_doc_voice_vectors() -> None:

@@ -17,6 +17,7 @@ from meshmeet.zalo import api
 from meshmeet.zalo.creds import ZaloCreds, read_creds, write_creds
 from meshmeet.zalo.outbox import Outbox
 from meshmeet.zalo.webhook import WebhookError, mac_of, verify
+from conftest import doc_json_blocks
 
 NOW = 1_800_000_000.0
 
@@ -139,13 +140,11 @@ def test_credentials_are_0600_and_refused_when_readable(tmp_path: Path) -> None:
 
 
 def test_doc_vectors() -> None:
-    import re
 
     from meshmeet.citizens import codes
     from meshmeet.node.zalo_service import mark_of
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "citizens.md").read_text(encoding="utf-8")
-    v = json.loads(re.findall(r"```json citizens-vectors\n(.*?)```", doc, re.S)[0])
+    v = doc_json_blocks("protocol/citizens.md", "citizens-vectors")[0]
     for raw, code in v["short_codes"]:
         assert codes.make_code(bytes.fromhex(raw)) == code
     w = v["webhook"]
