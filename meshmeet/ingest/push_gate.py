@@ -83,10 +83,7 @@ class _Gate:
         cut = self._judge()       # bytes of _buf now judged and forwardable (all of it once passed)
         out = bytes(self._buf[:cut])
         del self._buf[:cut]
-        if self.passed:
-            out += bytes(self._buf)
-            self._buf.clear()
-        elif self._seen > MAX_PREAUTH_BYTES:
+        if not self.passed and self._seen > MAX_PREAUTH_BYTES:
             raise GateRefused(f"{self._seen} bytes without the stream key")
         return GateResult(out, self.passed)
 
