@@ -27,7 +27,8 @@ MAX_COMBINING_RUN = 3            # Vietnamese needs at most 2 marks on a letter 
 HONEYPOT_FIELD = "website"       # hidden from people by CSS; bots fill it
 FIELDS = frozenset({"text", "name", "phone", HONEYPOT_FIELD})
 
-_HTML = re.compile(r"<\s*[A-Za-z/!?]|&[A-Za-z#][A-Za-z0-9]{0,30};")
+# "<" before any letter (not only ASCII: "<À" too), "/", "!" or "?"; an &entity;
+_HTML = re.compile(r"<\s*(?:[^\W\d_]|[/!?])|&[A-Za-z#][A-Za-z0-9]{0,30};")
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 _PHONE_CHARS = re.compile(r"[0-9+ .()\-]+")
 _PHONE_MARKS = str.maketrans("", "", "+ .()-")  # what _PHONE_CHARS allows besides digits
